@@ -1,0 +1,1 @@
+"""Bluesky document consumers of txm-live (installed as ``txm_live.callbacks``)."""

@@ -1,0 +1,45 @@
+"""Exception hierarchy of txm-live.
+
+Every error raised on purpose by txm-live derives from :class:`TxmLiveError`, so a beamline
+script can catch all of them at once and still tell them apart by name.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "TxmLiveError",
+    "DocumentError",
+    "FrameError",
+    "MissingFlatError",
+    "AnalysisError",
+    "InsufficientDataError",
+    "RunIncompleteError",
+]
+
+
+class TxmLiveError(Exception):
+    """Base class of all txm-live errors."""
+
+
+class DocumentError(TxmLiveError, ValueError):
+    """A Bluesky document does not fit the stream contract (missing key, unknown stream...)."""
+
+
+class FrameError(TxmLiveError, ValueError):
+    """One frame is unusable (wrong shape or dtype, NaN energy...). The frame is skipped."""
+
+
+class MissingFlatError(TxmLiveError):
+    """No flat (reference) image or I0 monitor is available for a sample frame."""
+
+
+class AnalysisError(TxmLiveError):
+    """The phase analysis of an edge failed."""
+
+
+class InsufficientDataError(AnalysisError):
+    """Too few energies or usable pixels to analyse an edge."""
+
+
+class RunIncompleteError(TxmLiveError):
+    """A run ended (aborted, or never sent ``stop``) before its analysis could finish."""
