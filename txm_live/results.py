@@ -123,6 +123,8 @@ class RunResult:
         Named errors met while processing the run (``"FrameError: ..."``); processing went on.
     n_frames : int
         Number of sample frames ingested.
+    l3_preview : EdgeResult or None
+        Fast streaming-clustering preview of the L3 phases, shown before the exact analysis.
     """
 
     run_uid: str
@@ -132,6 +134,7 @@ class RunResult:
     exafs: tuple[ExafsResult, ...] = ()
     errors: tuple[str, ...] = ()
     n_frames: int = 0
+    l3_preview: EdgeResult | None = None
 
     @property
     def ok(self) -> bool:
