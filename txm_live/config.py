@@ -1,0 +1,302 @@
+"""txm-live configuration: one frozen dataclass, loaded from a TOML file, overridden by flags.
+
+A configuration file groups the options in sections; every key is optional and an omitted key
+keeps its default (``None`` means "decide from the data or the start document")::
+
+    [analysis]
+    element = "Nd"
+    edges = ["L3", "L2"]
+    snr_threshold = 3.0        # omit: chosen automatically
+    register = true
+    correct_magnification = true
+
+    [analysis.dbscan]          # omit: eps and min_samples estimated from the data
+    eps = 0.35
+    min_samples = 20
+
+    [windows.L3]               # override any part of an edge window (eV, pre/post relative to e0)
+    e0 = 6208.0
+    pre = [-200.0, -60.0]
+    post = [90.0, 440.0]
+
+    [stream]                   # data keys and stream names; omit to read them from the start doc
+    energy_key = "mono_energy"
+    image_key = "camera_image"
+
+    [preview]
+    enabled = true
+    n_learn = 3000
+
+    [output]
+    directory = "txm-live-output"
+    figures = true
+
+    [demo]
+    size = "small"
+    seed = 0
+    flux = 5000.0
+
+``txm-live config --print`` prints the full default file. Precedence: keyword overrides (command
+line flags) > file > defaults. Unknown sections or keys are an error naming them, so a typo never
+silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from txm_live.edges import EdgeWindow, default_windows
+
+__all__ = ["TxmLiveConfig", "WindowOverride", "default_toml", "load_config", "DEMO_SIZES"]
+
+#: Names accepted by ``demo.size``.
+DEMO_SIZES = ("tiny", "small", "full")
+
+
+@dataclass(frozen=True)
+class WindowOverride:
+    """Changes to the default window of one edge; ``None`` keeps the default."""
+
+    edge: str
+    e0: float | None = None
+    pre: tuple[float, float] | None = None
+    post: tuple[float, float] | None = None
+
+
+def _opt(section: str, key: str, help: str) -> dict[str, Any]:
+    return {"section": section, "key": key, "help": help}
+
+
+@dataclass(frozen=True)
+class TxmLiveConfig:
+    """All user-facing options of txm-live.
+
+    Field metadata gives each option its TOML section and key and a help text (used by the CLI
+    and by :func:`default_toml`).
+    """
+
+    element: str = field(default="Nd", metadata=_opt("analysis", "element", "absorbing element"))
+    edges: tuple[str, ...] = field(default=("L3", "L2"), metadata=_opt("analysis", "edges", "edges to analyse, in scan order"))
+    snr_threshold: float | None = field(default=None, metadata=_opt(
+        "analysis", "snr_threshold", "minimum edge-step SNR of a clustered pixel (omit: automatic)"))
+    n_components: int | None = field(default=None, metadata=_opt(
+        "analysis", "n_components", "PCA components clustered (omit: automatic)"))
+    register: bool = field(default=True, metadata=_opt("analysis", "register", "register frames (drift, jitter)"))
+    correct_magnification: bool = field(default=True, metadata=_opt(
+        "analysis", "correct_magnification", "correct the energy-dependent magnification"))
+    dbscan_eps: float | None = field(default=None, metadata=_opt(
+        "analysis.dbscan", "eps", "DBSCAN neighbourhood radius in PCA units (omit: estimated)"))
+    dbscan_min_samples: int | None = field(default=None, metadata=_opt(
+        "analysis.dbscan", "min_samples", "DBSCAN core point size (omit: estimated)"))
+    windows: tuple[WindowOverride, ...] = field(default=(), metadata=_opt(
+        "windows", "", "per-edge window overrides: e0 (eV), pre/post ranges relative to e0 (eV)"))
+    energy_key: str | None = field(default=None, metadata=_opt(
+        "stream", "energy_key", "data key of the monochromator energy (omit: from the start document)"))
+    image_key: str | None = field(default=None, metadata=_opt(
+        "stream", "image_key", "data key of the camera image (omit: from the start document)"))
+    flat_stream: str | None = field(default=None, metadata=_opt("stream", "flat_stream", "name of the flat-field stream"))
+    dark_stream: str | None = field(default=None, metadata=_opt("stream", "dark_stream", "name of the dark stream"))
+    preview: bool = field(default=True, metadata=_opt("preview", "enabled", "show a fast streaming (river) preview"))
+    preview_n_learn: int = field(default=3000, metadata=_opt(
+        "preview", "n_learn", "pixels the streaming preview learns from (bounds its time)"))
+    out: str = field(default="txm-live-output", metadata=_opt("output", "directory", "output directory"))
+    figures: bool = field(default=True, metadata=_opt("output", "figures", "write PNG figures"))
+    live_plot: bool = field(default=False, metadata=_opt("output", "live_plot", "open a live matplotlib window"))
+    size: str = field(default="small", metadata=_opt("demo", "size", f"demo size: one of {', '.join(DEMO_SIZES)}"))
+    seed: int = field(default=0, metadata=_opt("demo", "seed", "seed of the simulated sample and noise"))
+    flux: float = field(default=5000.0, metadata=_opt("demo", "flux", "flat-field photons per pixel per exposure"))
+    n_dark: int = field(default=5, metadata=_opt("demo", "n_dark", "dark frames at the start and at the end"))
+
+    def __post_init__(self) -> None:
+        if not self.edges:
+            raise ValueError("edges must name at least one edge")
+        if self.snr_threshold is not None and not self.snr_threshold >= 0:
+            raise ValueError(f"snr_threshold must be >= 0, got {self.snr_threshold}")
+        if self.n_components is not None and self.n_components < 1:
+            raise ValueError(f"n_components must be >= 1, got {self.n_components}")
+        if self.dbscan_eps is not None and not self.dbscan_eps > 0:
+            raise ValueError(f"dbscan_eps must be > 0, got {self.dbscan_eps}")
+        if self.dbscan_min_samples is not None and self.dbscan_min_samples < 1:
+            raise ValueError(f"dbscan_min_samples must be >= 1, got {self.dbscan_min_samples}")
+        if self.preview_n_learn < 10:
+            raise ValueError(f"preview_n_learn must be >= 10, got {self.preview_n_learn}")
+        if self.size not in DEMO_SIZES:
+            raise ValueError(f"size must be one of {DEMO_SIZES}, got {self.size!r}")
+        if not self.flux > 0:
+            raise ValueError(f"flux must be > 0, got {self.flux}")
+        if self.n_dark < 1:
+            raise ValueError(f"n_dark must be >= 1, got {self.n_dark}")
+        known = set(self.edges)
+        for w in self.windows:
+            if w.edge not in known:
+                raise ValueError(f"windows: edge {w.edge!r} is not among edges {self.edges}")
+
+    # derived ----------------------------------------------------------------------------------
+    def edge_windows(self) -> tuple[EdgeWindow, ...]:
+        """The analysis windows: defaults from xraydb with this configuration's overrides."""
+        by_edge = {w.edge: w for w in self.windows}
+        out = []
+        for win in default_windows(self.element, self.edges):
+            o = by_edge.get(win.edge)
+            if o is not None:
+                win = EdgeWindow(win.element, win.edge,
+                                 win.e0 if o.e0 is None else float(o.e0),
+                                 win.pre if o.pre is None else tuple(o.pre),
+                                 win.post if o.post is None else tuple(o.post))
+            out.append(win)
+        return tuple(out)
+
+    def analysis_options(self) -> dict[str, Any]:
+        """Keyword options for the exact analysis (``analyze_edge``) that the user set."""
+        opts = {"eps": self.dbscan_eps, "min_samples": self.dbscan_min_samples,
+                "snr_threshold": self.snr_threshold, "n_components": self.n_components}
+        return {k: v for k, v in opts.items() if v is not None}
+
+    def replace(self, **overrides: Any) -> TxmLiveConfig:
+        """A copy with ``overrides`` applied; ``None`` values are ignored (unset CLI flags)."""
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        names = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise ValueError(f"unknown configuration option(s) {unknown}; known: {sorted(names)}")
+        if "edges" in overrides:
+            overrides["edges"] = tuple(overrides["edges"])
+        if "out" in overrides:
+            overrides["out"] = os.fspath(overrides["out"])
+        return dataclasses.replace(self, **overrides)
+
+    def to_toml(self) -> str:
+        """This configuration as a TOML document (``None`` options are written as comments)."""
+        return _to_toml(self)
+
+
+def _fields_by_section() -> dict[str, list[dataclasses.Field[Any]]]:
+    sections: dict[str, list[dataclasses.Field[Any]]] = {}
+    for f in fields(TxmLiveConfig):
+        sections.setdefault(f.metadata["section"], []).append(f)
+    return sections
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def _to_toml(cfg: TxmLiveConfig) -> str:
+    lines = ["# txm-live configuration (txm-live config --print). Omitted keys keep their defaults.", ""]
+    for section, flds in _fields_by_section().items():
+        if section == "windows":
+            continue
+        lines.append(f"[{section}]")
+        for f in flds:
+            value = getattr(cfg, f.name)
+            text = f"{f.metadata['key']} = {_toml_value(value)}" if value is not None else f"# {f.metadata['key']} ="
+            lines.append(f"{text:<40} # {f.metadata['help']}")
+        lines.append("")
+    by_edge = {w.edge: w for w in cfg.windows}
+    try:
+        windows = cfg.edge_windows()
+    except (ImportError, ValueError):  # unknown element/edge: still print the rest
+        windows = ()
+    for win in windows:
+        lines.append(f"[windows.{win.edge}]                           # eV; pre/post relative to e0")
+        lines.append(f"e0 = {_toml_value(win.e0)}")
+        lines.append(f"pre = {_toml_value(list(win.pre))}")
+        lines.append(f"post = {_toml_value(list(win.post))}")
+        lines.append("")
+        by_edge.pop(win.edge, None)
+    return "\n".join(lines)
+
+
+def _parse(data: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Flatten a parsed TOML document into TxmLiveConfig field values."""
+    sections = _fields_by_section()
+    values: dict[str, Any] = {}
+
+    def take(section: str, table: Mapping[str, Any]) -> None:
+        by_key = {f.metadata["key"]: f for f in sections.get(section, [])}
+        for key, value in table.items():
+            if isinstance(value, dict) and f"{section}.{key}" in sections:
+                take(f"{section}.{key}", value)
+                continue
+            if key not in by_key:
+                raise ValueError(f"{source}: unknown key {key!r} in [{section}]; known: {sorted(by_key)}")
+            values[by_key[key].name] = tuple(value) if isinstance(value, list) else value
+
+    for section, table in data.items():
+        if section == "windows":
+            if not isinstance(table, dict):
+                raise ValueError(f"{source}: [windows] must be a table of edges")
+            overrides = []
+            for edge, w in table.items():
+                bad = set(w) - {"e0", "pre", "post"}
+                if bad:
+                    raise ValueError(f"{source}: unknown key(s) {sorted(bad)} in [windows.{edge}]; known: e0, pre, post")
+                overrides.append(WindowOverride(
+                    edge, e0=w.get("e0"),
+                    pre=tuple(float(v) for v in w["pre"]) if "pre" in w else None,
+                    post=tuple(float(v) for v in w["post"]) if "post" in w else None))
+            values["windows"] = tuple(overrides)
+        elif section in sections and isinstance(table, dict):
+            take(section, table)
+        else:
+            raise ValueError(f"{source}: unknown section [{section}]; known: {sorted(sections)}")
+    return values
+
+
+def default_toml() -> str:
+    """The default configuration as TOML text."""
+    return TxmLiveConfig().to_toml()
+
+
+def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) -> TxmLiveConfig:
+    """Load a configuration from ``path`` (TOML) and apply keyword ``overrides``.
+
+    Parameters
+    ----------
+    path : path-like, optional
+        TOML file. Without it, the defaults are used.
+    **overrides
+        Field values of :class:`TxmLiveConfig` (e.g. ``out="run1"``, ``seed=3``); ``None``
+        values are ignored so unset command-line flags never override the file.
+
+    Returns
+    -------
+    TxmLiveConfig
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        For a TOML syntax error, an unknown section or key, or an invalid value (the message
+        names the file and the key).
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"config file not found: {p}")
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{p}: invalid TOML: {exc}") from exc
+        values = _parse(data, str(p))
+    try:
+        cfg = TxmLiveConfig(**values)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}" if path is not None else str(exc)) from exc
+    return cfg.replace(**overrides)
