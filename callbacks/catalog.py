@@ -1,0 +1,489 @@
+"""Record Bluesky runs into a Tiled catalog: an embedded server, a facility server, a recorder.
+
+An *embedded* Tiled server is a real Tiled HTTP server bound to ``127.0.0.1`` on a free port,
+serving a writable SQLite catalog that lives in a directory of the user's choice::
+
+    DIR/catalog/catalog.db        run metadata (start/descriptor/stop), SQLite
+    DIR/catalog/data/             arrays written by Tiled (zarr), e.g. inline camera images
+    DIR/catalog/tables.duckdb     event tables (energies, timestamps, seq_num)
+    DIR/catalog/server.log        server log
+
+Camera images written by a file-backed camera (HDF5 files announced with ``stream_resource`` /
+``stream_datum`` documents) stay where the camera wrote them; Tiled only registers them. The
+server must be allowed to read them: pass their folder in ``readable_storage`` (``DIR`` itself is
+always readable).
+
+A facility server (PostgreSQL-backed Tiled, shared by the beamline) is reached with
+:func:`connect` (URI + API key); the recorder and the replay work the same on both.
+
+Recording never runs on the RunEngine thread: :func:`record_to` subscribes a
+:class:`ThreadedCallback` that only enqueues the document; a worker thread feeds
+``bluesky_tiled_plugins.TiledWriter``. A failing write is logged and kept in
+:attr:`ThreadedCallback.errors`, never raised into the RunEngine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "EmbeddedTiled",
+    "Recording",
+    "ThreadedCallback",
+    "connect",
+    "free_port",
+    "record_to",
+    "start_embedded_server",
+]
+
+logger = logging.getLogger(__name__)
+
+_STARTUP_TIMEOUT = 60.0  # seconds (the machine may be loaded; catalog init runs a subprocess)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port that is free on ``host`` right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class EmbeddedTiled:
+    """A running Tiled server (see :func:`start_embedded_server`).
+
+    Attributes
+    ----------
+    uri : str
+        Base API URI, ``http://127.0.0.1:PORT/api/v1`` (without the key).
+    api_key : str
+        Single-user API key required for reading and writing.
+    directory : Path
+        The catalog directory (``DIR/catalog``).
+    catalog_uri : str
+        SQL URI of the catalog database (``sqlite:///...`` or ``postgresql+asyncpg://...``).
+    port : int
+        TCP port on 127.0.0.1.
+    """
+
+    uri: str
+    api_key: str
+    directory: Path
+    catalog_uri: str
+    port: int
+    _close: Callable[[], None] = field(repr=False, default=lambda: None)
+    _closed: bool = field(repr=False, default=False)
+
+    @property
+    def uri_with_key(self) -> str:
+        """URI including ``?api_key=...`` (handy for ``tiled.client.from_uri`` / the CLI)."""
+        return f"{self.uri}?api_key={self.api_key}"
+
+    def client(self) -> Any:
+        """A fresh ``tiled.client`` root container connected with the API key."""
+        return connect(self.uri, api_key=self.api_key)
+
+    def close(self) -> None:
+        """Stop the server (idempotent). The catalog stays on disk and can be served again."""
+        if not self._closed:
+            self._closed = True
+            self._close()
+
+    def __enter__(self) -> EmbeddedTiled:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def connect(uri: str, *, api_key: str | None = None, **kwargs: Any) -> Any:
+    """Connect to a Tiled server (embedded or a facility's PostgreSQL-backed one).
+
+    Parameters
+    ----------
+    uri : str
+        e.g. ``"https://tiled.facility.org/api/v1"`` or ``"http://127.0.0.1:8000"``; a URI with a
+        path inside the server (``.../api/v1/metadata/txm``) connects to that node.
+    api_key : str, optional
+        API key. Defaults to the ``TILED_API_KEY`` environment variable (then to an interactive
+        login if the server asks for one).
+    **kwargs
+        Passed to ``tiled.client.from_uri`` (e.g. ``verify=False`` for a self-signed test server).
+
+    Returns
+    -------
+    tiled.client.container.Container
+    """
+    from tiled.client import from_uri
+
+    if not isinstance(uri, str) or not uri.startswith(("http://", "https://")):
+        raise ValueError(f"uri must be an http(s):// URI of a Tiled server, got {uri!r}")
+    api_key = api_key if api_key is not None else os.environ.get("TILED_API_KEY")
+    return from_uri(uri, api_key=api_key, **kwargs)
+
+
+def _wait_healthy(base_url: str, *, alive: Callable[[], bool], log: Path | None) -> None:
+    import httpx
+
+    deadline = time.monotonic() + _STARTUP_TIMEOUT
+    with httpx.Client(trust_env=False) as http:
+        while True:
+            if not alive():
+                tail = ""
+                if log is not None and log.exists():
+                    tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+                raise RuntimeError(f"Tiled server exited during start-up. Log tail:\n{tail}")
+            try:
+                if http.get(f"{base_url}/healthz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.RequestError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Tiled server at {base_url} not ready in {_STARTUP_TIMEOUT} s")
+            time.sleep(0.1)
+
+
+def start_embedded_server(
+    directory: str | os.PathLike[str],
+    *,
+    port: int | None = None,
+    catalog_uri: str | None = None,
+    readable_storage: Sequence[str | os.PathLike[str]] = (),
+    api_key: str | None = None,
+    in_process: bool = False,
+) -> EmbeddedTiled:
+    """Start a real Tiled server on 127.0.0.1 serving a writable catalog under ``directory``.
+
+    Use it as a context manager (the server stops on exit, the catalog stays on disk)::
+
+        with start_embedded_server("scans/") as tiled:
+            client = tiled.client()
+
+    Parameters
+    ----------
+    directory : path
+        Working directory ``DIR``; the catalog goes to ``DIR/catalog`` (created if needed).
+        Serving the same directory again reopens the runs recorded before.
+    port : int, optional
+        TCP port; by default a free port is chosen.
+    catalog_uri : str, optional
+        SQL URI of the catalog database; default ``sqlite:///DIR/catalog/catalog.db``. A
+        ``postgresql+asyncpg://user@host:port/db`` URI serves a PostgreSQL catalog instead
+        (the database must exist; the tables are created if needed).
+    readable_storage : sequence of paths
+        Extra folders the server may read external files (camera HDF5) from. ``DIR`` is always
+        readable.
+    api_key : str, optional
+        Single-user API key; random by default (``.api_key``).
+    in_process : bool
+        Run uvicorn in a background thread of this process instead of a subprocess. The
+        subprocess (default) keeps the server's work off this process's GIL, so it cannot slow
+        the RunEngine or the analysis.
+
+    Returns
+    -------
+    EmbeddedTiled
+
+    Notes
+    -----
+    The server is bound to 127.0.0.1 only and protected by the API key. It is meant for one
+    user's data; a shared facility catalog is a PostgreSQL-backed Tiled deployment reached with
+    :func:`connect`.
+    """
+    root = Path(directory).resolve()
+    cat_dir = root / "catalog"
+    data_dir = cat_dir / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if catalog_uri is None:
+        catalog_uri = f"sqlite:///{cat_dir / 'catalog.db'}"
+    elif not isinstance(catalog_uri, str) or "://" not in catalog_uri:
+        raise ValueError(f"catalog_uri must be an SQL URI, got {catalog_uri!r}")
+    if port is not None and not (0 < int(port) < 65536):
+        raise ValueError(f"port must be in 1..65535, got {port!r}")
+    tables_uri = f"duckdb:///{cat_dir / 'tables.duckdb'}"
+    readable = [str(root), *(str(Path(p).resolve()) for p in readable_storage)]
+    api_key = api_key or secrets.token_hex(16)
+    port = int(port) if port else free_port()
+    log_path = cat_dir / "server.log"
+    base_url = f"http://127.0.0.1:{port}"
+
+    if in_process:
+        close = _start_thread(catalog_uri, [str(data_dir), tables_uri], readable, api_key, port,
+                              base_url, log_path)
+    else:
+        close = _start_subprocess(catalog_uri, [str(data_dir), tables_uri], readable, api_key,
+                                  port, base_url, log_path)
+    logger.info("Tiled server for %s at %s", cat_dir, base_url)
+    return EmbeddedTiled(uri=f"{base_url}/api/v1", api_key=api_key, directory=cat_dir,
+                         catalog_uri=catalog_uri, port=port, _close=close)
+
+
+def _start_subprocess(catalog_uri: str, writable: list[str], readable: list[str], api_key: str,
+                      port: int, base_url: str, log_path: Path) -> Callable[[], None]:
+    cmd = [sys.executable, "-m", "tiled", "serve", "catalog", catalog_uri, "--init",
+           "--host", "127.0.0.1", "--port", str(port)]
+    for w in writable:
+        cmd += ["--write", w]
+    for r in readable:
+        cmd += ["--read", r]
+    env = dict(os.environ, TILED_SINGLE_USER_API_KEY=api_key)
+    env.pop("TILED_API_KEY", None)
+    log = open(log_path, "ab")  # noqa: SIM115 (closed in close())
+    # The key goes through the environment, not the command line (visible in `ps`).
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                            stdin=subprocess.DEVNULL)
+
+    def close() -> None:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        log.close()
+
+    try:
+        _wait_healthy(base_url, alive=lambda: proc.poll() is None, log=log_path)
+    except BaseException:
+        close()
+        raise
+    return close
+
+
+def _start_thread(catalog_uri: str, writable: list[str], readable: list[str], api_key: str,
+                  port: int, base_url: str, log_path: Path) -> Callable[[], None]:
+    import copy
+
+    import uvicorn
+    from tiled.catalog import from_uri as catalog_from_uri
+    from tiled.config import Authentication
+    from tiled.server.app import build_app
+    from tiled.server.logging_config import LOGGING_CONFIG
+    from tiled.storage import get_storage
+
+    log_config = copy.deepcopy(LOGGING_CONFIG)
+    for name in ("access", "default"):
+        log_config["handlers"][name]["class"] = "logging.FileHandler"
+        del log_config["handlers"][name]["stream"]
+        log_config["handlers"][name]["filename"] = str(log_path)
+    catalog = catalog_from_uri(catalog_uri, writable_storage=writable, readable_storage=readable,
+                               init_if_not_exists=True)
+    app = build_app(catalog, authentication=Authentication(single_user_api_key=api_key))
+
+    class _Server(uvicorn.Server):
+        def install_signal_handlers(self) -> None:  # the main thread keeps its handlers
+            pass
+
+    server = _Server(uvicorn.Config(app, host="127.0.0.1", port=port, loop="asyncio",
+                                    log_config=log_config))
+    thread = threading.Thread(target=server.run, name="tiled-server", daemon=True)
+    thread.start()
+
+    def close() -> None:
+        server.should_exit = True
+        thread.join(timeout=15)
+        with contextlib.suppress(Exception):
+            get_storage(writable[1]).dispose()
+
+    try:
+        _wait_healthy(base_url, alive=thread.is_alive, log=log_path)
+    except BaseException:
+        close()
+        raise
+    return close
+
+
+_STOP = object()
+
+
+class ThreadedCallback:
+    """Run a document callback on a worker thread: ``__call__`` only enqueues.
+
+    Parameters
+    ----------
+    callback : callable
+        ``callback(name, doc)``, e.g. a ``TiledWriter``.
+    name : str
+        Thread name, for logs.
+    backlog_warning : int
+        Log a warning when more documents than this wait in the queue (the consumer is slower
+        than the acquisition; memory grows).
+
+    Notes
+    -----
+    The queue is unbounded on purpose: blocking would stall the RunEngine. Documents are passed
+    as they are (not copied); neither side mutates them. Exceptions of ``callback`` are logged
+    and appended to :attr:`errors` as ``"TypeName: message"``; they never reach the caller.
+    """
+
+    def __init__(self, callback: Callable[[str, dict], Any], *, name: str = "txm-live-writer",
+                 backlog_warning: int = 2000) -> None:
+        if not callable(callback):
+            raise ValueError(f"callback must be callable, got {callback!r}")
+        self.callback = callback
+        self.errors: list[str] = []
+        self.n_documents = 0
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._backlog_warning = int(backlog_warning)
+        self._warned = False
+        self._closed = False
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._thread.start()
+
+    def __call__(self, name: str, doc: dict) -> None:
+        if self._closed:
+            logger.error("ThreadedCallback is closed; dropped a %r document", name)
+            return
+        self._queue.put((name, doc))
+        if not self._warned and self._queue.qsize() > self._backlog_warning:
+            self._warned = True
+            logger.warning("%s: %d documents waiting; the writer is slower than the scan",
+                           self._thread.name, self._queue.qsize())
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is _STOP:
+                    return
+                name, doc = item
+                try:
+                    self.callback(name, doc)
+                except Exception as exc:  # never raise into the acquisition
+                    msg = f"{type(exc).__name__}: {exc}"
+                    self.errors.append(f"{name}: {msg}")
+                    logger.exception("%s failed on a %r document", self._thread.name, name)
+                self.n_documents += 1
+            finally:
+                self._queue.task_done()
+
+    @property
+    def backlog(self) -> int:
+        """Documents waiting in the queue."""
+        return self._queue.qsize()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Block until every document enqueued so far is processed; False on timeout."""
+        if timeout is None:
+            self._queue.join()
+            return True
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    wait = flush
+
+    def close(self, timeout: float | None = None) -> None:
+        """Process what is queued, then stop the worker thread."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(_STOP)
+        self._thread.join(timeout)
+
+
+@dataclass
+class Recording:
+    """Handle returned by :func:`record_to`.
+
+    Attributes
+    ----------
+    token : int
+        RunEngine subscription token.
+    callback : ThreadedCallback
+        The threaded writer (``.errors``, ``.backlog``).
+    """
+
+    RE: Any
+    token: int
+    callback: ThreadedCallback
+
+    @property
+    def errors(self) -> list[str]:
+        """Write errors met so far (``"doc name: TypeName: message"``)."""
+        return self.callback.errors
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything recorded so far is in the catalog (call before reading)."""
+        return self.callback.flush(timeout)
+
+    wait = flush
+
+    def close(self) -> None:
+        """Unsubscribe from the RunEngine, finish writing, stop the worker thread."""
+        with contextlib.suppress(Exception):
+            self.RE.unsubscribe(self.token)
+        self.callback.close()
+
+    def __enter__(self) -> Recording:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def make_writer(client: Any, *, batch_size: int = 16, **kwargs: Any) -> Any:
+    """A ``bluesky_tiled_plugins.TiledWriter`` for ``client``.
+
+    ``batch_size`` events (or stream datums) are grouped per write: small enough that the
+    catalog follows the scan (another process can read a run while it is measured), large
+    enough to keep HTTP requests few.
+    """
+    from bluesky_tiled_plugins import TiledWriter
+
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    return TiledWriter(client, batch_size=int(batch_size), **kwargs)
+
+
+def record_to(RE: Any, client: Any, *, batch_size: int = 16, **writer_kwargs: Any) -> Recording:
+    """Record every run of ``RE`` into the Tiled catalog ``client``, off the RunEngine thread.
+
+    Parameters
+    ----------
+    RE : bluesky.RunEngine
+    client : tiled client container (``EmbeddedTiled.client()`` or :func:`connect`)
+    batch_size : int
+        Events per write (see :func:`make_writer`).
+    **writer_kwargs
+        Passed to ``bluesky_tiled_plugins.TiledWriter`` (e.g. ``backup_directory=``).
+
+    Returns
+    -------
+    Recording
+        ``.token`` (RunEngine subscription), ``.flush()`` before reading, ``.close()``.
+
+    Notes
+    -----
+    Inline images are written as arrays by Tiled; images of a file-backed camera are registered
+    as external HDF5 data sources (the files stay in place and must be readable by the server).
+    The RunEngine thread only puts the document on a queue (microseconds).
+    """
+    writer = make_writer(client, batch_size=batch_size, **writer_kwargs)
+    threaded = ThreadedCallback(writer, name="tiled-writer")
+    token = RE.subscribe(threaded)
+    return Recording(RE=RE, token=token, callback=threaded)
+
+
+def iter_runs(client: Any, *, plan_name: str | None = None) -> Iterator[tuple[str, Any]]:
+    """Iterate over ``(uid, run)`` of a catalog, optionally only runs of one ``plan_name``."""
+    from tiled.queries import Key
+
+    node = client.search(Key("start.plan_name") == plan_name) if plan_name else client
+    yield from node.items()
