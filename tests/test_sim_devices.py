@@ -1,0 +1,285 @@
+"""Tests of the simulated TXM devices and the instrument effects (sim/effects.py, sim/devices.py).
+
+Frames are rendered through the real ophyd devices (move the positioners, ``trigger()`` the
+camera, ``read()`` it); numbers are checked against the phantom ground truth.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from txm_live.sim.devices import CLOSED, OPEN, SimTXM, make_txm
+from txm_live.sim.effects import (
+    SWITCHES,
+    EffectsConfig,
+    InstrumentModel,
+    beam_intensity,
+    detector_counts,
+    flat_field_pattern,
+    place_sample,
+)
+from txm_live.sim.phantom import make_phantom
+
+SHAPE = (64, 64)
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_phantom(shape=SHAPE, seed=0)
+
+
+class FrozenEnergy:
+    """Phantom wrapper whose optical density does not depend on energy (isolates geometry)."""
+
+    def __init__(self, phantom, energy: float = 6100.0):
+        self.shape = phantom.shape
+        self.pixel_size_nm = phantom.pixel_size_nm
+        self._od = phantom.optical_density(energy)
+
+    def optical_density(self, energy: float) -> np.ndarray:
+        return self._od
+
+
+def snap(txm: SimTXM, energy: float, kind: str) -> np.ndarray:
+    """Take one frame of ``kind`` ("sample", "flat", "dark") at ``energy`` through the devices."""
+    txm.mono.move(energy)
+    txm.shutter.set(CLOSED if kind == "dark" else OPEN)
+    txm.stage.move(txm.sample_out if kind == "flat" else txm.sample_in)
+    status = txm.camera.trigger()
+    assert status.done and status.success
+    reading = txm.camera.read()
+    return reading["camera_image"]["value"]
+
+
+def measured_od(txm: SimTXM, energy: float) -> np.ndarray:
+    dark = snap(txm, energy, "dark").astype(np.float64)
+    sample = snap(txm, energy, "sample").astype(np.float64)
+    flat = snap(txm, energy, "flat").astype(np.float64)
+    return -np.log((sample - dark) / (flat - dark))
+
+
+def embed(od: np.ndarray, margin: int) -> np.ndarray:
+    out = np.zeros((od.shape[0] + 2 * margin, od.shape[1] + 2 * margin))
+    out[margin:-margin, margin:-margin] = od
+    return out
+
+
+def centroid(img: np.ndarray) -> np.ndarray:
+    w = np.clip(img, 0, None)
+    y, x = np.indices(img.shape)
+    return np.array([(w * y).sum(), (w * x).sum()]) / w.sum()
+
+
+def gyration_radius(img: np.ndarray) -> float:
+    w = np.clip(img, 0, None)
+    c = centroid(img)
+    y, x = np.indices(img.shape)
+    return float(np.sqrt((w * ((y - c[0]) ** 2 + (x - c[1]) ** 2)).sum() / w.sum()))
+
+
+# --- devices ---------------------------------------------------------------------------------
+
+def test_describe_matches_read_and_sets_dtype_numpy(phantom):
+    txm = make_txm(phantom, margin_px=8)
+    desc = txm.camera.describe()
+    assert desc["camera_image"]["shape"] == [80, 80]
+    assert desc["camera_image"]["dtype"] == "array"
+    assert desc["camera_image"]["dtype_numpy"] == "<u2"
+    assert desc["camera_pixel_size"]["units"] == "nm"
+    txm.camera.trigger()
+    reading = txm.camera.read()
+    assert set(reading) == set(desc) == {"camera_image", "camera_pixel_size"}
+    img = reading["camera_image"]["value"]
+    assert img.dtype == np.uint16 and img.shape == (80, 80)
+    for obj in (txm.mono, txm.stage, txm.shutter, txm.camera):
+        for key in {**obj.describe(), **obj.describe_configuration()}.values():
+            assert "dtype_numpy" in key
+    assert txm.mono.describe()["mono_energy"]["units"] == "eV"
+
+
+def test_make_txm_validates_arguments(phantom):
+    with pytest.raises(TypeError, match="nosie"):
+        make_txm(phantom, nosie=False)
+    with pytest.raises(ValueError, match="flux"):
+        make_txm(phantom, flux=-1.0)
+    with pytest.raises(ValueError, match="write_path"):
+        make_txm(phantom, file_backed=True)
+    with pytest.raises(ValueError, match="phantom"):
+        make_txm(object())
+    with pytest.raises(ValueError, match="shutter"):
+        make_txm(phantom).shutter.put(3)
+
+
+def test_frame_kinds_follow_shutter_and_stage(phantom):
+    txm = make_txm(phantom, margin_px=8)
+    dark = snap(txm, 6500.0, "dark")
+    flat = snap(txm, 6500.0, "flat")
+    sample = snap(txm, 6500.0, "sample")
+    c = txm.model.config
+    # dark: bias + read noise only
+    assert abs(dark.mean() - c.bias) < 1.0
+    assert 2.0 < dark.std() < 4.0
+    # flat: ~flux photons * gain + bias
+    assert abs(flat.mean() - (c.gain * c.flux + c.bias)) / (c.gain * c.flux) < 0.1
+    # the sample absorbs
+    assert sample.mean() < flat.mean()
+    assert txm.camera.get_index() == 3
+
+
+def test_same_seed_same_frames_other_seed_differs(phantom):
+    frames = []
+    for seed in (3, 3, 4):
+        txm = make_txm(phantom, seed=seed, margin_px=16, drift_px=5.0, jump_px=4.0)
+        frames.append([snap(txm, e, k) for e in (6000.0, 6500.0) for k in ("dark", "sample", "flat")])
+    for a, b in zip(frames[0], frames[1]):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, c) for a, c in zip(frames[0], frames[2]))
+
+
+def test_ideal_instrument_reproduces_phantom_od(phantom):
+    """All effects off: -ln((I-D)/(F-D)) equals the phantom OD up to 16-bit rounding."""
+    margin = 8
+    txm = make_txm(phantom, effects=EffectsConfig.all_off(margin_px=margin))
+    for energy in (6000.0, 6215.0, 6900.0):
+        od = measured_od(txm, energy)
+        truth = embed(phantom.optical_density(energy), margin)
+        # rounding of counts ~ 0.5 ADU out of gain * flux * T
+        tol = 0.5 / (2.5 * 5000 * np.exp(-truth)) + 1e-6
+        assert np.all(np.abs(od - truth) <= tol)
+
+
+def test_noise_only_reproduces_od_within_poisson_noise(phantom):
+    margin = 8
+    txm = make_txm(phantom, effects=EffectsConfig.all_off(margin_px=margin, noise=True))
+    energy = 6300.0
+    od = measured_od(txm, energy)
+    truth = embed(phantom.optical_density(energy), margin)
+    t = np.exp(-truth)
+    # Poisson: var(OD) ~ 1/(N T) + 1/N per pixel; read noise negligible at 5000 photons
+    sigma = np.sqrt(1.0 / (5000 * t) + 1.0 / 5000)
+    z = (od - truth) / sigma
+    assert abs(z.mean()) < 0.1
+    assert 0.85 < z.std() < 1.15
+
+
+@pytest.mark.parametrize("switch", SWITCHES)
+def test_each_effect_switches(phantom, switch):
+    """Each switch alone changes the frames; with it off they equal the ideal instrument."""
+    base = EffectsConfig.all_off(margin_px=16)
+    # energy at a glitch so that the glitch switch matters
+    glitch_energy = InstrumentModel(SHAPE, dataclasses.replace(base, glitches=True)).glitch_list[0].energy
+
+    def frames(cfg):
+        txm = make_txm(phantom, effects=cfg)
+        out = []
+        for e in (6000.0, glitch_energy, 7023.0):
+            for k in ("sample", "flat"):
+                out.append(snap(txm, e, k))
+        return out
+
+    off = frames(base)
+    off_again = frames(base)
+    on = frames(dataclasses.replace(base, **{switch: True}))
+    for a, b in zip(off, off_again):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(off, on)), switch
+
+
+def test_magnification_pixel_size_and_image_scale(phantom):
+    frozen = FrozenEnergy(phantom)
+    txm = make_txm(frozen, effects=EffectsConfig.all_off(margin_px=16, magnification=True))
+    sizes, radii = [], []
+    for energy in (6000.0, 6500.0, 7023.0):
+        od = measured_od(txm, energy)
+        sizes.append(txm.camera.read()["camera_pixel_size"]["value"])
+        radii.append(gyration_radius(od))
+    assert sizes[0] == pytest.approx(phantom.pixel_size_nm)
+    assert sizes[-1] / sizes[0] == pytest.approx(7023.0 / 6000.0, rel=1e-9)
+    assert 1.16 < sizes[-1] / sizes[0] < 1.18
+    # the sample shrinks on the detector by the same factor
+    assert radii[0] / radii[-1] == pytest.approx(7023.0 / 6000.0, rel=0.02)
+    assert radii[0] > radii[1] > radii[2]
+
+
+def test_drift_and_jumps_move_the_sample(phantom):
+    frozen = FrozenEnergy(phantom)
+    cfg = EffectsConfig.all_off(margin_px=40, drift=True, drift_px=25.0)
+    txm = make_txm(frozen, effects=cfg)
+    c0 = centroid(measured_od(txm, 6000.0))
+    c1 = centroid(measured_od(txm, 7023.0))
+    moved = np.linalg.norm(c1 - c0)
+    assert 20.0 < moved < 30.0
+    expected = txm.model.sample_offset(7023.0, 0) - txm.model.sample_offset(6000.0, 0)
+    np.testing.assert_allclose(c1 - c0, expected, atol=0.3)
+
+    model = InstrumentModel(SHAPE, EffectsConfig.all_off(jumps=True, n_jumps=2, jump_px=10.0), seed=5)
+    jumps = np.linalg.norm(model.jump_vectors, axis=1)
+    assert np.all(jumps >= 10.0)
+    f = model.jump_positions[0]
+    lo, hi = model.config.energy_range
+    before = model.sample_offset(lo + (f - 0.01) * (hi - lo), 0)
+    after = model.sample_offset(lo + (f + 0.01) * (hi - lo), 0)
+    assert np.linalg.norm(after - before) >= 10.0
+
+
+def test_jitter_statistics():
+    model = InstrumentModel(SHAPE, EffectsConfig.all_off(jitter=True, jitter_px=1.5), seed=2)
+    offsets = np.array([model.sample_offset(6500.0, n) for n in range(2000)])
+    assert offsets.std(axis=0) == pytest.approx([1.5, 1.5], rel=0.08)
+    np.testing.assert_array_equal(model.sample_offset(6500.0, 7), model.sample_offset(6500.0, 7))
+
+
+def test_flat_structure_beam_and_glitch_effects():
+    flat = flat_field_pattern((200, 220), seed=1, vignetting=0.2, pattern_amplitude=0.03, n_dust=6)
+    assert flat.dtype == np.float32
+    assert flat.mean() == pytest.approx(1.0, abs=1e-5)
+    assert flat[100, 110] > flat[0, 0]  # vignetting
+    assert 0.02 < flat.std() < 0.15
+    assert flat.min() < 0.9  # dust spots
+    t = np.arange(0.0, 1200.0, 1.0)
+    b = beam_intensity(t, period_s=300.0, decay=0.004)
+    assert b.max() <= 1.0 and b.min() >= 0.996 - 1e-12
+    assert np.sum(np.diff(b) > 0) == 3  # three top-ups in 20 minutes
+    cfg = EffectsConfig.all_off(glitches=True, leak=True)
+    model = InstrumentModel(SHAPE, cfg, seed=0)
+    g = model.glitch_list[0]
+    assert len(model.glitch_list) == 2
+    assert all(abs(x.energy - edge) >= 25 for x in model.glitch_list for edge in (6208, 6722))
+    flat_at_glitch = model.render(None, g.energy, 0).mean()
+    flat_away = model.render(None, g.energy + 10.0, 0).mean()
+    assert flat_at_glitch < 0.8 * flat_away
+
+
+def test_leak_and_psf_physics(phantom):
+    margin = 8
+    energy = 6215.0
+    truth = embed(phantom.optical_density(energy), margin)
+    leaky = make_txm(phantom, effects=EffectsConfig.all_off(margin_px=margin, leak=True, leak_fraction=0.005))
+    od = measured_od(leaky, energy)
+    # leak: OD saturates, -ln((T + l)/(1 + l))
+    expected = -np.log((np.exp(-truth) + 0.005) / 1.005)
+    np.testing.assert_allclose(od, expected, atol=2e-3)
+    assert od.max() < truth.max() or truth.max() < 1.0
+    blurred = make_txm(phantom, effects=EffectsConfig.all_off(margin_px=margin, psf=True))
+    od_psf = measured_od(blurred, energy)
+    assert np.sum(np.diff(od_psf, axis=1) ** 2) < 0.9 * np.sum(np.diff(truth, axis=1) ** 2)
+    assert od_psf.sum() == pytest.approx(truth.sum(), rel=0.01)
+
+
+def test_place_sample_and_counts_helpers():
+    od = np.zeros((10, 12), dtype=np.float32)
+    od[4, 5] = 1.0
+    out = place_sample(od, (20, 22), scale=1.0, shift=(2.0, -3.0))
+    assert out.dtype == np.float32 and out.shape == (20, 22)
+    assert np.unravel_index(np.argmax(out), out.shape) == (4 + 5 + 2, 5 + 5 - 3)
+    with pytest.raises(ValueError, match="scale"):
+        place_sample(od, (20, 22), scale=0.0)
+    counts = detector_counts(np.full((3, 3), 1e6), rng=None)
+    assert counts.dtype == np.uint16 and np.all(counts == 65535)
+    with pytest.raises(ValueError, match="glitch_depth"):
+        EffectsConfig(glitch_depth=1.5)
+    with pytest.raises(ValueError, match="noise"):
+        EffectsConfig(noise="yes")
