@@ -1,0 +1,193 @@
+"""The ``txm-live`` command line.
+
+Subcommands::
+
+    txm-live demo [--size tiny|small|full] [--out DIR] [--config FILE] [--live-plot] [--seed N]
+    txm-live replay --catalog PATH_OR_URI [--out DIR] UID [UID ...]
+    txm-live serve --zmq HOST:PORT [--out DIR] [--allow-pickle]
+    txm-live config --print
+
+Everything heavy (numpy, bluesky, tiled, matplotlib) is imported inside the subcommand, so
+``txm-live --help`` answers at once. Exit codes: 0 success, 1 a txm-live error (message on
+stderr, no traceback), 2 bad command line, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["build_parser", "main"]
+
+_EPILOG = """examples:
+  txm-live demo                           simulated beamtime, small (128x128), results in ./txm-live-output
+  txm-live demo --size full --live-plot   the full 602x643 x 1024-energy scan with a live window
+  txm-live replay --catalog ./catalog 3f2a...   re-analyse recorded runs from a Tiled catalog
+  txm-live serve --zmq 127.0.0.1:5568     analyse runs published by a RunEngine over ZeroMQ
+  txm-live config --print > txm-live.toml write the default configuration, edit, pass with --config
+"""
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="output directory; results go to DIR/<run uid>/ (default: from the config, "
+                        "'txm-live-output')")
+    p.add_argument("--config", metavar="FILE", default=None,
+                   help="TOML configuration file (see 'txm-live config --print'); flags override it")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``txm-live`` (exposed for documentation and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="txm-live",
+        description="Live chemical phase mapping of TXM XANES imaging while the beamline measures.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="store_true", help="print the txm-live version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="run a simulated beamtime end to end (RunEngine, live analysis, catalog, figures)",
+                          description="Simulate a corroded NdFeB particle, scan it across the Nd L3 and L2 edges "
+                                      "through a real RunEngine, analyse it live, record it in an embedded Tiled "
+                                      "catalog, write phases.h5 and figures, and compare with the ground truth.")
+    demo.add_argument("--size", choices=("tiny", "small", "full"), default=None,
+                      help="tiny: 48x48, coarse energies (~1 min); small: 128x128, coarse energies (a few min); "
+                           "full: 602x643 with 1024 energies (long). Default: small")
+    _add_common(demo)
+    demo.add_argument("--live-plot", action="store_true", default=None,
+                      help="open a live matplotlib window during the scan (needs a display; otherwise a "
+                           "snapshot PNG is refreshed in the output directory)")
+    demo.add_argument("--seed", type=int, default=None, help="seed of the simulated sample and noise (default 0)")
+    demo.add_argument("--flux", type=float, default=None,
+                      help="flat-field photons per pixel per exposure (default 5000)")
+    demo.add_argument("--no-figures", dest="figures", action="store_false", default=None,
+                      help="do not write PNG figures")
+    demo.add_argument("--no-progress", dest="progress", action="store_false", default=True,
+                      help="no progress bars")
+
+    replay = sub.add_parser("replay", help="re-analyse runs recorded in a Tiled catalog",
+                            description="Replay recorded runs from a Tiled catalog through the same analysis "
+                                        "and write DIR/<uid>/phases.h5 plus figures.")
+    replay.add_argument("--catalog", required=True, metavar="PATH_OR_URI",
+                        help="Tiled server URI (http://...) or a local catalog directory")
+    _add_common(replay)
+    replay.add_argument("--no-figures", dest="figures", action="store_false", default=None,
+                        help="do not write PNG figures")
+    replay.add_argument("--no-progress", dest="progress", action="store_false", default=True,
+                        help="no progress bars")
+    replay.add_argument("uids", nargs="+", metavar="UID", help="run uid(s) (a unique prefix is enough if the catalog allows it)")
+
+    serve = sub.add_parser("serve", help="analyse runs published over ZeroMQ by a remote RunEngine",
+                           description="Subscribe to a bluesky ZeroMQ proxy and analyse every XANES run it "
+                                       "publishes, writing results as each run ends. Stop with Ctrl-C.")
+    serve.add_argument("--zmq", required=True, metavar="HOST:PORT",
+                       help="address of the proxy's outgoing (subscriber) port, e.g. 127.0.0.1:5568")
+    _add_common(serve)
+    serve.add_argument("--allow-pickle", action="store_true",
+                       help="also accept pickle-serialized documents (only from a trusted publisher: "
+                            "unpickling runs arbitrary code)")
+
+    config = sub.add_parser("config", help="show the configuration",
+                            description="Print the default configuration (or FILE's, merged with the defaults) as TOML.")
+    config.add_argument("--print", dest="print_config", action="store_true",
+                        help="print the configuration as TOML (default when no other action is given)")
+    config.add_argument("--config", metavar="FILE", default=None, help="TOML file to merge with the defaults and print")
+    return parser
+
+
+def _err(msg: str) -> None:
+    print(f"txm-live: error: {msg}", file=sys.stderr)
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from txm_live.config import load_config
+
+    print(load_config(args.config).to_toml())
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from txm_live.config import load_config
+
+    cfg = load_config(args.config, size=args.size, out=args.out, seed=args.seed, flux=args.flux,
+                      live_plot=args.live_plot, figures=args.figures)
+    from txm_live.callbacks.demo import run_demo
+
+    run_demo(config=cfg, progress=args.progress)
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from txm_live.callbacks.replay import replay_runs
+    from txm_live.config import load_config
+
+    cfg = load_config(args.config, out=args.out, figures=args.figures)
+    results = replay_runs(args.catalog, args.uids, out=cfg.out, progress=args.progress)
+    if cfg.figures:
+        from txm_live.figures import save_report
+
+        for r in results:
+            paths = save_report(r, Path(cfg.out) / r.run_uid)
+            print(f"{r.run_uid}: {len(paths)} figures in {Path(cfg.out) / r.run_uid}")
+    failed = [r for r in results if not r.ok]
+    for r in results:
+        print(_one_line(r))
+    return 1 if failed else 0
+
+
+def _one_line(r: Any) -> str:
+    parts = [f"run {r.run_uid[:8]}: {r.n_frames} frames"]
+    for e in (r.l3, r.l2):
+        if e is not None:
+            parts.append(f"{e.edge} {e.n_phases} phases")
+    if r.l2_l3_agreement is not None:
+        parts.append(f"L2/L3 agreement {r.l2_l3_agreement:.1%}")
+    if r.errors:
+        parts.append(f"{len(r.errors)} error(s): {r.errors[0]}")
+    return ", ".join(parts)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from txm_live.callbacks.remote import serve
+    from txm_live.config import load_config
+
+    cfg = load_config(args.config, out=args.out)
+    print(f"txm-live: listening on {args.zmq}, writing to {cfg.out} (Ctrl-C to stop)", file=sys.stderr)
+    serve(args.zmq, out=cfg.out, allow_pickle=args.allow_pickle)
+    return 0
+
+
+_COMMANDS = {"demo": _cmd_demo, "replay": _cmd_replay, "serve": _cmd_serve, "config": _cmd_config}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``txm-live`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from txm_live import __version__
+
+        print(f"txm-live {__version__}")
+        return 0
+    if args.command is None:
+        parser.print_help()
+        return 2
+    from txm_live.errors import TxmLiveError
+
+    try:
+        return _COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except (TxmLiveError, ValueError, FileNotFoundError) as exc:
+        _err(f"{type(exc).__name__}: {exc}")
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""The txm-live command line: instant help, documented options, config printing, clean errors."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+import tomllib
+
+import pytest
+
+from txm_live.callbacks.cli import build_parser, main
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    raise AssertionError("no subcommands")
+
+
+def test_help_is_instant_and_imports_nothing_heavy():
+    code = (
+        "import sys\n"
+        "from txm_live.callbacks.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('numpy', 'bluesky', 'ophyd', 'matplotlib', 'tiled', 'river', 'zmq') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    elapsed = time.perf_counter() - t0
+    assert "HEAVY []" in out
+    assert "demo" in out and "replay" in out and "serve" in out and "config" in out
+    assert elapsed < 5.0  # interpreter start included; generous for a loaded machine
+
+
+def test_every_option_has_help():
+    parser = build_parser()
+    subs = _subparsers(parser)
+    assert set(subs) == {"demo", "replay", "serve", "config"}
+    for name, sub in [("txm-live", parser), *subs.items()]:
+        for action in sub._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            assert action.help and len(action.help) > 10, f"{name} {action.option_strings or action.dest} lacks help"
+
+
+def test_subcommand_options_parse():
+    p = build_parser()
+    a = p.parse_args(["demo", "--size", "tiny", "--out", "o", "--seed", "3", "--live-plot"])
+    assert (a.command, a.size, a.out, a.seed, a.live_plot) == ("demo", "tiny", "o", 3, True)
+    a = p.parse_args(["replay", "--catalog", "http://127.0.0.1:8000", "u1", "u2"])
+    assert a.uids == ["u1", "u2"] and a.catalog.startswith("http")
+    a = p.parse_args(["serve", "--zmq", "127.0.0.1:5568", "--allow-pickle"])
+    assert a.zmq == "127.0.0.1:5568" and a.allow_pickle
+    with pytest.raises(SystemExit):
+        p.parse_args(["demo", "--size", "huge"])
+    with pytest.raises(SystemExit):
+        p.parse_args(["replay", "u1"])  # --catalog is required
+
+
+def test_config_print_is_valid_toml(capsys):
+    assert main(["config", "--print"]) == 0
+    data = tomllib.loads(capsys.readouterr().out)
+    assert data["analysis"]["element"] == "Nd"
+    assert data["demo"]["size"] == "small"
+    assert set(data["windows"]) == {"L3", "L2"}
+
+
+def test_config_print_merges_a_file(tmp_path, capsys):
+    f = tmp_path / "c.toml"
+    f.write_text("[demo]\nseed = 42\n")
+    assert main(["config", "--print", "--config", str(f)]) == 0
+    assert tomllib.loads(capsys.readouterr().out)["demo"]["seed"] == 42
+
+
+def test_bad_config_is_a_clean_error(tmp_path, capsys):
+    f = tmp_path / "bad.toml"
+    f.write_text("[demo]\nsede = 42\n")
+    assert main(["demo", "--config", str(f)]) == 1
+    err = capsys.readouterr().err
+    assert "unknown key 'sede'" in err and "Traceback" not in err
+    assert main(["config", "--config", str(tmp_path / "missing.toml")]) == 1
+    assert "missing.toml" in capsys.readouterr().err
+
+
+def test_no_command_prints_help_and_version(capsys):
+    assert main([]) == 2
+    assert "usage" in capsys.readouterr().out
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("txm-live ")
+
+
+def test_console_script_installed():
+    import shutil
+
+    exe = shutil.which("txm-live")
+    if exe is None:
+        pytest.skip("console script not on PATH (package not installed in this environment)")
+    out = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
+    assert "txm-live" in out
