@@ -49,6 +49,8 @@ _DEFAULT_AREA_FRACTION: float = float(
     np.pi * (18.7e3 / PIXEL_SIZE_NM / 2.0) ** 2 / (FULL_SHAPE[0] * FULL_SHAPE[1])
 )
 _MU_CACHE_SIZE: int = 8192
+# Outline-relative radius beyond which the particle always belongs to the corroded zone.
+_RIM_RHO: float = 0.88
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,8 +63,9 @@ class Phantom:
     ----------
     labels : ndarray of int8
         0 background, 1 mixed, 2 metal, 3 oxide (see module docstring). In ``"mixed"`` mode the
-        label is the dominant layer along the beam (pocket oxide, corroded surface = skin +
-        mixed layer, or metallic core).
+        label is the dominant layer along the beam, weighted by its Nd atoms (i.e. by its weight
+        in the normalized pixel spectrum): pocket oxide -> 3, corroded surface (oxide skin +
+        mixed layer) -> 1, metallic core -> 2.
     oxidized_fraction : ndarray of float32
         Fraction of the Nd atoms along the beam that sit in the oxide (0 metal, 1 oxide; 0 in the
         background). This is the weight of the oxide in the edge-step-normalized pixel spectrum,
@@ -285,7 +288,7 @@ def make_phantom(
     mixed_layer_um: float = 0.6,
     pocket_depth_fraction: float = 0.85,
     corroded_depth_fraction: float = 0.9,
-    interface_width_px: float = 1.0,
+    interface_width_px: float = 0.5,
     pixel_size_nm: float = PIXEL_SIZE_NM,
     metal: PhaseSpectrum = METAL,
     oxide: PhaseSpectrum = OXIDE,
@@ -350,8 +353,8 @@ def make_phantom(
     photon statistics do not depend on ``shape``. The outline is ``r(theta) = R0 (1 + sum_k
     a_k cos(k theta + phi_k))`` (k = 2..7), thickness ``t = t_max sqrt(1 - rho^2)`` (rho = r /
     outline radius) with a +-5 % undulation. The corroded zone is the top
-    ``mixed_zone_fraction`` of ``rho + 0.3 g(x, y)`` (``g`` a smooth random field): a rim of
-    varying width with lobes reaching inwards. Pockets are Gaussian blobs and bands thresholded
+    ``mixed_zone_fraction`` of ``rho + 0.3 g(x, y)`` (``g`` a smooth random field) and always
+    includes the rim ``rho > 0.88``: a rim of varying width with lobes reaching inwards. Pockets are Gaussian blobs and bands thresholded
     to cover exactly ``oxide_pocket_fraction`` of the particle.
 
     Transmission at 7 um: metal ``exp(-OD)`` 0.55 below the L3 edge, 0.19 on the white line,
@@ -423,7 +426,10 @@ def make_phantom(
     )
 
     # Corroded zone (phase 1): outer rim of varying width with lobes reaching inwards.
+    # The whole surface is corroded (rho > _RIM_RHO, where the particle is thinner than ~half its
+    # maximum thickness), so uncorroded metal is never seen through a thin column.
     corrosion = rho + 0.3 * _smooth_field(rng, u, v, n_waves=8, k_min=2.0, k_max=7.0)
+    corrosion += 5.0 * np.clip((rho - _RIM_RHO) / 0.02, 0.0, 1.0)
     zone_threshold = float(np.quantile(corrosion[particle], 1.0 - mixed_zone_fraction))
 
     # Pockets and bands (phase 3), only where the particle is thick.
@@ -487,7 +493,12 @@ def make_phantom(
         core = rest2 - mixed
         oxide_path = skin + pocket + phi_vol * mixed
         metal_path = core + (1.0 - phi_vol) * mixed
-        dominant = np.argmax(np.stack([skin + mixed, core, pocket]), axis=0)  # 0,1,2 -> 1,2,3
+        # Dominant layer by Nd content (its weight in the normalized spectrum): corroded
+        # surface (skin + mixed layer) -> 1, metallic core -> 2, pocket oxide -> 3.
+        nd_mixed = phi_vol * nd_ratio + (1.0 - phi_vol)  # Nd density of the mixed material
+        dominant = np.argmax(
+            np.stack([nd_ratio * skin + nd_mixed * mixed, core, nd_ratio * pocket]), axis=0
+        )
         labels = np.where(particle, dominant + 1, 0).astype(np.int8)
 
     oxide_path = np.where(particle, oxide_path, 0.0)
