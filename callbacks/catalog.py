@@ -34,6 +34,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,31 +221,106 @@ def start_embedded_server(
     log_path = cat_dir / "server.log"
     base_url = f"http://127.0.0.1:{port}"
 
+    config = {"catalog_uri": catalog_uri, "writable": [str(data_dir), tables_uri],
+              "readable": readable, "api_key": api_key, "port": port, "log_path": str(log_path)}
     if in_process:
-        close = _start_thread(catalog_uri, [str(data_dir), tables_uri], readable, api_key, port,
-                              base_url, log_path)
+        close = _start_thread(config, base_url, log_path)
     else:
-        close = _start_subprocess(catalog_uri, [str(data_dir), tables_uri], readable, api_key,
-                                  port, base_url, log_path)
+        close = _start_subprocess(config, base_url, log_path)
     logger.info("Tiled server for %s at %s", cat_dir, base_url)
     return EmbeddedTiled(uri=f"{base_url}/api/v1", api_key=api_key, directory=cat_dir,
                          catalog_uri=catalog_uri, port=port, _close=close)
 
 
-def _start_subprocess(catalog_uri: str, writable: list[str], readable: list[str], api_key: str,
-                      port: int, base_url: str, log_path: Path) -> Callable[[], None]:
-    cmd = [sys.executable, "-m", "tiled", "serve", "catalog", catalog_uri, "--init",
-           "--host", "127.0.0.1", "--port", str(port)]
-    for w in writable:
-        cmd += ["--write", w]
-    for r in readable:
-        cmd += ["--read", r]
-    env = dict(os.environ, TILED_SINGLE_USER_API_KEY=api_key)
-    env.pop("TILED_API_KEY", None)
-    log = open(log_path, "ab")  # noqa: SIM115 (closed in close())
+def _init_catalog(catalog_uri: str) -> None:
+    """Create the catalog tables if needed (in this process: no extra interpreter start-up)."""
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from tiled.alembic_utils import UninitializedDatabase, check_database, stamp_head
+    from tiled.catalog.alembic_constants import ALEMBIC_DIR, ALEMBIC_INI_TEMPLATE_PATH
+    from tiled.catalog.core import ALL_REVISIONS, REQUIRED_REVISION, initialize_database
+    from tiled.utils import ensure_specified_sql_driver
+
+    uri = ensure_specified_sql_driver(catalog_uri)
+
+    async def setup() -> None:
+        engine = create_async_engine(uri)
+        try:
+            await check_database(engine, REQUIRED_REVISION, ALL_REVISIONS)
+        except UninitializedDatabase:
+            await initialize_database(engine)
+        finally:
+            await engine.dispose()
+
+    # A private thread: asyncio.run must not meet a running loop (e.g. a Jupyter kernel's).
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            asyncio.run(setup())
+            with warnings.catch_warnings():  # alembic's own config deprecation, not ours
+                warnings.simplefilter("ignore", DeprecationWarning)
+                stamp_head(ALEMBIC_INI_TEMPLATE_PATH, ALEMBIC_DIR, uri)
+        except BaseException as exc:  # re-raised below in the caller's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="tiled-catalog-init")
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+
+
+def _make_server(config: dict[str, Any]) -> Any:
+    """Build the uvicorn server of a Tiled app from the JSON-able ``config``."""
+    import copy
+
+    import uvicorn
+    from tiled.catalog import from_uri as catalog_from_uri
+    from tiled.config import Authentication
+    from tiled.server.app import build_app
+    from tiled.server.logging_config import LOGGING_CONFIG
+
+    _init_catalog(config["catalog_uri"])
+    log_config = copy.deepcopy(LOGGING_CONFIG)
+    for name in ("access", "default"):
+        log_config["handlers"][name]["class"] = "logging.FileHandler"
+        del log_config["handlers"][name]["stream"]
+        log_config["handlers"][name]["filename"] = config["log_path"]
+    catalog = catalog_from_uri(config["catalog_uri"], writable_storage=config["writable"],
+                               readable_storage=config["readable"])
+    app = build_app(catalog,
+                    authentication=Authentication(single_user_api_key=config["api_key"]))
+
+    class _Server(uvicorn.Server):
+        def install_signal_handlers(self) -> None:  # only the subprocess entry installs them
+            if config.get("signals"):
+                super().install_signal_handlers()
+
+    return _Server(uvicorn.Config(app, host="127.0.0.1", port=int(config["port"]),
+                                  loop="asyncio", log_config=log_config))
+
+
+def _serve_main() -> None:
+    """Entry point of the server subprocess (configuration in ``$TXM_LIVE_TILED_CONFIG``)."""
+    import json
+
+    config = json.loads(os.environ.pop("TXM_LIVE_TILED_CONFIG"))
+    config["signals"] = True
+    _make_server(config).run()
+
+
+def _start_subprocess(config: dict[str, Any], base_url: str,
+                      log_path: Path) -> Callable[[], None]:
+    import json
+
+    code = "from txm_live.callbacks.catalog import _serve_main; _serve_main()"
     # The key goes through the environment, not the command line (visible in `ps`).
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                            stdin=subprocess.DEVNULL)
+    env = dict(os.environ, TXM_LIVE_TILED_CONFIG=json.dumps(config))
+    log = open(log_path, "ab")  # noqa: SIM115 (closed in close())
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT,
+                            env=env, stdin=subprocess.DEVNULL)
 
     def close() -> None:
         if proc.poll() is None:
@@ -264,40 +340,14 @@ def _start_subprocess(catalog_uri: str, writable: list[str], readable: list[str]
     return close
 
 
-def _start_thread(catalog_uri: str, writable: list[str], readable: list[str], api_key: str,
-                  port: int, base_url: str, log_path: Path) -> Callable[[], None]:
-    import copy
-
-    import uvicorn
-    from tiled.catalog import from_uri as catalog_from_uri
-    from tiled.config import Authentication
-    from tiled.server.app import build_app
-    from tiled.server.logging_config import LOGGING_CONFIG
-    from tiled.storage import get_storage
-
-    log_config = copy.deepcopy(LOGGING_CONFIG)
-    for name in ("access", "default"):
-        log_config["handlers"][name]["class"] = "logging.FileHandler"
-        del log_config["handlers"][name]["stream"]
-        log_config["handlers"][name]["filename"] = str(log_path)
-    catalog = catalog_from_uri(catalog_uri, writable_storage=writable, readable_storage=readable,
-                               init_if_not_exists=True)
-    app = build_app(catalog, authentication=Authentication(single_user_api_key=api_key))
-
-    class _Server(uvicorn.Server):
-        def install_signal_handlers(self) -> None:  # the main thread keeps its handlers
-            pass
-
-    server = _Server(uvicorn.Config(app, host="127.0.0.1", port=port, loop="asyncio",
-                                    log_config=log_config))
+def _start_thread(config: dict[str, Any], base_url: str, log_path: Path) -> Callable[[], None]:
+    server = _make_server(config)
     thread = threading.Thread(target=server.run, name="tiled-server", daemon=True)
     thread.start()
 
     def close() -> None:
         server.should_exit = True
         thread.join(timeout=15)
-        with contextlib.suppress(Exception):
-            get_storage(writable[1]).dispose()
 
     try:
         _wait_healthy(base_url, alive=thread.is_alive, log=log_path)

@@ -1,0 +1,162 @@
+"""Recording real RunEngine scans of the simulated TXM into a real embedded Tiled server."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from urllib.parse import urlparse
+
+import h5py
+import httpx
+import numpy as np
+import pytest
+from bluesky import RunEngine
+
+from txm_live.callbacks.catalog import (
+    ThreadedCallback,
+    connect,
+    record_to,
+    start_embedded_server,
+)
+from txm_live.sim.devices import make_txm
+from txm_live.sim.phantom import make_phantom
+from txm_live.sim.plans import coarse_energies, xanes_scan
+
+SHAPE = (40, 48)
+ENERGIES = coarse_energies(12)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("txm")
+
+
+@pytest.fixture(scope="module")
+def tiled(workdir):
+    with start_embedded_server(workdir) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_phantom(shape=SHAPE, seed=0)
+
+
+def _scan(tiled, phantom, workdir, *, file_backed):
+    RE = RunEngine({})
+    docs: list[tuple[str, dict]] = []
+    RE.subscribe(lambda name, doc: docs.append((name, doc)))
+    recording = record_to(RE, tiled.client())
+    txm = make_txm(phantom, seed=5, margin_px=4, file_backed=file_backed,
+                   write_path=workdir / "frames")
+    (uid,) = RE(xanes_scan(txm, ENERGIES, n_dark=2, md={"sample": "NdFeB"}))
+    assert recording.flush(timeout=60)
+    recording.close()
+    assert recording.errors == []
+    return uid, docs
+
+
+def _live_frames(docs):
+    """Images and energies per stream, as the RunEngine emitted them (inline scans)."""
+    names = {d["uid"]: d["name"] for n, d in docs if n == "descriptor"}
+    out = defaultdict(list)
+    for n, d in docs:
+        if n == "event":
+            out[names[d["descriptor"]]].append(d["data"])
+    return out
+
+
+def test_server_is_loopback_and_requires_the_key(tiled):
+    assert urlparse(tiled.uri).hostname == "127.0.0.1"
+    base = tiled.uri.rsplit("/api/v1", 1)[0]
+    with httpx.Client(trust_env=False) as http:
+        assert http.get(f"{tiled.uri}/metadata/").status_code == 401
+        ok = http.get(f"{tiled.uri}/metadata/", headers={"Authorization": f"Apikey {tiled.api_key}"})
+        assert ok.status_code == 200
+        assert http.get(f"{base}/healthz").status_code == 200
+    assert (tiled.directory / "catalog.db").exists()
+    assert tiled.directory == tiled.directory.parent / "catalog"
+
+
+def test_record_inline_scan(tiled, phantom, workdir):
+    uid, docs = _scan(tiled, phantom, workdir, file_backed=False)
+    run = tiled.client()[uid]
+    assert run.metadata["start"]["txm_live"]["image_key"] == "camera_image"
+    assert run.metadata["stop"]["exit_status"] == "success"
+    assert set(run) == {"primary", "flat", "dark"}
+    live = _live_frames(docs)
+    for stream in ("primary", "flat", "dark"):
+        images = run[stream]["camera_image"]
+        assert images.dtype == np.uint16 and images.shape[1:] == (SHAPE[0] + 8, SHAPE[1] + 8)
+        expected = np.stack([d["camera_image"] for d in live[stream]])
+        np.testing.assert_array_equal(images.read(), expected)
+        # block-wise reads return the same frames
+        np.testing.assert_array_equal(images.read(slice(1, 3)), expected[1:3])
+    table = run["primary"].base["internal"].read()
+    np.testing.assert_allclose(table["mono_energy"], ENERGIES)
+
+
+def test_record_file_backed_scan_registers_hdf5(tiled, phantom, workdir):
+    uid, docs = _scan(tiled, phantom, workdir, file_backed=True)
+    run = tiled.client()[uid]
+    resources = {d["uid"]: d for n, d in docs if n == "stream_resource"}
+    assert len(resources) == 3
+    for stream in ("primary", "flat", "dark"):
+        node = run[stream]["camera_image"]
+        (source,) = node.data_sources()
+        assert source.mimetype == "application/x-hdf5"
+        (asset,) = source.assets
+        path = urlparse(asset.data_uri).path
+        assert path.endswith(".h5") and path.startswith(str(workdir))  # file stays in place
+        with h5py.File(path, "r") as f:
+            np.testing.assert_array_equal(node.read(), f["/entry/data/data"][()])
+    assert run["primary"]["camera_image"].shape[0] == len(ENERGIES)
+    assert run["dark"]["camera_image"].shape[0] == 4
+
+
+def test_recorder_never_blocks_nor_raises_into_the_runengine(phantom, workdir):
+    release = threading.Event()
+    seen: list[str] = []
+
+    def slow_then_failing(name, doc):
+        release.wait(30)
+        seen.append(name)
+        if name == "event":
+            raise RuntimeError("catalog is down")
+
+    threaded = ThreadedCallback(slow_then_failing)
+    RE = RunEngine({})
+    RE.subscribe(threaded)
+    txm = make_txm(phantom, seed=5, margin_px=4)
+    t0 = time.perf_counter()
+    RE(xanes_scan(txm, ENERGIES[:3], n_dark=1))
+    assert time.perf_counter() - t0 < 25  # the scan did not wait for the blocked writer
+    assert seen == [] and threaded.backlog > 0
+    release.set()
+    assert threaded.flush(timeout=30)
+    threaded.close()
+    assert seen[0] == "start" and seen[-1] == "stop"
+    n_events = seen.count("event")
+    assert n_events == 2 * 3 + 2 and len(threaded.errors) == n_events
+    assert threaded.errors[0] == "event: RuntimeError: catalog is down"
+
+
+def test_catalog_persists_and_reopens_in_process(tiled, phantom, workdir):
+    uid, _ = _scan(tiled, phantom, workdir, file_backed=False)
+    n_before = len(tiled.client())
+    with start_embedded_server(workdir, in_process=True) as again:
+        client = again.client()
+        assert again.port != tiled.port and len(client) == n_before
+        assert client[uid]["primary"]["camera_image"].shape[0] == len(ENERGIES)
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="uri"):
+        connect("127.0.0.1:8000")
+    with pytest.raises(ValueError, match="catalog_uri"):
+        start_embedded_server(tmp_path, catalog_uri="catalog.db")
+    with pytest.raises(ValueError, match="port"):
+        start_embedded_server(tmp_path, port=70000)
+    with pytest.raises(ValueError, match="callback"):
+        ThreadedCallback(None)  # type: ignore[arg-type]
