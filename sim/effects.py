@@ -119,6 +119,9 @@ class EffectsConfig:
         Harmonic / scattered photons that do not see the sample absorption, relative to the flat.
     psf, psf_sigma_px : bool, float
         Gaussian point-spread function of the optics and scintillator (pixels).
+    poisson_gaussian_above : float
+        Expected photon count above which the photon noise is drawn as a Gaussian of equal mean
+        and variance (speed; see :func:`detector_counts`). ``float("inf")``: exact Poisson.
     energy_range : tuple of float
         Scan range (eV) used as the progress variable of drift and jumps and for throughput and
         glitch placement.
@@ -164,6 +167,7 @@ class EffectsConfig:
     leak_fraction: float = 0.005
     psf: bool = True
     psf_sigma_px: float = 0.45
+    poisson_gaussian_above: float = 1000.0
     energy_range: tuple[float, float] = (6000.0, 7023.0)
     margin_px: int = 64
 
@@ -183,6 +187,8 @@ class EffectsConfig:
         for name in non_negative:
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)!r}")
+        if not self.poisson_gaussian_above >= 0:  # inf allowed (exact Poisson), NaN rejected
+            raise ValueError(f"poisson_gaussian_above must be >= 0 or inf, got {self.poisson_gaussian_above!r}")
         for name in ("n_dust", "n_glitches", "n_jumps", "margin_px"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 0:
@@ -407,19 +413,44 @@ def detector_counts(
     gain: float = 2.5,
     bias: float = 100.0,
     read_noise: float = 3.0,
+    gaussian_above: float = 1000.0,
 ) -> np.ndarray:
     """Photon expectation -> uint16 counts (Poisson, gain, bias, read noise, 16-bit clip).
 
-    With ``rng=None`` the noise-free expectation ``gain * photons + bias`` is rounded.
+    Parameters
+    ----------
+    photons : ndarray
+        Expected photons per pixel.
+    rng : numpy Generator or None
+        Noise source; ``None`` gives the rounded noise-free expectation ``gain * photons + bias``.
+    gain, bias, read_noise : float
+        ADU per photon, ADU offset, ADU rms Gaussian read noise.
+    gaussian_above : float
+        Pixels expecting more photons than this draw ``gain * N(photons, photons)`` plus read
+        noise in one Gaussian draw instead of an exact Poisson draw (``inf``: exact everywhere).
+
+    Notes
+    -----
+    The Gaussian shortcut keeps mean and variance exact; it only drops the Poisson skewness
+    ``1/sqrt(photons)`` (< 3 % above 1000 photons) and the 2.5-ADU photon quantization, which
+    the 3-ADU read noise blurs anyway. It makes a 730 x 771 frame ~4x faster than ``Generator.poisson``.
     """
     if rng is None:
         counts = np.float32(gain) * photons.astype(np.float32, copy=False) + np.float32(bias)
     else:
-        counts = rng.poisson(photons).astype(np.float32)
-        counts *= np.float32(gain)
+        lam = photons.astype(np.float32, copy=False)
+        z = rng.standard_normal(lam.shape, dtype=np.float32)
+        # Gaussian branch everywhere first: gain * lam + bias + sqrt(gain^2 lam + read^2) z
+        counts = np.sqrt(np.float32(gain * gain) * lam + np.float32(read_noise * read_noise)) * z
+        counts += np.float32(gain) * lam
         counts += np.float32(bias)
-        if read_noise > 0:
-            counts += rng.standard_normal(photons.shape, dtype=np.float32) * np.float32(read_noise)
+        low = lam <= gaussian_above
+        if np.any(low):
+            lam_low = lam[low]
+            exact = rng.poisson(lam_low).astype(np.float32) * np.float32(gain) + np.float32(bias)
+            if read_noise > 0:
+                exact += z[low] * np.float32(read_noise)
+            counts[low] = exact
     np.rint(counts, out=counts)
     np.clip(counts, 0.0, _UINT16_MAX, out=counts)
     return counts.astype(np.uint16)
@@ -578,4 +609,5 @@ class InstrumentModel:
                                         stage_offset_px=stage_offset_px)
         c = self.config
         rng = _rng(self.seed, 1, int(frame_index)) if c.noise else None
-        return detector_counts(photons, rng=rng, gain=c.gain, bias=c.bias, read_noise=c.read_noise)
+        return detector_counts(photons, rng=rng, gain=c.gain, bias=c.bias, read_noise=c.read_noise,
+                               gaussian_above=c.poisson_gaussian_above)

@@ -269,6 +269,20 @@ def test_leak_and_psf_physics(phantom):
     assert od_psf.sum() == pytest.approx(truth.sum(), rel=0.01)
 
 
+@pytest.mark.parametrize("gaussian_above", [1000.0, float("inf")])
+@pytest.mark.parametrize("lam", [30.0, 5000.0])
+def test_detector_counts_statistics(lam, gaussian_above):
+    """Mean gain*N + bias and variance gain^2 N + read^2, exact Poisson or Gaussian shortcut."""
+    counts = detector_counts(np.full((300, 300), lam), rng=np.random.default_rng(1),
+                             gain=2.5, bias=100.0, read_noise=3.0, gaussian_above=gaussian_above)
+    c = counts.astype(np.float64)
+    assert c.mean() == pytest.approx(2.5 * lam + 100.0, rel=2e-3)
+    assert c.var() == pytest.approx(2.5**2 * lam + 9.0, rel=0.03)
+    if lam < 1000:  # below the threshold the draw is exact Poisson: its skewness is present
+        skew = ((c - c.mean()) ** 3).mean() / c.std() ** 3
+        assert skew == pytest.approx(2.5**3 * lam / (2.5**2 * lam + 9.0) ** 1.5, abs=0.03)
+
+
 def test_place_sample_and_counts_helpers():
     od = np.zeros((10, 12), dtype=np.float32)
     od[4, 5] = 1.0

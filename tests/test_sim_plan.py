@@ -26,9 +26,11 @@ def phantom():
     return make_phantom(shape=SHAPE, seed=0)
 
 
-def run_scan(txm, energies=ENERGIES, **kwargs):
+def run_scan(txm, energies=ENERGIES, *, extra_callback=None, **kwargs):
     docs: list[tuple[str, dict]] = []
     RE = RunEngine({}, call_returns_result=True)
+    if extra_callback is not None:
+        RE.subscribe(extra_callback)
     result = RE(xanes_scan(txm, energies, n_dark=N_DARK, **kwargs), lambda name, doc: docs.append((name, doc)))
     assert result.exit_status == "success"
     for name, doc in docs:
@@ -50,10 +52,29 @@ def inline_docs(phantom):
     return run_scan(make_txm(phantom, seed=7, margin_px=24), md={"operator": "test"})
 
 
+class LiveFrameReader:
+    """Reads each referenced frame from its HDF5 file while the scan is still writing it."""
+
+    def __init__(self):
+        self.resources: dict[str, dict] = {}
+        self.frames: dict[str, np.ndarray] = {}  # stream_datum uid -> frame
+
+    def __call__(self, name, doc):
+        if name == "stream_resource":
+            self.resources[doc["uid"]] = doc
+        elif name == "stream_datum":
+            res = self.resources[doc["stream_resource"]]
+            with h5py.File(urlparse(res["uri"]).path, "r", swmr=True) as f:
+                self.frames[doc["uid"]] = f[res["parameters"]["dataset"]][doc["indices"]["start"]]
+
+
 @pytest.fixture(scope="module")
 def file_docs(phantom, tmp_path_factory):
     path = tmp_path_factory.mktemp("frames")
-    return run_scan(make_txm(phantom, seed=7, margin_px=24, file_backed=True, write_path=path))
+    reader = LiveFrameReader()
+    docs = run_scan(make_txm(phantom, seed=7, margin_px=24, file_backed=True, write_path=path),
+                    extra_callback=reader)
+    return docs, reader.frames
 
 
 def test_start_document_follows_contract(inline_docs, phantom):
@@ -117,6 +138,8 @@ def test_pixel_size_per_frame_grows_17_percent(inline_docs):
 
 
 def test_file_backed_documents_and_frames_equal_inline(inline_docs, file_docs):
+    """Frames read live (during the scan) through the resource parameters equal the inline ones."""
+    file_docs, live_frames = file_docs
     counts = Counter(n for n, _ in file_docs)
     assert counts["stream_resource"] == 3
     assert counts["stream_datum"] == counts["event"] == 2 * N_DARK + 2 * len(ENERGIES)
@@ -140,9 +163,11 @@ def test_file_backed_documents_and_frames_equal_inline(inline_docs, file_docs):
             streams_per_resource[res["uid"]].add(stream)
             assert d["indices"]["stop"] - d["indices"]["start"] == 1
             assert d["seq_nums"]["stop"] - d["seq_nums"]["start"] == 1
+            frames[stream][d["seq_nums"]["start"]] = live_frames[d["uid"]]
             path = urlparse(res["uri"]).path
-            with h5py.File(path, "r", swmr=True) as f:
-                frames[stream][d["seq_nums"]["start"]] = f[res["parameters"]["dataset"]][d["indices"]["start"]]
+            with h5py.File(path, "r") as f:  # after the run: file closed, same content
+                np.testing.assert_array_equal(f[res["parameters"]["dataset"]][d["indices"]["start"]],
+                                              live_frames[d["uid"]])
     assert all(len(s) == 1 for s in streams_per_resource.values())
     for n, d in file_docs:
         if n == "event":
@@ -193,3 +218,25 @@ def test_energy_helpers_and_plan_validation(phantom):
         list(xanes_scan(txm, [6000.0], n_dark=-1))
     with pytest.raises(ValueError, match="txm_live"):
         list(xanes_scan(txm, [6000.0], md={"txm_live": {}}))
+
+
+def test_file_backed_documents_consolidate_in_tiled(file_docs):
+    """The Tiled writer's HDF5 consolidator accepts the documents and reads every frame."""
+    consolidators = pytest.importorskip("bluesky_tiled_plugins.writing.consolidators")
+    file_docs, live_frames = file_docs
+    descriptors = {d["uid"]: d for n, d in file_docs if n == "descriptor"}
+    resources = {d["uid"]: d for n, d in file_docs if n == "stream_resource"}
+    made = {}
+    for n, d in file_docs:
+        if n == "stream_datum":
+            key = d["stream_resource"]
+            if key not in made:
+                made[key] = consolidators.consolidator_factory(resources[key], descriptors[d["descriptor"]])
+            made[key].consume_stream_datum(d)
+    shapes = {descriptors[d["descriptor"]]["name"]: made[d["stream_resource"]].structure().shape
+              for n, d in file_docs if n == "stream_datum"}
+    assert shapes == {"dark": (2 * N_DARK, 112, 112), "primary": (len(ENERGIES), 112, 112),
+                      "flat": (len(ENERGIES), 112, 112)}
+    for c in made.values():
+        data = np.asarray(c.init_adapter().read())
+        assert data.dtype == np.uint16 and data.shape == c.structure().shape
