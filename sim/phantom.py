@@ -51,6 +51,8 @@ _DEFAULT_AREA_FRACTION: float = float(
 _MU_CACHE_SIZE: int = 8192
 # Outline-relative radius beyond which the particle always belongs to the corroded zone.
 _RIM_RHO: float = 0.88
+# Share of a column's Nd that a pocket must hold for the pixel to count as phase 3 ("mixed").
+_POCKET_ND_SHARE: float = 0.6
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,9 +65,10 @@ class Phantom:
     ----------
     labels : ndarray of int8
         0 background, 1 mixed, 2 metal, 3 oxide (see module docstring). In ``"mixed"`` mode the
-        label is the dominant layer along the beam, weighted by its Nd atoms (i.e. by its weight
-        in the normalized pixel spectrum): pocket oxide -> 3, corroded surface (oxide skin +
-        mixed layer) -> 1, metallic core -> 2.
+        label is the dominant material along the beam, weighted by its Nd atoms (i.e. by its
+        weight in the normalized pixel spectrum): 3 where a pocket holds >= 60 % of the column's
+        Nd, else 1 where oxide-bearing material (skin, mixed layer, pocket rim) holds >= 50 %
+        (a sub-resolution mixture, like the paper's phase 1), else 2.
     oxidized_fraction : ndarray of float32
         Fraction of the Nd atoms along the beam that sit in the oxide (0 metal, 1 oxide; 0 in the
         background). This is the weight of the oxide in the edge-step-normalized pixel spectrum,
@@ -437,9 +440,13 @@ def make_phantom(
     candidates = np.flatnonzero(eligible.ravel() >= 1.0)
     if candidates.size < 10:
         raise ValueError(f"shape {shape!r} is too small for oxide pockets")
+    n_pocket = max(int(round(oxide_pocket_fraction * n_particle)), 1)
+    # About >= 30 pixels per feature, so small frames get fewer, not thinner, pockets.
+    n_features = int(np.clip(n_pocket // 30, 3, 8))
+    n_bands = 2 if n_features >= 6 else 1
     pockets = np.zeros_like(r)
-    min_sigma = 1.2 / scale  # at least ~1 px so pockets survive small frames
-    for _ in range(int(rng.integers(4, 7))):
+    min_sigma = 1.5 / scale  # >= 1.5 px so pockets survive small frames
+    for _ in range(n_features - n_bands):  # compact pockets
         c = candidates[rng.integers(candidates.size)]
         pu, pv = u.ravel()[c], v.ravel()[c]
         sa = max(rng.uniform(0.03, 0.07), min_sigma)
@@ -449,7 +456,7 @@ def make_phantom(
         a1 = np.cos(ang) * du + np.sin(ang) * dv
         a2 = -np.sin(ang) * du + np.cos(ang) * dv
         pockets = np.maximum(pockets, np.exp(-0.5 * ((a1 / sa) ** 2 + (a2 / sb) ** 2)))
-    for _ in range(2):  # corrosion bands along cracks
+    for _ in range(n_bands):  # corrosion bands along cracks
         c = candidates[rng.integers(candidates.size)]
         pu, pv = u.ravel()[c], v.ravel()[c]
         ang = rng.uniform(0.0, np.pi)
@@ -463,7 +470,6 @@ def make_phantom(
         )
         pockets = np.maximum(pockets, band)
     pockets *= eligible
-    n_pocket = max(int(round(oxide_pocket_fraction * n_particle)), 1)
     pocket_threshold = float(np.partition(pockets[particle], -n_pocket)[-n_pocket])
 
     # Nd atoms per volume: oxide / metal (edge step ratio 0.112 / 0.063).
@@ -493,11 +499,18 @@ def make_phantom(
         core = rest2 - mixed
         oxide_path = skin + pocket + phi_vol * mixed
         metal_path = core + (1.0 - phi_vol) * mixed
-        # Dominant layer by Nd content (its weight in the normalized spectrum): corroded
-        # surface (skin + mixed layer) -> 1, metallic core -> 2, pocket oxide -> 3.
+        # Labels by Nd content (the weight of each material in the normalized spectrum): a
+        # pocket is phase 3 where it holds >= 60 % of the column's Nd; otherwise the column is
+        # phase 1 where the oxide-bearing materials (skin, mixed layer, pocket rim) hold at
+        # least half of the Nd (a sub-resolution mixture), else phase 2 (metallic core).
         nd_mixed = phi_vol * nd_ratio + (1.0 - phi_vol)  # Nd density of the mixed material
-        dominant = np.argmax(
-            np.stack([nd_ratio * skin + nd_mixed * mixed, core, nd_ratio * pocket]), axis=0
+        nd_pocket = nd_ratio * pocket
+        nd_surface = nd_ratio * skin + nd_mixed * mixed
+        nd_column = np.maximum(nd_pocket + nd_surface + core, 1e-12)
+        dominant = np.where(
+            nd_pocket >= _POCKET_ND_SHARE * nd_column,
+            2,
+            np.where(nd_pocket + nd_surface >= core, 0, 1),
         )
         labels = np.where(particle, dominant + 1, 0).astype(np.int8)
 
