@@ -1,0 +1,215 @@
+"""Reading file-backed detector images referenced by Bluesky asset documents.
+
+Two generations of asset documents are supported, both for HDF5 files written by the camera:
+
+* ``stream_resource`` / ``stream_datum`` (event-model >= 1.20, ophyd-async style): the event of a
+  frame does not carry the image key at all; a ``stream_datum`` maps a range of event ``seq_num``
+  of one descriptor to a range of frame indices in the dataset named by its ``stream_resource``.
+* ``resource`` / ``datum`` (AreaDetector ``AD_HDF5`` style): the event carries a datum id in place
+  of the image and ``filled[key] = False``; the datum's ``point_number`` selects the frame.
+
+Files are opened read-only, lazily, and kept open per resource; a frame not yet flushed by the
+writer is retried a few times before a :class:`~txm_live.errors.FrameError`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+
+from txm_live.errors import DocumentError, FrameError
+
+__all__ = ["AssetRegistry"]
+
+_DEFAULT_DATASET = "/entry/data/data"
+_HDF5_MIMETYPES = ("application/x-hdf5", "application/x-hdf5-swmr", "application/x-hdf5; swmr")
+_HDF5_SPECS = ("AD_HDF5", "AD_HDF5_SWMR", "AD_HDF5_SINGLE", "HDF5", "TXM_HDF5")
+
+
+@dataclass(frozen=True)
+class _StreamRange:
+    resource_uid: str
+    seq_start: int
+    seq_stop: int
+    index_start: int
+    index_stop: int
+
+    def index_of(self, seq_num: int) -> slice:
+        per_event = max((self.index_stop - self.index_start) // max(self.seq_stop - self.seq_start, 1), 1)
+        first = self.index_start + (seq_num - self.seq_start) * per_event
+        return slice(first, first + per_event)
+
+
+class AssetRegistry:
+    """Asset documents of one run and the reading of the frames they reference.
+
+    Parameters
+    ----------
+    root_map : dict of str to str, optional
+        Replaces the ``root`` of old-style resources (files moved or remounted).
+    retries : int
+        Extra attempts when a frame is not yet in the file (writer lagging behind).
+    retry_delay : float
+        Seconds between attempts (called on the consumer's worker thread, never on the RunEngine
+        thread).
+
+    Notes
+    -----
+    Reads one frame at a time (one HDF5 chunk for the usual one-frame chunks); files stay open
+    until :meth:`close`.
+    """
+
+    def __init__(self, *, root_map: dict[str, str] | None = None, retries: int = 5, retry_delay: float = 0.05) -> None:
+        self.root_map = dict(root_map or {})
+        self.retries = int(retries)
+        self.retry_delay = float(retry_delay)
+        self._stream_resources: dict[str, dict] = {}
+        self._stream_ranges: dict[tuple[str, str], list[_StreamRange]] = {}
+        self._resources: dict[str, dict] = {}
+        self._datums: dict[str, dict] = {}
+        self._files: dict[str, object] = {}
+
+    # ------------------------------------------------------------ documents
+    def stream_resource(self, doc: dict) -> None:
+        """Remember a ``stream_resource`` document."""
+        try:
+            self._stream_resources[doc["uid"]] = doc
+        except KeyError as exc:
+            raise DocumentError("stream_resource without uid") from exc
+
+    def stream_datum(self, doc: dict) -> None:
+        """Remember the seq_num -> frame index range of a ``stream_datum`` document."""
+        try:
+            res = self._stream_resources[doc["stream_resource"]]
+            rng = _StreamRange(
+                doc["stream_resource"],
+                int(doc["seq_nums"]["start"]),
+                int(doc["seq_nums"]["stop"]),
+                int(doc["indices"]["start"]),
+                int(doc["indices"]["stop"]),
+            )
+            key = (doc["descriptor"], res["data_key"])
+        except KeyError as exc:
+            raise DocumentError(f"stream_datum {doc.get('uid')!r} refers to an unknown stream_resource or lacks {exc}") from exc
+        self._stream_ranges.setdefault(key, []).append(rng)
+
+    def resource(self, doc: dict) -> None:
+        """Remember an old-style ``resource`` document."""
+        self._resources[doc["uid"]] = doc
+
+    def datum(self, doc: dict) -> None:
+        """Remember an old-style ``datum`` document."""
+        self._datums[doc["datum_id"]] = doc
+
+    def datum_page(self, doc: dict) -> None:
+        """Remember every datum of a ``datum_page`` document."""
+        for i, datum_id in enumerate(doc["datum_id"]):
+            kwargs = {k: v[i] for k, v in doc["datum_kwargs"].items()}
+            self._datums[datum_id] = {"datum_id": datum_id, "resource": doc["resource"], "datum_kwargs": kwargs}
+
+    # -------------------------------------------------------------- lookups
+    def has_stream_datum(self, descriptor_uid: str, data_key: str, seq_num: int) -> bool:
+        """Whether a ``stream_datum`` covering this event arrived."""
+        return self._find_range(descriptor_uid, data_key, seq_num) is not None
+
+    def _find_range(self, descriptor_uid: str, data_key: str, seq_num: int) -> _StreamRange | None:
+        for rng in reversed(self._stream_ranges.get((descriptor_uid, data_key), ())):
+            if rng.seq_start <= seq_num < rng.seq_stop:
+                return rng
+        return None
+
+    def stream_frame(self, descriptor_uid: str, data_key: str, seq_num: int) -> np.ndarray | None:
+        """Frame of event ``seq_num`` of ``data_key``, or None if no ``stream_datum`` covers it yet."""
+        rng = self._find_range(descriptor_uid, data_key, seq_num)
+        if rng is None:
+            return None
+        res = self._stream_resources[rng.resource_uid]
+        mimetype = res.get("mimetype", "")
+        if not any(mimetype.startswith(m) for m in _HDF5_MIMETYPES):
+            raise FrameError(f"stream_resource {rng.resource_uid}: unsupported mimetype {mimetype!r}")
+        path = _uri_to_path(res["uri"])
+        dataset = res.get("parameters", {}).get("dataset", _DEFAULT_DATASET)
+        return self._read(path, dataset, rng.index_of(seq_num), rng.resource_uid)
+
+    def datum_frame(self, datum_id: str) -> np.ndarray:
+        """Frame referenced by an old-style datum id."""
+        try:
+            datum = self._datums[datum_id]
+            res = self._resources[datum["resource"]]
+        except KeyError as exc:
+            raise FrameError(f"datum {datum_id!r}: unknown datum or resource") from exc
+        spec = res.get("spec", "")
+        if spec not in _HDF5_SPECS:
+            raise FrameError(f"resource {res['uid']}: unsupported spec {spec!r} (supported: {', '.join(_HDF5_SPECS)})")
+        root = res.get("root", "")
+        root = self.root_map.get(root, root)
+        path = os.path.join(root, res["resource_path"]) if root else res["resource_path"]
+        rkw = res.get("resource_kwargs", {})
+        dkw = datum.get("datum_kwargs", {})
+        per_point = int(rkw.get("frame_per_point", 1))
+        for name in ("point_number", "index", "frame"):
+            if name in dkw:
+                first = int(dkw[name]) * per_point
+                break
+        else:
+            raise FrameError(f"datum {datum_id!r}: no point_number/index in datum_kwargs {dkw}")
+        dataset = rkw.get("dataset", rkw.get("key", _DEFAULT_DATASET))
+        return self._read(path, dataset, slice(first, first + per_point), res["uid"])
+
+    # -------------------------------------------------------------- reading
+    def _read(self, path: str, dataset: str, index: slice, resource_uid: str) -> np.ndarray:
+        import h5py  # lazy: only file-backed runs need it
+
+        last: Exception | None = None
+        for attempt in range(self.retries + 1):
+            try:
+                f = self._files.get(path)
+                if f is None:
+                    f = h5py.File(path, "r", locking=False)
+                    self._files[path] = f
+                ds = f[dataset]  # type: ignore[index]
+                if hasattr(ds, "refresh") and index.stop > ds.shape[0]:
+                    try:
+                        ds.refresh()
+                    except (RuntimeError, OSError, ValueError):
+                        pass  # not a SWMR file
+                if index.stop > ds.shape[0]:
+                    # writer still behind: reopen to see newly flushed frames
+                    self._close_file(path)
+                    raise IndexError(f"frame {index.start} not yet in {path}:{dataset} (length {ds.shape[0]})")
+                data = np.asarray(ds[index])
+                return data[0] if data.shape[0] == 1 else data.mean(axis=0, dtype=np.float32)
+            except (OSError, KeyError, IndexError) as exc:
+                last = exc
+                self._close_file(path)
+                if attempt < self.retries:
+                    time.sleep(self.retry_delay)
+        raise FrameError(f"cannot read frame {index.start} of {path}:{dataset} (resource {resource_uid}): {last}")
+
+    def _close_file(self, path: str) -> None:
+        f = self._files.pop(path, None)
+        if f is not None:
+            try:
+                f.close()  # type: ignore[attr-defined]
+            except Exception:  # noqa: BLE001 - closing a broken handle must not fail the run
+                pass
+
+    def close(self) -> None:
+        """Close every open file and forget all documents."""
+        for path in list(self._files):
+            self._close_file(path)
+        self._stream_resources.clear()
+        self._stream_ranges.clear()
+        self._resources.clear()
+        self._datums.clear()
+
+
+def _uri_to_path(uri: str) -> str:
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("file", ""):
+        raise FrameError(f"unsupported URI scheme in {uri!r}")
+    return unquote(parsed.path)

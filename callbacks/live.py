@@ -1,0 +1,838 @@
+"""Live consumer of TXM XANES runs: Bluesky documents in, phase maps out, scan never disturbed.
+
+Threads
+-------
+* **RunEngine thread**: :meth:`XanesLiveCallback.__call__` only puts ``(name, doc)`` on a queue
+  (no copy, no conversion, no validation).
+* **ingest worker** (one thread): drains the queue into an :class:`event_model.RunRouter` whose
+  factory makes one thin :class:`RunIngest` router per run; it feeds the frames to the run's
+  :class:`~txm_live.session.XanesSession` (flat/dark correction, magnification, registration,
+  cube). When an edge window is complete the window's data are handed to the analysis thread.
+* **analysis thread** (one thread): runs the analyses (L3 as soon as its window is complete, L2
+  at its window or at ``stop``), the L2/L3 comparison and EXAFS, and emits the derived run.
+
+Every exception met on the worker or analysis thread is recorded as a named error in the run's
+:class:`~txm_live.results.RunResult` and in the derived run's ``log`` stream; none reaches the
+RunEngine.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import event_model
+import numpy as np
+
+from txm_live.callbacks.assets import AssetRegistry
+from txm_live.callbacks.derived import DerivedRun
+from txm_live.edges import EdgeWindow, default_windows
+from txm_live.errors import (
+    AnalysisError,
+    DocumentError,
+    FrameError,
+    TxmLiveError,
+)
+from txm_live.results import EdgeResult, ExafsResult, RunResult
+from txm_live.session import WindowData, XanesSession
+
+__all__ = ["XanesLiveCallback", "ProgressEvent", "RunIngest"]
+
+logger = logging.getLogger("txm_live.callbacks.live")
+
+Analysis = Callable[..., EdgeResult]
+
+_MAX_ERRORS = 200
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """Progress report passed to the ``progress`` callable (called from the worker threads).
+
+    Attributes
+    ----------
+    run_uid : str
+        Raw run uid.
+    stage : str
+        ``"start"``, ``"frame"``, ``"window-complete"``, ``"analysis-started"``,
+        ``"analysis-finished"``, ``"analysis-failed"``, ``"error"``, ``"stop"`` or ``"finished"``.
+    n_frames : int
+        Sample frames stored so far.
+    n_expected : int or None
+        Planned sample frames (from the start document), if known.
+    edge : str or None
+        Edge concerned (``"L3"``...), for window and analysis stages.
+    message : str
+        Human-readable detail (the error text for ``"error"``).
+    elapsed : float
+        Seconds since the run's start document was processed.
+    """
+
+    run_uid: str
+    stage: str
+    n_frames: int
+    n_expected: int | None = None
+    edge: str | None = None
+    message: str = ""
+    elapsed: float = 0.0
+
+
+def _named(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+@dataclass
+class _RunState:
+    """Everything the callback tracks about one raw run (shared by worker and analysis threads)."""
+
+    uid: str
+    start_doc: dict
+    t0: float
+    windows: tuple[EdgeWindow, ...]
+    n_expected: int | None
+    session: XanesSession | None = None
+    errors: list[str] = field(default_factory=list)
+    n_suppressed: int = 0
+    results: dict[str, EdgeResult] = field(default_factory=dict)
+    previews: dict[str, EdgeResult] = field(default_factory=dict)
+    submitted: set[str] = field(default_factory=set)
+    stopped: bool = False
+    finalized: bool = False
+    exit_status: str | None = None
+    derived: DerivedRun | None = None
+    warnings: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add_error(self, message: str) -> None:
+        with self.lock:
+            if len(self.errors) < _MAX_ERRORS:
+                self.errors.append(message)
+            else:
+                self.n_suppressed += 1
+
+
+class RunIngest(event_model.DocumentRouter):
+    """Per-run document router: routes the frames of one run into its :class:`XanesSession`.
+
+    Made by :class:`XanesLiveCallback` (through :class:`event_model.RunRouter`); not meant to be
+    used on its own. No numerics here: images and energies are looked up and passed on.
+    """
+
+    def __init__(self, owner: XanesLiveCallback, state: _RunState) -> None:
+        super().__init__()
+        self.owner = owner
+        self.state = state
+        self.assets = AssetRegistry(root_map=owner.root_map)
+        self._desc: dict[str, dict[str, Any]] = {}
+        self._waiting: list[tuple[str, int, dict, dict]] = []  # events waiting for their stream_datum
+        md = state.start_doc.get("txm_live")
+        self.md: dict = md if isinstance(md, dict) else {}
+        o = owner
+        self.primary_stream = o.primary_stream or self.md.get("primary_stream") or "primary"
+        self.flat_stream = o.flat_stream or self.md.get("flat_stream") or "flat"
+        self.dark_stream = o.dark_stream or self.md.get("dark_stream") or "dark"
+        self.energy_key = o.energy_key or self.md.get("energy_key")
+        self.image_key = o.image_key or self.md.get("image_key")
+        self.pixel_size_key = o.pixel_size_key or self.md.get("pixel_size_key")
+        self.i0_key = o.i0_key or self.md.get("i0_key")
+
+    # -------------------------------------------------------------- helpers
+    def _record(self, exc: BaseException) -> None:
+        msg = _named(exc)
+        self.state.add_error(msg)
+        logger.warning("run %s: %s", self.state.uid[:8], msg)
+        self.owner._progress(self.state, "error", message=msg)
+
+    def _session(self) -> XanesSession:
+        if self.state.session is None:
+            self.state.session = self.owner._make_session(self.state, self.md)
+        return self.state.session
+
+    # ------------------------------------------------------------ documents
+    def start(self, doc: dict) -> None:
+        self.owner._progress(self.state, "start", message=f"plan {doc.get('plan_name', '?')}")
+
+    def descriptor(self, doc: dict) -> None:
+        name = doc.get("name", "primary")
+        kind = {self.primary_stream: "sample", self.flat_stream: "flat", self.dark_stream: "dark"}.get(name)
+        if kind is None:
+            return  # baseline, monitors...: not ours
+        dks = doc.get("data_keys", {})
+        image_key = self.image_key
+        if image_key is None:
+            arrays = [k for k, v in dks.items() if len(v.get("shape") or ()) == 2]
+            if len(arrays) > 1:
+                arrays = [k for k in arrays if "image" in k.lower()] or arrays
+            if len(arrays) != 1:
+                raise DocumentError(
+                    f"stream {name!r}: cannot autodetect the image key among {sorted(dks)}; "
+                    "pass image_key= or set txm_live.image_key in the start document"
+                )
+            image_key = arrays[0]
+        elif image_key not in dks:
+            raise DocumentError(f"stream {name!r}: image key {image_key!r} not among {sorted(dks)}")
+        energy_key = self.energy_key
+        if energy_key is None:
+            cands = [k for k, v in dks.items() if "energy" in k.lower() and not v.get("shape")]
+            energy_key = cands[0] if len(cands) >= 1 else None
+            if len(cands) > 1:
+                cands_sp = [k for k in cands if "setpoint" not in k.lower()]
+                energy_key = (cands_sp or cands)[0]
+        if kind != "dark" and (energy_key is None or energy_key not in dks):
+            raise DocumentError(f"stream {name!r}: no energy key ({energy_key!r}) among {sorted(dks)}")
+        pixel_key = self.pixel_size_key
+        if pixel_key is None:
+            cands = [k for k in dks if "pixel_size" in k.lower()]
+            pixel_key = cands[0] if cands else None
+        ext = dks[image_key].get("external")
+        self._desc[doc["uid"]] = {
+            "kind": kind,
+            "name": name,
+            "image_key": image_key,
+            "energy_key": energy_key if energy_key in dks else None,
+            "pixel_key": pixel_key if pixel_key in dks else None,
+            "i0_key": self.i0_key if self.i0_key in dks else None,
+            "stream_external": ext == "STREAM:",
+        }
+
+    def event(self, doc: dict) -> None:
+        d = self._desc.get(doc["descriptor"])
+        if d is None:
+            return
+        self._frame(d, doc["descriptor"], doc["seq_num"], doc["data"], doc.get("filled", {}))
+
+    def event_page(self, doc: dict) -> None:
+        d = self._desc.get(doc["descriptor"])
+        if d is None:
+            return
+        data, filled = doc["data"], doc.get("filled", {})
+        for i, seq in enumerate(doc["seq_num"]):
+            row = {k: v[i] for k, v in data.items()}
+            frow = {k: v[i] for k, v in filled.items()}
+            try:
+                self._frame(d, doc["descriptor"], seq, row, frow)
+            except TxmLiveError as exc:  # one bad row must not lose the rest of the page
+                self._record(exc)
+
+    def stream_resource(self, doc: dict) -> None:
+        self.assets.stream_resource(doc)
+
+    def stream_datum(self, doc: dict) -> None:
+        self.assets.stream_datum(doc)
+        if self._waiting:
+            waiting, self._waiting = self._waiting, []
+            for desc_uid, seq, row, frow in waiting:
+                try:
+                    self._frame(self._desc[desc_uid], desc_uid, seq, row, frow)
+                except TxmLiveError as exc:
+                    self._record(exc)
+
+    def resource(self, doc: dict) -> None:
+        if doc.get("run_start", self.state.uid) == self.state.uid:
+            self.assets.resource(doc)
+
+    def datum(self, doc: dict) -> None:
+        self.assets.datum(doc)
+
+    def datum_page(self, doc: dict) -> None:
+        self.assets.datum_page(doc)
+
+    def stop(self, doc: dict) -> None:
+        st = self.state
+        st.stopped = True
+        st.exit_status = doc.get("exit_status")
+        if self._waiting:
+            st.add_error(f"FrameError: {len(self._waiting)} file-backed frames never got a stream_datum; skipped")
+            self._waiting = []
+        if doc.get("uid") in self.owner._synthetic_stops:
+            st.add_error(
+                "RunIncompleteError: no stop document before the next run (or close()); "
+                "finished with the frames received"
+            )
+        elif st.exit_status != "success":
+            st.add_error(
+                f"RunIncompleteError: run ended with exit_status {st.exit_status!r}"
+                + (f" ({doc.get('reason')})" if doc.get("reason") else "")
+            )
+        self.assets.close()
+        self.owner._run_stopped(st)
+
+    # --------------------------------------------------------------- frames
+    def _frame(self, d: dict, desc_uid: str, seq: int, row: dict, frow: dict) -> None:
+        key = d["image_key"]
+        if key in row:
+            image = row[key]
+            if frow.get(key) is False or isinstance(image, str):
+                image = self.assets.datum_frame(str(image))
+        elif d["stream_external"]:
+            image = self.assets.stream_frame(desc_uid, key, seq)
+            if image is None:
+                self._waiting.append((desc_uid, seq, row, frow))
+                return
+        else:
+            raise FrameError(f"stream {d['name']!r} event {seq}: no {key!r} in the event")
+        image = np.asarray(image)
+        session = self._session()
+        kind = d["kind"]
+        if kind == "dark":
+            session.add_dark(image)
+            return
+        energy = row.get(d["energy_key"]) if d["energy_key"] else None
+        n_before = session.n_frames
+        if kind == "flat":
+            done = session.add_flat(energy, image)  # type: ignore[arg-type]
+        else:
+            pixel = row.get(d["pixel_key"]) if d["pixel_key"] else None
+            i0 = row.get(d["i0_key"]) if d["i0_key"] else None
+            done = session.add_sample(energy, image, pixel_size=pixel, i0=i0)  # type: ignore[arg-type]
+        if session.n_frames != n_before:
+            self.owner._progress(self.state, "frame")
+        for window in done:
+            self.owner._window_complete(self.state, window)
+
+
+class _PassThroughFiller(event_model.DocumentRouter):
+    """Filler stand-in for RunRouter: asset documents are resolved by :class:`AssetRegistry`."""
+
+    def __init__(self, handler_registry: dict, *, root_map: dict | None = None, inplace: bool = False) -> None:
+        super().__init__()
+
+    def start(self, doc):  # noqa: D102 - pass through every document unchanged
+        return doc
+
+    def stop(self, doc):  # noqa: D102
+        return doc
+
+    def descriptor(self, doc):  # noqa: D102
+        return doc
+
+    def event(self, doc):  # noqa: D102
+        return doc
+
+    def event_page(self, doc):  # noqa: D102
+        return doc
+
+    def resource(self, doc):  # noqa: D102
+        return doc
+
+    def datum(self, doc):  # noqa: D102
+        return doc
+
+    def datum_page(self, doc):  # noqa: D102
+        return doc
+
+    def stream_resource(self, doc):  # noqa: D102
+        return doc
+
+    def stream_datum(self, doc):  # noqa: D102
+        return doc
+
+
+_STOP = object()
+
+
+class XanesLiveCallback:
+    """Live TXM XANES analysis, subscribed to a RunEngine (``RE.subscribe(cb)``).
+
+    Parameters
+    ----------
+    energy_key, image_key, pixel_size_key, i0_key : str, optional
+        Data keys of the monochromator energy, the camera image, the per-frame pixel size and a
+        scalar I0 monitor. Default: the start document's ``txm_live`` dict, else autodetected
+        (the only 2-D array key; a scalar key containing ``energy``; a key containing
+        ``pixel_size``; no I0).
+    primary_stream, flat_stream, dark_stream : str, optional
+        Stream names (default: start document, else ``"primary"``, ``"flat"``, ``"dark"``).
+    element : str, optional
+        Element (default: start document's ``txm_live.element``, else ``"Nd"``).
+    edges : sequence of str, optional
+        Edges (default: start document's ``txm_live.edges``, else ``("L3", "L2")``).
+    windows : sequence of EdgeWindow, optional
+        Explicit edge windows (override ``element``/``edges``).
+    analysis : callable, optional
+        ``analysis(energies, block, *, window, valid) -> EdgeResult``; default
+        :func:`txm_live.phases.analyze_edge`.
+    preview : callable, optional
+        Same signature; run on each completed window before ``analysis`` (fast preview).
+    compare : callable, optional
+        ``compare(l3, l2)`` returning an object with ``.agreement`` (and ``.mapping``); default
+        :func:`txm_live.phases.compare_edges`.
+    exafs : callable or bool
+        ``exafs(energies, mu, *, e0)`` -> ExafsResult applied to each L3 phase mean spectrum;
+        ``True`` uses :func:`txm_live.exafs.extract_exafs`, ``False`` skips EXAFS.
+    register, correct_magnification : bool
+        Frame registration and magnification correction (see :class:`~txm_live.session.XanesSession`).
+    progress : callable, optional
+        ``progress(ProgressEvent)``, called from the worker threads.
+    session_options : dict, optional
+        Extra keyword arguments of :class:`~txm_live.session.XanesSession` (``flat_mode``,
+        ``max_pending``, ``energy_tolerance``, ``registration_options``...).
+    root_map : dict, optional
+        Root remapping of old-style file resources.
+
+    Notes
+    -----
+    Cost on the RunEngine thread: one ``queue.put`` per document (microseconds). Memory: the
+    float32 cube of the running run (1.6 GB for 1024 energies at 602x643) plus raw frames queued
+    while the worker catches up; a run's cube is released as soon as its analyses finish.
+    """
+
+    def __init__(
+        self,
+        *,
+        energy_key: str | None = None,
+        image_key: str | None = None,
+        flat_stream: str | None = None,
+        dark_stream: str | None = None,
+        primary_stream: str | None = None,
+        pixel_size_key: str | None = None,
+        i0_key: str | None = None,
+        element: str | None = None,
+        edges: Sequence[str] | None = None,
+        windows: Sequence[EdgeWindow] | None = None,
+        analysis: Analysis | None = None,
+        preview: Analysis | None = None,
+        compare: Callable[[EdgeResult, EdgeResult], Any] | None = None,
+        exafs: Callable[..., ExafsResult] | bool = True,
+        register: bool = True,
+        correct_magnification: bool = True,
+        progress: Callable[[ProgressEvent], None] | None = None,
+        session_options: dict | None = None,
+        root_map: dict | None = None,
+    ) -> None:
+        for name, fn in (("analysis", analysis), ("preview", preview), ("compare", compare), ("progress", progress)):
+            if fn is not None and not callable(fn):
+                raise ValueError(f"{name} must be callable, got {fn!r}")
+        if not (isinstance(exafs, bool) or callable(exafs)):
+            raise ValueError(f"exafs must be a bool or a callable, got {exafs!r}")
+        self.energy_key = energy_key
+        self.image_key = image_key
+        self.flat_stream = flat_stream
+        self.dark_stream = dark_stream
+        self.primary_stream = primary_stream
+        self.pixel_size_key = pixel_size_key
+        self.i0_key = i0_key
+        self.element = element
+        self.edges = tuple(edges) if edges is not None else None
+        self.windows = tuple(windows) if windows is not None else None
+        self.analysis = analysis
+        self.preview = preview
+        self.compare = compare
+        self.exafs = exafs
+        self.register = register
+        self.correct_magnification = correct_magnification
+        self.progress = progress
+        self.session_options = dict(session_options or {})
+        self.root_map = root_map
+
+        self._queue: queue.Queue = queue.Queue()
+        self._subscribers: dict[int, Callable[[str, dict], None]] = {}
+        self._sub_ids = itertools.count()
+        self._runs: dict[str, _RunState] = {}  # open (not finalized) runs
+        self._open_uids: list[str] = []  # runs that got start but not stop, arrival order
+        self._synthetic_stops: set[str] = set()
+        self._results: list[RunResult] = []
+        self._finalizers: list[Future] = []
+        self.errors: list[str] = []  # errors not attributable to a run
+        self._closed = False
+        self._router = event_model.RunRouter([self._factory], filler_class=_PassThroughFiller)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="txm-live-analysis")
+        self._worker = threading.Thread(target=self._work, name="txm-live-ingest", daemon=True)
+        self._worker.start()
+
+    # ------------------------------------------------------------ RE thread
+    def __call__(self, name: str, doc: dict) -> None:
+        """Enqueue one document (the only thing done on the RunEngine thread)."""
+        if not self._closed:
+            self._queue.put((name, doc))
+
+    # --------------------------------------------------------------- public
+    def subscribe(self, fn: Callable[[str, dict], None]) -> int:
+        """Send the derived-run documents to ``fn(name, doc)``; returns a token for :meth:`unsubscribe`."""
+        if not callable(fn):
+            raise ValueError(f"fn must be callable, got {fn!r}")
+        token = next(self._sub_ids)
+        self._subscribers[token] = fn
+        return token
+
+    def unsubscribe(self, token: int) -> None:
+        """Stop sending derived documents to the subscriber of ``token``."""
+        self._subscribers.pop(token, None)
+
+    @property
+    def backlog(self) -> int:
+        """Documents queued but not yet processed."""
+        return self._queue.unfinished_tasks
+
+    def wait(self, timeout: float | None = None) -> list[RunResult]:
+        """Block until every queued document is processed and every stopped run is analysed.
+
+        Returns the :class:`RunResult` of every finished run so far, in order. A run that has not
+        sent its ``stop`` yet is not waited for.
+
+        Raises
+        ------
+        TimeoutError
+            If that does not happen within ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        q = self._queue
+        with q.all_tasks_done:
+            while q.unfinished_tasks:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"{q.unfinished_tasks} documents still queued after {timeout} s")
+                q.all_tasks_done.wait(remaining)
+        for fut in list(self._finalizers):
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            try:
+                fut.result(timeout=remaining)
+            except TimeoutError as exc:
+                raise TimeoutError(f"analysis still running after {timeout} s") from exc
+        return list(self._results)
+
+    @property
+    def results(self) -> list[RunResult]:
+        """Results of the runs finished so far."""
+        return list(self._results)
+
+    def close(self, timeout: float | None = None) -> list[RunResult]:
+        """Process what is queued, finish runs that never stopped (flagged), stop the threads.
+
+        Returns the results of all runs. Further documents are ignored.
+        """
+        if self._closed:
+            return list(self._results)
+        self._queue.put(("__close__", None))
+        self._closed = True
+        try:
+            self.wait(timeout)
+        finally:
+            self._queue.put((_STOP, None))
+            self._worker.join(timeout)
+            self._executor.shutdown(wait=True)
+        return list(self._results)
+
+    # ---------------------------------------------------------- worker side
+    def _work(self) -> None:
+        while True:
+            name, doc = self._queue.get()
+            try:
+                if name is _STOP:
+                    return
+                if name == "__close__":
+                    self._stop_open_runs()
+                else:
+                    self._route(name, doc)
+            except Exception as exc:  # noqa: BLE001 - the worker must survive anything
+                logger.exception("txm-live worker: unexpected error on %r document", name)
+                self.errors.append(_named(exc))
+            finally:
+                self._queue.task_done()
+
+    def _run_of(self, name: str, doc: dict) -> _RunState | None:
+        uid = None
+        if name in ("start",):
+            uid = doc.get("uid")
+        elif name == "stop" or name in ("stream_resource", "resource"):
+            uid = doc.get("run_start")
+        elif name in ("descriptor",):
+            uid = doc.get("run_start")
+        elif name in ("event", "event_page"):
+            uid = self._router._descriptor_to_start.get(doc.get("descriptor"))
+        elif name == "stream_datum":
+            uid = self._router._stream_resources.get(doc.get("stream_resource"))
+        return self._runs.get(uid) if uid else None
+
+    def _route(self, name: str, doc: dict) -> None:
+        if name == "start":
+            self._stop_open_runs()
+        try:
+            self._router(name, doc)
+        except TxmLiveError as exc:
+            self._attribute(name, doc, exc)
+        except Exception as exc:  # noqa: BLE001 - e.g. documents of a run whose start we never saw
+            self._attribute(name, doc, exc)
+
+    def _attribute(self, name: str, doc: dict, exc: BaseException) -> None:
+        st = self._run_of(name, doc)
+        msg = _named(exc) if isinstance(exc, TxmLiveError) else f"DocumentError: {name} document: {_named(exc)}"
+        if st is not None:
+            st.add_error(msg)
+            self._progress(st, "error", message=msg)
+        else:
+            self.errors.append(msg)
+        logger.warning("txm-live: %s", msg)
+        if name == "stop" and st is not None and not st.stopped:
+            st.stopped = True
+            self._run_stopped(st)
+
+    def _stop_open_runs(self) -> None:
+        """Send a synthetic stop through the router for runs that never sent one."""
+        for uid in list(self._open_uids):
+            stop = {
+                "uid": str(uuid.uuid4()),
+                "time": time.time(),
+                "run_start": uid,
+                "exit_status": "fail",
+                "reason": "txm-live: no stop document received",
+                "num_events": {},
+            }
+            self._synthetic_stops.add(stop["uid"])
+            try:
+                self._router("stop", stop)
+            except Exception as exc:  # noqa: BLE001
+                self._attribute("stop", stop, exc)
+
+    def _factory(self, name: str, start_doc: dict) -> tuple[list, list]:
+        uid = start_doc["uid"]
+        md = start_doc.get("txm_live") if isinstance(start_doc.get("txm_live"), dict) else {}
+        errors: list[str] = []
+        try:
+            windows = self._windows_for(md)
+        except (ValueError, TxmLiveError) as exc:
+            errors.append(f"DocumentError: cannot build edge windows: {exc}")
+            windows = ()
+        energies = md.get("energies")
+        n_expected = len(energies) if isinstance(energies, (list, tuple)) else None
+        st = _RunState(uid=uid, start_doc=start_doc, t0=time.monotonic(), windows=windows, n_expected=n_expected)
+        for e in errors:
+            st.add_error(e)
+        self._runs[uid] = st
+        self._open_uids.append(uid)
+        return [RunIngest(self, st)], []
+
+    def _windows_for(self, md: dict) -> tuple[EdgeWindow, ...]:
+        if self.windows is not None:
+            return self.windows
+        element = self.element or md.get("element") or "Nd"
+        edges = self.edges or tuple(md.get("edges") or ("L3", "L2"))
+        return default_windows(element, tuple(edges))
+
+    def _make_session(self, st: _RunState, md: dict) -> XanesSession:
+        opts = dict(self.session_options)
+        energies = md.get("energies")
+        if energies is not None and "expected_energies" not in opts:
+            try:
+                arr = np.asarray(energies, dtype=np.float64)
+                if arr.ndim == 1 and arr.size and np.all(np.isfinite(arr)):
+                    opts["expected_energies"] = arr
+            except (TypeError, ValueError):
+                st.add_error("DocumentError: txm_live.energies in the start document is not a list of numbers")
+        shape = md.get("image_shape")
+        if shape is not None and "frame_shape" not in opts:
+            try:
+                if len(shape) == 2 and min(int(s) for s in shape) > 0:
+                    opts["frame_shape"] = (int(shape[0]), int(shape[1]))
+            except (TypeError, ValueError):
+                st.add_error("DocumentError: txm_live.image_shape in the start document is not [H, W]")
+        return XanesSession(
+            windows=st.windows,
+            register=self.register,
+            correct_magnification=self.correct_magnification,
+            **opts,
+        )
+
+    def _progress(self, st: _RunState, stage: str, *, edge: str | None = None, message: str = "") -> None:
+        if self.progress is None:
+            return
+        n = st.session.n_frames if st.session is not None else 0
+        ev = ProgressEvent(st.uid, stage, n, st.n_expected, edge, message, time.monotonic() - st.t0)
+        try:
+            self.progress(ev)
+        except Exception:  # noqa: BLE001 - a broken progress display must not stop the analysis
+            logger.exception("txm-live: progress callback failed")
+
+    def _window_complete(self, st: _RunState, window: EdgeWindow) -> None:
+        if window.edge in st.submitted:
+            return
+        st.submitted.add(window.edge)
+        self._progress(st, "window-complete", edge=window.edge)
+        assert st.session is not None
+        try:
+            data = st.session.window_data(window)
+        except TxmLiveError as exc:
+            st.add_error(f"{type(exc).__name__}: {window.name}: {exc}")
+            return
+        if data.missing.size:
+            st.add_error(
+                f"FrameError: {window.name} analysed without {data.missing.size} planned energies "
+                f"(first {data.missing[0]:.2f} eV)"
+            )
+        self._executor.submit(self._analyse, st, data)
+
+    def _run_stopped(self, st: _RunState) -> None:
+        if st.uid in self._open_uids:
+            self._open_uids.remove(st.uid)
+        session = st.session
+        if session is not None:
+            try:
+                for window in session.flush():
+                    self._window_complete(st, window)
+            except Exception as exc:  # noqa: BLE001
+                st.add_error(_named(exc))
+            if session.errors:
+                first = session.errors[0]
+                more = len(session.errors) - 1
+                st.add_error(first + (f" (and {more} more like it)" if more else ""))
+            st.warnings.extend(session.warnings)
+            for window in st.windows:
+                if window.edge not in st.submitted:
+                    if session.n_frames and len(session.cube.block(window.start, window.end)[0]):  # type: ignore[union-attr]
+                        st.add_error(f"RunIncompleteError: {window.name} window incomplete at stop; analysed as is")
+                        self._window_complete(st, window)
+                    else:
+                        st.add_error(f"InsufficientDataError: no frame in the {window.name} window")
+        elif not st.errors:
+            st.add_error("InsufficientDataError: the run had no sample frame")
+        self._progress(st, "stop")
+        self._finalizers.append(self._executor.submit(self._finalize, st))
+
+    # -------------------------------------------------------- analysis side
+    def _resolve(self, which: str) -> Callable:
+        if which == "analysis":
+            if self.analysis is not None:
+                return self.analysis
+            try:
+                from txm_live.phases import analyze_edge
+            except ImportError as exc:
+                raise AnalysisError(f"default analysis txm_live.phases.analyze_edge unavailable: {exc}") from exc
+            return analyze_edge
+        if which == "compare":
+            if self.compare is not None:
+                return self.compare
+            try:
+                from txm_live.phases import compare_edges
+            except ImportError as exc:
+                raise AnalysisError(f"txm_live.phases.compare_edges unavailable: {exc}") from exc
+            return compare_edges
+        if which == "exafs":
+            if callable(self.exafs):
+                return self.exafs
+            try:
+                from txm_live.exafs import extract_exafs
+            except ImportError as exc:
+                raise AnalysisError(f"txm_live.exafs.extract_exafs unavailable: {exc}") from exc
+            return extract_exafs
+        raise ValueError(which)
+
+    def _derived(self, st: _RunState) -> DerivedRun:
+        if st.derived is None:
+            md = {
+                "version": 1,
+                "windows": [
+                    {"element": w.element, "edge": w.edge, "e0": w.e0, "start": w.start, "end": w.end} for w in st.windows
+                ],
+                "register": self.register,
+                "correct_magnification": self.correct_magnification,
+            }
+            st.derived = DerivedRun(st.start_doc, self._emit_derived, metadata=md)
+        return st.derived
+
+    def _emit_derived(self, name: str, doc: dict) -> None:
+        for fn in list(self._subscribers.values()):
+            try:
+                fn(name, doc)
+            except Exception:  # noqa: BLE001 - a failing subscriber must not stop the others
+                logger.exception("txm-live: derived-run subscriber %r failed on %s", fn, name)
+
+    def _analyse(self, st: _RunState, data: WindowData) -> None:
+        w = data.window
+        for kind, attr in (("preview", "preview"), ("exact", "analysis")):
+            if kind == "preview" and self.preview is None:
+                continue
+            self._progress(st, "analysis-started", edge=w.edge, message=kind)
+            try:
+                fn = self.preview if kind == "preview" else self._resolve("analysis")
+                result = fn(data.energies, data.block, window=w, valid=data.valid)  # type: ignore[misc]
+                if not isinstance(result, EdgeResult):
+                    raise AnalysisError(f"analysis returned {type(result).__name__}, expected EdgeResult")
+            except Exception as exc:  # noqa: BLE001 - failing analyses are reported, never raised
+                msg = _named(exc) if isinstance(exc, TxmLiveError) else f"AnalysisError: {w.name} {kind}: {_named(exc)}"
+                st.add_error(msg)
+                logger.warning("run %s: %s", st.uid[:8], msg)
+                self._progress(st, "analysis-failed", edge=w.edge, message=msg)
+                continue
+            if kind == "preview":
+                st.previews[w.edge] = result
+                self._safe_publish(st, lambda r=result: self._derived(st).edge(r, stream=f"{w.edge.lower()}_preview"))
+            else:
+                st.results[w.edge] = result
+                self._safe_publish(st, lambda r=result: self._derived(st).edge(r))
+            self._progress(st, "analysis-finished", edge=w.edge, message=kind)
+
+    def _safe_publish(self, st: _RunState, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001
+            st.add_error(f"DocumentError: derived run: {_named(exc)}")
+            logger.exception("txm-live: cannot publish derived documents")
+
+    def _finalize(self, st: _RunState) -> RunResult:
+        l3 = st.results.get("L3")
+        l2 = st.results.get("L2")
+        agreement = None
+        comparison = None
+        if l3 is not None and l2 is not None:
+            try:
+                comparison = self._resolve("compare")(l3, l2)
+                agreement = float(comparison.agreement)
+            except Exception as exc:  # noqa: BLE001
+                st.add_error(_named(exc) if isinstance(exc, TxmLiveError) else f"AnalysisError: L2/L3 comparison: {_named(exc)}")
+        exafs: list[ExafsResult] = []
+        if l3 is not None and self.exafs is not False:
+            try:
+                fn = self._resolve("exafs")
+                for i in range(l3.n_phases):
+                    exafs.append(fn(l3.energies, l3.mean_spectra[i], e0=l3.e0))
+                exafs = [
+                    r if r.phase == i else ExafsResult(i, r.k, r.chi, r.kweight, r.r, r.chir_mag, r.first_shell_r)
+                    for i, r in enumerate(exafs)
+                ]
+            except Exception as exc:  # noqa: BLE001
+                st.add_error(_named(exc) if isinstance(exc, TxmLiveError) else f"AnalysisError: EXAFS: {_named(exc)}")
+                exafs = []
+        for warning in st.warnings:
+            self._safe_publish(st, lambda m=warning: self._derived(st).log(f"Warning: {m}"))
+        if st.n_suppressed:
+            st.add_error(f"TxmLiveError: {st.n_suppressed} further errors not listed")
+        n_frames = st.session.n_frames if st.session is not None else 0
+        result = RunResult(
+            run_uid=st.uid,
+            l3=l3,
+            l2=l2,
+            l2_l3_agreement=agreement,
+            exafs=tuple(exafs),
+            errors=tuple(st.errors),
+            n_frames=n_frames,
+            l3_preview=st.previews.get("L3"),
+        )
+        derived = self._derived(st)
+        if comparison is not None:
+            self._safe_publish(st, lambda: derived.comparison(agreement, getattr(comparison, "mapping", None)))  # type: ignore[arg-type]
+        if exafs:
+            self._safe_publish(st, lambda: derived.exafs(exafs))
+        for msg in st.errors:
+            self._safe_publish(st, lambda m=msg: derived.log(m))
+        status = "success" if not st.errors else ("abort" if st.exit_status == "abort" else "fail")
+        self._safe_publish(st, lambda: derived.stop(exit_status=status, reason="; ".join(st.errors[:5])))
+        st.finalized = True
+        self._results.append(result)
+        self._progress(st, "finished", message="ok" if result.ok else f"{len(result.errors)} errors")
+        if st.session is not None:
+            st.session.release()
+            st.session = None
+        self._runs.pop(st.uid, None)
+        return result
+
+    def __repr__(self) -> str:
+        return f"<XanesLiveCallback runs={len(self._runs)} finished={len(self._results)} backlog={self.backlog}>"
+

@@ -1,0 +1,443 @@
+"""XanesLiveCallback: documents in (event_model.compose_run and a real RunEngine), phase maps out.
+
+The analysis injected here is a deliberately simple stand-in with the signature of
+``txm_live.phases.analyze_edge`` (Athena-like normalization + KMeans with 2 clusters), so these
+tests check the live machinery (ordering, correction, registration, failure isolation), not the
+phase analysis (tested elsewhere).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import event_model
+import numpy as np
+import pytest
+from sklearn.cluster import KMeans
+
+from txm_live.callbacks.live import ProgressEvent, XanesLiveCallback
+from txm_live.edges import EdgeWindow, default_windows
+from txm_live.results import EdgeResult, ExafsResult
+
+H, W = 40, 44
+ENERGIES = np.concatenate([np.arange(6000.0, 6190.0, 20.0), np.arange(6190.0, 6240.0, 2.0),
+                           np.arange(6240.0, 6700.0, 20.0), np.arange(6700.0, 6760.0, 3.0),
+                           np.arange(6760.0, 7024.0, 25.0)])
+WINDOWS = default_windows("Nd", ("L3", "L2"))
+
+
+# --------------------------------------------------------------------------- synthetic scan
+def _mu(e: np.ndarray, e0: float, wl: float) -> np.ndarray:
+    step = 0.5 + np.arctan(2 * (e - e0) / 3.6) / np.pi
+    white = wl * np.exp(-0.5 * ((e - e0 - 3.0) / 3.0) ** 2)
+    return step + white
+
+
+def phantom_truth() -> np.ndarray:
+    """0 background, 1 phase A (left block), 2 phase B (right block)."""
+    truth = np.zeros((H, W), np.int64)
+    truth[8:32, 6:21] = 1
+    truth[8:32, 23:38] = 2
+    return truth
+
+
+def od_frame(energy: float, truth: np.ndarray) -> np.ndarray:
+    e = np.asarray([energy])
+    pre = 0.25 + 0.0001 * (energy - 6000)
+    a = pre + 0.6 * (_mu(e, 6208, 1.0) + 0.45 * _mu(e, 6722, 0.8))[0]
+    b = pre + 0.6 * (_mu(e, 6209, 2.5) + 0.45 * _mu(e, 6723, 2.0))[0]
+    od = np.zeros((H, W), np.float32)
+    od[truth == 1] = a
+    od[truth == 2] = b
+    # texture so that registration has features
+    yy, xx = np.mgrid[0:H, 0:W]
+    od += 0.05 * (truth > 0) * np.sin(yy / 2.3) * np.cos(xx / 3.1)
+    return od
+
+
+def raw_frames(energy: float, rng: np.random.Generator, *, shift=(0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
+    """(sample, flat) uint16 counts: flat 5000 photons x gain 2.5 + bias 100."""
+    from scipy import ndimage as ndi
+
+    truth = phantom_truth()
+    od = od_frame(energy, truth)
+    if shift != (0.0, 0.0):
+        od = ndi.shift(od, shift, order=1, mode="nearest")
+    flat_photons = 5000.0 * (1 + 0.05 * np.sin(np.arange(W) / 7.0))[None, :] * np.ones((H, 1))
+    sample = rng.poisson(flat_photons * np.exp(-od)) * 2.5 + 100
+    flat = rng.poisson(flat_photons) * 2.5 + 100
+    return sample.astype(np.uint16), flat.astype(np.uint16)
+
+
+def make_documents(
+    energies: np.ndarray = ENERGIES,
+    *,
+    seed: int = 0,
+    n_dark: int = 2,
+    pages: bool = False,
+    exit_status: str | None = "success",
+    md_extra: dict | None = None,
+    shifts: dict[int, tuple[float, float]] | None = None,
+    corrupt: dict[int, str] | None = None,
+) -> list[tuple[str, dict]]:
+    """Documents of one xanes_scan per the stream contract (inline images)."""
+    rng = np.random.default_rng(seed)
+    md = {
+        "plan_name": "xanes_scan",
+        "txm_live": {
+            "contract_version": 1,
+            "energy_key": "mono_energy",
+            "image_key": "camera_image",
+            "pixel_size_key": "camera_pixel_size",
+            "primary_stream": "primary",
+            "flat_stream": "flat",
+            "dark_stream": "dark",
+            "element": "Nd",
+            "edges": ["L3", "L2"],
+            "energies": [float(e) for e in energies],
+            "image_shape": [H, W],
+            "pixel_size_nm": 31.2,
+        },
+    }
+    md.update(md_extra or {})
+    bundle = event_model.compose_run(metadata=md)
+    docs: list[tuple[str, dict]] = [("start", bundle.start_doc)]
+    img_key = {"source": "sim", "dtype": "array", "shape": [H, W], "dtype_numpy": "<u2"}
+    e_key = {"source": "sim", "dtype": "number", "shape": [], "dtype_numpy": "<f8"}
+    prim = bundle.compose_descriptor(
+        name="primary",
+        data_keys={"mono_energy": e_key, "camera_image": img_key, "camera_pixel_size": dict(e_key)},
+    )
+    flat = bundle.compose_descriptor(name="flat", data_keys={"mono_energy": e_key, "camera_image": img_key})
+    dark = bundle.compose_descriptor(name="dark", data_keys={"camera_image": img_key})
+    docs.append(("descriptor", dark.descriptor_doc))
+    dark_img = (100 + rng.normal(0, 3, (H, W))).astype(np.uint16)
+    dark_events = [dark.compose_event(data={"camera_image": dark_img}, timestamps={"camera_image": 0.0})
+                   for _ in range(n_dark)]
+    docs.extend(("event", ev) for ev in dark_events)
+    docs.append(("descriptor", prim.descriptor_doc))
+    docs.append(("descriptor", flat.descriptor_doc))
+    prim_events, flat_events = [], []
+    for i, e in enumerate(energies):
+        s, f = raw_frames(float(e), rng, shift=(shifts or {}).get(i, (0.0, 0.0)))
+        energy_value = float(e)
+        if corrupt and i in corrupt:
+            kind = corrupt[i]
+            if kind == "shape":
+                s = s[:-3]
+            elif kind == "dtype":
+                s = np.array(["x"] * 4)
+            elif kind == "nan":
+                energy_value = float("nan")
+        pe = prim.compose_event(
+            data={"mono_energy": energy_value, "camera_image": s, "camera_pixel_size": 31.2},
+            timestamps={"mono_energy": 0.0, "camera_image": 0.0, "camera_pixel_size": 0.0},
+            validate=False,
+        )
+        fe = flat.compose_event(
+            data={"mono_energy": float(e), "camera_image": f}, timestamps={"mono_energy": 0.0, "camera_image": 0.0}
+        )
+        prim_events.append(pe)
+        flat_events.append(fe)
+        if not pages:
+            docs.append(("event", pe))
+            docs.append(("event", fe))
+    if pages:
+        # several pages per stream, interleaved like a fly scan would deliver them
+        for lo in range(0, len(energies), 16):
+            docs.append(("event_page", event_model.pack_event_page(*prim_events[lo : lo + 16])))
+            docs.append(("event_page", event_model.pack_event_page(*flat_events[lo : lo + 16])))
+    docs.extend(("event", ev) for ev in dark_events)
+    if exit_status is not None:
+        docs.append(("stop", bundle.compose_stop(exit_status=exit_status)))
+    return docs
+
+
+# --------------------------------------------------------------------------- test analysis
+def kmeans_analysis(energies: np.ndarray, block: np.ndarray, *, window: EdgeWindow, valid=None) -> EdgeResult:
+    """Simple stand-in for analyze_edge: pre/post-edge normalization + KMeans(2) on the particle."""
+    n_e, h, w = block.shape
+    y = block.reshape(n_e, -1).astype(np.float64)
+    pre = (energies >= window.start) & (energies <= window.e0 + window.pre[1])
+    post = (energies >= window.e0 + window.post[0]) & (energies <= window.end)
+    pre_mean = y[pre].mean(axis=0)
+    step = y[post].mean(axis=0) - pre_mean
+    mask = step > 0.12
+    if valid is not None:
+        mask &= valid.ravel()
+    norm = (y - pre_mean) / np.where(mask, step, 1.0)
+    labels = np.full(h * w, -1)
+    feats = norm[:, mask].T
+    km = KMeans(n_clusters=2, n_init=4, random_state=0).fit(feats)
+    # stable order: phase 0 has the lower white line
+    order = np.argsort(km.cluster_centers_.max(axis=1))
+    remap = np.empty(2, int)
+    remap[order] = np.arange(2)
+    labels[mask] = remap[km.labels_]
+    means = np.stack([norm[:, labels == k].mean(axis=1) for k in range(2)])
+    spread = np.stack([norm[:, labels == k].std(axis=1) for k in range(2)])
+    counts = np.array([(labels == k).sum() for k in range(2)])
+    return EdgeResult(
+        edge=window.edge, e0=window.e0, energies=energies.copy(), labels=labels.reshape(h, w),
+        phase_names=("low white line", "high white line"), mean_spectra=means.astype(np.float32),
+        spread=spread.astype(np.float32), counts=counts, snr=step.reshape(h, w).astype(np.float32),
+        mask=mask.reshape(h, w), eps=0.0, min_samples=0, n_components=n_e,
+    )
+
+
+class Comparison:
+    def __init__(self, agreement: float, mapping: np.ndarray) -> None:
+        self.agreement = agreement
+        self.mapping = mapping
+
+
+def simple_compare(l3: EdgeResult, l2: EdgeResult) -> Comparison:
+    both = (l3.labels >= 0) & (l2.labels >= 0)
+    return Comparison(float(np.mean(l3.labels[both] == l2.labels[both])), np.arange(l2.n_phases))
+
+
+def simple_exafs(energies, mu, *, e0) -> ExafsResult:
+    k = np.sqrt(0.2625 * np.clip(energies[energies > e0] - e0, 0, None))
+    chi = mu[energies > e0] - 1
+    r = np.linspace(0, 6, 32)
+    return ExafsResult(phase=-1, k=k, chi=chi, kweight=2, r=r, chir_mag=np.abs(np.sin(r)), first_shell_r=2.0)
+
+
+def make_cb(**kw) -> XanesLiveCallback:
+    opts = dict(analysis=kmeans_analysis, compare=simple_compare, exafs=simple_exafs, register=False)
+    opts.update(kw)
+    return XanesLiveCallback(**opts)
+
+
+def label_accuracy(labels: np.ndarray) -> float:
+    truth = phantom_truth()
+    inner = np.zeros_like(truth, bool)
+    inner[10:30, 8:19] = True
+    inner[10:30, 25:36] = True
+    t = truth[inner]
+    pred = labels[inner]
+    return float(max(np.mean(pred == t - 1), np.mean(pred == 2 - t)))
+
+
+def validate_docs(docs: list[tuple[str, dict]]) -> None:
+    for name, doc in docs:
+        event_model.schema_validators[event_model.DocumentNames[name]].validate(doc)
+
+
+# --------------------------------------------------------------------------- tests
+def test_inline_documents_give_phase_maps_and_a_valid_derived_run():
+    cb = make_cb()
+    derived: list[tuple[str, dict]] = []
+    cb.subscribe(lambda n, d: derived.append((n, d)))
+    for name, doc in make_documents():
+        cb(name, doc)
+    (res,) = cb.wait(timeout=30)
+    cb.close()
+    assert res.errors == ()
+    assert res.ok
+    assert res.n_frames == len(ENERGIES)
+    assert label_accuracy(res.l3.labels) > 0.98
+    assert label_accuracy(res.l2.labels) > 0.98
+    assert res.l2_l3_agreement is not None and res.l2_l3_agreement > 0.95
+    assert len(res.exafs) == 2 and [x.phase for x in res.exafs] == [0, 1]
+    # L3 energies are exactly the planned energies inside the L3 window
+    w3 = WINDOWS[0]
+    np.testing.assert_allclose(res.l3.energies, ENERGIES[(ENERGIES >= w3.start) & (ENERGIES <= w3.end)])
+    names = [n for n, _ in derived]
+    assert names[0] == "start" and names[-1] == "stop"
+    validate_docs(derived)
+    start = derived[0][1]
+    assert start["raw_run_uid"] == res.run_uid
+    streams = {d["name"]: d for n, d in derived if n == "descriptor"}
+    assert {"l3_phases", "l2_phases", "comparison", "exafs"} <= set(streams)
+    assert streams["l3_phases"]["data_keys"]["labels"]["shape"] == [H, W]
+    assert all("dtype_numpy" in v for d in streams.values() for v in d["data_keys"].values())
+    assert derived[-1][1]["exit_status"] == "success"
+
+
+def test_event_pages_give_identical_labels_to_events():
+    results = []
+    for pages in (False, True):
+        cb = make_cb()
+        for name, doc in make_documents(pages=pages, seed=3):
+            cb(name, doc)
+        (res,) = cb.wait(timeout=30)
+        cb.close()
+        assert res.errors == ()
+        results.append(res)
+    np.testing.assert_array_equal(results[0].l3.labels, results[1].l3.labels)
+    np.testing.assert_array_equal(results[0].l2.labels, results[1].l2.labels)
+
+
+def test_l3_analysis_starts_before_stop_and_before_l2():
+    stages: list[ProgressEvent] = []
+    gate = threading.Event()
+    docs = make_documents()
+    stop_index = len(docs) - 1
+
+    def progress(ev: ProgressEvent) -> None:
+        stages.append(ev)
+
+    cb = make_cb(progress=progress)
+    l3_end = WINDOWS[0].end
+    for i, (name, doc) in enumerate(docs):
+        cb(name, doc)
+        if name == "event" and doc["data"].get("mono_energy", 0) > l3_end + 100 and not gate.is_set():
+            gate.set()
+            # give the worker time: the L3 analysis must start while the scan goes on
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 10 and not any(
+                s.stage == "analysis-finished" and s.edge == "L3" for s in stages
+            ):
+                time.sleep(0.01)
+            assert any(s.stage == "analysis-finished" and s.edge == "L3" for s in stages)
+            assert not any(s.stage == "stop" for s in stages)
+        assert i <= stop_index
+    cb.wait(timeout=30)
+    cb.close()
+    order = [(s.stage, s.edge) for s in stages if s.stage == "analysis-started"]
+    assert order[0] == ("analysis-started", "L3") and order[1] == ("analysis-started", "L2")
+    frames = [s.n_frames for s in stages if s.stage == "frame"]
+    assert frames[-1] == len(ENERGIES)
+
+
+def test_failing_analysis_is_reported_not_raised():
+    def boom(energies, block, *, window, valid=None):
+        raise RuntimeError("deliberate failure")
+
+    cb = make_cb(analysis=boom)
+    derived = []
+    cb.subscribe(lambda n, d: derived.append((n, d)))
+    for name, doc in make_documents():
+        cb(name, doc)  # never raises
+    (res,) = cb.wait(timeout=30)
+    cb.close()
+    assert res.l3 is None and res.l2 is None
+    assert any(e.startswith("AnalysisError") and "deliberate failure" in e for e in res.errors)
+    assert not res.ok
+    logs = [d["data"]["message"] for n, d in derived if n == "event"]
+    assert any("deliberate failure" in m for m in logs)
+    validate_docs(derived)
+    assert derived[-1][1]["exit_status"] == "fail"
+
+
+def test_corrupt_frames_are_skipped_with_named_errors():
+    corrupt = {5: "shape", 30: "dtype", 60: "nan"}
+    cb = make_cb()
+    for name, doc in make_documents(corrupt=corrupt):
+        cb(name, doc)
+    (res,) = cb.wait(timeout=30)
+    cb.close()
+    assert res.n_frames == len(ENERGIES) - 3
+    frame_errors = [e for e in res.errors if e.startswith("FrameError")]
+    assert any("shape" in e for e in frame_errors)
+    assert any("dtype" in e for e in frame_errors)
+    assert any("nan" in e.lower() for e in frame_errors)
+    # windows still analysed, the lost planned energies are reported
+    assert res.l3 is not None and res.l2 is not None
+    assert label_accuracy(res.l3.labels) > 0.95
+    assert any("analysed without" in e for e in res.errors)
+
+
+def test_missing_flats_reported_and_run_finishes():
+    docs = [(n, d) for n, d in make_documents() if not (n == "descriptor" and d["name"] == "flat")]
+    flat_desc = {d["uid"] for n, d in make_documents()[:0]}  # no flat descriptor at all now
+    assert not flat_desc
+    cb = make_cb()
+    for name, doc in docs:
+        cb(name, doc)
+    (res,) = cb.wait(timeout=30)
+    cb.close()
+    assert res.n_frames == 0
+    assert any(e.startswith("MissingFlatError") for e in res.errors)
+    assert res.l3 is None
+
+
+def test_aborted_and_unstopped_runs_and_several_runs_in_a_row():
+    cb = make_cb()
+    seen = []
+    cb.subscribe(lambda n, d: seen.append((n, d)))
+    short = ENERGIES[ENERGIES < 6500]
+    # 1: aborted mid-scan (L3 complete, L2 never reached)
+    for name, doc in make_documents(short, exit_status="abort"):
+        cb(name, doc)
+    # 2: never sends stop; 3: normal run right after
+    for name, doc in make_documents(ENERGIES[ENERGIES < 6400], exit_status=None, seed=1):
+        cb(name, doc)
+    for name, doc in make_documents(seed=2):
+        cb(name, doc)
+    results = cb.wait(timeout=60)
+    cb.close()
+    assert len(results) == 3
+    r1, r2, r3 = results
+    assert r1.l3 is not None and r1.l2 is None
+    assert any("exit_status 'abort'" in e for e in r1.errors)
+    assert any(e.startswith("RunIncompleteError: no stop") for e in r2.errors)
+    assert r3.ok and label_accuracy(r3.l3.labels) > 0.98
+    # every raw run got its own complete derived run
+    starts = [d for n, d in seen if n == "start"]
+    stops = [d for n, d in seen if n == "stop"]
+    assert len(starts) == len(stops) == 3
+    assert [s["raw_run_uid"] for s in starts] == [r.run_uid for r in results]
+    # memory released: no run state, no cube kept
+    assert cb._runs == {}
+
+
+def test_new_run_while_previous_analysis_is_running():
+    release = threading.Event()
+    calls = []
+
+    def slow(energies, block, *, window, valid=None):
+        calls.append(window.edge)
+        release.wait(10)
+        return kmeans_analysis(energies, block, window=window, valid=valid)
+
+    cb = make_cb(analysis=slow)
+    t0 = time.monotonic()
+    for name, doc in make_documents(seed=4):
+        cb(name, doc)
+    for name, doc in make_documents(seed=5):
+        cb(name, doc)
+    # ingest of both runs proceeds while the first analysis blocks
+    while cb.backlog and time.monotonic() - t0 < 20:
+        time.sleep(0.01)
+    assert cb.backlog == 0
+    release.set()
+    results = cb.wait(timeout=30)
+    cb.close()
+    assert len(results) == 2 and all(r.ok for r in results)
+
+
+def test_re_thread_cost_is_enqueue_only():
+    docs = make_documents()
+    cb = make_cb()
+    costs = []
+    for name, doc in docs:
+        t = time.perf_counter()
+        cb(name, doc)
+        costs.append(time.perf_counter() - t)
+    cb.wait(timeout=30)
+    cb.close()
+    assert np.median(costs) < 1e-3
+
+
+def test_documents_are_not_mutated():
+    import copy
+
+    docs = make_documents(pages=True)
+    snapshot = copy.deepcopy(docs)
+    cb = make_cb()
+    for name, doc in docs:
+        cb(name, doc)
+    cb.wait(timeout=30)
+    cb.close()
+    for (n1, d1), (n2, d2) in zip(docs, snapshot):
+        assert n1 == n2
+        assert d1.keys() == d2.keys()
+        for k in d1:
+            if k == "data":
+                for kk in d1[k]:
+                    np.testing.assert_array_equal(np.asarray(d1[k][kk]), np.asarray(d2[k][kk]))
+            else:
+                assert d1[k] == d2[k] or k in ("data",)

@@ -1,0 +1,269 @@
+"""Incrementally built energy-major optical-density cube.
+
+:class:`IncrementalCube` stores frames as they arrive in a preallocated ``(n_energies, H, W)``
+float32 array, one contiguous frame per energy, so that a block of consecutive energies is a view
+and ``block.reshape(n_e, -1)`` gives all pixel spectra at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["IncrementalCube"]
+
+
+class IncrementalCube:
+    """Energy-major cube ``(n_energies, H, W)`` filled frame by frame.
+
+    Parameters
+    ----------
+    frame_shape : tuple of int
+        ``(H, W)`` of every frame.
+    expected_energies : sequence of float, optional
+        Planned energies (eV), any order. Storage is preallocated for them in increasing energy
+        order, so frames may arrive in any order and blocks of planned energies are views.
+    dtype : numpy dtype
+        Storage dtype (float32 by default).
+    energy_tolerance : float
+        Energies closer than this (eV) are the same energy.
+    initial_capacity : int
+        Frames preallocated when no plan is given (grows by doubling).
+
+    Notes
+    -----
+    Memory: ``n_energies * H * W * 4`` bytes for float32 (1.59 GB for 1024 energies at 602x643)
+    plus a bit-packed validity mask (1/32 of that). Unplanned energies are appended after the
+    planned ones; storage grows by doubling (a temporary second copy while growing). Blocks are
+    views when the stored frames of the range are consecutive and increasing in energy (true for
+    planned energies, and for an unplanned scan that increases monotonically); otherwise they are
+    gathered copies.
+
+    Duplicates: a frame at an energy already stored is averaged with the earlier frames at that
+    energy (running mean weighted by the repeat count; pixels invalid in the new frame keep the
+    earlier value, pixels invalid before take the new value). :attr:`n_duplicates` counts them and
+    :meth:`repeats` gives the count per energy.
+    """
+
+    def __init__(
+        self,
+        frame_shape: tuple[int, int],
+        *,
+        expected_energies: Sequence[float] | np.ndarray | None = None,
+        dtype: np.dtype | type = np.float32,
+        energy_tolerance: float = 0.01,
+        initial_capacity: int = 64,
+    ) -> None:
+        if len(frame_shape) != 2 or min(frame_shape) < 1:
+            raise ValueError(f"frame_shape must be (H, W) with positive sizes, got {frame_shape}")
+        if not energy_tolerance >= 0:
+            raise ValueError(f"energy_tolerance must be >= 0, got {energy_tolerance}")
+        if initial_capacity < 1:
+            raise ValueError(f"initial_capacity must be >= 1, got {initial_capacity}")
+        self.frame_shape = (int(frame_shape[0]), int(frame_shape[1]))
+        self.dtype = np.dtype(dtype)
+        if self.dtype.kind != "f":
+            raise ValueError(f"dtype must be a floating dtype, got {self.dtype}")
+        self.energy_tolerance = float(energy_tolerance)
+        planned = np.zeros(0)
+        if expected_energies is not None:
+            planned = np.unique(np.asarray(expected_energies, dtype=np.float64))
+            if planned.ndim != 1 or not np.all(np.isfinite(planned)):
+                raise ValueError("expected_energies must be a 1-D sequence of finite energies")
+            if planned.size > 1 and np.min(np.diff(planned)) <= self.energy_tolerance:
+                # merge planned energies closer than the tolerance
+                keep = np.concatenate([[True], np.diff(planned) > self.energy_tolerance])
+                planned = planned[keep]
+        self._planned = planned
+        capacity = max(planned.size, initial_capacity if planned.size == 0 else planned.size)
+        self._data = np.zeros((capacity, *self.frame_shape), dtype=self.dtype)
+        self._packed_w = (self.frame_shape[1] + 7) // 8
+        self._valid = np.zeros((capacity, self.frame_shape[0], self._packed_w), dtype=np.uint8)
+        self._slot_energy = np.full(capacity, np.nan)
+        self._slot_energy[: planned.size] = planned
+        self._counts = np.zeros(capacity, dtype=np.int64)
+        self._n_slots = planned.size  # slots with an assigned energy
+        self.n_duplicates = 0
+        self.n_frames = 0
+
+    # ------------------------------------------------------------------ state
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the cube storage and its masks."""
+        return int(self._data.nbytes + self._valid.nbytes)
+
+    @property
+    def planned_energies(self) -> np.ndarray:
+        """Planned energies, increasing (empty when no plan was given)."""
+        return self._planned.copy()
+
+    @property
+    def _filled(self) -> np.ndarray:
+        return np.flatnonzero(self._counts[: self._n_slots] > 0)
+
+    @property
+    def energies(self) -> np.ndarray:
+        """Acquired energies, increasing (eV)."""
+        return np.sort(self._slot_energy[self._filled])
+
+    def __len__(self) -> int:
+        return int(self._filled.size)
+
+    def repeats(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(energies, counts)``: number of frames averaged at each acquired energy."""
+        idx = self._filled
+        order = np.argsort(self._slot_energy[idx])
+        return self._slot_energy[idx][order], self._counts[idx][order].copy()
+
+    # ----------------------------------------------------------------- update
+    def _find_slot(self, energy: float) -> int | None:
+        e = self._slot_energy[: self._n_slots]
+        if e.size == 0:
+            return None
+        if self._planned.size:
+            i = int(np.searchsorted(self._planned, energy))
+            for j in (i - 1, i):
+                if 0 <= j < self._planned.size and abs(self._planned[j] - energy) <= self.energy_tolerance:
+                    return j
+        extra = e[self._planned.size :]
+        if extra.size:
+            j = int(np.argmin(np.abs(extra - energy)))
+            if abs(extra[j] - energy) <= self.energy_tolerance:
+                return self._planned.size + j
+        return None
+
+    def _grow(self) -> None:
+        cap = self._data.shape[0]
+        new_cap = max(2 * cap, 1)
+        data = np.zeros((new_cap, *self.frame_shape), dtype=self.dtype)
+        data[:cap] = self._data
+        valid = np.zeros((new_cap, self.frame_shape[0], self._packed_w), dtype=np.uint8)
+        valid[:cap] = self._valid
+        slot_e = np.full(new_cap, np.nan)
+        slot_e[:cap] = self._slot_energy
+        counts = np.zeros(new_cap, dtype=np.int64)
+        counts[:cap] = self._counts
+        self._data, self._valid, self._slot_energy, self._counts = data, valid, slot_e, counts
+
+    def update(self, energy: float, frame: np.ndarray, valid: np.ndarray | None = None) -> IncrementalCube:
+        """Store the frame measured at ``energy`` (eV); returns self.
+
+        Parameters
+        ----------
+        energy : float
+            Photon energy (eV), finite.
+        frame : ndarray, shape (H, W)
+            Optical density (or any real quantity) of the frame.
+        valid : ndarray of bool, shape (H, W), optional
+            Pixels to trust; all pixels by default.
+
+        Raises
+        ------
+        ValueError
+            On a non-finite energy, a wrong frame shape, a non-numeric frame or a wrong mask shape.
+        """
+        energy = float(energy)
+        if not np.isfinite(energy):
+            raise ValueError(f"energy: must be finite, got {energy}")
+        frame = np.asarray(frame)
+        if frame.shape != self.frame_shape:
+            raise ValueError(f"frame: shape {frame.shape} differs from cube frame shape {self.frame_shape}")
+        if frame.dtype.kind not in "uif":
+            raise ValueError(f"frame: expected a real numeric frame, got dtype {frame.dtype}")
+        if valid is not None:
+            valid = np.asarray(valid)
+            if valid.shape != self.frame_shape or valid.dtype != bool:
+                raise ValueError(f"valid: expected a bool mask of shape {self.frame_shape}, got {valid.dtype} {valid.shape}")
+        slot = self._find_slot(energy)
+        if slot is None:
+            if self._n_slots == self._data.shape[0]:
+                self._grow()
+            slot = self._n_slots
+            self._slot_energy[slot] = energy
+            self._n_slots += 1
+        n = int(self._counts[slot])
+        if n == 0:
+            self._data[slot] = frame
+            self._valid[slot] = np.packbits(np.ones(self.frame_shape, bool) if valid is None else valid, axis=1)
+        else:
+            self.n_duplicates += 1
+            old_valid = np.unpackbits(self._valid[slot], axis=1, count=self.frame_shape[1]).astype(bool)
+            new_valid = np.ones(self.frame_shape, bool) if valid is None else valid
+            both = old_valid & new_valid
+            dst = self._data[slot]
+            mean = (dst * np.float32(n) + frame.astype(self.dtype, copy=False)) / np.float32(n + 1)
+            dst[both] = mean[both]
+            only_new = new_valid & ~old_valid
+            dst[only_new] = frame[only_new]
+            self._valid[slot] = np.packbits(old_valid | new_valid, axis=1)
+        self._counts[slot] = n + 1
+        self.n_frames += 1
+        return self
+
+    # ---------------------------------------------------------------- queries
+    def _slots_in(self, emin: float, emax: float) -> np.ndarray:
+        idx = self._filled
+        e = self._slot_energy[idx]
+        sel = idx[(e >= emin - self.energy_tolerance) & (e <= emax + self.energy_tolerance)]
+        return sel[np.argsort(self._slot_energy[sel], kind="stable")]
+
+    def covers(self, emin: float, emax: float) -> bool:
+        """Whether the energy range ``[emin, emax]`` is complete.
+
+        With a plan: every planned energy in the range has been acquired (and the range holds at
+        least one planned energy). Without a plan: some energy in the range was acquired and an
+        energy ``>= emax`` was acquired (the scan passed the end of the range).
+        """
+        if not emin <= emax:
+            raise ValueError(f"emin must be <= emax, got {emin}, {emax}")
+        tol = self.energy_tolerance
+        if self._planned.size:
+            in_range = np.flatnonzero((self._planned >= emin - tol) & (self._planned <= emax + tol))
+            return bool(in_range.size) and bool(np.all(self._counts[in_range] > 0))
+        e = self._slot_energy[self._filled]
+        if e.size == 0:
+            return False
+        has_inside = np.any((e >= emin - tol) & (e <= emax + tol))
+        return bool(has_inside and np.max(e) >= emax - tol)
+
+    def missing(self, emin: float, emax: float) -> np.ndarray:
+        """Planned energies in ``[emin, emax]`` not acquired yet (empty without a plan)."""
+        tol = self.energy_tolerance
+        in_range = np.flatnonzero((self._planned >= emin - tol) & (self._planned <= emax + tol))
+        return self._planned[in_range[self._counts[in_range] == 0]]
+
+    def block(self, emin: float, emax: float) -> tuple[np.ndarray, np.ndarray]:
+        """Acquired frames with energies in ``[emin, emax]``, increasing energy.
+
+        Returns
+        -------
+        energies : ndarray, shape (n,)
+        block : ndarray, shape (n, H, W)
+            A view of the storage when the frames are stored consecutively in increasing energy
+            (planned scans, monotonic unplanned scans); a copy otherwise. Do not write into it.
+        """
+        slots = self._slots_in(emin, emax)
+        energies = self._slot_energy[slots].copy()
+        if slots.size and np.all(np.diff(slots) == 1):
+            return energies, self._data[slots[0] : slots[-1] + 1]
+        return energies, self._data[slots]
+
+    def valid_mask(self, emin: float | None = None, emax: float | None = None) -> np.ndarray:
+        """Pixels valid in every acquired frame of ``[emin, emax]`` (whole cube by default)."""
+        lo = -np.inf if emin is None else emin
+        hi = np.inf if emax is None else emax
+        slots = self._slots_in(lo, hi)
+        if slots.size == 0:
+            return np.ones(self.frame_shape, bool)
+        packed = np.bitwise_and.reduce(self._valid[slots], axis=0)
+        return np.unpackbits(packed, axis=1, count=self.frame_shape[1]).astype(bool)
+
+    def release(self) -> None:
+        """Drop the storage (the cube becomes empty and unusable)."""
+        self._data = np.zeros((0, *self.frame_shape), dtype=self.dtype)
+        self._valid = np.zeros((0, self.frame_shape[0], self._packed_w), dtype=np.uint8)
+        self._slot_energy = np.zeros(0)
+        self._counts = np.zeros(0, dtype=np.int64)
+        self._n_slots = 0
+        self._planned = np.zeros(0)

@@ -1,0 +1,320 @@
+"""Frame registration: sub-pixel translation, shifting and magnification correction.
+
+:func:`phase_cross_correlation` follows the algorithm of scikit-image (Guizar-Sicairos et al.,
+Opt. Lett. 33, 156 (2008)): the peak of the (phase-normalized) cross-power spectrum gives the
+integer shift, then a matrix-multiply DFT upsampled ``upsample_factor`` times in a 1.5 pixel
+neighbourhood refines it. It is written with :mod:`scipy.fft` in float32/complex64.
+
+Across an absorption edge the contrast of a XANES frame changes (the particle's optical density
+jumps by a factor of ~2-3). :func:`edge_features` turns a frame into a contrast-robust
+representation (gradient magnitude of the smoothed image, tapered at the borders); the online
+:class:`RunningRegistration` registers every frame's features to the mean of the most recent
+registered frames, so slow drift and isolated jumps of tens of pixels are followed.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+import scipy.fft as sfft
+from scipy import ndimage as ndi
+
+__all__ = [
+    "phase_cross_correlation",
+    "shift_image",
+    "rescale_image",
+    "transform_image",
+    "edge_features",
+    "RunningRegistration",
+]
+
+
+def _upsampled_dft(
+    data: np.ndarray, region_size: int, upsample_factor: int, offsets: np.ndarray
+) -> np.ndarray:
+    """Upsampled inverse DFT of ``data`` on a ``region_size``-square grid starting at ``offsets``."""
+    for n_items, offset in list(zip(data.shape, offsets))[::-1]:
+        kernel = (np.arange(region_size) - offset)[:, None] * sfft.fftfreq(n_items, upsample_factor)
+        kernel = np.exp(-2j * np.pi * kernel).astype(np.complex64)
+        data = np.tensordot(kernel, data, axes=(1, -1))
+    return data
+
+
+def _check_image(image: np.ndarray, name: str) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D image, got shape {image.shape}")
+    if image.dtype.kind not in "uifc":
+        raise ValueError(f"{name}: expected a numeric image, got dtype {image.dtype}")
+    return image
+
+
+def _fft_shape(shape: tuple[int, int]) -> tuple[int, int]:
+    return (sfft.next_fast_len(int(shape[0])), sfft.next_fast_len(int(shape[1])))
+
+
+def _cross_power_shift(
+    image_product: np.ndarray, upsample_factor: int, normalization: str | None
+) -> np.ndarray:
+    if normalization == "phase":
+        eps = np.finfo(np.float32).eps
+        image_product = image_product / np.maximum(np.abs(image_product), 100 * eps)
+    shape = np.asarray(image_product.shape)
+    cross_correlation = sfft.ifft2(image_product)
+    maxima = np.unravel_index(int(np.argmax(np.abs(cross_correlation))), cross_correlation.shape)
+    midpoints = np.fix(shape / 2)
+    shifts = np.asarray(maxima, dtype=np.float64)
+    shifts[shifts > midpoints] -= shape[shifts > midpoints]
+    if upsample_factor > 1:
+        shifts = np.round(shifts * upsample_factor) / upsample_factor
+        region = int(np.ceil(upsample_factor * 1.5))
+        dftshift = np.fix(region / 2.0)
+        offsets = dftshift - shifts * upsample_factor
+        cc = _upsampled_dft(np.conj(image_product), region, upsample_factor, offsets).conj()
+        peak = np.unravel_index(int(np.argmax(np.abs(cc))), cc.shape)
+        shifts = shifts + (np.asarray(peak, dtype=np.float64) - dftshift) / upsample_factor
+    return shifts
+
+
+def phase_cross_correlation(
+    reference: np.ndarray,
+    moving: np.ndarray,
+    *,
+    upsample_factor: int = 10,
+    normalization: str | None = "phase",
+    space: str = "real",
+) -> np.ndarray:
+    """Sub-pixel translation that registers ``moving`` to ``reference``.
+
+    Parameters
+    ----------
+    reference, moving : ndarray, shape (H, W)
+        Images (``space="real"``) or their 2-D Fourier transforms (``space="fourier"``), same shape.
+    upsample_factor : int
+        Precision of the result is ``1/upsample_factor`` pixel (1: integer shifts only).
+    normalization : {"phase", None}
+        ``"phase"`` whitens the cross-power spectrum (phase correlation; robust to contrast
+        changes), ``None`` uses the plain cross-correlation.
+    space : {"real", "fourier"}
+        Whether the inputs are images or already Fourier transformed.
+
+    Returns
+    -------
+    shift : ndarray of float, shape (2,)
+        ``(dy, dx)`` in pixels: ``shift_image(moving, shift)`` is aligned with ``reference``
+        (same convention as ``skimage.registration.phase_cross_correlation``).
+
+    Notes
+    -----
+    Real-space inputs are zero-padded to FFT-friendly sizes (``scipy.fft.next_fast_len``),
+    transformed in complex64. Memory: about six complex64 copies of the padded frame. Shifts are
+    found modulo the frame size: the largest recoverable shift is half the frame.
+    """
+    if not isinstance(upsample_factor, (int, np.integer)) or upsample_factor < 1:
+        raise ValueError(f"upsample_factor must be an integer >= 1, got {upsample_factor!r}")
+    if normalization not in ("phase", None):
+        raise ValueError(f"normalization must be 'phase' or None, got {normalization!r}")
+    if space not in ("real", "fourier"):
+        raise ValueError(f"space must be 'real' or 'fourier', got {space!r}")
+    reference = _check_image(reference, "reference")
+    moving = _check_image(moving, "moving")
+    if reference.shape != moving.shape:
+        raise ValueError(f"moving: shape {moving.shape} differs from reference shape {reference.shape}")
+    if space == "real":
+        s = _fft_shape(reference.shape)
+        ref_f = sfft.fft2(reference.astype(np.float32, copy=False), s=s)
+        mov_f = sfft.fft2(moving.astype(np.float32, copy=False), s=s)
+    else:
+        ref_f = reference.astype(np.complex64, copy=False)
+        mov_f = moving.astype(np.complex64, copy=False)
+    return _cross_power_shift(ref_f * np.conj(mov_f), int(upsample_factor), normalization)
+
+
+def transform_image(
+    image: np.ndarray,
+    *,
+    scale: float = 1.0,
+    shift: tuple[float, float] | np.ndarray = (0.0, 0.0),
+    center: tuple[float, float] | None = None,
+    order: int = 1,
+    cval: float = 0.0,
+) -> np.ndarray:
+    """Magnify by ``scale`` about ``center``, then translate by ``shift``, with one interpolation.
+
+    ``out[y] = image[(y - shift - center) / scale + center]`` (spline interpolation of ``order``,
+    ``cval`` outside the input). Returns float32 for float32/integer input.
+    """
+    image = _check_image(image, "image")
+    if not (np.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a positive finite number, got {scale!r}")
+    shift_arr = np.asarray(shift, dtype=np.float64)
+    if shift_arr.shape != (2,) or not np.all(np.isfinite(shift_arr)):
+        raise ValueError(f"shift must be two finite numbers (dy, dx), got {shift!r}")
+    c = (
+        (np.asarray(image.shape, dtype=np.float64) - 1) / 2
+        if center is None
+        else np.asarray(center, dtype=np.float64)
+    )
+    if c.shape != (2,):
+        raise ValueError(f"center must be (cy, cx), got {center!r}")
+    src = image if image.dtype == np.float64 else image.astype(np.float32, copy=False)
+    if scale == 1.0:
+        if np.all(shift_arr == 0):
+            return src.copy()
+        return ndi.shift(src, shift_arr, order=order, mode="constant", cval=cval)
+    inv = 1.0 / scale
+    offset = c - (shift_arr + c) * inv
+    return ndi.affine_transform(src, [inv, inv], offset=offset, order=order, mode="constant", cval=cval)
+
+
+def shift_image(image: np.ndarray, shift: tuple[float, float] | np.ndarray, *, order: int = 1, cval: float = 0.0) -> np.ndarray:
+    """Translate ``image`` by ``shift = (dy, dx)`` pixels (``scipy.ndimage.shift``, spline ``order``)."""
+    return transform_image(image, shift=shift, order=order, cval=cval)
+
+
+def rescale_image(
+    image: np.ndarray,
+    scale: float,
+    *,
+    center: tuple[float, float] | None = None,
+    order: int = 1,
+    cval: float = 0.0,
+) -> np.ndarray:
+    """Magnify ``image`` by ``scale`` about ``center`` (default: image centre), same output shape.
+
+    Notes
+    -----
+    For energy-dependent magnification use ``scale = pixel_size / pixel_size_ref``: a frame
+    recorded with larger pixels shows the object smaller, and is enlarged back onto the reference
+    pixel grid. ``center`` is the optical axis (row, column) in pixels.
+    """
+    return transform_image(image, scale=scale, center=center, order=order, cval=cval)
+
+
+def edge_features(image: np.ndarray, *, sigma: float = 1.5, taper: float = 0.1) -> np.ndarray:
+    """Contrast-robust registration features of an optical-density frame.
+
+    Gradient magnitude of the Gaussian-smoothed image (``sigma`` px), with its mean removed and
+    multiplied by a Tukey window that tapers the outer ``taper`` fraction of each axis to zero.
+    Float32, same shape as ``image``.
+    """
+    image = _check_image(image, "image")
+    if not sigma > 0:
+        raise ValueError(f"sigma must be > 0, got {sigma}")
+    if not 0 <= taper < 0.5:
+        raise ValueError(f"taper must be in [0, 0.5), got {taper}")
+    img = image.astype(np.float32, copy=False)
+    g = np.empty(img.shape, np.float32)
+    gy = ndi.gaussian_filter1d(ndi.gaussian_filter1d(img, sigma, axis=1), sigma, axis=0, order=1, output=g)
+    gx = ndi.gaussian_filter1d(ndi.gaussian_filter1d(img, sigma, axis=0), sigma, axis=1, order=1)
+    np.hypot(gy, gx, out=gy)
+    gy -= gy.mean(dtype=np.float64)
+    wy = _tukey(img.shape[0], taper)
+    wx = _tukey(img.shape[1], taper)
+    gy *= wy[:, None]
+    gy *= wx[None, :]
+    return gy
+
+
+def _tukey(n: int, fraction: float) -> np.ndarray:
+    w = np.ones(n, np.float32)
+    m = int(round(fraction * n))
+    if m > 0:
+        ramp = 0.5 * (1 - np.cos(np.pi * (np.arange(m) + 0.5) / m))
+        w[:m] = ramp
+        w[n - m :] = ramp[::-1]
+    return w
+
+
+class RunningRegistration:
+    """Online registration of a frame sequence to a running reference.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Frame shape (H, W).
+    n_reference : int
+        The reference is the mean of the features of the last ``n_reference`` registered frames.
+    upsample_factor : int
+        Sub-pixel precision ``1/upsample_factor``.
+    sigma : float
+        Smoothing of :func:`edge_features` (px).
+    max_jump : float or None
+        A shift differing from the previous one by more than this (px) is still accepted (jumps
+        happen) but counted in :attr:`n_jumps`.
+
+    Notes
+    -----
+    Per frame: one forward FFT of the padded feature image, one inverse FFT and an upsampled DFT;
+    the registered features enter the reference via the Fourier shift theorem (no extra FFT).
+    Memory: ``n_reference + 4`` complex64 padded frames (~3.3 MB each at 602x643).
+    Registering to recent frames instead of the first one follows contrast changes across an
+    edge; the price is a slow random walk of the accumulated error (see tests for its size).
+    """
+
+    def __init__(
+        self,
+        shape: tuple[int, int],
+        *,
+        n_reference: int = 8,
+        upsample_factor: int = 10,
+        sigma: float = 1.5,
+        max_jump: float | None = 5.0,
+    ) -> None:
+        if len(shape) != 2 or min(shape) < 8:
+            raise ValueError(f"shape must be (H, W) with H, W >= 8, got {shape}")
+        if n_reference < 1:
+            raise ValueError(f"n_reference must be >= 1, got {n_reference}")
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.n_reference = int(n_reference)
+        self.upsample_factor = int(upsample_factor)
+        self.sigma = float(sigma)
+        self.max_jump = max_jump
+        self._fshape = _fft_shape(self.shape)
+        fy = sfft.fftfreq(self._fshape[0]).astype(np.float32)
+        fx = sfft.fftfreq(self._fshape[1]).astype(np.float32)
+        self._ramp_y = (-2j * np.pi * fy).astype(np.complex64)
+        self._ramp_x = (-2j * np.pi * fx).astype(np.complex64)
+        self._recent: deque[np.ndarray] = deque()
+        self._ref_sum: np.ndarray | None = None
+        self.last_shift = np.zeros(2)
+        self.n_frames = 0
+        self.n_jumps = 0
+
+    def features_fft(self, image: np.ndarray) -> np.ndarray:
+        """FFT (complex64, padded) of the registration features of ``image``."""
+        return sfft.fft2(edge_features(image, sigma=self.sigma), s=self._fshape).astype(np.complex64, copy=False)
+
+    def update(self, image: np.ndarray) -> np.ndarray:
+        """Shift ``(dy, dx)`` registering ``image`` to the running reference; adds it to the reference.
+
+        The first frame defines the reference frame and returns ``(0, 0)``.
+        """
+        image = _check_image(image, "image")
+        if image.shape != self.shape:
+            raise ValueError(f"image: shape {image.shape} differs from registration shape {self.shape}")
+        f = self.features_fft(image)
+        if self._ref_sum is None:
+            shift = np.zeros(2)
+        else:
+            shift = _cross_power_shift(self._ref_sum * np.conj(f), self.upsample_factor, "phase")
+            if self.max_jump is not None and np.max(np.abs(shift - self.last_shift)) > self.max_jump:
+                self.n_jumps += 1
+            # Fourier shift theorem: features of the registered frame.
+            f = f * np.exp(self._ramp_y[:, None] * np.float32(shift[0])) * np.exp(
+                self._ramp_x[None, :] * np.float32(shift[1])
+            )
+        self._push(f.astype(np.complex64, copy=False))
+        self.last_shift = shift
+        self.n_frames += 1
+        return shift
+
+    def _push(self, f: np.ndarray) -> None:
+        if self._ref_sum is None:
+            self._ref_sum = f.copy()
+        else:
+            self._ref_sum += f
+        self._recent.append(f)
+        if len(self._recent) > self.n_reference:
+            self._ref_sum -= self._recent.popleft()

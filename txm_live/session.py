@@ -1,0 +1,416 @@
+"""Online state of one XANES imaging scan: raw frames in, corrected and registered cube out.
+
+:class:`XanesSession` is what a live consumer feeds frame by frame (pure numpy, no Bluesky). It
+keeps the dark and flat state, turns each sample frame into optical density, corrects the
+energy-dependent magnification, registers the frame to a running reference, stores it in an
+:class:`~txm_live.cube.IncrementalCube` and tells the caller when the energy window of an edge is
+complete so that its analysis can start while the scan goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from txm_live.cube import IncrementalCube
+from txm_live.edges import EdgeWindow, default_windows
+from txm_live.errors import FrameError, MissingFlatError
+from txm_live.flatfield import DarkAverage, FlatStore, optical_density
+from txm_live.registration import RunningRegistration, transform_image
+
+__all__ = ["XanesSession", "WindowData", "FrameRecord"]
+
+
+@dataclass(frozen=True)
+class WindowData:
+    """Data of one edge window, ready for the analysis.
+
+    Attributes
+    ----------
+    window : EdgeWindow
+    energies : ndarray, shape (n,)
+        Acquired energies in the window, increasing.
+    block : ndarray of float32, shape (n, H, W)
+        Registered optical density (a view of the cube when possible; do not write into it).
+    valid : ndarray of bool, shape (H, W)
+        Pixels valid in every frame of the window (inside the field of view after registration,
+        not saturated, defined logarithm).
+    missing : ndarray
+        Planned energies of the window that were not acquired (empty without a plan).
+    """
+
+    window: EdgeWindow
+    energies: np.ndarray
+    block: np.ndarray
+    valid: np.ndarray
+    missing: np.ndarray
+
+
+@dataclass(frozen=True)
+class FrameRecord:
+    """Bookkeeping of one ingested sample frame (energy, applied scale and shift, masked pixels)."""
+
+    energy: float
+    scale: float
+    shift: tuple[float, float]
+    n_invalid: int
+
+
+@dataclass
+class _Pending:
+    energy: float
+    image: np.ndarray
+    pixel_size: float | None
+    i0: float | None
+
+
+class XanesSession:
+    """Incremental flat/dark correction, registration and cube building for one scan.
+
+    Parameters
+    ----------
+    windows : sequence of EdgeWindow, optional
+        Edge windows to watch (default: ``default_windows("Nd", ("L3", "L2"))``).
+    expected_energies : sequence of float, optional
+        Planned energies in acquisition order. Enables preallocation and exact completeness.
+    frame_shape : tuple of int, optional
+        Detector frame shape; taken from the first frame otherwise.
+    register : bool
+        Register frames to a running reference (:class:`~txm_live.registration.RunningRegistration`).
+    correct_magnification : bool
+        Rescale every frame by ``pixel_size / pixel_size_ref`` about ``optical_axis``.
+    pixel_size_ref : float, optional
+        Reference pixel size; the first frame's pixel size otherwise.
+    optical_axis : tuple of float, optional
+        ``(row, col)`` of the optical axis; the image centre otherwise.
+    flat_mode : {"nearest", "interpolate"}
+        How a flat is chosen when none was taken at the sample's energy.
+    energy_tolerance : float
+        Energies closer than this (eV) are the same energy.
+    max_pending : int
+        A sample frame waits for the flat of its energy (the flat comes right after the sample in
+        the stream contract, or in a later event page) while at most this many frames wait;
+        beyond, the oldest frame is corrected with the nearest stored flat (``flat_mode``), or
+        dropped with a ``MissingFlatError`` if there is none. When a flat arrives, the frames
+        that waited longer than the frame matching it are corrected with the best stored flat.
+        The waiting frames are references to the incoming raw images (no copy).
+    saturation : float or None
+        Raw saturation level (see :func:`~txm_live.flatfield.optical_density`).
+    registration_options : dict, optional
+        Keyword arguments of :class:`~txm_live.registration.RunningRegistration`.
+
+    Notes
+    -----
+    Flats: a flat at the sample's energy is used as is. Flats taken before the scan (the stored
+    flats bracket the sample's energy but none matches) are looked up by ``flat_mode``. A scalar
+    ``i0`` monitor is used when no flat image exists. Darks: the running mean of the dark frames
+    seen so far; without darks no dark is subtracted and :attr:`warnings` says so.
+
+    Memory: the float32 cube (see :class:`~txm_live.cube.IncrementalCube`), the flats as
+    received until released (flats more than one energy below the newest sample are released in
+    monotonic scans), a few pending raw frames and the registration reference (~30 MB).
+    """
+
+    def __init__(
+        self,
+        *,
+        windows: Sequence[EdgeWindow] | None = None,
+        expected_energies: Sequence[float] | np.ndarray | None = None,
+        frame_shape: tuple[int, int] | None = None,
+        register: bool = True,
+        correct_magnification: bool = True,
+        pixel_size_ref: float | None = None,
+        optical_axis: tuple[float, float] | None = None,
+        flat_mode: str = "nearest",
+        energy_tolerance: float = 0.01,
+        max_pending: int = 64,
+        saturation: float | None = 65535,
+        registration_options: dict | None = None,
+    ) -> None:
+        if flat_mode not in ("nearest", "interpolate"):
+            raise ValueError(f"flat_mode must be 'nearest' or 'interpolate', got {flat_mode!r}")
+        if max_pending < 0:
+            raise ValueError(f"max_pending must be >= 0, got {max_pending}")
+        if pixel_size_ref is not None and not (np.isfinite(pixel_size_ref) and pixel_size_ref > 0):
+            raise ValueError(f"pixel_size_ref must be positive, got {pixel_size_ref}")
+        self.windows: tuple[EdgeWindow, ...] = tuple(default_windows() if windows is None else windows)
+        plan = None
+        if expected_energies is not None:
+            plan = np.asarray(expected_energies, dtype=np.float64).ravel()
+            if plan.size == 0:
+                plan = None
+            elif not np.all(np.isfinite(plan)):
+                raise ValueError("expected_energies must be finite")
+        self.expected_energies = plan
+        self.register = bool(register)
+        self.correct_magnification = bool(correct_magnification)
+        self.pixel_size_ref = pixel_size_ref
+        self.optical_axis = optical_axis
+        self.flat_mode = flat_mode
+        self.energy_tolerance = float(energy_tolerance)
+        self.max_pending = int(max_pending)
+        self.saturation = saturation
+        self.registration_options = dict(registration_options or {})
+        self.frame_shape: tuple[int, int] | None = None
+        self.cube: IncrementalCube | None = None
+        self.darks = DarkAverage()
+        self.flats = FlatStore(energy_tolerance=energy_tolerance)
+        self._registrar: RunningRegistration | None = None
+        self._pending: list[_Pending] = []
+        self._completed: list[EdgeWindow] = []
+        self.frames: list[FrameRecord] = []
+        self.errors: list[str] = []
+        self.warnings: list[str] = []
+        self.n_dropped = 0
+        self._max_order_seen = -1
+        self._last_energy = -np.inf
+        self._monotonic = True
+        if frame_shape is not None:
+            self._init_shape(tuple(frame_shape))
+
+    # ------------------------------------------------------------- helpers
+    def _init_shape(self, shape: tuple[int, ...]) -> None:
+        if len(shape) != 2 or min(shape) < 1:
+            raise ValueError(f"frame_shape must be (H, W), got {shape}")
+        self.frame_shape = (int(shape[0]), int(shape[1]))
+        self.cube = IncrementalCube(
+            self.frame_shape, expected_energies=self.expected_energies, energy_tolerance=self.energy_tolerance
+        )
+
+    def _check_frame(self, image: np.ndarray, what: str) -> np.ndarray:
+        arr = np.asarray(image)
+        if arr.dtype.kind not in "uif":
+            raise FrameError(f"{what}: expected integer or float pixels, got dtype {arr.dtype}")
+        if arr.ndim != 2:
+            raise FrameError(f"{what}: expected a 2-D image, got shape {arr.shape}")
+        if self.frame_shape is None:
+            self._init_shape(arr.shape)
+        elif arr.shape != self.frame_shape:
+            raise FrameError(f"{what}: shape {arr.shape} differs from the run's frame shape {self.frame_shape}")
+        return arr
+
+    @staticmethod
+    def _check_energy(energy: float | None, what: str) -> float:
+        try:
+            e = float(energy)  # type: ignore[arg-type]
+        except (TypeError, ValueError) as exc:
+            raise FrameError(f"{what}: energy {energy!r} is not a number") from exc
+        if not np.isfinite(e):
+            raise FrameError(f"{what}: energy is {e}")
+        return e
+
+    # ------------------------------------------------------------- ingest
+    def add_dark(self, image: np.ndarray) -> None:
+        """Add one dark frame (shutter closed)."""
+        self.darks.update(self._check_frame(image, "dark frame"))
+
+    def add_flat(self, energy: float, image: np.ndarray) -> tuple[EdgeWindow, ...]:
+        """Add the flat taken at ``energy``; returns the edge windows completed by it."""
+        e = self._check_energy(energy, "flat frame")
+        img = self._check_frame(image, f"flat frame at {e:.2f} eV")
+        self.flats.update(e, img)
+        done: list[EdgeWindow] = []
+        matched = [i for i, p in enumerate(self._pending) if abs(p.energy - e) <= self.energy_tolerance]
+        if matched:
+            # frames that arrived before the matched one will not get a flat of their own any more:
+            # the flat stream moved past them
+            ready, self._pending = self._pending[: matched[-1] + 1], self._pending[matched[-1] + 1 :]
+            for p in ready:
+                done.extend(self._process(p, self.flats.lookup(p.energy, mode=self.flat_mode)))
+        if done and self._monotonic:
+            self.flats.discard_below(e)  # per-energy flats of an increasing scan: keep memory flat
+        return tuple(done)
+
+    def add_sample(
+        self, energy: float, image: np.ndarray, *, pixel_size: float | None = None, i0: float | None = None
+    ) -> tuple[EdgeWindow, ...]:
+        """Add the sample frame taken at ``energy``; returns the edge windows completed so far.
+
+        Raises
+        ------
+        FrameError
+            Non-finite energy, non-numeric pixels or a frame shape different from the run's.
+        """
+        e = self._check_energy(energy, "sample frame")
+        img = self._check_frame(image, f"sample frame at {e:.2f} eV")
+        if pixel_size is not None:
+            try:
+                pixel_size = float(pixel_size)
+            except (TypeError, ValueError):
+                pixel_size = None
+            if pixel_size is not None and not (np.isfinite(pixel_size) and pixel_size > 0):
+                self.warnings.append(f"pixel size {pixel_size} at {e:.2f} eV ignored")
+                pixel_size = None
+        p = _Pending(e, img, pixel_size, i0)
+        if self.flats.has(e):
+            return tuple(self._process(p, self.flats.lookup(e)))
+        fe = self.flats.energies
+        if fe.size >= 2 and fe[0] - self.energy_tolerance <= e <= fe[-1] + self.energy_tolerance:
+            # flats bracket this energy but none matches: flats taken before the scan
+            return tuple(self._process(p, self.flats.lookup(e, mode=self.flat_mode)))
+        self._pending.append(p)
+        done: list[EdgeWindow] = []
+        while len(self._pending) > self.max_pending:
+            done.extend(self._resolve_oldest())
+        return tuple(done)
+
+    def update(
+        self,
+        kind: str,
+        image: np.ndarray,
+        *,
+        energy: float | None = None,
+        pixel_size: float | None = None,
+        i0: float | None = None,
+    ) -> tuple[EdgeWindow, ...]:
+        """Add one frame of ``kind`` ``"sample"``, ``"flat"`` or ``"dark"``; returns completed windows."""
+        if kind == "sample":
+            return self.add_sample(energy, image, pixel_size=pixel_size, i0=i0)  # type: ignore[arg-type]
+        if kind == "flat":
+            return self.add_flat(energy, image)  # type: ignore[arg-type]
+        if kind == "dark":
+            self.add_dark(image)
+            return ()
+        raise ValueError(f"kind must be 'sample', 'flat' or 'dark', got {kind!r}")
+
+    def flush(self) -> tuple[EdgeWindow, ...]:
+        """Correct every waiting frame with the best flat available (end of the scan)."""
+        done: list[EdgeWindow] = []
+        while self._pending:
+            done.extend(self._resolve_oldest())
+        return tuple(done)
+
+    def _resolve_oldest(self) -> list[EdgeWindow]:
+        p = self._pending.pop(0)
+        if len(self.flats):
+            return self._process(p, self.flats.lookup(p.energy, mode=self.flat_mode))
+        if p.i0 is not None and np.isfinite(p.i0) and p.i0 > 0:
+            return self._process(p, float(p.i0))
+        self.n_dropped += 1
+        self.errors.append(
+            f"MissingFlatError: no flat image or I0 for the sample frame at {p.energy:.2f} eV; frame dropped"
+        )
+        return []
+
+    def _process(self, p: _Pending, flat: np.ndarray | float) -> list[EdgeWindow]:
+        assert self.cube is not None and self.frame_shape is not None
+        ff = optical_density(p.image, flat, self.darks.mean, saturation=self.saturation)
+        if self.darks.count == 0 and not any(w.startswith("no dark") for w in self.warnings):
+            self.warnings.append("no dark frames before the first sample frame: OD not dark-corrected")
+        scale = 1.0
+        if self.correct_magnification and p.pixel_size is not None:
+            if self.pixel_size_ref is None:
+                self.pixel_size_ref = p.pixel_size
+            scale = p.pixel_size / self.pixel_size_ref
+        shift = np.zeros(2)
+        if self.register:
+            if self._registrar is None:
+                self._registrar = RunningRegistration(self.frame_shape, **self.registration_options)
+            pre = ff.od if scale == 1.0 else transform_image(ff.od, scale=scale, center=self.optical_axis)
+            shift = self._registrar.update(pre)
+        if scale != 1.0 or np.any(shift != 0):
+            od = transform_image(ff.od, scale=scale, shift=shift, center=self.optical_axis)
+            valid = self._field_of_view(scale, shift)
+            if ff.n_invalid:
+                moved = transform_image(ff.valid.astype(np.float32), scale=scale, shift=shift, center=self.optical_axis)
+                valid &= moved > 0.999
+        else:
+            od, valid = ff.od, ff.valid
+        self.cube.update(p.energy, od, valid)
+        self.frames.append(FrameRecord(p.energy, float(scale), (float(shift[0]), float(shift[1])), ff.n_invalid))
+        self._note_order(p.energy)
+        if p.energy < self._last_energy - self.energy_tolerance:
+            self._monotonic = False
+        self._last_energy = max(self._last_energy, p.energy)
+        return self._newly_complete()
+
+    def _field_of_view(self, scale: float, shift: np.ndarray) -> np.ndarray:
+        """Output pixels whose source lies inside the detector (separable for this affine map)."""
+        assert self.frame_shape is not None
+        h, w = self.frame_shape
+        c = (
+            ((h - 1) / 2, (w - 1) / 2)
+            if self.optical_axis is None
+            else (float(self.optical_axis[0]), float(self.optical_axis[1]))
+        )
+        ys = (np.arange(h) - shift[0] - c[0]) / scale + c[0]
+        xs = (np.arange(w) - shift[1] - c[1]) / scale + c[1]
+        ry = (ys >= 0) & (ys <= h - 1)
+        rx = (xs >= 0) & (xs <= w - 1)
+        return ry[:, None] & rx[None, :]
+
+    # ------------------------------------------------------- completeness
+    def _note_order(self, energy: float) -> None:
+        if self.expected_energies is None:
+            return
+        d = np.abs(self.expected_energies - energy)
+        i = int(np.argmin(d))
+        if d[i] <= self.energy_tolerance:
+            self._max_order_seen = max(self._max_order_seen, i)
+
+    def is_complete(self, window: EdgeWindow) -> bool:
+        """Whether ``window`` is complete.
+
+        With a plan: every planned energy in the window was acquired, or the scan already acquired
+        a planned energy that comes after all of the window's energies in acquisition order (frames
+        lost in between are listed in :attr:`WindowData.missing`). Without a plan: an energy at or
+        above ``window.end`` was acquired.
+        """
+        if self.cube is None:
+            return False
+        if self.cube.covers(window.start, window.end):
+            return True
+        plan = self.expected_energies
+        if plan is None:
+            return False
+        tol = self.energy_tolerance
+        inside = np.flatnonzero((plan >= window.start - tol) & (plan <= window.end + tol))
+        return bool(inside.size) and self._max_order_seen > int(inside.max()) and len(self.cube.block(window.start, window.end)[0]) > 0
+
+    def _newly_complete(self) -> list[EdgeWindow]:
+        out = []
+        for w in self.windows:
+            if w not in self._completed and self.is_complete(w):
+                self._completed.append(w)
+                out.append(w)
+        return out
+
+    @property
+    def completed(self) -> tuple[EdgeWindow, ...]:
+        """Windows reported complete so far, in completion order."""
+        return tuple(self._completed)
+
+    @property
+    def n_pending(self) -> int:
+        """Sample frames waiting for their flat."""
+        return len(self._pending)
+
+    @property
+    def n_frames(self) -> int:
+        """Sample frames stored in the cube."""
+        return len(self.frames)
+
+    def window_data(self, window: EdgeWindow) -> WindowData:
+        """Energies, optical-density block and valid mask of ``window`` (see :class:`WindowData`).
+
+        Raises
+        ------
+        MissingFlatError
+            If no frame was stored yet (typically: no flats at all).
+        """
+        if self.cube is None or self.n_frames == 0:
+            raise MissingFlatError(f"no corrected frame stored for {window.name}")
+        energies, block = self.cube.block(window.start, window.end)
+        valid = self.cube.valid_mask(window.start, window.end)
+        return WindowData(window, energies, block, valid, self.cube.missing(window.start, window.end))
+
+    def release(self) -> None:
+        """Free the cube, flats, pending frames and registration state."""
+        if self.cube is not None:
+            self.cube.release()
+        self.cube = None
+        self.flats = FlatStore(energy_tolerance=self.energy_tolerance)
+        self._pending = []
+        self._registrar = None
