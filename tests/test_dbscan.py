@@ -1,0 +1,163 @@
+"""txm_live.dbscan must return exactly scikit-learn's DBSCAN labels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.cluster import DBSCAN
+
+from txm_live.dbscan import dbscan
+
+
+def _sk(X: np.ndarray, eps: float, ms: int) -> np.ndarray:
+    return DBSCAN(eps=eps, min_samples=ms).fit_predict(X)
+
+
+def _check(X: np.ndarray, eps: float, ms: int) -> np.ndarray:
+    got = dbscan(X, eps=eps, min_samples=ms)
+    ref = _sk(X, eps, ms)
+    assert got.shape == ref.shape
+    assert got.dtype == np.intp
+    np.testing.assert_array_equal(got, ref)
+    return got
+
+
+def _quantile_eps(X: np.ndarray, q: float, rng: np.random.Generator) -> float:
+    sub = X[rng.choice(len(X), min(len(X), 300), replace=False)]
+    dist = np.sqrt(((sub[:, None, :] - sub[None, :, :]) ** 2).sum(-1))
+    return float(np.quantile(dist[np.triu_indices(len(sub), 1)], q))
+
+
+@pytest.mark.parametrize("d", range(1, 9))
+def test_random_gaussian_equals_sklearn(d: int) -> None:
+    rng = np.random.default_rng(d)
+    X = rng.normal(size=(3000, d))
+    for q, ms in ((0.02, 2 * d), (0.05, 5), (0.01, 3)):
+        _check(X, _quantile_eps(X, q, rng), ms)
+
+
+@pytest.mark.parametrize("d", [2, 3, 5, 8])
+def test_blobs_with_noise_equal_sklearn(d: int) -> None:
+    rng = np.random.default_rng(100 + d)
+    centres = np.zeros((3, d))
+    centres[1, 0] = 6.0
+    centres[2, :2] = (3.0, 4.0)
+    X = np.concatenate(
+        [
+            rng.normal(centres[0], 1.0, (3000, d)),
+            rng.normal(centres[1], 0.8, (2000, d)),
+            rng.normal(centres[2], 0.5, (300, d)),
+            rng.uniform(-4, 10, (200, d)),
+        ]
+    )
+    X = X[rng.permutation(len(X))]
+    k = 2 * d
+    # eps around the knee of the k-distance curve, and a smaller and a larger one
+    from scipy.spatial import cKDTree
+
+    kd = np.sort(cKDTree(X).query(X[:2000], k=k)[0][:, -1])
+    for q in (0.5, 0.95):
+        labels = _check(X, float(kd[int(q * (len(kd) - 1))]), k)
+        assert labels.max() >= 0
+
+
+def test_integer_grid_ties_at_exactly_eps() -> None:
+    g = np.stack(np.meshgrid(np.arange(12), np.arange(12), np.arange(4), indexing="ij"), -1)
+    X = g.reshape(-1, 3).astype(float)
+    rng = np.random.default_rng(1)
+    X = np.concatenate([X, X[rng.choice(len(X), 100)]])  # duplicates too
+    X = X[rng.permutation(len(X))]
+    for eps in (1.0, np.sqrt(2.0), np.sqrt(3.0), 2.0):
+        for ms in (1, 3, 5, 7, 8, 9, 12):
+            _check(X, float(eps), ms)
+
+
+def test_sparse_grid_ties_in_high_dimension() -> None:
+    rng = np.random.default_rng(2)
+    for d in (4, 6, 8):
+        X = rng.integers(0, 4, size=(1500, d)).astype(float) * 0.5
+        for eps in (0.5, 1.0, float(np.sqrt(0.5))):
+            for ms in (2, 4, 9):
+                _check(X, eps, ms)
+
+
+def test_duplicates_and_min_samples_one() -> None:
+    rng = np.random.default_rng(3)
+    X = np.repeat(rng.normal(size=(300, 3)), rng.integers(1, 6, 300), axis=0)
+    X = X[rng.permutation(len(X))]
+    for ms in (1, 2, 4, 6):
+        _check(X, 0.3, ms)
+    # every point its own cluster when eps is tiny and min_samples=1
+    Y = rng.normal(size=(500, 2))
+    labels = _check(Y, 1e-9, 1)
+    assert labels.max() == 499
+
+
+def test_all_noise_and_one_cluster() -> None:
+    rng = np.random.default_rng(4)
+    X = rng.uniform(0, 1000, size=(2000, 4))
+    labels = _check(X, 1e-3, 3)
+    assert np.all(labels == -1)
+    labels = _check(X, 1e4, 3)
+    assert np.all(labels == 0)
+
+
+def test_float32_input() -> None:
+    rng = np.random.default_rng(5)
+    X = np.concatenate([rng.normal(0, 1, (3000, 3)), rng.normal(4, 1, (3000, 3))]).astype(np.float32)
+    _check(X, 0.2, 8)
+    _check(X, 0.35, 8)
+
+
+def test_tiny_inputs() -> None:
+    assert dbscan(np.zeros((0, 3)), eps=1.0, min_samples=2).shape == (0,)
+    np.testing.assert_array_equal(dbscan(np.zeros((1, 3)), eps=1.0, min_samples=1), [0])
+    np.testing.assert_array_equal(dbscan(np.zeros((1, 3)), eps=1.0, min_samples=2), [-1])
+    X = np.array([[0.0], [0.5], [3.0], [3.4], [10.0]])
+    _check(X, 0.6, 2)
+    _check(X, 0.6, 1)
+
+
+def test_border_point_joins_lowest_numbered_cluster() -> None:
+    # two dense clusters left and right; one border point between them within eps of both
+    left = np.array([[-1.0, 0.0], [-1.1, 0.0], [-1.2, 0.0], [-1.05, 0.05]])
+    right = -left
+    border = np.array([[0.0, 0.0]])
+    for X in (np.vstack([left, border, right]), np.vstack([right, border, left]),
+              np.vstack([border, right, left])):
+        _check(X, 1.0, 4)
+
+
+def test_large_dense_group_pairs() -> None:
+    # two huge dense blobs whose only link is a thin bridge: exercises the exact pair check
+    rng = np.random.default_rng(6)
+    a = rng.normal(0, 0.05, (8000, 2))
+    b = rng.normal(0, 0.05, (8000, 2)) + [1.0, 0]
+    bridge = np.stack([np.linspace(0.1, 0.9, 40), np.zeros(40)], 1)
+    X = np.vstack([a, b, bridge])[rng.permutation(16040)]
+    _check(X, 0.021, 3)
+    _check(X, 0.03, 3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"eps": 0.0, "min_samples": 2}, "eps"),
+        ({"eps": -1.0, "min_samples": 2}, "eps"),
+        ({"eps": float("nan"), "min_samples": 2}, "eps"),
+        ({"eps": 1.0, "min_samples": 0}, "min_samples"),
+        ({"eps": 1.0, "min_samples": 2.5}, "min_samples"),
+    ],
+)
+def test_parameter_validation(kwargs: dict, name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        dbscan(np.zeros((4, 2)), **kwargs)
+
+
+def test_input_validation() -> None:
+    with pytest.raises(ValueError, match="X"):
+        dbscan(np.zeros(5), eps=1.0, min_samples=2)
+    with pytest.raises(ValueError, match="X"):
+        dbscan(np.array([[0.0, np.nan]]), eps=1.0, min_samples=2)
+    with pytest.raises(ValueError, match="X"):
+        dbscan(np.zeros((3, 0)), eps=1.0, min_samples=2)
