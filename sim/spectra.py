@@ -361,30 +361,29 @@ def _composition(formula: str) -> tuple[tuple[str, float], ...]:
 @lru_cache(maxsize=16)
 def _other_elements_table(formula: str) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Mass attenuation (cm^2/g of the material) of all non-Nd elements on a 1 eV grid."""
+    grid = np.arange(_TABLE_RANGE[0], _TABLE_RANGE[1] + 0.5, 1.0)
+    return grid, _other_elements_direct(formula, grid)
+
+
+def _other_elements_direct(formula: str, e: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Sum of ``w_i mu_Elam,i(E)`` (cm^2/g) over the non-Nd elements of ``formula``."""
     import xraydb
 
-    grid = np.arange(_TABLE_RANGE[0], _TABLE_RANGE[1] + 0.5, 1.0)
-    return grid, _other_elements_direct(formula, grid, xraydb)
-
-
-def _other_elements_direct(formula: str, e: NDArray[np.float64], xraydb_module: object) -> NDArray[np.float64]:
     total = np.zeros_like(e)
     for element, w in _composition(formula):
-        if element == "Nd":
-            continue
-        total += w * np.asarray(xraydb_module.mu_elam(element, e), dtype=np.float64)  # type: ignore[attr-defined]
+        if element != "Nd":
+            total += w * np.asarray(xraydb.mu_elam(element, e), dtype=np.float64)
     return total
 
 
 def _other_elements(formula: str, e: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Like :func:`_other_elements_direct`, from the cached table inside 5800-7300 eV."""
     if e.size and e.min() >= _TABLE_RANGE[0] and e.max() <= _TABLE_RANGE[1]:
         grid, values = _other_elements_table(formula)
-        # Elam is smooth (log-log spline) here; log-log interpolation on a 1 eV grid is exact
-        # to < 1e-6 relative.
+        # Elam is a smooth log-log spline here (no edge of Fe, B, O, H in this range), so
+        # log-log interpolation on a 1 eV grid reproduces it to < 1e-6 relative.
         return np.exp(np.interp(np.log(e), np.log(grid), np.log(np.maximum(values, 1e-30))))
-    import xraydb
-
-    return _other_elements_direct(formula, e, xraydb)
+    return _other_elements_direct(formula, e)
 
 
 def nd_number_density(phase: PhaseSpectrum) -> float:
