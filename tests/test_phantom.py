@@ -143,6 +143,14 @@ def test_ground_truth_spectra(pure: Phantom, mixed: Phantom) -> None:
     assert gm[1].max() < gm[0].max() < gm[2].max()
 
 
+def test_label_mean_optical_density(mixed: Phantom) -> None:
+    e = np.array([6150.0, 6211.0, 6400.0])
+    mean_od = mixed.label_mean_optical_density(e)
+    stack = mixed.optical_density_stack(e)
+    for i, k in enumerate((1, 2, 3)):
+        np.testing.assert_allclose(mean_od[i], stack[:, mixed.labels == k].mean(axis=1), rtol=1e-4)
+
+
 def test_deterministic_by_seed() -> None:
     a = make_phantom(SMALL, mode="mixed", seed=7)
     b = make_phantom(SMALL, mode="mixed", seed=7)
