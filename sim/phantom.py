@@ -347,7 +347,8 @@ def make_phantom(
     max_thickness_um : float, optional
         Thickness at the thickest point (um); 7 um by default.
     mixed_zone_fraction : float, optional
-        Fraction of the particle pixels in the corroded zone (phase 1), default 0.40.
+        Fraction of the particle pixels in the corroded zone (phase 1), default 0.40; in
+        (0.25, 0.9) because the whole rim is corroded.
     oxide_pocket_fraction : float, optional
         Fraction of the particle pixels in oxide pockets and bands (phase 3), default 0.03.
         Pockets sit where the particle is at least half as thick as its maximum, so their
@@ -388,8 +389,9 @@ def make_phantom(
     a_k cos(k theta + phi_k))`` (k = 2..7), thickness ``t = t_max sqrt(1 - rho^2)`` (rho = r /
     outline radius) with a +-5 % undulation. The corroded zone is the top
     ``mixed_zone_fraction`` of ``rho + 0.3 g(x, y)`` (``g`` a smooth random field) and always
-    includes the rim ``rho > 0.88``: a rim of varying width with lobes reaching inwards. Pockets are Gaussian blobs and bands thresholded
-    to cover exactly ``oxide_pocket_fraction`` of the particle.
+    includes the rim ``rho > 0.88`` (~23 % of the particle): a rim of varying width with lobes
+    reaching inwards. Pockets are Gaussian blobs and bands (>= ~30 px each, fewer on small
+    frames) thresholded to cover exactly ``oxide_pocket_fraction`` of the particle.
 
     Transmission ``exp(-OD)`` through 7 um of metal: 0.57 at 6150 eV, 0.19 on the L3 white line,
     0.39 at 6350 eV; through 7 um of Nd(OH)3: 0.61, 0.04 and 0.30. Over the particle pixels of
@@ -415,7 +417,8 @@ def make_phantom(
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     area_fraction = _check_fraction("area_fraction", area_fraction, 0.05, 0.95)
     max_thickness_um = _check_positive("max_thickness_um", max_thickness_um)
-    mixed_zone_fraction = _check_fraction("mixed_zone_fraction", mixed_zone_fraction, 0.0, 0.9)
+    # the always-corroded rim is ~23 % of the particle
+    mixed_zone_fraction = _check_fraction("mixed_zone_fraction", mixed_zone_fraction, 0.25, 0.9)
     oxide_pocket_fraction = _check_fraction("oxide_pocket_fraction", oxide_pocket_fraction, 0.0, 0.3)
     if mixed_zone_fraction + oxide_pocket_fraction >= 0.95:
         raise ValueError("mixed_zone_fraction + oxide_pocket_fraction must be < 0.95")
