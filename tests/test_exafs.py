@@ -81,9 +81,9 @@ def test_vectorized_equals_single(phases):
     for i, m in enumerate(many):
         one = extract_exafs(E, phases[i], e0=E0, phase=4 + i)
         assert one.phase == m.phase
-        np.testing.assert_allclose(one.chi, m.chi, rtol=1e-12, atol=1e-14)
-        np.testing.assert_allclose(one.chir_mag, m.chir_mag, rtol=1e-12, atol=1e-14)
-        assert one.first_shell_r == pytest.approx(m.first_shell_r, abs=1e-12)
+        np.testing.assert_allclose(one.chi, m.chi, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(one.chir_mag, m.chir_mag, rtol=1e-9, atol=1e-12)
+        assert one.first_shell_r == pytest.approx(m.first_shell_r, abs=1e-9)
 
 
 def test_grids_and_post_end(phases):
