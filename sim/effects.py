@@ -444,7 +444,7 @@ def detector_counts(
         counts = np.sqrt(np.float32(gain * gain) * lam + np.float32(read_noise * read_noise)) * z
         counts += np.float32(gain) * lam
         counts += np.float32(bias)
-        low = lam <= gaussian_above
+        low = (lam <= gaussian_above) & (lam > 0)  # zero photons: read noise only (done above)
         if np.any(low):
             lam_low = lam[low]
             exact = rng.poisson(lam_low).astype(np.float32) * np.float32(gain) + np.float32(bias)
