@@ -130,3 +130,18 @@ def test_end_to_end_with_normalize_on_synthetic_image():
     np.testing.assert_array_equal(res.mask, particle)
     assert np.median(res.snr[particle]) == pytest.approx(12.5, rel=0.1)
     assert np.allclose(edge_step_snr(nrm.edge_step, nrm.pre_edge_noise), res.snr, equal_nan=True)
+
+
+def test_otsu_raises_threshold_above_floor_when_background_fakes_steps():
+    """Flat-field structure can give background pixels |SNR| up to ~5; with bright particle pixels
+    (SNR 15-40) Otsu moves the threshold above the floor and drops most of those false positives."""
+    rng = np.random.default_rng(0)
+    nb, npart = 12000, 8000
+    noise = np.full(nb + npart, 0.02)
+    step = np.r_[rng.normal(0, 1.5, nb), rng.uniform(15, 40, npart)] * noise
+    truth = np.r_[np.zeros(nb, bool), np.ones(npart, bool)]
+    res = snr_mask(step, noise)
+    assert res.method == "otsu" and res.threshold > MIN_AUTO_SNR
+    floor_false = np.count_nonzero((step / noise >= MIN_AUTO_SNR) & ~truth)
+    assert np.count_nonzero(res.mask & ~truth) < 0.2 * floor_false
+    assert res.mask[truth].all()

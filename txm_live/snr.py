@@ -17,7 +17,7 @@ __all__ = ["SnrMask", "edge_step_snr", "otsu_threshold", "snr_mask"]
 MIN_AUTO_SNR = 3.0
 #: Otsu's between-class / total variance ratio below which log-SNR is treated as one population.
 MIN_SEPARATION = 0.75
-#: log10(SNR) is clipped to this range before the histogram (SNR <= 0 counts as the lower bound).
+#: log10(|SNR|) is clipped to this range before the histogram.
 _LOG_RANGE = (-2.0, 4.0)
 
 
@@ -156,10 +156,12 @@ def snr_mask(
     ten times the scatter of its individual points; physics.md quotes ~11 for the simulated
     particle at the default photon budget.
 
-    Automatic threshold: Otsu's method on the histogram of ``log10(SNR)`` (clipped to
-    [-2, 4]; SNR <= 0, i.e. background with a negative fitted step, counts as -2) over all
-    finite pixels. Background pixels have |SNR| ~ 0-1 and particle pixels ~5-20, so in log
-    space they form two separated populations. The Otsu split is used only when it is clear
+    Automatic threshold: Otsu's method on the histogram of ``log10(|SNR|)`` (clipped to
+    [-2, 4]) over all finite pixels. The absolute value folds the background's negative fitted
+    steps onto the positive ones, so the background is one population (|SNR| ~ 0-2, wider when
+    flat-field structure fakes small steps) and the particle another (~5-20); in log space they
+    are well separated. Pixels with negative steps are never kept (the threshold applies to the
+    signed SNR). The Otsu split is used only when it is clear
     (effectiveness >= :data:`MIN_SEPARATION` = 0.75; one Gaussian population gives 0.64), and
     never below the floor :data:`MIN_AUTO_SNR` = 3. Otherwise (e.g. a field of view fully
     covered by sample) the floor alone is used, so a single population is not cut in half.
@@ -193,7 +195,7 @@ def snr_mask(
     elif np.count_nonzero(finite) < 2:
         threshold, method = MIN_AUTO_SNR, "floor"
     else:
-        s = snr[finite].astype(np.float64)
+        s = np.abs(snr[finite].astype(np.float64))
         logs = np.full(s.shape, _LOG_RANGE[0])
         pos = s > 0
         logs[pos] = np.clip(np.log10(s[pos]), *_LOG_RANGE)
