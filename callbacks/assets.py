@@ -14,6 +14,7 @@ writer is retried a few times before a :class:`~txm_live.errors.FrameError`.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ import numpy as np
 from txm_live.errors import DocumentError, FrameError
 
 __all__ = ["AssetRegistry"]
+
+logger = logging.getLogger("txm_live.callbacks.assets")
 
 _DEFAULT_DATASET = "/entry/data/data"
 _HDF5_MIMETYPES = ("application/x-hdf5", "application/x-hdf5-swmr", "application/x-hdf5; swmr")
@@ -169,7 +172,7 @@ class AssetRegistry:
             try:
                 f = self._files.get(path)
                 if f is None:
-                    f = h5py.File(path, "r", locking=False)
+                    f = _open_hdf5(h5py, path)
                     self._files[path] = f
                 ds = f[dataset]  # type: ignore[index]
                 if hasattr(ds, "refresh") and index.stop > ds.shape[0]:
@@ -195,8 +198,8 @@ class AssetRegistry:
         if f is not None:
             try:
                 f.close()  # type: ignore[attr-defined]
-            except Exception:  # noqa: BLE001 - closing a broken handle must not fail the run
-                pass
+            except (OSError, RuntimeError, ValueError) as exc:  # a broken handle must not fail the run
+                logger.debug("closing %s failed: %s", path, exc)
 
     def close(self) -> None:
         """Close every open file and forget all documents."""
@@ -206,6 +209,14 @@ class AssetRegistry:
         self._stream_ranges.clear()
         self._resources.clear()
         self._datums.clear()
+
+
+def _open_hdf5(h5py, path: str):  # noqa: ANN001, ANN202 - h5py is imported lazily
+    """Open read-only, as a SWMR reader when the writer uses SWMR (files still being written)."""
+    try:
+        return h5py.File(path, "r", swmr=True)
+    except OSError:
+        return h5py.File(path, "r")
 
 
 def _uri_to_path(uri: str) -> str:
