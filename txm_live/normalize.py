@@ -190,6 +190,7 @@ def normalize_athena(
     pre: tuple[float, float] = (-200.0, -60.0),
     post: tuple[float, float] = (90.0, 440.0),
     post_order: int = 2,
+    flatten: bool = False,
 ) -> Normalized:
     """Athena-style pre/post-edge normalization of all pixel spectra with one solve per window.
 
@@ -209,6 +210,13 @@ def normalize_athena(
         (:func:`txm_live.edges.default_windows` does).
     post_order : int
         Order of the post-edge polynomial: 0 (constant), 1 (line) or 2 (quadratic), 3 at most.
+    flatten : bool
+        Return Athena's *flattened* spectrum: above ``e0`` the difference between the post-edge
+        polynomial and the extrapolated pre-edge line is removed,
+        ``norm = (mu - post(E) + step) / step`` for ``E >= e0`` (larch ``pre_edge(...).flat``).
+        The post-edge then oscillates about 1 instead of following the decay of the absorption
+        cross section (~ -15 % over 440 eV at the Nd L3 edge), like the simulator's ground-truth
+        normalized spectra. Default False (plain ``(mu - pre)/step``).
 
     Returns
     -------
@@ -264,11 +272,21 @@ def normalize_athena(
 
     x_out = x_all.astype(out_dtype)
     c_out = pre_coef.astype(out_dtype)
+    above = np.flatnonzero(x_all >= 0) if flatten else np.zeros(0, dtype=int)
+    post_out = post_coef.astype(out_dtype)
+    step_out = step.astype(out_dtype)
 
     def baseline(sl: slice) -> np.ndarray:
         # in the output dtype: float32 input gets a float32 baseline (half the memory traffic)
         line = np.multiply.outer(x_out, c_out[1, sl])
         line += c_out[0, sl]
+        if above.size:  # flattened: post(E) - step above e0
+            xa = x_out[above][:, None]
+            post_line = np.zeros((above.size, line.shape[1]), dtype=out_dtype)
+            for k in range(post_order, -1, -1):  # Horner over the orders
+                post_line *= xa
+                post_line += post_out[k, sl]
+            line[above] = post_line - step_out[sl]
         return line
 
     norm = _fill_norm(y, out_dtype, baseline, inv_step)
@@ -303,6 +321,18 @@ def tabulated_f2(element: str, energies: np.ndarray) -> np.ndarray:
         return np.asarray(xraydb.f2_chantler(element, np.asarray(energies, dtype=np.float64)), dtype=np.float64)
     except (KeyError, ValueError, TypeError) as exc:
         raise ValueError(f"element: no Chantler f'' table for {element!r}") from exc
+
+
+def _edge_below(element: str, energy: float) -> float:
+    """Highest tabulated absorption edge of ``element`` below ``energy`` (eV), 0 if none."""
+    import xraydb  # lazy
+
+    try:
+        edges = [float(v.energy) for v in xraydb.xray_edges(element).values()]
+    except (KeyError, ValueError, TypeError, AttributeError):
+        return 0.0
+    below = [x for x in edges if x < energy]
+    return max(below) if below else 0.0
 
 
 def normalize_mback(
@@ -378,7 +408,8 @@ def normalize_mback(
     the edge step of a pixel is ``A * step_f2``, it comes from the tabulated curve rather than
     from extrapolating a noisy post-edge line. The normalized spectrum is
     ``(mu - poly - A f2_below) / (A step_f2)``, ``f2_below`` a power law fitted to the table on
-    [e0-250, e0-40] eV: the below-edge baseline of each pixel is fitted on pre- *and* post-edge
+    [e0-250, e0-40] eV (raised to 40 eV above the next lower edge of the element, e.g. L3 for an
+    L2 edge of a light element): the below-edge baseline of each pixel is fitted on pre- *and* post-edge
     points, more robust than a pre-edge line alone when the
     pre-edge is short or noisy (L2). Pixels with ``A <= 0`` (no edge) get ``NaN``.
 
@@ -442,7 +473,8 @@ def normalize_mback(
     # table on a 1 eV grid over [e0-250, e0-40] whatever the data range (a line extrapolated
     # hundreds of eV from a short pre-edge, or the Chantler edge smearing close to e0, would bend
     # the normalized post-edge)
-    e_tab = np.arange(e0 - 250.0, e0 - 39.5, 1.0)
+    lo = max(e0 - 250.0, _edge_below(element, e0 - 40.0) + 40.0)
+    e_tab = np.arange(lo, e0 - 39.5, 1.0) if e0 - 40.0 - lo >= 20.0 else np.array([e0 - 60.0, e0 - 40.0])
     f2_tab = tabulated_f2(element, e_tab)
     if np.all(f2_tab > 0):
         p_law = np.polynomial.polynomial.polyfit(np.log(e_tab / e0), np.log(f2_tab), 1)
@@ -490,6 +522,7 @@ def normalize_window(
     method: str = "athena",
     post_order: int = 2,
     order: int = 1,
+    flatten: bool = False,
 ) -> Normalized:
     """Normalize with the e0 and ranges of an :class:`~txm_live.edges.EdgeWindow`.
 
@@ -505,6 +538,8 @@ def normalize_window(
         Athena post-edge polynomial order.
     order : int
         MBACK background polynomial order.
+    flatten : bool
+        Athena only: flattened post-edge (see :func:`normalize_athena`).
 
     Returns
     -------
@@ -514,9 +549,12 @@ def normalize_window(
         raise ValueError(f"window must be an EdgeWindow, got {type(window).__name__}")
     if method == "athena":
         return normalize_athena(
-            energies, spectra, e0=window.e0, pre=window.pre, post=window.post, post_order=post_order
+            energies, spectra, e0=window.e0, pre=window.pre, post=window.post, post_order=post_order,
+            flatten=flatten,
         )
     if method == "mback":
+        if flatten:
+            raise ValueError("flatten is defined for method='athena' only")
         return normalize_mback(
             energies,
             spectra,
