@@ -76,8 +76,9 @@ def optical_density(
     sample : ndarray, shape (H, W)
         Raw sample image (any integer or float dtype, e.g. uint16 counts).
     flat : ndarray, shape (H, W), or float
-        Flat (reference) image at the same energy, or a scalar incident-intensity monitor (I0) in
-        the same units as ``sample`` when no flat image exists.
+        Flat (reference) image at the same energy, or a scalar incident-intensity monitor (I0):
+        the dark-free counts a pixel would see without the sample, in the units of ``sample``
+        (the camera dark is not subtracted from a scalar).
     dark : ndarray, shape (H, W), float or None
         Dark image (e.g. the mean of the dark frames) or a scalar offset; ``None`` for no dark
         subtraction.
@@ -116,7 +117,8 @@ def optical_density(
     f = flat_arr.astype(np.float32, copy=True) if flat_arr.ndim else np.full(sample.shape, flat_arr, np.float32)
     if dark_arr is not None:
         s -= dark_arr
-        f -= dark_arr
+        if flat_arr.ndim:  # a scalar I0 monitor is not a camera image: no camera dark in it
+            f -= dark_arr
 
     negative = (s < 0) | (f < 0)
     zero = ((s == 0) | (f == 0)) & ~negative
