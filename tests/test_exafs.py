@@ -166,3 +166,9 @@ def test_bad_inputs_name_the_parameter(phases):
         extract_exafs(E, mu, e0=E0, rmax=3.0)
     with pytest.raises(ValueError, match="phases"):
         extract_exafs_many(E, phases.T, e0=E0, phases=np.array([1, 2]))
+
+
+def test_nan_spectrum_gives_nan_not_exception():
+    with np.errstate(all="raise"):
+        res = extract_exafs(E, np.full(E.size, np.nan), e0=E0)
+    assert np.isnan(res.first_shell_r)

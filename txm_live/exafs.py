@@ -282,7 +282,8 @@ def extract_exafs(
     -------
     ExafsResult
         ``k`` from ``bkg_kmin`` to ``k(post_end)`` in 0.05 steps, unweighted ``chi``, ``r`` (0.0307 A
-        steps up to ``rmax``), ``chir_mag`` and ``first_shell_r``.
+        steps up to ``rmax``), ``chir_mag`` and ``first_shell_r``. A spectrum containing NaN
+        (e.g. the mean of an empty phase) gives NaN results, not an exception.
 
     Raises
     ------
