@@ -5,7 +5,7 @@ serving a writable SQLite catalog that lives in a directory of the user's choice
 
     DIR/catalog/catalog.db        run metadata (start/descriptor/stop), SQLite
     DIR/catalog/data/             arrays written by Tiled (zarr), e.g. inline camera images
-    DIR/catalog/tables.duckdb     event tables (energies, timestamps, seq_num)
+    DIR/catalog/tables.sqlite     event tables (energies, timestamps, seq_num)
     DIR/catalog/server.log        server log
 
 Camera images written by a file-backed camera (HDF5 files announced with ``stream_resource`` /
@@ -214,7 +214,7 @@ def start_embedded_server(
         raise ValueError(f"catalog_uri must be an SQL URI, got {catalog_uri!r}")
     if port is not None and not (0 < int(port) < 65536):
         raise ValueError(f"port must be in 1..65535, got {port!r}")
-    tables_uri = f"duckdb:///{cat_dir / 'tables.duckdb'}"
+    tables_uri = f"sqlite:///{cat_dir / 'tables.sqlite'}"
     readable = [str(root), *(str(Path(p).resolve()) for p in readable_storage)]
     api_key = api_key or secrets.token_hex(16)
     port = int(port) if port else free_port()
