@@ -162,6 +162,7 @@ class DarkAverage:
 
     def __init__(self) -> None:
         self._sum: np.ndarray | None = None
+        self._mean: np.ndarray | None = None
         self.count: int = 0
 
     def update(self, image: np.ndarray) -> DarkAverage:
@@ -176,6 +177,7 @@ class DarkAverage:
                 raise ValueError(f"image: dark shape {image.shape} differs from earlier darks {self._sum.shape}")
             self._sum += image
         self.count += 1
+        self._mean = None
         return self
 
     @property
@@ -183,7 +185,10 @@ class DarkAverage:
         """Mean dark frame (float32), or None before the first dark."""
         if self._sum is None:
             return None
-        return (self._sum / self.count).astype(np.float32)
+        if self._mean is None:
+            self._mean = (self._sum / self.count).astype(np.float32)
+            self._mean.flags.writeable = False
+        return self._mean
 
 
 class FlatStore:

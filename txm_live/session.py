@@ -337,8 +337,8 @@ class XanesSession:
         )
         ys = (np.arange(h) - shift[0] - c[0]) / scale + c[0]
         xs = (np.arange(w) - shift[1] - c[1]) / scale + c[1]
-        ry = (ys >= 0) & (ys <= h - 1)
-        rx = (xs >= 0) & (xs <= w - 1)
+        ry = (ys >= -1e-6) & (ys <= h - 1 + 1e-6)
+        rx = (xs >= -1e-6) & (xs <= w - 1 + 1e-6)
         return ry[:, None] & rx[None, :]
 
     # ------------------------------------------------------- completeness
