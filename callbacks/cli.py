@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "through a real RunEngine, analyse it live, record it in an embedded Tiled "
                                       "catalog, write phases.h5 and figures, and compare with the ground truth.")
     demo.add_argument("--size", choices=("tiny", "small", "full"), default=None,
-                      help="tiny: 48x48, coarse energies (~1 min); small: 128x128, coarse energies (a few min); "
+                      help="tiny: 64x64, 119 energies (under a minute); small: 128x128, 225 energies (about a minute); "
                            "full: 602x643 with 1024 energies (long). Default: small")
     _add_common(demo)
     demo.add_argument("--live-plot", action="store_true", default=None,
@@ -86,9 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--zmq", required=True, metavar="HOST:PORT",
                        help="address of the proxy's outgoing (subscriber) port, e.g. 127.0.0.1:5568")
     _add_common(serve)
+    serve.add_argument("--serializer", choices=("msgpack", "pickle"), default="msgpack",
+                       help="serialization used by the publisher (default msgpack, safe)")
     serve.add_argument("--allow-pickle", action="store_true",
-                       help="also accept pickle-serialized documents (only from a trusted publisher: "
-                            "unpickling runs arbitrary code)")
+                       help="required with --serializer pickle: only for a trusted publisher, since "
+                            "unpickling runs arbitrary code")
+    serve.add_argument("--no-figures", dest="figures", action="store_false", default=None,
+                       help="do not write PNG figures for each run")
 
     config = sub.add_parser("config", help="show the configuration",
                             description="Print the default configuration (or FILE's, merged with the defaults) as TOML.")
@@ -156,9 +160,22 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from txm_live.callbacks.remote import serve
     from txm_live.config import load_config
 
-    cfg = load_config(args.config, out=args.out)
-    print(f"txm-live: listening on {args.zmq}, writing to {cfg.out} (Ctrl-C to stop)", file=sys.stderr)
-    serve(args.zmq, out=cfg.out, allow_pickle=args.allow_pickle)
+    cfg = load_config(args.config, out=args.out, figures=args.figures)
+    if args.serializer == "pickle" and not args.allow_pickle:
+        raise ValueError("--serializer pickle needs --allow-pickle (unpickling runs arbitrary code)")
+    out = cfg.out
+
+    def on_result(r: Any) -> None:
+        print(_one_line(r), flush=True)
+        if cfg.figures:
+            from pathlib import Path
+
+            from txm_live.figures import save_report
+
+            save_report(r, Path(out) / r.run_uid)
+
+    print(f"txm-live: listening on {args.zmq}, writing to {out} (Ctrl-C to stop)", file=sys.stderr)
+    serve(args.zmq, out=out, serializer=args.serializer, allow_pickle=args.allow_pickle, on_result=on_result)
     return 0
 
 

@@ -53,8 +53,8 @@ def test_subcommand_options_parse():
     assert (a.command, a.size, a.out, a.seed, a.live_plot) == ("demo", "tiny", "o", 3, True)
     a = p.parse_args(["replay", "--catalog", "http://127.0.0.1:8000", "u1", "u2"])
     assert a.uids == ["u1", "u2"] and a.catalog.startswith("http")
-    a = p.parse_args(["serve", "--zmq", "127.0.0.1:5568", "--allow-pickle"])
-    assert a.zmq == "127.0.0.1:5568" and a.allow_pickle
+    a = p.parse_args(["serve", "--zmq", "127.0.0.1:5568", "--serializer", "pickle", "--allow-pickle"])
+    assert a.zmq == "127.0.0.1:5568" and a.allow_pickle and a.serializer == "pickle"
     with pytest.raises(SystemExit):
         p.parse_args(["demo", "--size", "huge"])
     with pytest.raises(SystemExit):
@@ -84,6 +84,11 @@ def test_bad_config_is_a_clean_error(tmp_path, capsys):
     assert "unknown key 'sede'" in err and "Traceback" not in err
     assert main(["config", "--config", str(tmp_path / "missing.toml")]) == 1
     assert "missing.toml" in capsys.readouterr().err
+
+
+def test_pickle_needs_explicit_permission(capsys):
+    assert main(["serve", "--zmq", "127.0.0.1:5599", "--serializer", "pickle"]) == 1
+    assert "--allow-pickle" in capsys.readouterr().err
 
 
 def test_no_command_prints_help_and_version(capsys):
