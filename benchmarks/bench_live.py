@@ -175,6 +175,8 @@ def make_callback(args, *, register: bool):
     from txm_live.callbacks.live import XanesLiveCallback
 
     analysis = None
+    if args.analysis == "preview":
+        from txm_live.preview import preview_edge as analysis
     if args.analysis == "none":
         def analysis(energies, block, *, window, valid=None):  # noqa: ANN001, ANN202
             from txm_live.errors import AnalysisError
@@ -270,8 +272,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--energies", type=int, default=1024, help="scan points (default 1024)")
     ap.add_argument("--shape", default="602x643", help="frame shape HxW (default 602x643)")
     ap.add_argument("--source", choices=("synthetic", "sim"), default="synthetic")
-    ap.add_argument("--analysis", choices=("default", "none"), default="default",
-                    help="'default': txm_live.phases.analyze_edge runs during the scan; 'none': disabled")
+    ap.add_argument("--analysis", choices=("default", "preview", "none"), default="default",
+                    help="'default': txm_live.phases.analyze_edge runs during the scan; 'preview': "
+                         "txm_live.preview.preview_edge as the analysis; 'none': disabled")
     ap.add_argument("--ingest-frames", type=int, default=200, help="frames for the ingest-rate runs")
     ap.add_argument("--skip-re", action="store_true", help="skip the RunEngine scan (RE-thread cost, memory)")
     ap.add_argument("--skip-memory", action="store_true", help="do not sample RSS during the RunEngine scan")

@@ -360,8 +360,10 @@ class XanesLiveCallback:
     analysis : callable, optional
         ``analysis(energies, block, *, window, valid) -> EdgeResult``; default
         :func:`txm_live.phases.analyze_edge`.
-    preview : callable, optional
-        Same signature; run on each completed window before ``analysis`` (fast preview).
+    preview : callable or bool, optional
+        Same signature; run on each completed window before ``analysis`` (fast preview, published
+        as stream ``<edge>_preview`` and in ``RunResult.l3_preview``). ``True`` uses
+        :func:`txm_live.preview.preview_edge`; ``None``/``False``: no preview.
     compare : callable, optional
         ``compare(l3, l2)`` returning an object with ``.agreement`` (and ``.mapping``); default
         :func:`txm_live.phases.compare_edges`.
@@ -399,7 +401,7 @@ class XanesLiveCallback:
         edges: Sequence[str] | None = None,
         windows: Sequence[EdgeWindow] | None = None,
         analysis: Analysis | None = None,
-        preview: Analysis | None = None,
+        preview: Analysis | bool | None = None,
         compare: Callable[[EdgeResult, EdgeResult], Any] | None = None,
         exafs: Callable[..., ExafsResult] | bool = True,
         register: bool = True,
@@ -408,9 +410,11 @@ class XanesLiveCallback:
         session_options: dict | None = None,
         root_map: dict | None = None,
     ) -> None:
-        for name, fn in (("analysis", analysis), ("preview", preview), ("compare", compare), ("progress", progress)):
+        for name, fn in (("analysis", analysis), ("compare", compare), ("progress", progress)):
             if fn is not None and not callable(fn):
                 raise ValueError(f"{name} must be callable, got {fn!r}")
+        if not (preview is None or isinstance(preview, bool) or callable(preview)):
+            raise ValueError(f"preview must be None, a bool or a callable, got {preview!r}")
         if not (isinstance(exafs, bool) or callable(exafs)):
             raise ValueError(f"exafs must be a bool or a callable, got {exafs!r}")
         self.energy_key = energy_key
@@ -706,6 +710,14 @@ class XanesLiveCallback:
             except ImportError as exc:
                 raise AnalysisError(f"default analysis txm_live.phases.analyze_edge unavailable: {exc}") from exc
             return analyze_edge
+        if which == "preview":
+            if callable(self.preview):
+                return self.preview
+            try:
+                from txm_live.preview import preview_edge
+            except ImportError as exc:
+                raise AnalysisError(f"txm_live.preview.preview_edge unavailable: {exc}") from exc
+            return preview_edge
         if which == "compare":
             if self.compare is not None:
                 return self.compare
@@ -747,11 +759,11 @@ class XanesLiveCallback:
     def _analyse(self, st: _RunState, data: WindowData) -> None:
         w = data.window
         for kind, attr in (("preview", "preview"), ("exact", "analysis")):
-            if kind == "preview" and self.preview is None:
+            if kind == "preview" and not self.preview:
                 continue
             self._progress(st, "analysis-started", edge=w.edge, message=kind)
             try:
-                fn = self.preview if kind == "preview" else self._resolve("analysis")
+                fn = self._resolve("preview" if kind == "preview" else "analysis")
                 result = fn(data.energies, data.block, window=w, valid=data.valid)  # type: ignore[misc]
                 if not isinstance(result, EdgeResult):
                     raise AnalysisError(f"analysis returned {type(result).__name__}, expected EdgeResult")

@@ -562,3 +562,28 @@ def test_runengine_failing_analysis_scan_succeeds(sim_phantom):
     cb.close()
     assert res.l3 is None and res.l2 is None
     assert sum("analysis exploded" in e for e in res.errors) == 2
+
+
+def test_preview_runs_before_the_exact_analysis_and_is_published():
+    stages = []
+    cb = make_cb(preview=kmeans_analysis, progress=lambda ev: stages.append((ev.stage, ev.edge, ev.message)))
+    derived = []
+    cb.subscribe(lambda n, d: derived.append((n, d)))
+    for name, doc in make_documents(ENERGIES[ENERGIES < 6650]):  # L3 only
+        cb(name, doc)
+    (res,) = cb.wait(timeout=30)
+    cb.close()
+    assert res.l3_preview is not None and res.l3 is not None
+    started = [s for s in stages if s[0] == "analysis-started" and s[1] == "L3"]
+    assert [s[2] for s in started] == ["preview", "exact"]
+    assert "l3_preview" in {d["name"] for n, d in derived if n == "descriptor"}
+    validate_docs(derived)
+
+
+def test_options_are_validated():
+    with pytest.raises(ValueError, match="analysis"):
+        XanesLiveCallback(analysis=42)
+    with pytest.raises(ValueError, match="preview"):
+        XanesLiveCallback(preview="yes")
+    with pytest.raises(ValueError, match="exafs"):
+        XanesLiveCallback(exafs="no")

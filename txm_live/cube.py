@@ -7,11 +7,32 @@ and ``block.reshape(n_e, -1)`` gives all pixel spectra at once.
 
 from __future__ import annotations
 
+import contextlib
+import mmap
 from collections.abc import Sequence
 
 import numpy as np
 
 __all__ = ["IncrementalCube"]
+
+_HUGEPAGE_MIN_BYTES = 64 * 2**20
+
+
+def _zeros(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """Zero-filled array; large ones in anonymous memory advised to use transparent huge pages.
+
+    Frames are written into fresh memory one by one: with 4 KB pages every frame costs hundreds of
+    page faults (measured 2-7 ms per 602x643 float32 frame on a busy machine), with 2 MB pages a
+    handful. The memory is returned to the system when the last view of the array is dropped.
+    """
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    advice = getattr(mmap, "MADV_HUGEPAGE", None)
+    if nbytes < _HUGEPAGE_MIN_BYTES or advice is None:
+        return np.zeros(shape, dtype=dtype)
+    buf = mmap.mmap(-1, nbytes)
+    with contextlib.suppress(OSError):  # kernel without THP: plain anonymous memory, still zero-filled
+        buf.madvise(advice)
+    return np.frombuffer(buf, dtype=dtype).reshape(shape)
 
 
 class IncrementalCube:
@@ -77,7 +98,7 @@ class IncrementalCube:
                 planned = planned[keep]
         self._planned = planned
         capacity = max(planned.size, initial_capacity if planned.size == 0 else planned.size)
-        self._data = np.zeros((capacity, *self.frame_shape), dtype=self.dtype)
+        self._data = _zeros((capacity, *self.frame_shape), self.dtype)
         self._packed_w = (self.frame_shape[1] + 7) // 8
         self._valid = np.zeros((capacity, self.frame_shape[0], self._packed_w), dtype=np.uint8)
         self._slot_energy = np.full(capacity, np.nan)
@@ -136,7 +157,7 @@ class IncrementalCube:
     def _grow(self) -> None:
         cap = self._data.shape[0]
         new_cap = max(2 * cap, 1)
-        data = np.zeros((new_cap, *self.frame_shape), dtype=self.dtype)
+        data = _zeros((new_cap, *self.frame_shape), self.dtype)
         data[:cap] = self._data
         valid = np.zeros((new_cap, self.frame_shape[0], self._packed_w), dtype=np.uint8)
         valid[:cap] = self._valid
