@@ -44,6 +44,11 @@ Each StreamDatum has ``indices = {"start": i, "stop": i + 1}``: frame ``i`` of t
 RunEngine (the event's ``seq_num``). Frames are flushed before the datum is emitted. Files are
 closed at ``unstage`` (the plan stages the camera); a new acquisition id is drawn at every
 ``stage``.
+
+Pause / resume: the plan checkpoints after every energy. After a hard pause the RunEngine
+retakes the interrupted energy, so an event (and its stream_datum, pointing at a NEW row of
+the file) can repeat the ``seq_num`` and energy of one emitted before the pause: consumers
+should let the later frame replace the earlier one. Rows are never rewritten.
 """
 
 from __future__ import annotations
@@ -278,7 +283,9 @@ class SimCamera(Device):
 
     # --- file writing (bluesky WritesStreamAssets) -----------------------------------------
     def _open_writer(self) -> None:
-        directory = Path(self.write_path) if self.write_path is not None else Path.cwd()
+        if self.write_path is None:
+            raise ValueError("write_path must be set for a file-backed camera")
+        directory = Path(self.write_path)
         directory.mkdir(parents=True, exist_ok=True)
         self._writer = _Hdf5FrameWriter(directory, self._txm.model.detector_shape, self.image.name)
 
@@ -390,7 +397,7 @@ def make_txm(
     file_backed : bool
         Write frames to HDF5 and emit ``stream_resource``/``stream_datum`` instead of inline arrays.
     write_path : str or Path, optional
-        Directory of the HDF5 files (created if missing); current directory by default.
+        Directory of the HDF5 files (created if missing); required when ``file_backed``.
     effects : EffectsConfig, optional
         Instrument effects; defaults to ``EffectsConfig()`` (everything on, physics.md values).
     **overrides
