@@ -8,8 +8,11 @@ pattern, glitch energies, drift path, jumps) and renders frames.
 
 Frame model (one detector pixel ``x`` at monochromator energy ``E``, frame number ``n``)::
 
-    photons(x) = flux * beam(t_n) * throughput(E) * F(x) * [ g(E) * PSF * T(x) + leak ]
+    photons(x) = flux * beam(t_n) * throughput(E) * F(x) * [ g(E) * (PSF * T)(x) + leak ] / (1 + leak)
     counts(x)  = gain * Poisson(photons(x)) + bias + Normal(0, read_noise)   -> round, clip to uint16
+
+(above ``poisson_gaussian_above`` photons the Poisson draw is replaced by a Gaussian of the same
+mean and variance, see :func:`detector_counts`)
 
 with ``T(x) = exp(-OD)`` of the sample resampled onto the detector grid (magnification about the
 optical axis plus drift, jitter and jumps, all in ONE first-order affine resampling), ``F`` the
