@@ -78,10 +78,11 @@ def _box_mean(stack: np.ndarray, mask: np.ndarray, size: int) -> np.ndarray:
     """Mean over a ``size x size`` neighbourhood of masked pixels, per row of ``stack`` (n, H, W)."""
     from scipy.ndimage import uniform_filter
 
+    masked = np.where(mask, stack, np.float32(0.0)).astype(np.float32, copy=False)
     if size <= 1:
-        return stack
+        return masked
     m = mask.astype(np.float32)
-    num = uniform_filter(np.where(mask, stack, 0.0).astype(np.float32), size=(1, size, size), mode="constant")
+    num = uniform_filter(masked, size=(1, size, size), mode="constant")
     den = uniform_filter(m, size=size, mode="constant")
     return num / np.maximum(den, 1e-6)[None]
 
@@ -281,7 +282,7 @@ def preview_edge(
     # 2. features -----------------------------------------------------------------------------
     t = stage("features")
     pix = np.flatnonzero(mask.ravel())
-    Fs = _box_mean(np.nan_to_num(F), mask, int(smooth))
+    Fs = _box_mean(F, mask, int(smooth))  # masked pixels are finite; the rest is zeroed inside
     # divide by the mean over the upper part of the feature range: removes the per-pixel
     # edge-step error (an amplitude factor) that otherwise dominates the first component
     ef = E[fr] - window.e0
@@ -360,14 +361,14 @@ def preview_edge(
     labels = np.full(H * W, -1, dtype=np.int64)
     labels[pix] = phase
     labels = labels.reshape(H, W)
-    norm2 = normed.norm.reshape(E.size, -1)[:, pix]
-    mean_spectra = np.zeros((n_phases, E.size))
-    spread = np.zeros((n_phases, E.size))
-    for p in range(n_phases):
-        sel = norm2[:, phase == p].astype(np.float64)
-        mean_spectra[p] = np.nanmean(sel, axis=1)
-        spread[p] = np.nanstd(sel, axis=1)
+    norm2 = normed.norm.reshape(E.size, -1)[:, pix]  # finite: masked pixels have a positive edge step
     counts = np.bincount(phase, minlength=n_phases).astype(np.int64)
+    onehot = np.zeros((pix.size, n_phases), dtype=np.float32)
+    onehot[np.arange(pix.size), phase] = 1.0
+    # per-phase sums as two matrix products (one pass over the pixels, no per-phase copies)
+    mean_spectra = (norm2 @ onehot).T.astype(np.float64) / np.maximum(counts, 1)[:, None]
+    second = (np.square(norm2) @ onehot).T.astype(np.float64) / np.maximum(counts, 1)[:, None]
+    spread = np.sqrt(np.clip(second - mean_spectra**2, 0.0, None))
     names = _names(major_idx.size, minor_idx.size)
     timings["summarize"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_start
