@@ -131,7 +131,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from txm_live.config import load_config
 
     cfg = load_config(args.config, out=args.out, figures=args.figures)
-    results = replay_runs(args.catalog, args.uids, out=cfg.out, progress=args.progress)
+    results = replay_runs(args.catalog, args.uids, out=cfg.out, progress=args.progress,
+                          callback_factory=_callback_factory(cfg))
     if cfg.figures:
         from txm_live.figures import save_report
 
@@ -142,6 +143,36 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     for r in results:
         print(_one_line(r))
     return 1 if failed else 0
+
+
+def _callback_factory(cfg: Any) -> Any:
+    """Factory of live callbacks configured like ``cfg`` (start-document values where unset)."""
+
+    def factory() -> Any:
+        from txm_live.callbacks.live import XanesLiveCallback
+
+        opts = cfg.analysis_options()
+        analysis = None
+        if opts:
+            from txm_live.phases import analyze_edge
+
+            def analysis(energies, block, *, window, valid=None):  # noqa: ANN001, ANN202
+                return analyze_edge(energies, block, window=window, valid=valid, **opts)
+
+        preview = None
+        if cfg.preview:
+            from txm_live.preview import preview_edge
+
+            def preview(energies, block, *, window, valid=None):  # noqa: ANN001, ANN202
+                return preview_edge(energies, block, window=window, valid=valid, n_learn=cfg.preview_n_learn)
+
+        return XanesLiveCallback(
+            energy_key=cfg.energy_key, image_key=cfg.image_key, flat_stream=cfg.flat_stream,
+            dark_stream=cfg.dark_stream, windows=cfg.edge_windows() if cfg.windows else None,
+            analysis=analysis, preview=preview, register=cfg.register,
+            correct_magnification=cfg.correct_magnification)
+
+    return factory
 
 
 def _one_line(r: Any) -> str:
@@ -175,7 +206,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             save_report(r, Path(out) / r.run_uid)
 
     print(f"txm-live: listening on {args.zmq}, writing to {out} (Ctrl-C to stop)", file=sys.stderr)
-    serve(args.zmq, out=out, serializer=args.serializer, allow_pickle=args.allow_pickle, on_result=on_result)
+    serve(args.zmq, out=out, serializer=args.serializer, allow_pickle=args.allow_pickle, on_result=on_result,
+          callback_factory=_callback_factory(cfg))
     return 0
 
 
