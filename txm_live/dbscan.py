@@ -196,7 +196,7 @@ def dbscan(X: np.ndarray, *, eps: float, min_samples: int) -> np.ndarray:
     X, eps, ms = _validate(X, eps, min_samples)
     n, d = X.shape
     labels = np.full(n, -1, dtype=np.intp)
-    if n == 0:
+    if n < ms:  # nobody can have min_samples neighbours
         return labels
     eps2 = eps * eps
     r_lo = eps * (1.0 - _REL)
@@ -218,30 +218,32 @@ def dbscan(X: np.ndarray, *, eps: float, min_samples: int) -> np.ndarray:
         rank = np.empty(n, dtype=np.int64)
         rank[tree.indices] = np.arange(n)
         todo = todo[np.argsort(rank[todo], kind="stable")]
-        k = ms
-        for c0 in range(0, todo.size, _CHUNK):
-            q = todo[c0 : c0 + _CHUNK]
+        def _query_chunk(q: np.ndarray) -> None:
             dist, idx = tree.query(X[q], k=k, distance_upper_bound=r_hi, workers=-1)
             dist = dist.reshape(q.size, k)
             idx = idx.reshape(q.size, k)
-            kth = dist[:, -1]
+            known[q] = True
+            kth = dist[:, ms - 1]
             sure_core = kth <= r_lo
             ambiguous = np.isfinite(kth) & ~sure_core
             core[q[sure_core]] = True
-            # points with fewer than k neighbours within r_hi: all neighbours are in the list
+            # fewer than ms neighbours within r_hi: all of them are in the list (exact filter)
             few = ~np.isfinite(kth)
             rows, cols = np.nonzero(few[:, None] & np.isfinite(dist))
             src, dst = q[rows], idx[rows, cols]
             keep = _sqdist(X[src], X[dst]) <= eps2
             nb_src.append(src[keep])
             nb_dst.append(dst[keep])
-            # sure core points: keep their k-NN as connectivity edges (all within eps)
-            rows, cols = np.nonzero(sure_core)[0], None
+            # sure core points: neighbours within r_lo are connectivity edges; certificates
+            rows = np.flatnonzero(sure_core)
             if rows.size:
-                src = np.repeat(q[rows], k)
-                dst = idx[rows].reshape(-1)
-                nb_src.append(src)
-                nb_dst.append(dst)
+                dd, ii = dist[rows], idx[rows]
+                ok = dd <= r_lo
+                nb_src.append(np.broadcast_to(q[rows][:, None], dd.shape)[ok])
+                nb_dst.append(ii[ok])
+                cert = ii[dd + kth[rows][:, None] <= r_lo]
+                core[cert] = True
+                known[cert] = True
             for i in q[ambiguous]:  # rare: a neighbour within 1e-9 of eps; decide exactly
                 li = np.asarray(tree.query_ball_point(X[i], r_hi), dtype=np.int64)
                 li = li[_sqdist(np.broadcast_to(X[i], (li.size, d)), X[li]) <= eps2]
@@ -250,6 +252,17 @@ def dbscan(X: np.ndarray, *, eps: float, min_samples: int) -> np.ndarray:
                     li = li[:k]
                 nb_src.append(np.full(li.size, i, dtype=np.int64))
                 nb_dst.append(li)
+
+        # Rounds over a thinning subsequence: a sure core point q whose ms-th neighbour is at
+        # r_q certifies every returned neighbour p with |p - q| + r_q <= eps as core (its own
+        # eps-ball contains q's ms nearest), so later rounds skip it. 2-3x fewer queries.
+        k = min(n, 2 * ms if d <= 5 else ms)
+        known = core.copy()
+        for stride in (8, 4, 2, 1):
+            rest = todo[~known[todo]]
+            for c0 in range(0, rest.size, _CHUNK * stride):
+                q = rest[c0 : c0 + _CHUNK * stride : stride]
+                _query_chunk(q)
     src = np.concatenate(nb_src) if nb_src else np.zeros(0, dtype=np.int64)
     dst = np.concatenate(nb_dst) if nb_dst else np.zeros(0, dtype=np.int64)
     core_idx = np.flatnonzero(core)
