@@ -23,7 +23,7 @@ import logging
 import os
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,38 +122,58 @@ def catalog_client(catalog: Any, *, api_key: str | None = None) -> Iterator[Any]
 
 
 def resolve_run(client: Any, key: str | int) -> Any:
-    """Find a run by full uid, unique uid prefix (>= 6 characters), ``-1`` (latest...) or scan_id.
+    """Find a run by full uid, unique uid prefix (>= 6 characters), negative index or scan_id.
+
+    ``-1`` (or ``"-1"``) is the latest run; a positive int is a ``scan_id``; a string is tried as
+    a uid, then as a uid prefix, and only then, if it is all digits, as a scan_id.
 
     Raises
     ------
     KeyError
-        No run, or an ambiguous prefix.
+        No run, or an ambiguous prefix / scan_id.
     """
     from tiled.queries import Key
 
-    if isinstance(key, (int, np.integer)) or (isinstance(key, str) and key.lstrip("-").isdigit()
-                                              and len(key) < 9):
-        n = int(key)
-        if n < 0:
-            values = list(client.values())
-            if -n > len(values):
-                raise KeyError(f"run index {n}: the catalog holds {len(values)} runs")
-            return values[n]
+    def by_scan_id(n: int) -> Any:
         found = list(client.search(Key("start.scan_id") == n).values())
         if len(found) != 1:
             raise KeyError(f"scan_id={n}: {len(found)} runs match")
         return found[0]
+
+    if isinstance(key, str) and key.startswith("-") and key[1:].isdigit():
+        key = int(key)
+    if isinstance(key, (int, np.integer)):
+        n = int(key)
+        if n >= 0:
+            return by_scan_id(n)
+        values = list(client.values())
+        if -n > len(values):
+            raise KeyError(f"run index {n}: the catalog holds {len(values)} runs")
+        return values[n]
     if not isinstance(key, str) or not key:
         raise KeyError(f"run key must be a uid string or an int, got {key!r}")
     try:
         return client[key]
     except KeyError:
-        if len(key) < 6:
-            raise KeyError(f"no run with uid {key!r} (give at least 6 characters)") from None
-    matches = [k for k in client.keys() if k.startswith(key)]
-    if len(matches) != 1:
-        raise KeyError(f"uid prefix {key!r} matches {len(matches)} runs") from None
-    return client[matches[0]]
+        pass
+    matches = [k for k in client.keys() if k.startswith(key)] if len(key) >= 6 else []
+    if len(matches) == 1:
+        return client[matches[0]]
+    if len(matches) > 1:
+        raise KeyError(f"uid prefix {key!r} matches {len(matches)} runs")
+    if key.isdigit():
+        return by_scan_id(int(key))
+    raise KeyError(f"no run with uid {key!r}" + (" (give at least 6 characters of a uid prefix)"
+                                                 if len(key) < 6 else ""))
+
+
+def _plain(value: Any) -> Any:
+    """Deep copy of catalog metadata as plain dicts/lists (documents must be plain JSON types)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 class _HttpArray:
@@ -243,7 +263,7 @@ def _validate(name: str, doc: dict) -> None:
 def _load_stream(run: Any, name: str, run_uid: str, notes: list[str], *,
                  direct: bool) -> _Stream:
     node = run[name]
-    md = dict(node.metadata)
+    md = _plain(node.metadata)
     for key in _DESCRIPTOR_DROP:
         md.pop(key, None)
     data_keys = {}
@@ -362,10 +382,10 @@ def replay_run(
     t0 = time.perf_counter()
     client = open_catalog(client_or_uri, api_key=api_key)
     run = resolve_run(client, uid)
-    md = run.metadata
+    md = _plain(run.metadata)
     if "start" not in md:
         raise DocumentError(f"run {uid!r} has no start document in the catalog")
-    start = dict(md["start"])
+    start = md["start"]
     run_uid = start["uid"]
     _validate("start", start)
     notes: list[str] = []
@@ -377,8 +397,12 @@ def replay_run(
     schedule = _schedule(streams)
 
     callback("start", start)
-    for s in sorted(streams, key=lambda s: s.descriptor.get("time", 0.0)):
-        callback("descriptor", s.descriptor)
+    # streams without events: descriptor right away; the others just before their first event
+    described: set[str] = set()
+    for s in streams:
+        if s.n_rows == 0:
+            callback("descriptor", s.descriptor)
+            described.add(s.name)
 
     # Blocks in the order the consumer needs them; readers fetch ahead.
     block_order: list[tuple[int, int]] = []
@@ -441,6 +465,9 @@ def replay_run(
             page = _event_page(s, run_uid, rows, block, block_size)
             while getattr(callback, "backlog", 0) > max_backlog:
                 time.sleep(0.002)
+            if s.name not in described:
+                callback("descriptor", s.descriptor)
+                described.add(s.name)
             callback("event_page", page)
             counts[s.name] += len(rows)
             bar.update(len(rows))

@@ -12,6 +12,7 @@ import httpx
 import numpy as np
 import pytest
 from bluesky import RunEngine
+from event_model import compose_run
 
 from txm_live.callbacks.catalog import (
     ThreadedCallback,
@@ -19,6 +20,8 @@ from txm_live.callbacks.catalog import (
     record_to,
     start_embedded_server,
 )
+from txm_live.callbacks.results_file import collect_documents, publish_results
+from txm_live.errors import DocumentError
 from txm_live.sim.devices import make_txm
 from txm_live.sim.phantom import make_phantom
 from txm_live.sim.plans import coarse_energies, xanes_scan
@@ -160,3 +163,38 @@ def test_bad_arguments(tmp_path):
         start_embedded_server(tmp_path, port=70000)
     with pytest.raises(ValueError, match="callback"):
         ThreadedCallback(None)  # type: ignore[arg-type]
+
+
+def _derived_run(raw_uid: str, labels: np.ndarray) -> list[tuple[str, dict]]:
+    """A derived run as XanesLiveCallback publishes it: compose_run, linked to the raw uid."""
+    docs = collect_documents()
+    run = compose_run(metadata={"plan_name": "txm_live_phases", "txm_live_raw_uid": raw_uid})
+    docs("start", run.start_doc)
+    desc = run.compose_descriptor(name="phases", data_keys={
+        "l3_labels": {"source": "txm-live", "dtype": "array", "shape": list(labels.shape),
+                      "dtype_numpy": labels.dtype.str},
+        "l3_n_phases": {"source": "txm-live", "dtype": "integer", "shape": [],
+                        "dtype_numpy": "<i8"}})
+    docs("descriptor", desc.descriptor_doc)
+    now = time.time()
+    docs("event", desc.compose_event(data={"l3_labels": labels, "l3_n_phases": 3},
+                                     timestamps={"l3_labels": now, "l3_n_phases": now}))
+    docs("stop", run.compose_stop())
+    return docs
+
+
+def test_publish_derived_run_is_searchable(tiled):
+    """results_file.publish_results: the derived run goes next to the raw data, searchable."""
+    from tiled.queries import Key
+
+    labels = np.random.default_rng(1).integers(-1, 3, (23, 31)).astype(np.int32)
+    docs = _derived_run("raw-uid-42", labels)
+    client = tiled.client()
+    (uid,) = publish_results(client, docs)
+    found = client.search(Key("start.txm_live_raw_uid") == "raw-uid-42")
+    assert list(found) == [uid]
+    np.testing.assert_array_equal(found[uid]["phases"]["l3_labels"].read()[0], labels)
+    with pytest.raises(DocumentError, match="stop"):
+        publish_results(client, docs[:-1])
+    with pytest.raises(DocumentError, match="start"):
+        publish_results(client, docs[1:])

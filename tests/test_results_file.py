@@ -1,25 +1,19 @@
-"""phases.h5 round trip and publishing a derived run into a real Tiled catalog."""
+"""phases.h5: exact round trip, layout, units and provenance (publishing: test_catalog.py)."""
 
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import fields, replace
 
 import h5py
 import numpy as np
 import pytest
-from event_model import compose_run
 
-from txm_live.callbacks.catalog import start_embedded_server
 from txm_live.callbacks.results_file import (
     FORMAT,
-    collect_documents,
-    publish_results,
     read_results,
     write_results,
 )
-from txm_live.errors import DocumentError
 from txm_live.results import EdgeResult, ExafsResult, RunResult
 
 
@@ -118,38 +112,3 @@ def test_bad_input(tmp_path):
         f["x"] = 1
     with pytest.raises(ValueError, match="not a txm-live results file"):
         read_results(other)
-
-
-def _derived_run(raw_uid: str, labels: np.ndarray) -> list[tuple[str, dict]]:
-    """A derived run as XanesLiveCallback publishes it: compose_run, linked to the raw uid."""
-    docs = collect_documents()
-    run = compose_run(metadata={"plan_name": "txm_live_phases", "txm_live_raw_uid": raw_uid})
-    docs("start", run.start_doc)
-    desc = run.compose_descriptor(name="phases", data_keys={
-        "l3_labels": {"source": "txm-live", "dtype": "array", "shape": list(labels.shape),
-                      "dtype_numpy": labels.dtype.str},
-        "l3_n_phases": {"source": "txm-live", "dtype": "integer", "shape": [],
-                        "dtype_numpy": "<i8"}})
-    docs("descriptor", desc.descriptor_doc)
-    now = time.time()
-    docs("event", desc.compose_event(data={"l3_labels": labels, "l3_n_phases": 3},
-                                     timestamps={"l3_labels": now, "l3_n_phases": now}))
-    docs("stop", run.compose_stop())
-    return docs
-
-
-def test_publish_derived_run_is_searchable(tmp_path):
-    from tiled.queries import Key
-
-    labels = np.random.default_rng(1).integers(-1, 3, (23, 31)).astype(np.int32)
-    docs = _derived_run("raw-uid-42", labels)
-    with start_embedded_server(tmp_path) as tiled:
-        client = tiled.client()
-        (uid,) = publish_results(client, docs)
-        found = client.search(Key("start.txm_live_raw_uid") == "raw-uid-42")
-        assert list(found) == [uid]
-        np.testing.assert_array_equal(found[uid]["phases"]["l3_labels"].read()[0], labels)
-        with pytest.raises(DocumentError, match="stop"):
-            publish_results(client, docs[:-1])
-        with pytest.raises(DocumentError, match="start"):
-            publish_results(client, docs[1:])
