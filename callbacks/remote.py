@@ -322,6 +322,36 @@ class ResyncGate:
         return None
 
 
+def _safe_dispatcher_class() -> type:
+    """``RemoteDispatcher`` whose receive loop drops malformed messages instead of dying.
+
+    Bluesky's loop ends (and with it the consumer) on a message whose document name is not a
+    Bluesky document name; here such messages are logged and dropped.
+    """
+    from bluesky.callbacks.zmq import RemoteDispatcher
+    from bluesky.run_engine import DocumentNames
+
+    class SafeRemoteDispatcher(RemoteDispatcher):
+        async def _poll(self) -> None:
+            our_prefix = self._prefix
+            while True:
+                message = await self._socket.recv()
+                try:
+                    prefix, name_b, payload = message.split(b" ", 2)
+                    name = name_b.decode()
+                    kind = DocumentNames[name]
+                except (ValueError, UnicodeDecodeError, KeyError) as exc:
+                    logger.error("dropped a malformed message (%d bytes): %s: %s",
+                                 len(message), type(exc).__name__, exc)
+                    continue
+                if our_prefix and prefix != our_prefix:
+                    continue
+                doc = self._deserializer(payload)
+                self.loop.call_soon(self.process, kind, doc)
+
+    return SafeRemoteDispatcher
+
+
 def _default_factory() -> Any:
     from txm_live.callbacks.live import XanesLiveCallback
 
@@ -370,8 +400,6 @@ def serve(
     list of RunResult
         Every run analysed, including the one in progress at shutdown (flagged incomplete).
     """
-    from bluesky.callbacks.zmq import RemoteDispatcher
-
     from txm_live.callbacks.results_file import write_results
 
     host, port = parse_address(address)
@@ -390,8 +418,8 @@ def serve(
     cb = (callback_factory or _default_factory)()
     gate = ResyncGate(cb)
     loop = asyncio.new_event_loop()
-    dispatcher = RemoteDispatcher(_zmq_address(host, port), deserializer=deserializer,
-                                  prefix=prefix, loop=loop)
+    dispatcher = _safe_dispatcher_class()(_zmq_address(host, port), deserializer=deserializer,
+                                          prefix=prefix, loop=loop)
     dispatcher.subscribe(gate)
     done: list[RunResult] = []
 
