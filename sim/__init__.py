@@ -1,1 +1,29 @@
-"""Simulated TXM beamline: seeded phantom, ophyd devices and plans (installed as ``txm_live.sim``)."""
+"""Simulated TXM beamline: seeded phantom, ophyd devices and plans (installed as ``txm_live.sim``).
+
+The names below are imported lazily on first use, so ``import txm_live.sim`` stays cheap and
+builds nothing; ophyd and bluesky are imported only with the devices and plans.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "make_phantom": "txm_live.sim.phantom",
+    "Phantom": "txm_live.sim.phantom",
+    "make_txm": "txm_live.sim.devices",
+    "SimTXM": "txm_live.sim.devices",
+    "EffectsConfig": "txm_live.sim.effects",
+    "xanes_scan": "txm_live.sim.plans",
+    "default_energies": "txm_live.sim.plans",
+    "coarse_energies": "txm_live.sim.plans",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'txm_live.sim' has no attribute {name!r}")
