@@ -153,7 +153,9 @@ def _exact_pairs_connected(
     return out
 
 
-def dbscan(X: np.ndarray, *, eps: float, min_samples: int) -> np.ndarray:
+def dbscan(
+    X: np.ndarray, *, eps: float, min_samples: int, return_core: bool = False
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Exact DBSCAN, label for label identical to scikit-learn, in bounded memory.
 
     Parameters
@@ -166,6 +168,8 @@ def dbscan(X: np.ndarray, *, eps: float, min_samples: int) -> np.ndarray:
     min_samples : int
         Minimum number of points within eps of a point, the point itself included, for it to
         be a core point; >= 1.
+    return_core : bool
+        Also return the indices of the core points (scikit-learn's ``core_sample_indices_``).
 
     Returns
     -------
@@ -174,6 +178,8 @@ def dbscan(X: np.ndarray, *, eps: float, min_samples: int) -> np.ndarray:
         lowest-index core point; a border point (non-core, within eps of core points of several
         clusters) joins the lowest-numbered one. This is exactly
         ``sklearn.cluster.DBSCAN(eps=eps, min_samples=min_samples).fit_predict(X)``.
+    core_indices : ndarray of intp, shape (n_core,)
+        Only with ``return_core=True``: sorted indices of the core points.
 
     Raises
     ------
@@ -194,10 +200,17 @@ def dbscan(X: np.ndarray, *, eps: float, min_samples: int) -> np.ndarray:
     like scikit-learn's KD-tree.
     """
     X, eps, ms = _validate(X, eps, min_samples)
+    labels, core = _dbscan(X, eps, ms)
+    if return_core:
+        return labels, np.flatnonzero(core).astype(np.intp)
+    return labels
+
+
+def _dbscan(X: np.ndarray, eps: float, ms: int) -> tuple[np.ndarray, np.ndarray]:
     n, d = X.shape
     labels = np.full(n, -1, dtype=np.intp)
     if n < ms:  # nobody can have min_samples neighbours
-        return labels
+        return labels, np.zeros(n, dtype=bool)
     eps2 = eps * eps
     r_lo = eps * (1.0 - _REL)
     r_hi = eps * (1.0 + _REL)
@@ -213,7 +226,8 @@ def dbscan(X: np.ndarray, *, eps: float, min_samples: int) -> np.ndarray:
     nb_dst: list[np.ndarray] = []
     todo = np.flatnonzero(~core)
     if todo.size:
-        tree = cKDTree(X)
+        # sliding-midpoint tree: half the build time of the balanced one, same query speed
+        tree = cKDTree(X, balanced_tree=False, compact_nodes=False)
         # query in tree order: neighbouring queries touch the same memory (2-3x faster)
         rank = np.empty(n, dtype=np.int64)
         rank[tree.indices] = np.arange(n)
@@ -267,12 +281,14 @@ def dbscan(X: np.ndarray, *, eps: float, min_samples: int) -> np.ndarray:
     dst = np.concatenate(nb_dst) if nb_dst else np.zeros(0, dtype=np.int64)
     core_idx = np.flatnonzero(core)
     if core_idx.size == 0:
-        return labels
+        return labels, core
 
     # ---- 2. groups of core points (grid cells) and their connectivity ----------------------
     # group id of every core point = its cell, renumbered over cells that hold core points
     gid_of_cell = np.full(n_cells, -1, dtype=np.int64)
-    core_cells = np.unique(cell[core_idx])
+    has_core = np.zeros(n_cells, dtype=bool)
+    has_core[cell[core_idx]] = True
+    core_cells = np.flatnonzero(has_core)
     gid_of_cell[core_cells] = np.arange(core_cells.size)
     n_groups = core_cells.size
     gid = np.full(n, -1, dtype=np.int64)
@@ -297,7 +313,7 @@ def dbscan(X: np.ndarray, *, eps: float, min_samples: int) -> np.ndarray:
     dense_groups = np.flatnonzero(cell_count[core_cells] >= ms)
     if dense_groups.size and n_groups > 1:
         rtree = cKDTree(X[rep])
-        kk = min(n_groups, 2 * 3**min(d, 3) + 1)
+        kk = min(n_groups, 2 * d + 1)
         for c0 in range(0, dense_groups.size, _CHUNK):
             gq = dense_groups[c0 : c0 + _CHUNK]
             _, j = rtree.query(X[rep[gq]], k=kk, distance_upper_bound=r_hi, workers=-1)
@@ -398,4 +414,4 @@ def dbscan(X: np.ndarray, *, eps: float, min_samples: int) -> np.ndarray:
         np.minimum.at(bl, src[border], labels[dst[border]])
         hit = bl < np.iinfo(np.intp).max
         labels[hit] = bl[hit]
-    return labels
+    return labels, core
