@@ -376,8 +376,9 @@ class ThreadedCallback:
     Notes
     -----
     The queue is unbounded on purpose: blocking would stall the RunEngine. Documents are passed
-    as they are (not copied); neither side mutates them. Exceptions of ``callback`` are logged
-    and appended to :attr:`errors` as ``"TypeName: message"``; they never reach the caller.
+    as they are (not copied); neither side mutates them. Exceptions of ``callback`` never reach
+    the caller: they are counted in :attr:`n_errors`, the first 200 kept in :attr:`errors` as
+    ``"doc name: TypeName: message"``, the first 10 logged with their traceback.
     """
 
     def __init__(self, callback: Callable[[str, dict], Any], *, name: str = "txm-live-writer",
@@ -385,7 +386,9 @@ class ThreadedCallback:
         if not callable(callback):
             raise ValueError(f"callback must be callable, got {callback!r}")
         self.callback = callback
-        self.errors: list[str] = []
+        self.errors: list[str] = []  # the first ``max_errors`` messages
+        self.n_errors = 0
+        self.max_errors = 200
         self.n_documents = 0
         self._queue: queue.Queue[Any] = queue.Queue()
         self._backlog_warning = int(backlog_warning)
@@ -414,9 +417,14 @@ class ThreadedCallback:
                 try:
                     self.callback(name, doc)
                 except Exception as exc:  # never raise into the acquisition
-                    msg = f"{type(exc).__name__}: {exc}"
-                    self.errors.append(f"{name}: {msg}")
-                    logger.exception("%s failed on a %r document", self._thread.name, name)
+                    self.n_errors += 1
+                    if len(self.errors) < self.max_errors:
+                        self.errors.append(f"{name}: {type(exc).__name__}: {exc}")
+                    if self.n_errors <= 10:
+                        logger.exception("%s failed on a %r document", self._thread.name, name)
+                    elif self.n_errors == 11:
+                        logger.error("%s: further errors are counted, not logged",
+                                     self._thread.name)
                 self.n_documents += 1
             finally:
                 self._queue.task_done()
@@ -512,7 +520,11 @@ def record_to(RE: Any, client: Any, *, batch_size: int = 16, **writer_kwargs: An
     batch_size : int
         Events per write (see :func:`make_writer`).
     **writer_kwargs
-        Passed to ``bluesky_tiled_plugins.TiledWriter`` (e.g. ``backup_directory=``).
+        Passed to ``bluesky_tiled_plugins.TiledWriter``; ``backup_directory="..."`` keeps a
+        JSON-lines copy of every run whose writing fails (e.g. the server is down), from which
+        it can be re-inserted later. Works for file-backed cameras (documents without arrays);
+        TiledWriter's JSON backup cannot store inline images (numpy arrays) and it keeps the
+        run's documents in memory until the stop.
 
     Returns
     -------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import defaultdict
@@ -148,10 +149,29 @@ def test_recorder_never_blocks_nor_raises_into_the_runengine(phantom, workdir):
 def test_catalog_persists_and_reopens_in_process(tiled, phantom, workdir):
     uid, _ = _scan(tiled, phantom, workdir, file_backed=False)
     n_before = len(tiled.client())
+    RE = RunEngine({})
     with start_embedded_server(workdir, in_process=True) as again:
         client = again.client()
         assert again.port != tiled.port and len(client) == n_before
         assert client[uid]["primary"]["camera_image"].shape[0] == len(ENERGIES)
+        recording = record_to(RE, client, backup_directory=str(workdir / "backup"))
+    # the server is gone: the scan still succeeds, the run is kept in a JSON-lines backup
+    import stamina
+
+    stamina.set_testing(True, attempts=1)  # no 45 s of connection retries in a unit test
+    try:
+        txm = make_txm(phantom, seed=6, margin_px=4, file_backed=True, write_path=workdir / "f2")
+        (lost,) = RE(xanes_scan(txm, ENERGIES[:2], n_dark=1))
+        assert recording.flush(timeout=120)
+    finally:
+        stamina.set_testing(False)
+    recording.close()
+    assert recording.errors == []  # TiledWriter switched this run to its backup
+    (backup,) = (workdir / "backup").iterdir()
+    assert backup.name == f"{lost.split('-')[0]}.jsonl"
+    lines = [json.loads(line) for line in backup.read_text().splitlines()]
+    assert lines[0]["name"] == "start" and lines[0]["doc"]["uid"] == lost
+    assert lines[-1]["name"] == "stop" and sum(x["name"] == "stream_datum" for x in lines) == 2 * 2 + 2
 
 
 def test_bad_arguments(tmp_path):
