@@ -1,0 +1,201 @@
+"""Replay of simulated scans recorded in a real embedded Tiled server, against the live analysis."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from bluesky import RunEngine
+from event_model import DocumentNames, schema_validators, unpack_event_page
+
+from txm_live.callbacks.catalog import make_writer, record_to, start_embedded_server
+from txm_live.callbacks.live import XanesLiveCallback
+from txm_live.callbacks.replay import (
+    find_catalog_directory,
+    replay_run,
+    replay_runs,
+    resolve_run,
+)
+from txm_live.callbacks.results_file import read_results
+from txm_live.sim.devices import make_txm
+from txm_live.sim.phantom import make_phantom
+from txm_live.sim.plans import xanes_scan
+
+SHAPE = (40, 40)
+# dense around the L3 (6208 eV) and L2 (6722 eV) edges, coarse elsewhere
+ENERGIES = np.concatenate([np.arange(6000.0, 6190.0, 20.0), np.arange(6190.0, 6240.0, 2.0),
+                           np.arange(6240.0, 6700.0, 20.0), np.arange(6700.0, 6760.0, 3.0),
+                           np.arange(6760.0, 7024.0, 25.0)])
+
+
+ENERGIES_OF = {False: ENERGIES, True: ENERGIES[::4]}  # the file-backed run only checks transport
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("replay")
+
+
+@pytest.fixture(scope="module")
+def tiled(workdir):
+    with start_embedded_server(workdir) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def recorded(tiled, workdir):
+    """Two runs (inline, file-backed) recorded while the live analysis ran on the inline one."""
+    phantom = make_phantom(shape=SHAPE, seed=1)
+    out = {}
+    for file_backed in (False, True):
+        RE = RunEngine({})
+        docs: list[tuple[str, dict]] = []
+        RE.subscribe(lambda name, doc: docs.append((name, doc)))
+        live = XanesLiveCallback() if not file_backed else None
+        if live is not None:
+            RE.subscribe(live)
+        recording = record_to(RE, tiled.client())
+        txm = make_txm(phantom, seed=11, margin_px=4, file_backed=file_backed,
+                       write_path=workdir / "frames")
+        (uid,) = RE(xanes_scan(txm, ENERGIES_OF[file_backed], n_dark=2))
+        assert recording.flush(timeout=120) and recording.errors == []
+        recording.close()
+        results = live.close(timeout=300) if live is not None else None
+        out[file_backed] = (uid, docs, results)
+    return out
+
+
+def _events(docs):
+    """(stream, seq_num, data) of every event, in emission order (pages unpacked)."""
+    names = {d["uid"]: d["name"] for n, d in docs if n == "descriptor"}
+    rows = []
+    for n, d in docs:
+        pages = [d] if n == "event_page" else []
+        evs = [d] if n == "event" else [e for p in pages for e in unpack_event_page(p)]
+        rows += [(names[e["descriptor"]], e["seq_num"], e["data"]) for e in evs]
+    return rows
+
+
+@pytest.mark.parametrize("file_backed,direct", [(False, True), (True, True), (True, False)])
+def test_replay_emits_the_live_documents(tiled, recorded, file_backed, direct):
+    uid, live_docs, _ = recorded[file_backed]
+    replayed: list[tuple[str, dict]] = []
+    stats = replay_run(tiled.client(), uid, lambda n, d: replayed.append((n, d)),
+                       progress=False, block_size=16, direct_files=direct)
+    n_e = ENERGIES_OF[file_backed].size
+    assert stats.n_events == {"dark": 4, "primary": n_e, "flat": n_e}
+    assert stats.warnings == ()
+    mode = "hdf5" if (file_backed and direct) else "http"
+    assert stats.sources == {f"{s}/camera_image": mode for s in ("dark", "primary", "flat")}
+    names = [n for n, _ in replayed]
+    assert names[0] == "start" and names[-1] == "stop" and names.count("descriptor") == 3
+    # descriptors come as live: each right before the first event of its stream
+    for k, (n, d) in enumerate(replayed):
+        if n == "descriptor":
+            assert replayed[k + 1][0] == "event_page"
+            assert replayed[k + 1][1]["descriptor"] == d["uid"]
+    for n, d in replayed:
+        schema_validators[DocumentNames[n]].validate(d)
+    live_start = live_docs[0][1]
+    assert replayed[0][1]["uid"] == uid
+    assert replayed[0][1]["txm_live"]["energies"] == live_start["txm_live"]["energies"]
+    for n, d in replayed:
+        if n == "descriptor":  # every image arrives inline in a replay
+            assert "external" not in d["data_keys"]["camera_image"]
+            assert d["data_keys"]["camera_image"]["dtype_numpy"] == "<u2"
+    live_rows, rep_rows = _events(live_docs), _events(replayed)
+    assert [r[:2] for r in rep_rows] == [r[:2] for r in live_rows]  # acquisition order
+    streams = [r[0] for r in rep_rows]
+    assert streams[:2] == ["dark", "dark"] and streams[-2:] == ["dark", "dark"]
+    assert streams[2:6] == ["primary", "flat", "primary", "flat"]
+    frames_of = {}
+    if file_backed:  # live events carry no image: compare with the camera's HDF5 files
+        import h5py
+        from urllib.parse import urlparse
+
+        for n, d in live_docs:
+            if n == "stream_resource":
+                with h5py.File(urlparse(d["uri"]).path, "r") as f:
+                    frames_of[d["parameters"]["frame_kind"]] = f["/entry/data/data"][()]
+    counters = {"dark": 0, "primary": 0, "flat": 0}
+    for (stream, _, live), (_, _, rep) in zip(live_rows, rep_rows):
+        for key, value in rep.items():
+            if key == "camera_image" and file_backed:
+                kind = {"primary": "sample"}.get(stream, stream)
+                expected = frames_of[kind][counters[stream]]
+            else:
+                expected = live[key]
+            np.testing.assert_array_equal(value, expected, err_msg=f"{stream} {key}")
+        counters[stream] += 1
+
+
+def test_replayed_results_equal_live_results(tiled, recorded, tmp_path):
+    uid, _, live_results = recorded[False]
+    (live,) = live_results
+    assert live.l3 is not None and live.l2 is not None, live.errors
+    (rep,) = replay_runs(tiled.client(), [uid], out=tmp_path, progress=False)
+    assert rep.run_uid == uid and rep.n_frames == live.n_frames
+    for edge in ("l3", "l2"):
+        a, b = getattr(live, edge), getattr(rep, edge)
+        np.testing.assert_array_equal(a.labels, b.labels)
+        np.testing.assert_array_equal(a.mean_spectra, b.mean_spectra)
+        assert a.n_phases == b.n_phases and (a.eps, a.min_samples) == (b.eps, b.min_samples)
+    assert rep.l2_l3_agreement == live.l2_l3_agreement
+    assert [e.first_shell_r for e in rep.exafs] == [e.first_shell_r for e in live.exafs]
+    on_disk = read_results(tmp_path / uid / "phases.h5")
+    np.testing.assert_array_equal(on_disk.l3.labels, live.l3.labels)
+
+
+def test_replay_runs_from_a_local_directory_and_bad_uids(tiled, recorded, workdir):
+    uid, _, _ = recorded[True]
+    seen = []
+
+    class Recorder:
+        """A minimal consumer: counts frames and returns an empty RunResult per run."""
+
+        def __init__(self):
+            self.docs = []
+
+        def __call__(self, name, doc):
+            self.docs.append((name, doc))
+
+        def wait(self, timeout=None):
+            from txm_live.results import RunResult
+
+            n = sum(len(d["seq_num"]) for n, d in self.docs if n == "event_page")
+            seen.append(n)
+            return [RunResult(run_uid=self.docs[0][1]["uid"], l3=None, l2=None,
+                              l2_l3_agreement=None, n_frames=n)]
+
+    assert find_catalog_directory(tiled.directory) == workdir
+    results = replay_runs(workdir, [uid[:8], "nonexistent-uid"], progress=False,
+                          callback_factory=Recorder)
+    assert [r.run_uid for r in results] == [uid, "nonexistent-uid"]
+    assert results[0].n_frames == 2 * ENERGIES_OF[True].size + 4 and not results[0].errors
+    assert results[1].errors[0].startswith("KeyError:")
+    assert resolve_run(tiled.client(), -1).metadata["start"]["uid"] == uid  # latest run
+    assert resolve_run(tiled.client(), uid[:8]).metadata["start"]["uid"] == uid
+    with pytest.raises(FileNotFoundError, match="no txm-live catalog"):
+        find_catalog_directory(workdir / "frames")
+
+
+def test_run_without_stop_is_replayed_as_incomplete(tiled, recorded):
+    uid, live_docs, _ = recorded[False]
+    client = tiled.client()
+    writer = make_writer(client, batch_size=1)  # every event written at once; no stop follows
+    start = dict(live_docs[0][1], uid="0000aaaa-incomplete-run-0000-000000000000")
+    writer("start", start)
+    n_events = 0
+    for n, d in live_docs[1:16]:
+        if n == "descriptor":
+            writer("descriptor", dict(d, run_start=start["uid"], uid=d["uid"] + "-x"))
+        elif n == "event":
+            writer("event", dict(d, descriptor=d["descriptor"] + "-x", uid=d["uid"] + "-x"))
+            n_events += 1
+    replayed = []
+    stats = replay_run(client, start["uid"], lambda n, d: replayed.append((n, d)),
+                       progress=False)
+    assert sum(stats.n_events.values()) == n_events
+    name, stop = replayed[-1]
+    assert name == "stop" and stop["exit_status"] == "abort"
+    assert stop["reason"].startswith("RunIncompleteError")
+    assert any(w.startswith("RunIncompleteError") for w in stats.warnings)
