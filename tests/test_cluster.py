@@ -1,0 +1,137 @@
+"""Automatic DBSCAN parameters and PhaseClusterer on phase-map-like synthetic scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.cluster import DBSCAN
+from sklearn.metrics import adjusted_rand_score
+
+from txm_live.cluster import DbscanParams, PhaseClusterer, default_min_samples, estimate_dbscan_params
+
+
+def make_scores(n: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two majority phases (60/40), a 3 % minority phase, 1 % uniform noise (label -1)."""
+    rng = np.random.default_rng(seed)
+    n_min, n_noise = int(0.03 * n), int(0.01 * n)
+    n_maj = n - n_min - n_noise
+    n_a = int(0.6 * n_maj)
+    c = np.zeros((3, d))
+    c[1, 0] = 12.0
+    c[2, :2] = (6.0, 9.0)
+    X = np.concatenate([
+        rng.normal(c[0], 1.0, (n_a, d)),
+        rng.normal(c[1], 1.0, (n_maj - n_a, d)),
+        rng.normal(c[2], 1.0, (n_min, d)),
+        rng.uniform(-6.0, 18.0, (n_noise, d)),
+    ])
+    y = np.concatenate([np.zeros(n_a), np.ones(n_maj - n_a), np.full(n_min, 2), np.full(n_noise, -1)])
+    perm = rng.permutation(n)
+    return X[perm], y[perm].astype(int)
+
+
+@pytest.mark.parametrize("d", [3, 5])
+def test_phase_clusterer_finds_two_majority_and_minority(d: int) -> None:
+    X, y = make_scores(20_000, d, seed=d)
+    pc = PhaseClusterer().fit(X)
+    assert pc.phase_kinds_[:3] == ("majority", "majority", "minority")
+    assert set(pc.phase_kinds_[3:]) <= {"outlier"}
+    assert pc.n_phases_ in (3, 4)
+    keep = y >= 0
+    assert adjusted_rand_score(y[keep], pc.labels_[keep]) >= 0.95
+    # stable order: majority phases by decreasing size, every point labelled
+    assert pc.labels_.min() == 0 and pc.labels_.max() == pc.n_phases_ - 1
+    assert pc.counts_[0] >= pc.counts_[1]
+    assert pc.counts_.sum() == len(X)
+    assert pc.outlier_labels_ == tuple(range(2, pc.n_phases_))
+    # the minority phase is the 3 % group
+    minority = pc.labels_ == 2
+    assert np.mean(y[minority] == 2) > 0.95
+    assert abs(minority.sum() - np.sum(y == 2)) < 0.1 * np.sum(y == 2)
+    assert isinstance(pc.params_, DbscanParams)
+    assert pc.eps_ == pc.params_.eps
+
+
+def test_dbscan_labels_are_sklearns() -> None:
+    X, _ = make_scores(6000, 3, seed=7)
+    pc = PhaseClusterer(eps=0.5, min_samples=8).fit(X)
+    ref = DBSCAN(eps=0.5, min_samples=8).fit(X)
+    np.testing.assert_array_equal(pc.dbscan_labels_, ref.labels_)
+    np.testing.assert_array_equal(pc.core_sample_indices_, ref.core_sample_indices_)
+    assert pc.params_ is None and pc.eps_ == 0.5 and pc.min_samples_ == 8
+
+
+def test_paper_mode_outlier_phase_is_dbscan_noise() -> None:
+    X, _ = make_scores(8000, 3, seed=3)
+    pc = PhaseClusterer(split_minority=False, fringe_factor=0.0, majority_fraction=0.2).fit(X)
+    raw = pc.dbscan_labels_
+    two_largest = np.argsort(np.bincount(raw[raw >= 0]))[-2:]
+    assert pc.phase_kinds_ == ("majority", "majority", "outlier")
+    # Duan et al.: everything outside the majority clusters (DBSCAN noise, small clusters)
+    np.testing.assert_array_equal(pc.labels_ == 2, ~np.isin(raw, two_largest))
+
+
+def test_tiny_clusters_fold_into_outlier_phase() -> None:
+    rng = np.random.default_rng(11)
+    big = np.concatenate([rng.normal(0, 1, (5000, 2)), rng.normal([12, 0], 1, (4000, 2))])
+    tiny = np.concatenate([rng.normal([40 + 5 * i, 40], 0.01, (12, 2)) for i in range(15)])
+    X = np.concatenate([big, tiny])
+    pc = PhaseClusterer().fit(X)
+    assert pc.dbscan_labels_.max() >= 10  # DBSCAN does see the tiny clusters ...
+    assert pc.n_phases_ == 3  # ... but they form one outlier phase, not 15 phases
+    assert pc.phase_kinds_ == ("majority", "majority", "outlier")
+    assert np.all(pc.labels_[len(big):] == 2)
+
+
+def test_uniform_background_is_not_a_phase() -> None:
+    rng = np.random.default_rng(12)
+    blobs = np.concatenate([rng.normal(0, 1, (6000, 3)), rng.normal([12, 0, 0], 1, (4000, 3))])
+    background = rng.uniform(-10, 22, (600, 3))
+    pc = PhaseClusterer().fit(np.concatenate([blobs, background]))
+    assert "minority" not in pc.phase_kinds_
+
+
+def test_estimate_dbscan_params() -> None:
+    X, y = make_scores(20_000, 3, seed=1)
+    p = estimate_dbscan_params(X)
+    assert p.min_samples == default_min_samples(20_000, 3)
+    assert np.all(np.diff(p.k_distances) >= 0)
+    assert p.k_distances.size == p.n_sample == 10_000
+    assert p.eps == p.k_distances[p.knee_index]
+    assert 0.8 < p.core_fraction < 0.995
+    # the eps separates the phases: well below the gap between phase centres, and larger
+    # than the typical k-distance inside a phase
+    assert np.median(p.k_distances) < p.eps < 2.0
+    # reproducible, and min_samples is honoured
+    assert estimate_dbscan_params(X).eps == p.eps
+    assert estimate_dbscan_params(X, min_samples=20).min_samples == 20
+    # small inputs use every point
+    small = estimate_dbscan_params(X[:500])
+    assert small.n_sample == 500
+
+
+def test_default_min_samples() -> None:
+    assert default_min_samples(100, 2) == 4
+    assert default_min_samples(1000, 8) == 16
+    assert default_min_samples(387_000, 3) == 11
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda X: estimate_dbscan_params(X, min_samples=0), "min_samples"),
+        (lambda X: estimate_dbscan_params(X, sample_size=3), "sample_size"),
+        (lambda X: estimate_dbscan_params(X, tail_quantile=0.2), "tail_quantile"),
+        (lambda X: estimate_dbscan_params(X[:, 0]), "X"),
+        (lambda X: PhaseClusterer(eps=-1.0).fit(X), "eps"),
+        (lambda X: PhaseClusterer(min_samples=0).fit(X), "min_samples"),
+        (lambda X: PhaseClusterer(majority_fraction=0.0).fit(X), "majority_fraction"),
+        (lambda X: PhaseClusterer(min_phase_fraction=0.5).fit(X), "min_phase_fraction"),
+        (lambda X: PhaseClusterer(fringe_factor=-1).fit(X), "fringe_factor"),
+        (lambda X: PhaseClusterer().fit(np.where(X > 1, np.nan, X)), "X"),
+    ],
+)
+def test_validation(call, name: str) -> None:
+    X = np.random.default_rng(0).normal(size=(200, 3))
+    with pytest.raises(ValueError, match=name):
+        call(X)
