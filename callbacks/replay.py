@@ -310,6 +310,87 @@ def _py(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
+def _pages(schedule: Sequence[tuple[int, int]], block_size: int) -> Iterator[tuple[int, list[int]]]:
+    """Group the schedule into pages: consecutive rows of one stream inside one block."""
+    i = 0
+    while i < len(schedule):
+        si, row = schedule[i]
+        j = i + 1
+        while (j < len(schedule) and schedule[j][0] == si
+               and schedule[j][1] == schedule[j - 1][1] + 1
+               and schedule[j][1] // block_size == row // block_size):
+            j += 1
+        yield si, [r for _, r in schedule[i:j]]
+        i = j
+
+
+class _Prefetcher:
+    """Reads array blocks on a thread pool, in the order the replay needs them, ahead of it.
+
+    At most ``readers + 1`` blocks are in flight and a block is dropped as soon as its last
+    row was taken.
+    """
+
+    def __init__(self, streams: Sequence[_Stream], schedule: Sequence[tuple[int, int]], *,
+                 block_size: int, readers: int) -> None:
+        self.streams = streams
+        self.block_size = block_size
+        self.order: list[tuple[int, int]] = []
+        self.remaining: dict[tuple[int, int], int] = {}
+        for si, row in schedule:
+            if streams[si].arrays:
+                b = (si, row // block_size)
+                if b not in self.remaining:
+                    self.order.append(b)
+                    self.remaining[b] = 0
+                self.remaining[b] += 1
+        self.ahead = readers + 1
+        self.next = 0
+        self.pending: deque[tuple[tuple[int, int], Future]] = deque()
+        self.cache: dict[tuple[int, int], dict[str, np.ndarray]] = {}
+        self.pool = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="txm-replay-read")
+
+    def _read(self, b: tuple[int, int]) -> dict[str, np.ndarray]:
+        s = self.streams[b[0]]
+        lo = b[1] * self.block_size
+        hi = min(lo + self.block_size, s.n_rows)
+        return {key: arr.read(lo, hi) for key, arr in s.arrays.items()}
+
+    def _fill(self) -> None:
+        while self.next < len(self.order) and len(self.pending) < self.ahead:
+            b = self.order[self.next]
+            self.pending.append((b, self.pool.submit(self._read, b)))
+            self.next += 1
+
+    def take(self, si: int, rows: list[int]) -> dict[str, np.ndarray]:
+        """The block holding ``rows`` of stream ``si`` (empty dict if it has no arrays)."""
+        if not self.streams[si].arrays:
+            return {}
+        b = (si, rows[0] // self.block_size)
+        while b not in self.cache:
+            self._fill()
+            got, fut = self.pending.popleft()
+            self.cache[got] = fut.result()
+        block = self.cache[b]
+        self.remaining[b] -= len(rows)
+        if self.remaining[b] == 0:
+            del self.cache[b]
+        self._fill()  # keep the readers busy while the consumer works
+        return block
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.cache.clear()
+
+
+def _close_streams(streams: Iterable[_Stream]) -> None:
+    for s in streams:
+        for arr in s.arrays.values():
+            close = getattr(arr, "close", None)
+            if close is not None:
+                close()
+
+
 def replay_run(
     client_or_uri: Any,
     uid: str | int,
@@ -389,80 +470,33 @@ def replay_run(
     run_uid = start["uid"]
     _validate("start", start)
     notes: list[str] = []
-    streams = [_load_stream(run, name, run_uid, notes, direct=direct_files) for name in run]
+    streams: list[_Stream] = []
+    try:
+        for name in run:
+            streams.append(_load_stream(run, name, run_uid, notes, direct=direct_files))
+    except BaseException:
+        _close_streams(streams)
+        raise
     for note in notes:
         logger.warning("replay %s: %s", run_uid, note)
     # descriptors in the order they were created
     streams.sort(key=lambda s: (s.descriptor.get("time", 0.0), s.name))
     schedule = _schedule(streams)
 
-    callback("start", start)
-    # streams without events: descriptor right away; the others just before their first event
-    described: set[str] = set()
-    for s in streams:
-        if s.n_rows == 0:
-            callback("descriptor", s.descriptor)
-            described.add(s.name)
-
-    # Blocks in the order the consumer needs them; readers fetch ahead.
-    block_order: list[tuple[int, int]] = []
-    seen: set[tuple[int, int]] = set()
-    for si, row in schedule:
-        b = (si, row // block_size)
-        if b not in seen and streams[si].arrays:
-            seen.add(b)
-            block_order.append(b)
-
-    def read_block(b: tuple[int, int]) -> dict[str, np.ndarray]:
-        s = streams[b[0]]
-        lo = b[1] * block_size
-        hi = min(lo + block_size, s.n_rows)
-        return {key: arr.read(lo, hi) for key, arr in s.arrays.items()}
-
     counts = {s.name: 0 for s in streams}
     bar = tqdm(total=len(schedule), unit="frame", desc=f"replay {run_uid[:8]}",
                disable=not progress, leave=False)
-    pool = ThreadPoolExecutor(max_workers=int(readers), thread_name_prefix="txm-replay-read")
-    pending: deque[tuple[tuple[int, int], Future]] = deque()
-    ahead = int(readers) + 1
-    next_block = 0
-    cache: dict[tuple[int, int], dict[str, np.ndarray]] = {}
-    remaining = {b: 0 for b in block_order}
-    for si, row in schedule:
-        if streams[si].arrays:
-            remaining[(si, row // block_size)] += 1
+    prefetch = _Prefetcher(streams, schedule, block_size=block_size, readers=int(readers))
     try:
-        i = 0
-        while i < len(schedule):
-            si, row = schedule[i]
-            # gather the run of consecutive rows of one stream inside one block
-            j = i + 1
-            while (j < len(schedule) and schedule[j][0] == si
-                   and schedule[j][1] == schedule[j - 1][1] + 1
-                   and schedule[j][1] // block_size == row // block_size):
-                j += 1
+        callback("start", start)
+        # streams without events: descriptor right away; the others just before their 1st event
+        described = {s.name for s in streams if s.n_rows == 0}
+        for s in streams:
+            if s.n_rows == 0:
+                callback("descriptor", s.descriptor)
+        for si, rows in _pages(schedule, block_size):
             s = streams[si]
-            rows = [r for _, r in schedule[i:j]]
-            block: dict[str, np.ndarray] = {}
-            if s.arrays:
-                b = (si, row // block_size)
-                while b not in cache:
-                    while next_block < len(block_order) and len(pending) < ahead:
-                        nb = block_order[next_block]
-                        pending.append((nb, pool.submit(read_block, nb)))
-                        next_block += 1
-                    got, fut = pending.popleft()
-                    cache[got] = fut.result()
-                block = cache[b]
-                remaining[b] -= len(rows)
-                if remaining[b] == 0:
-                    del cache[b]
-                # keep the readers busy while the consumer works
-                while next_block < len(block_order) and len(pending) < ahead:
-                    nb = block_order[next_block]
-                    pending.append((nb, pool.submit(read_block, nb)))
-                    next_block += 1
-            page = _event_page(s, run_uid, rows, block, block_size)
+            page = _event_page(s, run_uid, rows, prefetch.take(si, rows), block_size)
             while getattr(callback, "backlog", 0) > max_backlog:
                 time.sleep(0.002)
             if s.name not in described:
@@ -471,14 +505,10 @@ def replay_run(
             callback("event_page", page)
             counts[s.name] += len(rows)
             bar.update(len(rows))
-            i = j
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        prefetch.close()
         bar.close()
-        for s in streams:
-            for arr in s.arrays.values():
-                if hasattr(arr, "close"):
-                    arr.close()
+        _close_streams(streams)
 
     stop = md.get("stop")
     if stop:
