@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "through a real RunEngine, analyse it live, record it in an embedded Tiled "
                                       "catalog, write phases.h5 and figures, and compare with the ground truth.")
     demo.add_argument("--size", choices=("tiny", "small", "full"), default=None,
-                      help="tiny: 64x64, 119 energies (under a minute); small: 128x128, 225 energies (about a minute); "
+                      help="tiny: 96x96, 225 energies (~20 s); small: 128x128, 225 energies (~30 s); "
                            "full: 602x643 with 1024 energies (long). Default: small")
     _add_common(demo)
     demo.add_argument("--live-plot", action="store_true", default=None,

@@ -131,7 +131,7 @@ def _decorate_map(ax: Axes, shape: tuple[int, ...], pixel_size_nm: float | None)
     ax.set_yticks([])
 
 
-def _phase_legend(ax: Axes, edge: EdgeResult, *, loc: str = "upper left", with_counts: bool = True) -> None:
+def _phase_legend(ax: Axes, edge: EdgeResult, *, with_counts: bool = True) -> None:
     from matplotlib.patches import Patch
 
     colors = phase_colors(edge.n_phases)
@@ -143,7 +143,9 @@ def _phase_legend(ax: Axes, edge: EdgeResult, *, loc: str = "upper left", with_c
             text += f" ({int(edge.counts[p]):,} px)"
         handles.append(Patch(facecolor=colors[p], edgecolor="black", hatch=_HATCHES[p % len(_HATCHES)], label=text))
     handles.append(Patch(facecolor=_MASKED_RGB, edgecolor="black", label="masked"))
-    ax.legend(handles=handles, loc=loc, fontsize="small", framealpha=0.85)
+    # below the map, so it never hides part of the sample
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), fontsize="small",
+              framealpha=0.85, ncol=1)
 
 
 def _check_edge(edge: EdgeResult, name: str) -> None:
@@ -188,7 +190,7 @@ def plot_phase_maps(
         _check_edge(e, f"edges[{i}]")
     h, w = edges[0].labels.shape
     panel_w = 4.6
-    panel_h = max(3.0, min(6.0, panel_w * h / max(w, 1))) + 1.4
+    panel_h = max(3.0, min(6.0, panel_w * h / max(w, 1))) + 1.0 + 0.22 * (max(e.n_phases for e in edges) + 1)
     fig = _new_figure(panel_w * len(edges), panel_h)
     axes = fig.subplots(1, len(edges), squeeze=False)[0]
     for ax, e in zip(axes, edges):
@@ -429,7 +431,7 @@ def plot_composite(
     rgb = np.zeros(labels.shape + (3,))
     rgb[ok] = base[labels[ok] % len(base)] * bright[ok, None]
     h, w = labels.shape
-    fig = _new_figure(6.0, max(3.5, min(7.0, 6.0 * h / max(w, 1))) + 0.8)
+    fig = _new_figure(6.0, max(3.5, min(7.0, 6.0 * h / max(w, 1))) + 0.8 + 0.22 * edge.n_phases)
     ax = fig.subplots()
     ax.imshow(rgb, interpolation="nearest")
     from matplotlib.patches import Patch
@@ -437,7 +439,7 @@ def plot_composite(
     handles = [Patch(facecolor=base[p % len(base)], edgecolor="black",
                      label=f"{p}: {edge.phase_names[p] if p < len(edge.phase_names) else 'phase'}")
                for p in range(edge.n_phases)]
-    ax.legend(handles=handles, loc="upper left", fontsize="small", framealpha=0.85)
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), fontsize="small", framealpha=0.85)
     ax.set_title(f"{edge.edge} composite phase map (brightness = edge-step SNR)")
     _decorate_map(ax, labels.shape, pixel_size_nm)
     return _save(fig, path)

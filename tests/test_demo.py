@@ -1,0 +1,84 @@
+"""``txm-live demo`` end to end (tiny size): real RunEngine, simulator, live analysis, Tiled catalog,
+results file, figures, ground-truth scores; then ``txm-live replay`` of the recorded run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def _real_png(path) -> None:
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(path)
+    assert img.ndim == 3 and img.shape[0] > 200 and img.shape[1] > 200, (path.name, img.shape)
+    rgb = img[..., :3]
+    assert rgb.std() > 0.05, f"{path.name} looks blank"
+    assert len(np.unique((rgb * 255).astype(np.uint8).reshape(-1, 3), axis=0)) > 50, path.name
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    from txm_live.callbacks.demo import run_demo
+
+    out = tmp_path_factory.mktemp("demo")
+    return out, run_demo("tiny", out, seed=0, progress=False, print_summary=False)
+
+
+def test_demo_writes_results_and_figures(demo):
+    out, s = demo
+    r = s.result
+    assert r.n_frames == 225
+    assert r.errors == (), r.errors
+    assert r.l3 is not None and r.l2 is not None and r.l3_preview is not None
+    names = sorted(p.name for p in s.files)
+    assert names == sorted(["phases.h5", "phase_maps.png", "preview_l3.png", "composite_l3.png", "snr_l3.png",
+                            "spectra.png", "l2_l3_difference.png", "exafs.png"])
+    for p in s.files:
+        assert p.exists() and p.parent == out / s.run_uid
+        if p.suffix == ".png":
+            _real_png(p)
+    # the results file round-trips
+    from txm_live.callbacks.results_file import read_results
+
+    back = read_results(out / s.run_uid / "phases.h5")
+    np.testing.assert_array_equal(back.l3.labels, r.l3.labels)
+    # the catalog stays on disk
+    assert (out / "catalog" / "catalog.db").exists()
+
+
+def test_demo_scores_against_ground_truth(demo):
+    _, s = demo
+    assert set(s.ari) == {"L3", "L2", "L3 preview"}
+    assert all(-1.0 <= v <= 1.0 for v in s.ari.values()), s.ari
+    # the streaming preview finds the phase structure of the phantom in the live (registered,
+    # flat-corrected) cube: measured ARI 0.41 at 'tiny' (96x96, its thin corroded rim splits in two)
+    # and 0.86 at 'small' (128x128), seed 0
+    assert s.ari["L3 preview"] > 0.3, s.ari
+    # the ground truth itself is placed in the frame of the phase maps (the particle is found)
+    from txm_live.callbacks.demo import ground_truth_labels  # noqa: F401 - documented helper
+
+    assert s.result.l3.mask.sum() > 0.5 * s.result.l3_preview.mask.sum()
+    assert s.result.l2_l3_agreement is not None and 0.0 <= s.result.l2_l3_agreement <= 1.0
+    assert s.timings["scan"] > 0 and s.timings["total"] >= s.timings["scan"]
+    from txm_live.callbacks.demo import format_summary
+
+    text = format_summary(s)
+    assert "agreement with the ground truth (ARI)" in text and "first shell" in text
+
+
+def test_cli_replay_of_the_recorded_run(demo, tmp_path, capsys):
+    from txm_live.callbacks.cli import main
+
+    out, s = demo
+    assert main(["replay", "--catalog", str(out), "--out", str(tmp_path), "--no-progress", s.run_uid]) == 0
+    text = capsys.readouterr().out
+    assert s.run_uid[:8] in text and "L3" in text
+    replayed = tmp_path / s.run_uid
+    assert (replayed / "phases.h5").exists()
+    assert len(list(replayed.glob("*.png"))) == 7
+    from txm_live.callbacks.results_file import read_results
+
+    again = read_results(replayed / "phases.h5")
+    # same frames, same analysis: the replayed L3 map equals the live one
+    assert np.mean(again.l3.labels == s.result.l3.labels) > 0.95
