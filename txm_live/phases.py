@@ -1,0 +1,1054 @@
+"""Chemical phase maps of one absorption edge, and the L2 / L3 cross-check.
+
+:func:`analyze_edge` turns an energy-major block of optical density ``(n_e, H, W)`` into a phase
+map without anyone choosing the number of phases (Duan et al., Sci. Rep. 6, 34406 (2016)):
+
+1. **select** the energies of the edge window (a view of the block, no copy when the energies
+   are increasing);
+2. **normalize** every pixel (Athena pre/post-edge lines or MBACK, :mod:`txm_live.normalize`);
+3. **snr**: keep pixels whose edge-step SNR passes :func:`txm_live.snr.snr_mask` (and ``valid``);
+4. **features**: the near-edge part of each normalized spectrum (``feature_range``, default
+   ``e0 - 20 .. e0 + 60`` eV, where the phases differ: white-line height, width and position).
+   The span of the mean spectrum, a constant and a line is projected out of every pixel, which
+   removes per-pixel edge-step (scale), offset and pre-edge slope errors of the normalization
+   (the dominant noise at TXM SNR) while keeping the chemical contrast; then every energy is
+   divided by its noise level (estimated from second differences across energy) so the noise
+   is isotropic;
+5. **pca**: :func:`txm_live.decompose.reduce_pca` keeps the components above the noise floor;
+6. **cluster**: :class:`txm_live.cluster.PhaseClusterer` (DBSCAN with parameters estimated
+   from the data) gives the majority phases and the minority "outlier" phases;
+7. **summarize**: phases in a stable order, mean spectra, spread, counts, names.
+
+Phase order (stable across runs and edges): majority phases by increasing white-line height of
+their mean normalized spectrum (the metallic Nd2Fe14B core has the lowest white line), then the
+minority (outlier) phases, also by increasing white-line height.
+
+:func:`compare_edges` matches the L2 phases to the L3 phases (Hungarian assignment on the
+pixel contingency table) and measures how often the two edges agree.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from txm_live.decompose import PcaResult, reduce_pca
+from txm_live.edges import EdgeWindow
+from txm_live.errors import InsufficientDataError
+from txm_live.results import EdgeResult
+
+__all__ = [
+    "DEFAULT_FEATURE_RANGE",
+    "MIN_PIXELS",
+    "PhaseAnalysis",
+    "EdgeComparison",
+    "analyze_edge",
+    "build_features",
+    "compare_edges",
+    "refine_phases",
+    "sigma_filter",
+    "match_phases",
+    "l2_l3_agreement",
+]
+
+#: Near-edge feature range relative to e0 (eV): where the white lines of the phases differ.
+DEFAULT_FEATURE_RANGE: tuple[float, float] = (-20.0, 60.0)
+#: Fewest unmasked pixels an edge analysis accepts.
+MIN_PIXELS: int = 50
+#: Fewest energies inside the feature range.
+MIN_FEATURE_ENERGIES: int = 8
+#: Energies (rows) per chunk when accumulating per-phase sums over the feature range.
+_ROW_CHUNK = 32
+#: Bytes of one float32 pixel chunk of the window block (bounds the normalization temporaries).
+_CHUNK_BYTES = 64 * 2**20
+#: BLAS threads inside :func:`analyze_edge`: its matrix products are thin and memory-bound, and
+#: on the beamline computer multi-threaded BLAS only competes with acquisition.
+_BLAS_THREADS = 1
+#: Pixels used to estimate the noise level of each feature.
+_NOISE_SAMPLES = 50_000
+
+
+@dataclass(frozen=True)
+class PhaseAnalysis(EdgeResult):
+    """:class:`~txm_live.results.EdgeResult` plus the per-pixel maps of the analysis.
+
+    Attributes
+    ----------
+    white_line : ndarray of float32, shape (H, W)
+        Normalized white-line intensity of each pixel: mean normalized absorption within
+        +-2 eV of the white-line peak of the mean spectrum of all clustered pixels
+        (``nan`` where masked).
+    majority_score : ndarray of float32, shape (H, W)
+        Position of each pixel spectrum (near-edge range) on the line from the low-white-line
+        majority phase mean (0) to the high-white-line majority phase mean (1), by least
+        squares; > 1 beyond the second majority phase (the oxide minority in the Nd magnet).
+        ``nan`` where masked, or everywhere when fewer than two majority phases were found.
+    feature_range : (float, float)
+        Feature range relative to e0 (eV).
+    snr_threshold : float
+        Edge-step SNR threshold that was applied.
+    explained_variance_ratio : ndarray, shape (n_components,)
+        Variance fraction of the clustered principal components (of the whitened features).
+    """
+
+    white_line: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+    majority_score: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+    feature_range: tuple[float, float] = DEFAULT_FEATURE_RANGE
+    snr_threshold: float = float("nan")
+    explained_variance_ratio: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+@dataclass(frozen=True)
+class EdgeComparison:
+    """Agreement of the L2 and L3 phase maps (Duan et al. 2016, Fig. 3g).
+
+    Attributes
+    ----------
+    mapping : tuple of int
+        ``mapping[j]`` is the L3 phase matched to L2 phase ``j`` (``-1``: unmatched).
+    contingency : ndarray of int, shape (n_l3_phases, n_l2_phases)
+        Pixels (unmasked at both edges) with L3 phase ``i`` and L2 phase ``j``.
+    agreement : float
+        Fraction of the pixels unmasked at both edges whose L2 phase, after the mapping, equals
+        their L3 phase (``nan`` if no pixel is unmasked at both edges).
+    n_compared : int
+        Pixels unmasked at both edges.
+    difference_bins : ndarray of int, shape (2 n_l3 - 1,)
+        Phase-index differences ``mapped L2 phase - L3 phase`` counted by
+        :attr:`difference_histograms` (``-(n-1) .. n-1``; unmatched L2 phases are not counted).
+    difference_histograms : ndarray of int, shape (n_l3_phases, 2 n_l3 - 1)
+        Row ``i``: histogram of the phase-index difference over the pixels of L3 phase ``i``
+        (the paper's Fig. 3g: one bar at 0 means perfect agreement).
+    score_bin_edges : ndarray, shape (n_bins + 1,)
+        Bin edges of :attr:`score_histograms`.
+    score_histograms : ndarray of int, shape (n_l3_phases, n_bins)
+        Row ``i``: histogram over the pixels of L3 phase ``i`` of the pixel-wise difference of
+        the continuous majority scores, L2 minus L3 (:attr:`PhaseAnalysis.majority_score`, each
+        measured against the edge's own majority-phase means, so it is 0 for a pixel that sits
+        at the same place between the phases at both edges). Empty (zero rows) when either
+        result has no score map.
+    score_difference_median : ndarray, shape (n_l3_phases,)
+        Median of the score difference per L3 phase (``nan`` where undefined).
+    """
+
+    mapping: tuple[int, ...]
+    contingency: np.ndarray
+    agreement: float
+    n_compared: int
+    difference_bins: np.ndarray
+    difference_histograms: np.ndarray
+    score_bin_edges: np.ndarray
+    score_histograms: np.ndarray
+    score_difference_median: np.ndarray
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+
+
+def _select_window(energies: np.ndarray, block: np.ndarray, window: EdgeWindow) -> tuple[np.ndarray, np.ndarray]:
+    """Energies and block rows within ``[window.start, window.end]``, increasing in energy."""
+    tol = 1e-6
+    order = None
+    if np.any(np.diff(energies) <= 0):
+        order = np.argsort(energies, kind="stable")
+        if np.any(np.diff(energies[order]) == 0):
+            raise ValueError("energies must not repeat")
+    if order is None:
+        inside = np.flatnonzero((energies >= window.start - tol) & (energies <= window.end + tol))
+        if inside.size == 0:
+            return energies[:0], block[:0]
+        sl = slice(int(inside[0]), int(inside[-1]) + 1)
+        return energies[sl], block[sl]  # a view: no copy of the cube
+    keep = order[(energies[order] >= window.start - tol) & (energies[order] <= window.end + tol)]
+    return energies[keep], block[keep]
+
+
+def _count_in(energies: np.ndarray, e0: float, rng: tuple[float, float]) -> int:
+    return int(np.count_nonzero((energies >= e0 + rng[0]) & (energies <= e0 + rng[1])))
+
+
+def _noise_per_feature(F: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Noise standard deviation of every row of ``F`` (n_features, n_pixels) from second
+    differences across energy (robust: median absolute deviation over pixels).
+
+    For row j, ``d = F_j - (w_l F_{j-1} + w_r F_{j+1})`` (linear interpolation of the
+    neighbours) removes the smooth spectrum; for independent noise ``var(d) = sigma_j^2 (1 +
+    w_l^2 + w_r^2)`` with equal neighbour noise. The end rows copy their neighbour's estimate.
+    """
+    n_f = F.shape[0]
+    sig = np.empty(n_f)
+    h = np.diff(x)
+    wl = h[1:] / (h[:-1] + h[1:])  # weight of the left neighbour
+    wr = 1.0 - wl
+    for j in range(1, n_f - 1):  # loop over energies (tens), vectorized over pixels
+        d = F[j] - (wl[j - 1] * F[j - 1] + wr[j - 1] * F[j + 1])
+        mad = float(np.median(np.abs(d - np.median(d))))
+        sig[j] = 1.4826 * mad / np.sqrt(1.0 + wl[j - 1] ** 2 + wr[j - 1] ** 2)
+    sig[0], sig[-1] = sig[1], sig[-2]
+    positive = sig[sig > 0]
+    floor = float(np.median(positive)) * 1e-3 if positive.size else 1.0
+    return np.maximum(sig, floor)
+
+
+def build_features(
+    norm_features: np.ndarray,
+    feature_energies: np.ndarray,
+    *,
+    e0: float,
+    random_state: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Noise-whitened near-edge features of the clustered pixels.
+
+    Parameters
+    ----------
+    norm_features : ndarray, shape (n_features, n_pixels)
+        Normalized spectra in the feature range, energy-major, masked pixels only.
+    feature_energies : ndarray, shape (n_features,)
+        Their energies (eV), increasing.
+    e0 : float
+        Edge energy (eV).
+    random_state : int
+        Seed of the pixel subsample (at most 50 000 pixels) used for the noise estimate.
+
+    Returns
+    -------
+    X : ndarray of float32, shape (n_pixels, n_features)
+        Features, pixel-major, ready for :func:`~txm_live.decompose.reduce_pca`.
+    mean_spectrum : ndarray, shape (n_features,)
+        Mean normalized spectrum of the pixels.
+    noise : ndarray, shape (n_features,)
+        Estimated noise standard deviation of each feature before whitening.
+
+    Notes
+    -----
+    Every pixel spectrum ``y`` is replaced by its residual after a least-squares fit of
+    ``a m + b + c (E - e0)`` (``m`` the mean spectrum): a per-pixel error of the edge step
+    multiplies the whole spectrum (it lies along ``m``), errors of the pre-edge line add a
+    constant and a slope; none of them is chemistry. The residual keeps the part of the
+    phase contrast (white-line height, width, shift) orthogonal to these three vectors, and the
+    phases still sit in the same order along it. Then each feature is divided by its noise
+    level. One matrix product serves all pixels.
+    """
+    F = np.asarray(norm_features, dtype=np.float32)
+    x = np.asarray(feature_energies, dtype=np.float64)
+    mean = F.mean(axis=1, dtype=np.float64)
+    if F.shape[1] > _NOISE_SAMPLES:
+        sub = np.random.default_rng(random_state).choice(F.shape[1], _NOISE_SAMPLES, replace=False)
+        noise = _noise_per_feature(F[:, np.sort(sub)], x)
+    else:
+        noise = _noise_per_feature(F, x)
+    basis = np.stack([mean, np.ones_like(mean), (x - e0) / max(float(np.ptp(x)), 1.0)], axis=1)
+    q, _ = np.linalg.qr(basis)
+    q32 = q.astype(np.float32)
+    R = F - q32 @ (q32.T @ F)
+    R /= noise.astype(np.float32)[:, None]
+    return np.ascontiguousarray(R.T), mean, noise
+
+
+def _residual_noise(X: np.ndarray, pca: PcaResult) -> np.ndarray:
+    """Per-row noise level (rms per feature) of ``X`` left after the retained components.
+
+    ``|x - mean|^2 - |score|^2`` is the squared norm of the part of a row outside the retained
+    components (orthonormal axes), which is noise spread over ``p - k`` features.
+    """
+    n, p = X.shape
+    k = pca.n_components
+    out = np.empty(n, dtype=np.float64)
+    for start in range(0, n, 65536):
+        xc = X[start : start + 65536] - pca.mean
+        sc = pca.scores[start : start + 65536]
+        r2 = np.einsum("ij,ij->i", xc, xc, dtype=np.float64) - np.einsum("ij,ij->i", sc, sc, dtype=np.float64)
+        out[start : start + 65536] = np.sqrt(np.clip(r2, 0.0, None) / max(p - k, 1))
+    positive = out[out > 0]
+    floor = float(np.median(positive)) * 1e-3 if positive.size else 1.0
+    return np.maximum(out, floor)
+
+
+def sigma_filter(
+    scores: np.ndarray,
+    pixels: np.ndarray,
+    shape: tuple[int, int],
+    noise: np.ndarray,
+    *,
+    confidence: float = 0.95,
+    return_noise: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Edge-preserving spatial denoising of per-pixel scores (Lee's sigma filter, 3 x 3).
+
+    Parameters
+    ----------
+    scores : ndarray, shape (n, k)
+        Scores of the ``n`` pixels ``pixels`` (flat indices into an image of ``shape``).
+    pixels : ndarray of int, shape (n,)
+    shape : (int, int)
+    noise : ndarray, shape (n,)
+        Noise standard deviation of each pixel's scores (per component).
+    confidence : float
+        A neighbour ``j`` joins the average of pixel ``i`` when
+        ``|s_j - s_i|^2 <= chi2_k(confidence) (noise_i^2 + noise_j^2)``, i.e. when the two
+        could be the same chemistry given their noise.
+
+    return_noise : bool
+        Also return the noise standard deviation of each filtered pixel,
+        ``1 / sqrt(sum of the weights)``.
+
+    Returns
+    -------
+    ndarray of float32, shape (n, k)
+        Inverse-variance weighted mean of the accepted neighbours (the pixel itself included).
+    ndarray of float32, shape (n,)
+        Only with ``return_noise``.
+
+    Notes
+    -----
+    Neighbours across a phase boundary differ by more than their noise and are left out, so
+    boundaries and thin features (oxide bands one or two pixels wide) keep their contrast,
+    while inside a phase the noise drops by up to 3x (nine pixels). Only pixels in ``pixels``
+    take part. Vectorized over pixels: nine shifted copies of the score map.
+    """
+    from scipy.special import gammaincinv
+
+    H, W = shape
+    n, k = scores.shape
+    smap = np.zeros((k, H + 2, W + 2), dtype=np.float32)
+    vmap = np.full((H + 2, W + 2), np.inf, dtype=np.float32)
+    rows, cols = np.divmod(pixels, W)
+    smap[:, rows + 1, cols + 1] = scores.T
+    vmap[rows + 1, cols + 1] = noise.astype(np.float32) ** 2
+    t2 = np.float32(2.0 * gammaincinv(0.5 * k, confidence))  # chi-square quantile, k dof
+    s0 = smap[:, rows + 1, cols + 1]
+    v0 = vmap[rows + 1, cols + 1]
+    acc = np.zeros((k, n), dtype=np.float32)
+    wsum = np.zeros(n, dtype=np.float32)
+    for dy in (-1, 0, 1):  # nine shifts, vectorized over pixels
+        for dx in (-1, 0, 1):
+            sj = smap[:, rows + 1 + dy, cols + 1 + dx]
+            vj = vmap[rows + 1 + dy, cols + 1 + dx]
+            d2 = ((sj - s0) ** 2).sum(axis=0)
+            ok = np.isfinite(vj) & (d2 <= t2 * (v0 + vj))
+            w = np.where(ok, 1.0 / np.where(ok, vj, 1.0), 0.0).astype(np.float32)
+            acc += sj * w
+            wsum += w
+    out = (acc / wsum).T.astype(np.float32)
+    if return_noise:
+        return out, (1.0 / np.sqrt(wsum)).astype(np.float32)
+    return out
+
+
+def _fit_clusterer(
+    scores: np.ndarray, *, eps: float | None, min_samples: int | None
+) -> tuple[np.ndarray, tuple[int, ...], tuple[int, ...], float, int]:
+    """Run :class:`txm_live.cluster.PhaseClusterer`.
+
+    Returns the labels, the majority labels, the labels of compact minority groups (not the
+    diffuse "outlier" rest), and the eps and min_samples used.
+    """
+    from txm_live.cluster import PhaseClusterer
+
+    clf = PhaseClusterer(eps=eps, min_samples=min_samples, split_minority=True).fit(scores)
+    labels = np.asarray(clf.labels_)
+    ids = np.unique(labels[labels >= 0])
+    pool = {int(v) for v in getattr(clf, "outlier_labels_", ())}
+    kinds = getattr(clf, "phase_kinds_", None)
+    majority = tuple(int(i) for i in ids if int(i) not in pool)
+    if kinds is not None:
+        groups = tuple(int(i) for i in ids if int(i) in pool and kinds[int(i)] == "minority")
+    else:
+        groups = tuple(int(i) for i in ids if int(i) in pool)
+    eps_used = float(getattr(clf, "eps_", eps if eps is not None else float("nan")))
+    ms_used = int(getattr(clf, "min_samples_", min_samples if min_samples is not None else 0))
+    return labels, majority, groups, eps_used, ms_used
+
+
+def _segment_distance(m: np.ndarray, c: np.ndarray, means: np.ndarray, covs: np.ndarray) -> float:
+    """Smallest Mahalanobis distance from ``m`` (covariance ``c``) to the majority means and the
+    segments between pairs of them (the mixtures of two majority phases)."""
+    best = np.inf
+    k = means.shape[0]
+    for a in range(k):  # loops over majority phases (two or three)
+        P = np.linalg.pinv(c + covs[a])
+        d = m - means[a]
+        best = min(best, float(np.sqrt(max(d @ P @ d, 0.0))))
+        for b in range(a + 1, k):
+            P = np.linalg.pinv(c + 0.5 * (covs[a] + covs[b]))
+            u = means[b] - means[a]
+            uu = float(u @ P @ u)
+            t = float(np.clip((d @ P @ u) / uu, 0.0, 1.0)) if uu > 0 else 0.0
+            r = d - t * u
+            best = min(best, float(np.sqrt(max(r @ P @ r, 0.0))))
+    return best
+
+
+def refine_phases(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    majority: tuple[int, ...],
+    groups: tuple[int, ...],
+    *,
+    separation: float = 4.0,
+    min_fraction: float = 0.005,
+    max_iter: int = 30,
+    random_state: int = 0,
+) -> tuple[np.ndarray, tuple[int, ...], tuple[int, ...]]:
+    """Refine DBSCAN phases with a Gaussian mixture and keep only distinct minority phases.
+
+    Parameters
+    ----------
+    scores : ndarray, shape (n, k)
+        Points that were clustered.
+    labels : ndarray of int, shape (n,)
+        Phases from the clusterer.
+    majority : tuple of int
+        Labels of the majority phases.
+    groups : tuple of int
+        Labels of the compact minority groups (the diffuse rest of DBSCAN noise is left out of
+        the initialisation; its points are assigned by the mixture).
+    separation : float
+        A minority component is a phase of its own only if its mean lies farther than this many
+        standard deviations (Mahalanobis, with the summed covariances) from every majority phase
+        and from every segment between two majority phases; minority components closer than
+        this to each other are merged.
+    min_fraction : float
+        Minority components holding fewer points than this fraction are dropped.
+    max_iter : int
+        EM iterations.
+    random_state : int
+        Seed of the mixture (used only for degenerate restarts).
+
+    Returns
+    -------
+    labels : ndarray of int, shape (n,)
+        ``0..n_major-1`` majority phases (in the order of ``majority``), then minority phases.
+    majority, minority : tuple of int
+        Label values of the majority and minority phases in the returned labels.
+
+    Notes
+    -----
+    DBSCAN at its own density threshold gives the cores of the phases; which of the remaining
+    points belong to which phase is a question of likelihood. A full-covariance Gaussian mixture
+    initialised with the DBSCAN phases (EM, scikit-learn) assigns tails and points between two
+    phases to the most probable phase, the Bayes rule for noisy pixels. A minority group is kept
+    only when it cannot be a mixture of the majority phases: pixels at an interface between two
+    majority phases, or the noise tail of one, lie on the segment between their means (the same
+    argument as the non-negative linear-combination test of Duan et al. Fig. S1), the oxide
+    minority lies beyond it.
+    """
+    from sklearn.mixture import GaussianMixture
+
+    X = np.asarray(scores, dtype=np.float64)
+    n, d = X.shape
+    init = [g for g in (*majority, *groups) if np.count_nonzero(labels == g) > d + 1]
+    n_major = sum(1 for g in init if g in majority)
+    if n_major == 0:
+        return labels, majority, groups
+    means = np.stack([X[labels == g].mean(axis=0) for g in init])
+    covs = np.stack([np.atleast_2d(np.cov(X[labels == g].T)) + 1e-6 * np.eye(d) for g in init])
+    weights = np.array([np.count_nonzero(labels == g) for g in init], dtype=np.float64)
+    gm = GaussianMixture(
+        len(init), covariance_type="full", weights_init=weights / weights.sum(), means_init=means,
+        precisions_init=np.linalg.inv(covs), max_iter=max_iter, reg_covar=1e-6, random_state=random_state,
+    ).fit(X)
+    proba = gm.predict_proba(X)
+    comp_major = list(range(n_major))  # init lists the majority phases first
+    minor = [j for j in range(n_major, len(init)) if gm.weights_[j] >= min_fraction]
+    # distinct from the majority phases and their mixtures?
+    mm, mc = gm.means_[:n_major], gm.covariances_[:n_major]
+    minor = [j for j in minor if _segment_distance(gm.means_[j], gm.covariances_[j], mm, mc) > separation]
+    # merge minority components that are not distinct from each other (largest first)
+    minor.sort(key=lambda j: -gm.weights_[j])
+    heads: list[list[int]] = []
+    for j in minor:
+        for h in heads:
+            dv = gm.means_[j] - gm.means_[h[0]]
+            P = np.linalg.pinv(gm.covariances_[j] + gm.covariances_[h[0]])
+            if float(np.sqrt(max(dv @ P @ dv, 0.0))) <= separation:
+                h.append(j)
+                break
+        else:
+            heads.append([j])
+    # probabilities of the final phases: sums over their components; argmax per point
+    final = [[j] for j in comp_major] + heads
+    P = np.stack([proba[:, f].sum(axis=1) for f in final], axis=1)
+    new = P.argmax(axis=1)
+    present = np.unique(new)
+    remap = np.full(len(final), -1, dtype=np.int64)
+    remap[present] = np.arange(present.size)
+    out = remap[new]
+    maj = tuple(int(remap[i]) for i in range(n_major) if remap[i] >= 0)
+    mino = tuple(int(remap[i]) for i in range(n_major, len(final)) if remap[i] >= 0)
+    return out, maj, mino
+
+
+def _pixel_chunks(n_pix: int, n_rows: int) -> list[slice]:
+    """Pixel slices whose ``n_rows x chunk`` float32 block stays near :data:`_CHUNK_BYTES`."""
+    step = max(1024, int(_CHUNK_BYTES // (4 * max(n_rows, 1))))
+    return [slice(i, min(i + step, n_pix)) for i in range(0, n_pix, step)]
+
+
+def _window_phase_stats(
+    E: np.ndarray,
+    Y2: np.ndarray,
+    window: EdgeWindow,
+    method: str,
+    pix: np.ndarray,
+    lab: np.ndarray,
+    n_phases: int,
+    *,
+    athena: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and standard deviation of the normalized spectra of each phase over the window.
+
+    With ``athena=(pre_coefficients, edge_step)`` of the pixels ``pix`` the normalized spectra
+    ``(mu - c0 - c1 (E - e0)) / step`` are rebuilt row chunk by row chunk (one streaming pass
+    over the block); otherwise the pixels are normalized again in pixel chunks (normalization
+    is per pixel, so a subset normalizes exactly as in the full image). No normalized copy of
+    the whole window is ever held.
+    """
+    from txm_live.normalize import normalize_window
+
+    n_e = E.size
+    onehot, counts = _onehot(lab, n_phases)
+    s1 = np.zeros((n_e, n_phases))
+    s2 = np.zeros((n_e, n_phases))
+    if athena is not None:
+        ref = np.zeros(n_e)
+        c, step = athena
+        c0 = c[0].astype(np.float32)
+        c1 = c[1].astype(np.float32)
+        g = (1.0 / step).astype(np.float32)
+        x = (E - window.e0).astype(np.float32)
+        for r0 in range(0, n_e, _ROW_CHUNK):
+            r = slice(r0, r0 + _ROW_CHUNK)
+            sub = np.take(Y2[r], pix, axis=1).astype(np.float32, copy=False)
+            sub -= c0
+            sub -= x[r, None] * c1
+            sub *= g
+            _accumulate(sub, onehot, s1[r], s2[r], ref[r])
+        mean, std = _finish(s1, s2, ref, counts)
+        return mean, std, counts
+    # generic path: normalize pixel chunks again (float64 sums of values and squares)
+    for sl in _pixel_chunks(pix.size, n_e):
+        nz = normalize_window(E, np.take(Y2, pix[sl], axis=1), window, method=method).norm.astype(np.float64)
+        oh = onehot[sl].astype(np.float64)
+        s1 += nz @ oh
+        s2 += (nz * nz) @ oh
+    mean = (s1 / counts).T
+    var = np.clip(s2 / counts - (s1 / counts) ** 2, 0.0, None).T
+    return mean, np.sqrt(var), counts
+
+
+def _onehot(lab: np.ndarray, n_phases: int) -> tuple[np.ndarray, np.ndarray]:
+    """One-hot matrix (n_pixels, n_phases) float32 and the counts per phase (all > 0)."""
+    counts = np.bincount(lab, minlength=n_phases).astype(np.int64)
+    if np.any(counts == 0):
+        raise ValueError("every phase needs at least one pixel")
+    onehot = np.zeros((lab.size, n_phases), dtype=np.float32)
+    onehot[np.arange(lab.size), lab] = 1.0
+    return onehot, counts
+
+
+def _accumulate(sub: np.ndarray, onehot: np.ndarray, s1: np.ndarray, s2: np.ndarray, ref: np.ndarray) -> None:
+    """Per-phase sums of ``sub`` (rows x pixels, float32) and of its squares about ``ref``.
+
+    One matrix product per sum. The squares are taken about the per-row mean ``ref`` of all
+    pixels, which avoids the cancellation of ``E[x^2] - E[x]^2`` in float32.
+    """
+    s1[:] = sub @ onehot
+    ref[:] = s1.sum(axis=1) / sub.shape[1]
+    sub -= ref[:, None].astype(sub.dtype)
+    np.multiply(sub, sub, out=sub)
+    s2[:] = sub @ onehot
+
+
+def _finish(s1: np.ndarray, s2: np.ndarray, ref: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean = s1 / counts
+    var = np.clip(s2 / counts - (mean - ref[:, None]) ** 2, 0.0, None)
+    return mean.T, np.sqrt(var).T
+
+
+def _phase_sums(
+    norm2: np.ndarray, pix: np.ndarray, lab: np.ndarray, n_phases: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-phase mean and standard deviation of the columns ``pix`` of ``norm2`` (n_e, n_pix).
+
+    Chunked over energies with one-hot matrix products: no per-pixel loop, temporaries of
+    ``_ROW_CHUNK x len(pix)``.
+    """
+    n_e = norm2.shape[0]
+    onehot, counts = _onehot(lab, n_phases)
+    s1 = np.empty((n_e, n_phases))
+    s2 = np.empty((n_e, n_phases))
+    ref = np.empty(n_e)
+    for r0 in range(0, n_e, _ROW_CHUNK):
+        r = slice(r0, r0 + _ROW_CHUNK)
+        sub = np.take(norm2[r], pix, axis=1).astype(np.float32, copy=False)
+        _accumulate(sub, onehot, s1[r], s2[r], ref[r])
+    mean, std = _finish(s1, s2, ref, counts)
+    return mean, std, counts
+
+
+def _phase_names(n_major: int, n_minor: int, wl_major: np.ndarray, wl_minor: np.ndarray) -> tuple[str, ...]:
+    if n_major == 1:
+        names = ["majority"]
+    elif n_major == 2:
+        names = ["majority (low white line)", "majority (high white line)"]
+    else:
+        names = [f"majority {i + 1} (white line {h:.2f})" for i, h in enumerate(wl_major)]
+    if n_minor == 1:
+        names.append("minority")
+    else:
+        names += [f"minority {i + 1} (white line {h:.2f})" for i, h in enumerate(wl_minor)]
+    return tuple(names)
+
+
+def _check_inputs(
+    energies: np.ndarray, block: np.ndarray, window: EdgeWindow, valid: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    if not isinstance(window, EdgeWindow):
+        raise ValueError(f"window must be an EdgeWindow, got {type(window).__name__}")
+    energies = np.asarray(energies, dtype=np.float64)
+    if energies.ndim != 1:
+        raise ValueError(f"energies must be 1-D, got shape {energies.shape}")
+    if not np.all(np.isfinite(energies)):
+        raise ValueError("energies must be finite")
+    block = np.asarray(block)
+    if block.ndim != 3 or block.shape[0] != energies.size:
+        raise ValueError(
+            f"block must be energy-major (n_energies={energies.size}, H, W), got shape {block.shape}"
+        )
+    if not np.issubdtype(block.dtype, np.floating):
+        raise ValueError(f"block must be a float array of optical density, got dtype {block.dtype}")
+    if valid is not None:
+        valid = np.asarray(valid)
+        if valid.shape != block.shape[1:] or valid.dtype != bool:
+            raise ValueError(f"valid must be a bool array of shape {block.shape[1:]}, got {valid.dtype} {valid.shape}")
+    return energies, block, valid
+
+
+# ----------------------------------------------------------------------------------------------
+# public API
+
+
+def analyze_edge(
+    energies: np.ndarray,
+    block: np.ndarray,
+    *,
+    window: EdgeWindow,
+    valid: np.ndarray | None = None,
+    method: str = "athena",
+    feature_range: tuple[float, float] = DEFAULT_FEATURE_RANGE,
+    n_components: int | None = None,
+    max_components: int = 10,
+    eps: float | None = None,
+    min_samples: int | None = None,
+    snr_threshold: float | None = None,
+    spatial_filter: bool = True,
+    refine: bool = True,
+    random_state: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> PhaseAnalysis:
+    """Phase map of one absorption edge from an energy-major block of optical density.
+
+    Parameters
+    ----------
+    energies : ndarray, shape (n_e,)
+        Energies (eV) of the rows of ``block``; energies outside the window are ignored.
+    block : ndarray of float32, shape (n_e, H, W)
+        Optical density ``-ln(I / I0)``, energy-major (one frame per row), registered.
+    window : EdgeWindow
+        The edge: ``e0`` and the pre/post-edge ranges of the normalization.
+    valid : ndarray of bool, shape (H, W), optional
+        Pixels usable at all energies (e.g. inside every registered frame). Others are masked.
+    method : {"athena", "mback"}
+        Normalization (:func:`txm_live.normalize.normalize_window`).
+    feature_range : (float, float)
+        Energies relative to ``e0`` (eV) whose normalized absorption is clustered.
+    n_components : int, optional
+        Principal components clustered; by default those above the noise floor
+        (Marchenko-Pastur, :func:`~txm_live.decompose.reduce_pca`).
+    max_components : int
+        Upper bound of the automatic choice.
+    eps, min_samples : optional
+        DBSCAN parameters; estimated from the data by default
+        (:func:`txm_live.cluster.estimate_dbscan_params`).
+    snr_threshold : float, optional
+        Minimum edge-step SNR of a clustered pixel; automatic by default
+        (:func:`txm_live.snr.snr_mask`).
+    spatial_filter : bool
+        Denoise the principal-component scores with an edge-preserving 3 x 3 sigma filter
+        (:func:`sigma_filter`) before clustering: a neighbour is averaged in only when its
+        scores agree with the pixel's within their noise, so phase boundaries and one-pixel
+        features survive while noise inside a phase drops up to 3x. Labels stay per pixel.
+    refine : bool
+        Refine the DBSCAN phases with a Gaussian mixture and keep only minority phases that are
+        not mixtures of the majority phases (:func:`refine_phases`).
+    random_state : int
+        Seed of the randomized parts.
+    progress : callable, optional
+        Called with the name of each stage when it starts.
+
+    Returns
+    -------
+    PhaseAnalysis
+        An :class:`~txm_live.results.EdgeResult` (labels ``-1`` where masked or left unassigned,
+        phases in the stable order described in the module docstring, timings per stage:
+        ``select``, ``normalize``, ``snr``, ``features``, ``pca``, ``cluster``, ``summarize``,
+        ``total``) plus the white-line and majority-score maps.
+
+    Raises
+    ------
+    ValueError
+        Malformed inputs (the message names the parameter).
+    InsufficientDataError
+        Too few energies in the pre-edge, post-edge or feature range, or fewer than
+        :data:`MIN_PIXELS` pixels passing the SNR mask.
+
+    Notes
+    -----
+    Memory: the block is not copied when ``energies`` are increasing. Pixels are normalized in
+    chunks of ~64 MB and only the edge step, the noise, the pre-edge line and the feature rows
+    are kept (``n_features x H W`` float32, 0.12 GB at 602 x 643 with 81 features); the
+    per-phase means and spreads over the whole window are accumulated in one streaming pass
+    over the block. Peak extra memory at full size is ~0.5 GB, not another copy of the cube.
+    BLAS runs single-threaded inside this function (``threadpoolctl``).
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=_BLAS_THREADS, user_api="blas"):
+        return _analyze_edge(
+            energies, block, window=window, valid=valid, method=method, feature_range=feature_range,
+            n_components=n_components, max_components=max_components, eps=eps, min_samples=min_samples,
+            snr_threshold=snr_threshold, spatial_filter=spatial_filter, refine=refine, random_state=random_state,
+            progress=progress,
+        )
+
+
+def _analyze_edge(
+    energies: np.ndarray,
+    block: np.ndarray,
+    *,
+    window: EdgeWindow,
+    valid: np.ndarray | None,
+    method: str,
+    feature_range: tuple[float, float],
+    n_components: int | None,
+    max_components: int,
+    eps: float | None,
+    min_samples: int | None,
+    snr_threshold: float | None,
+    spatial_filter: bool,
+    refine: bool,
+    random_state: int,
+    progress: Callable[[str], None] | None,
+) -> PhaseAnalysis:
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    energies, block, valid = _check_inputs(energies, block, window, valid)
+    f_lo, f_hi = (float(v) for v in feature_range)
+    if not f_lo < f_hi:
+        raise ValueError(f"feature_range must satisfy feature_range[0] < feature_range[1], got {feature_range}")
+    if method not in ("athena", "mback"):
+        raise ValueError(f"method must be 'athena' or 'mback', got {method!r}")
+
+    def stage(name: str) -> float:
+        if progress is not None:
+            progress(name)
+        return time.perf_counter()
+
+    # 1. select ---------------------------------------------------------------------------
+    t = stage("select")
+    E, Y = _select_window(energies, block, window)
+    n_pre = _count_in(E, window.e0, window.pre)
+    n_post = _count_in(E, window.e0, window.post)
+    n_feat = _count_in(E, window.e0, (f_lo, f_hi))
+    if n_pre < 3 or n_post < 4 or n_feat < MIN_FEATURE_ENERGIES:
+        raise InsufficientDataError(
+            f"{window.name}: too few energies in the window [{window.start:.1f}, {window.end:.1f}] eV: "
+            f"{n_pre} in the pre-edge range {window.pre} (need 3), {n_post} in the post-edge range "
+            f"{window.post} (need 4), {n_feat} in the feature range {(f_lo, f_hi)} (need "
+            f"{MIN_FEATURE_ENERGIES}); got {energies.size} energies in [{energies.min():.1f}, "
+            f"{energies.max():.1f}] eV"
+        )
+    H, W = Y.shape[1:]
+    timings["select"] = time.perf_counter() - t
+
+    # 2. normalize: pixel chunks, keeping only edge step, noise and the feature rows -------
+    from txm_live.normalize import normalize_window
+
+    t = stage("normalize")
+    Y2 = Y.reshape(E.size, -1)  # a view
+    n_pix = Y2.shape[1]
+    fsel = np.flatnonzero((E >= window.e0 + f_lo) & (E <= window.e0 + f_hi))
+    f_rows = slice(int(fsel[0]), int(fsel[-1]) + 1)
+    Ef = E[f_rows]
+    edge_step = np.empty(n_pix, dtype=np.float32)
+    pre_noise = np.empty(n_pix, dtype=np.float32)
+    pre_coef = np.empty((2, n_pix), dtype=np.float32)
+    feat_all = np.empty((Ef.size, n_pix), dtype=np.float32)
+    for sl in _pixel_chunks(n_pix, E.size):
+        nz = normalize_window(E, Y2[:, sl], window, method=method)
+        edge_step[sl] = nz.edge_step
+        pre_noise[sl] = nz.pre_edge_noise
+        pre_coef[:, sl] = nz.pre_coefficients
+        feat_all[:, sl] = nz.norm[f_rows]
+        del nz
+    timings["normalize"] = time.perf_counter() - t
+
+    # 3. snr ------------------------------------------------------------------------------
+    from txm_live.snr import snr_mask
+
+    t = stage("snr")
+    sm = snr_mask(edge_step.reshape(H, W), pre_noise.reshape(H, W), threshold=snr_threshold)
+    good = np.asarray(sm.mask, dtype=bool).ravel() & np.isfinite(edge_step)
+    if valid is not None:
+        good &= valid.ravel()
+    pix = np.flatnonzero(good)
+    if pix.size:
+        pix = pix[np.isfinite(np.take(feat_all, pix, axis=1)).all(axis=0)]
+    mask = np.zeros(n_pix, dtype=bool)
+    mask[pix] = True
+    mask = mask.reshape(H, W)
+    timings["snr"] = time.perf_counter() - t
+    if pix.size < MIN_PIXELS:
+        raise InsufficientDataError(
+            f"{window.name}: only {pix.size} pixels pass the edge-step SNR threshold "
+            f"{float(sm.threshold):.2f} (and the valid mask); at least {MIN_PIXELS} are needed. "
+            "Check the flat field, the sample position, or lower snr_threshold."
+        )
+
+    # 4. features -------------------------------------------------------------------------
+    t = stage("features")
+    F = np.take(feat_all, pix, axis=1)
+    del feat_all
+    X, mean_feat, _noise = build_features(F, Ef, e0=window.e0, random_state=random_state)
+    timings["features"] = time.perf_counter() - t
+
+    # 5. pca ------------------------------------------------------------------------------
+    t = stage("pca")
+    pix_snr = np.asarray(sm.snr, dtype=np.float64).ravel()[pix]
+    pca: PcaResult = reduce_pca(
+        X,
+        n_components=n_components,
+        max_components=min(max_components, X.shape[1]),
+        sample_noise=1.0 / np.clip(pix_snr, 1e-3, None),
+        random_state=random_state,
+    )
+    scores = pca.scores
+    score_noise = _residual_noise(X, pca).astype(np.float32)
+    if spatial_filter:
+        scores, score_noise = sigma_filter(scores, pix, (H, W), score_noise, return_noise=True)
+    del X
+    timings["pca"] = time.perf_counter() - t
+
+    # 6. cluster --------------------------------------------------------------------------
+    t = stage("cluster")
+    raw, majority, groups, eps_used, ms_used = _fit_clusterer(scores, eps=eps, min_samples=min_samples)
+    if refine:
+        raw, majority, minority = refine_phases(scores, raw, majority, groups, random_state=random_state)
+    else:
+        minority = tuple(int(i) for i in np.unique(raw[raw >= 0]) if int(i) not in majority)
+    timings["cluster"] = time.perf_counter() - t
+
+    # 7. summarize ------------------------------------------------------------------------
+    t = stage("summarize")
+    ids = np.unique(raw[raw >= 0])
+    assigned = raw >= 0
+    dense = np.searchsorted(ids, raw[assigned])  # 0..len(ids)-1
+    n_phases = int(ids.size)
+    if n_phases:
+        fmean, _, _ = _phase_sums(F, np.flatnonzero(assigned), dense, n_phases)
+        wl_height = fmean.max(axis=1)
+    else:
+        wl_height = np.zeros(0)
+    is_minor = np.isin(ids, np.asarray(minority, dtype=ids.dtype))
+    major_idx = np.flatnonzero(~is_minor)[np.argsort(wl_height[~is_minor], kind="stable")]
+    minor_idx = np.flatnonzero(is_minor)[np.argsort(wl_height[is_minor], kind="stable")]
+    order = np.concatenate([major_idx, minor_idx]).astype(np.int64)
+    rank = np.empty(n_phases, dtype=np.int64)
+    rank[order] = np.arange(n_phases)
+    phase_of_pix = np.full(pix.size, -1, dtype=np.int64)
+    phase_of_pix[assigned] = rank[dense]
+
+    labels = np.full(n_pix, -1, dtype=np.int64)
+    labels[pix] = phase_of_pix
+    if n_phases:
+        cols = pix[assigned]
+        athena = (pre_coef[:, cols], edge_step[cols]) if method == "athena" else None
+        mean_spectra, spread, counts = _window_phase_stats(
+            E, Y2, window, method, cols, phase_of_pix[assigned], n_phases, athena=athena
+        )
+    else:
+        mean_spectra = np.zeros((0, E.size))
+        spread = np.zeros((0, E.size))
+        counts = np.zeros(0, dtype=np.int64)
+    names = _phase_names(major_idx.size, minor_idx.size, wl_height[major_idx], wl_height[minor_idx])
+    outlier_phases = tuple(range(major_idx.size, n_phases))
+
+    # white-line map: mean normalized absorption within +-2 eV of the peak of the mean spectrum
+    i_peak = int(np.argmax(mean_feat))
+    near = np.flatnonzero(np.abs(Ef - Ef[i_peak]) <= 2.0 + 1e-9)
+    white_line = np.full(n_pix, np.nan, dtype=np.float32)
+    white_line[pix] = F[near].mean(axis=0)
+    # majority score: projection on the line between the two majority means (feature range)
+    score = np.full(n_pix, np.nan, dtype=np.float32)
+    if major_idx.size >= 2:
+        lo, hi = mean_spectra[0, f_rows], mean_spectra[1, f_rows]
+        d = (hi - lo).astype(np.float32)
+        dd = float(d @ d)
+        if dd > 0:
+            score[pix] = (d @ F - float(d @ lo.astype(np.float32))) / dd
+    timings["summarize"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t_start
+
+    return PhaseAnalysis(
+        edge=window.edge,
+        e0=float(window.e0),
+        energies=E.copy(),
+        labels=labels.reshape(H, W),
+        phase_names=names,
+        mean_spectra=mean_spectra.astype(np.float64),
+        spread=spread.astype(np.float64),
+        counts=np.asarray(counts, dtype=np.int64),
+        snr=np.asarray(sm.snr, dtype=np.float32).reshape(H, W),
+        mask=mask,
+        eps=eps_used,
+        min_samples=ms_used,
+        n_components=int(pca.n_components),
+        outlier_phases=outlier_phases,
+        timings=timings,
+        white_line=white_line.reshape(H, W),
+        majority_score=score.reshape(H, W),
+        feature_range=(f_lo, f_hi),
+        snr_threshold=float(sm.threshold),
+        explained_variance_ratio=np.asarray(pca.explained_variance_ratio[: pca.n_components]),
+    )
+
+
+def match_phases(l3_labels: np.ndarray, l2_labels: np.ndarray) -> tuple[tuple[int, ...], np.ndarray]:
+    """Match L2 phases to L3 phases by pixel overlap (Hungarian assignment).
+
+    Parameters
+    ----------
+    l3_labels, l2_labels : ndarray of int, shape (H, W)
+        Phase maps (``-1`` masked) in the same detector frame.
+
+    Returns
+    -------
+    mapping : tuple of int
+        L3 phase of every L2 phase (``-1`` when unmatched: more L2 than L3 phases).
+    contingency : ndarray of int, shape (n_l3, n_l2)
+        Pixel counts over pixels unmasked in both maps.
+    """
+    a = np.asarray(l3_labels)
+    b = np.asarray(l2_labels)
+    if a.shape != b.shape:
+        raise ValueError(f"l2_labels shape {b.shape} differs from l3_labels shape {a.shape}")
+    n3 = int(a.max()) + 1 if a.size and a.max() >= 0 else 0
+    n2 = int(b.max()) + 1 if b.size and b.max() >= 0 else 0
+    both = (a >= 0) & (b >= 0)
+    cont = np.zeros((n3, n2), dtype=np.int64)
+    if n3 and n2:
+        np.add.at(cont, (a[both], b[both]), 1)
+    mapping = [-1] * n2
+    if n3 and n2 and both.any():
+        from scipy.optimize import linear_sum_assignment
+
+        rows, cols = linear_sum_assignment(-cont)
+        for r, c in zip(rows, cols):
+            mapping[int(c)] = int(r)
+    return tuple(mapping), cont
+
+
+def _n_phases(result: EdgeResult) -> int:
+    lab = np.asarray(result.labels)
+    top = int(lab.max()) + 1 if lab.size else 0
+    return max(result.n_phases, top)
+
+
+def compare_edges(l3: EdgeResult, l2: EdgeResult, *, score_bins: int = 81, score_range: float = 2.0) -> EdgeComparison:
+    """Cross-check the L2 phase map against the L3 phase map.
+
+    Parameters
+    ----------
+    l3, l2 : EdgeResult
+        Analyses of the two edges of the same scan, labels in the same detector frame.
+    score_bins : int
+        Number of bins of the majority-score difference histograms.
+    score_range : float
+        The score histograms span ``[-score_range, score_range]``.
+
+    Returns
+    -------
+    EdgeComparison
+
+    Notes
+    -----
+    Phases are matched on the contingency table of the two label maps (pixels unmasked at both
+    edges) by maximizing the matched overlap (``scipy.optimize.linear_sum_assignment``), so
+    ``agreement`` is the best achievable one-to-one agreement; a phase found at one edge only
+    stays unmatched and its pixels count as disagreeing. Two difference histograms are given
+    (Duan et al. 2016, Fig. 3g): the phase-index difference (discrete) and the difference of
+    the continuous majority scores (when both results carry them).
+    """
+    if not isinstance(l3, EdgeResult) or not isinstance(l2, EdgeResult):
+        raise ValueError("l3 and l2 must be EdgeResult instances")
+    if np.shape(l3.labels) != np.shape(l2.labels):
+        raise ValueError(f"l2.labels shape {np.shape(l2.labels)} differs from l3.labels shape {np.shape(l3.labels)}")
+    if score_bins < 1 or not score_range > 0:
+        raise ValueError("score_bins must be >= 1 and score_range > 0")
+    a = np.asarray(l3.labels).ravel()
+    b = np.asarray(l2.labels).ravel()
+    mapping, cont = match_phases(a, b)
+    n3 = max(_n_phases(l3), cont.shape[0])
+    if cont.shape[0] < n3:
+        cont = np.vstack([cont, np.zeros((n3 - cont.shape[0], cont.shape[1]), dtype=np.int64)])
+    both = (a >= 0) & (b >= 0)
+    n_compared = int(np.count_nonzero(both))
+    map_arr = np.asarray(mapping + (-1,), dtype=np.int64)  # index -1 -> last entry -> -1
+    mapped = np.where(b >= 0, map_arr[np.where(b >= 0, b, -1)], -1)
+    agree = both & (mapped == a)
+    agreement = float(np.count_nonzero(agree)) / n_compared if n_compared else float("nan")
+
+    bins = np.arange(-(max(n3, 1) - 1), max(n3, 1))
+    counted = both & (mapped >= 0)
+    diff = mapped[counted] - a[counted]
+    hist = np.zeros((n3, bins.size), dtype=np.int64)
+    if diff.size:
+        np.add.at(hist, (a[counted], diff - bins[0]), 1)
+
+    edges = np.linspace(-score_range, score_range, score_bins + 1)
+    s3 = getattr(l3, "majority_score", None)
+    s2 = getattr(l2, "majority_score", None)
+    if s3 is not None and s2 is not None and np.shape(s3) == np.shape(l3.labels) and np.shape(s2) == np.shape(s3):
+        ds = (np.asarray(s2, dtype=np.float64) - np.asarray(s3, dtype=np.float64)).ravel()
+        ok = both & np.isfinite(ds)
+        shist = np.zeros((n3, score_bins), dtype=np.int64)
+        med = np.full(n3, np.nan)
+        for p in range(n3):  # loop over phases (a handful), vectorized over pixels
+            sel = ok & (a == p)
+            if sel.any():
+                shist[p] = np.histogram(np.clip(ds[sel], -score_range, score_range), bins=edges)[0]
+                med[p] = float(np.median(ds[sel]))
+    else:
+        shist = np.zeros((0, score_bins), dtype=np.int64)
+        med = np.full(n3, np.nan)
+    return EdgeComparison(
+        mapping=mapping,
+        contingency=cont,
+        agreement=agreement,
+        n_compared=n_compared,
+        difference_bins=bins,
+        difference_histograms=hist,
+        score_bin_edges=edges,
+        score_histograms=shist,
+        score_difference_median=med,
+    )
+
+
+def l2_l3_agreement(l3: EdgeResult, l2: EdgeResult) -> float:
+    """Fraction of pixels unmasked at both edges whose matched L2 phase equals the L3 phase."""
+    return compare_edges(l3, l2).agreement
