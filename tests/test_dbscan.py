@@ -161,3 +161,35 @@ def test_input_validation() -> None:
         dbscan(np.array([[0.0, np.nan]]), eps=1.0, min_samples=2)
     with pytest.raises(ValueError, match="X"):
         dbscan(np.zeros((3, 0)), eps=1.0, min_samples=2)
+
+
+def test_exact_pair_check_of_huge_groups(monkeypatch: pytest.MonkeyPatch) -> None:
+    # force the tree-based path of the exact group-pair check
+    import txm_live.dbscan as mod
+
+    monkeypatch.setattr(mod, "_PAIR_BUDGET", 4)
+    rng = np.random.default_rng(8)
+    X = np.concatenate([rng.normal(0, 0.05, (600, 2)), rng.normal(0, 0.05, (600, 2)) + [0.3, 0]])
+    for eps, ms in ((0.03, 3), (0.06, 5)):
+        _check(X, eps, ms)
+    _check(_far_representatives(), 0.1, 3)
+
+
+def _far_representatives() -> np.ndarray:
+    # two dense 1-D groups whose first (representative) points are > eps apart while their
+    # facing ends are within eps: only the exact group-pair check can join them
+    a = np.linspace(0.0, 0.09, 10)
+    b = np.linspace(0.19, 0.15, 10)
+    return np.concatenate([a, b])[:, None]
+
+
+def test_far_representatives_joined_exactly() -> None:
+    _check(_far_representatives(), 0.1, 3)
+    _check(_far_representatives(), 0.05, 3)
+
+
+def test_negligible_eps_and_huge_range() -> None:
+    rng = np.random.default_rng(9)
+    X = np.concatenate([rng.normal(size=(500, 3)) * 1e12, np.zeros((5, 3))])
+    _check(X, 1e-3, 2)
+    _check(X, 1e-3, 1)

@@ -80,6 +80,8 @@ def _grid_cells(X: np.ndarray, eps: float) -> np.ndarray:
     lo = X.min(axis=0)
     coords = np.floor((X - lo) / side)
     span = coords.max(axis=0) + 1.0
+    if float(span.max()) > 2.0**50:  # eps negligible against the data range: no useful grid
+        return np.arange(n, dtype=np.int64)
     if float(np.prod(span)) < 2.0**62:
         key = np.zeros(n, dtype=np.int64)
         for j in range(d):
