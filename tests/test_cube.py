@@ -171,6 +171,17 @@ def test_session_flats_taken_before_the_scan_are_interpolated():
     np.testing.assert_allclose(s.window_data(WIN).block[0], 0.7, atol=2e-3)
 
 
+def test_session_single_flat_taken_before_the_scan_is_used_at_once():
+    s = XanesSession(windows=[WIN], register=False)
+    s.add_dark(np.full(SHAPE, 100, np.uint16))
+    s.add_flat(10.0, flat_img())  # one flat before any sample, outside the scan range
+    for e in (60.0, 100.0, 160.0):
+        s.add_sample(e, counts(0.25))
+        assert s.n_pending == 0
+    np.testing.assert_allclose(s.window_data(WIN).block, 0.25, atol=2e-3)
+    assert s.completed == (WIN,)
+
+
 def test_session_page_delivery_all_samples_then_all_flats():
     energies = np.arange(40.0, 171.0, 10.0)
     s = XanesSession(windows=[WIN], expected_energies=energies, register=False)

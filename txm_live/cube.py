@@ -9,11 +9,57 @@ from __future__ import annotations
 
 import contextlib
 import mmap
-from collections.abc import Sequence
+import os
+import weakref
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from multiprocessing import shared_memory
 
 import numpy as np
 
-__all__ = ["IncrementalCube"]
+__all__ = ["IncrementalCube", "SharedBlockRef"]
+
+
+@dataclass(frozen=True)
+class SharedBlockRef:
+    """Picklable reference to an array in a named shared-memory segment (no data inside).
+
+    Lets another process (e.g. an analysis process) read a block of the cube without a copy.
+    """
+
+    name: str
+    offset: int
+    shape: tuple[int, ...]
+    dtype: str
+    owner_pid: int = 0
+
+    @contextlib.contextmanager
+    def attach(self) -> Iterator[np.ndarray]:
+        """Map the segment and yield the array (read-only); unmapped on exit."""
+        shm = shared_memory.SharedMemory(name=self.name)
+        if os.getpid() != self.owner_pid:
+            # Python < 3.13 registers attached segments with this process's resource tracker, which
+            # would unlink the owner's segment when this process exits (bpo-38119).
+            from multiprocessing import resource_tracker
+
+            resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
+        try:
+            arr = np.ndarray(self.shape, dtype=np.dtype(self.dtype), buffer=shm.buf, offset=self.offset)
+            arr.flags.writeable = False
+            yield arr
+            del arr
+        finally:
+            with contextlib.suppress(BufferError):  # a caller kept a view: the mapping dies with it
+                shm.close()
+
+
+def _unlink_segments(segments: list[shared_memory.SharedMemory]) -> None:
+    for shm in segments:
+        with contextlib.suppress(FileNotFoundError):
+            shm.unlink()
+        with contextlib.suppress(BufferError):
+            shm.close()
+    segments.clear()
 
 _HUGEPAGE_MIN_BYTES = 64 * 2**20
 
@@ -51,6 +97,10 @@ class IncrementalCube:
         Energies closer than this (eV) are the same energy.
     initial_capacity : int
         Frames preallocated when no plan is given (grows by doubling).
+    shared : bool
+        Keep the storage in a named shared-memory segment so that another process can analyse a
+        block without a copy (:meth:`shared_block`). Segments are unlinked by :meth:`release` or
+        when the cube is garbage collected.
 
     Notes
     -----
@@ -75,6 +125,7 @@ class IncrementalCube:
         dtype: np.dtype | type = np.float32,
         energy_tolerance: float = 0.01,
         initial_capacity: int = 64,
+        shared: bool = False,
     ) -> None:
         if len(frame_shape) != 2 or min(frame_shape) < 1:
             raise ValueError(f"frame_shape must be (H, W) with positive sizes, got {frame_shape}")
@@ -97,8 +148,11 @@ class IncrementalCube:
                 keep = np.concatenate([[True], np.diff(planned) > self.energy_tolerance])
                 planned = planned[keep]
         self._planned = planned
+        self.shared = bool(shared)
+        self._segments: list[shared_memory.SharedMemory] = []
+        self._finalizer = weakref.finalize(self, _unlink_segments, self._segments)
         capacity = max(planned.size, initial_capacity if planned.size == 0 else planned.size)
-        self._data = _zeros((capacity, *self.frame_shape), self.dtype)
+        self._data = self._alloc((capacity, *self.frame_shape))
         self._packed_w = (self.frame_shape[1] + 7) // 8
         self._valid = np.zeros((capacity, self.frame_shape[0], self._packed_w), dtype=np.uint8)
         self._slot_energy = np.full(capacity, np.nan)
@@ -107,6 +161,14 @@ class IncrementalCube:
         self._n_slots = planned.size  # slots with an assigned energy
         self.n_duplicates = 0
         self.n_frames = 0
+
+    def _alloc(self, shape: tuple[int, ...]) -> np.ndarray:
+        if not self.shared:
+            return _zeros(shape, self.dtype)
+        nbytes = max(int(np.prod(shape)) * self.dtype.itemsize, 1)
+        shm = shared_memory.SharedMemory(create=True, size=nbytes)  # zero-filled
+        self._segments.append(shm)
+        return np.ndarray(shape, dtype=self.dtype, buffer=shm.buf)
 
     # ------------------------------------------------------------------ state
     @property
@@ -157,7 +219,7 @@ class IncrementalCube:
     def _grow(self) -> None:
         cap = self._data.shape[0]
         new_cap = max(2 * cap, 1)
-        data = _zeros((new_cap, *self.frame_shape), self.dtype)
+        data = self._alloc((new_cap, *self.frame_shape))
         data[:cap] = self._data
         valid = np.zeros((new_cap, self.frame_shape[0], self._packed_w), dtype=np.uint8)
         valid[:cap] = self._valid
@@ -270,6 +332,22 @@ class IncrementalCube:
             return energies, self._data[slots[0] : slots[-1] + 1]
         return energies, self._data[slots]
 
+    def shared_block(self, emin: float, emax: float) -> SharedBlockRef | None:
+        """Reference to :meth:`block` in shared memory, or None (not shared, or not a view)."""
+        if not self.shared or not self._segments:
+            return None
+        slots = self._slots_in(emin, emax)
+        if slots.size == 0 or not np.all(np.diff(slots) == 1):
+            return None
+        frame_bytes = self.frame_shape[0] * self.frame_shape[1] * self.dtype.itemsize
+        return SharedBlockRef(
+            self._segments[-1].name,
+            int(slots[0]) * frame_bytes,
+            (int(slots.size), *self.frame_shape),
+            self.dtype.str,
+            os.getpid(),
+        )
+
     def valid_mask(self, emin: float | None = None, emax: float | None = None) -> np.ndarray:
         """Pixels valid in every acquired frame of ``[emin, emax]`` (whole cube by default)."""
         lo = -np.inf if emin is None else emin
@@ -281,8 +359,9 @@ class IncrementalCube:
         return np.unpackbits(packed, axis=1, count=self.frame_shape[1]).astype(bool)
 
     def release(self) -> None:
-        """Drop the storage (the cube becomes empty and unusable)."""
+        """Drop the storage (the cube becomes empty and unusable); unlinks shared segments."""
         self._data = np.zeros((0, *self.frame_shape), dtype=self.dtype)
+        _unlink_segments(self._segments)
         self._valid = np.zeros((0, self.frame_shape[0], self._packed_w), dtype=np.uint8)
         self._slot_energy = np.zeros(0)
         self._counts = np.zeros(0, dtype=np.int64)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from txm_live.cube import IncrementalCube
+from txm_live.cube import IncrementalCube, SharedBlockRef
 from txm_live.edges import EdgeWindow, default_windows
 from txm_live.errors import FrameError, MissingFlatError
 from txm_live.flatfield import DarkAverage, FlatStore, optical_density
@@ -39,6 +39,9 @@ class WindowData:
         not saturated, defined logarithm).
     missing : ndarray
         Planned energies of the window that were not acquired (empty without a plan).
+    shared : SharedBlockRef or None
+        The same block in shared memory, for an analysis in another process (sessions created
+        with ``shared_memory=True``, when the block is a view).
     """
 
     window: EdgeWindow
@@ -46,6 +49,7 @@ class WindowData:
     block: np.ndarray
     valid: np.ndarray
     missing: np.ndarray
+    shared: SharedBlockRef | None = None
 
 
 @dataclass(frozen=True)
@@ -100,11 +104,16 @@ class XanesSession:
         Raw saturation level (see :func:`~txm_live.flatfield.optical_density`).
     registration_options : dict, optional
         Keyword arguments of :class:`~txm_live.registration.RunningRegistration`.
+    shared_memory : bool
+        Keep the cube in shared memory (see :class:`~txm_live.cube.IncrementalCube`), so that
+        window blocks can be analysed in another process without a copy.
 
     Notes
     -----
-    Flats: a flat at the sample's energy is used as is. Flats taken before the scan (the stored
-    flats bracket the sample's energy but none matches) are looked up by ``flat_mode``. A scalar
+    Flats: a flat at the sample's energy is used as is. Flats taken before the scan (flats stored
+    before the first sample frame, or stored flats bracketing the sample's energy) are looked up
+    by ``flat_mode`` (nearest or interpolated by energy) and the frame is corrected at once;
+    otherwise the frame waits for the flat of its energy (see ``max_pending``). A scalar
     ``i0`` monitor is used when no flat image exists. Darks: the running mean of the dark frames
     seen so far; without darks no dark is subtracted and :attr:`warnings` says so.
 
@@ -128,6 +137,7 @@ class XanesSession:
         max_pending: int = 64,
         saturation: float | None = 65535,
         registration_options: dict | None = None,
+        shared_memory: bool = False,
     ) -> None:
         if flat_mode not in ("nearest", "interpolate"):
             raise ValueError(f"flat_mode must be 'nearest' or 'interpolate', got {flat_mode!r}")
@@ -153,6 +163,7 @@ class XanesSession:
         self.max_pending = int(max_pending)
         self.saturation = saturation
         self.registration_options = dict(registration_options or {})
+        self.shared_memory = bool(shared_memory)
         self.frame_shape: tuple[int, int] | None = None
         self.cube: IncrementalCube | None = None
         self.darks = DarkAverage()
@@ -166,6 +177,7 @@ class XanesSession:
         self.n_dropped = 0
         self._max_order_seen = -1
         self._last_energy = -np.inf
+        self._prescan_flats: bool | None = None
         self._monotonic = True
         if frame_shape is not None:
             self._init_shape(tuple(frame_shape))
@@ -176,7 +188,10 @@ class XanesSession:
             raise ValueError(f"frame_shape must be (H, W), got {shape}")
         self.frame_shape = (int(shape[0]), int(shape[1]))
         self.cube = IncrementalCube(
-            self.frame_shape, expected_energies=self.expected_energies, energy_tolerance=self.energy_tolerance
+            self.frame_shape,
+            expected_energies=self.expected_energies,
+            energy_tolerance=self.energy_tolerance,
+            shared=self.shared_memory,
         )
 
     def _check_frame(self, image: np.ndarray, what: str) -> np.ndarray:
@@ -244,11 +259,14 @@ class XanesSession:
                 self.warnings.append(f"pixel size {pixel_size} at {e:.2f} eV ignored")
                 pixel_size = None
         p = _Pending(e, img, pixel_size, i0)
+        if self._prescan_flats is None:
+            # flats stored before the first sample frame: a flat series taken before the scan
+            self._prescan_flats = len(self.flats) > 0
         if self.flats.has(e):
             return tuple(self._process(p, self.flats.lookup(e)))
         fe = self.flats.energies
-        if fe.size >= 2 and fe[0] - self.energy_tolerance <= e <= fe[-1] + self.energy_tolerance:
-            # flats bracket this energy but none matches: flats taken before the scan
+        bracketed = fe.size >= 2 and fe[0] - self.energy_tolerance <= e <= fe[-1] + self.energy_tolerance
+        if self._prescan_flats or bracketed:
             return tuple(self._process(p, self.flats.lookup(e, mode=self.flat_mode)))
         self._pending.append(p)
         done: list[EdgeWindow] = []
@@ -404,7 +422,14 @@ class XanesSession:
             raise MissingFlatError(f"no corrected frame stored for {window.name}")
         energies, block = self.cube.block(window.start, window.end)
         valid = self.cube.valid_mask(window.start, window.end)
-        return WindowData(window, energies, block, valid, self.cube.missing(window.start, window.end))
+        return WindowData(
+            window,
+            energies,
+            block,
+            valid,
+            self.cube.missing(window.start, window.end),
+            self.cube.shared_block(window.start, window.end),
+        )
 
     def release(self) -> None:
         """Free the cube, flats, pending frames and registration state."""
