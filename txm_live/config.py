@@ -206,7 +206,6 @@ def _to_toml(cfg: TxmLiveConfig) -> str:
             text = f"{f.metadata['key']} = {_toml_value(value)}" if value is not None else f"# {f.metadata['key']} ="
             lines.append(f"{text:<40} # {f.metadata['help']}")
         lines.append("")
-    by_edge = {w.edge: w for w in cfg.windows}
     try:
         windows = cfg.edge_windows()
     except (ImportError, ValueError):  # unknown element/edge: still print the rest
@@ -217,7 +216,6 @@ def _to_toml(cfg: TxmLiveConfig) -> str:
         lines.append(f"pre = {_toml_value(list(win.pre))}")
         lines.append(f"post = {_toml_value(list(win.post))}")
         lines.append("")
-        by_edge.pop(win.edge, None)
     return "\n".join(lines)
 
 
