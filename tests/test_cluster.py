@@ -135,3 +135,12 @@ def test_validation(call, name: str) -> None:
     X = np.random.default_rng(0).normal(size=(200, 3))
     with pytest.raises(ValueError, match=name):
         call(X)
+
+
+def test_duplicated_sites() -> None:
+    # two measured sites, each repeated 100 times: two phases, no crash on a zero knee
+    X = np.concatenate([np.zeros((100, 2)), np.ones((60, 2))])
+    pc = PhaseClusterer().fit(X)
+    assert pc.phase_kinds_ == ("majority", "majority")
+    np.testing.assert_array_equal(pc.labels_, np.r_[np.zeros(100), np.ones(60)])
+    assert PhaseClusterer().fit(np.zeros((50, 3))).phase_kinds_ == ("majority",)

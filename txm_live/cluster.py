@@ -126,7 +126,9 @@ def estimate_dbscan_params(
     over the phases and rises steeply over noise; its knee (Kneedle: the point farthest below
     the chord of the normalized curve) is the usual choice of eps (Ester et al. 1996; Schubert
     et al. 2017). Cost: ``sample_size`` k-nearest-neighbour queries (about 0.1 s at d=3 and a
-    few seconds at d=8 for 387k points); memory O(n d).
+    few seconds at d=8 for 387k points); memory O(n d). Duplicated data: a zero knee is
+    replaced by the smallest positive k-distance, or by ``1e-6`` times the data range when
+    every sampled point sits on ``min_samples`` exact duplicates.
     """
     arr = _validate_points(X)
     n, d = arr.shape
@@ -158,10 +160,12 @@ def estimate_dbscan_params(
     eps = float(kd[knee])
     if eps <= 0.0:  # heavily duplicated data: the smallest positive k-distance
         positive = kd[kd > 0]
-        if positive.size == 0:
-            raise ValueError("X has (almost) no distinct points: every k-distance is 0")
-        eps = float(positive[0])
-        knee = int(np.searchsorted(kd, eps))
+        if positive.size:
+            eps = float(positive[0])
+            knee = int(np.searchsorted(kd, eps))
+        else:  # every sampled point sits on min_samples duplicates: separate the sites only
+            span = float(np.max(X64.max(axis=0) - X64.min(axis=0)))
+            eps = span * 1e-6 if span > 0 else 1.0
     return DbscanParams(
         eps=eps,
         min_samples=ms,
