@@ -187,3 +187,30 @@ def test_live_plot_headless_snapshots_from_another_thread(tmp_path):
     assert lp.n_redraws >= 1
     assert_real_png(tmp_path / "live.png")
     assert lp.pump() is False  # nothing new
+
+
+def test_live_plot_window_path_runs_with_pyplot(tmp_path):
+    """The window code path (pyplot figure, pause loop) in a subprocess; Agg stands in for a display."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import threading, warnings\n"
+        "warnings.simplefilter('ignore')\n"
+        "import matplotlib.pyplot as plt\n"
+        "from txm_live.figures import LivePlot\n"
+        "lp = LivePlot(window=True)\n"
+        "done = threading.Event()\n"
+        "def work():\n"
+        "    lp.progress('frames 1/2'); done.set()\n"
+        "threading.Thread(target=work).start()\n"
+        "lp.block(done)\n"
+        "assert lp.n_redraws >= 1 and plt.get_fignums(), 'no window figure'\n"
+        "lp.close()\n"
+        "assert not plt.get_fignums()\n"
+        "print('OK')\n"
+    )
+    env = dict(os.environ, MPLBACKEND="Agg")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert "OK" in out.stdout, out.stderr
