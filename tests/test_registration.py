@@ -107,19 +107,19 @@ def test_invalid_arguments_name_the_parameter(call, name):
 
 
 def test_running_registration_follows_drift_jumps_and_an_edge():
-    """200 frames: 25 px drift, two 12 px jumps, 1.5 px jitter, contrast x2.7 across an edge."""
+    """120 frames: 25 px drift, two 12 px jumps, 1.5 px jitter, contrast x2.7 across an edge."""
     scene = _scene(5)
     rng = np.random.default_rng(6)
-    n = 200
+    n = 120
     t = np.linspace(0, 1, n)
     true = np.stack([25 * t * 0.6, 25 * t * 0.8], axis=1)
-    true[70:] += (12.0, -3.0)
-    true[150:] += (-4.0, 12.5)
+    true[40:] += (12.0, -3.0)
+    true[90:] += (-4.0, 12.5)
     true += rng.normal(0, 1.5, true.shape)
     reg = RunningRegistration(_view(scene).shape, upsample_factor=10)
     est = []
     for i in range(n):
-        contrast = 1.0 + 1.7 / (1 + np.exp(-(i - 100) / 2.0))  # the edge at frame 100
+        contrast = 1.0 + 1.7 / (1 + np.exp(-(i - 60) / 2.0))  # the edge at frame 60
         est.append(reg.update(_view(scene, tuple(true[i]), contrast=contrast, noise=0.03, seed=i)))
     est = np.asarray(est)
     # registering frame i must undo its displacement relative to frame 0
