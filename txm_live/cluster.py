@@ -303,9 +303,13 @@ class PhaseClusterer:
 
         sizes = np.bincount(raw[raw >= 0]) if np.any(raw >= 0) else np.zeros(0, dtype=np.int64)
         by_size = np.argsort(-sizes, kind="stable")
-        major = [c for c in by_size if sizes[c] >= self.majority_fraction * n]
+        major = [int(c) for c in by_size if sizes[c] >= self.majority_fraction * n]
         min_size = max(2, int(math.ceil(self.min_phase_fraction * n)))
-        phases: list[np.ndarray] = [np.flatnonzero(raw == c) for c in major]
+        # members of every DBSCAN cluster, in one sort
+        clustered = np.flatnonzero(raw >= 0)
+        clustered = clustered[np.argsort(raw[clustered], kind="stable")]
+        members_of = np.split(clustered, np.cumsum(sizes)[:-1]) if sizes.size else []
+        phases: list[np.ndarray] = [members_of[c] for c in major]
         kinds = ["majority"] * len(major)
         in_major = np.isin(raw, major) if major else np.zeros(n, dtype=bool)
         pool = np.flatnonzero(~in_major)
@@ -338,7 +342,7 @@ class PhaseClusterer:
         minority: list[np.ndarray] = []
         if self.split_minority and pool.size >= min_size:
             # (a) DBSCAN clusters too small to be majority phases
-            cand = [np.flatnonzero(raw == c) for c in by_size if c not in major]
+            cand = [members_of[c] for c in by_size[len(major):]]
             # (b) groups among the unexplained noise, at parameters estimated on it alone
             if unexplained.size >= max(min_size, 2 * ms + 2):
                 sub = dbscan_on_subset(X64[unexplained], ms, self.random_state)
