@@ -14,10 +14,16 @@ map without anyone choosing the number of phases (Duan et al., Sci. Rep. 6, 3440
    (the dominant noise at TXM SNR) while keeping the chemical contrast; then every energy is
    divided by its noise level (estimated from second differences across energy) so the noise
    is isotropic;
-5. **pca**: :func:`txm_live.decompose.reduce_pca` keeps the components above the noise floor;
+5. **pca**: :func:`txm_live.decompose.reduce_pca` keeps the components above the noise floor
+   (pixels weighted by their SNR); an edge-preserving 3 x 3 sigma filter (:func:`sigma_filter`)
+   then averages each pixel's scores with the neighbours that agree with it within the noise;
 6. **cluster**: :class:`txm_live.cluster.PhaseClusterer` (DBSCAN with parameters estimated
-   from the data) gives the majority phases and the minority "outlier" phases;
-7. **summarize**: phases in a stable order, mean spectra, spread, counts, names.
+   from the data) finds the dense cores of the majority phases; :func:`refine_phases` assigns
+   every pixel to its most probable phase (robust Gaussian mixture seeded by those cores) and
+   finds the minority phase among the pixels no majority phase explains, keeping it only if it
+   is not a mixture of the majority phases;
+7. **summarize**: phases in a stable order, mean spectra, spread, counts, names, white-line
+   and majority-score maps.
 
 Phase order (stable across runs and edges): majority phases by increasing white-line height of
 their mean normalized spectrum (the metallic Nd2Fe14B core has the lowest white line), then the
@@ -67,6 +73,8 @@ _CHUNK_BYTES = 64 * 2**20
 #: BLAS threads inside :func:`analyze_edge`: its matrix products are thin and memory-bound, and
 #: on the beamline computer multi-threaded BLAS only competes with acquisition.
 _BLAS_THREADS = 1
+#: Components :func:`refine_phases` may add for points no phase explains.
+_MAX_NEW_COMPONENTS = 3
 #: Pixels used to estimate the noise level of each feature.
 _NOISE_SAMPLES = 50_000
 
@@ -341,11 +349,11 @@ def sigma_filter(
 
 def _fit_clusterer(
     scores: np.ndarray, *, eps: float | None, min_samples: int | None
-) -> tuple[np.ndarray, tuple[int, ...], tuple[int, ...], float, int]:
+) -> tuple[np.ndarray, tuple[int, ...], float, int]:
     """Run :class:`txm_live.cluster.PhaseClusterer`.
 
-    Returns the labels, the majority labels, the labels of compact minority groups (not the
-    diffuse "outlier" rest), and the eps and min_samples used.
+    Returns the labels, the majority labels (the others are minority/outlier phases), and the
+    eps and min_samples used.
     """
     from txm_live.cluster import PhaseClusterer
 
@@ -353,15 +361,10 @@ def _fit_clusterer(
     labels = np.asarray(clf.labels_)
     ids = np.unique(labels[labels >= 0])
     pool = {int(v) for v in getattr(clf, "outlier_labels_", ())}
-    kinds = getattr(clf, "phase_kinds_", None)
     majority = tuple(int(i) for i in ids if int(i) not in pool)
-    if kinds is not None:
-        groups = tuple(int(i) for i in ids if int(i) in pool and kinds[int(i)] == "minority")
-    else:
-        groups = tuple(int(i) for i in ids if int(i) in pool)
     eps_used = float(getattr(clf, "eps_", eps if eps is not None else float("nan")))
     ms_used = int(getattr(clf, "min_samples_", min_samples if min_samples is not None else 0))
-    return labels, majority, groups, eps_used, ms_used
+    return labels, majority, eps_used, ms_used
 
 
 def _segment_distance(m: np.ndarray, c: np.ndarray, means: np.ndarray, covs: np.ndarray) -> float:
@@ -383,41 +386,93 @@ def _segment_distance(m: np.ndarray, c: np.ndarray, means: np.ndarray, covs: np.
     return best
 
 
+def _log_gauss(X: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Log-density of a Gaussian at every row of ``X`` and the Mahalanobis distance."""
+    d = X.shape[1]
+    L = np.linalg.cholesky(cov)
+    z = np.linalg.solve(L, (X - mean).T)  # (d, n)
+    m2 = np.einsum("ij,ij->j", z, z)
+    logdet = 2.0 * float(np.log(np.diag(L)).sum())
+    return -0.5 * (m2 + logdet + d * np.log(2.0 * np.pi)), np.sqrt(m2)
+
+
+def _robust_em(
+    X: np.ndarray, means: list[np.ndarray], covs: list[np.ndarray], weights: list[float], n_iter: int
+) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray, np.ndarray]:
+    """EM of Gaussian components plus a uniform background over the bounding box.
+
+    Returns the means, covariances, weights (last: background) and the responsibilities
+    (n, k + 1). The background takes the points no Gaussian explains, so a far group cannot
+    drag a phase's Gaussian over to itself (the failure of a plain mixture).
+    """
+    n, d = X.shape
+    span = np.maximum(X.max(axis=0) - X.min(axis=0), 1e-9)
+    log_bg = -float(np.log(span).sum())
+    k = len(means)
+    w = np.asarray(list(weights) + [max(0.01 * sum(weights), 1.0)], dtype=np.float64)
+    w /= w.sum()
+    reg = 1e-6 * np.eye(d)
+    resp = np.empty((n, k + 1))
+    for _ in range(n_iter):
+        for j in range(k):
+            resp[:, j] = np.log(w[j] + 1e-300) + _log_gauss(X, means[j], covs[j])[0]
+        resp[:, k] = np.log(w[k] + 1e-300) + log_bg
+        resp -= resp.max(axis=1, keepdims=True)
+        np.exp(resp, out=resp)
+        resp /= resp.sum(axis=1, keepdims=True)
+        nk = resp.sum(axis=0)
+        w = nk / n
+        for j in range(k):
+            if nk[j] <= d:
+                continue
+            r = resp[:, j]
+            means[j] = (r @ X) / nk[j]
+            D = X - means[j]
+            covs[j] = (D * r[:, None]).T @ D / nk[j] + reg
+    return means, covs, w, resp
+
+
+def _dense_groups(Xu: np.ndarray, min_points: int) -> list[np.ndarray]:
+    """Dense groups among unexplained points (DBSCAN at parameters estimated on them alone)."""
+    from txm_live.cluster import estimate_dbscan_params
+    from txm_live.dbscan import dbscan
+
+    if Xu.shape[0] < max(min_points, 3):
+        return []
+    params = estimate_dbscan_params(Xu)
+    lab = dbscan(Xu, eps=params.eps, min_samples=params.min_samples)
+    sizes = np.bincount(lab[lab >= 0]) if np.any(lab >= 0) else np.zeros(0, dtype=np.int64)
+    return [Xu[lab == g] for g in np.flatnonzero(sizes >= min_points)]
+
+
 def refine_phases(
     scores: np.ndarray,
     labels: np.ndarray,
     majority: tuple[int, ...],
-    groups: tuple[int, ...],
     *,
     separation: float = 4.0,
     min_fraction: float = 0.005,
-    max_iter: int = 30,
-    random_state: int = 0,
+    n_iter: int = 25,
 ) -> tuple[np.ndarray, tuple[int, ...], tuple[int, ...]]:
-    """Refine DBSCAN phases with a Gaussian mixture and keep only distinct minority phases.
+    """Assign every point to a phase by likelihood and find the distinct minority phases.
 
     Parameters
     ----------
     scores : ndarray, shape (n, k)
         Points that were clustered.
     labels : ndarray of int, shape (n,)
-        Phases from the clusterer.
+        Phases from the DBSCAN clusterer.
     majority : tuple of int
-        Labels of the majority phases.
-    groups : tuple of int
-        Labels of the compact minority groups (the diffuse rest of DBSCAN noise is left out of
-        the initialisation; its points are assigned by the mixture).
+        Labels of the majority phases (their DBSCAN clusters seed the mixture).
     separation : float
-        A minority component is a phase of its own only if its mean lies farther than this many
-        standard deviations (Mahalanobis, with the summed covariances) from every majority phase
-        and from every segment between two majority phases; minority components closer than
-        this to each other are merged.
+        Points farther than this many standard deviations (Mahalanobis) from every phase are
+        unexplained; a minority phase is kept only if its mean lies farther than this from
+        every majority phase and every segment between two majority phases (summed
+        covariances); minority phases closer than this to each other are merged.
     min_fraction : float
-        Minority components holding fewer points than this fraction are dropped.
-    max_iter : int
-        EM iterations.
-    random_state : int
-        Seed of the mixture (used only for degenerate restarts).
+        Smallest minority phase, as a fraction of the points.
+    n_iter : int
+        EM iterations per round.
 
     Returns
     -------
@@ -428,52 +483,64 @@ def refine_phases(
 
     Notes
     -----
-    DBSCAN at its own density threshold gives the cores of the phases; which of the remaining
-    points belong to which phase is a question of likelihood. A full-covariance Gaussian mixture
-    initialised with the DBSCAN phases (EM, scikit-learn) assigns tails and points between two
-    phases to the most probable phase, the Bayes rule for noisy pixels. A minority group is kept
-    only when it cannot be a mixture of the majority phases: pixels at an interface between two
-    majority phases, or the noise tail of one, lie on the segment between their means (the same
-    argument as the non-negative linear-combination test of Duan et al. Fig. S1), the oxide
-    minority lies beyond it.
+    DBSCAN at one density threshold finds the dense cores of the majority phases; which phase
+    the remaining points (noise tails, interfaces, the sparse minority) belong to is a question
+    of likelihood. Each majority phase becomes a full-covariance Gaussian, seeded with its DBSCAN
+    cluster, in a mixture with a uniform background (EM). Points the background takes (no phase
+    explains them) are clustered on their own (DBSCAN, parameters estimated on them) and each
+    dense group seeds one more Gaussian, for up to three rounds: the minority phase, which
+    DBSCAN scatters over its noise pool, is recovered this way. A new component is kept as a minority
+    phase only when it cannot be a mixture of the majority phases: interfaces between two
+    majority phases and noise tails lie on or near the segment between their means (the
+    argument of the non-negative linear-combination test of Duan et al., Fig. S1), the oxide
+    minority beyond it. Every point finally joins the phase of highest posterior probability.
+    Cost: ``O(n_iter n k d^2)``, vectorized over points.
     """
-    from sklearn.mixture import GaussianMixture
-
     X = np.asarray(scores, dtype=np.float64)
     n, d = X.shape
-    init = [g for g in (*majority, *groups) if np.count_nonzero(labels == g) > d + 1]
-    n_major = sum(1 for g in init if g in majority)
-    if n_major == 0:
-        return labels, majority, groups
-    means = np.stack([X[labels == g].mean(axis=0) for g in init])
-    covs = np.stack([np.atleast_2d(np.cov(X[labels == g].T)) + 1e-6 * np.eye(d) for g in init])
-    weights = np.array([np.count_nonzero(labels == g) for g in init], dtype=np.float64)
-    gm = GaussianMixture(
-        len(init), covariance_type="full", weights_init=weights / weights.sum(), means_init=means,
-        precisions_init=np.linalg.inv(covs), max_iter=max_iter, reg_covar=1e-6, random_state=random_state,
-    ).fit(X)
-    proba = gm.predict_proba(X)
-    comp_major = list(range(n_major))  # init lists the majority phases first
-    minor = [j for j in range(n_major, len(init)) if gm.weights_[j] >= min_fraction]
-    # distinct from the majority phases and their mixtures?
-    mm, mc = gm.means_[:n_major], gm.covariances_[:n_major]
-    minor = [j for j in minor if _segment_distance(gm.means_[j], gm.covariances_[j], mm, mc) > separation]
-    # merge minority components that are not distinct from each other (largest first)
-    minor.sort(key=lambda j: -gm.weights_[j])
+    seeds = [g for g in majority if np.count_nonzero(labels == g) > d + 1]
+    if not seeds:
+        ids = tuple(int(i) for i in np.unique(labels[labels >= 0]))
+        return labels, tuple(i for i in ids if i in majority), tuple(i for i in ids if i not in majority)
+    n_major = len(seeds)
+    means = [X[labels == g].mean(axis=0) for g in seeds]
+    covs = [np.atleast_2d(np.cov(X[labels == g].T)) + 1e-6 * np.eye(d) for g in seeds]
+    weights = [float(np.count_nonzero(labels == g)) for g in seeds]
+    min_points = max(int(np.ceil(min_fraction * n)), d + 2)
+    for round_ in range(_MAX_NEW_COMPONENTS + 1):
+        means, covs, w, resp = _robust_em(X, means, covs, weights, n_iter)
+        unexplained = resp.argmax(axis=1) == len(means)
+        if round_ == _MAX_NEW_COMPONENTS or np.count_nonzero(unexplained) < min_points:
+            break
+        groups = _dense_groups(X[unexplained], min_points)
+        if not groups:
+            break
+        means = means + [g.mean(axis=0) for g in groups]
+        covs = covs + [np.atleast_2d(np.cov(g.T)) + 1e-6 * np.eye(d) for g in groups]
+        weights = list(w[:-1] * n) + [float(g.shape[0]) for g in groups]
+    k = len(means)
+    minor = [j for j in range(n_major, k) if w[j] >= min_fraction]
+    mm, mc = np.stack(means[:n_major]), np.stack(covs[:n_major])
+    minor = [j for j in minor if _segment_distance(means[j], covs[j], mm, mc) > separation]
+    minor.sort(key=lambda j: -w[j])
     heads: list[list[int]] = []
     for j in minor:
         for h in heads:
-            dv = gm.means_[j] - gm.means_[h[0]]
-            P = np.linalg.pinv(gm.covariances_[j] + gm.covariances_[h[0]])
+            dv = means[j] - means[h[0]]
+            P = np.linalg.pinv(covs[j] + covs[h[0]])
             if float(np.sqrt(max(dv @ P @ dv, 0.0))) <= separation:
                 h.append(j)
                 break
         else:
             heads.append([j])
-    # probabilities of the final phases: sums over their components; argmax per point
-    final = [[j] for j in comp_major] + heads
-    P = np.stack([proba[:, f].sum(axis=1) for f in final], axis=1)
-    new = P.argmax(axis=1)
+    final = [[j] for j in range(n_major)] + heads
+    # posterior of each final phase (sum over its Gaussians); the background is left out
+    logp = np.stack(
+        [np.logaddexp.reduce([np.log(w[j] + 1e-300) + _log_gauss(X, means[j], covs[j])[0] for j in f], axis=0)
+         for f in final],
+        axis=1,
+    )
+    new = logp.argmax(axis=1)
     present = np.unique(new)
     remap = np.full(len(final), -1, dtype=np.int64)
     remap[present] = np.arange(present.size)
@@ -684,8 +751,9 @@ def analyze_edge(
         scores agree with the pixel's within their noise, so phase boundaries and one-pixel
         features survive while noise inside a phase drops up to 3x. Labels stay per pixel.
     refine : bool
-        Refine the DBSCAN phases with a Gaussian mixture and keep only minority phases that are
-        not mixtures of the majority phases (:func:`refine_phases`).
+        Assign every pixel to the most probable phase with a robust Gaussian mixture seeded by
+        the DBSCAN majority phases, and keep only minority phases that are not mixtures of the
+        majority phases (:func:`refine_phases`). ``False`` keeps the clusterer's phases.
     random_state : int
         Seed of the randomized parts.
     progress : callable, optional
@@ -846,9 +914,9 @@ def _analyze_edge(
 
     # 6. cluster --------------------------------------------------------------------------
     t = stage("cluster")
-    raw, majority, groups, eps_used, ms_used = _fit_clusterer(scores, eps=eps, min_samples=min_samples)
+    raw, majority, eps_used, ms_used = _fit_clusterer(scores, eps=eps, min_samples=min_samples)
     if refine:
-        raw, majority, minority = refine_phases(scores, raw, majority, groups, random_state=random_state)
+        raw, majority, minority = refine_phases(scores, raw, majority)
     else:
         minority = tuple(int(i) for i in np.unique(raw[raw >= 0]) if int(i) not in majority)
     timings["cluster"] = time.perf_counter() - t
