@@ -64,7 +64,7 @@ def test_record_and_read_back_with_a_postgresql_catalog(postgres, tmp_path):
 
     phantom = make_phantom(shape=(32, 32), seed=2)
     energies = coarse_energies(8)
-    with start_embedded_server(tmp_path, catalog_uri=postgres) as tiled:
+    with start_embedded_server(tmp_path, catalog_uri=postgres, in_process=True) as tiled:
         assert tiled.catalog_uri.startswith("postgresql+asyncpg://")
         assert not (tiled.directory / "catalog.db").exists()  # metadata went to PostgreSQL
         RE = RunEngine({})

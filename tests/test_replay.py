@@ -185,7 +185,7 @@ def test_run_without_stop_is_replayed_as_incomplete(tiled, recorded):
     start = dict(live_docs[0][1], uid="0000aaaa-incomplete-run-0000-000000000000")
     writer("start", start)
     n_events = 0
-    for n, d in live_docs[1:16]:
+    for n, d in live_docs[1:9]:
         if n == "descriptor":
             writer("descriptor", dict(d, run_start=start["uid"], uid=d["uid"] + "-x"))
         elif n == "event":
