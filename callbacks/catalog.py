@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -541,11 +541,3 @@ def record_to(RE: Any, client: Any, *, batch_size: int = 16, **writer_kwargs: An
     threaded = ThreadedCallback(writer, name="tiled-writer")
     token = RE.subscribe(threaded)
     return Recording(RE=RE, token=token, callback=threaded)
-
-
-def iter_runs(client: Any, *, plan_name: str | None = None) -> Iterator[tuple[str, Any]]:
-    """Iterate over ``(uid, run)`` of a catalog, optionally only runs of one ``plan_name``."""
-    from tiled.queries import Key
-
-    node = client.search(Key("start.plan_name") == plan_name) if plan_name else client
-    yield from node.items()

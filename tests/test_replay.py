@@ -27,7 +27,8 @@ ENERGIES = np.concatenate([np.arange(6000.0, 6190.0, 20.0), np.arange(6190.0, 62
                            np.arange(6760.0, 7024.0, 25.0)])
 
 
-ENERGIES_OF = {False: ENERGIES, True: ENERGIES[::4]}  # the file-backed run only checks transport
+# the inline run only checks transport; the file-backed one (production path) is also analysed live
+ENERGIES_OF = {False: ENERGIES[::4], True: ENERGIES}
 
 
 @pytest.fixture(scope="module")
@@ -43,14 +44,14 @@ def tiled(workdir):
 
 @pytest.fixture(scope="module")
 def recorded(tiled, workdir):
-    """Two runs (inline, file-backed) recorded while the live analysis ran on the inline one."""
+    """Two runs (inline, file-backed) recorded; the live analysis ran on the file-backed one."""
     phantom = make_phantom(shape=SHAPE, seed=1)
     out = {}
     for file_backed in (False, True):
         RE = RunEngine({})
         docs: list[tuple[str, dict]] = []
         RE.subscribe(lambda name, doc: docs.append((name, doc)))
-        live = XanesLiveCallback() if not file_backed else None
+        live = XanesLiveCallback() if file_backed else None
         if live is not None:
             RE.subscribe(live)
         recording = record_to(RE, tiled.client())
@@ -129,7 +130,7 @@ def test_replay_emits_the_live_documents(tiled, recorded, file_backed, direct):
 
 
 def test_replayed_results_equal_live_results(tiled, recorded, tmp_path):
-    uid, _, live_results = recorded[False]
+    uid, _, live_results = recorded[True]
     (live,) = live_results
     assert live.l3 is not None and live.l2 is not None, live.errors
     (rep,) = replay_runs(tiled.client(), [uid], out=tmp_path, progress=False)
@@ -146,7 +147,7 @@ def test_replayed_results_equal_live_results(tiled, recorded, tmp_path):
 
 
 def test_replay_runs_from_a_local_directory_and_bad_uids(tiled, recorded, workdir):
-    uid, _, _ = recorded[True]
+    uid, _, _ = recorded[False]
     seen = []
 
     class Recorder:
@@ -170,16 +171,17 @@ def test_replay_runs_from_a_local_directory_and_bad_uids(tiled, recorded, workdi
     results = replay_runs(workdir, [uid[:8], "nonexistent-uid"], progress=False,
                           callback_factory=Recorder)
     assert [r.run_uid for r in results] == [uid, "nonexistent-uid"]
-    assert results[0].n_frames == 2 * ENERGIES_OF[True].size + 4 and not results[0].errors
+    assert results[0].n_frames == 2 * ENERGIES_OF[False].size + 4 and not results[0].errors
     assert results[1].errors[0].startswith("KeyError:")
-    assert resolve_run(tiled.client(), -1).metadata["start"]["uid"] == uid  # latest run
+    latest = recorded[True][0]
+    assert resolve_run(tiled.client(), -1).metadata["start"]["uid"] == latest
     assert resolve_run(tiled.client(), uid[:8]).metadata["start"]["uid"] == uid
     with pytest.raises(FileNotFoundError, match="no txm-live catalog"):
         find_catalog_directory(workdir / "frames")
 
 
 def test_run_without_stop_is_replayed_as_incomplete(tiled, recorded):
-    uid, live_docs, _ = recorded[False]
+    uid, live_docs, _ = recorded[False]  # inline run: events carry their images
     client = tiled.client()
     writer = make_writer(client, batch_size=1)  # every event written at once; no stop follows
     start = dict(live_docs[0][1], uid="0000aaaa-incomplete-run-0000-000000000000")
