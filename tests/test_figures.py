@@ -214,3 +214,11 @@ def test_live_plot_window_path_runs_with_pyplot(tmp_path):
     env = dict(os.environ, MPLBACKEND="Agg")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert "OK" in out.stdout, out.stderr
+
+
+def test_phase_colour_is_fixed_per_index():
+    from txm_live.figures import phase_colors
+
+    np.testing.assert_allclose(phase_colors(2), phase_colors(3)[:2])
+    assert len({tuple(np.round(c, 3)) for c in phase_colors(5)}) == 5
+    assert phase_colors(8).shape == (8, 3)

@@ -74,7 +74,8 @@ def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
 def phase_colors(n_phases: int) -> np.ndarray:
     """RGB colours (``(n_phases, 3)``) of the phases, from cividis at distinct brightness levels.
 
-    The levels avoid both ends of the map (pure dark blue reads as black, the bright end as the
+    Up to five phases, phase ``p`` always gets the same colour whatever the number of phases (so
+    side-by-side maps match). The levels avoid both ends of the map (pure dark blue reads as black, the bright end as the
     white used for masked pixels), so every phase stays distinguishable in greyscale.
     """
     from matplotlib import colormaps
@@ -83,7 +84,9 @@ def phase_colors(n_phases: int) -> np.ndarray:
         raise ValueError(f"n_phases must be >= 0, got {n_phases}")
     if n_phases == 0:
         return np.zeros((0, 3))
-    levels = np.array([0.0]) if n_phases == 1 else np.linspace(0.0, 0.82, n_phases)
+    # a fixed level per phase index, so phase p has the same colour in every map of a report
+    fixed = np.array([0.0, 0.45, 0.82, 0.22, 0.64])
+    levels = fixed[:n_phases] if n_phases <= fixed.size else np.linspace(0.0, 0.82, n_phases)
     return np.asarray(colormaps["cividis"](levels))[:, :3]
 
 
