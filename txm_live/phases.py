@@ -75,6 +75,8 @@ _CHUNK_BYTES = 64 * 2**20
 _BLAS_THREADS = 1
 #: Components :func:`refine_phases` may add for points no phase explains.
 _MAX_NEW_COMPONENTS = 3
+#: Points the mixture of :func:`refine_phases` is fitted on.
+_EM_SAMPLES = 50_000
 #: Pixels used to estimate the noise level of each feature.
 _NOISE_SAMPLES = 50_000
 
@@ -402,8 +404,9 @@ def _robust_em(
     """EM of Gaussian components plus a uniform background over the bounding box.
 
     Returns the means, covariances, weights (last: background) and the responsibilities
-    (n, k + 1). The background takes the points no Gaussian explains, so a far group cannot
-    drag a phase's Gaussian over to itself (the failure of a plain mixture).
+    ``(k + 1, n)``. The background takes the points no Gaussian explains, so a far group cannot
+    drag a phase's Gaussian over to itself (the failure of a plain mixture). Stops early when
+    the mean log-likelihood changes by less than 1e-7.
     """
     n, d = X.shape
     span = np.maximum(X.max(axis=0) - X.min(axis=0), 1e-9)
@@ -412,23 +415,30 @@ def _robust_em(
     w = np.asarray(list(weights) + [max(0.01 * sum(weights), 1.0)], dtype=np.float64)
     w /= w.sum()
     reg = 1e-6 * np.eye(d)
-    resp = np.empty((n, k + 1))
+    resp = np.empty((k + 1, n))
+    last = -np.inf
     for _ in range(n_iter):
         for j in range(k):
-            resp[:, j] = np.log(w[j] + 1e-300) + _log_gauss(X, means[j], covs[j])[0]
-        resp[:, k] = np.log(w[k] + 1e-300) + log_bg
-        resp -= resp.max(axis=1, keepdims=True)
+            resp[j] = np.log(w[j] + 1e-300) + _log_gauss(X, means[j], covs[j])[0]
+        resp[k] = np.log(w[k] + 1e-300) + log_bg
+        top = resp.max(axis=0)
+        resp -= top
         np.exp(resp, out=resp)
-        resp /= resp.sum(axis=1, keepdims=True)
-        nk = resp.sum(axis=0)
+        total = resp.sum(axis=0)
+        resp /= total
+        loglik = float(np.mean(top + np.log(total)))
+        nk = resp.sum(axis=1)
         w = nk / n
         for j in range(k):
             if nk[j] <= d:
                 continue
-            r = resp[:, j]
+            r = resp[j]
             means[j] = (r @ X) / nk[j]
             D = X - means[j]
             covs[j] = (D * r[:, None]).T @ D / nk[j] + reg
+        if abs(loglik - last) < 1e-7 * max(1.0, abs(loglik)):
+            break
+        last = loglik
     return means, covs, w, resp
 
 
@@ -452,7 +462,8 @@ def refine_phases(
     *,
     separation: float = 4.0,
     min_fraction: float = 0.005,
-    n_iter: int = 25,
+    n_iter: int = 50,
+    random_state: int = 0,
 ) -> tuple[np.ndarray, tuple[int, ...], tuple[int, ...]]:
     """Assign every point to a phase by likelihood and find the distinct minority phases.
 
@@ -472,7 +483,9 @@ def refine_phases(
     min_fraction : float
         Smallest minority phase, as a fraction of the points.
     n_iter : int
-        EM iterations per round.
+        Largest number of EM iterations per round (stops earlier at convergence).
+    random_state : int
+        Seed of the subsample (at most 50 000 points) the mixture is fitted on.
 
     Returns
     -------
@@ -494,7 +507,8 @@ def refine_phases(
     majority phases and noise tails lie on or near the segment between their means (the
     argument of the non-negative linear-combination test of Duan et al., Fig. S1), the oxide
     minority beyond it. Every point finally joins the phase of highest posterior probability.
-    Cost: ``O(n_iter n k d^2)``, vectorized over points.
+    Cost: ``O(n_iter m k d^2)`` on a subsample of ``m <= 50 000`` points, plus one pass over
+    all points for the assignment; vectorized over points.
     """
     X = np.asarray(scores, dtype=np.float64)
     n, d = X.shape
@@ -506,18 +520,24 @@ def refine_phases(
     means = [X[labels == g].mean(axis=0) for g in seeds]
     covs = [np.atleast_2d(np.cov(X[labels == g].T)) + 1e-6 * np.eye(d) for g in seeds]
     weights = [float(np.count_nonzero(labels == g)) for g in seeds]
-    min_points = max(int(np.ceil(min_fraction * n)), d + 2)
+    # the mixture is fitted on a random subsample (parameters of a few Gaussians need far
+    # fewer than 10^5 points); every point is assigned at the end
+    if n > _EM_SAMPLES:
+        Xs = X[np.sort(np.random.default_rng(random_state).choice(n, _EM_SAMPLES, replace=False))]
+    else:
+        Xs = X
+    min_points_s = max(int(np.ceil(min_fraction * Xs.shape[0])), d + 2)
     for round_ in range(_MAX_NEW_COMPONENTS + 1):
-        means, covs, w, resp = _robust_em(X, means, covs, weights, n_iter)
-        unexplained = resp.argmax(axis=1) == len(means)
-        if round_ == _MAX_NEW_COMPONENTS or np.count_nonzero(unexplained) < min_points:
+        means, covs, w, resp = _robust_em(Xs, means, covs, weights, n_iter)
+        unexplained = resp.argmax(axis=0) == len(means)
+        if round_ == _MAX_NEW_COMPONENTS or np.count_nonzero(unexplained) < min_points_s:
             break
-        groups = _dense_groups(X[unexplained], min_points)
+        groups = _dense_groups(Xs[unexplained], min_points_s)
         if not groups:
             break
         means = means + [g.mean(axis=0) for g in groups]
         covs = covs + [np.atleast_2d(np.cov(g.T)) + 1e-6 * np.eye(d) for g in groups]
-        weights = list(w[:-1] * n) + [float(g.shape[0]) for g in groups]
+        weights = list(w[:-1] * Xs.shape[0]) + [float(g.shape[0]) for g in groups]
     k = len(means)
     minor = [j for j in range(n_major, k) if w[j] >= min_fraction]
     mm, mc = np.stack(means[:n_major]), np.stack(covs[:n_major])
@@ -916,7 +936,7 @@ def _analyze_edge(
     t = stage("cluster")
     raw, majority, eps_used, ms_used = _fit_clusterer(scores, eps=eps, min_samples=min_samples)
     if refine:
-        raw, majority, minority = refine_phases(scores, raw, majority)
+        raw, majority, minority = refine_phases(scores, raw, majority, random_state=random_state)
     else:
         minority = tuple(int(i) for i in np.unique(raw[raw >= 0]) if int(i) not in majority)
     timings["cluster"] = time.perf_counter() - t
