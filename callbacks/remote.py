@@ -213,8 +213,8 @@ def make_publisher(RE: Any, address: str = "127.0.0.1:5567", *, serializer: str 
     prefix : bytes
         Bluesky publisher prefix (to share a proxy between beamlines).
     connect_timeout : float
-        Seconds to wait for the connection to the proxy before returning (documents published
-        before it is up are lost; a warning is logged, the RunEngine is never blocked later).
+        Seconds to wait for the proxy's subscription before returning (documents published
+        before it arrives are lost; a warning is logged, the RunEngine is never blocked later).
 
     Returns
     -------
@@ -227,8 +227,6 @@ def make_publisher(RE: Any, address: str = "127.0.0.1:5567", *, serializer: str 
     worker thread (:class:`~txm_live.callbacks.catalog.ThreadedCallback`), so the RunEngine thread
     only enqueues.
     """
-    import time
-
     import zmq
     from bluesky.callbacks.zmq import Publisher
 
@@ -237,17 +235,18 @@ def make_publisher(RE: Any, address: str = "127.0.0.1:5567", *, serializer: str 
     host, port = parse_address(address)
     dumps, _ = _serializers(serializer, allow_pickle)
     publisher = Publisher(_zmq_address(host, port), serializer=dumps, prefix=prefix)
-    monitor = publisher._socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
-    try:
-        if monitor.poll(int(connect_timeout * 1000)):
-            monitor.recv_multipart()
-            time.sleep(0.1)  # let the proxy's subscription reach our PUB socket
-        else:
-            logger.warning("no ZeroMQ proxy at %s:%s yet; documents are dropped until it is up",
-                           host, port)
-    finally:
-        publisher._socket.disable_monitor()
-        monitor.close()
+    # Slow joiner: a PUB socket drops messages until the proxy's subscription has arrived, and
+    # cannot tell when that is. An XPUB socket receives the subscription itself: swap it in and
+    # wait for it, so that the first start document is not lost.
+    publisher._socket.close(linger=0)
+    sock = publisher._context.socket(zmq.XPUB)
+    sock.connect(publisher.address)
+    publisher._socket = sock
+    if sock.poll(int(connect_timeout * 1000)):
+        sock.recv()  # b"\x01" + topic: the proxy subscribed
+    else:
+        logger.warning("no ZeroMQ proxy at %s:%s yet; documents are dropped until it is up",
+                       host, port)
     threaded = ThreadedCallback(publisher, name="zmq-publisher")
     token = RE.subscribe(threaded)
     return _PublisherHandle(RE, token, threaded, publisher)

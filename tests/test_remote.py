@@ -224,3 +224,35 @@ def test_three_processes_on_loopback_match_in_process(tmp_path):
     # the run in progress at SIGTERM was finished as incomplete and written
     incomplete = read_results(tmp_path / "remote" / partial)
     assert any("RunIncompleteError" in e or "no stop" in e for e in incomplete.errors)
+
+
+def test_make_publisher_waits_for_the_proxy_subscription():
+    """No pause between connecting and the first document: the start is still delivered."""
+    from bluesky import RunEngine
+    from bluesky.plans import count
+    from ophyd.sim import det
+
+    pin, pout = free_port(), free_port()
+    proxy = Proxy(f"127.0.0.1:{pin}", f"127.0.0.1:{pout}")
+    threading.Thread(target=proxy.start, daemon=True).start()
+    rec, stop = _Recorder(), threading.Event()
+    thread = threading.Thread(target=serve, args=(f"127.0.0.1:{pout}",),
+                              kwargs={"stop_event": stop, "callback_factory": lambda: rec})
+    thread.start()
+    time.sleep(1.0)  # consumer subscribed
+    RE = RunEngine({})
+    first = _run_docs(1)
+    with make_publisher(RE, f"127.0.0.1:{pin}") as publisher:
+        for name, doc in first:  # at once (a plain bluesky Publisher loses these)
+            publisher.callback(name, doc)
+        RE(count([det], num=3))
+        assert publisher.flush(timeout=10) and publisher.errors == []
+    deadline = time.monotonic() + 10
+    while [n for n, _ in rec.docs].count("stop") < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    stop.set()
+    thread.join(20)
+    assert [n for n, _ in rec.docs] == [n for n, _ in first] + [
+        "start", "descriptor", "event", "event", "event", "stop"]
+    with pytest.raises(ValueError, match="bare port"):
+        make_publisher(RE, "5567")
