@@ -46,6 +46,7 @@ __all__ = [
     "ThreadedCallback",
     "connect",
     "free_port",
+    "make_writer",
     "record_to",
     "start_embedded_server",
 ]
