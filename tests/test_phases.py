@@ -364,3 +364,68 @@ def test_mback_normalization_gives_the_same_phases() -> None:
     both = res.mask & ref.mask[:64]
     assert adjusted_rand_score(ref.labels[:64][both], res.labels[both]) > 0.9
     assert res.n_phases == ref.n_phases
+
+
+# ----------------------------------------------------------------------------------------------
+# phase refinement, one- and two-phase samples, options
+
+
+def test_refine_phases_recovers_far_minority_and_absorbs_interfaces() -> None:
+    from txm_live.phases import refine_phases
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(0.0, 1.0, 5000)
+    b = rng.normal(10.0, 1.0, 4000)
+    interface = rng.uniform(2.5, 7.5, 300)  # mixtures of a and b
+    minority = rng.normal(-15.0, 0.7, 200)
+    x = np.concatenate([a, b, interface, minority])[:, None]
+    truth = np.repeat([0, 1, 0, 2], [5000, 4000, 300, 200])
+    # DBSCAN-like input: dense cores of a and b, everything else in one noise pool (label 2)
+    labels = np.where(np.abs(x[:, 0]) < 1.5, 0, np.where(np.abs(x[:, 0] - 10) < 1.5, 1, 2))
+    out, major, minor = refine_phases(x, labels, (0, 1))
+    assert major == (0, 1) and minor == (2,)
+    found = out == 2
+    assert np.count_nonzero(found & (truth == 2)) >= 0.98 * 200
+    assert np.count_nonzero(found & (truth != 2)) <= 5  # interfaces and tails are not a phase
+    # interface points join the nearer majority phase
+    mid = np.flatnonzero(truth[:9000] < 2)
+    assert np.mean(out[mid] == truth[mid]) > 0.99
+
+
+def _homogeneous_cube(kind: str) -> tuple[np.ndarray, np.ndarray]:
+    from txm_live.sim.spectra import METAL, OXIDE, absolute_mu
+
+    energies = _energies(L3)
+    rng = np.random.default_rng(7)
+    od = np.zeros((energies.size, 64, 64), dtype=np.float32)
+    mu_m = absolute_mu(energies, METAL)[:, None, None] * 4.0  # 4 um thick
+    mu_o = absolute_mu(energies, OXIDE)[:, None, None] * 4.0
+    if kind == "metal":
+        od[:, 8:56, 8:56] = mu_m
+    else:  # metal and oxide side by side
+        od[:, 8:56, 8:32] = mu_m
+        od[:, 8:56, 32:56] = mu_o
+    sample = rng.poisson(FLUX * np.exp(-od.astype(np.float64)))
+    flat = rng.poisson(FLUX, size=od.shape)
+    return energies, (-np.log(np.maximum(sample, 1) / flat)).astype(np.float32)
+
+
+def test_one_and_two_phase_samples() -> None:
+    energies, cube = _homogeneous_cube("metal")
+    one = analyze_edge(energies, cube, window=L3)
+    assert one.n_phases == 1 and one.phase_names == ("majority",) and one.outlier_phases == ()
+    assert one.counts[0] == 48 * 48
+    energies, cube = _homogeneous_cube("two")
+    two = analyze_edge(energies, cube, window=L3)
+    assert two.n_phases == 2 and two.outlier_phases == ()
+    assert np.all(two.labels[8:56, 8:32] == 0) and np.all(two.labels[8:56, 32:56] == 1)
+    assert np.isnan(one.majority_score[one.mask]).all()  # one majority phase: no score axis
+    assert np.isfinite(two.majority_score[two.mask]).all()
+
+
+def test_options_without_filter_and_refinement_and_fixed_components() -> None:
+    energies, cube = _cube("pure", "L3")
+    res = analyze_edge(energies, cube[:, :64], window=L3, spatial_filter=False, refine=False, n_components=2)
+    assert res.n_components == 2 and res.n_phases >= 2
+    assert np.all(res.labels[res.mask] >= 0) and res.counts.sum() == res.mask.sum()
+    assert res.explained_variance_ratio.shape == (2,)
