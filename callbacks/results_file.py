@@ -27,7 +27,7 @@ import datetime as _dt
 import json
 import logging
 import os
-import tempfile
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -147,8 +147,8 @@ def write_results(result: RunResult, directory: str | os.PathLike[str], *,
     folder = Path(directory) / uid
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "phases.h5"
-    fd, tmp = tempfile.mkstemp(prefix=".phases-", suffix=".h5", dir=folder)
-    os.close(fd)
+    # h5py creates the temporary file: usual permissions (umask), unlike tempfile.mkstemp's 0600
+    tmp = folder / f".phases-{uuid.uuid4().hex}.h5"
     try:
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = FORMAT

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import fields, replace
 
 import h5py
@@ -100,6 +101,9 @@ def test_missing_edges_and_overwrite(tmp_path):
     assert back.l2 is None and back.l2_l3_agreement is None and back.exafs == ()
     assert back.l3 is not None and not back.ok
     assert [p.name for p in path.parent.iterdir()] == ["phases.h5"]  # no temp file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # readable by the group as usual
 
 
 def test_bad_input(tmp_path):
