@@ -11,11 +11,12 @@ How it works
    and at most ``max_fit_energies`` evenly spread energies of each of the pre- and post-edge
    fitting ranges; Athena normalization (:func:`txm_live.normalize.normalize_athena`) of that
    subset, edge-step SNR mask (:func:`txm_live.snr.snr_mask`, Otsu threshold unless given).
-2. Features: the normalized near-edge spectra, averaged over a ``smooth`` x ``smooth`` pixel
-   neighbourhood of masked pixels (a preview trades a little resolution for 3x less noise),
-   divided by their mean over the upper part of the range (removes the per-pixel edge-step
-   error), projected on the first ``n_components`` principal components of a pixel subsample
-   and scaled by the robust spread of the first component.
+2. Features: the normalized near-edge spectra divided by their mean over the upper part of the
+   range (removes the per-pixel edge-step error), projected on the first ``n_components``
+   principal axes of a subsample of ``smooth`` x ``smooth`` neighbourhood-averaged spectra; the
+   score maps are then averaged over the same neighbourhood of masked pixels (a preview trades
+   a little resolution for 3x less noise; projecting first costs ``n_components / n_energies``
+   of smoothing the spectra) and scaled by the robust spread of the first component.
 3. river's :class:`~river.cluster.DBSTREAM` learns ``n_learn`` pixels in random order (the only
    per-sample Python loop, bounded) and summarizes them as weighted micro-clusters.
 4. Phases are the density modes of that summary, found by quick shift (Vedaldi & Soatto 2008)
@@ -26,8 +27,11 @@ How it works
 
 No number of phases is chosen by the user; the parameters are in units of the data spread.
 
-Memory: the energy subset is copied once as float32 (about 120 energies x 387k pixels =
-190 MB at full size); features are ``n_pixels x n_feature_energies`` float32.
+Memory: the energy subset is copied once as float32 (about 160 energies x 387k pixels =
+250 MB at full size) and normalized (as much again); the feature block is
+``n_feature_energies x n_pixels`` float32 (about 90 MB). Time at 602 x 643: 1.7-4 s wall on a
+loaded 2-core machine (normalization and feature projection dominate; river's updates are
+bounded by ``n_learn``, 0.2-0.4 s).
 """
 
 from __future__ import annotations
@@ -85,6 +89,26 @@ def _box_mean(stack: np.ndarray, mask: np.ndarray, size: int) -> np.ndarray:
     num = uniform_filter(masked, size=(1, size, size), mode="constant")
     den = uniform_filter(m, size=size, mode="constant")
     return num / np.maximum(den, 1e-6)[None]
+
+
+def _neighbourhood_mean(F: np.ndarray, level: np.ndarray, mask: np.ndarray, flat_idx: np.ndarray,
+                        size: int) -> np.ndarray:
+    """``F / level`` averaged over the masked ``size x size`` neighbourhood of a few pixels, (n_f, n)."""
+    H, W = mask.shape
+    ys, xs = np.divmod(flat_idx, W)
+    r = size // 2
+    acc = np.zeros((F.shape[0], flat_idx.size), dtype=np.float64)
+    wsum = np.zeros(flat_idx.size)
+    for dy in range(-r, size - r):
+        for dx in range(-r, size - r):
+            y, x = ys + dy, xs + dx
+            inside = (y >= 0) & (y < H) & (x >= 0) & (x < W)
+            y, x = np.clip(y, 0, H - 1), np.clip(x, 0, W - 1)
+            w = (inside & mask[y, x]).astype(np.float64)
+            vals = F[:, y, x] / np.where(w > 0, level[y, x], 1.0)
+            acc += np.where(w > 0, vals, 0.0)
+            wsum += w
+    return acc / np.maximum(wsum, 1.0)
 
 
 def _quick_shift(C: np.ndarray, Wm: np.ndarray, *, bandwidth: float, max_step: float) -> np.ndarray:
@@ -151,6 +175,7 @@ def preview_edge(
     minority_fraction: float = 0.1,
     max_fit_energies: int = 40,
     snr_threshold: float | None = None,
+    max_stat_pixels: int = 20000,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> EdgeResult:
@@ -191,6 +216,9 @@ def preview_edge(
         Energies used at most from each of the pre- and post-edge fitting ranges.
     snr_threshold : float, optional
         Edge-step SNR threshold; default: Otsu threshold of the SNR histogram.
+    max_stat_pixels : int
+        Pixels of each phase (random subset) behind ``mean_spectra`` and ``spread``; ``counts``
+        and ``labels`` always cover every pixel.
     seed : int
         Seed of the pixel subsamples.
     progress : callable, optional
@@ -213,7 +241,7 @@ def preview_edge(
     Notes
     -----
     Measured on the simulator (phantom + photon noise at 5000 photons/pixel, 96-128 px):
-    adjusted Rand index 0.82-0.91 against the ground truth (tests/test_preview.py).
+    adjusted Rand index 0.82-0.89 against the ground truth (0.96 at 602 x 643) (tests/test_preview.py).
     The preview is deliberately approximate: smoothing blurs phase boundaries over ``smooth``
     pixels and the pixel subsample may miss a phase rarer than about ``1 / n_learn``.
     """
@@ -221,7 +249,7 @@ def preview_edge(
     timings: dict[str, float] = {}
     energies, block, valid = _check(energies, block, window, valid)
     for name, value, lo in (("n_components", n_components, 1), ("smooth", smooth, 1), ("n_learn", n_learn, 10),
-                            ("max_fit_energies", max_fit_energies, 4)):
+                            ("max_fit_energies", max_fit_energies, 4), ("max_stat_pixels", max_stat_pixels, 1)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
             raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
     for name, value in (("clustering_threshold", clustering_threshold), ("merge_distance", merge_distance),
@@ -281,13 +309,11 @@ def preview_edge(
 
     # 2. features -----------------------------------------------------------------------------
     t = stage("features")
-    pix = np.flatnonzero(mask.ravel())
-    Fs = _box_mean(F, mask, int(smooth))  # masked pixels are finite; the rest is zeroed inside
     # divide by the mean over the upper part of the feature range: removes the per-pixel
     # edge-step error (an amplitude factor) that otherwise dominates the first component
     ef = E[fr] - window.e0
     tail = ef >= f_lo + 0.55 * (f_hi - f_lo)
-    level = Fs[tail].mean(axis=0)
+    level = _box_mean(F[tail].mean(axis=0)[None], mask, int(smooth))[0]
     # a post-edge level far from 1 means the normalization of that neighbourhood failed
     # (edge of the particle, glitch): such pixels are left out of the preview
     mask &= (level > 0.5) & (level < 2.0)
@@ -296,15 +322,23 @@ def preview_edge(
         raise InsufficientDataError(
             f"{window.name}: only {n_pix} pixels have a usable normalized spectrum; at least {_MIN_PIXELS} are needed")
     pix = np.flatnonzero(mask.ravel())
-    Fs /= np.where(mask, level, 1.0)[None]
-    X = Fs.reshape(fr.size, -1)[:, pix].T  # (n_pix, n_f) float32
+    X = F.reshape(fr.size, -1)[:, pix]  # (n_f, n_pix) float32, finite (masked pixels)
+    X /= level.ravel()[pix][None]
     rng = np.random.default_rng(seed)
-    sub = X[rng.choice(n_pix, size=min(n_pix, 5000), replace=False)].astype(np.float64)
+    # principal axes from a subsample of neighbourhood-averaged spectra (the same smoothing as the
+    # scores below, so the axes follow the chemistry rather than the pixel noise)
+    sub = _neighbourhood_mean(F, level, mask, pix[rng.choice(n_pix, size=min(n_pix, 5000), replace=False)],
+                              int(smooth)).T.astype(np.float64)
     mean = sub.mean(axis=0)
     evals, evecs = np.linalg.eigh(np.cov(sub, rowvar=False))  # n_f x n_f: cheaper than an SVD
     k = min(int(n_components), evecs.shape[1])
     comps = evecs[:, ::-1][:, :k].astype(np.float32)  # leading principal axes, (n_f, k)
-    Z = ((X - mean.astype(np.float32)) @ comps).astype(np.float32)
+    # project first, then smooth the k score maps: the same linear operations as smoothing the
+    # n_f spectra first, at k / n_f of the cost
+    scores = np.zeros((k, H * W), dtype=np.float32)
+    scores[:, pix] = comps.T @ (X - mean.astype(np.float32)[:, None])
+    Z = _box_mean(scores.reshape(k, H, W), mask, int(smooth)).reshape(k, -1)[:, pix].T.copy()
+    del X
     # one isotropic scale, the robust spread (median absolute deviation) of the first component:
     # the weaker components keep their smaller (mostly noise) spread instead of being blown up
     scale = float(1.4826 * np.median(np.abs(Z[:, 0] - np.median(Z[:, 0]))))
@@ -346,9 +380,21 @@ def preview_edge(
     present = np.unique(raw)
     dense = np.searchsorted(present, raw)
     n_phases = present.size
-    counts = np.bincount(dense, minlength=n_phases)
-    feat_mean = np.stack([X[dense == p].mean(axis=0) for p in range(n_phases)]) if n_phases else np.zeros((0, fr.size))
-    wl = feat_mean.max(axis=1) if n_phases else np.zeros(0)
+    counts = np.bincount(dense, minlength=n_phases).astype(np.int64)
+    # phase statistics from at most `max_stat_pixels` pixels of each phase (the standard error of a
+    # mean of 20000 noisy spectra is negligible), as two matrix products over one small copy
+    take = [np.flatnonzero(dense == p) for p in range(n_phases)]
+    take = [t if t.size <= max_stat_pixels else rng.choice(t, size=max_stat_pixels, replace=False) for t in take]
+    sub = np.concatenate(take) if take else np.zeros(0, dtype=np.int64)
+    norm2 = normed.norm.reshape(E.size, -1)[:, pix[sub]]  # finite: masked pixels have a positive edge step
+    n_sub = np.array([t.size for t in take], dtype=np.float64)
+    onehot = np.zeros((sub.size, n_phases), dtype=np.float32)
+    onehot[np.arange(sub.size), dense[sub]] = 1.0
+    mean_spectra = (norm2 @ onehot).T.astype(np.float64) / np.maximum(n_sub, 1)[:, None]
+    second = (np.square(norm2) @ onehot).T.astype(np.float64) / np.maximum(n_sub, 1)[:, None]
+    spread = np.sqrt(np.clip(second - mean_spectra**2, 0.0, None))
+    # order as analyze_edge: majority phases by increasing white line, then minority phases
+    wl = mean_spectra[:, fr].max(axis=1) if n_phases else np.zeros(0)
     minor = counts < minority_fraction * n_pix
     if minor.all():
         minor[:] = False
@@ -357,18 +403,10 @@ def preview_edge(
     order = np.concatenate([major_idx, minor_idx]).astype(np.int64)
     rank = np.empty(n_phases, dtype=np.int64)
     rank[order] = np.arange(n_phases)
-    phase = rank[dense]
     labels = np.full(H * W, -1, dtype=np.int64)
-    labels[pix] = phase
+    labels[pix] = rank[dense]
     labels = labels.reshape(H, W)
-    norm2 = normed.norm.reshape(E.size, -1)[:, pix]  # finite: masked pixels have a positive edge step
-    counts = np.bincount(phase, minlength=n_phases).astype(np.int64)
-    onehot = np.zeros((pix.size, n_phases), dtype=np.float32)
-    onehot[np.arange(pix.size), phase] = 1.0
-    # per-phase sums as two matrix products (one pass over the pixels, no per-phase copies)
-    mean_spectra = (norm2 @ onehot).T.astype(np.float64) / np.maximum(counts, 1)[:, None]
-    second = (np.square(norm2) @ onehot).T.astype(np.float64) / np.maximum(counts, 1)[:, None]
-    spread = np.sqrt(np.clip(second - mean_spectra**2, 0.0, None))
+    mean_spectra, spread, counts = mean_spectra[order], spread[order], counts[order]
     names = _names(major_idx.size, minor_idx.size)
     timings["summarize"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_start
