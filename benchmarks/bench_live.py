@@ -288,10 +288,8 @@ def ingest_rate(args, txm, *, register: bool) -> tuple[float, int]:
     t0 = time.perf_counter()
     for name, doc in docs:
         cb(name, doc)
-    q = cb._queue
-    with q.all_tasks_done:
-        while q.unfinished_tasks:
-            q.all_tasks_done.wait()
+    while cb.backlog:
+        time.sleep(0.005)
     dt = time.perf_counter() - t0
     cb.close()
     return n / dt, n

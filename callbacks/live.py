@@ -578,7 +578,13 @@ class XanesLiveCallback:
             # up to one switch interval (5 ms by default) while the other runs Python code.
             sys.setswitchinterval(switch_interval)
 
-        self._queue: queue.Queue = queue.Queue()
+        # SimpleQueue.put is one C call that never blocks and takes no Python-level lock, so the
+        # RunEngine thread never waits for the worker; counters replace Queue.join().
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._in_counter = itertools.count(1)
+        self._n_in = 0  # documents enqueued (written by the RunEngine thread only)
+        self._n_done = 0  # documents processed (written by the worker only)
+        self._done_cv = threading.Condition()
         self._subscribers: dict[int, Callable[[str, dict], None]] = {}
         self._sub_ids = itertools.count()
         self._runs: dict[str, _RunState] = {}  # open (not finalized) runs
@@ -597,6 +603,7 @@ class XanesLiveCallback:
     def __call__(self, name: str, doc: dict) -> None:
         """Enqueue one document (the only thing done on the RunEngine thread)."""
         if not self._closed:
+            self._n_in = next(self._in_counter)
             self._queue.put((name, doc))
 
     # --------------------------------------------------------------- public
@@ -615,7 +622,7 @@ class XanesLiveCallback:
     @property
     def backlog(self) -> int:
         """Documents queued but not yet processed."""
-        return self._queue.unfinished_tasks
+        return max(self._n_in - self._n_done, 0)
 
     def wait(self, timeout: float | None = None) -> list[RunResult]:
         """Block until every queued document is processed and every stopped run is analysed.
@@ -629,13 +636,13 @@ class XanesLiveCallback:
             If that does not happen within ``timeout`` seconds.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        q = self._queue
-        with q.all_tasks_done:
-            while q.unfinished_tasks:
+        target = self._n_in
+        with self._done_cv:
+            while self._n_done < target:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    raise TimeoutError(f"{q.unfinished_tasks} documents still queued after {timeout} s")
-                q.all_tasks_done.wait(remaining)
+                    raise TimeoutError(f"{target - self._n_done} documents still queued after {timeout} s")
+                self._done_cv.wait(remaining)
         for fut in list(self._finalizers):
             remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
             try:
@@ -656,6 +663,7 @@ class XanesLiveCallback:
         """
         if self._closed:
             return list(self._results)
+        self._n_in = next(self._in_counter)
         self._queue.put(("__close__", None))
         self._closed = True
         try:
@@ -672,9 +680,9 @@ class XanesLiveCallback:
     def _work(self) -> None:
         while True:
             name, doc = self._queue.get()
+            if name is _STOP:
+                return
             try:
-                if name is _STOP:
-                    return
                 if name == "__close__":
                     self._stop_open_runs()
                 else:
@@ -683,7 +691,9 @@ class XanesLiveCallback:
                 logger.exception("txm-live worker: unexpected error on %r document", name)
                 self._global_error(_named(exc))
             finally:
-                self._queue.task_done()
+                with self._done_cv:
+                    self._n_done += 1
+                    self._done_cv.notify_all()
 
     def _run_of(self, name: str, doc: dict) -> _RunState | None:
         uid = None
