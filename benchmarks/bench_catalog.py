@@ -76,7 +76,14 @@ def bench(args: argparse.Namespace) -> list[tuple[str, str, str]]:
 
     rows: list[tuple[str, str, str]] = []
     energies = energies_for(args.energies)
-    work = Path(args.dir or tempfile.mkdtemp(prefix="bench-catalog-"))
+    if args.dir is None:  # frames of a full-size scan take 2.2 GB: removed afterwards
+        with tempfile.TemporaryDirectory(prefix="bench-catalog-") as tmp:
+            args.dir = tmp
+            try:
+                return bench(args)
+            finally:
+                args.dir = None
+    work = Path(args.dir)
     phantom = make_phantom(shape=tuple(args.shape), seed=0)
     print(f"# {energies.size} energies, phantom {tuple(args.shape)}, file_backed="
           f"{not args.inline}, work dir {work}", file=sys.stderr)
@@ -204,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-analysis", action="store_true", help="skip replay to phase maps")
     p.add_argument("--no-zmq", action="store_true", help="skip the ZeroMQ latency")
     p.add_argument("--zmq-energies", type=int, default=64, help="energies of the ZeroMQ scan")
-    p.add_argument("--dir", help="work directory (default: a new temporary one, kept)")
+    p.add_argument("--dir", help="work directory, kept (default: a temporary one, removed)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     rows = bench(args)
