@@ -730,6 +730,7 @@ def analyze_edge(
     feature_range: tuple[float, float] = DEFAULT_FEATURE_RANGE,
     n_components: int | None = None,
     max_components: int = 10,
+    pca_noise_margin: float = 2.5,
     eps: float | None = None,
     min_samples: int | None = None,
     snr_threshold: float | None = None,
@@ -759,6 +760,13 @@ def analyze_edge(
         (Marchenko-Pastur, :func:`~txm_live.decompose.reduce_pca`).
     max_components : int
         Upper bound of the automatic choice.
+    pca_noise_margin : float
+        A component is clustered when its eigenvalue exceeds this factor times the
+        Marchenko-Pastur edge of the noise. 2.5 (stricter than :func:`reduce_pca`'s generic
+        1.5) because registration, magnification resampling and the point-spread function make
+        TXM noise spatially and spectrally coloured: their weak, smooth components (eigenvalues
+        ~2x the white-noise floor in the simulated beamline) carry no chemistry and blur the
+        phases when clustered.
     eps, min_samples : optional
         DBSCAN parameters; estimated from the data by default
         (:func:`txm_live.cluster.estimate_dbscan_params`).
@@ -809,7 +817,8 @@ def analyze_edge(
     with threadpool_limits(limits=_BLAS_THREADS, user_api="blas"):
         return _analyze_edge(
             energies, block, window=window, valid=valid, method=method, feature_range=feature_range,
-            n_components=n_components, max_components=max_components, eps=eps, min_samples=min_samples,
+            n_components=n_components, max_components=max_components, pca_noise_margin=pca_noise_margin,
+            eps=eps, min_samples=min_samples,
             snr_threshold=snr_threshold, spatial_filter=spatial_filter, refine=refine, random_state=random_state,
             progress=progress,
         )
@@ -825,6 +834,7 @@ def _analyze_edge(
     feature_range: tuple[float, float],
     n_components: int | None,
     max_components: int,
+    pca_noise_margin: float,
     eps: float | None,
     min_samples: int | None,
     snr_threshold: float | None,
@@ -923,6 +933,7 @@ def _analyze_edge(
         n_components=n_components,
         max_components=min(max_components, X.shape[1]),
         sample_noise=1.0 / np.clip(pix_snr, 1e-3, None),
+        noise_margin=pca_noise_margin,
         random_state=random_state,
     )
     scores = pca.scores
