@@ -80,5 +80,6 @@ def test_cli_replay_of_the_recorded_run(demo, tmp_path, capsys):
     from txm_live.callbacks.results_file import read_results
 
     again = read_results(replayed / "phases.h5")
-    # same frames, same analysis: the replayed L3 map equals the live one
-    assert np.mean(again.l3.labels == s.result.l3.labels) > 0.95
+    # same frames: the replayed cube gives the same SNR map and the same (seeded) streaming preview
+    np.testing.assert_allclose(again.l3.snr, s.result.l3.snr, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(again.l3_preview.labels, s.result.l3_preview.labels)
