@@ -392,6 +392,21 @@ def test_refine_phases_recovers_far_minority_and_absorbs_interfaces() -> None:
     assert np.mean(out[mid] == truth[mid]) > 0.99
 
 
+def test_refine_phases_splits_two_phases_dbscan_merged() -> None:
+    from txm_live.phases import refine_phases
+
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.normal(0.0, 1.0, 3000), rng.normal(5.0, 1.0, 2000)])[:, None]
+    out, major, minor = refine_phases(x, np.zeros(5000, dtype=int), (0,))
+    assert len(major) == 2 and minor == ()
+    truth = np.repeat([0, 1], [3000, 2000])
+    assert adjusted_rand_score(truth, out) > 0.85
+    # one broad, skewed phase is not split
+    y = rng.gamma(3.0, 1.0, 5000)[:, None]
+    out1, major1, minor1 = refine_phases(y, np.zeros(5000, dtype=int), (0,))
+    assert len(major1) == 1
+
+
 def _homogeneous_cube(kind: str) -> tuple[np.ndarray, np.ndarray]:
     from txm_live.sim.spectra import METAL, OXIDE, absolute_mu
 

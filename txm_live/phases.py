@@ -75,6 +75,8 @@ _CHUNK_BYTES = 64 * 2**20
 _BLAS_THREADS = 1
 #: Components :func:`refine_phases` may add for points no phase explains.
 _MAX_NEW_COMPONENTS = 3
+#: Ashman's D above which one majority Gaussian is split into two phases.
+_SPLIT_SEPARATION = 3.0
 #: Points the mixture of :func:`refine_phases` is fitted on.
 _EM_SAMPLES = 50_000
 #: Pixels used to estimate the noise level of each feature.
@@ -442,6 +444,32 @@ def _robust_em(
     return means, covs, w, resp
 
 
+def _split_bimodal(
+    Xs: np.ndarray, assign: np.ndarray, n_major: int, explained: np.ndarray, random_state: int
+) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Majority components whose points form two well separated Gaussians (Ashman's D > 3).
+
+    Returns, per component to split, the two means, covariances and weights of a
+    two-component mixture fitted to its points.
+    """
+    from sklearn.mixture import GaussianMixture
+
+    out = {}
+    for j in range(n_major):
+        P = Xs[explained & (assign == j)]
+        if P.shape[0] < 50:
+            continue
+        gm = GaussianMixture(2, covariance_type="full", random_state=random_state, n_init=2).fit(P)
+        if gm.weights_.min() < 0.1:
+            continue
+        dv = gm.means_[1] - gm.means_[0]
+        pooled = 0.5 * (gm.covariances_[0] + gm.covariances_[1])
+        D = float(np.sqrt(max(dv @ np.linalg.pinv(pooled) @ dv, 0.0)))
+        if D > _SPLIT_SEPARATION:
+            out[j] = (gm.means_, gm.covariances_, gm.weights_)
+    return out
+
+
 def _dense_groups(Xu: np.ndarray, min_points: int) -> list[np.ndarray]:
     """Dense groups among unexplained points (DBSCAN at parameters estimated on them alone)."""
     from txm_live.cluster import estimate_dbscan_params
@@ -502,7 +530,9 @@ def refine_phases(
     cluster, in a mixture with a uniform background (EM). Points the background takes (no phase
     explains them) are clustered on their own (DBSCAN, parameters estimated on them) and each
     dense group seeds one more Gaussian, for up to three rounds: the minority phase, which
-    DBSCAN scatters over its noise pool, is recovered this way. A new component is kept as a minority
+    DBSCAN scatters over its noise pool, is recovered this way. A majority Gaussian whose points
+    are two well separated Gaussians (two-component fit, Ashman's D > 3, each >= 10 %) is split:
+    two phases DBSCAN merged across a shallow valley (low SNR, e.g. the L2 edge). A new component is kept as a minority
     phase only when it cannot be a mixture of the majority phases: interfaces between two
     majority phases and noise tails lie on or near the segment between their means (the
     argument of the non-negative linear-combination test of Duan et al., Fig. S1), the oxide
@@ -538,6 +568,16 @@ def refine_phases(
         means = means + [g.mean(axis=0) for g in groups]
         covs = covs + [np.atleast_2d(np.cov(g.T)) + 1e-6 * np.eye(d) for g in groups]
         weights = list(w[:-1] * Xs.shape[0]) + [float(g.shape[0]) for g in groups]
+    # a majority Gaussian that is really two phases DBSCAN did not separate (a shallow valley)
+    split = _split_bimodal(Xs, resp[:n_major].argmax(axis=0), n_major, resp.argmax(axis=0) < n_major, random_state)
+    if split:
+        for j, (m2, c2, w2) in split.items():
+            means[j], covs[j] = m2[0], c2[0]
+            means.insert(n_major, m2[1])
+            covs.insert(n_major, c2[1])
+        n_major += len(split)
+        weights = [1.0] * len(means)
+        means, covs, w, resp = _robust_em(Xs, means, covs, weights, n_iter)
     k = len(means)
     minor = [j for j in range(n_major, k) if w[j] >= min_fraction]
     mm, mc = np.stack(means[:n_major]), np.stack(covs[:n_major])
