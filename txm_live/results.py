@@ -125,6 +125,9 @@ class RunResult:
         Number of sample frames ingested.
     l3_preview : EdgeResult or None
         Fast streaming-clustering preview of the L3 phases, shown before the exact analysis.
+    pixel_size_nm : float or None
+        Pixel size (nm) of the phase maps (first sample frame), from the start document's
+        ``txm_live.pixel_size_nm``; used for scale bars and phase areas.
     """
 
     run_uid: str
@@ -135,6 +138,7 @@ class RunResult:
     errors: tuple[str, ...] = ()
     n_frames: int = 0
     l3_preview: EdgeResult | None = None
+    pixel_size_nm: float | None = None
 
     @property
     def ok(self) -> bool:
