@@ -77,6 +77,8 @@ _BLAS_THREADS = 1
 _MAX_NEW_COMPONENTS = 3
 #: Ashman's D above which one majority Gaussian is split into two phases.
 _SPLIT_SEPARATION = 3.0
+#: Points of one majority phase the split test is fitted on.
+_SPLIT_SAMPLES = 10_000
 #: Points the mixture of :func:`refine_phases` is fitted on.
 _EM_SAMPLES = 50_000
 #: Pixels used to estimate the noise level of each feature.
@@ -446,27 +448,36 @@ def _robust_em(
 
 def _split_bimodal(
     Xs: np.ndarray, assign: np.ndarray, n_major: int, explained: np.ndarray, random_state: int
-) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+) -> dict[int, tuple[list[np.ndarray], list[np.ndarray]]]:
     """Majority components whose points form two well separated Gaussians (Ashman's D > 3).
 
-    Returns, per component to split, the two means, covariances and weights of a
-    two-component mixture fitted to its points.
+    Returns, per component to split, the two means and covariances of a two-component mixture
+    fitted to its points (EM seeded by the halves on either side of the median along the
+    principal axis).
     """
-    from sklearn.mixture import GaussianMixture
-
     out = {}
+    d = Xs.shape[1]
     for j in range(n_major):
         P = Xs[explained & (assign == j)]
         if P.shape[0] < 50:
             continue
-        gm = GaussianMixture(2, covariance_type="full", random_state=random_state, n_init=2).fit(P)
-        if gm.weights_.min() < 0.1:
+        if P.shape[0] > _SPLIT_SAMPLES:  # two Gaussians need few points
+            P = P[np.random.default_rng(random_state).choice(P.shape[0], _SPLIT_SAMPLES, replace=False)]
+        c = P - P.mean(axis=0)
+        axis = np.linalg.eigh(np.atleast_2d(np.cov(c.T)))[1][:, -1]
+        t = c @ axis
+        halves = [P[t <= np.median(t)], P[t > np.median(t)]]
+        if min(h.shape[0] for h in halves) <= d + 1:
             continue
-        dv = gm.means_[1] - gm.means_[0]
-        pooled = 0.5 * (gm.covariances_[0] + gm.covariances_[1])
-        D = float(np.sqrt(max(dv @ np.linalg.pinv(pooled) @ dv, 0.0)))
+        means = [h.mean(axis=0) for h in halves]
+        covs = [np.atleast_2d(np.cov(h.T)) + 1e-6 * np.eye(d) for h in halves]
+        means, covs, w, _ = _robust_em(P, means, covs, [1.0, 1.0], 50)
+        if min(w[0], w[1]) < 0.1 * (w[0] + w[1]):
+            continue
+        dv = means[1] - means[0]
+        D = float(np.sqrt(max(dv @ np.linalg.pinv(0.5 * (covs[0] + covs[1])) @ dv, 0.0)))
         if D > _SPLIT_SEPARATION:
-            out[j] = (gm.means_, gm.covariances_, gm.weights_)
+            out[j] = (means, covs)
     return out
 
 
@@ -571,7 +582,7 @@ def refine_phases(
     # a majority Gaussian that is really two phases DBSCAN did not separate (a shallow valley)
     split = _split_bimodal(Xs, resp[:n_major].argmax(axis=0), n_major, resp.argmax(axis=0) < n_major, random_state)
     if split:
-        for j, (m2, c2, w2) in split.items():
+        for j, (m2, c2) in split.items():
             means[j], covs[j] = m2[0], c2[0]
             means.insert(n_major, m2[1])
             covs.insert(n_major, c2[1])
