@@ -497,18 +497,24 @@ class Recording:
         self.close()
 
 
-def make_writer(client: Any, *, batch_size: int = 16, **kwargs: Any) -> Any:
+def make_writer(client: Any, *, batch_size: int = 16, max_array_size: int = 0,
+                **kwargs: Any) -> Any:
     """A ``bluesky_tiled_plugins.TiledWriter`` for ``client``.
 
     ``batch_size`` events (or stream datums) are grouped per write: small enough that the
     catalog follows the scan (another process can read a run while it is measured), large
     enough to keep HTTP requests few.
+
+    ``max_array_size=0`` writes every array-valued data key as an array node, never as a list
+    column of the event table: the SQLite event tables of the embedded server (chosen over
+    DuckDB so that several servers may open one catalog) cannot store list columns.
     """
     from bluesky_tiled_plugins import TiledWriter
 
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
-    return TiledWriter(client, batch_size=int(batch_size), **kwargs)
+    return TiledWriter(client, batch_size=int(batch_size), max_array_size=int(max_array_size),
+                       **kwargs)
 
 
 def record_to(RE: Any, client: Any, *, batch_size: int = 16, **writer_kwargs: Any) -> Recording:

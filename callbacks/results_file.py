@@ -235,7 +235,8 @@ def publish_results(client: Any, derived_docs: Iterable[tuple[str, dict]], *,
     """Write derived runs (documents of ``XanesLiveCallback.subscribe``) into a Tiled catalog.
 
     The derived run was built with ``event_model.compose_run`` and names the raw run in its start
-    document, so it can be searched next to the data (``Key("start.plan_name")``, the raw uid key).
+    document (``raw_run_uid``), so it is found next to the data:
+    ``client.search(Key("start.raw_run_uid") == raw_uid)``.
 
     Parameters
     ----------
@@ -256,7 +257,7 @@ def publish_results(client: Any, derived_docs: Iterable[tuple[str, dict]], *,
     DocumentError
         The documents do not form complete runs (a document before its start, no stop).
     """
-    from bluesky_tiled_plugins import TiledWriter
+    from txm_live.callbacks.catalog import make_writer
 
     docs = list(derived_docs)
     if not docs:
@@ -267,7 +268,7 @@ def publish_results(client: Any, derived_docs: Iterable[tuple[str, dict]], *,
         raise DocumentError("publish_results: the documents must begin with a start document")
     if missing := [uid for uid in starts if uid not in stops]:
         raise DocumentError(f"publish_results: run(s) without a stop document: {missing}")
-    writer = TiledWriter(client, batch_size=int(batch_size))
+    writer = make_writer(client, batch_size=int(batch_size))
     for name, doc in docs:
         writer(name, doc)
     return starts

@@ -188,17 +188,21 @@ def test_bad_arguments(tmp_path):
 def _derived_run(raw_uid: str, labels: np.ndarray) -> list[tuple[str, dict]]:
     """A derived run as XanesLiveCallback publishes it: compose_run, linked to the raw uid."""
     docs = collect_documents()
-    run = compose_run(metadata={"plan_name": "txm_live_phases", "txm_live_raw_uid": raw_uid})
+    run = compose_run(metadata={"plan_name": "txm_live_phases", "raw_run_uid": raw_uid})
     docs("start", run.start_doc)
     desc = run.compose_descriptor(name="phases", data_keys={
         "l3_labels": {"source": "txm-live", "dtype": "array", "shape": list(labels.shape),
                       "dtype_numpy": labels.dtype.str},
         "l3_n_phases": {"source": "txm-live", "dtype": "integer", "shape": [],
-                        "dtype_numpy": "<i8"}})
+                        "dtype_numpy": "<i8"},
+        "l3_counts": {"source": "txm-live", "dtype": "array", "shape": [3],  # a small array
+                      "dtype_numpy": "<i8"}})
     docs("descriptor", desc.descriptor_doc)
     now = time.time()
-    docs("event", desc.compose_event(data={"l3_labels": labels, "l3_n_phases": 3},
-                                     timestamps={"l3_labels": now, "l3_n_phases": now}))
+    counts = np.array([(labels == i).sum() for i in range(3)])
+    docs("event", desc.compose_event(data={"l3_labels": labels, "l3_n_phases": 3, "l3_counts": counts},
+                                     timestamps={"l3_labels": now, "l3_n_phases": now,
+                                                 "l3_counts": now}))
     docs("stop", run.compose_stop())
     return docs
 
@@ -211,9 +215,11 @@ def test_publish_derived_run_is_searchable(tiled):
     docs = _derived_run("raw-uid-42", labels)
     client = tiled.client()
     (uid,) = publish_results(client, docs)
-    found = client.search(Key("start.txm_live_raw_uid") == "raw-uid-42")
+    found = client.search(Key("start.raw_run_uid") == "raw-uid-42")
     assert list(found) == [uid]
     np.testing.assert_array_equal(found[uid]["phases"]["l3_labels"].read()[0], labels)
+    np.testing.assert_array_equal(found[uid]["phases"]["l3_counts"].read()[0],
+                                  [(labels == i).sum() for i in range(3)])
     with pytest.raises(DocumentError, match="stop"):
         publish_results(client, docs[:-1])
     with pytest.raises(DocumentError, match="start"):

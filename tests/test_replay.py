@@ -15,7 +15,7 @@ from txm_live.callbacks.replay import (
     replay_runs,
     resolve_run,
 )
-from txm_live.callbacks.results_file import read_results
+from txm_live.callbacks.results_file import collect_documents, publish_results, read_results
 from txm_live.sim.devices import make_txm
 from txm_live.sim.phantom import make_phantom
 from txm_live.sim.plans import xanes_scan
@@ -52,7 +52,9 @@ def recorded(tiled, workdir):
         docs: list[tuple[str, dict]] = []
         RE.subscribe(lambda name, doc: docs.append((name, doc)))
         live = XanesLiveCallback() if file_backed else None
+        derived = collect_documents()
         if live is not None:
+            live.subscribe(derived)
             RE.subscribe(live)
         recording = record_to(RE, tiled.client())
         txm = make_txm(phantom, seed=11, margin_px=4, file_backed=file_backed,
@@ -62,6 +64,7 @@ def recorded(tiled, workdir):
         recording.close()
         results = live.close(timeout=300) if live is not None else None
         out[file_backed] = (uid, docs, results)
+        out["derived"] = derived
     return out
 
 
@@ -146,6 +149,18 @@ def test_replayed_results_equal_live_results(tiled, recorded, tmp_path):
     np.testing.assert_array_equal(on_disk.l3.labels, live.l3.labels)
 
 
+def test_live_derived_run_published_next_to_the_raw_run(tiled, recorded):
+    from tiled.queries import Key
+
+    uid, _, (live,) = recorded[True]
+    client = tiled.client()
+    (derived_uid,) = publish_results(client, recorded["derived"])
+    (found,) = client.search(Key("start.raw_run_uid") == uid).values()
+    assert found.metadata["start"]["uid"] == derived_uid
+    np.testing.assert_array_equal(found["l3_phases"]["labels"].read()[0], live.l3.labels)
+    np.testing.assert_array_equal(found["l3_phases"]["counts"].read()[0], live.l3.counts)
+
+
 def test_replay_runs_from_a_local_directory_and_bad_uids(tiled, recorded, workdir):
     uid, _, _ = recorded[False]
     seen = []
@@ -173,9 +188,11 @@ def test_replay_runs_from_a_local_directory_and_bad_uids(tiled, recorded, workdi
     assert [r.run_uid for r in results] == [uid, "nonexistent-uid"]
     assert results[0].n_frames == 2 * ENERGIES_OF[False].size + 4 and not results[0].errors
     assert results[1].errors[0].startswith("KeyError:")
-    latest = recorded[True][0]
-    assert resolve_run(tiled.client(), -1).metadata["start"]["uid"] == latest
-    assert resolve_run(tiled.client(), uid[:8]).metadata["start"]["uid"] == uid
+    client = tiled.client()
+    latest = list(client.keys())[-1]  # insertion order: the most recent run
+    assert resolve_run(client, -1).metadata["start"]["uid"] == latest
+    assert resolve_run(client, "-2").metadata["start"]["uid"] == list(client.keys())[-2]
+    assert resolve_run(client, uid[:8]).metadata["start"]["uid"] == uid
     with pytest.raises(FileNotFoundError, match="no txm-live catalog"):
         find_catalog_directory(workdir / "frames")
 
