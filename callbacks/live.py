@@ -395,6 +395,12 @@ class AnalysisProcess:
         with self._lock:
             self._shutdown_locked()
 
+    def kill(self) -> None:
+        """Kill the child now, even while an analysis runs (without waiting for the lock)."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+
 
 class _NotTransferable(Exception):
     """The analysis function cannot be sent to the analysis process."""
@@ -665,19 +671,25 @@ class XanesLiveCallback:
     def close(self, timeout: float | None = None) -> list[RunResult]:
         """Process what is queued, finish runs that never stopped (flagged), stop the threads.
 
-        Returns the results of all runs. Further documents are ignored.
+        Returns the results of all runs. Further documents are ignored. With a ``timeout``,
+        analyses still running after it are abandoned (the analysis process is killed) and
+        :class:`TimeoutError` is raised.
         """
         if self._closed:
             return list(self._results)
         self._n_in = next(self._in_counter)
         self._queue.put(("__close__", None))
         self._closed = True
+        finished = False
         try:
             self.wait(timeout)
+            finished = True
         finally:
             self._queue.put((_STOP, None))
             self._worker.join(timeout)
-            self._executor.shutdown(wait=True)
+            if not finished and self._process is not None:
+                self._process.kill()  # unblocks the analysis thread (EOF -> AnalysisError)
+            self._executor.shutdown(wait=finished, cancel_futures=not finished)
             if self._process is not None:
                 self._process.close()
         return list(self._results)

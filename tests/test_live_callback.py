@@ -723,3 +723,20 @@ def test_old_style_resource_datum_files_give_the_same_result(tmp_path):
     assert results[1].n_frames == results[0].n_frames == int(np.sum(ENERGIES < 6650))
     assert not any(e.startswith("FrameError") for e in results[1].errors), results[1].errors
     np.testing.assert_array_equal(results[0].l3.labels, results[1].l3.labels)
+
+
+def test_close_with_timeout_abandons_a_hung_analysis():
+    release = threading.Event()
+
+    def hang(energies, block, *, window, valid=None):
+        release.wait(20)
+        raise RuntimeError("released")
+
+    cb = make_cb(analysis=hang)
+    for name, doc in make_documents(ENERGIES[ENERGIES < 6650]):
+        cb(name, doc)
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError):
+        cb.close(timeout=1.0)
+    assert time.monotonic() - t0 < 5
+    release.set()
