@@ -204,6 +204,17 @@ def test_valid_mask_and_determinism() -> None:
     np.testing.assert_array_equal(a.labels, b.labels)
 
 
+def test_non_finite_pixels_are_masked() -> None:
+    energies, cube = _cube("pure", "L3")
+    bad = cube.copy()
+    mid = int(np.flatnonzero(energies > L3.e0 - 40)[0])  # between pre-edge and feature range
+    bad[mid, 60, 60] = np.nan
+    bad[:, 61, 61] = np.inf
+    res = analyze_edge(energies, bad, window=L3)
+    assert not res.mask[60, 60] and not res.mask[61, 61] and res.labels[60, 60] == -1
+    assert np.isfinite(res.mean_spectra).all() and np.isfinite(res.spread).all()
+
+
 def test_unordered_energies_and_wider_block() -> None:
     """A block wider than the window, with energies out of order, gives the same phases."""
     energies, cube = _cube("pure", "L3")

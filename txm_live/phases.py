@@ -938,8 +938,11 @@ def _analyze_edge(
     pre_noise = np.empty(n_pix, dtype=np.float32)
     pre_coef = np.empty((2, n_pix), dtype=np.float32)
     feat_all = np.empty((Ef.size, n_pix), dtype=np.float32)
+    finite = np.empty(n_pix, dtype=bool)
     for sl in _pixel_chunks(n_pix, E.size):
-        nz = normalize_window(E, Y2[:, sl], window, method=method)
+        finite[sl] = np.isfinite(Y2[:, sl]).all(axis=0)  # NaN anywhere: never clustered
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # those are masked
+            nz = normalize_window(E, Y2[:, sl], window, method=method)
         edge_step[sl] = nz.edge_step
         pre_noise[sl] = nz.pre_edge_noise
         pre_coef[:, sl] = nz.pre_coefficients
@@ -952,7 +955,7 @@ def _analyze_edge(
 
     t = stage("snr")
     sm = snr_mask(edge_step.reshape(H, W), pre_noise.reshape(H, W), threshold=snr_threshold)
-    good = np.asarray(sm.mask, dtype=bool).ravel() & np.isfinite(edge_step)
+    good = np.asarray(sm.mask, dtype=bool).ravel() & np.isfinite(edge_step) & finite
     if valid is not None:
         good &= valid.ravel()
     pix = np.flatnonzero(good)
