@@ -940,8 +940,23 @@ class XanesLiveCallback:
                 "register": self.register,
                 "correct_magnification": self.correct_magnification,
             }
+            px = self._pixel_size(st)
+            if px is not None:
+                md["pixel_size_nm"] = px
             st.derived = DerivedRun(st.start_doc, self._emit_derived, metadata=md)
         return st.derived
+
+    @staticmethod
+    def _pixel_size(st: _RunState) -> float | None:
+        """Pixel size (nm) of the phase maps: the first sample frame's, else the start document's."""
+        if st.session is not None and st.session.pixel_size_ref is not None:
+            return float(st.session.pixel_size_ref)
+        md = st.start_doc.get("txm_live")
+        value = md.get("pixel_size_nm") if isinstance(md, dict) else None
+        try:
+            return float(value) if value is not None and float(value) > 0 else None
+        except (TypeError, ValueError):
+            return None
 
     def _emit_derived(self, name: str, doc: dict) -> None:
         for fn in list(self._subscribers.values()):
@@ -1039,6 +1054,7 @@ class XanesLiveCallback:
             errors=tuple(st.errors),
             n_frames=n_frames,
             l3_preview=st.previews.get("L3"),
+            pixel_size_nm=self._pixel_size(st),
         )
         derived = self._derived(st)
         if comparison is not None:

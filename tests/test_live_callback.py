@@ -238,6 +238,7 @@ def test_inline_documents_give_phase_maps_and_a_valid_derived_run():
     assert res.errors == ()
     assert res.ok
     assert res.n_frames == len(ENERGIES)
+    assert res.pixel_size_nm == pytest.approx(31.2)
     assert label_accuracy(res.l3.labels) > 0.98
     assert label_accuracy(res.l2.labels) > 0.98
     assert res.l2_l3_agreement is not None and res.l2_l3_agreement > 0.95
@@ -543,6 +544,7 @@ def test_runengine_scan_with_registration_recovers_the_sample_frame(sim_phantom)
     )
     assert res.errors == (), res.errors
     assert res.ok and res.n_frames == len(SIM_ENERGIES)
+    assert res.pixel_size_nm == pytest.approx(txm.pixel_size_at(float(SIM_ENERGIES[0])))
     assert len(res.exafs) == res.l3.n_phases
     validate_docs(derived)
     err_reg = cube_error(txm, sim_phantom, cap)
