@@ -881,9 +881,12 @@ class XanesLiveCallback:
             for window in session.flush():
                 self._window_complete(st, window)
         finally:
-            if session.errors:
-                more = len(session.errors) - 1
-                st.add_error(session.errors[0] + (f" (and {more} more like it)" if more else ""))
+            by_type: dict[str, list[str]] = {}
+            for msg in session.errors:
+                by_type.setdefault(msg.split(":", 1)[0], []).append(msg)
+            for msgs in by_type.values():
+                more = len(msgs) - 1
+                st.add_error(msgs[0] + (f" (and {more} more like it)" if more else ""))
             st.warnings.extend(session.warnings)
         for window in st.windows:
             if window.edge in st.submitted:

@@ -130,6 +130,8 @@ def make_documents(
                 s = np.array(["x"] * 4)
             elif kind == "nan":
                 energy_value = float("nan")
+            elif kind == "beam_off":
+                s = np.full_like(s, 100)  # dark level only: no usable pixel
         pe = prim.compose_event(
             data={"mono_energy": energy_value, "camera_image": s, "camera_pixel_size": 31.2},
             timestamps={"mono_energy": 0.0, "camera_image": 0.0, "camera_pixel_size": 0.0},
@@ -340,6 +342,17 @@ def test_corrupt_frames_are_skipped_with_named_errors():
     assert res.l3 is not None and res.l2 is not None
     assert label_accuracy(res.l3.labels) > 0.95
     assert any("analysed without" in e for e in res.errors)
+
+
+def test_beam_off_frame_is_skipped_not_masking_the_window():
+    cb = make_cb()
+    for name, doc in make_documents(corrupt={40: "beam_off"}):
+        cb(name, doc)
+    (res,) = cb.wait(timeout=30)
+    cb.close()
+    assert res.n_frames == len(ENERGIES) - 1
+    assert any(e.startswith("FrameError") and "usable pixels" in e for e in res.errors), res.errors
+    assert label_accuracy(res.l3.labels) > 0.98  # the window was analysed on all other frames
 
 
 def test_missing_flats_reported_and_run_finishes():
