@@ -291,7 +291,7 @@ def test_l3_analysis_starts_before_stop_and_before_l2():
             gate.set()
             # give the worker time: the L3 analysis must start while the scan goes on
             t0 = time.monotonic()
-            while time.monotonic() - t0 < 10 and not any(
+            while time.monotonic() - t0 < 30 and not any(
                 s.stage == "analysis-finished" and s.edge == "L3" for s in stages
             ):
                 time.sleep(0.01)
