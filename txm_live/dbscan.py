@@ -201,8 +201,9 @@ def dbscan(
     queries of the points outside dense grid cells and not certified by a neighbour (about 20 %
     of the points at d=3, 60 % at d=8); the KD-tree queries use all cores (``workers=-1``).
     Measured on 387k synthetic phase scores at the automatic eps (shared, loaded machine):
-    0.6 s / 1.8 s / 5.7 s CPU at d = 3 / 5 / 8, against 17 s / 120 s CPU for scikit-learn at
-    d = 3 / 5 (28x, 66x); see ``benchmarks/bench_dbscan.py``.
+    0.6 s / 1.8 s / 5.7 s CPU at d = 3 / 5 / 8, against 17 s / 120 s / 830 s CPU for
+    scikit-learn (28x, 66x, 145x; peak memory 0.2-0.5 GB against 1.6 / 3.4 / 8.0 GB); see
+    ``benchmarks/bench_dbscan.py``.
 
     scikit-learn switches to brute force for ``n_samples <= 11`` and then computes distances
     with the ``|x|^2 - 2 x.y + |y|^2`` expansion; for such tiny inputs a pair at a distance
