@@ -149,23 +149,10 @@ def _callback_factory(cfg: Any) -> Any:
     """Factory of live callbacks configured like ``cfg`` (start-document values where unset)."""
 
     def factory() -> Any:
+        from txm_live.callbacks.demo import analysis_functions
         from txm_live.callbacks.live import XanesLiveCallback
 
-        opts = cfg.analysis_options()
-        analysis = None
-        if opts:
-            from txm_live.phases import analyze_edge
-
-            def analysis(energies, block, *, window, valid=None):  # noqa: ANN001, ANN202
-                return analyze_edge(energies, block, window=window, valid=valid, **opts)
-
-        preview = None
-        if cfg.preview:
-            from txm_live.preview import preview_edge
-
-            def preview(energies, block, *, window, valid=None):  # noqa: ANN001, ANN202
-                return preview_edge(energies, block, window=window, valid=valid, n_learn=cfg.preview_n_learn)
-
+        analysis, preview = analysis_functions(cfg)
         return XanesLiveCallback(
             energy_key=cfg.energy_key, image_key=cfg.image_key, flat_stream=cfg.flat_stream,
             dark_stream=cfg.dark_stream, windows=cfg.edge_windows() if cfg.windows else None,

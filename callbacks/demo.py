@@ -15,6 +15,7 @@ experiment, HDF5 file-backed camera; about 1.6 GB of cube and a long run).
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 import time
@@ -28,7 +29,7 @@ import numpy as np
 from txm_live.config import TxmLiveConfig, load_config
 from txm_live.results import EdgeResult, RunResult
 
-__all__ = ["DemoSummary", "demo_energies", "demo_shape", "ground_truth_labels", "run_demo"]
+__all__ = ["DemoSummary", "analysis_functions", "demo_energies", "demo_shape", "ground_truth_labels", "run_demo"]
 
 _SHAPES = {"tiny": (96, 96), "small": (128, 128), "full": (602, 643)}
 _MARGIN = {"tiny": 20, "small": 24, "full": 64}
@@ -150,6 +151,12 @@ class _Progress:
     def __call__(self, ev: Any) -> None:
         if self.live_plot is not None:
             self.live_plot.progress(f"{ev.stage} {ev.edge or ''} {ev.message} ({ev.n_frames} frames)")
+            if ev.result is not None:
+                self.live_plot.show_edge(ev.result)
+        if ev.result is not None:
+            res = ev.result
+            self.write(f"    {ev.message} analysis {res.edge}: {res.n_phases} phases, "
+                       f"{int(np.sum(res.counts)):,} pixels in {ev.seconds:.1f} s")
         with self.lock:
             self._ensure_bar()
             if self.bar is not None and ev.n_frames > self.bar.n:
@@ -170,17 +177,21 @@ class _Progress:
             self.bar.close()
 
 
-def _timed(fn: Callable[..., EdgeResult], label: str, progress: _Progress, live_plot: Any) -> Callable[..., EdgeResult]:
-    def wrapped(energies: np.ndarray, block: np.ndarray, *, window: Any, valid: Any = None) -> EdgeResult:
-        t0 = time.perf_counter()
-        res = fn(energies, block, window=window, valid=valid)
-        progress.write(f"    {label} {window.edge}: {res.n_phases} phases, {int(np.sum(res.counts)):,} pixels "
-                       f"in {time.perf_counter() - t0:.1f} s")
-        if live_plot is not None:
-            live_plot.show_edge(res)
-        return res
+def analysis_functions(cfg: TxmLiveConfig) -> tuple[Callable[..., EdgeResult], Callable[..., EdgeResult] | None]:
+    """The exact analysis and the streaming preview configured by ``cfg``.
 
-    return wrapped
+    Both are :func:`functools.partial` objects of module-level functions, so they are picklable
+    and the live callback runs them in its analysis process, away from the RunEngine's GIL.
+    """
+    from txm_live.phases import analyze_edge
+
+    analysis = functools.partial(analyze_edge, **cfg.analysis_options())
+    preview = None
+    if cfg.preview:
+        from txm_live.preview import preview_edge
+
+        preview = functools.partial(preview_edge, n_learn=cfg.preview_n_learn)
+    return analysis, preview
 
 
 def run_demo(
@@ -255,21 +266,7 @@ def run_demo(
         lp = LivePlot(snapshot=None if display_available() else out_dir / "live.png",
                       pixel_size_nm=phantom.pixel_size_nm)
     prog = _Progress(progress, len(energies), lp)
-    analysis = None
-    opts = cfg.analysis_options()
-    from txm_live.phases import analyze_edge
-
-    exact = (lambda e, b, *, window, valid=None: analyze_edge(e, b, window=window, valid=valid, **opts)) if opts \
-        else analyze_edge
-    analysis = _timed(exact, "exact analysis", prog, lp)
-    preview = None
-    if cfg.preview:
-        from txm_live.preview import preview_edge
-
-        n_learn = cfg.preview_n_learn
-        preview = _timed(lambda e, b, *, window, valid=None: preview_edge(e, b, window=window, valid=valid,
-                                                                          n_learn=n_learn),
-                         "streaming preview", prog, lp)
+    analysis, preview = analysis_functions(cfg)
     cb = XanesLiveCallback(
         energy_key=cfg.energy_key, image_key=cfg.image_key, flat_stream=cfg.flat_stream, dark_stream=cfg.dark_stream,
         windows=cfg.edge_windows(), analysis=analysis, preview=preview, register=cfg.register,
@@ -312,7 +309,7 @@ def run_demo(
         lp.pump()
 
     params = {"demo_size": cfg.size, "seed": cfg.seed, "flux": cfg.flux, "n_energies": int(len(energies)),
-              "analysis_options": opts, "catalog": str(out_dir / "catalog")}
+              "analysis_options": cfg.analysis_options(), "catalog": str(out_dir / "catalog")}
     files = [write_results(result, out_dir, parameters=params)]
     comparison = None
     if result.l3 is not None and result.l2 is not None:

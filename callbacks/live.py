@@ -77,6 +77,11 @@ class ProgressEvent:
         Human-readable detail (the error text for ``"error"``).
     elapsed : float
         Seconds since the run's start document was processed.
+    result : EdgeResult or None
+        The finished analysis, for ``"analysis-finished"`` (``message`` says ``"preview"`` or
+        ``"exact"``).
+    seconds : float or None
+        Wall-clock duration of the analysis, for ``"analysis-finished"``.
     """
 
     run_uid: str
@@ -86,6 +91,8 @@ class ProgressEvent:
     edge: str | None = None
     message: str = ""
     elapsed: float = 0.0
+    result: EdgeResult | None = None
+    seconds: float | None = None
 
 
 def _named(exc: BaseException) -> str:
@@ -831,11 +838,20 @@ class XanesLiveCallback:
             **opts,
         )
 
-    def _progress(self, st: _RunState, stage: str, *, edge: str | None = None, message: str = "") -> None:
+    def _progress(
+        self,
+        st: _RunState,
+        stage: str,
+        *,
+        edge: str | None = None,
+        message: str = "",
+        result: EdgeResult | None = None,
+        seconds: float | None = None,
+    ) -> None:
         if self.progress is None:
             return
         n = st.session.n_frames if st.session is not None else 0
-        ev = ProgressEvent(st.uid, stage, n, st.n_expected, edge, message, time.monotonic() - st.t0)
+        ev = ProgressEvent(st.uid, stage, n, st.n_expected, edge, message, time.monotonic() - st.t0, result, seconds)
         try:
             self.progress(ev)
         except Exception:  # noqa: BLE001 - a broken progress display must not stop the analysis
@@ -974,6 +990,7 @@ class XanesLiveCallback:
             if kind == "preview" and not self.preview:
                 continue
             self._progress(st, "analysis-started", edge=w.edge, message=kind)
+            t0 = time.perf_counter()
             try:
                 fn = self._resolve("preview" if kind == "preview" else "analysis")
                 result = self._call_analysis(fn, data)
@@ -991,7 +1008,9 @@ class XanesLiveCallback:
             else:
                 st.results[w.edge] = result
                 self._safe_publish(st, lambda r=result: self._derived(st).edge(r))
-            self._progress(st, "analysis-finished", edge=w.edge, message=kind)
+            self._progress(
+                st, "analysis-finished", edge=w.edge, message=kind, result=result, seconds=time.perf_counter() - t0
+            )
 
     def _call_analysis(self, fn: Callable, data: WindowData) -> Any:
         """Run one analysis in the analysis process when possible, else on this thread."""

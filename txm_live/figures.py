@@ -386,7 +386,7 @@ def plot_exafs(
     colors = phase_colors(max(n, 1))
     fig = _new_figure(11.0, 4.2)
     axk, axr = fig.subplots(1, 2)
-    for i, x in enumerate(exafs):
+    for x in exafs:
         p = x.phase
         name = phase_names[p] if phase_names is not None and p < len(phase_names) else f"phase {p}"
         c = colors[min(p, len(colors) - 1)]
