@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-import time
 import tomllib
 
 import pytest
@@ -28,12 +27,9 @@ def test_help_is_instant_and_imports_nothing_heavy():
         "heavy = [m for m in ('numpy', 'bluesky', 'ophyd', 'matplotlib', 'tiled', 'river', 'zmq') if m in sys.modules]\n"
         "print('HEAVY', heavy)\n"
     )
-    t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    elapsed = time.perf_counter() - t0
     assert "HEAVY []" in out
     assert "demo" in out and "replay" in out and "serve" in out and "config" in out
-    assert elapsed < 5.0  # interpreter start included; generous for a loaded machine
 
 
 def test_every_option_has_help():
