@@ -35,6 +35,7 @@ from typing import Any
 import event_model
 import numpy as np
 
+from txm_live.callbacks.analysis_process import AnalysisProcess, NotTransferable
 from txm_live.callbacks.assets import AssetRegistry
 from txm_live.callbacks.derived import DerivedRun
 from txm_live.edges import EdgeWindow, default_windows
@@ -309,134 +310,6 @@ class RunIngest(event_model.DocumentRouter):
             self.owner._progress(self.state, "frame")
         for window in done:
             self.owner._window_complete(self.state, window)
-
-
-class AnalysisProcess:
-    """A separate Python process that runs picklable analyses on shared-memory blocks.
-
-    Analyses are CPU- and GIL-heavy; in the RunEngine's process they would make the RunEngine
-    thread wait for the GIL (measured: documents delayed by up to 85 ms with a pure-Python
-    analysis running). Here they run in a child started with ``subprocess`` (never re-imports the
-    user's ``__main__`` script, unlike multiprocessing's spawn), connected by a private socket
-    pair. The block is passed as a :class:`~txm_live.cube.SharedBlockRef` (no copy); the result
-    comes back pickled. The child ignores Ctrl-C, exits when the parent closes the connection or
-    dies, and is restarted after a crash.
-    """
-
-    _CHILD_CODE = "import sys; from txm_live.callbacks.live import _analysis_child_main; _analysis_child_main(sys.argv[1])"
-
-    def __init__(self) -> None:
-        self._proc: Any = None
-        self._conn: Any = None
-        self._lock = threading.Lock()
-
-    def _start(self) -> None:
-        import socket
-        import subprocess
-        from multiprocessing.connection import Connection
-
-        parent, child = socket.socketpair()
-        try:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-c", self._CHILD_CODE, str(child.fileno())],
-                pass_fds=(child.fileno(),),
-                start_new_session=True,  # no SIGINT from the beamline terminal
-            )
-        finally:
-            child.close()
-        self._conn = Connection(parent.detach())
-
-    def run(self, fn: Callable, ref: Any, energies: np.ndarray, valid: np.ndarray | None, window: EdgeWindow) -> Any:
-        """Run ``fn(energies, <block of ref>, window=window, valid=valid)`` in the child.
-
-        Raises
-        ------
-        AnalysisError
-            The analysis raised (its message is kept), or the child died.
-        _NotTransferable
-            The child could not unpickle ``fn`` (run it in a thread instead).
-        """
-        with self._lock:
-            if self._proc is None or self._proc.poll() is not None:
-                try:
-                    self._start()
-                except OSError as exc:  # no interpreter to start (frozen app...): use the thread
-                    raise _NotTransferable(f"cannot start the analysis process: {exc}") from exc
-            try:
-                self._conn.send((fn, ref, energies, valid, window))
-                status, payload = self._conn.recv()
-            except (EOFError, OSError, BrokenPipeError) as exc:
-                code = self._proc.poll() if self._proc is not None else None
-                self._shutdown_locked()
-                raise AnalysisError(f"analysis process died (exit code {code}): {exc!r}") from exc
-        if status == "ok":
-            return payload
-        if status == "untransferable":
-            raise _NotTransferable(payload)
-        type_name, text = payload
-        import txm_live.errors as errors
-
-        cls = getattr(errors, type_name, None)
-        if isinstance(cls, type) and issubclass(cls, TxmLiveError):
-            raise cls(text)
-        raise AnalysisError(f"{window.name}: {type_name}: {text}")
-
-    def _shutdown_locked(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.send(None)
-            except (OSError, BrokenPipeError, EOFError) as exc:
-                logger.debug("analysis process: %s", exc)
-            self._conn.close()
-            self._conn = None
-        if self._proc is not None:
-            try:
-                self._proc.wait(timeout=10)
-            except Exception:  # noqa: BLE001 - subprocess.TimeoutExpired: kill it
-                self._proc.kill()
-                self._proc.wait()
-            self._proc = None
-
-    def close(self) -> None:
-        """Stop the child process."""
-        with self._lock:
-            self._shutdown_locked()
-
-    def kill(self) -> None:
-        """Kill the child now, even while an analysis runs (without waiting for the lock)."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-
-
-class _NotTransferable(Exception):
-    """The analysis function cannot be sent to the analysis process."""
-
-
-def _analysis_child_main(fd: str) -> None:
-    """Entry point of the analysis process (see :class:`AnalysisProcess`)."""
-    import signal
-    from multiprocessing.connection import Connection
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    conn = Connection(int(fd))
-    while True:
-        try:
-            msg = conn.recv()
-        except EOFError:
-            return
-        except Exception as exc:  # noqa: BLE001 - e.g. the function is not importable here
-            conn.send(("untransferable", _named(exc)))
-            continue
-        if msg is None:
-            return
-        fn, ref, energies, valid, window = msg
-        try:
-            with ref.attach() as block:
-                result = fn(energies, block, window=window, valid=valid)
-            conn.send(("ok", result))
-        except Exception as exc:  # noqa: BLE001 - reported to the parent as a named error
-            conn.send(("error", (type(exc).__name__, str(exc))))
 
 
 class _PassThroughFiller(event_model.DocumentRouter):
@@ -1027,7 +900,7 @@ class XanesLiveCallback:
                     self._process = AnalysisProcess()
                 try:
                     return self._process.run(fn, data.shared, data.energies, data.valid, w)
-                except _NotTransferable as exc:
+                except NotTransferable as exc:
                     logger.debug("analysis %r not importable in the analysis process (%s): thread", fn, exc)
         return fn(data.energies, data.block, window=w, valid=data.valid)
 
