@@ -29,6 +29,7 @@ decisions within that band are recomputed exactly.
 
 from __future__ import annotations
 
+import itertools
 import math
 from numbers import Integral, Real
 
@@ -78,20 +79,27 @@ def _validate(X: object, eps: object, min_samples: object) -> tuple[np.ndarray, 
     return arr, float(eps), int(min_samples)
 
 
-def _grid_cells(X: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
-    """Grid cells of diameter < eps: cell index (0..n_cells-1) of every point, and the points
-    sorted by cell (one sort serves the cell numbering and the grouping of core points)."""
+def _grid_cells(
+    X: np.ndarray, eps: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Grid cells of diameter < eps.
+
+    Returns the cell index (0..n_cells-1) of every point, the points sorted by cell (one sort
+    serves the cell numbering and the grouping of core points) and, for mixed-radix keys, the
+    sorted key of every cell and the radix per axis (None otherwise).
+    """
     n, d = X.shape
     side = eps / math.sqrt(d) * (1.0 - 1e-7)
     lo = X.min(axis=0)
     coords = np.floor((X - lo) / side)
     span = coords.max(axis=0) + 1.0
     if float(span.max()) > 2.0**50:  # eps negligible against the data range: no useful grid
-        return np.arange(n, dtype=np.int64), np.arange(n, dtype=np.int64)
+        return np.arange(n, dtype=np.int64), np.arange(n, dtype=np.int64), None, None
     if float(np.prod(span)) < 2.0**62:
+        radix = span.astype(np.int64)
         key = coords[:, 0].astype(np.int64)
         for j in range(1, d):
-            key *= np.int64(span[j])
+            key *= radix[j]
             key += coords[:, j].astype(np.int64)
         perm = np.argsort(key)  # order within a cell is irrelevant
         skey = key[perm]
@@ -100,11 +108,11 @@ def _grid_cells(X: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
         np.not_equal(skey[1:], skey[:-1], out=new[1:])
         cell = np.empty(n, dtype=np.int64)
         cell[perm] = np.cumsum(new) - 1
-        return cell, perm
+        return cell, perm, skey[new], radix
     # enormous grids: unique rows instead of a mixed-radix key
     _, cell = np.unique(coords.astype(np.int64), axis=0, return_inverse=True)
     cell = cell.reshape(-1).astype(np.int64)
-    return cell, np.argsort(cell, kind="stable")
+    return cell, np.argsort(cell, kind="stable"), None, None
 
 
 def _sorted_unique(v: np.ndarray) -> np.ndarray:
@@ -250,7 +258,7 @@ def _dbscan(X: np.ndarray, eps: float, ms: int) -> tuple[np.ndarray, np.ndarray]
     r_hi = eps * (1.0 + _REL)
 
     # ---- 1. core points: dense grid cells, then k-NN queries for the rest -------------------
-    cell, perm = _grid_cells(X, eps)
+    cell, perm, cell_key, radix = _grid_cells(X, eps)
     n_cells = int(cell[perm[-1]]) + 1
     cell_count = np.bincount(cell, minlength=n_cells)
     core = cell_count[cell] >= ms
@@ -368,10 +376,33 @@ def _dbscan(X: np.ndarray, eps: float, ms: int) -> tuple[np.ndarray, np.ndarray]
     ea, eb = gid[src], gid[dst]
     both = (ea != eb) & (ea >= 0) & (eb >= 0)
     ea, eb = ea[both], eb[both]
-    # (b) groups not queried above (dense cells): k-NN among group representatives
-    rep = order[gstart]  # first core point of each group
+    # (b) groups not queried above (dense cells): their representatives (first core point)
+    # against those of the adjacent cells (low d: key arithmetic on the sorted cell keys; a
+    # key that wraps around the grid edge only yields a candidate the exact test rejects) or
+    # of the nearest groups (k-NN among representatives)
+    rep = order[gstart]
     dense_groups = np.flatnonzero(cell_count[core_cells] >= ms)
-    if dense_groups.size and n_groups > 1:
+    if dense_groups.size and n_groups > 1 and cell_key is not None and d <= 4:
+        ckey = cell_key[core_cells[dense_groups]]
+        weight = np.ones(d, dtype=np.int64)
+        for j in range(d - 2, -1, -1):
+            weight[j] = weight[j + 1] * radix[j + 1]
+        more_a: list[np.ndarray] = []
+        more_b: list[np.ndarray] = []
+        for off in itertools.product((-1, 0, 1), repeat=d):
+            if off <= (0,) * d:  # one of each pair +-off suffices (undirected edges)
+                continue
+            target = ckey + int(np.dot(off, weight))
+            pos = np.minimum(np.searchsorted(cell_key, target), cell_key.size - 1)
+            hit = cell_key[pos] == target
+            a, b = dense_groups[hit], gid_of_cell[pos[hit]]
+            a, b = a[b >= 0], b[b >= 0]
+            ok = _sqdist(X[rep[a]], X[rep[b]]) <= eps2
+            more_a.append(a[ok])
+            more_b.append(b[ok])
+        ea = np.concatenate([ea, *more_a])
+        eb = np.concatenate([eb, *more_b])
+    elif dense_groups.size and n_groups > 1:
         rtree = cKDTree(X[rep])
         kk = min(n_groups, 2 * d + 1)
         for c0 in range(0, dense_groups.size, _CHUNK):
