@@ -193,3 +193,23 @@ def test_negligible_eps_and_huge_range() -> None:
     X = np.concatenate([rng.normal(size=(500, 3)) * 1e12, np.zeros((5, 3))])
     _check(X, 1e-3, 2)
     _check(X, 1e-3, 1)
+
+
+def test_dense_cells_at_the_grid_edge_not_joined_by_wrapped_keys() -> None:
+    # eps = 1 in 2-D: cells of side ~0.707. Clump A sits in the last row of column 0, clump B
+    # in the first row of column 1, so A's key + 1 is B's key: the adjacent-cell lookup of
+    # dense cells proposes (A, B), which the exact representative check must reject.
+    rng = np.random.default_rng(11)
+    a = np.array([0.1, 10.0]) + rng.uniform(0.0, 0.01, size=(20, 2))
+    b = np.array([0.85, 0.1]) + rng.uniform(0.0, 0.01, size=(20, 2))
+    X = np.concatenate([a, b, [[0.1, 0.1]]])  # the lone point fixes the grid origin
+    labels = _check(X, 1.0, 5)
+    assert labels[:20].max() == labels[:20].min() != labels[20:40].min()
+    # 3-D and 4-D: wrapped keys along every axis, plus a chain of dense cells that is one
+    # cluster only through cell adjacency
+    for d in (3, 4):
+        chain = np.zeros((60, d))
+        chain[:, 0] = np.repeat(np.arange(6) * 0.45, 10) + rng.uniform(0, 0.01, 60)
+        far = np.full((15, d), 7.3) + rng.uniform(0, 0.01, size=(15, d))
+        far[:, 0] = 0.0
+        _check(np.concatenate([chain, far]), 1.0, 5)
