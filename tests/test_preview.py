@@ -37,7 +37,7 @@ def scan0():
 
 
 def test_preview_matches_ground_truth(scan0):
-    ph, energies, od, truth = scan0
+    _, energies, od, truth = scan0
     res = preview_edge(energies, od, window=L3)
     assert isinstance(res, EdgeResult) and res.edge == "L3"
     assert res.labels.shape == od.shape[1:]
@@ -72,7 +72,7 @@ def test_preview_over_seeds_and_determinism():
 
 
 def test_valid_mask_and_extra_energies(scan0):
-    _, energies, od, truth = scan0
+    _, energies, od, _ = scan0
     valid = np.ones(od.shape[1:], bool)
     valid[:, :20] = False
     # energies beyond the window (the L2 edge region) are ignored
@@ -82,6 +82,27 @@ def test_valid_mask_and_extra_energies(scan0):
     assert not res.mask[:, :20].any()
     assert np.all(res.labels[:, :20] == -1)
     assert res.energies.max() <= L3.end
+
+
+def test_block_layouts_give_the_same_map(scan0):
+    # the preview reads only a few rows of the block, without copying it whole: a float64 block,
+    # a non-contiguous view and energies in reverse order must give exactly the same result
+    _, energies, od, _ = scan0
+    ref = preview_edge(energies, od, window=L3)
+    wide = np.zeros(od.shape[:2] + (2 * od.shape[2],), dtype=np.float32)
+    wide[:, :, ::2] = od
+    variants = {
+        "float64": (energies, od.astype(np.float64)),
+        "strided view": (energies, wide[:, :, ::2]),
+        "reversed energies": (energies[::-1], od[::-1]),
+    }
+    for name, (e, block) in variants.items():
+        res = preview_edge(e, block, window=L3)
+        np.testing.assert_array_equal(res.labels, ref.labels, err_msg=name)
+        np.testing.assert_array_equal(res.energies, ref.energies, err_msg=name)
+        np.testing.assert_allclose(res.mean_spectra, ref.mean_spectra, rtol=1e-5, atol=1e-6, err_msg=name)
+    # the incoming block is never modified
+    assert np.array_equal(wide[:, :, ::2], od)
 
 
 def test_agreement_is_label_permutation_invariant():

@@ -7,16 +7,19 @@ runs. :func:`agreement` measures how close it came (adjusted Rand index).
 
 How it works
 ------------
-1. Only the energies the preview needs are read: every energy of the near-edge feature range
-   and at most ``max_fit_energies`` evenly spread energies of each of the pre- and post-edge
-   fitting ranges; Athena normalization (:func:`txm_live.normalize.normalize_athena`) of that
-   subset, edge-step SNR mask (:func:`txm_live.snr.snr_mask`, Otsu threshold unless given).
+1. Only the energies the preview needs are read, and the block is never copied or normalized
+   whole: at most ``max_fit_energies`` evenly spread energies of each of the pre- and post-edge
+   fitting ranges give the Athena pre-edge line, edge step and noise of every pixel
+   (:func:`txm_live.normalize.normalize_athena` over chunks of a few thousand pixels), then the
+   edge-step SNR mask (:func:`txm_live.snr.snr_mask`, Otsu threshold unless given).
 2. Features: the normalized near-edge spectra divided by their mean over the upper part of the
    range (removes the per-pixel edge-step error), projected on the first ``n_components``
    principal axes of a subsample of ``smooth`` x ``smooth`` neighbourhood-averaged spectra; the
    score maps are then averaged over the same neighbourhood of masked pixels (a preview trades
    a little resolution for 3x less noise; projecting first costs ``n_components / n_energies``
    of smoothing the spectra) and scaled by the robust spread of the first component.
+   Normalization is affine per pixel, so the raw near-edge rows (a view of the block) are
+   projected by one product and the k scores normalized afterwards.
 3. river's :class:`~river.cluster.DBSTREAM` learns ``n_learn`` pixels in random order (the only
    per-sample Python loop, bounded) and summarizes them as weighted micro-clusters.
 4. Phases are the density modes of that summary, found by quick shift (Vedaldi & Soatto 2008)
@@ -27,11 +30,15 @@ How it works
 
 No number of phases is chosen by the user; the parameters are in units of the data spread.
 
-Memory: the energy subset is copied once as float32 (about 160 energies x 387k pixels =
-250 MB at full size) and normalized (as much again); the feature block is
-``n_feature_energies x n_pixels`` float32 (about 90 MB). Time at 602 x 643: 1.7-4 s wall on a
-loaded 2-core machine (normalization and feature projection dominate; river's updates are
-bounded by ``n_learn``, 0.2-0.4 s).
+Memory: a few per-pixel float32 maps (tens of MB at 602 x 643); the near-edge rows are read in
+place when they are consecutive float32 rows of a C-contiguous block (otherwise copied, about
+125 MB at full size for 81 energies); the phase statistics gather at most
+``max_stat_pixels`` pixels per phase over the returned energies. Products are written as
+``einsum`` (skinny shapes: faster single-threaded than multi-threaded BLAS, and no BLAS worker
+threads left spinning on the other core while acquisition runs).
+Time at 602 x 643 x 641 energies (float32, 2 cores shared with other jobs): 0.26-0.4 s wall
+warm, about 0.3-0.4 s CPU; a first call in a fresh process adds the lazy imports (river,
+scipy; about 0.3 s). river's updates, bounded by ``n_learn``, are about 0.1 s of it.
 """
 
 from __future__ import annotations
@@ -64,12 +71,59 @@ def _check(energies: np.ndarray, block: np.ndarray, window: EdgeWindow, valid: n
         valid = np.asarray(valid, dtype=bool)
         if valid.shape != block.shape[1:]:
             raise ValueError(f"valid must have shape {block.shape[1:]}, got {valid.shape}")
+    src = np.arange(energies.size)  # block row of each (sorted) energy: the block is never reordered
     if np.any(np.diff(energies) <= 0):
-        order = np.argsort(energies, kind="stable")
-        if np.any(np.diff(energies[order]) == 0):
+        src = np.argsort(energies, kind="stable")
+        if np.any(np.diff(energies[src]) == 0):
             raise ValueError("energies must not repeat")
-        energies, block = energies[order], block[order]
-    return energies, block, valid
+        energies = energies[src]
+    return energies, block, src, valid
+
+
+def _take_rows(block: np.ndarray, rows: np.ndarray, cols: np.ndarray | None = None) -> np.ndarray:
+    """float32 copy of ``block[rows]`` as ``(len(rows), H*W)``, or of only the pixels ``cols``.
+
+    One row at a time, so a non-contiguous or non-float32 block never gets copied whole.
+    """
+    n = block.shape[1] * block.shape[2] if cols is None else cols.size
+    out = np.empty((rows.size, n), dtype=np.float32)
+    for j, r in enumerate(rows):  # over energies, not pixels
+        frame = np.asarray(block[r]).reshape(-1)
+        out[j] = frame if cols is None else frame[cols]
+    return out
+
+
+def _edge_fit(block: np.ndarray, rows: np.ndarray, energies: np.ndarray, window: EdgeWindow,
+              chunk: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Athena pre-edge line ``c0 + c1 (E - e0)``, edge step and pre-edge noise of every pixel from
+    the fitting energies ``rows`` of ``block`` (each float32, (H*W,)).
+
+    :func:`txm_live.normalize.normalize_athena` over chunks of pixels: only chunk-sized
+    temporaries (a few MB), never a copy of the fitting rows of the whole frame.
+    """
+    from txm_live.normalize import normalize_athena
+
+    n = block.shape[1] * block.shape[2]
+    frames = [np.asarray(block[r]).reshape(-1) for r in rows]  # views for a contiguous block
+    out = np.empty((4, n), dtype=np.float32)
+    buf = np.empty((rows.size, min(chunk, n)), dtype=np.float32)
+    for s in range(0, n, chunk):  # over chunks of pixels, vectorized within
+        e = min(s + chunk, n)
+        y = buf[:, : e - s]
+        for j, f in enumerate(frames):
+            y[j] = f[s:e]
+        nz = normalize_athena(energies, y, e0=window.e0, pre=window.pre, post=window.post)
+        out[0, s:e], out[1, s:e] = nz.pre_coefficients
+        out[2, s:e], out[3, s:e] = nz.edge_step, nz.pre_edge_noise
+    return out[0], out[1], out[2], out[3]
+
+
+def _feature_rows(block: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``block[rows]`` as a float32 ``(len(rows), H*W)`` view when the rows are consecutive, else a copy."""
+    if (block.dtype == np.float32 and rows.size and np.all(np.diff(rows) == 1)
+            and block[rows[0]].flags.c_contiguous and block.strides[0] == block[0].nbytes):
+        return block[rows[0] : rows[-1] + 1].reshape(rows.size, -1)
+    return _take_rows(block, rows)
 
 
 def _spread_pick(idx: np.ndarray, n: int) -> np.ndarray:
@@ -91,24 +145,21 @@ def _box_mean(stack: np.ndarray, mask: np.ndarray, size: int) -> np.ndarray:
     return num / np.maximum(den, 1e-6)[None]
 
 
-def _neighbourhood_mean(F: np.ndarray, level: np.ndarray, mask: np.ndarray, flat_idx: np.ndarray,
-                        size: int) -> np.ndarray:
-    """``F / level`` averaged over the masked ``size x size`` neighbourhood of a few pixels, (n_f, n)."""
+def _neighbourhood_mean(Y: np.ndarray, x: np.ndarray, c0: np.ndarray, c1: np.ndarray, gain: np.ndarray,
+                        mask: np.ndarray, flat_idx: np.ndarray, size: int) -> np.ndarray:
+    """Normalized spectra ``(Y - c0 - c1 x) * gain`` averaged over the masked ``size x size``
+    neighbourhood of a few pixels, (n_f, len(flat_idx)); ``Y`` is raw, (n_f, H*W)."""
     H, W = mask.shape
     ys, xs = np.divmod(flat_idx, W)
     r = size // 2
-    acc = np.zeros((F.shape[0], flat_idx.size), dtype=np.float64)
-    wsum = np.zeros(flat_idx.size)
-    for dy in range(-r, size - r):
-        for dx in range(-r, size - r):
-            y, x = ys + dy, xs + dx
-            inside = (y >= 0) & (y < H) & (x >= 0) & (x < W)
-            y, x = np.clip(y, 0, H - 1), np.clip(x, 0, W - 1)
-            w = (inside & mask[y, x]).astype(np.float64)
-            vals = F[:, y, x] / np.where(w > 0, level[y, x], 1.0)
-            acc += np.where(w > 0, vals, 0.0)
-            wsum += w
-    return acc / np.maximum(wsum, 1.0)
+    dy, dx = (a.ravel() for a in np.mgrid[-r : size - r, -r : size - r])
+    y, xx = ys[None] + dy[:, None], xs[None] + dx[:, None]  # (size**2, n)
+    inside = (y >= 0) & (y < H) & (xx >= 0) & (xx < W)
+    q = (np.clip(y, 0, H - 1) * W + np.clip(xx, 0, W - 1)).ravel()
+    w = (inside.ravel() & mask.ravel()[q]).astype(np.float64)
+    vals = (Y[:, q] - c0[q] - np.multiply.outer(x, c1[q])) * gain[q]  # (n_f, size**2 * n) float32
+    vals = np.where(w > 0, vals, np.float32(0.0)).reshape(Y.shape[0], dy.size, -1).sum(axis=1, dtype=np.float64)
+    return vals / np.maximum(w.reshape(dy.size, -1).sum(axis=0), 1.0)
 
 
 def _quick_shift(C: np.ndarray, Wm: np.ndarray, *, bandwidth: float, max_step: float) -> np.ndarray:
@@ -187,7 +238,7 @@ def preview_edge(
         Energies (eV) of the rows of ``block``. Rows outside the window are ignored.
     block : ndarray, shape (n_e, H, W)
         Optical density, energy-major (a view of the incremental cube is fine; only the needed
-        energies are copied).
+        energies are read, the block is never copied whole nor modified).
     window : EdgeWindow
         Edge energy and pre/post-edge fitting ranges.
     valid : ndarray of bool, shape (H, W), optional
@@ -247,7 +298,7 @@ def preview_edge(
     """
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
-    energies, block, valid = _check(energies, block, window, valid)
+    energies, block, src, valid = _check(energies, block, window, valid)
     for name, value, lo in (("n_components", n_components, 1), ("smooth", smooth, 1), ("n_learn", n_learn, 10),
                             ("max_fit_energies", max_fit_energies, 4), ("max_stat_pixels", max_stat_pixels, 1)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
@@ -267,7 +318,7 @@ def preview_edge(
             progress(name)
         return time.perf_counter()
 
-    # 1. energies, normalization, SNR mask -----------------------------------------------------
+    # 1. energies, edge step, SNR mask ---------------------------------------------------------
     t = stage("normalize")
     rel = energies - window.e0
     i_pre = np.flatnonzero((rel >= window.pre[0]) & (rel <= window.pre[1]))
@@ -277,21 +328,27 @@ def preview_edge(
         raise InsufficientDataError(
             f"{window.name}: too few energies for a preview: {i_pre.size} pre-edge (need 3), "
             f"{i_post.size} post-edge (need 4), {i_feat.size} near-edge in {feature_range} (need 8)")
-    rows = np.unique(np.concatenate([_spread_pick(i_pre, max_fit_energies), i_feat,
-                                     _spread_pick(i_post, max_fit_energies)]))
+    i_fit = np.concatenate([_spread_pick(i_pre, max_fit_energies), _spread_pick(i_post, max_fit_energies)])
+    rows = np.unique(np.concatenate([i_fit, i_feat]))
     E = energies[rows]
-    Y = np.asarray(block[rows], dtype=np.float32)
-    H, W = Y.shape[1:]
-    from txm_live.normalize import normalize_athena
+    H, W = block.shape[1:]
     from txm_live.snr import snr_mask
 
-    normed = normalize_athena(E, Y, e0=window.e0, pre=window.pre, post=window.post)
-    del Y
-    sm = snr_mask(normed.edge_step, normed.pre_edge_noise, threshold=snr_threshold)
+    # pre-edge line, noise and edge step from the (subsampled) fitting energies only; the
+    # near-edge rows are never normalized as a block: the features are projected from the raw
+    # rows and normalized per pixel afterwards (normalization is affine per pixel)
+    c0, c1, step, noise = _edge_fit(block, src[i_fit], energies[i_fit], window)
+    sm = snr_mask(step.reshape(H, W), noise.reshape(H, W), threshold=snr_threshold)
     snr = np.asarray(sm.snr, dtype=np.float32).reshape(H, W)
-    fr = np.flatnonzero((E - window.e0 >= f_lo) & (E - window.e0 <= f_hi))
-    F = normed.norm[fr]  # (n_f, H, W)
-    mask = np.asarray(sm.mask, dtype=bool).reshape(H, W) & np.isfinite(F).all(axis=0)
+    Yf = _feature_rows(block, src[i_feat])  # (n_f, H*W) raw optical density, a view when possible
+    ef = (energies[i_feat] - window.e0).astype(np.float32)
+    # upper part of the feature range: its mean level removes the per-pixel edge-step error
+    tail = ef >= f_lo + 0.55 * (f_hi - f_lo)
+    sums = np.einsum("kf,fp->kp", np.stack([np.ones(ef.size, np.float32), tail / np.float32(tail.sum())]), Yf)
+    mask = np.asarray(sm.mask, dtype=bool).ravel() & np.isfinite(sums[0])
+    inv_step = np.zeros(H * W, dtype=np.float32)
+    np.divide(np.float32(1.0), step, out=inv_step, where=mask)
+    mask = mask.reshape(H, W)
     if valid is not None:
         mask &= valid
     if smooth > 1:
@@ -309,36 +366,46 @@ def preview_edge(
 
     # 2. features -----------------------------------------------------------------------------
     t = stage("features")
-    # divide by the mean over the upper part of the feature range: removes the per-pixel
-    # edge-step error (an amplitude factor) that otherwise dominates the first component
-    ef = E[fr] - window.e0
-    tail = ef >= f_lo + 0.55 * (f_hi - f_lo)
-    level = _box_mean(F[tail].mean(axis=0)[None], mask, int(smooth))[0]
-    # a post-edge level far from 1 means the normalization of that neighbourhood failed
-    # (edge of the particle, glitch): such pixels are left out of the preview
-    mask &= (level > 0.5) & (level < 2.0)
+    # mean normalized level over the upper feature range, averaged over the neighbourhood: dividing
+    # by it removes the per-pixel edge-step error (an amplitude factor) that otherwise dominates
+    # the first component
+    tail_mean = (sums[1] - c0 - c1 * np.float32(ef[tail].mean())) * inv_step
+    del sums
+    level = _box_mean(tail_mean.reshape(1, H, W), mask, int(smooth))[0].ravel()
+    # a level far from 1 means the normalization of that neighbourhood failed (edge of the
+    # particle, glitch): such pixels are left out of the preview
+    mask &= ((level > 0.5) & (level < 2.0)).reshape(H, W)
     n_pix = int(mask.sum())
     if n_pix < _MIN_PIXELS:
         raise InsufficientDataError(
             f"{window.name}: only {n_pix} pixels have a usable normalized spectrum; at least {_MIN_PIXELS} are needed")
     pix = np.flatnonzero(mask.ravel())
-    X = F.reshape(fr.size, -1)[:, pix]  # (n_f, n_pix) float32, finite (masked pixels)
-    X /= level.ravel()[pix][None]
+    # per-pixel affine map raw -> feature: x_norm = (y - c0 - c1 (E - e0)) * gain
+    gain = np.zeros(H * W, dtype=np.float32)
+    gain[pix] = inv_step[pix] / level[pix]
     rng = np.random.default_rng(seed)
     # principal axes from a subsample of neighbourhood-averaged spectra (the same smoothing as the
     # scores below, so the axes follow the chemistry rather than the pixel noise)
-    sub = _neighbourhood_mean(F, level, mask, pix[rng.choice(n_pix, size=min(n_pix, 5000), replace=False)],
+    sub = _neighbourhood_mean(Yf, ef, c0, c1, gain, mask,
+                              pix[rng.choice(n_pix, size=min(n_pix, 5000), replace=False)],
                               int(smooth)).T.astype(np.float64)
     mean = sub.mean(axis=0)
-    evals, evecs = np.linalg.eigh(np.cov(sub, rowvar=False))  # n_f x n_f: cheaper than an SVD
+    sub -= mean
+    _, evecs = np.linalg.eigh(np.einsum("ni,nj->ij", sub, sub))  # n_f x n_f: cheaper than an SVD
     k = min(int(n_components), evecs.shape[1])
-    comps = evecs[:, ::-1][:, :k].astype(np.float32)  # leading principal axes, (n_f, k)
-    # project first, then smooth the k score maps: the same linear operations as smoothing the
-    # n_f spectra first, at k / n_f of the cost
+    comps = np.ascontiguousarray(evecs[:, ::-1][:, :k], dtype=np.float32)  # leading axes, (n_f, k)
+    # project the raw rows (one float32 matrix product over the rows, no normalized copy), then
+    # normalize the k scores per pixel, then smooth the k score maps: the same linear operations
+    # as normalizing and smoothing the n_f spectra first, at k / n_f of the cost
+    raw = np.einsum("fk,fp->kp", comps, Yf)  # (k, H*W)
+    del Yf
+    off0, off1 = comps.sum(axis=0), comps.T @ ef  # projections of the pre-edge line's terms
+    cmean = (comps.T.astype(np.float64) @ mean).astype(np.float32)
     scores = np.zeros((k, H * W), dtype=np.float32)
-    scores[:, pix] = comps.T @ (X - mean.astype(np.float32)[:, None])
+    scores[:, pix] = ((raw[:, pix] - off0[:, None] * c0[pix] - off1[:, None] * c1[pix]) * gain[pix]
+                      - cmean[:, None])
+    del raw
     Z = _box_mean(scores.reshape(k, H, W), mask, int(smooth)).reshape(k, -1)[:, pix].T.copy()
-    del X
     # one isotropic scale, the robust spread (median absolute deviation) of the first component:
     # the weaker components keep their smaller (mostly noise) spread instead of being blown up
     scale = float(1.4826 * np.median(np.abs(Z[:, 0] - np.median(Z[:, 0]))))
@@ -369,9 +436,11 @@ def preview_edge(
     nearest = np.empty(n_pix, dtype=np.int64)
     Cf = C.astype(np.float32)
     c2 = (Cf**2).sum(1)
-    for s in range(0, n_pix, 65536):
-        z = Z[s : s + 65536]
-        nearest[s : s + 65536] = np.argmin(c2[None] - 2.0 * z @ Cf.T, axis=1)
+    m2 = -2.0 * Cf.T
+    for s in range(0, n_pix, 512):  # 512 x n_micro float32 temporaries: stay in cache
+        d = Z[s : s + 512] @ m2
+        d += c2
+        nearest[s : s + 512] = np.argmin(d, axis=1)
     raw = mphase[nearest]
     timings["assign"] = time.perf_counter() - t
 
@@ -382,18 +451,25 @@ def preview_edge(
     n_phases = present.size
     counts = np.bincount(dense, minlength=n_phases).astype(np.int64)
     # phase statistics from at most `max_stat_pixels` pixels of each phase (the standard error of a
-    # mean of 20000 noisy spectra is negligible), as two matrix products over one small copy
+    # mean of 20000 noisy spectra is negligible), normalized from a small gather of raw rows
     take = [np.flatnonzero(dense == p) for p in range(n_phases)]
-    take = [t if t.size <= max_stat_pixels else rng.choice(t, size=max_stat_pixels, replace=False) for t in take]
-    sub = np.concatenate(take) if take else np.zeros(0, dtype=np.int64)
-    norm2 = normed.norm.reshape(E.size, -1)[:, pix[sub]]  # finite: masked pixels have a positive edge step
-    n_sub = np.array([t.size for t in take], dtype=np.float64)
-    onehot = np.zeros((sub.size, n_phases), dtype=np.float32)
-    onehot[np.arange(sub.size), dense[sub]] = 1.0
-    mean_spectra = (norm2 @ onehot).T.astype(np.float64) / np.maximum(n_sub, 1)[:, None]
-    second = (np.square(norm2) @ onehot).T.astype(np.float64) / np.maximum(n_sub, 1)[:, None]
-    spread = np.sqrt(np.clip(second - mean_spectra**2, 0.0, None))
+    take = [np.sort(t if t.size <= max_stat_pixels else rng.choice(t, size=max_stat_pixels, replace=False))
+            for t in take]  # sorted: cache-friendly gathers
+    cols = pix[np.concatenate(take)] if take else np.zeros(0, dtype=np.int64)
+    # normalized spectra of these pixels only (finite: masked pixels have a positive edge step)
+    norm2 = _take_rows(block, src[rows], cols)
+    norm2 -= c0[cols]
+    norm2 -= np.multiply.outer((E - window.e0).astype(np.float32), c1[cols])
+    norm2 *= inv_step[cols]
+    bounds = np.cumsum([0] + [t.size for t in take])
+    mean_spectra = np.zeros((n_phases, E.size))
+    spread = np.zeros((n_phases, E.size))
+    for p in range(n_phases):  # over the few phases; each a vectorized reduction over its pixels
+        part = norm2[:, bounds[p] : bounds[p + 1]]
+        mean_spectra[p] = part.mean(axis=1, dtype=np.float64)
+        spread[p] = part.std(axis=1, dtype=np.float64)
     # order as analyze_edge: majority phases by increasing white line, then minority phases
+    fr = np.searchsorted(rows, i_feat)  # feature energies among the returned ones
     wl = mean_spectra[:, fr].max(axis=1) if n_phases else np.zeros(0)
     minor = counts < minority_fraction * n_pix
     if minor.all():
