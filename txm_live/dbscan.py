@@ -357,17 +357,19 @@ def _dbscan(X: np.ndarray, eps: float, ms: int) -> tuple[np.ndarray, np.ndarray]
 
     # ---- 2. groups of core points (grid cells) and their connectivity ----------------------
     # group id of every core point = its cell, renumbered over cells that hold core points
-    gid_of_cell = np.full(n_cells, -1, dtype=np.int64)
-    has_core = np.zeros(n_cells, dtype=bool)
-    has_core[cell[core_idx]] = True
-    core_cells = np.flatnonzero(has_core)
-    gid_of_cell[core_cells] = np.arange(core_cells.size)
-    n_groups = core_cells.size
-    gid = np.full(n, -1, dtype=np.int64)
-    gid[core_idx] = gid_of_cell[cell[core_idx]]
     order = perm[core[perm]]  # core points sorted by group (perm is sorted by cell)
-    gsize = np.bincount(gid[order], minlength=n_groups)
-    gstart = np.cumsum(gsize) - gsize
+    cell_sorted = cell[order]
+    first_of_group = np.empty(order.size, dtype=bool)
+    first_of_group[0] = True
+    np.not_equal(cell_sorted[1:], cell_sorted[:-1], out=first_of_group[1:])
+    gstart = np.flatnonzero(first_of_group)
+    n_groups = gstart.size
+    gsize = np.diff(gstart, append=order.size)
+    core_cells = cell_sorted[gstart]
+    gid_of_cell = np.full(n_cells, -1, dtype=np.int64)
+    gid_of_cell[core_cells] = np.arange(n_groups)
+    gid = np.full(n, -1, dtype=np.int64)
+    gid[order] = np.cumsum(first_of_group) - 1
     # group centres (means) and radii
     Xo = X[order]
     centre = np.add.reduceat(Xo, gstart, axis=0) / gsize[:, None]
