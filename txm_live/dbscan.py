@@ -8,7 +8,9 @@ and minutes); here the work is organised around three ideas:
 
 1. **Grid cells** of side ``eps / sqrt(d)`` (slightly shrunk): points in one cell are mutually
    within eps, so a cell holding ``min_samples`` points makes all of them core points without any
-   query, and the core points of one cell are one connected group.
+   query, and the core points of one cell are one connected group. One sort of the points by
+   cell key serves the cell numbering, the grouping of core points and (at d <= 4) the lookup
+   of adjacent cells.
 2. **k-nearest-neighbour queries** for the remaining points only: a point is core iff its
    ``min_samples``-th neighbour (itself included) is within eps, and a non-core point has fewer
    than ``min_samples`` neighbours, so its exact query returns its whole neighbourhood (used
@@ -17,9 +19,11 @@ and minutes); here the work is organised around three ideas:
    every neighbour p with ``|p - q| + r <= eps`` as core without a query of its own. The rounds
    use scipy's approximate search (the neighbours found are real points at their true
    distances, so a proof of "core" stays exact); points they do not settle get an exact query.
-3. **Connectivity** of the groups: cheap candidate edges (neighbour lists, nearest groups), then
-   connected components, then an exact check of only those nearby group pairs that still sit in
-   different components.
+3. **Connectivity** of the groups: cheap candidate edges (neighbour lists across cells; for
+   dense cells, representatives of the adjacent cells at d <= 4, of the nearest groups above),
+   then connected components (edges deduplicated by one sort), then an exact check of only
+   those nearby group pairs that still sit in different components (pairs of components whose
+   bounding boxes are farther apart than the reach are skipped outright).
 
 Exactness: every accept/reject decision uses squared distances accumulated feature by feature in
 float64 and compared with ``eps * eps``, the formula scikit-learn's KD-tree uses; scipy's
@@ -232,10 +236,11 @@ def dbscan(
     for 387k points, against about 0.2-0.4 GB here). Time is dominated by the k-nearest-neighbour
     queries of the points outside dense grid cells and not certified by a neighbour (about 20 %
     of the points at d=3, 60 % at d=8); the KD-tree queries use all cores (``workers=-1``).
-    Measured on 387k synthetic phase scores at the automatic eps (shared, loaded machine):
-    0.6 s / 1.8 s / 5.7 s CPU at d = 3 / 5 / 8, against 17 s / 120 s / 830 s CPU for
-    scikit-learn (28x, 66x, 145x; peak memory 0.2-0.5 GB against 1.6 / 3.4 / 8.0 GB); see
-    ``benchmarks/bench_dbscan.py``.
+    Measured on 387k synthetic phase scores at the automatic eps (2 cores, shared with other
+    work, load 1.5-2): 0.31-0.39 s wall (0.37 s CPU) / 0.6-0.9 s / 2.7 s wall at
+    d = 3 / 5 / 8, against 7.5 s / 64-70 s / ~830 s CPU for scikit-learn (19-24x, 70-113x,
+    ~300x; peak memory 0.2-0.5 GB against 1.6 / 3.4 / 8.0 GB); on a quiet machine d=3 takes
+    about 0.28 s; see ``benchmarks/bench_dbscan.py``.
 
     scikit-learn switches to brute force for ``n_samples <= 11`` and then computes distances
     with the ``|x|^2 - 2 x.y + |y|^2`` expansion; for such tiny inputs a pair at a distance
