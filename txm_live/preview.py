@@ -34,11 +34,13 @@ Memory: a few per-pixel float32 maps (tens of MB at 602 x 643); the near-edge ro
 place when they are consecutive float32 rows of a C-contiguous block (otherwise copied, about
 125 MB at full size for 81 energies); the phase statistics gather at most
 ``max_stat_pixels`` pixels per phase over the returned energies. Products are written as
-``einsum`` (skinny shapes: faster single-threaded than multi-threaded BLAS, and no BLAS worker
-threads left spinning on the other core while acquisition runs).
-Time at 602 x 643 x 641 energies (float32, 2 cores shared with other jobs): 0.26-0.4 s wall
-warm, about 0.3-0.4 s CPU; a first call in a fresh process adds the lazy imports (river,
-scipy; about 0.3 s). river's updates, bounded by ``n_learn``, are about 0.1 s of it.
+``einsum`` and the principal axes come from a block iteration, not an n x n ``eigh`` (skinny
+shapes: faster single-threaded than multi-threaded BLAS, and no BLAS worker threads left
+spinning on the other core while acquisition runs): CPU time equals wall time.
+Time at 602 x 643 x 641 energies (float32, 2 cores shared with other jobs): 0.3-0.35 s wall
+(= CPU) warm; 0.57-0.6 s for the first call in a fresh process on a shared-memory block
+(the analysis process), which includes the lazy imports (river, scipy, about 0.25 s). river's
+updates, bounded by ``n_learn``, take about 0.1 s.
 """
 
 from __future__ import annotations
@@ -315,6 +317,8 @@ def preview_edge(
     -----
     Measured on the simulator (phantom + photon noise at 5000 photons/pixel, 96-128 px):
     adjusted Rand index 0.82-0.89 against the ground truth (0.96 at 602 x 643) (tests/test_preview.py).
+    Time at 602 x 643 x 641 energies: about 0.3 s warm, 0.6 s as the first call of a fresh
+    process (imports included), single-threaded (see the module docstring).
     The preview is deliberately approximate: smoothing blurs phase boundaries over ``smooth``
     pixels and the pixel subsample may miss a phase rarer than about ``1 / n_learn``.
     """
@@ -367,7 +371,9 @@ def preview_edge(
     # upper part of the feature range: its mean level removes the per-pixel edge-step error
     tail = ef >= f_lo + 0.55 * (f_hi - f_lo)
     sums = np.einsum("kf,fp->kp", np.stack([np.ones(ef.size, np.float32), tail / np.float32(tail.sum())]), Yf)
-    mask = np.asarray(sm.mask, dtype=bool).ravel() & np.isfinite(sums[0])
+    # a usable pixel: above the SNR threshold, a positive edge step (also with a given threshold
+    # <= 0) and finite near-edge rows
+    mask = np.asarray(sm.mask, dtype=bool).ravel() & (step > 0) & np.isfinite(step) & np.isfinite(sums[0])
     inv_step = np.zeros(H * W, dtype=np.float32)
     np.divide(np.float32(1.0), step, out=inv_step, where=mask)
     mask = mask.reshape(H, W)
