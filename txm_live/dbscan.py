@@ -297,7 +297,7 @@ def _dbscan(X: np.ndarray, eps: float, ms: int) -> tuple[np.ndarray, np.ndarray]
         cell_pad = np.append(cell, -1)  # idx == n marks a missing neighbour
         def _query_chunk(q: np.ndarray, approx: float) -> None:
             dist, idx = tree.query(
-                X[q], k=k, eps=approx, distance_upper_bound=r_hi, workers=-1
+                np.take(X, q, axis=0), k=k, eps=approx, distance_upper_bound=r_hi, workers=-1
             )
             dist = dist.reshape(q.size, k)
             idx = idx.reshape(q.size, k)
@@ -392,7 +392,7 @@ def _dbscan(X: np.ndarray, eps: float, ms: int) -> tuple[np.ndarray, np.ndarray]
     gid = np.full(n, -1, dtype=np.int64)
     gid[order] = np.cumsum(first_of_group) - 1
     # group centres (means) and radii
-    Xo = X[order]
+    Xo = np.take(X, order, axis=0)  # faster than X[order] for narrow rows
     centre = np.empty((n_groups, d))
     for j in range(d):
         centre[:, j] = np.add.reduceat(Xo[:, j], gstart) / gsize
