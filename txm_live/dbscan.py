@@ -252,11 +252,11 @@ def dbscan(
     for 387k points, against about 0.2-0.4 GB here). Time is dominated by the k-nearest-neighbour
     queries of the points outside dense grid cells and not certified by a neighbour (about 20 %
     of the points at d=3, 60 % at d=8); the KD-tree queries use all cores (``workers=-1``).
-    Measured on 387k synthetic phase scores at the automatic eps (2 cores, shared with other
-    work, load 1.5-2): 0.31-0.39 s wall (0.37 s CPU) / 0.6-0.9 s / 2.7 s wall at
-    d = 3 / 5 / 8, against 7.5 s / 64-70 s / ~830 s CPU for scikit-learn (19-24x, 70-113x,
-    ~300x; peak memory 0.2-0.5 GB against 1.6 / 3.4 / 8.0 GB); on a quiet machine d=3 takes
-    about 0.28 s; see ``benchmarks/bench_dbscan.py``.
+    Measured on 387k synthetic phase scores at the automatic eps (2 cores shared with other
+    work, load 1.4-1.9; ``benchmarks/bench_dbscan.py``, one call in a fresh process):
+    0.25-0.35 s wall (0.33 s CPU) / 0.57 s / 2.1 s wall (3.5 s CPU) at d = 3 / 5 / 8, against
+    7.3 s / 57 s / ~830 s CPU for scikit-learn (21-29x, 100x, ~400x; peak memory 0.2-0.5 GB
+    against 1.6 / 3.4 / 8.0 GB).
 
     scikit-learn switches to brute force for ``n_samples <= 11`` and then computes distances
     with the ``|x|^2 - 2 x.y + |y|^2`` expansion; for such tiny inputs a pair at a distance
