@@ -105,6 +105,23 @@ def test_block_layouts_give_the_same_map(scan0):
     assert np.array_equal(wide[:, :, ::2], od)
 
 
+def test_edge_fit_matches_normalize_athena(scan0):
+    # the preview's chunked edge fit is the Athena normalization of txm_live.normalize
+    from txm_live.normalize import normalize_athena
+    from txm_live.preview import _edge_fit, _spread_pick
+
+    _, energies, od, _ = scan0
+    rel = energies - L3.e0
+    pick = np.concatenate([_spread_pick(np.flatnonzero((rel >= L3.pre[0]) & (rel <= L3.pre[1])), 40),
+                           _spread_pick(np.flatnonzero((rel >= L3.post[0]) & (rel <= L3.post[1])), 40)])
+    c0, c1, step, noise = _edge_fit(od, pick, energies[pick], L3, chunk=1000)  # several chunks
+    ref = normalize_athena(energies[pick], od[pick], e0=L3.e0, pre=L3.pre, post=L3.post)
+    np.testing.assert_allclose(c0, ref.pre_coefficients[0].ravel(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(c1, ref.pre_coefficients[1].ravel(), rtol=1e-3, atol=1e-8)
+    np.testing.assert_allclose(step, ref.edge_step.ravel(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(noise, ref.pre_edge_noise.ravel(), rtol=1e-3, atol=1e-6)
+
+
 def test_agreement_is_label_permutation_invariant():
     rng = np.random.default_rng(0)
     a = rng.integers(0, 3, (30, 30))
