@@ -10,8 +10,8 @@ How it works
 1. Only the energies the preview needs are read, and the block is never copied or normalized
    whole: at most ``max_fit_energies`` evenly spread energies of each of the pre- and post-edge
    fitting ranges give the Athena pre-edge line, edge step and noise of every pixel
-   (:func:`txm_live.normalize.normalize_athena` over chunks of a few thousand pixels), then the
-   edge-step SNR mask (:func:`txm_live.snr.snr_mask`, Otsu threshold unless given).
+   (the least squares of :func:`txm_live.normalize.normalize_athena`, over chunks of a few
+   thousand pixels with one reused buffer), then the edge-step SNR mask (:func:`txm_live.snr.snr_mask`, Otsu threshold unless given).
 2. Features: the normalized near-edge spectra divided by their mean over the upper part of the
    range (removes the per-pixel edge-step error), projected on the first ``n_components``
    principal axes of a subsample of ``smooth`` x ``smooth`` neighbourhood-averaged spectra; the
@@ -37,10 +37,11 @@ place when they are consecutive float32 rows of a C-contiguous block (otherwise 
 ``einsum`` and the principal axes come from a block iteration, not an n x n ``eigh`` (skinny
 shapes: faster single-threaded than multi-threaded BLAS, and no BLAS worker threads left
 spinning on the other core while acquisition runs): CPU time equals wall time.
-Time at 602 x 643 x 641 energies (float32, 2 cores shared with other jobs): 0.3-0.35 s wall
-(= CPU) warm; 0.57-0.6 s for the first call in a fresh process on a shared-memory block
-(the analysis process), which includes the lazy imports (river, scipy, about 0.25 s). river's
-updates, bounded by ``n_learn``, take about 0.1 s.
+Only numpy and river are imported (no scipy.ndimage/special: a fresh analysis process pays none of
+their imports, about 0.25 s).
+Time at 602 x 643 x 641 energies (float32, 2 cores shared with other jobs): 0.32-0.36 s wall
+(= CPU) warm; 0.41-0.42 s for the first call in a fresh process on a shared-memory block (the
+analysis process), imports included. river's updates, bounded by ``n_learn``, take about 0.1 s.
 """
 
 from __future__ import annotations
@@ -155,16 +156,33 @@ def _spread_pick(idx: np.ndarray, n: int) -> np.ndarray:
     return idx[np.unique(np.linspace(0, idx.size - 1, n).round().astype(int))]
 
 
+def _box_sum(a: np.ndarray, size: int) -> np.ndarray:
+    """Sum over a ``size x size`` window of the last two axes, zeros outside (float32).
+
+    Same windows as ``scipy.ndimage.uniform_filter(..., mode="constant") * size**2``, by
+    cumulative sums (float64) along each axis; numpy only, so a preview in a fresh process does
+    not pay the import of scipy.ndimage (about 0.1 s).
+    """
+    r = size // 2
+    *lead, H, W = a.shape
+    # one more leading zero than the window reaches: c[i + size] - c[i] is the window of i
+    c = np.zeros((*lead, H, W + size), dtype=np.float64)
+    np.cumsum(a, axis=-1, out=c[..., r + 1 : r + 1 + W])
+    c[..., r + 1 + W :] = c[..., r + W : r + 1 + W]
+    rows = c[..., size:] - c[..., :W]  # sums along x, (..., H, W)
+    c = np.zeros((*lead, H + size, W), dtype=np.float64)
+    np.cumsum(rows, axis=-2, out=c[..., r + 1 : r + 1 + H, :])
+    c[..., r + 1 + H :, :] = c[..., r + H : r + 1 + H, :]
+    return (c[..., size:, :] - c[..., :H, :]).astype(np.float32)
+
+
 def _box_mean(stack: np.ndarray, mask: np.ndarray, size: int) -> np.ndarray:
     """Mean over a ``size x size`` neighbourhood of masked pixels, per row of ``stack`` (n, H, W)."""
-    from scipy.ndimage import uniform_filter
-
     masked = np.where(mask, stack, np.float32(0.0)).astype(np.float32, copy=False)
     if size <= 1:
         return masked
-    m = mask.astype(np.float32)
-    num = uniform_filter(masked, size=(1, size, size), mode="constant")
-    den = uniform_filter(m, size=size, mode="constant")
+    num = _box_sum(masked, size)
+    den = _box_sum(mask.astype(np.float32), size)
     return num / np.maximum(den, 1e-6)[None]
 
 
@@ -337,8 +355,8 @@ def preview_edge(
     Notes
     -----
     Measured on the simulator (phantom + photon noise at 5000 photons/pixel, 96-128 px):
-    adjusted Rand index 0.82-0.89 against the ground truth (0.96 at 602 x 643) (tests/test_preview.py).
-    Time at 602 x 643 x 641 energies: about 0.3 s warm, 0.6 s as the first call of a fresh
+    adjusted Rand index 0.80-0.89 against the ground truth (0.96 at 602 x 643) (tests/test_preview.py).
+    Time at 602 x 643 x 641 energies: about 0.35 s warm, 0.42 s as the first call of a fresh
     process (imports included), single-threaded (see the module docstring).
     The preview is deliberately approximate: smoothing blurs phase boundaries over ``smooth``
     pixels and the pixel subsample may miss a phase rarer than about ``1 / n_learn``.
@@ -403,9 +421,7 @@ def preview_edge(
     if smooth > 1:
         # isolated pixels above the SNR threshold are background noise: keep a pixel only when most
         # of its smoothing neighbourhood is sample too
-        from scipy.ndimage import uniform_filter
-
-        mask &= uniform_filter(mask.astype(np.float32), size=int(smooth), mode="constant") >= 0.5
+        mask &= _box_sum(mask.astype(np.float32), int(smooth)) >= 0.5 * int(smooth) ** 2
     n_pix = int(mask.sum())
     timings["normalize"] = time.perf_counter() - t
     if n_pix < _MIN_PIXELS:
