@@ -7,6 +7,7 @@ wait for the GIL (measured: documents delayed by up to 85 ms with a pure-Python 
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 import threading
@@ -19,6 +20,9 @@ from txm_live.edges import EdgeWindow
 from txm_live.errors import AnalysisError, TxmLiveError
 
 __all__ = ["AnalysisProcess", "NotTransferable", "child_main"]
+
+#: Modules of the default analyses, imported by the child as soon as it starts.
+_PRELOAD = ("txm_live.phases", "txm_live.preview", "txm_live.exafs", "river.cluster")
 
 logger = logging.getLogger("txm_live.callbacks.analysis_process")
 
@@ -57,6 +61,15 @@ class AnalysisProcess:
         finally:
             child.close()
         self._conn = Connection(parent.detach())
+
+    def warm_up(self) -> None:
+        """Start the child now (it preloads the default analyses) unless it is running."""
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                try:
+                    self._start()
+                except OSError as exc:  # run() falls back to the thread and says why
+                    logger.debug("analysis process not started: %s", exc)
 
     def run(self, fn: Callable, ref: Any, energies: np.ndarray, valid: np.ndarray | None, window: EdgeWindow) -> Any:
         """Run ``fn(energies, <block of ref>, window=window, valid=valid)`` in the child.
@@ -132,6 +145,11 @@ def child_main(fd: str) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     conn = Connection(int(fd))
+    for module in _PRELOAD:  # import the default analyses before the first edge is complete
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            logger.debug("analysis process: cannot preload %s: %s", module, exc)
     while True:
         try:
             msg = conn.recv()

@@ -464,7 +464,7 @@ class XanesLiveCallback:
         self.session_options = dict(session_options or {})
         self.root_map = root_map
         self.analysis_process = bool(analysis_process)
-        self._process: AnalysisProcess | None = None
+        self._process: AnalysisProcess | None = AnalysisProcess() if analysis_process else None
         if switch_interval is not None and sys.getswitchinterval() > switch_interval:
             # The RunEngine thread and the ingest worker share the GIL: a thread asking for it waits
             # up to one switch interval (5 ms by default) while the other runs Python code.
@@ -677,6 +677,8 @@ class XanesLiveCallback:
             st.add_error(e)
         self._runs[uid] = st
         self._open_uids.append(uid)
+        if self._process is not None:
+            self._process.warm_up()  # the child imports the analyses while the edge is scanned
         return [RunIngest(self, st)], []
 
     def _windows_for(self, md: dict) -> tuple[EdgeWindow, ...]:
@@ -896,8 +898,7 @@ class XanesLiveCallback:
             except Exception:  # noqa: BLE001 - lambdas, closures, local classes
                 logger.debug("analysis %r is not picklable: running it on the analysis thread", fn)
             else:
-                if self._process is None:
-                    self._process = AnalysisProcess()
+                assert self._process is not None  # created with analysis_process=True
                 try:
                     return self._process.run(fn, data.shared, data.energies, data.valid, w)
                 except NotTransferable as exc:
