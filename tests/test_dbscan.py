@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 from sklearn.cluster import DBSCAN
@@ -164,8 +166,9 @@ def test_input_validation() -> None:
 
 
 def test_exact_pair_check_of_huge_groups(monkeypatch: pytest.MonkeyPatch) -> None:
-    # force the tree-based path of the exact group-pair check
-    import txm_live.dbscan as mod
+    # force the tree-based path of the exact group-pair check (the module: the package
+    # attribute ``txm_live.dbscan`` is the function)
+    mod = importlib.import_module("txm_live.dbscan")
 
     monkeypatch.setattr(mod, "_PAIR_BUDGET", 4)
     rng = np.random.default_rng(8)
@@ -213,3 +216,12 @@ def test_dense_cells_at_the_grid_edge_not_joined_by_wrapped_keys() -> None:
         far = np.full((15, d), 7.3) + rng.uniform(0, 0.01, size=(15, d))
         far[:, 0] = 0.0
         _check(np.concatenate([chain, far]), 1.0, 5)
+
+
+def test_package_level_function_is_the_exact_dbscan() -> None:
+    """``txm_live.dbscan(X, eps=..., min_samples=...)`` is the public entry point (issue contract)."""
+    import txm_live
+
+    X = np.random.default_rng(7).normal(size=(1500, 3))
+    expected = DBSCAN(eps=0.35, min_samples=6).fit_predict(X)
+    np.testing.assert_array_equal(txm_live.dbscan(X, eps=0.35, min_samples=6), expected)
