@@ -115,10 +115,6 @@ class AssetRegistry:
             self._datums[datum_id] = {"datum_id": datum_id, "resource": doc["resource"], "datum_kwargs": kwargs}
 
     # -------------------------------------------------------------- lookups
-    def has_stream_datum(self, descriptor_uid: str, data_key: str, seq_num: int) -> bool:
-        """Whether a ``stream_datum`` covering this event arrived."""
-        return self._find_range(descriptor_uid, data_key, seq_num) is not None
-
     def _find_range(self, descriptor_uid: str, data_key: str, seq_num: int) -> _StreamRange | None:
         for rng in reversed(self._stream_ranges.get((descriptor_uid, data_key), ())):
             if rng.seq_start <= seq_num < rng.seq_stop:

@@ -116,7 +116,6 @@ class _RunState:
     previews: dict[str, EdgeResult] = field(default_factory=dict)
     submitted: set[str] = field(default_factory=set)
     stopped: bool = False
-    finalized: bool = False
     exit_status: str | None = None
     derived: DerivedRun | None = None
     warnings: list[str] = field(default_factory=list)
@@ -961,7 +960,6 @@ class XanesLiveCallback:
             self._safe_publish(st, lambda m=msg: derived.log(m))
         status = "success" if not st.errors else ("abort" if st.exit_status == "abort" else "fail")
         self._safe_publish(st, lambda: derived.stop(exit_status=status, reason="; ".join(st.errors[:5])))
-        st.finalized = True
         self._results.append(result)
         self._progress(st, "finished", message="ok" if result.ok else f"{len(result.errors)} errors")
         if st.session is not None:

@@ -655,11 +655,3 @@ def _replay_runs(client: Any, uids: Iterable[str | int] | None, *, out: str | Pa
             write_results(result, out, parameters={"source": "replay", "catalog": source})
         results.append(result)
     return results
-
-
-def iter_documents(client_or_uri: Any, uid: str | int, **kwargs: Any) -> Iterator[tuple[str, dict]]:
-    """All documents of a replay as a list-like iterator (small runs, tests)."""
-    docs: list[tuple[str, dict]] = []
-    replay_run(client_or_uri, uid, lambda name, doc: docs.append((name, doc)),
-               progress=False, **kwargs)
-    yield from docs
