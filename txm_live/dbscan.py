@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
+import types
 from numbers import Integral, Real
 
 import numpy as np
@@ -546,3 +548,15 @@ def _dbscan(X: np.ndarray, eps: float, ms: int) -> tuple[np.ndarray, np.ndarray]
         hit = bl < np.iinfo(np.intp).max
         labels[hit] = bl[hit]
     return labels, core
+
+
+class _CallableModule(types.ModuleType):
+    """Makes ``txm_live.dbscan(X, eps=..., min_samples=...)`` call :func:`dbscan`."""
+
+    def __call__(
+        self, X: np.ndarray, *, eps: float, min_samples: int, return_core: bool = False
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        return dbscan(X, eps=eps, min_samples=min_samples, return_core=return_core)
+
+
+sys.modules[__name__].__class__ = _CallableModule
