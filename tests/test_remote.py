@@ -93,7 +93,8 @@ def _run_docs(n_events: int) -> list[tuple[str, dict]]:
     return docs
 
 
-def test_late_joiner_skips_the_run_without_start_and_resynchronizes():
+def _proxy_and_consumer() -> tuple[int, _Recorder, threading.Event, threading.Thread]:
+    """A 0MQ proxy on loopback and ``serve`` consuming from it into a recorder, subscribed."""
     pin, pout = free_port(), free_port()
     proxy = Proxy(f"127.0.0.1:{pin}", f"127.0.0.1:{pout}")
     threading.Thread(target=proxy.start, daemon=True).start()
@@ -102,6 +103,11 @@ def test_late_joiner_skips_the_run_without_start_and_resynchronizes():
                               kwargs={"stop_event": stop, "callback_factory": lambda: rec})
     thread.start()
     time.sleep(1.0)  # consumer subscribed
+    return pin, rec, stop, thread
+
+
+def test_late_joiner_skips_the_run_without_start_and_resynchronizes():
+    pin, rec, stop, thread = _proxy_and_consumer()
     pub = Publisher(f"127.0.0.1:{pin}", serializer=encode_msgpack)
     time.sleep(0.5)  # publisher connected to the proxy
     lost, complete = _run_docs(3), _run_docs(4)
@@ -232,14 +238,7 @@ def test_make_publisher_waits_for_the_proxy_subscription():
     from bluesky.plans import count
     from ophyd.sim import det
 
-    pin, pout = free_port(), free_port()
-    proxy = Proxy(f"127.0.0.1:{pin}", f"127.0.0.1:{pout}")
-    threading.Thread(target=proxy.start, daemon=True).start()
-    rec, stop = _Recorder(), threading.Event()
-    thread = threading.Thread(target=serve, args=(f"127.0.0.1:{pout}",),
-                              kwargs={"stop_event": stop, "callback_factory": lambda: rec})
-    thread.start()
-    time.sleep(1.0)  # consumer subscribed
+    pin, rec, stop, thread = _proxy_and_consumer()
     RE = RunEngine({})
     first = _run_docs(1)
     with make_publisher(RE, f"127.0.0.1:{pin}") as publisher:
