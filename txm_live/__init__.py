@@ -17,6 +17,8 @@ from typing import Any
 from txm_live.errors import (
     AnalysisError,
     DocumentError,
+    EdgeDetectionError,
+    ExafsUnavailableError,
     FrameError,
     InsufficientDataError,
     MissingFlatError,
@@ -30,6 +32,8 @@ __all__ = [
     "dbscan",
     "AnalysisError",
     "DocumentError",
+    "EdgeDetectionError",
+    "ExafsUnavailableError",
     "FrameError",
     "InsufficientDataError",
     "MissingFlatError",

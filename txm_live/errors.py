@@ -14,6 +14,8 @@ __all__ = [
     "AnalysisError",
     "InsufficientDataError",
     "RunIncompleteError",
+    "EdgeDetectionError",
+    "ExafsUnavailableError",
 ]
 
 
@@ -43,3 +45,17 @@ class InsufficientDataError(AnalysisError):
 
 class RunIncompleteError(TxmLiveError):
     """A run ended (aborted, or never sent ``stop``) before its analysis could finish."""
+
+
+class EdgeDetectionError(AnalysisError):
+    """The element or edge of a scan could not be identified unambiguously from the data.
+
+    The message lists the candidate edges; pass ``element=`` / ``edges=`` explicitly.
+    """
+
+
+class ExafsUnavailableError(AnalysisError):
+    """The energy window does not reach far enough above the edge for EXAFS.
+
+    Not a failure of the run: it is reported as a note (``"EXAFS not available: ..."``).
+    """

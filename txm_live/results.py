@@ -48,6 +48,11 @@ class EdgeResult:
         Indices of the minority ("outlier") phases: good-SNR pixels DBSCAN left as noise.
     timings : dict of str to float
         Wall-clock seconds per analysis stage, for progress reports and benchmarks.
+    element : str
+        Element symbol of the edge (``"Nd"``, ``"Fe"``...); empty when unknown.
+    notes : tuple of str
+        Plain-language notes on choices the analysis made for this edge (normalization model
+        chosen for a short window, features skipped...). Not errors.
     """
 
     edge: str
@@ -65,6 +70,8 @@ class EdgeResult:
     n_components: int
     outlier_phases: tuple[int, ...] = ()
     timings: dict[str, float] = field(default_factory=dict)
+    element: str = ""
+    notes: tuple[str, ...] = ()
 
     @property
     def n_phases(self) -> int:
