@@ -881,3 +881,13 @@ def test_without_a_plan_a_scan_ending_before_the_nominal_window_end_is_fitted_no
     k = res.edges["K"]
     assert k.energies.max() <= 7400 and label_accuracy(k.labels) > 0.98
     assert any("window fitted to the acquired energies" in n for n in res.notes), res.notes
+
+
+def test_exafs_unavailable_on_a_short_window_is_a_note_and_ok_stays_true():
+    """A XANES-only Fe K scan (to e0 + 110 eV) with the real EXAFS extraction: a note, not an error."""
+    energies = FE_K_ENERGIES[FE_K_ENERGIES <= 7222]
+    docs = make_documents(energies, edges=FE_K_EDGES, contract_extra={"element": "Fe", "edges": ["K"]})
+    res = _run(make_cb(exafs=True), docs)
+    assert res.errors == () and res.ok, res.errors
+    assert res.exafs == {} and list(res.edges) == ["K"]
+    assert any(n.startswith("Fe K: EXAFS not available") for n in res.notes), res.notes
