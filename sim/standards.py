@@ -2,7 +2,8 @@
 
 The simulated battery samples of :mod:`txm_live.sim.battery` are built from MEASURED normalized
 spectra, not from a model: Fe K-edge standards of magnetite, LiFePO4 and FePO4 (columns of
-``FeK_library_HXN.nor``, an Athena multicolumn file, 7090-7300 eV) and Ni K-edge spectra of LiNiO2
+``FeK_library_HXN.nor``, an Athena multicolumn file measured on 7090-7200 eV; its folder's README
+says 7300 eV but the last row is 7199.7 eV) and Ni K-edge spectra of LiNiO2
 and NiO (8200-9000 eV), from the public repository stetef/nano-XANES-microscopy-of-Fe (MIT licence,
 copyright (c) 2022 stetef). The few columns used ship inside the package
 (``txm_live/sim/data/xanes_standards.json``, 31 kB, with the licence text and the source; the
@@ -280,7 +281,7 @@ NIO = Material("NiO", "NiO", 6.67, "NiO")
 
 
 def fe_k_energies() -> NDArray[np.float64]:
-    """A realistic full-field TXM energy list across the Fe K edge (eV, 107 energies).
+    """A realistic full-field TXM energy list across the Fe K edge (eV, 100 energies).
 
     Notes
     -----
@@ -288,16 +289,16 @@ def fe_k_energies() -> NDArray[np.float64]:
     1 eV across the edge, 40 eV post-edge steps) and on the range of the measured Fe standards:
     6990-7080 eV in 10 eV steps (pre-edge line), 7085-7100 eV in 5 eV, 7101-7160 eV in 1 eV
     (pre-edge peak, edge and white lines of Fe2+ and Fe3+ at ~7126 and ~7133 eV),
-    7162-7200 eV in 2 eV, 7210-7300 eV in 10 eV (measured EXAFS onset), and 7340, 7380,
-    7420 eV, where the standards are extended with the xraydb post-edge (see the module docstring).
+    7162-7200 eV in 2 eV (the end of the measured standards), and 7220-7420 eV in 40 eV steps,
+    where the standards are extended with the xraydb post-edge, without EXAFS (see the module
+    docstring).
     """
     parts = [
         np.arange(6990.0, 7081.0, 10.0),
         np.arange(7085.0, 7101.0, 5.0),
         np.arange(7101.0, 7161.0, 1.0),
         np.arange(7162.0, 7201.0, 2.0),
-        np.arange(7210.0, 7301.0, 10.0),
-        np.array([7340.0, 7380.0, 7420.0]),
+        np.arange(7220.0, 7421.0, 40.0),
     ]
     return np.unique(np.concatenate(parts))
 
