@@ -54,7 +54,7 @@ class Normalized:
     edge_step_error : ndarray or None, shape spectra.shape[1:]
         Standard error of :attr:`edge_step` per pixel from the pixel's own fit residuals and the
         point counts (see :func:`normalize_athena`, Notes); ``edge_step / edge_step_error`` is the
-        significance of the edge jump. ``None`` when not computed.
+        significance of the fitted step. ``None`` when not computed.
     """
 
     norm: np.ndarray
@@ -270,20 +270,14 @@ def normalize_athena(
     design = np.vander(xp, post_order + 1, increasing=True)
     pinv = np.linalg.pinv(design)
     post_coef = np.empty((post_order + 1, n_pix))
-    post_ssr = np.empty(n_pix)
     for sl in _chunks(n_pix, i_post.size):
-        win = y[i_post, sl].astype(np.float64)
-        c = pinv @ win
-        resid = win - design @ c
-        post_coef[:, sl] = c
-        post_ssr[sl] = np.einsum("ij,ij->j", resid, resid)
+        post_coef[:, sl] = pinv @ y[i_post, sl].astype(np.float64)
     post_coef /= (_X_SCALE ** np.arange(post_order + 1))[:, None]
 
     step = post_coef[0] - pre_coef[0]
-    # pooled per-point noise of the pixel (pre- and post-edge residuals), then the standard error
-    # of post(e0) - pre(e0)
-    dof = (i_pre.size - 2) + (i_post.size - post_order - 1)
-    sigma2 = (noise.astype(np.float64) ** 2 * (i_pre.size - 2) + post_ssr) / max(dof, 1)
+    # standard error of post(e0) - pre(e0) with the per-point noise of the pixel's pre-edge (the
+    # post-edge residuals also hold EXAFS and white-line tails the model does not follow)
+    sigma2 = noise.astype(np.float64) ** 2
     step_error = np.sqrt(sigma2 * (pre_var0 + float(pinv[0] @ pinv[0])))
     inv_step = _safe_inverse(step)
     x_all = energies - e0
@@ -487,7 +481,8 @@ def normalize_mback(
         coef[:, sl] = c
         ssr[sl] = np.einsum("ij,ij->j", resid, resid)
     amplitude = coef[0]
-    amp_error = np.sqrt(ssr / max(fit.size - (1 + n_cols), 1) * float(pinv[0] @ pinv[0]))
+    sigma = np.sqrt(ssr / max(fit.size - (1 + n_cols), 1))
+    amp_error = sigma * np.sqrt(float(pinv[0] @ pinv[0]))
 
     # edge step of the tabulated curve with straight lines on the same windows
     f2_pre = np.polynomial.polynomial.polyfit(energies[i_pre] - e0, f2[i_pre], 1)
