@@ -339,12 +339,12 @@ def make_battery_phantom(
     if len(materials) == 3:
         n_incl = max(int(round(inclusion_fraction * n_particle)), 1)
         candidates = np.flatnonzero((particle & (rho < 0.8) & ~halo).ravel())
-        n_blobs = int(np.clip(n_incl // 15, 3, 16))
+        n_blobs = int(np.clip(n_incl // 30, 2, 10))
         blobs = np.zeros_like(r)
         min_sigma = 1.3 / scale
         for _ in range(n_blobs):
             c = candidates[rng.integers(candidates.size)]
-            sa = max(rng.uniform(0.02, 0.045), min_sigma)
+            sa = max(rng.uniform(0.035, 0.06), min_sigma)
             sb = max(sa * rng.uniform(0.6, 1.0), min_sigma)
             ang = rng.uniform(0.0, np.pi)
             du, dv = u - u.ravel()[c], v - v.ravel()[c]
