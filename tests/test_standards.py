@@ -106,6 +106,9 @@ def test_fe_k_lfp_fp_with_magnetite_minority() -> None:
     od, truth = _image(energies, spectra, seed=1, minority=True)
     res = _analyze("Fe", "K", energies, od)
     assert _ari(res, truth) >= 0.9, (_ari(res, truth), res.phase_names, res.counts)
+    # generic names, ordered by edge position: LiFePO4 (Fe2+) has the lower edge than FePO4 (Fe3+)
+    assert res.phase_names[:2] == ("phase A (lower edge, low white line)", "phase B (higher edge, high white line)")
+    assert np.mean(res.labels[truth == 0] == 0) > 0.9
     blank = truth < 0
     assert (res.labels[blank] >= 0).mean() <= 0.01
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from txm_live.errors import ExafsUnavailableError, InsufficientDataError
-from txm_live.normalize import choose_post_order, normalize_athena
+from txm_live.edges import choose_post_order
+from txm_live.normalize import normalize_athena
 from txm_live.results import ExafsResult
 
 __all__ = ["ETOK", "KSTEP", "NFFT", "MIN_K_SPAN", "default_k_range", "extract_exafs", "extract_exafs_many", "ft_window"]
@@ -333,7 +334,7 @@ def extract_exafs(
         Windows of the edge-step normalization done first (relative to ``e0``, eV). Default:
         [-200, -60] and [+90, +440] eV fitted into the energies
         (:func:`txm_live.edges.fit_window`); the post-edge order follows
-        :func:`txm_live.normalize.choose_post_order`.
+        :func:`txm_live.edges.choose_post_order`.
     normalize : bool
         Normalize first (default). Pass False if ``mu`` is already normalized *and* flat
         pre-edge-subtracted.

@@ -25,9 +25,12 @@ map without anyone choosing the number of phases (Duan et al., Sci. Rep. 6, 3440
 7. **summarize**: phases in a stable order, mean spectra, spread, counts, names, white-line
    and majority-score maps.
 
-Phase order (stable across runs and edges): majority phases by increasing white-line height of
-their mean normalized spectrum (the metallic Nd2Fe14B core has the lowest white line), then the
-minority (outlier) phases, also by increasing white-line height.
+Phase order (stable across runs and edges): majority phases first, by edge position (the
+half-step crossing of their mean normalized spectrum; edges closer than
+:func:`txm_live.phase_order.edge_tolerance` count as equal), then by increasing white-line
+height; then the minority (outlier) phases in the same order. Names are generic
+(:func:`txm_live.phase_order.phase_names`):
+``"phase A (low white line)"``, ``"phase B (high white line)"``, ``"minority"``.
 
 :func:`compare_edges` (from :mod:`txm_live.compare`, re-exported here) matches the L2 phases to
 the L3 phases and measures how often the two edges agree.
@@ -45,6 +48,7 @@ from txm_live.compare import EdgeComparison, compare_edges, l2_l3_agreement, mat
 from txm_live.decompose import PcaResult, reduce_pca
 from txm_live.refine import refine_phases
 from txm_live.edges import MIN_POST_POINTS, MIN_PRE_POINTS, EdgeWindow
+from txm_live.phase_order import edge_levels, edge_positions, edge_tolerance, phase_names
 from txm_live.errors import InsufficientDataError
 from txm_live.results import EdgeResult
 
@@ -96,7 +100,7 @@ class PhaseAnalysis(EdgeResult):
     majority_score : ndarray of float32, shape (H, W)
         Position of each pixel spectrum (near-edge range) on the line from the low-white-line
         majority phase mean (0) to the high-white-line majority phase mean (1), by least
-        squares; > 1 beyond the second majority phase (the oxide minority in the Nd magnet).
+        squares; > 1 beyond the second majority phase.
         ``nan`` where masked, or everywhere when fewer than two majority phases were found.
     feature_range : (float, float)
         Feature range relative to e0 (eV).
@@ -438,20 +442,6 @@ def _phase_sums(
     return mean, std, counts
 
 
-def _phase_names(n_major: int, n_minor: int, wl_major: np.ndarray, wl_minor: np.ndarray) -> tuple[str, ...]:
-    if n_major == 1:
-        names = ["majority"]
-    elif n_major == 2:
-        names = ["majority (low white line)", "majority (high white line)"]
-    else:
-        names = [f"majority {i + 1} (white line {h:.2f})" for i, h in enumerate(wl_major)]
-    if n_minor == 1:
-        names.append("minority")
-    else:
-        names += [f"minority {i + 1} (white line {h:.2f})" for i, h in enumerate(wl_minor)]
-    return tuple(names)
-
-
 def _check_inputs(
     energies: np.ndarray, block: np.ndarray, window: EdgeWindow, valid: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -517,7 +507,7 @@ def analyze_edge(
         Normalization (:func:`txm_live.normalize.normalize_window`).
     post_order : int, optional
         Athena post-edge polynomial order (0 constant, 1 line, 2 quadratic). Default:
-        ``window.post_order``, else the rule of :func:`txm_live.normalize.choose_post_order`
+        ``window.post_order``, else the rule of :func:`txm_live.edges.choose_post_order`
         (from the post-edge span relative to e0 and the number of points); the choice is
         recorded in ``notes``.
     jump_significance : float
@@ -764,11 +754,14 @@ def _analyze_edge(
     if n_phases:
         fmean, _, _ = _phase_sums(F, np.flatnonzero(assigned), dense, n_phases)
         wl_height = fmean.max(axis=1)
+        edge_pos = edge_positions(Ef, fmean)
     else:
         wl_height = np.zeros(0)
+        edge_pos = np.zeros(0)
+    level = edge_levels(edge_pos, edge_tolerance(Ef, window.e0))
     is_minor = np.isin(ids, np.asarray(minority, dtype=ids.dtype))
-    major_idx = np.flatnonzero(~is_minor)[np.argsort(wl_height[~is_minor], kind="stable")]
-    minor_idx = np.flatnonzero(is_minor)[np.argsort(wl_height[is_minor], kind="stable")]
+    major_idx = np.flatnonzero(~is_minor)[np.lexsort((wl_height[~is_minor], level[~is_minor]))]
+    minor_idx = np.flatnonzero(is_minor)[np.lexsort((wl_height[is_minor], level[is_minor]))]
     order = np.concatenate([major_idx, minor_idx]).astype(np.int64)
     rank = np.empty(n_phases, dtype=np.int64)
     rank[order] = np.arange(n_phases)
@@ -787,7 +780,9 @@ def _analyze_edge(
         mean_spectra = np.zeros((0, E.size))
         spread = np.zeros((0, E.size))
         counts = np.zeros(0, dtype=np.int64)
-    names = _phase_names(major_idx.size, minor_idx.size, wl_height[major_idx], wl_height[minor_idx])
+    names = phase_names(
+        wl_height[major_idx], level[major_idx], wl_height[minor_idx], level[minor_idx], edge_pos[order]
+    )
     outlier_phases = tuple(range(major_idx.size, n_phases))
 
     # white-line map: mean normalized absorption within +-2 eV of the peak of the mean spectrum
