@@ -83,17 +83,22 @@ class DemoSample:
         ``(shape, seed) -> phantom`` (:class:`txm_live.sim.devices.PhantomLike` with ``labels``).
     energies : callable
         ``size -> energies`` (eV) of the scan.
-    element : str or None
-        Absorbing element; ``None``: the configuration's element, edges and windows.
+    element : str
+        Absorbing element, recorded in the start document by the plan.
     edges : tuple of str
-        Edges scanned (with ``element``).
+        Edges scanned, recorded likewise.
+    follow_energy_range : bool
+        The instrument effects (drift, throughput, glitches) follow the scanned range and the
+        magnification is 1 at its first energy; False: the ``EffectsConfig`` defaults (the Nd
+        seed experiment, 6000-7023 eV).
     """
 
     description: str
     make_phantom: Callable[[tuple[int, int], int], Any]
     energies: Callable[[str], np.ndarray]
-    element: str | None = None
-    edges: tuple[str, ...] = ()
+    element: str
+    edges: tuple[str, ...]
+    follow_energy_range: bool = True
 
 
 def _nd_phantom(shape: tuple[int, int], seed: int) -> Any:
@@ -132,7 +137,8 @@ def _ni_k_energies(size: str) -> np.ndarray:
 #: ~3 % magnetite inclusions across the Fe K edge, and ``lno`` a LiNiO2 particle with a NiO rim across
 #: the Ni K edge on the energy list of a real TXM scan (:mod:`txm_live.sim.battery`, measured standards).
 DEMO_SAMPLES: dict[str, DemoSample] = {
-    "nd": DemoSample("simulated corroded Nd2Fe14B particle", _nd_phantom, demo_energies),
+    "nd": DemoSample("simulated corroded Nd2Fe14B particle", _nd_phantom, demo_energies, "Nd", ("L3", "L2"),
+                     follow_energy_range=False),
     "lfp": DemoSample("simulated LiFePO4 battery particle (FePO4 rim and cracks, magnetite inclusions)",
                       _lfp_phantom, _fe_k_energies, "Fe", ("K",)),
     "lno": DemoSample("simulated LiNiO2 battery particle (NiO rim and crack faces)", _lno_phantom, _ni_k_energies,
@@ -300,7 +306,8 @@ def run_demo(
     sample : str
         A key of :data:`DEMO_SAMPLES`: ``"nd"`` (default), ``"lfp"`` (Fe K) or ``"lno"`` (Ni K).
         The battery samples scan their element's K edge on their own energy list (100 or 101
-        energies at every size) and are analysed with their element and edge.
+        energies at every size); the plan records the sample's element and edges in the start
+        document, which the analysis follows unless the configuration sets them.
 
     Returns
     -------
@@ -334,7 +341,7 @@ def run_demo(
     phantom = spec.make_phantom(shape, cfg.seed)
     file_backed = cfg.size == "full"
     # Instrument effects (drift, throughput, glitches) follow the scanned range; magnification 1 at its start.
-    scan_range = {} if spec.element is None else {"energy_range": (float(energies[0]), float(energies[-1])),
+    scan_range = {} if not spec.follow_energy_range else {"energy_range": (float(energies[0]), float(energies[-1])),
                                                    "reference_energy": float(energies[0])}
     txm = make_txm(phantom, seed=cfg.seed, flux=cfg.flux, margin_px=_MARGIN[cfg.size], file_backed=file_backed,
                    write_path=out_dir / "raw" if file_backed else None, **scan_range)
@@ -349,8 +356,8 @@ def run_demo(
     analysis, preview = analysis_functions(cfg)
     cb = XanesLiveCallback(
         energy_key=cfg.energy_key, image_key=cfg.image_key, flat_stream=cfg.flat_stream, dark_stream=cfg.dark_stream,
-        windows=cfg.edge_windows() if spec.element is None else None, element=spec.element,
-        edges=spec.edges or None, analysis=analysis, preview=preview, register=cfg.register,
+        element=cfg.element, edges=cfg.edges, windows=cfg.edge_windows() if cfg.windows else None,
+        analysis=analysis, preview=preview, register=cfg.register,
         correct_magnification=cfg.correct_magnification, progress=prog,
     )
     prog.write(f"txm-live demo: {sample} {cfg.size} ({shape[0]}x{shape[1]} px, {len(energies)} energies "
@@ -363,8 +370,8 @@ def run_demo(
         RE.subscribe(cb)
         t0 = time.perf_counter()
         try:
-            run = RE(xanes_scan(txm, energies, n_dark=cfg.n_dark, element=spec.element or cfg.element,
-                                edges=spec.edges or cfg.edges, md={"sample": spec.description, "demo_size": cfg.size}))
+            run = RE(xanes_scan(txm, energies, n_dark=cfg.n_dark, element=spec.element, edges=spec.edges,
+                                md={"sample": spec.description, "demo_size": cfg.size}))
         finally:
             timings["scan"] = time.perf_counter() - t0
         t0 = time.perf_counter()

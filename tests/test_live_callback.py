@@ -653,10 +653,11 @@ def test_runengine_scan_with_registration_recovers_the_sample_frame(sim_phantom)
 
 
 def test_runengine_file_backed_scan_matches_inline(sim_phantom, tmp_path):
-    energies = SIM_ENERGIES[::3]
-    _, cap_i, res_i, _ = run_sim_scan(sim_phantom, register=False, seed=5, energies=energies)
+    energies = SIM_ENERGIES[::3]  # too few points for the L2 window (a named error at start): L3 only
+    _, cap_i, res_i, _ = run_sim_scan(sim_phantom, register=False, seed=5, energies=energies,
+                                      cb_kw={"edges": ("L3",)})
     _, cap_f, res_f, derived = run_sim_scan(sim_phantom, register=False, seed=5, file_backed=True,
-                                            tmp_path=tmp_path, energies=energies)
+                                            tmp_path=tmp_path, energies=energies, cb_kw={"edges": ("L3",)})
     assert res_f.errors == (), res_f.errors
     assert res_f.n_frames == res_i.n_frames == len(energies)
     np.testing.assert_array_equal(cap_i.blocks["L3"][1], cap_f.blocks["L3"][1])
@@ -677,7 +678,8 @@ def test_runengine_failing_analysis_scan_succeeds(sim_phantom):
     RE.subscribe(cb)
     costs = []
     RE.subscribe(lambda n, d: costs.append(n))
-    result = RE(xanes_scan(make_txm(sim_phantom, seed=2, margin_px=SIM_MARGIN), SIM_ENERGIES[::3], n_dark=1))
+    # every other energy: enough points in both windows (with every third, L2 is a named error at start)
+    result = RE(xanes_scan(make_txm(sim_phantom, seed=2, margin_px=SIM_MARGIN), SIM_ENERGIES[::2], n_dark=1))
     assert result.exit_status == "success"
     (res,) = cb.wait(timeout=60)
     cb.close()
@@ -828,3 +830,54 @@ def test_close_with_timeout_abandons_a_hung_analysis():
         cb.close(timeout=1.0)
     assert time.monotonic() - t0 < 5
     release.set()
+
+
+# --------------------------------------------------------------------------- element and edge choice
+def _run(cb: XanesLiveCallback, docs: list[tuple[str, dict]]):
+    for name, doc in docs:
+        cb(name, doc)
+    (res,) = cb.wait(timeout=60)
+    cb.close()
+    return res
+
+
+def test_a_window_the_plan_cannot_fill_is_a_named_error_at_the_start_of_the_run():
+    """Fe K asked for, the plan covers only up to 7100 eV: the error comes before the first frame."""
+    events: list[ProgressEvent] = []
+    cb = make_cb(progress=events.append)
+    plan = FE_K_ENERGIES[FE_K_ENERGIES < 7100]
+    docs = make_documents(plan, edges=FE_K_EDGES, contract_extra={"element": "Fe", "edges": ["K"]})
+    cb(*docs[0])  # the start document only
+    cb.wait(timeout=30)
+    early = [e for e in events if e.stage == "error"]
+    assert early and early[0].n_frames == 0
+    assert early[0].message.startswith("InsufficientDataError: Fe K: the scan"), early[0].message
+    res = _run(cb, docs[1:])
+    assert not res.ok and res.edges == {} and res.requested_edges == ("K",)
+    assert sum(e.startswith("InsufficientDataError: Fe K") for e in res.errors) == 1, res.errors
+    assert not any("incomplete at stop" in e for e in res.errors)
+
+
+def test_start_document_top_level_element_and_edges_and_options_first():
+    # top-level keys (no txm_live element/edges): honoured
+    docs = make_documents(FE_K_ENERGIES, edges=FE_K_EDGES, contract_extra={"element": None, "edges": None},
+                          md_extra={"element": "Fe", "edges": "K"})
+    res = _run(make_cb(), docs)
+    assert res.ok and res.element == "Fe" and list(res.edges) == ["K"], res.errors
+    assert any(n.startswith("element Fe, edges K (start document)") for n in res.notes), res.notes
+    # the options win over the start document (which says Nd L3/L2 here)
+    docs = make_documents(FE_K_ENERGIES, edges=FE_K_EDGES)
+    res = _run(make_cb(element="Fe", edges=("K",)), docs)
+    assert res.ok and list(res.edges) == ["K"] and res.edges["K"].e0 == pytest.approx(7112.0, abs=1)
+    assert any("(options)" in n for n in res.notes), res.notes
+
+
+def test_without_a_plan_a_scan_ending_before_the_nominal_window_end_is_fitted_not_an_error():
+    """No txm_live.energies: the Fe K window (nominally to e0 + 440 eV) is fitted to what was acquired."""
+    energies = FE_K_ENERGIES[FE_K_ENERGIES <= 7400]
+    docs = make_documents(energies, edges=FE_K_EDGES, contract_extra={"element": "Fe", "edges": ["K"], "energies": None})
+    res = _run(make_cb(), docs)
+    assert res.errors == () and res.ok
+    k = res.edges["K"]
+    assert k.energies.max() <= 7400 and label_accuracy(k.labels) > 0.98
+    assert any("window fitted to the acquired energies" in n for n in res.notes), res.notes
