@@ -91,6 +91,9 @@ class DemoSample:
         The instrument effects (drift, throughput, glitches) follow the scanned range and the
         magnification is 1 at its first energy; False: the ``EffectsConfig`` defaults (the Nd
         seed experiment, 6000-7023 eV).
+    exafs : bool
+        Extract EXAFS of the phase means. False for ``lfp``: its measured standards end at
+        7200 eV and are extended without EXAFS, so there is none to extract.
     """
 
     description: str
@@ -99,6 +102,7 @@ class DemoSample:
     element: str
     edges: tuple[str, ...]
     follow_energy_range: bool = True
+    exafs: bool = True
 
 
 def _nd_phantom(shape: tuple[int, int], seed: int) -> Any:
@@ -140,7 +144,7 @@ DEMO_SAMPLES: dict[str, DemoSample] = {
     "nd": DemoSample("simulated corroded Nd2Fe14B particle", _nd_phantom, demo_energies, "Nd", ("L3", "L2"),
                      follow_energy_range=False),
     "lfp": DemoSample("simulated LiFePO4 battery particle (FePO4 rim and cracks, magnetite inclusions)",
-                      _lfp_phantom, _fe_k_energies, "Fe", ("K",)),
+                      _lfp_phantom, _fe_k_energies, "Fe", ("K",), exafs=False),
     "lno": DemoSample("simulated LiNiO2 battery particle (NiO rim and crack faces)", _lno_phantom, _ni_k_energies,
                       "Ni", ("K",)),
 }
@@ -358,7 +362,7 @@ def run_demo(
         energy_key=cfg.energy_key, image_key=cfg.image_key, flat_stream=cfg.flat_stream, dark_stream=cfg.dark_stream,
         element=cfg.element, edges=cfg.edges, windows=cfg.edge_windows() if cfg.windows else None,
         analysis=analysis, preview=preview, register=cfg.register,
-        correct_magnification=cfg.correct_magnification, progress=prog,
+        correct_magnification=cfg.correct_magnification, progress=prog, exafs=spec.exafs,
     )
     prog.write(f"txm-live demo: {sample} {cfg.size} ({shape[0]}x{shape[1]} px, {len(energies)} energies "
                f"{energies[0]:.0f}-{energies[-1]:.0f} eV, seed {cfg.seed}) -> {out_dir}")

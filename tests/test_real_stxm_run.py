@@ -18,7 +18,19 @@ from event_model import DocumentNames, schema_validators
 
 from txm_live.sim.stxm import STXM_IMAGE_KEY, blank_beam_level, load_stxm_stack, stxm_documents
 
-STACK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real-stxm-fe" / "als_stxm_fe_l23_71214098.npz"
+
+
+def _shared() -> Path:
+    """``../shared`` beside the repository root (the CI clone), or the nearest ``shared/`` above it
+    (a git worktree one level deeper)."""
+    root = Path(__file__).resolve().parents[1]
+    for parent in root.parents:
+        if (parent / "shared" / "data").is_dir():
+            return parent / "shared"
+    return root.parent / "shared"
+
+
+STACK = _shared() / "data" / "real-stxm-fe" / "als_stxm_fe_l23_71214098.npz"
 # Blank beam: stack-mean transmission >= 97 % (OD < 0.03); particle: stack-mean OD >= 0.1.
 BLANK_OD = 0.03
 PARTICLE_OD = 0.1
