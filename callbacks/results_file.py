@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from txm_live.errors import DocumentError
+from txm_live.errors import DocumentError, ResultsWriteError
 from txm_live.results import EdgeResult, ExafsResult, RunResult
 
 __all__ = ["FORMAT", "collect_documents", "publish_results", "read_results", "write_results"]
@@ -132,56 +132,102 @@ def write_results(result: RunResult, directory: str | os.PathLike[str], *,
         The file written. An existing file is replaced atomically (written to a temporary file
         in the same folder, then renamed), so a reader never sees a half-written file.
 
+    Raises
+    ------
+    ResultsWriteError
+        The file could not be written (full disk, no permission...); nothing is left behind and
+        an older file of the run stays intact.
+
     Notes
     -----
+    The whole file is built in memory first (:func:`_hdf5_image`), then its bytes are written:
+    HDF5 never touches a disk that may fill up (h5py can crash the interpreter on ``ENOSPC``).
     Size: two ``(H, W)`` maps per edge (int32 labels, float32 SNR) plus a bool mask, gzip
     compressed; ~3 MB per edge for a 602 x 643 frame.
     """
-    import h5py
-
     if not isinstance(result, RunResult):
         raise ValueError(f"result must be a RunResult, got {type(result).__name__}")
     uid = str(result.run_uid)
     if not uid or "/" in uid or uid in (".", ".."):
         raise ValueError(f"result.run_uid is not usable as a folder name: {uid!r}")
+    image = _hdf5_image(result, parameters)
     folder = Path(directory) / uid
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "phases.h5"
-    # h5py creates the temporary file: usual permissions (umask), unlike tempfile.mkstemp's 0600
-    tmp = folder / f".phases-{uuid.uuid4().hex}.h5"
     try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["txm_live_version"] = _version()
-            f.attrs["raw_run_uid"] = uid
-            f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
-            f.attrs["n_frames"] = int(result.n_frames)
-            f.attrs["errors"] = json.dumps(list(result.errors))
-            f.attrs["parameters"] = json.dumps(parameters or {}, default=str)
-            for name in _EDGE_GROUPS:
-                edge = getattr(result, name)
-                if edge is not None:
-                    _write_edge(f.create_group(name), edge)
-            comp = f.create_group("comparison")
-            if result.l2_l3_agreement is not None:
-                ds = comp.create_dataset("agreement", data=float(result.l2_l3_agreement))
-                ds.attrs["units"] = ""
-                ds.attrs["long_name"] = "fraction of pixels whose L2 phase matches their L3 phase"
-            ex = f.create_group("exafs")
-            for item in result.exafs:
-                g = ex.create_group(f"phase_{int(item.phase)}")
-                g.attrs["phase"] = int(item.phase)
-                g.attrs["kweight"] = int(item.kweight)
-                g.attrs["first_shell_r"] = float(item.first_shell_r)
-                g.attrs["first_shell_r_units"] = "angstrom"
-                for name, (units, long_name) in _EXAFS_DATASETS.items():
-                    _put(g, name, getattr(item, name), units, long_name)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_atomically(path, image)
+    except OSError as exc:
+        raise ResultsWriteError(f"cannot write the results of run {uid} to {path}: {exc}") from exc
     logger.info("results of run %s written to %s", uid, path)
     return path
+
+
+def _hdf5_image(result: RunResult, parameters: dict[str, Any] | None) -> bytes:
+    """The complete ``phases.h5`` file as bytes, built in memory (no file system involved).
+
+    h5py (the HDF5 C library) can bring the interpreter down when a write fails half-way on a
+    full disk; building the file image in memory keeps HDF5 away from the disk altogether.
+    """
+    import io
+
+    import h5py
+
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        _write_layout(f, result, parameters)
+    return buffer.getvalue()
+
+
+def _write_layout(f: Any, result: RunResult, parameters: dict[str, Any] | None) -> None:
+    """Groups, datasets and attributes of ``phases.h5`` (see the module docstring) into ``f``."""
+    f.attrs["format"] = FORMAT
+    f.attrs["txm_live_version"] = _version()
+    f.attrs["raw_run_uid"] = str(result.run_uid)
+    f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
+    f.attrs["n_frames"] = int(result.n_frames)
+    f.attrs["errors"] = json.dumps(list(result.errors))
+    f.attrs["parameters"] = json.dumps(parameters or {}, default=str)
+    for name in _EDGE_GROUPS:
+        edge = getattr(result, name)
+        if edge is not None:
+            _write_edge(f.create_group(name), edge)
+    comp = f.create_group("comparison")
+    if result.l2_l3_agreement is not None:
+        ds = comp.create_dataset("agreement", data=float(result.l2_l3_agreement))
+        ds.attrs["units"] = ""
+        ds.attrs["long_name"] = "fraction of pixels whose L2 phase matches their L3 phase"
+    ex = f.create_group("exafs")
+    for item in result.exafs:
+        g = ex.create_group(f"phase_{int(item.phase)}")
+        g.attrs["phase"] = int(item.phase)
+        g.attrs["kweight"] = int(item.kweight)
+        g.attrs["first_shell_r"] = float(item.first_shell_r)
+        g.attrs["first_shell_r_units"] = "angstrom"
+        for name, (units, long_name) in _EXAFS_DATASETS.items():
+            _put(g, name, getattr(item, name), units, long_name)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, sync it, rename it onto ``path``.
+
+    A failure (``ENOSPC``, ``EDQUOT``, ``EACCES``...) raises :class:`OSError` and removes the
+    temporary file; ``path`` is either the old file or the complete new one, never a partial one.
+    """
+    tmp = path.parent / f".{path.stem}-{uuid.uuid4().hex}{path.suffix}"
+    # usual permissions (umask applies), unlike tempfile.mkstemp's 0600
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_results(path: str | os.PathLike[str]) -> RunResult:

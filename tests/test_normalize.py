@@ -178,7 +178,7 @@ def test_chunking_does_not_change_results(monkeypatch):
     monkeypatch.setattr(nz, "_CHUNK_BYTES", 8 * 700 * 17)  # 17-pixel chunks
     chunked = normalize_athena(e, mu, e0=e0)
     chunkedm = normalize_mback(e, mu, element="Nd", edge="L3", e0=e0)
-    np.testing.assert_array_equal(full.edge_step, chunked.edge_step)
+    np.testing.assert_allclose(full.edge_step, chunked.edge_step, rtol=1e-12)  # BLAS kernels differ per chunk size in the last bits (4.9e-15 seen)
     np.testing.assert_allclose(full.norm, chunked.norm, rtol=1e-12)
     np.testing.assert_allclose(fullm.norm, chunkedm.norm, rtol=1e-12)
 
