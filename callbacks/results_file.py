@@ -3,7 +3,8 @@
 File layout of ``OUT/<raw run uid>/phases.h5`` (h5py, one file per run)::
 
     /                         attrs: format, txm_live_version, raw_run_uid, created (ISO 8601 UTC),
-                                     n_frames, errors (list of str), parameters (JSON)
+                                     n_frames, errors (list of str), parameters (JSON),
+                                     incomplete (bool: interrupted run, partial results)
     /l3, /l2, /l3_preview     one group per analysed edge (absent when the edge was not analysed)
         attrs: edge, e0 [eV], eps, min_samples, n_components, phase_names, outlier_phases,
                timings (JSON, seconds)
@@ -186,6 +187,7 @@ def _write_layout(f: Any, result: RunResult, parameters: dict[str, Any] | None) 
     f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
     f.attrs["n_frames"] = int(result.n_frames)
     f.attrs["errors"] = json.dumps(list(result.errors))
+    f.attrs["incomplete"] = bool(getattr(result, "incomplete", False))
     f.attrs["parameters"] = json.dumps(parameters or {}, default=str)
     for name in _EDGE_GROUPS:
         edge = getattr(result, name)
@@ -263,7 +265,8 @@ def read_results(path: str | os.PathLike[str]) -> RunResult:
             run_uid=str(f.attrs["raw_run_uid"]),
             l3=edges["l3"], l2=edges["l2"], l3_preview=edges["l3_preview"],
             l2_l3_agreement=agreement, exafs=tuple(exafs),
-            errors=tuple(json.loads(f.attrs["errors"])), n_frames=int(f.attrs["n_frames"]))
+            errors=tuple(json.loads(f.attrs["errors"])), n_frames=int(f.attrs["n_frames"]),
+            incomplete=bool(f.attrs.get("incomplete", False)))
 
 
 class collect_documents(list):  # noqa: N801 - used like a function: ``docs = collect_documents()``

@@ -135,6 +135,9 @@ class RunResult:
     pixel_size_nm : float or None
         Pixel size (nm) of the phase maps (first sample frame), from the start document's
         ``txm_live.pixel_size_nm``; used for scale bars and phase areas.
+    incomplete : bool
+        The run was interrupted (Ctrl-C, ``RE.abort()``, no stop document) or an edge window was
+        not complete: the results are for what was measured.
     """
 
     run_uid: str
@@ -146,6 +149,7 @@ class RunResult:
     n_frames: int = 0
     l3_preview: EdgeResult | None = None
     pixel_size_nm: float | None = None
+    incomplete: bool = False
 
     @property
     def ok(self) -> bool:
