@@ -213,10 +213,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    from txm_live.errors import TxmLiveError
+    from txm_live.errors import ScanInterruptedError, TxmLiveError
 
     try:
         return _COMMANDS[args.command](args)
+    except ScanInterruptedError as exc:
+        print(f"txm-live: interrupted: {exc}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         _err("interrupted")
         return 130
