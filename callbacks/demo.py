@@ -362,9 +362,7 @@ def run_demo(
         results = cb.wait()
         timings["analysis after scan"] = time.perf_counter() - t0
         cb.close()
-        if not recording.flush(timeout=30.0):
-            prog.write("catalog: documents still unwritten after 30 s; the catalog is not responding")
-        recording.close()
+        recording.close()  # a catalog that accepts nothing for 10 s is given up (CatalogError in .errors)
         catalog_uri = tiled.uri
         if recording.errors:
             prog.write(f"catalog write errors: {recording.errors[:3]}")
