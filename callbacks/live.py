@@ -43,6 +43,7 @@ from txm_live.callbacks.derived import DerivedRun
 from txm_live.edges import EdgeWindow, default_windows
 from txm_live.errors import (
     AnalysisError,
+    DataLossError,
     DocumentError,
     FrameError,
     TxmLiveError,
@@ -191,6 +192,7 @@ class RunIngest(event_model.DocumentRouter):
         self._desc: dict[str, dict[str, Any]] = {}
         self._waiting: list[tuple[str, int, dict, dict, int | None]] = []  # events waiting for their stream_datum
         self._n_external: dict[str, int] = {}  # file-backed (stream_datum) events seen per descriptor
+        self._n_events: dict[str, int] = {}  # events received per stream name (checked at stop)
         md = state.start_doc.get("txm_live")
         self.md: dict = md if isinstance(md, dict) else {}
         o = owner
@@ -265,6 +267,7 @@ class RunIngest(event_model.DocumentRouter):
         d = self._desc.get(doc["descriptor"])
         if d is None:
             return
+        self._n_events[d["name"]] = self._n_events.get(d["name"], 0) + 1
         self._frame(d, doc["descriptor"], doc["seq_num"], doc["data"], doc.get("filled", {}))
 
     def event_page(self, doc: dict) -> None:
@@ -275,6 +278,7 @@ class RunIngest(event_model.DocumentRouter):
         columns = {"seq_num": doc["seq_num"], **{f"data.{k}": v for k, v in data.items()},
                    **{f"filled.{k}": v for k, v in filled.items()}}
         lengths = {k: len(v) if hasattr(v, "__len__") else -1 for k, v in columns.items()}
+        self._n_events[d["name"]] = self._n_events.get(d["name"], 0) + max(lengths["seq_num"], 0)
         if len(set(lengths.values())) != 1:
             # which energy goes with which image is unknown: the whole page is skipped
             raise DocumentError(
@@ -320,6 +324,15 @@ class RunIngest(event_model.DocumentRouter):
             if self._waiting:
                 st.add_error(f"FrameError: {len(self._waiting)} file-backed frames never got a stream_datum; skipped")
                 self._waiting = []
+            num_events = doc.get("num_events")
+            for name in sorted({self.primary_stream, self.flat_stream, self.dark_stream}):
+                expected = num_events.get(name) if isinstance(num_events, dict) else None
+                got = self._n_events.get(name, 0)
+                if isinstance(expected, int) and expected > got:
+                    st.add_error(
+                        f"{DataLossError.__name__}: stream {name!r}: {expected - got} of {expected} events (per the stop "
+                        "document) never arrived"
+                    )
             for (desc_uid, key), n in self.assets.repeated_seq.items():
                 name = self._desc.get(desc_uid, {}).get("name", desc_uid[:8])
                 st.add_error(
