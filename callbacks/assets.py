@@ -81,7 +81,7 @@ class AssetRegistry:
         self._resources: dict[str, dict] = {}
         self._datums: dict[str, dict] = {}
         self._files: dict[str, object] = {}
-        self._used_seq: dict[tuple[str, str], set[int]] = {}
+        self._used_seq: dict[tuple[str, str], set[tuple[int, int]]] = {}  # frame slots read
         #: Per ``(descriptor uid, data key)``: events whose ``seq_num`` repeated an earlier one's;
         #: their frames were located by their position among the ``stream_datum`` ranges.
         self.repeated_seq: dict[tuple[str, str], int] = {}
@@ -135,17 +135,20 @@ class AssetRegistry:
             self._datums[datum_id] = {"datum_id": datum_id, "resource": doc["resource"], "datum_kwargs": kwargs}
 
     # -------------------------------------------------------------- lookups
-    def _find_range(self, descriptor_uid: str, data_key: str, seq_num: int) -> _StreamRange | None:
-        for rng in reversed(self._stream_ranges.get((descriptor_uid, data_key), ())):
+    def _slot_of_seq(self, key: tuple[str, str], seq_num: int) -> tuple[int, int] | None:
+        """``(range index, offset)`` of ``seq_num`` in the most recent range that covers it."""
+        ranges = self._stream_ranges.get(key, [])
+        for idx in range(len(ranges) - 1, -1, -1):
+            rng = ranges[idx]
             if rng.seq_start <= seq_num < rng.seq_stop:
-                return rng
+                return idx, seq_num - rng.seq_start
         return None
 
-    def _at_position(self, descriptor_uid: str, data_key: str, position: int) -> tuple[_StreamRange, int] | None:
-        """Range and seq_num of the ``position``-th event (0-based) over the ranges in arrival order."""
-        for rng in self._stream_ranges.get((descriptor_uid, data_key), ()):
+    def _slot_at(self, key: tuple[str, str], position: int) -> tuple[int, int] | None:
+        """``(range index, offset)`` of the ``position``-th event over the ranges in arrival order."""
+        for idx, rng in enumerate(self._stream_ranges.get(key, ())):
             if position < rng.n_events:
-                return rng, rng.seq_start + position
+                return idx, position
             position -= rng.n_events
         return None
 
@@ -155,32 +158,31 @@ class AssetRegistry:
         """Frame of event ``seq_num`` of ``data_key``, or None if no ``stream_datum`` covers it yet.
 
         The frame index comes from the ``stream_datum`` whose ``seq_nums`` range holds the event.
-        An event repeating a ``seq_num`` already read (producers that send a constant
-        ``seq_num``) would read the same frame again: it is located instead by ``position``, the
-        event's rank among the file-backed events of its descriptor (0-based), over the
-        ``stream_datum`` ranges in arrival order, and counted in :attr:`repeated_seq`.
+        Each frame slot of a ``stream_datum`` is read once: an event whose ``seq_num`` points at
+        a slot already read (producers that send a constant ``seq_num``) is located instead by
+        ``position``, its rank among the file-backed events of its descriptor (0-based), over
+        the ``stream_datum`` ranges in arrival order, and counted in :attr:`repeated_seq`.
         """
         key = (descriptor_uid, data_key)
         used = self._used_seq.setdefault(key, set())
-        rng = None
-        if seq_num not in used:
-            rng = self._find_range(descriptor_uid, data_key, seq_num)
-        elif position is not None:
-            found = self._at_position(descriptor_uid, data_key, position)
-            if found is None:
+        slot = self._slot_of_seq(key, seq_num)
+        if slot is None:
+            return None  # its stream_datum has not arrived yet
+        if slot in used:
+            if position is None:
+                raise FrameError(f"seq_num {seq_num} of descriptor {descriptor_uid[:8]} already read; frame skipped")
+            slot = self._slot_at(key, position)
+            if slot is None:
                 return None
-            rng, seq_num = found
-            if seq_num in used:
+            if slot in used:
                 raise FrameError(
-                    f"event at position {position} of descriptor {descriptor_uid[:8]} repeats seq_num and its "
-                    f"stream_datum slot (seq_num {seq_num}) was already read; frame skipped"
+                    f"event {position} of descriptor {descriptor_uid[:8]} repeats seq_num {seq_num} and its "
+                    "stream_datum slot was already read; frame skipped"
                 )
             self.repeated_seq[key] = self.repeated_seq.get(key, 0) + 1
-        else:
-            raise FrameError(f"seq_num {seq_num} of descriptor {descriptor_uid[:8]} already read; frame skipped")
-        if rng is None:
-            return None
-        used.add(seq_num)
+        used.add(slot)
+        rng = self._stream_ranges[key][slot[0]]
+        seq_num = rng.seq_start + slot[1]
         res = self._stream_resources[rng.resource_uid]
         mimetype = res.get("mimetype", "")
         if not any(mimetype.startswith(m) for m in _HDF5_MIMETYPES):
