@@ -148,7 +148,7 @@ def _big_result(uid: str):
                       mean_spectra=np.zeros((1, 10), np.float32), spread=np.zeros((1, 10), np.float32),
                       counts=np.array([1]), snr=rng.random((700, 700), dtype=np.float32),
                       mask=labels >= 0, eps=0.1, min_samples=5, n_components=2)
-    return RunResult(run_uid=uid, l3=edge, l2=None, l2_l3_agreement=None)
+    return RunResult(run_uid=uid, edges={"L3": edge})
 
 
 def test_full_results_disk_raises_results_write_error_and_leaves_nothing(tmp_path):
@@ -162,7 +162,7 @@ def test_full_results_disk_raises_results_write_error_and_leaves_nothing(tmp_pat
         from txm_live.results import RunResult
 
         out = Path(sys.argv[1])
-        small = write_results(RunResult(run_uid="run-1", l3=None, l2=None, l2_l3_agreement=None), out)
+        small = write_results(RunResult(run_uid="run-1"), out)
         try:
             write_results(_big_result("run-1"), out)  # ~6 MB on a 2 MiB tmpfs
         except ResultsWriteError as exc:
