@@ -2,7 +2,7 @@
 
 Subcommands::
 
-    txm-live demo [--size tiny|small|full] [--out DIR] [--config FILE] [--live-plot] [--seed N]
+    txm-live demo [--sample nd|lfp|lno] [--size tiny|small|full] [--out DIR] [--config FILE] [--live-plot] [--seed N]
     txm-live replay --catalog PATH_OR_URI [--out DIR] UID [UID ...]
     txm-live serve --zmq HOST:PORT [--out DIR] [--allow-pickle]
     txm-live config --print
@@ -24,6 +24,7 @@ __all__ = ["build_parser", "main"]
 _EPILOG = """examples:
   txm-live demo                           simulated beamtime, small (128x128), results in ./txm-live-output
   txm-live demo --size full --live-plot   the full 602x643 x 1024-energy scan with a live window
+  txm-live demo --sample lfp              a LiFePO4 battery particle across the Fe K edge
   txm-live replay --catalog ./catalog 3f2a...   re-analyse recorded runs from a Tiled catalog
   txm-live serve --zmq 127.0.0.1:5568     analyse runs published by a RunEngine over ZeroMQ
   txm-live config --print > txm-live.toml write the default configuration, edit, pass with --config
@@ -86,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--live-plot", action="store_true", default=None,
                       help="open a live matplotlib window during the scan (needs a display; otherwise a "
                            "snapshot PNG is refreshed in the output directory)")
+    demo.add_argument("--sample", choices=("nd", "lfp", "lno"), default="nd",  # = demo.DEMO_SAMPLES (tested)
+                      help="nd: corroded NdFeB magnet, Nd L3/L2 (default); lfp: LiFePO4 battery particle with "
+                           "FePO4 and magnetite, Fe K; lno: LiNiO2 particle with NiO, Ni K (measured standards)")
     demo.add_argument("--seed", type=int, default=None, help="seed of the simulated sample and noise (default 0)")
     demo.add_argument("--flux", type=float, default=None,
                       help="flat-field photons per pixel per exposure (default 5000)")
@@ -148,7 +152,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                       live_plot=args.live_plot, figures=args.figures, **_analysis_flags(args))
     from txm_live.callbacks.demo import run_demo
 
-    run_demo(config=cfg, progress=args.progress)
+    run_demo(config=cfg, progress=args.progress, sample=args.sample)
     return 0
 
 

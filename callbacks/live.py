@@ -982,6 +982,8 @@ class XanesLiveCallback:
             st.add_error(_named(exc) if isinstance(exc, TxmLiveError) else f"TxmLiveError: at stop: {_named(exc)}")
         finally:
             self._progress(st, "stop")
+            # finished futures hold their RunResult: drop them (wait() only needs the pending ones)
+            self._finalizers = [f for f in self._finalizers if not f.done()]
             self._finalizers.append(self._executor.submit(self._finalize_guarded, st))
 
     def _analyse_rest(self, st: _RunState) -> None:
