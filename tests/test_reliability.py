@@ -497,3 +497,22 @@ def test_serve_survives_a_failed_write_and_continues(tmp_path):
 
     written = read_results(out / good[0][1]["uid"] / "phases.h5")
     assert written.l3 is not None and written.errors == ()
+
+
+def test_resync_gate_reports_events_lost_in_transport():
+    from txm_live.callbacks.remote import ResyncGate
+
+    received = []
+    gate = ResyncGate(lambda name, doc: received.append(name))
+    docs = helpers.make_run(0)
+    events = [i for i, (n, _) in enumerate(docs) if n == "event"]
+    lost = {events[4], events[9]}  # a sample and a flat frame dropped by a full high-water mark
+    for i, (name, doc) in enumerate(docs):
+        if i not in lost:
+            gate(name, doc)
+    msgs = gate.losses[docs[0][1]["uid"]]
+    assert len(msgs) == 2 and all(m.startswith("DataLossError: stream") for m in msgs), msgs
+    assert received.count("event") == len(events) - 2 and received[-1] == "stop"
+    # the live callback sees the same loss from the stop document's num_events
+    _, (res,) = run_docs([d for i, d in enumerate(docs) if i not in lost])
+    assert sum(e.startswith("DataLossError") for e in res.errors) == 2, res.errors
