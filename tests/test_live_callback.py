@@ -828,7 +828,7 @@ def test_close_with_timeout_abandons_a_hung_analysis():
     t0 = time.monotonic()
     with pytest.raises(TimeoutError):
         cb.close(timeout=1.0)
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 15  # not the 20 s of the hung analysis (generous: loaded CI machine)
     release.set()
 
 
