@@ -202,16 +202,16 @@ def test_registration_never_hurts_a_sample_that_does_not_move(still_reference):
 def test_registration_follows_random_walk_drift_and_two_10px_jumps(still_reference):
     ari_off, _, err_off = _phantom_scan(0, register=False, drift=True)
     ari_on, n_resampled, err_on = _phantom_scan(0, register=True, drift=True)
-    # the jumps are followed at once, the random walk within the 5-sigma threshold of the
-    # significance gate (measured: mean tracking error 2.0 px registered vs ~11 px unregistered)
-    assert err_on < 0.35 * err_off, (err_off, err_on)
+    # the jumps are followed at once, the random walk by the Kalman-filtered position
+    # (measured: mean tracking error 0.85 px registered vs ~11 px unregistered)
+    assert err_on < 0.15 * err_off, (err_off, err_on)
     assert ari_on > ari_off + 0.3, (ari_on, ari_off)
     assert n_resampled > 100
 
 
-@pytest.mark.xfail(strict=True, reason="known gap (issue 9 item 8): a drift below the 5-sigma gate "
-                   "moves the running reference with the sample, which then lags by 1-3 px; measured "
-                   "ARI 0.61 vs 0.93 drift-free")
+@pytest.mark.xfail(strict=True, reason="known gap (issue 9 item 8): the running reference accumulates "
+                   "systematic sub-pixel estimate errors (0.5-0.8 px over the scan); measured ARI 0.83 "
+                   "vs 0.93 drift-free (0.61 before the Kalman-filtered reference)")
 def test_registration_drift_within_003_of_drift_free(still_reference):
     ari_on, _, _ = _phantom_scan(0, register=True, drift=True)
     assert ari_on >= still_reference - 0.03
