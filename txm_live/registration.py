@@ -576,7 +576,8 @@ class RunningRegistration:
             return _cross_power_shift(product, self.upsample_factor, "phase", real_shape=fshape)
         if self.whitening > 0:
             tiny = np.float32(100 * np.finfo(np.float32).eps)
-            product /= np.maximum(np.abs(product), tiny) ** np.float32(self.whitening)
+            scale = np.maximum(np.abs(product), tiny)
+            product /= np.sqrt(scale, out=scale) if self.whitening == 0.5 else scale ** np.float32(self.whitening)
         return _cross_power_shift(product, self.upsample_factor, None, real_shape=fshape)
 
 
