@@ -3,8 +3,8 @@
 Subcommands::
 
     txm-live demo [--size tiny|small|full] [--out DIR] [--config FILE] [--live-plot] [--seed N]
-    txm-live replay --catalog PATH_OR_URI [--out DIR] UID [UID ...]
-    txm-live serve --zmq HOST:PORT [--out DIR] [--allow-pickle]
+    txm-live replay --catalog PATH_OR_URI [--out DIR] [--dask ADDRESS] UID [UID ...]
+    txm-live serve --zmq HOST:PORT [--out DIR] [--allow-pickle] [--dask ADDRESS]
     txm-live config --print
 
 Everything heavy (numpy, bluesky, tiled, matplotlib) is imported inside the subcommand, so
@@ -15,6 +15,7 @@ stderr, no traceback), 2 bad command line, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -74,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--catalog", required=True, metavar="PATH_OR_URI",
                         help="Tiled server URI (http://...) or a local catalog directory")
     _add_common(replay)
+    replay.add_argument("--dask", metavar="ADDRESS", default=None,
+                        help="analyse the runs in parallel on a Dask cluster, one task per run: a scheduler "
+                             "address (tcp://host:8786) or local[:N] (N worker processes on this machine)")
     replay.add_argument("--no-figures", dest="figures", action="store_false", default=None,
                         help="do not write PNG figures")
     replay.add_argument("--no-progress", dest="progress", action="store_false", default=True,
@@ -86,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--zmq", required=True, metavar="HOST:PORT",
                        help="address of the proxy's outgoing (subscriber) port, e.g. 127.0.0.1:5568")
     _add_common(serve)
+    serve.add_argument("--dask", metavar="ADDRESS", default=None,
+                       help="send the edge analyses to a Dask cluster (tcp://host:8786 or local[:N]); "
+                            "default: the local analysis process")
     serve.add_argument("--serializer", choices=("msgpack", "pickle"), default="msgpack",
                        help="serialization used by the publisher (default msgpack, safe)")
     serve.add_argument("--allow-pickle", action="store_true",
@@ -130,9 +137,11 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from txm_live.callbacks.replay import replay_runs
     from txm_live.config import load_config
 
-    cfg = load_config(args.config, out=args.out, figures=args.figures)
+    cfg = load_config(args.config, out=args.out, figures=args.figures, dask=args.dask)
+    # with a cluster, each run is one task and its callback analyses in the worker process
     results = replay_runs(args.catalog, args.uids, out=cfg.out, progress=args.progress,
-                          callback_factory=_callback_factory(cfg))
+                          callback_factory=_callback_factory(dataclasses.replace(cfg, dask=None)),
+                          client=cfg.dask)
     if cfg.figures:
         from txm_live.figures import save_report
 
@@ -157,7 +166,7 @@ def _callback_factory(cfg: Any) -> Any:
             energy_key=cfg.energy_key, image_key=cfg.image_key, flat_stream=cfg.flat_stream,
             dark_stream=cfg.dark_stream, windows=cfg.edge_windows() if cfg.windows else None,
             analysis=analysis, preview=preview, register=cfg.register,
-            correct_magnification=cfg.correct_magnification)
+            correct_magnification=cfg.correct_magnification, dask=cfg.dask)
 
     return factory
 
@@ -178,7 +187,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from txm_live.callbacks.remote import serve
     from txm_live.config import load_config
 
-    cfg = load_config(args.config, out=args.out, figures=args.figures)
+    cfg = load_config(args.config, out=args.out, figures=args.figures, dask=args.dask)
     if args.serializer == "pickle" and not args.allow_pickle:
         raise ValueError("--serializer pickle needs --allow-pickle (unpickling runs arbitrary code)")
     out = cfg.out

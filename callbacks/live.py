@@ -397,6 +397,12 @@ class XanesLiveCallback:
         Python process on the cube in shared memory, so that they never compete with the
         RunEngine for the GIL. Analyses that cannot be pickled (lambdas, closures) run on the
         analysis thread.
+    dask : str or dask.distributed.Client, optional
+        Send every edge analysis to a Dask cluster (a scheduler address ``"tcp://host:8786"``,
+        ``"local[:N]"`` for a LocalCluster of this machine, or a Client): this machine then only
+        ingests frames. One task per edge window; its block crosses the network once. A lost
+        worker is retried by Dask; beyond that the run gets a named ``DistributedError``.
+        Default: the local analysis process (``analysis_process``).
     switch_interval : float or None
         Lower the interpreter's GIL switch interval (``sys.setswitchinterval``, process-wide) to
         this many seconds if it is larger (default 1 ms instead of Python's 5 ms), so that the
@@ -433,6 +439,7 @@ class XanesLiveCallback:
         root_map: dict | None = None,
         analysis_process: bool = True,
         switch_interval: float | None = 0.001,
+        dask: Any = None,
     ) -> None:
         for name, fn in (("analysis", analysis), ("compare", compare), ("progress", progress)):
             if fn is not None and not callable(fn):
@@ -462,8 +469,12 @@ class XanesLiveCallback:
         self.progress = progress
         self.session_options = dict(session_options or {})
         self.root_map = root_map
-        self.analysis_process = bool(analysis_process)
-        self._process: AnalysisProcess | None = AnalysisProcess() if analysis_process else None
+        if dask is not None and not isinstance(dask, str) and not hasattr(dask, "submit"):
+            raise ValueError(f"dask must be a scheduler address, 'local[:N]' or a dask.distributed.Client, got {dask!r}")
+        self.dask = dask
+        self._dask_client: Any = None  # connected on the analysis thread at the first analysis
+        self.analysis_process = bool(analysis_process) and dask is None
+        self._process: AnalysisProcess | None = AnalysisProcess() if self.analysis_process else None
         if switch_interval is not None and sys.getswitchinterval() > switch_interval:
             # The RunEngine thread and the ingest worker share the GIL: a thread asking for it waits
             # up to one switch interval (5 ms by default) while the other runs Python code.
@@ -571,6 +582,10 @@ class XanesLiveCallback:
             self._executor.shutdown(wait=finished, cancel_futures=not finished)
             if self._process is not None:
                 self._process.close()
+            if self._dask_client is not None and self._dask_client is not self.dask:
+                from txm_live.distributed import close_client
+
+                close_client(self._dask_client)
         return list(self._results)
 
     # ---------------------------------------------------------- worker side
@@ -889,6 +904,15 @@ class XanesLiveCallback:
     def _call_analysis(self, fn: Callable, data: WindowData) -> Any:
         """Run one analysis in the analysis process when possible, else on this thread."""
         w = data.window
+        if self.dask is not None:
+            from txm_live.distributed import connect, gather
+
+            if self._dask_client is None:
+                self._dask_client = connect(self.dask)
+            fut = self._dask_client.submit(fn, data.energies, np.asarray(data.block), window=w,
+                                           valid=data.valid, pure=False)
+            (result,) = gather(self._dask_client, [fut], what=f"{w.name} analysis")
+            return result
         if self.analysis_process and data.shared is not None:
             import pickle
 

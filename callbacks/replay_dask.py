@@ -60,6 +60,10 @@ def _replay_task(uri: str, api_key: str | None, key: str | int, factory: Callabl
         cb = XanesLiveCallback(analysis_process=False, progress=_Reporter(get_worker(), topic, str(key)))
     else:
         cb = factory()
+        if getattr(cb, "progress", False) is None:  # a live callback without its own progress
+            from distributed import get_worker
+
+            cb.progress = _Reporter(get_worker(), topic, str(key))
     return _replay_one(open_catalog(uri, api_key=api_key), key, cb, progress=False,
                        block_size=block_size, timeout=timeout)
 

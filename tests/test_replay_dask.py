@@ -51,9 +51,14 @@ def dask_client():
     cluster.close()
 
 
-def test_batch_replay_on_workers_equals_serial_replay(catalog, dask_client, tmp_path):
+@pytest.fixture(scope="module")
+def serial(catalog):
     server, uids = catalog
-    serial = replay_runs(server.client(), uids, progress=False, timeout=300)
+    return replay_runs(server.client(), uids, progress=False, timeout=300)
+
+
+def test_batch_replay_on_workers_equals_serial_replay(catalog, serial, dask_client, tmp_path):
+    server, uids = catalog
     keys = [*uids, "nonexistent-uid"]
     got = replay_runs(server.client(), keys, out=tmp_path, progress=True, timeout=300, client=dask_client)
     assert [r.run_uid for r in got] == keys
@@ -68,3 +73,34 @@ def test_batch_replay_on_workers_equals_serial_replay(catalog, dask_client, tmp_
                 np.testing.assert_array_equal(ea.labels, eb.labels)
         on_disk = read_results(tmp_path / b.run_uid / "phases.h5")
         np.testing.assert_array_equal(on_disk.l3.labels, a.l3.labels)
+
+
+def test_live_callback_sends_edge_analyses_to_the_cluster(catalog, serial, dask_client):
+    from dask.distributed import get_task_stream
+
+    from txm_live.callbacks.live import XanesLiveCallback
+    from txm_live.callbacks.replay import replay_run
+
+    server, uids = catalog
+    cb = XanesLiveCallback(dask=dask_client)
+    assert cb.analysis_process is False  # the cluster replaces the local analysis process
+    with get_task_stream(dask_client) as ts:
+        replay_run(server.client(), uids[0], cb, progress=False)
+        (result,) = cb.close(timeout=300)
+    assert result.l3 is not None, result.errors
+    np.testing.assert_array_equal(result.l3.labels, serial[0].l3.labels)
+    ran = [t["key"] for t in ts.data if "analyze_edge" in str(t["key"])]
+    assert len(ran) >= 2, ran  # L3 and L2 analysed on the workers
+
+
+def test_cli_replay_with_dask_address(catalog, serial, dask_client, tmp_path, capsys):
+    from txm_live.callbacks.cli import main
+
+    server, uids = catalog
+    code = main(["replay", "--catalog", server.uri_with_key, "--out", str(tmp_path), "--no-figures",
+                 "--no-progress", "--dask", dask_client.scheduler.address, uids[0]])
+    out = capsys.readouterr().out
+    assert f"run {uids[0][:8]}" in out
+    assert code == (0 if serial[0].ok else 1)
+    on_disk = read_results(tmp_path / uids[0] / "phases.h5")
+    np.testing.assert_array_equal(on_disk.l3.labels, serial[0].l3.labels)
