@@ -17,7 +17,7 @@ from typing import Any
 
 from txm_live.errors import DistributedError
 
-__all__ = ["close_client", "connect", "gather", "n_workers"]
+__all__ = ["close_client", "connect", "gather", "hdf5_block", "n_workers"]
 
 #: Seconds to wait for the workers of a cluster given by address.
 _CONNECT_TIMEOUT = 30.0
@@ -103,3 +103,62 @@ def gather(client: Any, futures: Sequence[Any], *, what: str, timeout: float | N
     except (TimeoutError, FutureCancelledError, OSError) as exc:
         client.cancel(list(futures))
         raise DistributedError(f"{what}: the Dask cluster did not answer ({type(exc).__name__}: {exc})") from exc
+
+
+class _Hdf5Reader:
+    """Picklable array-like over one HDF5 dataset, opened lazily in each process that reads it."""
+
+    def __init__(self, path: str, dataset: str) -> None:
+        import h5py
+
+        self.path = str(path)
+        self.dataset = dataset
+        with h5py.File(self.path, "r") as f:
+            ds = f[dataset]
+            self.shape = tuple(ds.shape)
+            self.dtype = ds.dtype
+            self.chunks = ds.chunks
+        self.ndim = len(self.shape)
+        self._file: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_file"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._file = None
+
+    def __getitem__(self, key: Any) -> Any:
+        if self._file is None:
+            import h5py
+
+            self._file = h5py.File(self.path, "r")
+        return self._file[self.dataset][key]
+
+
+def hdf5_block(path: Any, dataset: str, *, chunks: Any = None) -> Any:
+    """A dask array over an HDF5 dataset that the workers read themselves.
+
+    Parameters
+    ----------
+    path : str or path
+        HDF5 file, readable at the same path on every worker (local disk or shared filesystem).
+    dataset : str
+        Dataset name, e.g. an energy-major ``(n_e, H, W)`` optical density block.
+    chunks : optional
+        Dask chunks (default: the dataset's own HDF5 chunks, so one dask chunk is one read).
+
+    Notes
+    -----
+    Use it as the ``block`` of :func:`txm_live.phases.analyze_edge` with ``client=``: each row
+    tile is read on the cluster, never through the client, so a scan far larger than one
+    machine's memory is analysed with about one tile (plus its normalization temporaries) per
+    worker. Write the file with chunks whose rows divide the analysis tiles
+    (:func:`txm_live.phases._row_tiles`) to avoid reading rows twice.
+    """
+    import dask.array as da
+
+    reader = _Hdf5Reader(str(path), dataset)
+    if chunks is None:
+        chunks = reader.chunks or reader.shape
+    return da.from_array(reader, chunks=chunks, lock=False, asarray=True, fancy=False)
