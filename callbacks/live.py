@@ -8,8 +8,9 @@ Threads
   factory makes one thin :class:`RunIngest` router per run; it feeds the frames to the run's
   :class:`~txm_live.session.XanesSession` (flat/dark correction, magnification, registration,
   cube). When an edge window is complete the window's data are handed to the analysis thread.
-* **analysis thread** (one thread): schedules the analyses (L3 as soon as its window is complete,
-  L2 at its window or at ``stop``), the L2/L3 comparison and EXAFS, and emits the derived run.
+* **analysis thread** (one thread): schedules the analyses (each edge as soon as its window is
+  complete, or at ``stop``), the comparison of every pair of edges of the same element and
+  EXAFS, and emits the derived run.
   Picklable analyses (the default ones) run in a separate **analysis process** on the cube in
   shared memory, so that they never hold the RunEngine's GIL.
 
@@ -38,14 +39,25 @@ import numpy as np
 from txm_live.callbacks.analysis_process import AnalysisProcess, NotTransferable
 from txm_live.callbacks.assets import AssetRegistry
 from txm_live.callbacks.derived import DerivedRun
-from txm_live.edges import EdgeWindow, default_windows
+from txm_live.callbacks.edge_choice import (
+    EdgeChoice,
+    FittedWindows,
+    choose,
+    mean_od_spectrum,
+    planned_energies,
+    windows_for,
+    windows_from_data,
+)
+from txm_live.edges import EdgeWindow, fit_window
 from txm_live.errors import (
     AnalysisError,
     DocumentError,
+    ExafsUnavailableError,
     FrameError,
+    InsufficientDataError,
     TxmLiveError,
 )
-from txm_live.results import EdgeResult, ExafsResult, RunResult
+from txm_live.results import EdgePairComparison, EdgeResult, ExafsResult, RunResult
 from txm_live.session import WindowData, XanesSession
 
 __all__ = ["XanesLiveCallback", "ProgressEvent", "RunIngest"]
@@ -100,6 +112,13 @@ def _named(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _labelled(exc: BaseException, label: str) -> str:
+    """``"<Name>: <label>: <message>"``; exceptions that are not ours are named AnalysisError."""
+    if isinstance(exc, TxmLiveError):
+        return f"{type(exc).__name__}: {label}: {exc}"
+    return f"AnalysisError: {label}: {_named(exc)}"
+
+
 @dataclass
 class _RunState:
     """Everything the callback tracks about one raw run (shared by worker and analysis threads)."""
@@ -109,6 +128,10 @@ class _RunState:
     t0: float
     windows: tuple[EdgeWindow, ...]
     n_expected: int | None
+    choice: EdgeChoice | None = None
+    plan: np.ndarray | None = None
+    requested: tuple[str, ...] = ()
+    pending_detection: bool = False
     session: XanesSession | None = None
     errors: list[str] = field(default_factory=list)
     n_suppressed: int = 0
@@ -119,6 +142,7 @@ class _RunState:
     exit_status: str | None = None
     derived: DerivedRun | None = None
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add_error(self, message: str) -> None:
@@ -309,6 +333,8 @@ class RunIngest(event_model.DocumentRouter):
             self.owner._progress(self.state, "frame")
         for window in done:
             self.owner._window_complete(self.state, window)
+        if self.state.pending_detection:
+            self.owner._plan_acquired(self.state)
 
 
 class _PassThroughFiller(event_model.DocumentRouter):
@@ -375,14 +401,20 @@ class XanesLiveCallback:
         :func:`txm_live.phases.analyze_edge`.
     preview : callable or bool, optional
         Same signature; run on each completed window before ``analysis`` (fast preview, published
-        as stream ``<edge>_preview`` and in ``RunResult.l3_preview``). ``True`` uses
-        :func:`txm_live.preview.preview_edge`; ``None``/``False``: no preview.
+        as stream ``<edge>_preview`` and in ``RunResult.previews``). ``True`` uses
+        :func:`txm_live.preview.preview_edge`; ``None``/``False``: no preview. A preview failure
+        is a note labelled ``"<element> <edge> preview failed (...)"`` in ``RunResult.notes``:
+        it does not count as the edge's failure and leaves ``RunResult.ok`` alone.
     compare : callable, optional
-        ``compare(l3, l2)`` returning an object with ``.agreement`` (and ``.mapping``); default
-        :func:`txm_live.phases.compare_edges`.
+        ``compare(first, second)`` for every pair of analysed edges of the same element (first
+        acquired first, e.g. L3 then L2), returning an object with ``.agreement`` (and
+        ``.mapping``); default :func:`txm_live.phases.compare_edges`. Results in
+        ``RunResult.comparisons``; a single-edge run has none.
     exafs : callable or bool
-        ``exafs(energies, mu, *, e0)`` -> ExafsResult applied to each L3 phase mean spectrum;
-        ``True`` uses :func:`txm_live.exafs.extract_exafs`, ``False`` skips EXAFS.
+        ``exafs(energies, mu, *, e0)`` -> ExafsResult applied to each phase mean spectrum of
+        every analysed edge; ``True`` uses :func:`txm_live.exafs.extract_exafs` (given the edge
+        window's ``pre``/``post`` ranges too), ``False`` skips EXAFS. An
+        :class:`~txm_live.errors.ExafsUnavailableError` (window too short) becomes a note.
     register, correct_magnification : bool
         Frame registration and magnification correction (see :class:`~txm_live.session.XanesSession`).
     progress : callable, optional
@@ -677,41 +709,77 @@ class XanesLiveCallback:
 
     def _factory(self, name: str, start_doc: dict) -> tuple[list, list]:
         uid = start_doc["uid"]
-        md = start_doc.get("txm_live") if isinstance(start_doc.get("txm_live"), dict) else {}
-        errors: list[str] = []
+        st = _RunState(uid=uid, start_doc=start_doc, t0=time.monotonic(), windows=(), n_expected=None)
         try:
-            windows = self._windows_for(md)
-        except (ValueError, TxmLiveError) as exc:
-            errors.append(f"DocumentError: cannot build edge windows: {exc}")
-            windows = ()
-        energies = md.get("energies")
-        n_expected = len(energies) if isinstance(energies, (list, tuple)) else None
-        st = _RunState(uid=uid, start_doc=start_doc, t0=time.monotonic(), windows=windows, n_expected=n_expected)
-        for e in errors:
-            st.add_error(e)
+            if self.session_options.get("expected_energies") is not None:
+                st.plan = np.asarray(self.session_options["expected_energies"], dtype=np.float64).ravel()
+            else:
+                st.plan = planned_energies(start_doc)
+        except (DocumentError, TypeError, ValueError) as exc:
+            st.add_error(_named(exc) if isinstance(exc, DocumentError) else f"DocumentError: expected_energies: {exc}")
+        st.n_expected = int(st.plan.size) if st.plan is not None else None
+        self._choose_windows(st)
         self._runs[uid] = st
         self._open_uids.append(uid)
         if self._process is not None:
             self._process.warm_up()  # the child imports the analyses while the edge is scanned
         return [RunIngest(self, st)], []
 
-    def _windows_for(self, md: dict) -> tuple[EdgeWindow, ...]:
-        if self.windows is not None:
-            return self.windows
-        element = self.element or md.get("element") or "Nd"
-        edges = self.edges or tuple(md.get("edges") or ("L3", "L2"))
-        return default_windows(element, tuple(edges))
+    def _choose_windows(self, st: _RunState) -> None:
+        """Element, edges and windows of a new run, fitted to the plan (or left to the data)."""
+        try:
+            st.choice = choose(st.start_doc, element=self.element, edges=self.edges, windows=self.windows)
+            if st.choice.needs_data and (st.choice.element is None or st.plan is None):
+                st.pending_detection = True
+                st.notes.append(
+                    "element and edges not given (options, start document): found from the data once the "
+                    + ("planned energies are acquired" if st.plan is not None else "scan stops"))
+                return
+            self._apply(st, windows_for(st.choice, st.plan, what="planned"))
+        except (ValueError, TxmLiveError) as exc:
+            name = type(exc).__name__ if isinstance(exc, TxmLiveError) else "DocumentError"
+            msg = f"{name}: cannot build edge windows: {exc}"
+            st.add_error(msg)
+            self._progress(st, "error", message=msg)
+
+    def _apply(self, st: _RunState, fitted: FittedWindows) -> None:
+        st.windows = fitted.windows
+        st.requested = fitted.requested
+        st.notes.extend(fitted.notes)
+        for msg in fitted.errors:
+            st.add_error(msg)
+            self._progress(st, "error", message=msg)
+        if st.session is not None:
+            st.session.windows = st.windows
+
+    def _detect(self, st: _RunState) -> None:
+        """Find the edges from the acquired data (worker thread), then start the complete windows."""
+        st.pending_detection = False
+        session = st.session
+        if session is None or session.cube is None or not session.n_frames:
+            st.add_error("EdgeDetectionError: no sample frame to detect the element and edges from")
+            return
+        energies, block = session.cube.block(-np.inf, np.inf)
+        try:
+            mean_od = mean_od_spectrum(block, session.cube.valid_mask())
+            self._apply(st, windows_from_data(st.choice, energies, mean_od))  # type: ignore[arg-type]
+        except (ValueError, TxmLiveError, ImportError) as exc:
+            st.add_error(_named(exc) if isinstance(exc, TxmLiveError) else f"EdgeDetectionError: {_named(exc)}")
+            return
+        for window in st.windows:
+            if session.is_complete(window):
+                self._window_complete(st, window)
+
+    def _plan_acquired(self, st: _RunState) -> None:
+        """Called after each frame: detect the edges once every planned energy is acquired."""
+        if st.pending_detection and st.plan is not None and st.session is not None and st.session.cube is not None:
+            if st.session.cube.covers(float(st.plan.min()), float(st.plan.max())):
+                self._detect(st)
 
     def _make_session(self, st: _RunState, md: dict) -> XanesSession:
         opts = dict(self.session_options)
-        energies = md.get("energies")
-        if energies is not None and "expected_energies" not in opts:
-            try:
-                arr = np.asarray(energies, dtype=np.float64)
-                if arr.ndim == 1 and arr.size and np.all(np.isfinite(arr)):
-                    opts["expected_energies"] = arr
-            except (TypeError, ValueError):
-                st.add_error("DocumentError: txm_live.energies in the start document is not a list of numbers")
+        if st.plan is not None:
+            opts["expected_energies"] = st.plan
         shape = md.get("image_shape")
         if shape is not None and "frame_shape" not in opts:
             try:
@@ -753,7 +821,16 @@ class XanesLiveCallback:
         self._progress(st, "window-complete", edge=window.edge)
         assert st.session is not None
         try:
+            if st.session.cube is not None and st.session.n_frames:
+                # what was acquired may hold fewer points than planned: a named error now, not at analysis
+                fitted = fit_window(window, st.session.cube.energies)
+                if fitted != window:
+                    st.windows = tuple(fitted if w.edge == window.edge else w for w in st.windows)
+                    window = fitted
             data = st.session.window_data(window)
+        except InsufficientDataError as exc:
+            st.add_error(f"InsufficientDataError: {exc}")
+            return
         except TxmLiveError as exc:
             st.add_error(f"{type(exc).__name__}: {window.name}: {exc}")
             return
@@ -793,11 +870,19 @@ class XanesLiveCallback:
                 more = len(msgs) - 1
                 st.add_error(msgs[0] + (f" (and {more} more like it)" if more else ""))
             st.warnings.extend(session.warnings)
+        if st.pending_detection:
+            self._detect(st)
         for window in st.windows:
             if window.edge in st.submitted:
                 continue
             if session.n_frames and len(session.cube.block(window.start, window.end)[0]):  # type: ignore[union-attr]
-                st.add_error(f"RunIncompleteError: {window.name} window incomplete at stop; analysed as is")
+                if st.plan is not None:
+                    st.add_error(f"RunIncompleteError: {window.name} window incomplete at stop; analysed as is")
+                else:  # nothing announced where the scan would end: its end is the window's end
+                    st.notes.append(
+                        f"{window.name}: the scan ended at {float(session.cube.energies.max()):.1f} eV, "  # type: ignore[union-attr]
+                        f"below the window's end {window.end:.1f} eV (no energy plan in the start document); "
+                        "window fitted to the acquired energies")
                 self._window_complete(st, window)
             else:
                 st.add_error(f"InsufficientDataError: no frame in the {window.name} window")
@@ -841,7 +926,12 @@ class XanesLiveCallback:
     def _derived(self, st: _RunState) -> DerivedRun:
         if st.derived is None:
             md = {
-                "version": 1,
+                "version": 2,
+                "element": "+".join(dict.fromkeys(w.element for w in st.windows)),
+                "edges": [w.edge for w in st.windows],
+                "edges_requested": list(st.requested),
+                "edge_choice": st.choice.source if st.choice is not None else "",
+                "notes": list(st.notes),
                 "windows": [
                     {"element": w.element, "edge": w.edge, "e0": w.e0, "start": w.start, "end": w.end} for w in st.windows
                 ],
@@ -886,8 +976,14 @@ class XanesLiveCallback:
                 if not isinstance(result, EdgeResult):
                     raise AnalysisError(f"analysis returned {type(result).__name__}, expected EdgeResult")
             except Exception as exc:  # noqa: BLE001 - failing analyses are reported, never raised
-                msg = _named(exc) if isinstance(exc, TxmLiveError) else f"AnalysisError: {w.name} {kind}: {_named(exc)}"
-                st.add_error(msg)
+                if kind == "preview":
+                    # the preview is a courtesy: its failure is a note labelled as the preview's and
+                    # leaves the edge and RunResult.ok to the exact analysis
+                    msg = f"{w.name} preview failed ({_named(exc)}); the exact analysis goes on"
+                    st.notes.append(msg)
+                else:
+                    msg = _labelled(exc, w.name)
+                    st.add_error(msg)
                 logger.warning("run %s: %s", st.uid[:8], msg)
                 self._progress(st, "analysis-failed", edge=w.edge, message=msg)
                 continue
@@ -935,51 +1031,85 @@ class XanesLiveCallback:
             st.add_error(f"DocumentError: derived run: {_named(exc)}")
             logger.exception("txm-live: cannot publish derived documents")
 
-    def _finalize(self, st: _RunState) -> RunResult:
-        l3 = st.results.get("L3")
-        l2 = st.results.get("L2")
-        agreement = None
-        comparison = None
-        if l3 is not None and l2 is not None:
+    def _compare_pairs(self, st: _RunState, edges: dict[str, EdgeResult]) -> list[EdgePairComparison]:
+        """Cross-check every pair of analysed edges of the same element (acquisition order)."""
+        by_key = {w.edge: w for w in st.windows}
+        keys = list(edges)
+        pairs = [(a, b) for i, a in enumerate(keys) for b in keys[i + 1:]
+                 if by_key[a].element == by_key[b].element]
+        out: list[EdgePairComparison] = []
+        if not pairs:
+            return out
+        for a, b in pairs:
+            label = f"{by_key[a].element} {a}/{b} comparison"
             try:
-                comparison = self._resolve("compare")(l3, l2)
-                agreement = float(comparison.agreement)
-            except Exception as exc:  # noqa: BLE001
-                st.add_error(_named(exc) if isinstance(exc, TxmLiveError) else f"AnalysisError: L2/L3 comparison: {_named(exc)}")
-        exafs: list[ExafsResult] = []
-        if l3 is not None and self.exafs is not False:
+                detail = self._resolve("compare")(edges[a], edges[b])
+                mapping = getattr(detail, "mapping", None)
+                out.append(EdgePairComparison(
+                    reference=a, other=b, agreement=float(detail.agreement),
+                    mapping=tuple(int(m) for m in mapping) if mapping is not None else (), detail=detail))
+            except Exception as exc:  # noqa: BLE001 - reported, never raised
+                st.add_error(_labelled(exc, label))
+        return out
+
+    def _exafs_of(self, st: _RunState, edges: dict[str, EdgeResult]) -> dict[str, tuple[ExafsResult, ...]]:
+        """EXAFS of every phase mean of every analysed edge; an edge too short for it gets a note."""
+        out: dict[str, tuple[ExafsResult, ...]] = {}
+        if self.exafs is False:
+            return out
+        windows = {w.edge: w for w in st.windows}
+        for key, res in edges.items():
+            label = windows[key].name
             try:
                 fn = self._resolve("exafs")
-                for i in range(l3.n_phases):
-                    exafs.append(fn(l3.energies, l3.mean_spectra[i], e0=l3.e0))
-                exafs = [
-                    r if r.phase == i else ExafsResult(i, r.k, r.chi, r.kweight, r.r, r.chir_mag, r.first_shell_r)
-                    for i, r in enumerate(exafs)
-                ]
-            except Exception as exc:  # noqa: BLE001
-                st.add_error(_named(exc) if isinstance(exc, TxmLiveError) else f"AnalysisError: EXAFS: {_named(exc)}")
-                exafs = []
+                # the default extraction normalizes with the edge's own pre-/post-edge ranges
+                extra = {"pre": windows[key].pre, "post": windows[key].post} if not callable(self.exafs) else {}
+                items = [fn(res.energies, res.mean_spectra[i], e0=res.e0, **extra) for i in range(res.n_phases)]
+            except ExafsUnavailableError as exc:
+                st.notes.append(f"{label}: {exc}")
+                continue
+            except Exception as exc:  # noqa: BLE001 - reported, never raised
+                st.add_error(_labelled(exc, f"{label} EXAFS"))
+                continue
+            out[key] = tuple(
+                r if r.phase == i else ExafsResult(i, r.k, r.chi, r.kweight, r.r, r.chir_mag, r.first_shell_r)
+                for i, r in enumerate(items))
+        return out
+
+    def _finalize(self, st: _RunState) -> RunResult:
+        order = [w.edge for w in st.windows]  # windows are kept in acquisition order (increasing e0)
+        edges = {k: st.results[k] for k in order if k in st.results}
+        previews = {k: st.previews[k] for k in order if k in st.previews}
+        comparisons = self._compare_pairs(st, edges)
+        exafs = self._exafs_of(st, edges)
         for warning in st.warnings:
             self._safe_publish(st, lambda m=warning: self._derived(st).log(f"Warning: {m}"))
         if st.n_suppressed:
             st.add_error(f"TxmLiveError: {st.n_suppressed} further errors not listed")
         n_frames = st.session.n_frames if st.session is not None else 0
+        elements = list(dict.fromkeys(w.element for w in st.windows))
+        if not elements and st.choice is not None and st.choice.element:
+            elements = [st.choice.element]
         result = RunResult(
             run_uid=st.uid,
-            l3=l3,
-            l2=l2,
-            l2_l3_agreement=agreement,
-            exafs=tuple(exafs),
+            element="+".join(elements),
+            edges=edges,
+            previews=previews,
+            comparisons=tuple(comparisons),
+            exafs=exafs,
             errors=tuple(st.errors),
+            notes=tuple(st.notes),
             n_frames=n_frames,
-            l3_preview=st.previews.get("L3"),
             pixel_size_nm=self._pixel_size(st),
+            requested_edges=st.requested or tuple(order),
         )
         derived = self._derived(st)
-        if comparison is not None:
-            self._safe_publish(st, lambda: derived.comparison(agreement, getattr(comparison, "mapping", None)))  # type: ignore[arg-type]
-        if exafs:
-            self._safe_publish(st, lambda: derived.exafs(exafs))
+        for comp in comparisons:
+            self._safe_publish(st, lambda c=comp: derived.comparison(c))
+        for key, items in exafs.items():
+            self._safe_publish(st, lambda k=key, x=items: derived.exafs(x, edge=k))
+        for msg in st.notes:
+            self._safe_publish(st, lambda m=msg: derived.log(f"Note: {m}"))
         for msg in st.errors:
             self._safe_publish(st, lambda m=msg: derived.log(m))
         status = "success" if not st.errors else ("abort" if st.exit_status == "abort" else "fail")

@@ -69,8 +69,7 @@ def _replay_task(uri: str, api_key: str | None, key: str | int, factory: Callabl
 
 
 def _failed(key: str | int, exc: BaseException) -> RunResult:
-    return RunResult(run_uid=str(key), l3=None, l2=None, l2_l3_agreement=None,
-                     errors=(f"{type(exc).__name__}: {exc}",))
+    return RunResult(run_uid=str(key), errors=(f"{type(exc).__name__}: {exc}",))
 
 
 def replay_runs_on_cluster(

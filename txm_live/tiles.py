@@ -31,20 +31,23 @@ _IN_FLIGHT_PER_WORKER = 2
 
 
 def normalize_tile(
-    Yt: np.ndarray, E: np.ndarray, window: EdgeWindow, method: str, f_rows: slice
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    Yt: np.ndarray, E: np.ndarray, window: EdgeWindow, method: str, f_rows: slice, post_order: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Normalize the pixels of one tile ``Yt`` (n_e, rows, W) or (n_e, n_pix).
 
-    Returns ``finite`` (bool), ``edge_step``, ``pre_edge_noise``, ``pre_coefficients`` (2, n)
-    and the feature rows ``norm[f_rows]`` (float32), one column per pixel.
+    Returns ``finite`` (bool), ``edge_step``, ``pre_edge_noise``, the edge-step significance
+    ``edge_step / edge_step_error``, ``pre_coefficients`` (2, n) and the feature rows
+    ``norm[f_rows]`` (float32), one column per pixel.
     """
     from txm_live.normalize import normalize_window
 
     Y2 = np.asarray(Yt).reshape(E.size, -1)
     finite = np.isfinite(Y2).all(axis=0)  # NaN anywhere: never clustered
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # those are masked
-        nz = normalize_window(E, Y2, window, method=method)
-    return (finite, nz.edge_step.astype(np.float32), nz.pre_edge_noise.astype(np.float32),
+        nz = normalize_window(E, Y2, window, method=method, post_order=post_order)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        step_z = (nz.edge_step / nz.edge_step_error).astype(np.float32)
+    return (finite, nz.edge_step.astype(np.float32), nz.pre_edge_noise.astype(np.float32), step_z,
             nz.pre_coefficients.astype(np.float32), np.ascontiguousarray(nz.norm[f_rows], dtype=np.float32))
 
 
@@ -57,6 +60,7 @@ def phase_sums_tile(
     lab: np.ndarray,
     n_phases: int,
     athena: tuple[np.ndarray, np.ndarray] | None,
+    post_order: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-phase sums over one tile: ``s1`` (n_e, P), ``s2`` about the tile's per-row mean
     ``ref`` (n_e,), and the counts (P,). ``cols`` index the tile's pixels, ``lab`` their phase."""
@@ -70,7 +74,8 @@ def phase_sums_tile(
         sub -= (E - window.e0).astype(np.float32)[:, None] * c[1].astype(np.float32)
         sub *= (1.0 / step).astype(np.float32)
     else:
-        sub = normalize_window(E, np.take(Y2, cols, axis=1), window, method=method).norm.astype(np.float32)
+        sub = normalize_window(E, np.take(Y2, cols, axis=1), window, method=method,
+                               post_order=post_order).norm.astype(np.float32)
     onehot = np.zeros((lab.size, n_phases), dtype=np.float32)
     onehot[np.arange(lab.size), lab] = 1.0
     s1 = (sub @ onehot).astype(np.float64)
