@@ -44,11 +44,11 @@ def normalize_tile(
     Y2 = np.asarray(Yt).reshape(E.size, -1)
     finite = np.isfinite(Y2).all(axis=0)  # NaN anywhere: never clustered
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # those are masked
-        nz = normalize_window(E, Y2, window, method=method, post_order=post_order)
+        nz = normalize_window(E, Y2, window, method=method, post_order=post_order, rows=f_rows)
     with np.errstate(invalid="ignore", divide="ignore"):
         step_z = (nz.edge_step / nz.edge_step_error).astype(np.float32)
     return (finite, nz.edge_step.astype(np.float32), nz.pre_edge_noise.astype(np.float32), step_z,
-            nz.pre_coefficients.astype(np.float32), np.ascontiguousarray(nz.norm[f_rows], dtype=np.float32))
+            nz.pre_coefficients.astype(np.float32), np.ascontiguousarray(nz.norm, dtype=np.float32))
 
 
 def phase_sums_tile(
