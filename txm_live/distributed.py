@@ -146,7 +146,8 @@ def hdf5_block(path: Any, dataset: str, *, chunks: Any = None) -> Any:
     dataset : str
         Dataset name, e.g. an energy-major ``(n_e, H, W)`` optical density block.
     chunks : optional
-        Dask chunks (default: the dataset's own HDF5 chunks, so one dask chunk is one read).
+        Dask chunks (default: the whole first axis times the dataset's HDF5 chunk of the
+        others: one read task per band of rows).
 
     Notes
     -----
@@ -159,6 +160,9 @@ def hdf5_block(path: Any, dataset: str, *, chunks: Any = None) -> Any:
     import dask.array as da
 
     reader = _Hdf5Reader(str(path), dataset)
-    if chunks is None:
-        chunks = reader.chunks or reader.shape
+    if chunks is None:  # whole first axis (energies) x the file's chunk of the other axes:
+        # one read task per row tile; a slice of the energies (the edge window) is fused into
+        # that read by dask's slice optimization, so only the window's rows are read
+        c = reader.chunks or reader.shape
+        chunks = (reader.shape[0], *c[1:])
     return da.from_array(reader, chunks=chunks, lock=False, asarray=True, fancy=False)
