@@ -153,17 +153,23 @@ def dbscan_distributed(
     edges = np.concatenate(([-math.inf], bounds, [math.inf]))
 
     # ---- local exact DBSCAN per slab ------------------------------------------------------
+    import uuid
+    import warnings
+
+    call = uuid.uuid4().hex
     locals_: list[np.ndarray] = []
     futures = []
-    for p in range(edges.size - 1):
-        lo, hi = edges[p], edges[p + 1]
-        idx = np.flatnonzero((x >= lo - 2 * h) & (x < hi + 2 * h))
-        xl = x[idx]
-        owned = (xl >= lo) & (xl < hi)
-        inner = (xl >= lo - h) & (xl < hi + h)
-        locals_.append(idx)
-        futures.append(client.submit(_slab_task, X[idx], inner, owned, eps, ms, pure=False,
-                                     key=f"txm-live-dbscan-slab-{p}-{id(X):x}-{n}"))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Large object.*")  # each slab is the payload
+        for p in range(edges.size - 1):
+            lo, hi = edges[p], edges[p + 1]
+            idx = np.flatnonzero((x >= lo - 2 * h) & (x < hi + 2 * h))
+            xl = x[idx]
+            owned = (xl >= lo) & (xl < hi)
+            inner = (xl >= lo - h) & (xl < hi + h)
+            locals_.append(idx)
+            futures.append(client.submit(_slab_task, X[idx], inner, owned, eps, ms, pure=False,
+                                         key=f"txm-live-dbscan-slab-{p}-{call}"))
     results = gather(client, futures, what=f"distributed DBSCAN ({len(futures)} slabs)", timeout=timeout)
     del futures
 

@@ -15,7 +15,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import logging
+
 from txm_live.errors import DistributedError
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["close_client", "connect", "gather", "hdf5_block", "n_workers"]
 
@@ -75,6 +79,14 @@ def close_client(client: Any) -> None:
         cluster.close()
 
 
+def _cancel(client: Any, futures: Sequence[Any]) -> None:
+    """Cancel what is left; a scheduler that is already gone cannot be told (logged, not raised)."""
+    try:
+        client.cancel(list(futures))
+    except Exception as exc:  # noqa: BLE001 - the error being reported matters more
+        logger.warning("could not cancel %d Dask task(s): %s", len(futures), exc)
+
+
 def n_workers(client: Any) -> int:
     """Number of workers the scheduler knows now (at least 1)."""
     return max(1, len(client.scheduler_info(n_workers=-1).get("workers", {})))
@@ -97,11 +109,11 @@ def gather(client: Any, futures: Sequence[Any], *, what: str, timeout: float | N
         wait(list(futures), timeout=timeout)
         return client.gather(list(futures))
     except KilledWorker as exc:
-        client.cancel(list(futures))
+        _cancel(client, futures)
         raise DistributedError(f"{what}: a worker died while running {exc.args[0] if exc.args else 'a task'} "
                                f"(retried until the scheduler gave up): {exc}") from exc
     except (TimeoutError, FutureCancelledError, OSError) as exc:
-        client.cancel(list(futures))
+        _cancel(client, futures)
         raise DistributedError(f"{what}: the Dask cluster did not answer ({type(exc).__name__}: {exc})") from exc
 
 
