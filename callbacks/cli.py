@@ -2,7 +2,7 @@
 
 Subcommands::
 
-    txm-live demo [--size tiny|small|full] [--out DIR] [--config FILE] [--live-plot] [--seed N]
+    txm-live demo [--sample nd|lfp|lno] [--size tiny|small|full] [--out DIR] [--config FILE] [--live-plot] [--seed N]
     txm-live replay --catalog PATH_OR_URI [--out DIR] [--dask ADDRESS] UID [UID ...]
     txm-live serve --zmq HOST:PORT [--out DIR] [--allow-pickle] [--dask ADDRESS]
     txm-live config --print
@@ -25,6 +25,7 @@ __all__ = ["build_parser", "main"]
 _EPILOG = """examples:
   txm-live demo                           simulated beamtime, small (128x128), results in ./txm-live-output
   txm-live demo --size full --live-plot   the full 602x643 x 1024-energy scan with a live window
+  txm-live demo --sample lfp              a LiFePO4 battery particle across the Fe K edge
   txm-live replay --catalog ./catalog 3f2a...   re-analyse recorded runs from a Tiled catalog
   txm-live serve --zmq 127.0.0.1:5568     analyse runs published by a RunEngine over ZeroMQ
   txm-live config --print > txm-live.toml write the default configuration, edit, pass with --config
@@ -37,6 +38,31 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         "'txm-live-output')")
     p.add_argument("--config", metavar="FILE", default=None,
                    help="TOML configuration file (see 'txm-live config --print'); flags override it")
+
+
+def _edges_arg(text: str) -> tuple[str, ...]:
+    edges = tuple(e.strip() for e in text.split(",") if e.strip())
+    if not edges:
+        raise argparse.ArgumentTypeError(f"--edges needs edge names such as K or L3,L2, got {text!r}")
+    return edges
+
+
+def _add_analysis(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("element, edges and normalization (override the config file)")
+    g.add_argument("--element", default=None, metavar="SYMBOL",
+                   help="absorbing element, e.g. Fe (default: from the config, else the start document, else "
+                        "detected from the data)")
+    g.add_argument("--edges", type=_edges_arg, default=None, metavar="EDGE[,EDGE]",
+                   help="edges to analyse, e.g. K or L3,L2 (default: config, start document, else the element's "
+                        "edges inside the scanned range)")
+    g.add_argument("--method", choices=("athena", "mback"), default=None,
+                   help="normalization of each pixel spectrum (default athena)")
+    g.add_argument("--post-order", dest="post_order", type=int, choices=(0, 1, 2), default=None,
+                   help="post-edge polynomial order for every edge (default: chosen per edge from the window)")
+
+
+def _analysis_flags(args: argparse.Namespace) -> dict[str, Any]:
+    return {"element": args.element, "edges": args.edges, "method": args.method, "post_order": args.post_order}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,9 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="tiny: 96x96, 225 energies (~20 s); small: 128x128, 225 energies (~30 s); "
                            "full: 602x643 with 1024 energies (long). Default: small")
     _add_common(demo)
+    _add_analysis(demo)
     demo.add_argument("--live-plot", action="store_true", default=None,
                       help="open a live matplotlib window during the scan (needs a display; otherwise a "
                            "snapshot PNG is refreshed in the output directory)")
+    demo.add_argument("--sample", choices=("nd", "lfp", "lno"), default="nd",  # = demo.DEMO_SAMPLES (tested)
+                      help="nd: corroded NdFeB magnet, Nd L3/L2 (default); lfp: LiFePO4 battery particle with "
+                           "FePO4 and magnetite, Fe K; lno: LiNiO2 particle with NiO, Ni K (measured standards)")
     demo.add_argument("--seed", type=int, default=None, help="seed of the simulated sample and noise (default 0)")
     demo.add_argument("--flux", type=float, default=None,
                       help="flat-field photons per pixel per exposure (default 5000)")
@@ -75,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--catalog", required=True, metavar="PATH_OR_URI",
                         help="Tiled server URI (http://...) or a local catalog directory")
     _add_common(replay)
+    _add_analysis(replay)
     replay.add_argument("--dask", metavar="ADDRESS", default=None,
                         help="analyse the runs in parallel on a Dask cluster, one task per run: a scheduler "
                              "address (tcp://host:8786) or local[:N] (N worker processes on this machine)")
@@ -90,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--zmq", required=True, metavar="HOST:PORT",
                        help="address of the proxy's outgoing (subscriber) port, e.g. 127.0.0.1:5568")
     _add_common(serve)
+    _add_analysis(serve)
     serve.add_argument("--dask", metavar="ADDRESS", default=None,
                        help="send the edge analyses to a Dask cluster (tcp://host:8786 or local[:N]); "
                             "default: the local analysis process")
@@ -124,10 +156,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from txm_live.config import load_config
 
     cfg = load_config(args.config, size=args.size, out=args.out, seed=args.seed, flux=args.flux,
-                      live_plot=args.live_plot, figures=args.figures)
+                      live_plot=args.live_plot, figures=args.figures, **_analysis_flags(args))
     from txm_live.callbacks.demo import run_demo
 
-    run_demo(config=cfg, progress=args.progress)
+    run_demo(config=cfg, progress=args.progress, sample=args.sample)
     return 0
 
 
@@ -137,7 +169,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from txm_live.callbacks.replay import replay_runs
     from txm_live.config import load_config
 
-    cfg = load_config(args.config, out=args.out, figures=args.figures, dask=args.dask)
+    cfg = load_config(args.config, out=args.out, figures=args.figures, dask=args.dask, **_analysis_flags(args))
     # with a cluster, each run is one task and its callback analyses in the worker process
     results = replay_runs(args.catalog, args.uids, out=cfg.out, progress=args.progress,
                           callback_factory=_callback_factory(dataclasses.replace(cfg, dask=None)),
@@ -155,7 +187,11 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _callback_factory(cfg: Any) -> Any:
-    """Factory of live callbacks configured like ``cfg`` (start-document values where unset)."""
+    """Factory of live callbacks configured like ``cfg`` (start-document values where unset).
+
+    The element and edges of the configuration, when set, win over the start document's; unset,
+    they come from the start document, else from the data.
+    """
 
     def factory() -> Any:
         from txm_live.callbacks.demo import analysis_functions
@@ -164,7 +200,8 @@ def _callback_factory(cfg: Any) -> Any:
         analysis, preview = analysis_functions(cfg)
         return XanesLiveCallback(
             energy_key=cfg.energy_key, image_key=cfg.image_key, flat_stream=cfg.flat_stream,
-            dark_stream=cfg.dark_stream, windows=cfg.edge_windows() if cfg.windows else None,
+            dark_stream=cfg.dark_stream, element=cfg.element, edges=cfg.edges,
+            windows=cfg.edge_windows() if cfg.windows else None,
             analysis=analysis, preview=preview, register=cfg.register,
             correct_magnification=cfg.correct_magnification, dask=cfg.dask)
 
@@ -191,7 +228,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from txm_live.callbacks.remote import serve
     from txm_live.config import load_config
 
-    cfg = load_config(args.config, out=args.out, figures=args.figures, dask=args.dask)
+    cfg = load_config(args.config, out=args.out, figures=args.figures, dask=args.dask, **_analysis_flags(args))
     if args.serializer == "pickle" and not args.allow_pickle:
         raise ValueError("--serializer pickle needs --allow-pickle (unpickling runs arbitrary code)")
     out = cfg.out

@@ -29,7 +29,8 @@ import numpy as np
 from txm_live.config import TxmLiveConfig, load_config
 from txm_live.results import EdgeResult, RunResult
 
-__all__ = ["DemoSummary", "analysis_functions", "demo_energies", "demo_shape", "ground_truth_labels", "run_demo"]
+__all__ = ["DEMO_SAMPLES", "DemoSample", "DemoSummary", "analysis_functions", "demo_energies", "demo_shape",
+           "ground_truth_labels", "run_demo"]
 
 _SHAPES = {"tiny": (96, 96), "small": (128, 128), "full": (602, 643)}
 _MARGIN = {"tiny": 20, "small": 24, "full": 64}
@@ -68,6 +69,85 @@ def demo_energies(size: str) -> np.ndarray:
         np.array([7022.0]),
     ]
     return np.unique(np.concatenate(parts))
+
+
+@dataclass(frozen=True)
+class DemoSample:
+    """A simulated sample of ``txm-live demo --sample NAME``.
+
+    Attributes
+    ----------
+    description : str
+        Recorded as ``sample`` in the start document.
+    make_phantom : callable
+        ``(shape, seed) -> phantom`` (:class:`txm_live.sim.devices.PhantomLike` with ``labels``).
+    energies : callable
+        ``size -> energies`` (eV) of the scan.
+    element : str
+        Absorbing element, recorded in the start document by the plan.
+    edges : tuple of str
+        Edges scanned, recorded likewise.
+    follow_energy_range : bool
+        The instrument effects (drift, throughput, glitches) follow the scanned range and the
+        magnification is 1 at its first energy; False: the ``EffectsConfig`` defaults (the Nd
+        seed experiment, 6000-7023 eV).
+    exafs : bool
+        Extract EXAFS of the phase means. False for ``lfp``: its measured standards end at
+        7200 eV and are extended without EXAFS, so there is none to extract.
+    """
+
+    description: str
+    make_phantom: Callable[[tuple[int, int], int], Any]
+    energies: Callable[[str], np.ndarray]
+    element: str
+    edges: tuple[str, ...]
+    follow_energy_range: bool = True
+    exafs: bool = True
+
+
+def _nd_phantom(shape: tuple[int, int], seed: int) -> Any:
+    from txm_live.sim.phantom import make_phantom
+
+    return make_phantom(shape, mode="mixed", seed=seed)
+
+
+def _lfp_phantom(shape: tuple[int, int], seed: int) -> Any:
+    from txm_live.sim.battery import make_battery_phantom
+
+    return make_battery_phantom(shape, seed=seed)
+
+
+def _lno_phantom(shape: tuple[int, int], seed: int) -> Any:
+    from txm_live.sim.battery import make_battery_phantom
+    from txm_live.sim.standards import LINIO2, NIO
+
+    return make_battery_phantom(shape, seed=seed, materials=(LINIO2, NIO))
+
+
+def _fe_k_energies(size: str) -> np.ndarray:
+    from txm_live.sim.standards import fe_k_energies
+
+    return fe_k_energies()
+
+
+def _ni_k_energies(size: str) -> np.ndarray:
+    from txm_live.sim.standards import ni_k_energies
+
+    return ni_k_energies()
+
+
+#: The samples of the demo: ``nd`` (default) the corroded Nd2Fe14B particle across Nd L3/L2
+#: (:mod:`txm_live.sim.phantom`); ``lfp`` a LiFePO4 battery particle with a FePO4 rim and cracks and
+#: ~3 % magnetite inclusions across the Fe K edge, and ``lno`` a LiNiO2 particle with a NiO rim across
+#: the Ni K edge on the energy list of a real TXM scan (:mod:`txm_live.sim.battery`, measured standards).
+DEMO_SAMPLES: dict[str, DemoSample] = {
+    "nd": DemoSample("simulated corroded Nd2Fe14B particle", _nd_phantom, demo_energies, "Nd", ("L3", "L2"),
+                     follow_energy_range=False),
+    "lfp": DemoSample("simulated LiFePO4 battery particle (FePO4 rim and cracks, magnetite inclusions)",
+                      _lfp_phantom, _fe_k_energies, "Fe", ("K",), exafs=False),
+    "lno": DemoSample("simulated LiNiO2 battery particle (NiO rim and crack faces)", _lno_phantom, _ni_k_energies,
+                      "Ni", ("K",)),
+}
 
 
 def ground_truth_labels(txm: Any, phantom: Any, first_energy: float, n_dark: int) -> np.ndarray:
@@ -204,6 +284,7 @@ def run_demo(
     figures: bool | None = None,
     progress: bool = True,
     print_summary: bool = True,
+    sample: str = "nd",
 ) -> DemoSummary:
     """Run the simulated beamtime and return a :class:`DemoSummary`.
 
@@ -226,6 +307,11 @@ def run_demo(
         Progress bar and stage lines on stderr.
     print_summary : bool
         Print the summary on stdout at the end.
+    sample : str
+        A key of :data:`DEMO_SAMPLES`: ``"nd"`` (default), ``"lfp"`` (Fe K) or ``"lno"`` (Ni K).
+        The battery samples scan their element's K edge on their own energy list (100 or 101
+        energies at every size); the plan records the sample's element and edges in the start
+        document, which the analysis follows unless the configuration sets them.
 
     Returns
     -------
@@ -238,10 +324,13 @@ def run_demo(
     enqueues documents; the analysis runs on the callback's worker threads.
     """
     t_total = time.perf_counter()
+    if sample not in DEMO_SAMPLES:
+        raise ValueError(f"sample must be one of {tuple(DEMO_SAMPLES)}, got {sample!r}")
+    spec = DEMO_SAMPLES[sample]
     cfg = config if config is not None else load_config()
     cfg = cfg.replace(size=size, out=out, seed=seed, live_plot=live_plot, figures=figures)
     shape = demo_shape(cfg.size)
-    energies = demo_energies(cfg.size)
+    energies = np.asarray(spec.energies(cfg.size), dtype=float)
     out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -251,13 +340,15 @@ def run_demo(
     from txm_live.callbacks.live import XanesLiveCallback
     from txm_live.callbacks.results_file import write_results
     from txm_live.sim.devices import make_txm
-    from txm_live.sim.phantom import make_phantom
     from txm_live.sim.plans import xanes_scan
 
-    phantom = make_phantom(shape, mode="mixed", seed=cfg.seed)
+    phantom = spec.make_phantom(shape, cfg.seed)
     file_backed = cfg.size == "full"
+    # Instrument effects (drift, throughput, glitches) follow the scanned range; magnification 1 at its start.
+    scan_range = {} if not spec.follow_energy_range else {"energy_range": (float(energies[0]), float(energies[-1])),
+                                                   "reference_energy": float(energies[0])}
     txm = make_txm(phantom, seed=cfg.seed, flux=cfg.flux, margin_px=_MARGIN[cfg.size], file_backed=file_backed,
-                   write_path=out_dir / "raw" if file_backed else None)
+                   write_path=out_dir / "raw" if file_backed else None, **scan_range)
 
     lp = None
     if cfg.live_plot:
@@ -269,10 +360,11 @@ def run_demo(
     analysis, preview = analysis_functions(cfg)
     cb = XanesLiveCallback(
         energy_key=cfg.energy_key, image_key=cfg.image_key, flat_stream=cfg.flat_stream, dark_stream=cfg.dark_stream,
-        windows=cfg.edge_windows(), analysis=analysis, preview=preview, register=cfg.register,
-        correct_magnification=cfg.correct_magnification, progress=prog,
+        element=cfg.element, edges=cfg.edges, windows=cfg.edge_windows() if cfg.windows else None,
+        analysis=analysis, preview=preview, register=cfg.register,
+        correct_magnification=cfg.correct_magnification, progress=prog, exafs=spec.exafs,
     )
-    prog.write(f"txm-live demo: {cfg.size} ({shape[0]}x{shape[1]} px, {len(energies)} energies "
+    prog.write(f"txm-live demo: {sample} {cfg.size} ({shape[0]}x{shape[1]} px, {len(energies)} energies "
                f"{energies[0]:.0f}-{energies[-1]:.0f} eV, seed {cfg.seed}) -> {out_dir}")
     timings: dict[str, float] = {}
     with start_embedded_server(out_dir) as tiled:
@@ -282,8 +374,8 @@ def run_demo(
         RE.subscribe(cb)
         t0 = time.perf_counter()
         try:
-            run = RE(xanes_scan(txm, energies, n_dark=cfg.n_dark, md={"sample": "simulated corroded Nd2Fe14B particle",
-                                                                      "demo_size": cfg.size}))
+            run = RE(xanes_scan(txm, energies, n_dark=cfg.n_dark, element=spec.element, edges=spec.edges,
+                                md={"sample": spec.description, "demo_size": cfg.size}))
         finally:
             timings["scan"] = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -308,7 +400,7 @@ def run_demo(
         lp.show_result(result)
         lp.pump()
 
-    params = {"demo_size": cfg.size, "seed": cfg.seed, "flux": cfg.flux, "n_energies": int(len(energies)),
+    params = {"demo_sample": sample, "demo_size": cfg.size, "seed": cfg.seed, "flux": cfg.flux, "n_energies": int(len(energies)),
               "analysis_options": cfg.analysis_options(), "catalog": str(out_dir / "catalog")}
     files = [write_results(result, out_dir, parameters=params)]
     comparison = result.comparisons[0].detail if result.comparisons else None
