@@ -130,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow-pickle", action="store_true",
                        help="required with --serializer pickle: only for a trusted publisher, since "
                             "unpickling runs arbitrary code")
+    serve.add_argument("--rcvhwm", type=int, default=100_000, metavar="N",
+                       help="messages ZeroMQ queues for this consumer before it drops (a drop is reported as "
+                            "DataLossError in the run; default 100000)")
     serve.add_argument("--no-figures", dest="figures", action="store_false", default=None,
                        help="do not write PNG figures for each run")
 
@@ -244,6 +247,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     print(f"txm-live: listening on {args.zmq}, writing to {out} (Ctrl-C to stop)", file=sys.stderr)
     serve(args.zmq, out=out, serializer=args.serializer, allow_pickle=args.allow_pickle, on_result=on_result,
+          rcvhwm=args.rcvhwm,
           callback_factory=_callback_factory(cfg))
     return 0
 
@@ -263,10 +267,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    from txm_live.errors import TxmLiveError
+    from txm_live.errors import ScanInterruptedError, TxmLiveError
 
     try:
         return _COMMANDS[args.command](args)
+    except ScanInterruptedError as exc:
+        print(f"txm-live: interrupted: {exc}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         _err("interrupted")
         return 130

@@ -15,7 +15,11 @@ experiment, HDF5 file-backed camera; about 1.6 GB of cube and a long run).
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
+import logging
+import signal
 import sys
 import threading
 import time
@@ -257,6 +261,61 @@ class _Progress:
             self.bar.close()
 
 
+class _AbortOnSigint:
+    """Ctrl-C during the scan: pause the RunEngine at once, so that the demo can abort the run.
+
+    Replaces bluesky's own handler (a deferred pause and several lines on stdout); a thread asks
+    for the pause because signal handlers must stay short. :attr:`requested` tells whether
+    Ctrl-C was pressed.
+    """
+
+    def __init__(self, RE: Any) -> None:
+        self.RE = RE
+        self.requested = False
+        self._previous: Any = None
+
+    def _pause(self) -> None:
+        from bluesky.utils import TransitionError
+
+        with contextlib.suppress(TransitionError), contextlib.redirect_stdout(io.StringIO()):
+            self.RE.request_pause(defer=False)
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.requested:  # a second Ctrl-C: give up at once
+            raise KeyboardInterrupt
+        self.requested = True
+        threading.Thread(target=self._pause, name="txm-live-sigint", daemon=True).start()
+
+    def __enter__(self) -> _AbortOnSigint:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+@contextlib.contextmanager
+def _quiet(*names: str, level: int = logging.CRITICAL) -> Any:
+    """Raise the level of the named loggers for the duration (restored after)."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(level)
+    try:
+        yield
+    finally:
+        for lg, old in zip(loggers, levels):
+            lg.setLevel(old)
+
+
+def _abort_quietly(RE: Any, reason: str) -> Any:
+    """``RE.abort(reason)`` without bluesky's messages and traceback; the run gets its stop document."""
+    with contextlib.redirect_stdout(io.StringIO()), _quiet("bluesky"):
+        return RE.abort(reason=reason)
+
+
 def analysis_functions(cfg: TxmLiveConfig) -> tuple[Callable[..., EdgeResult], Callable[..., EdgeResult] | None]:
     """The exact analysis and the streaming preview configured by ``cfg``.
 
@@ -317,6 +376,13 @@ def run_demo(
     -------
     DemoSummary
 
+    Raises
+    ------
+    ScanInterruptedError
+        Ctrl-C during the scan: the run was aborted (the catalog has its stop document with
+        ``exit_status="abort"``, so it replays), what was measured was analysed and written to
+        ``OUT/<run uid>/phases.h5`` flagged ``incomplete``; no figures.
+
     Notes
     -----
     Memory: the live cube holds ``n_energies x H' x W'`` float32 (H', W' the detector frame, the
@@ -335,6 +401,7 @@ def run_demo(
     out_dir.mkdir(parents=True, exist_ok=True)
 
     from bluesky import RunEngine
+    from bluesky.utils import RunEngineInterrupted
 
     from txm_live.callbacks.catalog import record_to, start_embedded_server
     from txm_live.callbacks.live import XanesLiveCallback
@@ -367,35 +434,49 @@ def run_demo(
     prog.write(f"txm-live demo: {sample} {cfg.size} ({shape[0]}x{shape[1]} px, {len(energies)} energies "
                f"{energies[0]:.0f}-{energies[-1]:.0f} eV, seed {cfg.seed}) -> {out_dir}")
     timings: dict[str, float] = {}
-    with start_embedded_server(out_dir) as tiled:
+    # the callback's errors are reported by the progress lines and the summary, not logged twice
+    with _quiet("txm_live.callbacks.live", level=logging.ERROR), start_embedded_server(out_dir) as tiled:
         client = tiled.client()
-        RE = RunEngine({}, call_returns_result=True, during_task=lp)
+        RE = RunEngine({}, call_returns_result=True, during_task=lp, context_managers=[])
         recording = record_to(RE, client)
         RE.subscribe(cb)
         t0 = time.perf_counter()
-        try:
-            run = RE(xanes_scan(txm, energies, n_dark=cfg.n_dark, element=spec.element, edges=spec.edges,
-                                md={"sample": spec.description, "demo_size": cfg.size}))
-        finally:
-            timings["scan"] = time.perf_counter() - t0
+        with _AbortOnSigint(RE) as sigint:
+            try:
+                run = RE(xanes_scan(txm, energies, n_dark=cfg.n_dark, element=spec.element, edges=spec.edges,
+                                    md={"sample": spec.description, "demo_size": cfg.size}))
+            except RunEngineInterrupted:
+                run = _abort_quietly(RE, "interrupted by the user (Ctrl-C)")
+            finally:
+                timings["scan"] = time.perf_counter() - t0
+        interrupted = sigint.requested
         t0 = time.perf_counter()
         results = cb.wait()
         timings["analysis after scan"] = time.perf_counter() - t0
         cb.close()
-        recording.flush()
-        recording.close()
+        recording.close()  # a catalog that accepts nothing for 10 s is given up (CatalogError in .errors)
         catalog_uri = tiled.uri
         if recording.errors:
             prog.write(f"catalog write errors: {recording.errors[:3]}")
     prog.close()
     if lp is not None:
         lp.pump()
-    if run.exit_status != "success":
+    if run.exit_status != "success" and not interrupted:
         raise RuntimeError(f"the simulated scan ended with status {run.exit_status!r}: {run.reason}")
     uid = run.run_start_uids[0]
     result = next((r for r in results if r.run_uid == uid), None)
     if result is None:
         raise RuntimeError(f"no analysis result for run {uid}")
+    if interrupted:
+        params = {"demo_sample": sample, "demo_size": cfg.size, "seed": cfg.seed, "interrupted": True,
+                  "catalog": str(out_dir / "catalog")}
+        path = write_results(result, out_dir, parameters=params)
+        from txm_live.errors import ScanInterruptedError
+
+        raise ScanInterruptedError(
+            f"scan of run {uid[:8]} interrupted after {result.n_frames} of {len(energies)} frames; partial results "
+            f"in {path} (flagged incomplete), the run is in the catalog with exit_status {run.exit_status!r}"
+        )
     if lp is not None:
         lp.show_result(result)
         lp.pump()
