@@ -692,8 +692,6 @@ class XanesLiveCallback:
                 raise TimeoutError(f"analysis still running after {timeout} s") from exc
             except Exception as exc:  # noqa: BLE001 - a bad run never makes wait() raise
                 self._global_error(f"TxmLiveError: finalization failed: {_named(exc)}")
-            if fut in self._finalizers:
-                self._finalizers.remove(fut)
         return list(self._results)
 
     @property
