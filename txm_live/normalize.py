@@ -16,7 +16,15 @@ from scipy.special import erfc
 
 from txm_live.edges import POST_ORDER_SPANS, EdgeWindow, choose_post_order, resolve_post_order
 
-__all__ = ["Normalized", "POST_ORDER_SPANS", "choose_post_order", "resolve_post_order", "normalize_athena", "normalize_mback", "normalize_window"]
+__all__ = [
+    "Normalized",
+    "POST_ORDER_SPANS",
+    "choose_post_order",
+    "normalize_athena",
+    "normalize_mback",
+    "normalize_window",
+    "resolve_post_order",
+]
 
 #: Scale (eV) of the internal polynomial variable ``(E - e0) / _X_SCALE`` (conditioning only).
 _X_SCALE = 100.0

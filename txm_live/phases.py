@@ -47,7 +47,7 @@ import numpy as np
 from txm_live.compare import EdgeComparison, compare_edges, l2_l3_agreement, match_phases
 from txm_live.decompose import PcaResult, reduce_pca
 from txm_live.refine import refine_phases
-from txm_live.edges import MIN_POST_POINTS, MIN_PRE_POINTS, EdgeWindow
+from txm_live.edges import MIN_POST_POINTS, MIN_PRE_POINTS, EdgeWindow, resolve_post_order
 from txm_live.phase_order import edge_levels, edge_positions, edge_tolerance, phase_names
 from txm_live.errors import InsufficientDataError
 from txm_live.results import EdgeResult
@@ -647,8 +647,6 @@ def _analyze_edge(
     H, W = Y.shape[1:]
     notes: list[str] = []
     if method == "athena":
-        from txm_live.normalize import resolve_post_order
-
         post_order = resolve_post_order(E, window, post_order)
         e_post = E[(E >= window.e0 + window.post[0]) & (E <= window.e0 + window.post[1])]
         notes.append(
