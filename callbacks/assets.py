@@ -6,7 +6,9 @@ Two generations of asset documents are supported, both for HDF5 files written by
   frame does not carry the image key at all; a ``stream_datum`` maps a range of event ``seq_num``
   of one descriptor to a range of frame indices in the dataset named by its ``stream_resource``.
 * ``resource`` / ``datum`` (AreaDetector ``AD_HDF5`` style): the event carries a datum id in place
-  of the image and ``filled[key] = False``; the datum's ``point_number`` selects the frame.
+  of the image and ``filled[key] = False``; the datum's ``point_number`` selects the frame, or the
+  ``frame_per_point`` frames ``point_number * frame_per_point ...`` of a chunk (returned as an
+  ``(N, H, W)`` array; :class:`~txm_live.session.XanesSession` sums its counts).
 
 Files are opened read-only, lazily, and kept open per resource; a frame not yet flushed by the
 writer is retried a few times before a :class:`~txm_live.errors.FrameError`.
@@ -134,6 +136,11 @@ class AssetRegistry:
         dataset = res.get("parameters", {}).get("dataset", _DEFAULT_DATASET)
         return self._read(path, dataset, rng.index_of(seq_num), rng.resource_uid)
 
+    def has_datum(self, datum_id: str) -> bool:
+        """Whether the datum and its resource are known (they may arrive after the event)."""
+        datum = self._datums.get(datum_id)
+        return datum is not None and datum.get("resource") in self._resources
+
     def datum_frame(self, datum_id: str) -> np.ndarray:
         """Frame referenced by an old-style datum id."""
         try:
@@ -181,7 +188,9 @@ class AssetRegistry:
                     self._close_file(path)
                     raise IndexError(f"frame {index.start} not yet in {path}:{dataset} (length {ds.shape[0]})")
                 data = np.asarray(ds[index])
-                return data[0] if data.shape[0] == 1 else data.mean(axis=0, dtype=np.float32)
+                # one frame per event: (H, W); a chunk (frame_per_point, StreamDatum ranges of
+                # several frames per event): (N, H, W), combined by the session (summed counts)
+                return data[0] if data.shape[0] == 1 else data
             except (OSError, KeyError, IndexError) as exc:
                 last = exc
                 self._close_file(path)

@@ -135,6 +135,9 @@ class RunResult:
     pixel_size_nm : float or None
         Pixel size (nm) of the phase maps (first sample frame), from the start document's
         ``txm_live.pixel_size_nm``; used for scale bars and phase areas.
+    notes : tuple of str
+        Plain-language notes that are not errors: what was autodetected from the documents
+        (image and energy keys, energy units, streams), references from other runs.
     """
 
     run_uid: str
@@ -146,6 +149,7 @@ class RunResult:
     n_frames: int = 0
     l3_preview: EdgeResult | None = None
     pixel_size_nm: float | None = None
+    notes: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
