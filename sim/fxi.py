@@ -44,7 +44,7 @@ from ophyd.status import DeviceStatus
 from txm_live.sim.devices import CLOSED, HDF5_DATASET, OPEN, DescribedSignal, SimTXM, make_txm
 from txm_live.sim.effects import detector_counts
 
-__all__ = ["FxiTXM", "KinetixCamera", "fxi_nd_energies", "make_fxi", "ni_k_energies", "xanes_scan2"]
+__all__ = ["FxiTXM", "KinetixCamera", "fxi_nd_energies", "make_fxi", "ni_k_energies", "render_chunk", "xanes_scan2"]
 
 
 def fxi_nd_energies() -> np.ndarray:
@@ -67,6 +67,27 @@ def ni_k_energies(path: str | Path) -> np.ndarray:
     if arr.ndim != 1 or arr.size < 2 or not np.all(np.isfinite(arr)):
         raise ValueError(f"{path}: expected one finite energy (keV) per line")
     return arr
+
+
+def render_chunk(txm: SimTXM, n: int, frame_index: int) -> np.ndarray:
+    """``n`` independent exposures (uint16, (n, H, W)) of ``txm`` in its current state.
+
+    The geometry (drift, jitter) and beam of trigger ``frame_index`` are shared by the ``n``
+    exposures; the noise of each is drawn independently (seeded by model seed, trigger, exposure).
+    """
+    model = txm.model
+    energy = float(txm.mono.position)
+    kind = txm.camera.frame_kind() if txm.camera is not None else "sample"
+    od = np.asarray(txm.phantom.optical_density(energy), dtype=np.float32) if kind == "sample" else None
+    photons = model.expected_photons(od, energy, frame_index, shutter_open=(kind != "dark"),
+                                     stage_offset_px=txm.stage_offset_px())
+    c = model.config
+    chunk = np.empty((int(n), *photons.shape), dtype=np.uint16)
+    for j in range(int(n)):
+        rng = np.random.default_rng([model.seed, 11, int(frame_index), j]) if c.noise else None
+        chunk[j] = detector_counts(photons, rng=rng, gain=c.gain, bias=c.bias, read_noise=c.read_noise,
+                                   gaussian_above=c.poisson_gaussian_above)
+    return chunk
 
 
 class SoftMotor(SoftPositioner):
@@ -176,21 +197,8 @@ class KinetixCamera(Device):
 
     def render_chunk(self) -> np.ndarray:
         """``chunk_size`` independent exposures (uint16, (N, H, W)) of the current beamline state."""
-        fxi = self._fxi
-        fxi.sync()
-        txm = fxi.txm
-        model = txm.model
-        energy = float(txm.mono.position)
-        kind = txm.camera.frame_kind()
-        od = np.asarray(txm.phantom.optical_density(energy), dtype=np.float32) if kind == "sample" else None
-        photons = model.expected_photons(od, energy, self.frame_index, shutter_open=(kind != "dark"),
-                                         stage_offset_px=txm.stage_offset_px())
-        c = model.config
-        chunk = np.empty((self.chunk_size, *photons.shape), dtype=np.uint16)
-        for j in range(self.chunk_size):
-            rng = np.random.default_rng([model.seed, 11, self.frame_index, j]) if c.noise else None
-            chunk[j] = detector_counts(photons, rng=rng, gain=c.gain, bias=c.bias, read_noise=c.read_noise,
-                                       gaussian_above=c.poisson_gaussian_above)
+        self._fxi.sync()
+        chunk = render_chunk(self._fxi.txm, self.chunk_size, self.frame_index)
         self.frame_index += 1
         return chunk
 
