@@ -254,7 +254,11 @@ class RunIngest(event_model.DocumentRouter):
     def _session(self) -> XanesSession:
         if self.state.session is None:
             if self.plan is not None and self.plan_source != "txm_live.energies":
-                self.state.planned_ev = np.round(self.plan * (self.scale or 1.0), 6)
+                try:
+                    scale = self._decide_scale(None)  # from the plan's values if not decided yet
+                except (_Undecided, DocumentError):
+                    scale = 1.0
+                self.state.planned_ev = np.round(self.plan * scale, 6)
             self.state.session = self.owner._make_session(self.state, self.md)
             for kind, ref in (("flat", self.owner.flats_from), ("dark", self.owner.darks_from)):
                 if ref is not None:
