@@ -43,10 +43,11 @@ class _StreamRange:
     index_start: int
     index_stop: int
 
-    def index_of(self, seq_num: int) -> slice:
+    def index_of(self, seq_num: int, rows_per_index: int = 1) -> slice:
+        """Dataset rows of event ``seq_num`` (``rows_per_index`` rows per StreamDatum index)."""
         per_event = max((self.index_stop - self.index_start) // max(self.seq_stop - self.seq_start, 1), 1)
-        first = self.index_start + (seq_num - self.seq_start) * per_event
-        return slice(first, first + per_event)
+        first = (self.index_start + (seq_num - self.seq_start) * per_event) * rows_per_index
+        return slice(first, first + per_event * rows_per_index)
 
 
 class AssetRegistry:
@@ -123,8 +124,13 @@ class AssetRegistry:
                 return rng
         return None
 
-    def stream_frame(self, descriptor_uid: str, data_key: str, seq_num: int) -> np.ndarray | None:
-        """Frame of event ``seq_num`` of ``data_key``, or None if no ``stream_datum`` covers it yet."""
+    def stream_frame(self, descriptor_uid: str, data_key: str, seq_num: int, *,
+                     rows_per_index: int = 1) -> np.ndarray | None:
+        """Frame of event ``seq_num`` of ``data_key``, or None if no ``stream_datum`` covers it yet.
+
+        ``rows_per_index``: dataset rows per StreamDatum index, N for a data key of shape
+        ``(N, H, W)`` (ophyd-async ``collections_per_event``); the frames come back as ``(N, H, W)``.
+        """
         rng = self._find_range(descriptor_uid, data_key, seq_num)
         if rng is None:
             return None
@@ -134,7 +140,7 @@ class AssetRegistry:
             raise FrameError(f"stream_resource {rng.resource_uid}: unsupported mimetype {mimetype!r}")
         path = _uri_to_path(res["uri"])
         dataset = res.get("parameters", {}).get("dataset", _DEFAULT_DATASET)
-        return self._read(path, dataset, rng.index_of(seq_num), rng.resource_uid)
+        return self._read(path, dataset, rng.index_of(seq_num, rows_per_index), rng.resource_uid)
 
     def has_datum(self, datum_id: str) -> bool:
         """Whether the datum and its resource are known (they may arrive after the event)."""

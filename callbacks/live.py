@@ -336,6 +336,8 @@ class RunIngest(event_model.DocumentRouter):
             "pixel_key": pixel_key if pixel_key in dks else None,
             "i0_key": self.i0_key if self.i0_key in dks else None,
             "stream_external": ext == "STREAM:",
+            # StreamDatum indices count events: a (N, H, W) key holds N dataset rows per index
+            "rows_per_index": int(shape3[0]) if len(shape3 := dks[image_key].get("shape") or []) == 3 else 1,
         }
 
     def event(self, doc: dict) -> None:
@@ -420,7 +422,7 @@ class RunIngest(event_model.DocumentRouter):
                     return
                 image = self.assets.datum_frame(str(image))
         elif d["stream_external"]:
-            image = self.assets.stream_frame(desc_uid, key, seq)
+            image = self.assets.stream_frame(desc_uid, key, seq, rows_per_index=d.get("rows_per_index", 1))
             if image is None:
                 self._waiting.append((desc_uid, seq, row, frow))
                 return

@@ -87,9 +87,10 @@ def _detector_classes() -> Any:
             if self.file is None:
                 raise RuntimeError("open_file not run")
             await self.beamline.sync()
-            for _ in range(self.n_frames):
-                self.file.append(render_chunk(self.beamline.txm, 1, self.frame_index)[0])
-                self.frame_index += 1
+            chunk = render_chunk(self.beamline.txm, self.n_frames, self.frame_index)
+            self.frame_index += 1
+            for frame in chunk:  # exposures of one trigger: same geometry, independent noise
+                self.file.append(frame)
                 self._set_written(self.file.count)
                 await asyncio.sleep(0)
 
@@ -101,12 +102,14 @@ def _detector_classes() -> Any:
     @dataclass
     class TriggerLogic(DetectorTriggerLogic):
         generator: FrameGenerator
+        frames_per_event: int = 1
 
         async def prepare_internal(self, num: int, livetime: float, deadtime: float) -> None:
             self.generator.n_frames = max(int(num), 1)
 
         async def default_trigger_info(self) -> TriggerInfo:
-            return TriggerInfo()
+            # N collections per event: descriptor shape (N, H, W), one StreamDatum index per event
+            return TriggerInfo(collections_per_event=self.frames_per_event)
 
     class AcquireLogic(DetectorAcquireLogic):
         def __init__(self, generator: FrameGenerator) -> None:
@@ -157,9 +160,9 @@ def _detector_classes() -> Any:
     class SimTxmDetector(StandardDetector):
         """ophyd-async TXM camera (see the module docstring)."""
 
-        def __init__(self, beamline: AsyncTXM, directory: Path, name: str = "") -> None:
+        def __init__(self, beamline: AsyncTXM, directory: Path, name: str = "", frames_per_event: int = 1) -> None:
             self.generator = FrameGenerator(beamline)
-            self.add_detector_logics(TriggerLogic(self.generator), AcquireLogic(self.generator),
+            self.add_detector_logics(TriggerLogic(self.generator, int(frames_per_event)), AcquireLogic(self.generator),
                                      DataLogic(self.generator, directory))
             super().__init__(name=name)
 
@@ -180,6 +183,8 @@ class AsyncTXM:
         1 open, 0 closed.
     camera : StandardDetector
         The ophyd-async camera.
+    frames_per_event : int
+        Exposures per trigger, prepared by :func:`xanes_scan_async`.
     txm : SimTXM
         The model the frames are rendered from (eV).
     """
@@ -189,6 +194,7 @@ class AsyncTXM:
     sample_x: Any = None
     shutter: Any = None
     camera: Any = None
+    frames_per_event: int = 1
 
     async def sync(self) -> None:
         """Put the model in the devices' state (energy keV -> eV, stage, shutter)."""
@@ -208,6 +214,7 @@ def make_async_txm(
     camera_name: str = "txmcam",
     energy_name: str = "dcm_energy",
     energy_range_ev: tuple[float, float] = (6000.0, 7023.0),
+    frames_per_event: int = 1,
     **overrides: Any,
 ) -> AsyncTXM:
     """Build and connect the ophyd-async TXM (in bluesky's event loop: make the RunEngine first).
@@ -223,6 +230,9 @@ def make_async_txm(
         Device names (data keys ``<camera_name>``, ``<energy_name>``).
     energy_range_ev : (float, float)
         Scan range (eV) of the instrument model.
+    frames_per_event : int
+        Exposures per trigger (ophyd-async ``collections_per_event``): the data key has shape
+        ``(N, H, W)`` and each StreamDatum index covers N rows of the dataset.
     **overrides
         :class:`~txm_live.sim.effects.EffectsConfig` fields; ``magnification`` defaults to False.
     """
@@ -237,7 +247,10 @@ def make_async_txm(
     bl.energy = SimMotor(name=energy_name, units="keV", initial_value=energy_range_ev[0] / 1000.0)
     bl.sample_x = SimMotor(name="sample_x", units="um")
     bl.shutter = soft_signal_rw(int, OPEN, name="shutter_open")
-    bl.camera = _detector_classes()(bl, Path(write_path), name=camera_name)
+    if not isinstance(frames_per_event, (int, np.integer)) or frames_per_event < 1:
+        raise ValueError(f"frames_per_event must be an int >= 1, got {frames_per_event!r}")
+    bl.frames_per_event = int(frames_per_event)
+    bl.camera = _detector_classes()(bl, Path(write_path), name=camera_name, frames_per_event=int(frames_per_event))
 
     async def connect() -> None:
         for dev in (bl.energy, bl.sample_x, bl.shutter, bl.camera):
@@ -277,6 +290,10 @@ def xanes_scan_async(
     @bpp.stage_decorator([bl.camera])
     @bpp.run_decorator(md=start_md)
     def inner() -> Generator[Msg, Any, None]:
+        from ophyd_async.core import TriggerInfo
+
+        # N exposures per trigger (ophyd-async collections per event), prepared once after staging
+        yield from bps.prepare(bl.camera, TriggerInfo(collections_per_event=bl.frames_per_event), wait=True)
         yield from bps.mv(bl.shutter, CLOSED)
         yield from bps.trigger_and_read([bl.camera, *motors], name="dark")
         yield from bps.mv(bl.shutter, OPEN)
