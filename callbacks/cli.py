@@ -38,6 +38,20 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="TOML configuration file (see 'txm-live config --print'); flags override it")
 
 
+def _add_references(p: argparse.ArgumentParser, *, catalog_option: bool = False) -> None:
+    """Options of plans that take references in a separate run, or write energies without units."""
+    p.add_argument("--flats-from", metavar="UID", default=None,
+                   help="take the flat (background) frames from this run of the catalog")
+    p.add_argument("--darks-from", metavar="UID", default=None,
+                   help="take the dark frames from this run of the catalog")
+    p.add_argument("--energy-units", choices=("eV", "keV"), default=None,
+                   help="units of the energy key, overriding the descriptor (default: its units, "
+                        "else keV when every value is below 100)")
+    if catalog_option:
+        p.add_argument("--reference-catalog", metavar="PATH_OR_URI", default=None,
+                       help="catalog of --flats-from/--darks-from runs")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``txm-live`` (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(
@@ -72,8 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Replay recorded runs from a Tiled catalog through the same analysis "
                                         "and write DIR/<uid>/phases.h5 plus figures.")
     replay.add_argument("--catalog", required=True, metavar="PATH_OR_URI",
-                        help="Tiled server URI (http://...) or a local catalog directory")
+                        help="Tiled server URI (http://...), a local catalog directory, or a Tiled/databroker "
+                             "profile name")
     _add_common(replay)
+    _add_references(replay)
     replay.add_argument("--no-figures", dest="figures", action="store_false", default=None,
                         help="do not write PNG figures")
     replay.add_argument("--no-progress", dest="progress", action="store_false", default=True,
@@ -91,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow-pickle", action="store_true",
                        help="required with --serializer pickle: only for a trusted publisher, since "
                             "unpickling runs arbitrary code")
+    _add_references(serve, catalog_option=True)
     serve.add_argument("--no-figures", dest="figures", action="store_false", default=None,
                        help="do not write PNG figures for each run")
 
@@ -132,7 +149,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, out=args.out, figures=args.figures)
     results = replay_runs(args.catalog, args.uids, out=cfg.out, progress=args.progress,
-                          callback_factory=_callback_factory(cfg))
+                          callback_factory=_callback_factory(cfg, **_reference_options(args, args.catalog)))
     if cfg.figures:
         from txm_live.figures import save_report
 
@@ -145,7 +162,18 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _callback_factory(cfg: Any) -> Any:
+def _reference_options(args: argparse.Namespace, catalog: Any) -> dict[str, Any]:
+    """``flats_from``/``darks_from``/``energy_units`` keyword arguments from the command line."""
+    opts: dict[str, Any] = {"energy_units": getattr(args, "energy_units", None)}
+    flats, darks = getattr(args, "flats_from", None), getattr(args, "darks_from", None)
+    if flats or darks:
+        if catalog is None:
+            raise SystemExit("txm-live: --flats-from/--darks-from need --reference-catalog")
+        opts.update(flats_from=flats, darks_from=darks, reference_catalog=catalog)
+    return opts
+
+
+def _callback_factory(cfg: Any, **extra: Any) -> Any:
     """Factory of live callbacks configured like ``cfg`` (start-document values where unset)."""
 
     def factory() -> Any:
@@ -157,7 +185,7 @@ def _callback_factory(cfg: Any) -> Any:
             energy_key=cfg.energy_key, image_key=cfg.image_key, flat_stream=cfg.flat_stream,
             dark_stream=cfg.dark_stream, windows=cfg.edge_windows() if cfg.windows else None,
             analysis=analysis, preview=preview, register=cfg.register,
-            correct_magnification=cfg.correct_magnification)
+            correct_magnification=cfg.correct_magnification, **extra)
 
     return factory
 
@@ -194,7 +222,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     print(f"txm-live: listening on {args.zmq}, writing to {out} (Ctrl-C to stop)", file=sys.stderr)
     serve(args.zmq, out=out, serializer=args.serializer, allow_pickle=args.allow_pickle, on_result=on_result,
-          callback_factory=_callback_factory(cfg))
+          callback_factory=_callback_factory(cfg, **_reference_options(args, args.reference_catalog)))
     return 0
 
 
