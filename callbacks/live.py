@@ -273,12 +273,16 @@ class RunIngest(event_model.DocumentRouter):
         sub = _RunState(uid=self.state.uid, start_doc={}, t0=self.state.t0, windows=self.state.windows, n_expected=None)
         router = event_model.RunRouter(
             [lambda name, start: ([_ReferenceIngest(self, sub, kind, start)], [])], filler_class=_PassThroughFiller)
+        def wanted(name: str) -> bool:
+            return ingest.stream_kind(name, primary=self.primary_stream, flat=self.flat_stream,
+                                      dark=self.dark_stream) == kind
+
         try:
             if is_run(ref):
-                replay_run(ref, None, router, progress=False)
+                replay_run(ref, None, router, progress=False, streams=wanted)
             else:
                 with catalog_client(self.owner.reference_catalog) as client:
-                    replay_run(client, ref, router, progress=False)
+                    replay_run(client, ref, router, progress=False, streams=wanted)
         except Exception as exc:  # noqa: BLE001 - the run goes on with its own references
             self._record(DocumentError(f"{kind}s_from {label}: cannot read the reference run: {_named(exc)}"))
             return

@@ -243,6 +243,29 @@ class _HttpArray:
         return np.asarray(self.node.read(slice(lo, hi)))
 
 
+class _WholeArray:
+    """An array node of a databroker (MongoDB-backed) stream, read once at its first block.
+
+    The server rebuilds such arrays from the stored event documents: any slice costs about as
+    much as the whole array, so it is read once (binary, not JSON) and sliced here.
+    """
+
+    kind = "http"
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self.shape = tuple(node.shape)
+        self._data: np.ndarray | None = None
+
+    def read(self, lo: int, hi: int) -> np.ndarray:
+        if self._data is None:
+            self._data = np.asarray(self.node.read())
+        return self._data[lo:hi]
+
+    def close(self) -> None:
+        self._data = None
+
+
 class _LocalHdf5Array:
     """Block-wise reads straight from the HDF5 files the catalog registered (same machine).
 
@@ -315,7 +338,10 @@ def _validate(name: str, doc: dict) -> None:
 
 
 def _load_stream_mongo(node: Any, name: str, run_uid: str) -> _Stream:
-    """A stream of a databroker (MongoDB-backed) run: columns and arrays from ``node["data"]``."""
+    """A stream of a databroker (MongoDB-backed) run: columns and arrays from ``node["data"]``.
+
+    Memory: each array data key is held whole while the stream is replayed.
+    """
     md = _plain(node.metadata)
     descriptors = md.get("descriptors") or []
     if not descriptors:
@@ -335,7 +361,7 @@ def _load_stream_mongo(node: Any, name: str, run_uid: str) -> _Stream:
             raise DocumentError(f"data key {key!r} of stream {name!r} is not in the catalog")
         child = data[key]
         if len(child.shape) > 1:
-            arrays[key] = _HttpArray(child)  # block-wise binary reads, never JSON documents
+            arrays[key] = _WholeArray(child)  # binary array reads, never JSON documents
         else:
             columns[key] = np.asarray(child.read())
     return _Stream(name, descriptor, columns, arrays, n_rows)
@@ -485,6 +511,7 @@ def replay_run(
     max_backlog: int = 64,
     direct_files: bool = True,
     api_key: str | None = None,
+    streams: Callable[[str], bool] | None = None,
 ) -> ReplayStats:
     """Feed one recorded run to ``callback`` as documents, in acquisition order.
 
@@ -512,6 +539,8 @@ def replay_run(
         for inline images, read block-wise through the Tiled server.
     api_key : str, optional
         For a URI.
+    streams : callable, optional
+        ``streams(name) -> bool``: replay only the selected streams (default: all).
 
     Returns
     -------
@@ -553,10 +582,11 @@ def replay_run(
     run_uid = start["uid"]
     _validate("start", start)
     notes: list[str] = []
-    streams: list[_Stream] = []
+    select, streams = streams, []
     try:
         for name in run:
-            streams.append(_load_stream(run, name, run_uid, notes, direct=direct_files))
+            if select is None or select(name):
+                streams.append(_load_stream(run, name, run_uid, notes, direct=direct_files))
     except BaseException:
         _close_streams(streams)
         raise
