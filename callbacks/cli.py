@@ -2,7 +2,7 @@
 
 Subcommands::
 
-    txm-live demo [--size tiny|small|full] [--out DIR] [--config FILE] [--live-plot] [--seed N]
+    txm-live demo [--sample nd|lfp|lno] [--size tiny|small|full] [--out DIR] [--config FILE] [--live-plot] [--seed N]
     txm-live replay --catalog PATH_OR_URI [--out DIR] UID [UID ...]
     txm-live serve --zmq HOST:PORT [--out DIR] [--allow-pickle]
     txm-live config --print
@@ -24,6 +24,7 @@ __all__ = ["build_parser", "main"]
 _EPILOG = """examples:
   txm-live demo                           simulated beamtime, small (128x128), results in ./txm-live-output
   txm-live demo --size full --live-plot   the full 602x643 x 1024-energy scan with a live window
+  txm-live demo --sample lfp              a LiFePO4 battery particle across the Fe K edge
   txm-live replay --catalog ./catalog 3f2a...   re-analyse recorded runs from a Tiled catalog
   txm-live serve --zmq 127.0.0.1:5568     analyse runs published by a RunEngine over ZeroMQ
   txm-live config --print > txm-live.toml write the default configuration, edit, pass with --config
@@ -52,6 +53,31 @@ def _add_references(p: argparse.ArgumentParser, *, catalog_option: bool = False)
                        help="catalog of --flats-from/--darks-from runs")
 
 
+def _edges_arg(text: str) -> tuple[str, ...]:
+    edges = tuple(e.strip() for e in text.split(",") if e.strip())
+    if not edges:
+        raise argparse.ArgumentTypeError(f"--edges needs edge names such as K or L3,L2, got {text!r}")
+    return edges
+
+
+def _add_analysis(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("element, edges and normalization (override the config file)")
+    g.add_argument("--element", default=None, metavar="SYMBOL",
+                   help="absorbing element, e.g. Fe (default: from the config, else the start document, else "
+                        "detected from the data)")
+    g.add_argument("--edges", type=_edges_arg, default=None, metavar="EDGE[,EDGE]",
+                   help="edges to analyse, e.g. K or L3,L2 (default: config, start document, else the element's "
+                        "edges inside the scanned range)")
+    g.add_argument("--method", choices=("athena", "mback"), default=None,
+                   help="normalization of each pixel spectrum (default athena)")
+    g.add_argument("--post-order", dest="post_order", type=int, choices=(0, 1, 2), default=None,
+                   help="post-edge polynomial order for every edge (default: chosen per edge from the window)")
+
+
+def _analysis_flags(args: argparse.Namespace) -> dict[str, Any]:
+    return {"element": args.element, "edges": args.edges, "method": args.method, "post_order": args.post_order}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``txm-live`` (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(
@@ -71,9 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="tiny: 96x96, 225 energies (~20 s); small: 128x128, 225 energies (~30 s); "
                            "full: 602x643 with 1024 energies (long). Default: small")
     _add_common(demo)
+    _add_analysis(demo)
     demo.add_argument("--live-plot", action="store_true", default=None,
                       help="open a live matplotlib window during the scan (needs a display; otherwise a "
                            "snapshot PNG is refreshed in the output directory)")
+    demo.add_argument("--sample", choices=("nd", "lfp", "lno"), default="nd",  # = demo.DEMO_SAMPLES (tested)
+                      help="nd: corroded NdFeB magnet, Nd L3/L2 (default); lfp: LiFePO4 battery particle with "
+                           "FePO4 and magnetite, Fe K; lno: LiNiO2 particle with NiO, Ni K (measured standards)")
     demo.add_argument("--seed", type=int, default=None, help="seed of the simulated sample and noise (default 0)")
     demo.add_argument("--flux", type=float, default=None,
                       help="flat-field photons per pixel per exposure (default 5000)")
@@ -89,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Tiled server URI (http://...), a local catalog directory, or a Tiled/databroker "
                              "profile name")
     _add_common(replay)
+    _add_analysis(replay)
     _add_references(replay)
     replay.add_argument("--no-figures", dest="figures", action="store_false", default=None,
                         help="do not write PNG figures")
@@ -102,12 +133,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--zmq", required=True, metavar="HOST:PORT",
                        help="address of the proxy's outgoing (subscriber) port, e.g. 127.0.0.1:5568")
     _add_common(serve)
+    _add_analysis(serve)
     serve.add_argument("--serializer", choices=("msgpack", "pickle"), default="msgpack",
                        help="serialization used by the publisher (default msgpack, safe)")
     serve.add_argument("--allow-pickle", action="store_true",
                        help="required with --serializer pickle: only for a trusted publisher, since "
                             "unpickling runs arbitrary code")
     _add_references(serve, catalog_option=True)
+    serve.add_argument("--rcvhwm", type=int, default=100_000, metavar="N",
+                       help="messages ZeroMQ queues for this consumer before it drops (a drop is reported as "
+                            "DataLossError in the run; default 100000)")
     serve.add_argument("--no-figures", dest="figures", action="store_false", default=None,
                        help="do not write PNG figures for each run")
 
@@ -134,10 +169,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from txm_live.config import load_config
 
     cfg = load_config(args.config, size=args.size, out=args.out, seed=args.seed, flux=args.flux,
-                      live_plot=args.live_plot, figures=args.figures)
+                      live_plot=args.live_plot, figures=args.figures, **_analysis_flags(args))
     from txm_live.callbacks.demo import run_demo
 
-    run_demo(config=cfg, progress=args.progress)
+    run_demo(config=cfg, progress=args.progress, sample=args.sample)
     return 0
 
 
@@ -147,7 +182,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from txm_live.callbacks.replay import replay_runs
     from txm_live.config import load_config
 
-    cfg = load_config(args.config, out=args.out, figures=args.figures)
+    cfg = load_config(args.config, out=args.out, figures=args.figures, **_analysis_flags(args))
     results = replay_runs(args.catalog, args.uids, out=cfg.out, progress=args.progress,
                           callback_factory=_callback_factory(cfg, **_reference_options(args, args.catalog)))
     if cfg.figures:
@@ -174,7 +209,12 @@ def _reference_options(args: argparse.Namespace, catalog: Any) -> dict[str, Any]
 
 
 def _callback_factory(cfg: Any, **extra: Any) -> Any:
-    """Factory of live callbacks configured like ``cfg`` (start-document values where unset)."""
+    """Factory of live callbacks configured like ``cfg`` (start-document values where unset).
+
+    The element and edges of the configuration, when set, win over the start document's; unset,
+    they come from the start document, else from the data. ``extra``: more keyword arguments of
+    the callback (``flats_from``, ``darks_from``, ``energy_units``...).
+    """
 
     def factory() -> Any:
         from txm_live.callbacks.demo import analysis_functions
@@ -183,7 +223,8 @@ def _callback_factory(cfg: Any, **extra: Any) -> Any:
         analysis, preview = analysis_functions(cfg)
         return XanesLiveCallback(
             energy_key=cfg.energy_key, image_key=cfg.image_key, flat_stream=cfg.flat_stream,
-            dark_stream=cfg.dark_stream, windows=cfg.edge_windows() if cfg.windows else None,
+            dark_stream=cfg.dark_stream, element=cfg.element, edges=cfg.edges,
+            windows=cfg.edge_windows() if cfg.windows else None,
             analysis=analysis, preview=preview, register=cfg.register,
             correct_magnification=cfg.correct_magnification, **extra)
 
@@ -192,11 +233,15 @@ def _callback_factory(cfg: Any, **extra: Any) -> Any:
 
 def _one_line(r: Any) -> str:
     parts = [f"run {r.run_uid[:8]}: {r.n_frames} frames"]
-    for e in (r.l3, r.l2):
-        if e is not None:
-            parts.append(f"{e.edge} {e.n_phases} phases")
-    if r.l2_l3_agreement is not None:
-        parts.append(f"L2/L3 agreement {r.l2_l3_agreement:.1%}")
+    for key, e in r.edges.items():
+        parts.append(f"{(e.element or r.element) + ' ' if (e.element or r.element) else ''}{key} {e.n_phases} phases")
+    missing = [k for k in r.requested_edges if k not in r.edges]
+    if missing:
+        parts.append(f"not analysed: {', '.join(missing)}")
+    for c in r.comparisons:
+        parts.append(f"{c.name} agreement {c.agreement:.1%}")
+    if r.notes:
+        parts.append(f"{len(r.notes)} note(s)")
     if r.errors:
         parts.append(f"{len(r.errors)} error(s): {r.errors[0]}")
     return ", ".join(parts)
@@ -206,7 +251,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from txm_live.callbacks.remote import serve
     from txm_live.config import load_config
 
-    cfg = load_config(args.config, out=args.out, figures=args.figures)
+    cfg = load_config(args.config, out=args.out, figures=args.figures, **_analysis_flags(args))
     if args.serializer == "pickle" and not args.allow_pickle:
         raise ValueError("--serializer pickle needs --allow-pickle (unpickling runs arbitrary code)")
     out = cfg.out
@@ -222,6 +267,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     print(f"txm-live: listening on {args.zmq}, writing to {out} (Ctrl-C to stop)", file=sys.stderr)
     serve(args.zmq, out=out, serializer=args.serializer, allow_pickle=args.allow_pickle, on_result=on_result,
+          rcvhwm=args.rcvhwm,
           callback_factory=_callback_factory(cfg, **_reference_options(args, args.reference_catalog)))
     return 0
 
@@ -241,10 +287,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    from txm_live.errors import TxmLiveError
+    from txm_live.errors import ScanInterruptedError, TxmLiveError
 
     try:
         return _COMMANDS[args.command](args)
+    except ScanInterruptedError as exc:
+        print(f"txm-live: interrupted: {exc}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         _err("interrupted")
         return 130

@@ -8,8 +8,9 @@ Threads
   factory makes one thin :class:`RunIngest` router per run; it feeds the frames to the run's
   :class:`~txm_live.session.XanesSession` (flat/dark correction, magnification, registration,
   cube). When an edge window is complete the window's data are handed to the analysis thread.
-* **analysis thread** (one thread): schedules the analyses (L3 as soon as its window is complete,
-  L2 at its window or at ``stop``), the L2/L3 comparison and EXAFS, and emits the derived run.
+* **analysis thread** (one thread): schedules the analyses (each edge as soon as its window is
+  complete, or at ``stop``), the comparison of every pair of edges of the same element and
+  EXAFS, and emits the derived run.
   Picklable analyses (the default ones) run in a separate **analysis process** on the cube in
   shared memory, so that they never hold the RunEngine's GIL.
 
@@ -20,6 +21,8 @@ RunEngine.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import itertools
 import logging
 import queue
@@ -38,25 +41,76 @@ import numpy as np
 from txm_live.callbacks.analysis_process import AnalysisProcess, NotTransferable
 from txm_live.callbacks.assets import AssetRegistry
 from txm_live.callbacks.derived import DerivedRun
-from txm_live.edges import EdgeWindow, default_windows
 from txm_live.callbacks import ingest
+from txm_live.callbacks.edge_choice import (
+    EdgeChoice,
+    FittedWindows,
+    choose,
+    mean_od_spectrum,
+    planned_energies,
+    windows_for,
+    windows_from_data,
+)
+from txm_live.edges import EdgeWindow, fit_window
 from txm_live.errors import (
     AnalysisError,
+    DataLossError,
     DocumentError,
     EnergyRangeError,
+    ExafsUnavailableError,
     FrameError,
+    InsufficientDataError,
     TxmLiveError,
 )
-from txm_live.results import EdgeResult, ExafsResult, RunResult
+from txm_live.results import EdgePairComparison, EdgeResult, ExafsResult, RunResult
 from txm_live.session import WindowData, XanesSession
 
-__all__ = ["XanesLiveCallback", "ProgressEvent", "RunIngest"]
+__all__ = ["XanesLiveCallback", "ProgressEvent", "RunIngest", "RunSummary"]
 
 logger = logging.getLogger("txm_live.callbacks.live")
 
 Analysis = Callable[..., EdgeResult]
 
 _MAX_ERRORS = 200
+#: A sample frame whose pixel size differs from the run's reference (start document, else the
+#: median of the frames so far) by more than this factor is skipped. Magnification drifts by a
+#: few per cent per 100 eV in a TXM; a factor 1.5 is far outside any scan, a 10x slip is caught.
+PIXEL_SIZE_TOLERANCE = 1.5
+_RECENT_UIDS = 1000  # finished runs remembered, to ignore a repeated start document
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What remains of a run once its full :class:`RunResult` is dropped (long sessions).
+
+    Attributes
+    ----------
+    run_uid : str
+    n_frames : int
+    ok : bool
+        :attr:`RunResult.ok`.
+    incomplete : bool
+        The run was interrupted or lacked frames (:attr:`RunResult.incomplete`).
+    edges : tuple of str
+        Edges analysed.
+    errors : tuple of str
+        The first 10 named errors.
+    n_errors : int
+    """
+
+    run_uid: str
+    n_frames: int
+    ok: bool
+    incomplete: bool
+    edges: tuple[str, ...]
+    errors: tuple[str, ...]
+    n_errors: int
+
+    @classmethod
+    def of(cls, result: RunResult) -> RunSummary:
+        """Summary of a result."""
+        return cls(result.run_uid, int(result.n_frames), bool(result.ok), bool(result.incomplete),
+                   tuple(result.edges), tuple(result.errors[:10]), len(result.errors))
 
 
 @dataclass(frozen=True)
@@ -102,6 +156,13 @@ def _named(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _labelled(exc: BaseException, label: str) -> str:
+    """``"<Name>: <label>: <message>"``; exceptions that are not ours are named AnalysisError."""
+    if isinstance(exc, TxmLiveError):
+        return f"{type(exc).__name__}: {label}: {exc}"
+    return f"AnalysisError: {label}: {_named(exc)}"
+
+
 @dataclass
 class _RunState:
     """Everything the callback tracks about one raw run (shared by worker and analysis threads)."""
@@ -111,6 +172,10 @@ class _RunState:
     t0: float
     windows: tuple[EdgeWindow, ...]
     n_expected: int | None
+    choice: EdgeChoice | None = None
+    plan: np.ndarray | None = None
+    requested: tuple[str, ...] = ()
+    pending_detection: bool = False
     session: XanesSession | None = None
     errors: list[str] = field(default_factory=list)
     n_suppressed: int = 0
@@ -121,10 +186,11 @@ class _RunState:
     exit_status: str | None = None
     derived: DerivedRun | None = None
     warnings: list[str] = field(default_factory=list)
+    incomplete: bool = False
+    pixel_sizes: list[float] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     ingest: dict[str, str] = field(default_factory=dict)  # what was autodetected (role -> decision)
-    notes: list[str] = field(default_factory=list)
-    planned_ev: np.ndarray | None = None
     error_counts: dict[str, int] = field(default_factory=dict)  # error type -> count, never capped
     first_errors: dict[str, str] = field(default_factory=dict)  # error type -> first message
 
@@ -164,7 +230,9 @@ class RunIngest(event_model.DocumentRouter):
         self.state = state
         self.assets = AssetRegistry(root_map=owner.root_map)
         self._desc: dict[str, dict[str, Any]] = {}
-        self._waiting: list[tuple[str, int, dict, dict]] = []  # events waiting for their stream_datum
+        self._waiting: list[tuple[str, int, dict, dict, int | None]] = []  # events waiting for their stream_datum
+        self._n_external: dict[str, int] = {}  # file-backed (stream_datum) events seen per descriptor
+        self._n_events: dict[str, int] = {}  # events received per stream name (checked at stop)
         md = state.start_doc.get("txm_live")
         self.md: dict = md if isinstance(md, dict) else {}
         o = owner
@@ -219,12 +287,12 @@ class RunIngest(event_model.DocumentRouter):
             scale = 1.0
         return round(v * scale, 6) if scale != 1.0 else v
 
-    def _check_range(self, energy_ev: float, units: str | None) -> None:
-        """Named error at the first sample frame if the scan misses every edge window."""
+    def _check_range(self, energy_ev: float, units: str | None) -> bool:
+        """Named error (at the first frame) if the scan misses every edge window; False then."""
         self._range_checked = True
         windows = self.state.windows
         if not windows:
-            return
+            return True
         plan_ev = None if self.plan is None else self.plan * (1.0 if self.plan_source == "txm_live.energies" else (self.scale or 1.0))
         lo_w = min(w.start for w in windows)
         hi_w = max(w.end for w in windows)
@@ -243,6 +311,7 @@ class RunIngest(event_model.DocumentRouter):
             self._record(EnergyRangeError(
                 f"{what} {raw} (= {emin:.1f}-{emax:.1f} eV) lie outside every edge window ({wins}); "
                 f"energy units {self.state.ingest.get('energy units', 'eV')!r}: check energy_units=, element= and edges="))
+        return bool(inside)
 
         # -------------------------------------------------------------- helpers
     def _record(self, exc: BaseException) -> None:
@@ -253,12 +322,20 @@ class RunIngest(event_model.DocumentRouter):
 
     def _session(self) -> XanesSession:
         if self.state.session is None:
-            if self.plan is not None and self.plan_source != "txm_live.energies":
+            st = self.state
+            if self.plan is not None and self.plan_source != "txm_live.energies" and st.plan is None:
                 try:
                     scale = self._decide_scale(None)  # from the plan's values if not decided yet
                 except (_Undecided, DocumentError):
                     scale = 1.0
-                self.state.planned_ev = np.round(self.plan * scale, 6)
+                st.plan = np.round(self.plan * scale, 6)  # e.g. FXI's eng_list in keV -> eV
+                st.n_expected = int(st.plan.size)
+                in_range = self._check_range(float(st.plan[0]), None)  # before fitting: names the units
+                if st.choice is not None and not st.pending_detection and in_range:
+                    try:  # the windows are fitted to the planned energies, now known in eV
+                        self.owner._apply(st, windows_for(st.choice, st.plan, what="planned"))
+                    except (ValueError, TxmLiveError) as exc:
+                        self._record(exc if isinstance(exc, TxmLiveError) else DocumentError(str(exc)))
             self.state.session = self.owner._make_session(self.state, self.md)
             for kind, ref in (("flat", self.owner.flats_from), ("dark", self.owner.darks_from)):
                 if ref is not None:
@@ -348,6 +425,7 @@ class RunIngest(event_model.DocumentRouter):
         d = self._desc.get(doc["descriptor"])
         if d is None:
             return
+        self._n_events[d["name"]] = self._n_events.get(d["name"], 0) + 1
         self._frame(d, doc["descriptor"], doc["seq_num"], doc["data"], doc.get("filled", {}))
 
     def event_page(self, doc: dict) -> None:
@@ -355,6 +433,16 @@ class RunIngest(event_model.DocumentRouter):
         if d is None:
             return
         data, filled = doc["data"], doc.get("filled", {})
+        columns = {"seq_num": doc["seq_num"], **{f"data.{k}": v for k, v in data.items()},
+                   **{f"filled.{k}": v for k, v in filled.items()}}
+        lengths = {k: len(v) if hasattr(v, "__len__") else -1 for k, v in columns.items()}
+        self._n_events[d["name"]] = self._n_events.get(d["name"], 0) + max(lengths["seq_num"], 0)
+        if len(set(lengths.values())) != 1:
+            # which energy goes with which image is unknown: the whole page is skipped
+            raise DocumentError(
+                f"stream {d['name']!r}: ragged event_page (column lengths {lengths}); "
+                f"its {max(lengths.values())} frames skipped"
+            )
         for i, seq in enumerate(doc["seq_num"]):
             row = {k: v[i] for k, v in data.items()}
             frow = {k: v[i] for k, v in filled.items()}
@@ -374,9 +462,9 @@ class RunIngest(event_model.DocumentRouter):
         """Frames whose asset documents arrived late (after the event) are read now."""
         if self._waiting:
             waiting, self._waiting = self._waiting, []
-            for desc_uid, seq, row, frow in waiting:
+            for desc_uid, seq, row, frow, position in waiting:
                 try:
-                    self._frame(self._desc[desc_uid], desc_uid, seq, row, frow)
+                    self._frame(self._desc[desc_uid], desc_uid, seq, row, frow, position)
                 except TxmLiveError as exc:
                     self._record(exc)
 
@@ -401,12 +489,30 @@ class RunIngest(event_model.DocumentRouter):
                 st.add_error(f"FrameError: {len(self._waiting)} file-backed frames never got their "
                              "stream_datum/datum document; skipped")
                 self._waiting = []
+            num_events = doc.get("num_events")
+            # our streams: the primary and the reference/dark streams found by their descriptors
+            for name in sorted({self.primary_stream} | {d["name"] for d in self._desc.values()}):
+                expected = num_events.get(name) if isinstance(num_events, dict) else None
+                got = self._n_events.get(name, 0)
+                if isinstance(expected, int) and expected > got:
+                    st.add_error(
+                        f"{DataLossError.__name__}: stream {name!r}: {expected - got} of {expected} events (per the stop "
+                        "document) never arrived"
+                    )
+            for (desc_uid, key), n in self.assets.repeated_seq.items():
+                name = self._desc.get(desc_uid, {}).get("name", desc_uid[:8])
+                st.add_error(
+                    f"DocumentError: stream {name!r}: {n} file-backed events repeated an earlier event's seq_num "
+                    f"({key!r}); their frames were located by their position among the stream_datum ranges"
+                )
             if doc.get("uid") in self.owner._synthetic_stops:
+                st.incomplete = True
                 st.add_error(
                     "RunIncompleteError: no stop document before the next run (or close()); "
                     "finished with the frames received"
                 )
             elif st.exit_status != "success":
+                st.incomplete = True
                 st.add_error(
                     f"RunIncompleteError: run ended with exit_status {st.exit_status!r}"
                     + (f" ({doc.get('reason')})" if doc.get("reason") else "")
@@ -416,19 +522,23 @@ class RunIngest(event_model.DocumentRouter):
             self.owner._run_stopped(st)  # whatever happened above, the run gets finalized
 
     # --------------------------------------------------------------- frames
-    def _frame(self, d: dict, desc_uid: str, seq: int, row: dict, frow: dict) -> None:
+    def _frame(self, d: dict, desc_uid: str, seq: int, row: dict, frow: dict, position: int | None = None) -> None:
         key = d["image_key"]
         if key in row:
             image = row[key]
             if frow.get(key) is False or isinstance(image, str):
                 if not self.assets.has_datum(str(image)):
-                    self._waiting.append((desc_uid, seq, row, frow))  # datum after the event
+                    self._waiting.append((desc_uid, seq, row, frow, position))  # datum after the event
                     return
                 image = self.assets.datum_frame(str(image))
         elif d["stream_external"]:
-            image = self.assets.stream_frame(desc_uid, key, seq, rows_per_index=d.get("rows_per_index", 1))
+            if position is None:  # rank among the descriptor's file-backed events (see AssetRegistry)
+                position = self._n_external.get(desc_uid, 0)
+                self._n_external[desc_uid] = position + 1
+            image = self.assets.stream_frame(desc_uid, key, seq, position=position,
+                                             rows_per_index=d.get("rows_per_index", 1))
             if image is None:
-                self._waiting.append((desc_uid, seq, row, frow))
+                self._waiting.append((desc_uid, seq, row, frow, position))
                 return
         else:
             raise FrameError(f"stream {d['name']!r} event {seq}: no {key!r} in the event")
@@ -448,12 +558,38 @@ class RunIngest(event_model.DocumentRouter):
             done = session.add_flat(energy, image)  # type: ignore[arg-type]
         else:
             pixel = row.get(d["pixel_key"]) if d["pixel_key"] else None
+            self._check_pixel_size(pixel, energy)
             i0 = row.get(d["i0_key"]) if d["i0_key"] else None
             done = session.add_sample(energy, image, pixel_size=pixel, i0=i0)  # type: ignore[arg-type]
         if session.n_frames != n_before:
             self.owner._progress(self.state, "frame")
         for window in done:
             self.owner._window_complete(self.state, window)
+        if self.state.pending_detection:
+            self.owner._plan_acquired(self.state)
+
+    def _check_pixel_size(self, value: Any, energy: Any) -> None:
+        """Raise FrameError when ``value`` is far from the run's pixel size (see PIXEL_SIZE_TOLERANCE).
+
+        The reference is the start document's ``txm_live.pixel_size_nm`` when given, else the
+        median of the pixel sizes of the earlier sample frames. Unusable values (None, NaN,
+        negative) are left to the session, which ignores them with a warning.
+        """
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            return
+        if not (np.isfinite(v) and v > 0):
+            return
+        seen = self.state.pixel_sizes
+        ref = XanesLiveCallback._pixel_size_md(self.state.start_doc)
+        if ref is None and seen:
+            ref = float(np.median(seen))
+        seen.append(v)
+        if ref is not None and max(v / ref, ref / v) > PIXEL_SIZE_TOLERANCE:
+            raise FrameError(
+                f"sample frame at {energy} eV: pixel size {v:g} nm is {v / ref:.3g} x the run's {ref:g} nm; frame skipped"
+            )
 
 
     def _resolve_energy_key(self, d: dict, row: dict) -> None:
@@ -492,9 +628,9 @@ class _ReferenceIngest(RunIngest):
         assert self.target.state.session is not None
         return self.target.state.session
 
-    def _frame(self, d: dict, desc_uid: str, seq: int, row: dict, frow: dict) -> None:
+    def _frame(self, d: dict, desc_uid: str, seq: int, row: dict, frow: dict, position: int | None = None) -> None:
         if d["kind"] == self.kind:
-            super()._frame(d, desc_uid, seq, row, frow)
+            super()._frame(d, desc_uid, seq, row, frow, position)
             self.n += 1
             self.state.ingest["n_" + self.kind] = str(self.n)
 
@@ -560,24 +696,36 @@ class XanesLiveCallback:
     primary_stream, flat_stream, dark_stream : str, optional
         Stream names (default: start document, else ``"primary"``, ``"flat"``, ``"dark"``).
     element : str, optional
-        Element (default: start document's ``txm_live.element``, else ``"Nd"``).
+        Element (default: the start document's ``txm_live.element``, else its top-level
+        ``element``, else detected from the data; see :mod:`txm_live.callbacks.edge_choice`).
     edges : sequence of str, optional
-        Edges (default: start document's ``txm_live.edges``, else ``("L3", "L2")``).
+        Edges (default: the start document's ``txm_live.edges`` / ``edges``, else the element's
+        tabulated edges inside the planned or acquired energy range, else detected from the mean
+        spectrum). Results are keyed by edge name in acquisition order whatever the order here.
     windows : sequence of EdgeWindow, optional
-        Explicit edge windows (override ``element``/``edges``).
+        Explicit edge windows (override ``element``/``edges``). Every window is fitted into the
+        planned energies at the start of the run (a window the plan cannot fill is a named
+        :class:`~txm_live.errors.InsufficientDataError` before the first frame), else into the
+        acquired ones.
     analysis : callable, optional
         ``analysis(energies, block, *, window, valid) -> EdgeResult``; default
         :func:`txm_live.phases.analyze_edge`.
     preview : callable or bool, optional
         Same signature; run on each completed window before ``analysis`` (fast preview, published
-        as stream ``<edge>_preview`` and in ``RunResult.l3_preview``). ``True`` uses
-        :func:`txm_live.preview.preview_edge`; ``None``/``False``: no preview.
+        as stream ``<edge>_preview`` and in ``RunResult.previews``). ``True`` uses
+        :func:`txm_live.preview.preview_edge`; ``None``/``False``: no preview. A preview failure
+        is a note labelled ``"<element> <edge> preview failed (...)"`` in ``RunResult.notes``:
+        it does not count as the edge's failure and leaves ``RunResult.ok`` alone.
     compare : callable, optional
-        ``compare(l3, l2)`` returning an object with ``.agreement`` (and ``.mapping``); default
-        :func:`txm_live.phases.compare_edges`.
+        ``compare(first, second)`` for every pair of analysed edges of the same element (first
+        acquired first, e.g. L3 then L2), returning an object with ``.agreement`` (and
+        ``.mapping``); default :func:`txm_live.phases.compare_edges`. Results in
+        ``RunResult.comparisons``; a single-edge run has none.
     exafs : callable or bool
-        ``exafs(energies, mu, *, e0)`` -> ExafsResult applied to each L3 phase mean spectrum;
-        ``True`` uses :func:`txm_live.exafs.extract_exafs`, ``False`` skips EXAFS.
+        ``exafs(energies, mu, *, e0)`` -> ExafsResult applied to each phase mean spectrum of
+        every analysed edge; ``True`` uses :func:`txm_live.exafs.extract_exafs` (given the edge
+        window's ``pre``/``post`` ranges too), ``False`` skips EXAFS. An
+        :class:`~txm_live.errors.ExafsUnavailableError` (window too short) becomes a note.
     register, correct_magnification : bool
         Frame registration and magnification correction (see :class:`~txm_live.session.XanesSession`).
     progress : callable, optional
@@ -608,6 +756,10 @@ class XanesLiveCallback:
         Lower the interpreter's GIL switch interval (``sys.setswitchinterval``, process-wide) to
         this many seconds if it is larger (default 1 ms instead of Python's 5 ms), so that the
         RunEngine thread never waits long for the GIL while the worker runs; ``None`` leaves it.
+    max_results : int
+        Full :class:`RunResult` objects kept (the most recent runs; :attr:`results`, :meth:`wait`).
+        Older runs keep only a :class:`RunSummary` (:attr:`summaries`), so memory stays flat over
+        a long session (one result holds a few label/SNR maps, ~10 MB at full frame size).
 
     Notes
     -----
@@ -640,6 +792,7 @@ class XanesLiveCallback:
         root_map: dict | None = None,
         analysis_process: bool = True,
         switch_interval: float | None = 0.001,
+        max_results: int = 20,
         energy_units: str | None = None,
         flats_from: Any = None,
         darks_from: Any = None,
@@ -648,6 +801,8 @@ class XanesLiveCallback:
         for name, fn in (("analysis", analysis), ("compare", compare), ("progress", progress)):
             if fn is not None and not callable(fn):
                 raise ValueError(f"{name} must be callable, got {fn!r}")
+        if not (isinstance(max_results, int) and max_results >= 1):
+            raise ValueError(f"max_results must be an integer >= 1, got {max_results!r}")
         if switch_interval is not None and not (0 < switch_interval <= 0.1):
             raise ValueError(f"switch_interval must be in (0, 0.1] s or None, got {switch_interval!r}")
         if not (preview is None or isinstance(preview, bool) or callable(preview)):
@@ -701,7 +856,11 @@ class XanesLiveCallback:
         self._runs: dict[str, _RunState] = {}  # open (not finalized) runs
         self._open_uids: list[str] = []  # runs that got start but not stop, arrival order
         self._synthetic_stops: set[str] = set()
-        self._results: list[RunResult] = []
+        self._results: collections.deque[RunResult] = collections.deque(maxlen=max_results)
+        self._summaries: list[RunSummary] = []
+        self._recent_uids: collections.deque[str] = collections.deque(maxlen=_RECENT_UIDS)
+        #: Runs finished so far (results kept or not).
+        self.n_finished = 0
         self._finalizers: list[Future] = []
         self.errors: list[str] = []  # errors not attributable to a run
         self._closed = False
@@ -760,19 +919,28 @@ class XanesLiveCallback:
                 fut.result(timeout=remaining)
             except TimeoutError as exc:
                 raise TimeoutError(f"analysis still running after {timeout} s") from exc
+            except Exception as exc:  # noqa: BLE001 - a bad run never makes wait() raise
+                self._global_error(f"TxmLiveError: finalization failed: {_named(exc)}")
+            if fut in self._finalizers:
+                self._finalizers.remove(fut)
         return list(self._results)
 
     @property
     def results(self) -> list[RunResult]:
-        """Results of the runs finished so far."""
+        """Results of the most recent finished runs (at most ``max_results``), oldest first."""
         return list(self._results)
+
+    @property
+    def summaries(self) -> list[RunSummary]:
+        """A :class:`RunSummary` of every finished run, oldest first."""
+        return list(self._summaries)
 
     def close(self, timeout: float | None = None) -> list[RunResult]:
         """Process what is queued, finish runs that never stopped (flagged), stop the threads.
 
-        Returns the results of all runs. Further documents are ignored. With a ``timeout``,
-        analyses still running after it are abandoned (the analysis process is killed) and
-        :class:`TimeoutError` is raised.
+        Returns the results of the last ``max_results`` runs. Further documents are ignored. With
+        a ``timeout``, analyses still running after it are abandoned (the analysis process is
+        killed) and :class:`TimeoutError` is raised; nothing else raises.
         """
         if self._closed:
             return list(self._results)
@@ -836,7 +1004,20 @@ class XanesLiveCallback:
         return self._runs.get(uid) if uid else None
 
     def _route(self, name: str, doc: dict) -> None:
+        if not isinstance(doc, dict):
+            self._global_error(f"DocumentError: {name!r} document is a {type(doc).__name__}, not a dict; ignored")
+            return
         if name == "start":
+            uid = doc.get("uid")
+            if uid in self._runs or uid in self._recent_uids:
+                msg = f"DocumentError: repeated start document of run {str(uid)[:8]} ignored"
+                st = self._runs.get(uid)
+                if st is not None:
+                    st.add_error(msg)
+                else:
+                    self._global_error(msg)
+                logger.warning("txm-live: %s", msg)
+                return
             self._stop_open_runs()
         try:
             self._router(name, doc)
@@ -846,7 +1027,10 @@ class XanesLiveCallback:
             self._attribute(name, doc, exc)
 
     def _attribute(self, name: str, doc: dict, exc: BaseException) -> None:
-        st = self._run_of(name, doc)
+        try:
+            st = self._run_of(name, doc)
+        except Exception:  # noqa: BLE001 - garbled references: the error belongs to no run
+            st = None
         msg = _named(exc) if isinstance(exc, TxmLiveError) else f"DocumentError: {name} document: {_named(exc)}"
         if st is not None:
             st.add_error(msg)
@@ -882,41 +1066,77 @@ class XanesLiveCallback:
 
     def _factory(self, name: str, start_doc: dict) -> tuple[list, list]:
         uid = start_doc["uid"]
-        md = start_doc.get("txm_live") if isinstance(start_doc.get("txm_live"), dict) else {}
-        errors: list[str] = []
+        st = _RunState(uid=uid, start_doc=start_doc, t0=time.monotonic(), windows=(), n_expected=None)
         try:
-            windows = self._windows_for(md)
-        except (ValueError, TxmLiveError) as exc:
-            errors.append(f"DocumentError: cannot build edge windows: {exc}")
-            windows = ()
-        energies = md.get("energies")
-        n_expected = len(energies) if isinstance(energies, (list, tuple)) else None
-        st = _RunState(uid=uid, start_doc=start_doc, t0=time.monotonic(), windows=windows, n_expected=n_expected)
-        for e in errors:
-            st.add_error(e)
+            if self.session_options.get("expected_energies") is not None:
+                st.plan = np.asarray(self.session_options["expected_energies"], dtype=np.float64).ravel()
+            else:
+                st.plan = planned_energies(start_doc)
+        except (DocumentError, TypeError, ValueError) as exc:
+            st.add_error(_named(exc) if isinstance(exc, DocumentError) else f"DocumentError: expected_energies: {exc}")
+        st.n_expected = int(st.plan.size) if st.plan is not None else None
+        self._choose_windows(st)
         self._runs[uid] = st
         self._open_uids.append(uid)
         if self._process is not None:
             self._process.warm_up()  # the child imports the analyses while the edge is scanned
         return [RunIngest(self, st)], []
 
-    def _windows_for(self, md: dict) -> tuple[EdgeWindow, ...]:
-        if self.windows is not None:
-            return self.windows
-        element = self.element or md.get("element") or "Nd"
-        edges = self.edges or tuple(md.get("edges") or ("L3", "L2"))
-        return default_windows(element, tuple(edges))
+    def _choose_windows(self, st: _RunState) -> None:
+        """Element, edges and windows of a new run, fitted to the plan (or left to the data)."""
+        try:
+            st.choice = choose(st.start_doc, element=self.element, edges=self.edges, windows=self.windows)
+            if st.choice.needs_data and (st.choice.element is None or st.plan is None):
+                st.pending_detection = True
+                st.notes.append(
+                    "element and edges not given (options, start document): found from the data once the "
+                    + ("planned energies are acquired" if st.plan is not None else "scan stops"))
+                return
+            self._apply(st, windows_for(st.choice, st.plan, what="planned"))
+        except (ValueError, TxmLiveError) as exc:
+            name = type(exc).__name__ if isinstance(exc, TxmLiveError) else "DocumentError"
+            msg = f"{name}: cannot build edge windows: {exc}"
+            st.add_error(msg)
+            self._progress(st, "error", message=msg)
+
+    def _apply(self, st: _RunState, fitted: FittedWindows) -> None:
+        st.windows = fitted.windows
+        st.requested = fitted.requested
+        st.notes.extend(fitted.notes)
+        for msg in fitted.errors:
+            st.add_error(msg)
+            self._progress(st, "error", message=msg)
+        if st.session is not None:
+            st.session.windows = st.windows
+
+    def _detect(self, st: _RunState) -> None:
+        """Find the edges from the acquired data (worker thread), then start the complete windows."""
+        st.pending_detection = False
+        session = st.session
+        if session is None or session.cube is None or not session.n_frames:
+            st.add_error("EdgeDetectionError: no sample frame to detect the element and edges from")
+            return
+        energies, block = session.cube.block(-np.inf, np.inf)
+        try:
+            mean_od = mean_od_spectrum(block, session.cube.valid_mask())
+            self._apply(st, windows_from_data(st.choice, energies, mean_od))  # type: ignore[arg-type]
+        except (ValueError, TxmLiveError, ImportError) as exc:
+            st.add_error(_named(exc) if isinstance(exc, TxmLiveError) else f"EdgeDetectionError: {_named(exc)}")
+            return
+        for window in st.windows:
+            if session.is_complete(window):
+                self._window_complete(st, window)
+
+    def _plan_acquired(self, st: _RunState) -> None:
+        """Called after each frame: detect the edges once every planned energy is acquired."""
+        if st.pending_detection and st.plan is not None and st.session is not None and st.session.cube is not None:
+            if st.session.cube.covers(float(st.plan.min()), float(st.plan.max())):
+                self._detect(st)
 
     def _make_session(self, st: _RunState, md: dict) -> XanesSession:
         opts = dict(self.session_options)
-        energies = st.planned_ev if st.planned_ev is not None else md.get("energies")
-        if energies is not None and "expected_energies" not in opts:
-            try:
-                arr = np.asarray(energies, dtype=np.float64)
-                if arr.ndim == 1 and arr.size and np.all(np.isfinite(arr)):
-                    opts["expected_energies"] = arr
-            except (TypeError, ValueError):
-                st.add_error("DocumentError: txm_live.energies in the start document is not a list of numbers")
+        if st.plan is not None:
+            opts["expected_energies"] = st.plan
         shape = md.get("image_shape")
         if shape is not None and "frame_shape" not in opts:
             try:
@@ -958,7 +1178,16 @@ class XanesLiveCallback:
         self._progress(st, "window-complete", edge=window.edge)
         assert st.session is not None
         try:
+            if st.session.cube is not None and st.session.n_frames:
+                # what was acquired may hold fewer points than planned: a named error now, not at analysis
+                fitted = fit_window(window, st.session.cube.energies)
+                if fitted != window:
+                    st.windows = tuple(fitted if w.edge == window.edge else w for w in st.windows)
+                    window = fitted
             data = st.session.window_data(window)
+        except InsufficientDataError as exc:
+            st.add_error(f"InsufficientDataError: {exc}")
+            return
         except TxmLiveError as exc:
             st.add_error(f"{type(exc).__name__}: {window.name}: {exc}")
             return
@@ -973,13 +1202,18 @@ class XanesLiveCallback:
         """Flush the run's waiting frames, start the remaining analyses, schedule finalization."""
         if st.uid in self._open_uids:
             self._open_uids.remove(st.uid)
+        cube = st.session.cube if st.session is not None else None
+        if cube is not None and cube.memory_note:
+            st.notes.append(cube.memory_note)
         try:
             self._analyse_rest(st)
         except Exception as exc:  # noqa: BLE001 - finalization must be scheduled in any case
             st.add_error(_named(exc) if isinstance(exc, TxmLiveError) else f"TxmLiveError: at stop: {_named(exc)}")
         finally:
             self._progress(st, "stop")
-            self._finalizers.append(self._executor.submit(self._finalize, st))
+            # finished futures hold their RunResult: drop them (wait() only needs the pending ones)
+            self._finalizers = [f for f in self._finalizers if not f.done()]
+            self._finalizers.append(self._executor.submit(self._finalize_guarded, st))
 
     def _analyse_rest(self, st: _RunState) -> None:
         session = st.session
@@ -999,13 +1233,23 @@ class XanesLiveCallback:
                 st.add_error(f"{kind} x{len(msgs)}: {msgs[0].split(':', 1)[-1].strip()}" if more else msgs[0],
                              count=len(msgs))
             st.warnings.extend(session.warnings)
+        if st.pending_detection:
+            self._detect(st)
         for window in st.windows:
             if window.edge in st.submitted:
                 continue
             if session.n_frames and len(session.cube.block(window.start, window.end)[0]):  # type: ignore[union-attr]
-                st.add_error(f"RunIncompleteError: {window.name} window incomplete at stop; analysed as is")
+                if st.plan is not None:
+                    st.incomplete = True
+                    st.add_error(f"RunIncompleteError: {window.name} window incomplete at stop; analysed as is")
+                else:  # nothing announced where the scan would end: its end is the window's end
+                    st.notes.append(
+                        f"{window.name}: the scan ended at {float(session.cube.energies.max()):.1f} eV, "  # type: ignore[union-attr]
+                        f"below the window's end {window.end:.1f} eV (no energy plan in the start document); "
+                        "window fitted to the acquired energies")
                 self._window_complete(st, window)
             else:
+                st.incomplete = True
                 st.add_error(f"InsufficientDataError: no frame in the {window.name} window")
 
     # -------------------------------------------------------- analysis side
@@ -1047,7 +1291,12 @@ class XanesLiveCallback:
     def _derived(self, st: _RunState) -> DerivedRun:
         if st.derived is None:
             md = {
-                "version": 1,
+                "version": 2,
+                "element": "+".join(dict.fromkeys(w.element for w in st.windows)),
+                "edges": [w.edge for w in st.windows],
+                "edges_requested": list(st.requested),
+                "edge_choice": st.choice.source if st.choice is not None else "",
+                "notes": list(st.notes),
                 "windows": [
                     {"element": w.element, "edge": w.edge, "e0": w.e0, "start": w.start, "end": w.end} for w in st.windows
                 ],
@@ -1058,7 +1307,10 @@ class XanesLiveCallback:
             px = self._pixel_size(st)
             if px is not None:
                 md["pixel_size_nm"] = px
-            st.derived = DerivedRun(st.start_doc, self._emit_derived, metadata=md)
+            start, problems = _checked_start(st.start_doc)
+            for problem in problems:
+                st.add_error(problem)
+            st.derived = DerivedRun(start, self._emit_derived, metadata=md)
         return st.derived
 
     @staticmethod
@@ -1066,12 +1318,18 @@ class XanesLiveCallback:
         """Pixel size (nm) of the phase maps: the first sample frame's, else the start document's."""
         if st.session is not None and st.session.pixel_size_ref is not None:
             return float(st.session.pixel_size_ref)
-        md = st.start_doc.get("txm_live")
+        return XanesLiveCallback._pixel_size_md(st.start_doc)
+
+    @staticmethod
+    def _pixel_size_md(start_doc: dict) -> float | None:
+        """The start document's ``txm_live.pixel_size_nm`` if it is a positive finite number."""
+        md = start_doc.get("txm_live")
         value = md.get("pixel_size_nm") if isinstance(md, dict) else None
         try:
-            return float(value) if value is not None and float(value) > 0 else None
+            v = float(value)  # type: ignore[arg-type]
         except (TypeError, ValueError):
             return None
+        return v if np.isfinite(v) and v > 0 else None
 
     def _emit_derived(self, name: str, doc: dict) -> None:
         for fn in list(self._subscribers.values()):
@@ -1093,8 +1351,14 @@ class XanesLiveCallback:
                 if not isinstance(result, EdgeResult):
                     raise AnalysisError(f"analysis returned {type(result).__name__}, expected EdgeResult")
             except Exception as exc:  # noqa: BLE001 - failing analyses are reported, never raised
-                msg = _named(exc) if isinstance(exc, TxmLiveError) else f"AnalysisError: {w.name} {kind}: {_named(exc)}"
-                st.add_error(msg)
+                if kind == "preview":
+                    # the preview is a courtesy: its failure is a note labelled as the preview's and
+                    # leaves the edge and RunResult.ok to the exact analysis
+                    msg = f"{w.name} preview failed ({_named(exc)}); the exact analysis goes on"
+                    st.notes.append(msg)
+                else:
+                    msg = _labelled(exc, w.name)
+                    st.add_error(msg)
                 logger.warning("run %s: %s", st.uid[:8], msg)
                 self._progress(st, "analysis-failed", edge=w.edge, message=msg)
                 continue
@@ -1133,56 +1397,89 @@ class XanesLiveCallback:
             st.add_error(f"DocumentError: derived run: {_named(exc)}")
             logger.exception("txm-live: cannot publish derived documents")
 
-    def _finalize(self, st: _RunState) -> RunResult:
-        l3 = st.results.get("L3")
-        l2 = st.results.get("L2")
-        agreement = None
-        comparison = None
-        if l3 is not None and l2 is not None:
+    def _compare_pairs(self, st: _RunState, edges: dict[str, EdgeResult]) -> list[EdgePairComparison]:
+        """Cross-check every pair of analysed edges of the same element (acquisition order)."""
+        by_key = {w.edge: w for w in st.windows}
+        keys = list(edges)
+        pairs = [(a, b) for i, a in enumerate(keys) for b in keys[i + 1:]
+                 if by_key[a].element == by_key[b].element]
+        out: list[EdgePairComparison] = []
+        if not pairs:
+            return out
+        for a, b in pairs:
+            label = f"{by_key[a].element} {a}/{b} comparison"
             try:
-                comparison = self._resolve("compare")(l3, l2)
-                agreement = float(comparison.agreement)
-            except Exception as exc:  # noqa: BLE001
-                st.add_error(_named(exc) if isinstance(exc, TxmLiveError) else f"AnalysisError: L2/L3 comparison: {_named(exc)}")
-        exafs: list[ExafsResult] = []
-        if l3 is not None and self.exafs is not False:
+                detail = self._resolve("compare")(edges[a], edges[b])
+                mapping = getattr(detail, "mapping", None)
+                out.append(EdgePairComparison(
+                    reference=a, other=b, agreement=float(detail.agreement),
+                    mapping=tuple(int(m) for m in mapping) if mapping is not None else (), detail=detail))
+            except Exception as exc:  # noqa: BLE001 - reported, never raised
+                st.add_error(_labelled(exc, label))
+        return out
+
+    def _exafs_of(self, st: _RunState, edges: dict[str, EdgeResult]) -> dict[str, tuple[ExafsResult, ...]]:
+        """EXAFS of every phase mean of every analysed edge; an edge too short for it gets a note."""
+        out: dict[str, tuple[ExafsResult, ...]] = {}
+        if self.exafs is False:
+            return out
+        windows = {w.edge: w for w in st.windows}
+        for key, res in edges.items():
+            label = windows[key].name
             try:
                 fn = self._resolve("exafs")
-                for i in range(l3.n_phases):
-                    exafs.append(fn(l3.energies, l3.mean_spectra[i], e0=l3.e0))
-                exafs = [
-                    r if r.phase == i else ExafsResult(i, r.k, r.chi, r.kweight, r.r, r.chir_mag, r.first_shell_r)
-                    for i, r in enumerate(exafs)
-                ]
-            except Exception as exc:  # noqa: BLE001
-                st.add_error(_named(exc) if isinstance(exc, TxmLiveError) else f"AnalysisError: EXAFS: {_named(exc)}")
-                exafs = []
+                # the default extraction normalizes with the edge's own pre-/post-edge ranges
+                extra = {"pre": windows[key].pre, "post": windows[key].post} if not callable(self.exafs) else {}
+                items = [fn(res.energies, res.mean_spectra[i], e0=res.e0, **extra) for i in range(res.n_phases)]
+            except ExafsUnavailableError as exc:
+                st.notes.append(f"{label}: {exc}")
+                continue
+            except Exception as exc:  # noqa: BLE001 - reported, never raised
+                st.add_error(_labelled(exc, f"{label} EXAFS"))
+                continue
+            out[key] = tuple(
+                r if r.phase == i else ExafsResult(i, r.k, r.chi, r.kweight, r.r, r.chir_mag, r.first_shell_r)
+                for i, r in enumerate(items))
+        return out
+
+    def _finalize(self, st: _RunState) -> RunResult:
+        order = [w.edge for w in st.windows]  # windows are kept in acquisition order (increasing e0)
+        edges = {k: st.results[k] for k in order if k in st.results}
+        previews = {k: st.previews[k] for k in order if k in st.previews}
+        comparisons = self._compare_pairs(st, edges)
+        exafs = self._exafs_of(st, edges)
         for warning in st.warnings:
             self._safe_publish(st, lambda m=warning: self._derived(st).log(f"Warning: {m}"))
         st.errors.extend(st.error_summary())  # past the cap: the counts per type are always kept
         n_frames = st.session.n_frames if st.session is not None else 0
+        elements = list(dict.fromkeys(w.element for w in st.windows))
+        if not elements and st.choice is not None and st.choice.element:
+            elements = [st.choice.element]
         result = RunResult(
             run_uid=st.uid,
-            l3=l3,
-            l2=l2,
-            l2_l3_agreement=agreement,
-            exafs=tuple(exafs),
+            element="+".join(elements),
+            edges=edges,
+            previews=previews,
+            comparisons=tuple(comparisons),
+            exafs=exafs,
             errors=tuple(st.errors),
-            n_frames=n_frames,
-            l3_preview=st.previews.get("L3"),
-            pixel_size_nm=self._pixel_size(st),
             notes=tuple(st.notes),
+            n_frames=n_frames,
+            pixel_size_nm=self._pixel_size(st),
+            requested_edges=st.requested or tuple(order),
         )
         derived = self._derived(st)
-        if comparison is not None:
-            self._safe_publish(st, lambda: derived.comparison(agreement, getattr(comparison, "mapping", None)))  # type: ignore[arg-type]
-        if exafs:
-            self._safe_publish(st, lambda: derived.exafs(exafs))
+        for comp in comparisons:
+            self._safe_publish(st, lambda c=comp: derived.comparison(c))
+        for key, items in exafs.items():
+            self._safe_publish(st, lambda k=key, x=items: derived.exafs(x, edge=k))
+        for msg in st.notes:
+            self._safe_publish(st, lambda m=msg: derived.log(f"Note: {m}"))
         for msg in st.errors:
             self._safe_publish(st, lambda m=msg: derived.log(m))
         status = "success" if not st.errors else ("abort" if st.exit_status == "abort" else "fail")
         self._safe_publish(st, lambda: derived.stop(exit_status=status, reason="; ".join(st.errors[:5])))
-        self._results.append(result)
+        result = self._store(st, result)
         self._progress(st, "finished", message="ok" if result.ok else f"{len(result.errors)} errors")
         if st.session is not None:
             st.session.release()
@@ -1190,6 +1487,61 @@ class XanesLiveCallback:
         self._runs.pop(st.uid, None)
         return result
 
-    def __repr__(self) -> str:
-        return f"<XanesLiveCallback runs={len(self._runs)} finished={len(self._results)} backlog={self.backlog}>"
+    def _finalize_guarded(self, st: _RunState) -> RunResult:
+        """:meth:`_finalize`, and if it fails a result with the error: a run never vanishes."""
+        try:
+            return self._finalize(st)
+        except Exception as exc:  # noqa: BLE001 - e.g. a broken subscriber or result type
+            logger.exception("txm-live: finalization of run %s failed", st.uid[:8])
+            st.add_error(f"TxmLiveError: finalization failed: {_named(exc)}")
+            result = RunResult(run_uid=st.uid, edges=dict(st.results), previews=dict(st.previews),
+                               errors=tuple(st.errors), notes=tuple(st.notes),
+                               n_frames=st.session.n_frames if st.session is not None else 0)
+            result = self._store(st, result)
+            if st.session is not None:
+                st.session.release()
+                st.session = None
+            self._runs.pop(st.uid, None)
+            return result
 
+    def _store(self, st: _RunState, result: RunResult) -> RunResult:
+        """Keep ``result`` (bounded, see ``max_results``) and its summary; returns it."""
+        if st.incomplete and not result.incomplete:
+            result = dataclasses.replace(result, incomplete=True)
+        self._results.append(result)
+        self._summaries.append(RunSummary.of(result))
+        self._recent_uids.append(st.uid)
+        self.n_finished += 1
+        return result
+
+    def __repr__(self) -> str:
+        return f"<XanesLiveCallback runs={len(self._runs)} finished={self.n_finished} backlog={self.backlog}>"
+
+
+
+def _checked_start(start_doc: dict) -> tuple[dict, list[str]]:
+    """The raw start document's fields that the derived run copies, each checked by the schema.
+
+    Returns ``(doc, problems)``: ``doc`` holds the uid and every copied field (``scan_id``,
+    ``sample``, ``proposal_id``) that is valid in a run-start document; each invalid field is
+    left out and named in ``problems`` (``DocumentError`` messages). Producers that do not
+    validate (ZeroMQ, replay of old catalogs) can send e.g. ``scan_id="abc"``.
+    """
+    from event_model import schema_validators
+    from event_model import DocumentNames
+
+    validator = schema_validators[DocumentNames.start]
+    doc: dict = {"uid": start_doc.get("uid")}
+    problems = []
+    for key in ("scan_id", "sample", "proposal_id"):
+        if key not in start_doc:
+            continue
+        probe = {"uid": "probe", "time": 0.0, key: start_doc[key]}
+        try:
+            validator.validate(probe)
+        except Exception as exc:  # noqa: BLE001 - jsonschema.ValidationError
+            text = str(getattr(exc, "message", exc))
+            problems.append(f"DocumentError: start document field {key!r} is invalid ({text}); not copied to the derived run")
+        else:
+            doc[key] = start_doc[key]
+    return doc, problems

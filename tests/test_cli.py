@@ -60,9 +60,10 @@ def test_subcommand_options_parse():
 def test_config_print_is_valid_toml(capsys):
     assert main(["config", "--print"]) == 0
     data = tomllib.loads(capsys.readouterr().out)
-    assert data["analysis"]["element"] == "Nd"
+    assert "element" not in data["analysis"]  # omitted: from the start document, else detected
+    assert data["analysis"]["method"] == "athena"
     assert data["demo"]["size"] == "small"
-    assert set(data["windows"]) == {"L3", "L2"}
+    assert "windows" not in data
 
 
 def test_config_print_merges_a_file(tmp_path, capsys):
@@ -102,3 +103,25 @@ def test_console_script_installed():
         pytest.skip("console script not on PATH (package not installed in this environment)")
     out = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
     assert "txm-live" in out
+
+
+def test_analysis_flags_reach_the_callback(tmp_path):
+    """--element/--edges/--method/--post-order: parsed, merged over the file, passed to the live callback."""
+    from txm_live.callbacks.cli import _analysis_flags, _callback_factory
+    from txm_live.config import load_config
+
+    f = tmp_path / "c.toml"
+    f.write_text('[analysis]\nelement = "Ni"\nmethod = "athena"\n')
+    args = build_parser().parse_args(["replay", "--catalog", "x", "--config", str(f), "--element", "Fe",
+                                      "--edges", "K", "--method", "mback", "--post-order", "1", "u1"])
+    cfg = load_config(args.config, **_analysis_flags(args))
+    assert (cfg.element, cfg.edges, cfg.method, cfg.post_order) == ("Fe", ("K",), "mback", 1)
+    cb = _callback_factory(cfg)()
+    try:
+        assert cb.element == "Fe" and cb.edges == ("K",)
+        assert cb.analysis.keywords == {"method": "mback", "post_order": 1}
+    finally:
+        cb.close()
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--zmq", "1", "--method", "larch"])
+    assert build_parser().parse_args(["demo", "--edges", "L3,L2"]).edges == ("L3", "L2")

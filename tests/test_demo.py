@@ -49,7 +49,7 @@ def test_demo_writes_results_and_figures(demo):
 
 def test_demo_scores_against_ground_truth(demo):
     _, s = demo
-    assert set(s.ari) == {"L3", "L2", "L3 preview"}
+    assert set(s.ari) == {"L3", "L2", "L3 preview", "L2 preview"}
     assert all(-1.0 <= v <= 1.0 for v in s.ari.values()), s.ari
     # the streaming preview finds the phase structure of the phantom in the live (registered,
     # flat-corrected) cube: measured ARI 0.41 at 'tiny' (96x96, its thin corroded rim splits in two)
@@ -83,3 +83,18 @@ def test_cli_replay_of_the_recorded_run(demo, tmp_path, capsys):
     # same frames: the replayed cube gives the same SNR map and the same (seeded) streaming preview
     np.testing.assert_allclose(again.l3.snr, s.result.l3.snr, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(again.l3_preview.labels, s.result.l3_preview.labels)
+
+
+def test_demo_honours_the_toml_element_and_edges(tmp_path):
+    """`txm-live demo --config`: the file's edges replace the scan's own (Nd L3 and L2)."""
+    from txm_live.callbacks.demo import run_demo
+    from txm_live.config import load_config
+
+    toml = tmp_path / "l3.toml"
+    toml.write_text('[analysis]\nelement = "Nd"\nedges = ["L3"]\n[preview]\nenabled = false\n'
+                    '[output]\nfigures = false\n')
+    s = run_demo("tiny", tmp_path / "out", config=load_config(toml), progress=False, print_summary=False)
+    r = s.result
+    assert r.errors == () and r.ok, r.errors
+    assert r.element == "Nd" and list(r.edges) == ["L3"] and r.requested_edges == ("L3",)
+    assert r.comparisons == () and r.previews == {}

@@ -93,8 +93,12 @@ def _run_docs(n_events: int) -> list[tuple[str, dict]]:
     return docs
 
 
-def _proxy_and_consumer() -> tuple[int, _Recorder, threading.Event, threading.Thread]:
-    """A 0MQ proxy on loopback and ``serve`` consuming from it into a recorder, subscribed."""
+def _proxy_and_consumer() -> tuple[int, _Recorder, threading.Event, threading.Thread, Publisher]:
+    """A 0MQ proxy on loopback, ``serve`` consuming from it into a recorder, and a publisher.
+
+    Both connections are established when this returns (probe runs are sent until the recorder
+    receives one, then forgotten): no sleep-and-hope against ZeroMQ's slow joiner.
+    """
     pin, pout = free_port(), free_port()
     proxy = Proxy(f"127.0.0.1:{pin}", f"127.0.0.1:{pout}")
     threading.Thread(target=proxy.start, daemon=True).start()
@@ -102,14 +106,26 @@ def _proxy_and_consumer() -> tuple[int, _Recorder, threading.Event, threading.Th
     thread = threading.Thread(target=serve, args=(f"127.0.0.1:{pout}",),
                               kwargs={"stop_event": stop, "callback_factory": lambda: rec})
     thread.start()
-    time.sleep(1.0)  # consumer subscribed
-    return pin, rec, stop, thread
+    pub = Publisher(f"127.0.0.1:{pin}", serializer=encode_msgpack)
+    deadline = time.monotonic() + 60
+    while not any(n == "stop" for n, _ in list(rec.docs)):
+        assert time.monotonic() < deadline, "serve never received the probe run"
+        probe = compose_run()
+        pub("start", probe.start_doc)
+        pub("stop", probe.compose_stop())
+        time.sleep(0.1)  # probe period, not a wait for readiness
+    last = compose_run()  # one connection keeps the order: once this is in, every probe is
+    pub("start", last.start_doc)
+    pub("stop", last.compose_stop())
+    while not any(n == "stop" and d["run_start"] == last.start_doc["uid"] for n, d in list(rec.docs)):
+        assert time.monotonic() < deadline, "serve never received the last probe run"
+        time.sleep(0.02)
+    rec.docs.clear()
+    return pin, rec, stop, thread, pub
 
 
 def test_late_joiner_skips_the_run_without_start_and_resynchronizes():
-    pin, rec, stop, thread = _proxy_and_consumer()
-    pub = Publisher(f"127.0.0.1:{pin}", serializer=encode_msgpack)
-    time.sleep(0.5)  # publisher connected to the proxy
+    pin, rec, stop, thread, pub = _proxy_and_consumer()
     lost, complete = _run_docs(3), _run_docs(4)
     pub._socket.send(b" not-a-document \x80\x81")  # malformed: dropped, consumer goes on
     pub._socket.send(b"no-spaces")
@@ -238,7 +254,8 @@ def test_make_publisher_waits_for_the_proxy_subscription():
     from bluesky.plans import count
     from ophyd.sim import det
 
-    pin, rec, stop, thread = _proxy_and_consumer()
+    pin, rec, stop, thread, probe_pub = _proxy_and_consumer()
+    probe_pub.close()
     RE = RunEngine({})
     first = _run_docs(1)
     with make_publisher(RE, f"127.0.0.1:{pin}") as publisher:
@@ -255,3 +272,49 @@ def test_make_publisher_waits_for_the_proxy_subscription():
         "start", "descriptor", "event", "event", "event", "stop"]
     with pytest.raises(ValueError, match="bare port"):
         make_publisher(RE, "5567")
+
+
+def test_serve_honours_the_toml_element_and_edges(tmp_path):
+    """serve() with the CLI's callback factory: the config's element/edges win over the start document."""
+    from bluesky import RunEngine
+
+    from txm_live.callbacks.cli import _callback_factory
+    from txm_live.config import load_config
+    from txm_live.sim.devices import make_txm
+    from txm_live.sim.phantom import make_phantom
+    from txm_live.sim.plans import xanes_scan
+
+    toml = tmp_path / "nd.toml"
+    toml.write_text('[analysis]\nelement = "Nd"\nedges = ["L3"]\n[preview]\nenabled = false\n')
+    cfg = load_config(toml)
+    energies = np.concatenate([np.arange(6000.0, 6190.0, 20.0), np.arange(6190.0, 6240.0, 2.0),
+                               np.arange(6240.0, 6700.0, 20.0)])
+    RE = RunEngine({})
+    docs: list[tuple[str, dict]] = []
+    RE.subscribe(lambda name, doc: docs.append((name, doc)))
+    # a Nd scan whose start document wrongly claims Fe K: the configuration decides
+    (uid,) = RE(xanes_scan(make_txm(make_phantom(shape=(40, 40), seed=1), seed=11, margin_px=4), energies,
+                           n_dark=2, element="Fe", edges=("K",)))
+    pin, pout = free_port(), free_port()
+    proxy = Proxy(f"127.0.0.1:{pin}", f"127.0.0.1:{pout}")
+    threading.Thread(target=proxy.start, daemon=True).start()
+    stop, served = threading.Event(), []
+    thread = threading.Thread(target=lambda: served.extend(serve(
+        f"127.0.0.1:{pout}", out=tmp_path / "out", stop_event=stop, callback_factory=_callback_factory(cfg))))
+    thread.start()
+    time.sleep(1.0)  # consumer subscribed (slow joiner)
+    pub = Publisher(f"127.0.0.1:{pin}", serializer=encode_msgpack)
+    time.sleep(0.5)  # publisher connected to the proxy
+    for name, doc in docs:
+        pub(name, doc)
+    deadline = time.monotonic() + 180
+    while not (tmp_path / "out" / uid / "phases.h5").exists():
+        assert time.monotonic() < deadline, "no results from serve"
+        time.sleep(0.2)
+    stop.set()
+    thread.join(60)
+    pub.close()
+    assert not thread.is_alive()
+    r = read_results(tmp_path / "out" / uid)
+    assert r.errors == () and r.ok, r.errors
+    assert r.element == "Nd" and list(r.edges) == ["L3"] and r.requested_edges == ("L3",)

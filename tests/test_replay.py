@@ -144,7 +144,9 @@ def test_replayed_results_equal_live_results(tiled, recorded, tmp_path):
         np.testing.assert_array_equal(a.mean_spectra, b.mean_spectra)
         assert a.n_phases == b.n_phases and (a.eps, a.min_samples) == (b.eps, b.min_samples)
     assert rep.l2_l3_agreement == live.l2_l3_agreement
-    assert [e.first_shell_r for e in rep.exafs] == [e.first_shell_r for e in live.exafs]
+    assert list(rep.exafs) == list(live.exafs)
+    for edge in live.exafs:
+        assert [e.first_shell_r for e in rep.exafs[edge]] == [e.first_shell_r for e in live.exafs[edge]]
     on_disk = read_results(tmp_path / uid / "phases.h5")
     np.testing.assert_array_equal(on_disk.l3.labels, live.l3.labels)
 
@@ -179,8 +181,7 @@ def test_replay_runs_from_a_local_directory_and_bad_uids(tiled, recorded, workdi
 
             n = sum(len(d["seq_num"]) for n, d in self.docs if n == "event_page")
             seen.append(n)
-            return [RunResult(run_uid=self.docs[0][1]["uid"], l3=None, l2=None,
-                              l2_l3_agreement=None, n_frames=n)]
+            return [RunResult(run_uid=self.docs[0][1]["uid"], n_frames=n)]
 
     assert find_catalog_directory(tiled.directory) == workdir
     results = replay_runs(workdir, [uid[:8], "nonexistent-uid"], progress=False,
@@ -218,3 +219,29 @@ def test_run_without_stop_is_replayed_as_incomplete(tiled, recorded):
     assert name == "stop" and stop["exit_status"] == "abort"
     assert stop["reason"].startswith("RunIncompleteError")
     assert any(w.startswith("RunIncompleteError") for w in stats.warnings)
+
+
+def test_cli_replay_honours_the_toml_element_and_edges(tiled, recorded, workdir, tmp_path):
+    """`txm-live replay --config`: the file's element/edges win over the start document's (Nd L3/L2)."""
+    from txm_live.callbacks.cli import main
+
+    uid = recorded[True][0]
+    only_l3 = tmp_path / "l3.toml"
+    only_l3.write_text('[analysis]\nelement = "Nd"\nedges = ["L3"]\n[preview]\nenabled = false\n')
+    assert main(["replay", "--catalog", str(workdir), "--config", str(only_l3), "--out", str(tmp_path / "a"),
+                 "--no-progress", "--no-figures", uid]) == 0
+    r = read_results(tmp_path / "a" / uid)
+    assert r.ok and list(r.edges) == ["L3"] and r.requested_edges == ("L3",) and r.comparisons == ()
+    assert r.element == "Nd" and any("(options)" in n for n in r.notes), r.notes
+    # another element: its K window is not in this Nd scan, a named error before any analysis
+    fe_k = tmp_path / "fe.toml"
+    fe_k.write_text('[analysis]\nelement = "Fe"\nedges = ["K"]\n')
+    assert main(["replay", "--catalog", str(workdir), "--config", str(fe_k), "--out", str(tmp_path / "b"),
+                 "--no-progress", "--no-figures", uid]) == 1
+    r = read_results(tmp_path / "b" / uid)
+    assert r.edges == {} and r.element == "Fe" and r.requested_edges == ("K",)
+    assert any(e.startswith("InsufficientDataError: Fe K") for e in r.errors), r.errors
+    # the command-line flags win over the file
+    assert main(["replay", "--catalog", str(workdir), "--config", str(fe_k), "--element", "Nd", "--edges", "L3",
+                 "--out", str(tmp_path / "c"), "--no-progress", "--no-figures", uid]) == 0
+    assert list(read_results(tmp_path / "c" / uid).edges) == ["L3"]

@@ -227,12 +227,12 @@ def test_ni_k_list_unitless_energy_key_follows_the_plan() -> None:
 
 
 def test_explicit_keys_win_over_autodetection(tmp_path) -> None:
-    docs, eng = _fxi_docs(tmp_path, n_energies=6)
+    docs, eng = _fxi_docs(tmp_path)
     # zps_sx (0 for the sample frames) as an explicit energy key: used as told, nothing autodetected
     result, cap = _run(docs, element="Nd", edges=("L3",), energy_key="zps_sx", energy_units="keV")
     assert not any(n.startswith("energy key") for n in result.notes), result.notes
-    assert "InsufficientDataError: no frame in the Nd L3 window" in result.errors, result.errors
-    assert "L3" not in cap.calls
+    assert any(e.startswith("InsufficientDataError") for e in result.errors), result.errors
+    assert "L3" not in cap.calls  # every sample frame at "energy" 0: no L3 window to analyse
 
 
 def test_error_counts_survive_the_cap() -> None:

@@ -4,8 +4,10 @@ A configuration file groups the options in sections; every key is optional and a
 keeps its default (``None`` means "decide from the data or the start document")::
 
     [analysis]
-    element = "Nd"
-    edges = ["L3", "L2"]
+    element = "Fe"             # omit: from the start document, else detected from the data
+    edges = ["K"]              # omit: from the start document, else the element's edges in range
+    method = "athena"          # or "mback"
+    post_order = 1             # post-edge model of every edge: 0, 1, 2 (omit: chosen per edge)
     snr_threshold = 3.0        # omit: chosen automatically
     register = true
     correct_magnification = true
@@ -14,10 +16,11 @@ keeps its default (``None`` means "decide from the data or the start document"):
     eps = 0.35
     min_samples = 20
 
-    [windows.L3]               # override any part of an edge window (eV, pre/post relative to e0)
-    e0 = 6208.0
-    pre = [-200.0, -60.0]
-    post = [90.0, 440.0]
+    [windows.K]                # override any part of an edge window (eV, pre/post relative to e0);
+    e0 = 7112.0                # needs [analysis] element and edges
+    pre = [-150.0, -30.0]
+    post = [40.0, 200.0]
+    post_order = 2             # this edge's post-edge model
 
     [stream]                   # data keys and stream names; omit to read them from the start doc
     energy_key = "mono_energy"
@@ -67,6 +70,7 @@ class WindowOverride:
     e0: float | None = None
     pre: tuple[float, float] | None = None
     post: tuple[float, float] | None = None
+    post_order: int | None = None
 
 
 def _opt(section: str, key: str, help: str) -> dict[str, Any]:
@@ -81,8 +85,14 @@ class TxmLiveConfig:
     and by :func:`default_toml`).
     """
 
-    element: str = field(default="Nd", metadata=_opt("analysis", "element", "absorbing element"))
-    edges: tuple[str, ...] = field(default=("L3", "L2"), metadata=_opt("analysis", "edges", "edges to analyse, in scan order"))
+    element: str | None = field(default=None, metadata=_opt(
+        "analysis", "element", "absorbing element (omit: from the start document, else detected from the data)"))
+    edges: tuple[str, ...] | None = field(default=None, metadata=_opt(
+        "analysis", "edges", "edges to analyse (omit: from the start document, else the element's edges in the scan)"))
+    method: str = field(default="athena", metadata=_opt(
+        "analysis", "method", "normalization: athena (pre-edge line, post-edge polynomial) or mback"))
+    post_order: int | None = field(default=None, metadata=_opt(
+        "analysis", "post_order", "post-edge polynomial order 0, 1 or 2 for every edge (omit: chosen per edge)"))
     snr_threshold: float | None = field(default=None, metadata=_opt(
         "analysis", "snr_threshold", "minimum edge-step SNR of a clustered pixel (omit: automatic)"))
     n_components: int | None = field(default=None, metadata=_opt(
@@ -114,8 +124,18 @@ class TxmLiveConfig:
     n_dark: int = field(default=5, metadata=_opt("demo", "n_dark", "dark frames at the start and at the end"))
 
     def __post_init__(self) -> None:
-        if not self.edges:
-            raise ValueError("edges must name at least one edge")
+        if self.element is not None and (not isinstance(self.element, str) or not self.element.strip()):
+            raise ValueError(f"element must be an element symbol such as 'Fe', got {self.element!r}")
+        if self.edges is not None:
+            if isinstance(self.edges, str):
+                object.__setattr__(self, "edges", (self.edges,))
+            if not self.edges or not all(isinstance(e, str) and e for e in self.edges):
+                raise ValueError(f"edges must name at least one edge, e.g. ['K'] or ['L3', 'L2'], got {self.edges!r}")
+        if self.method not in ("athena", "mback"):
+            raise ValueError(f"method must be 'athena' or 'mback', got {self.method!r}")
+        for po in (self.post_order, *(w.post_order for w in self.windows)):
+            if po is not None and (isinstance(po, bool) or po not in (0, 1, 2)):
+                raise ValueError(f"post_order must be 0, 1 or 2, got {po!r}")
         if self.snr_threshold is not None and not self.snr_threshold >= 0:
             raise ValueError(f"snr_threshold must be >= 0, got {self.snr_threshold}")
         if self.n_components is not None and self.n_components < 1:
@@ -132,14 +152,23 @@ class TxmLiveConfig:
             raise ValueError(f"flux must be > 0, got {self.flux}")
         if self.n_dark < 1:
             raise ValueError(f"n_dark must be >= 1, got {self.n_dark}")
-        known = set(self.edges)
+        if self.windows and (self.element is None or self.edges is None):
+            raise ValueError(f"windows: [windows.{self.windows[0].edge}] needs [analysis] element and edges "
+                             "(the window of an edge is only known once its element is)")
+        known = set(self.edges or ())
         for w in self.windows:
             if w.edge not in known:
                 raise ValueError(f"windows: edge {w.edge!r} is not among edges {self.edges}")
 
     # derived ----------------------------------------------------------------------------------
     def edge_windows(self) -> tuple[EdgeWindow, ...]:
-        """The analysis windows: defaults from xraydb with this configuration's overrides."""
+        """The analysis windows: defaults from xraydb with this configuration's overrides.
+
+        Empty when the element or the edges are not set (they then come from the start document
+        or the data, and the live callback builds the windows).
+        """
+        if self.element is None or self.edges is None:
+            return ()
         by_edge = {w.edge: w for w in self.windows}
         out = []
         for win in default_windows(self.element, self.edges):
@@ -148,14 +177,16 @@ class TxmLiveConfig:
                 win = EdgeWindow(win.element, win.edge,
                                  win.e0 if o.e0 is None else float(o.e0),
                                  win.pre if o.pre is None else tuple(o.pre),
-                                 win.post if o.post is None else tuple(o.post))
+                                 win.post if o.post is None else tuple(o.post),
+                                 win.post_order if o.post_order is None else int(o.post_order))
             out.append(win)
         return tuple(out)
 
     def analysis_options(self) -> dict[str, Any]:
         """Keyword options for the exact analysis (``analyze_edge``) that the user set."""
         opts = {"eps": self.dbscan_eps, "min_samples": self.dbscan_min_samples,
-                "snr_threshold": self.snr_threshold, "n_components": self.n_components}
+                "snr_threshold": self.snr_threshold, "n_components": self.n_components,
+                "method": None if self.method == "athena" else self.method, "post_order": self.post_order}
         return {k: v for k, v in opts.items() if v is not None}
 
     def replace(self, **overrides: Any) -> TxmLiveConfig:
@@ -166,7 +197,8 @@ class TxmLiveConfig:
         if unknown:
             raise ValueError(f"unknown configuration option(s) {unknown}; known: {sorted(names)}")
         if "edges" in overrides:
-            overrides["edges"] = tuple(overrides["edges"])
+            edges = overrides["edges"]
+            overrides["edges"] = (edges,) if isinstance(edges, str) else tuple(edges)
         if "out" in overrides:
             overrides["out"] = os.fspath(overrides["out"])
         return dataclasses.replace(self, **overrides)
@@ -215,7 +247,15 @@ def _to_toml(cfg: TxmLiveConfig) -> str:
         lines.append(f"e0 = {_toml_value(win.e0)}")
         lines.append(f"pre = {_toml_value(list(win.pre))}")
         lines.append(f"post = {_toml_value(list(win.post))}")
+        if win.post_order is not None:
+            lines.append(f"post_order = {_toml_value(win.post_order)}")
         lines.append("")
+    if not windows:
+        lines += ["# [windows.K]                           # per-edge window overrides; need element and edges",
+                  "# e0 = 7112.0                          # eV",
+                  "# pre = [-150.0, -30.0]                # eV relative to e0",
+                  "# post = [40.0, 200.0]",
+                  "# post_order = 1                       # 0, 1 or 2: this edge's post-edge model", ""]
     return "\n".join(lines)
 
 
@@ -240,13 +280,15 @@ def _parse(data: Mapping[str, Any], source: str) -> dict[str, Any]:
                 raise ValueError(f"{source}: [windows] must be a table of edges")
             overrides = []
             for edge, w in table.items():
-                bad = set(w) - {"e0", "pre", "post"}
+                bad = set(w) - {"e0", "pre", "post", "post_order"}
                 if bad:
-                    raise ValueError(f"{source}: unknown key(s) {sorted(bad)} in [windows.{edge}]; known: e0, pre, post")
+                    raise ValueError(f"{source}: unknown key(s) {sorted(bad)} in [windows.{edge}]; "
+                                     "known: e0, pre, post, post_order")
                 overrides.append(WindowOverride(
                     edge, e0=w.get("e0"),
                     pre=tuple(float(v) for v in w["pre"]) if "pre" in w else None,
-                    post=tuple(float(v) for v in w["post"]) if "post" in w else None))
+                    post=tuple(float(v) for v in w["post"]) if "post" in w else None,
+                    post_order=w.get("post_order")))
             values["windows"] = tuple(overrides)
         elif section in sections and isinstance(table, dict):
             take(section, table)

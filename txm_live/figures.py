@@ -561,10 +561,9 @@ def save_report(
     if result.l3 is not None and result.l2 is not None:
         written.append(plot_difference_histogram(result.l3, result.l2, out / "l2_l3_difference.png",
                                                  comparison=comparison))
-    if result.exafs:
-        names = result.l3.phase_names if result.l3 is not None else None
-        n = result.l3.n_phases if result.l3 is not None else None
-        written.append(plot_exafs(result.exafs, out / "exafs.png", phase_names=names, n_phases=n))
+    exafs = result.exafs.get(first.edge, ()) if first is not None else ()
+    if exafs:
+        written.append(plot_exafs(exafs, out / "exafs.png", phase_names=first.phase_names, n_phases=first.n_phases))
     return written
 
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import erfc
 
-from txm_live.edges import EdgeWindow
+from txm_live.edges import POST_ORDER_SPANS, EdgeWindow, choose_post_order, resolve_post_order
 
-__all__ = ["Normalized", "normalize_athena", "normalize_mback", "normalize_window"]
+__all__ = ["Normalized", "POST_ORDER_SPANS", "choose_post_order", "resolve_post_order", "normalize_athena", "normalize_mback", "normalize_window"]
 
 #: Scale (eV) of the internal polynomial variable ``(E - e0) / _X_SCALE`` (conditioning only).
 _X_SCALE = 100.0
@@ -51,6 +51,10 @@ class Normalized:
         Edge energy (eV) at which the edge step is evaluated.
     method : str
         ``"athena"`` or ``"mback"``.
+    edge_step_error : ndarray or None, shape spectra.shape[1:]
+        Standard error of :attr:`edge_step` per pixel from the pixel's own fit residuals and the
+        point counts (see :func:`normalize_athena`, Notes); ``edge_step / edge_step_error`` is the
+        significance of the fitted step. ``None`` when not computed.
     """
 
     norm: np.ndarray
@@ -60,6 +64,7 @@ class Normalized:
     post_coefficients: np.ndarray
     e0: float
     method: str = "athena"
+    edge_step_error: np.ndarray | None = None
 
     def pre_edge_line(self, energies: np.ndarray) -> np.ndarray:
         """Evaluate the pre-edge line of every pixel at ``energies``; shape ``(n_e, *pixels)``."""
@@ -160,8 +165,11 @@ def _fill_norm(
     return norm
 
 
-def _pre_edge_fit(y: np.ndarray, energies: np.ndarray, e0: float, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Straight line on the pre-edge window for all pixels: coefficients (2, n_pix), rms noise."""
+def _pre_edge_fit(
+    y: np.ndarray, energies: np.ndarray, e0: float, idx: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Straight line on the pre-edge window for all pixels: coefficients (2, n_pix), rms noise and
+    the variance factor of the fitted value at e0 (``sum(pinv[0]**2)``: var(c0) = factor sigma^2)."""
     x = (energies[idx] - e0) / _X_SCALE
     design = np.stack([np.ones_like(x), x], axis=1)  # (n_win, 2)
     pinv = np.linalg.pinv(design)  # (2, n_win), shared by all pixels
@@ -175,7 +183,7 @@ def _pre_edge_fit(y: np.ndarray, energies: np.ndarray, e0: float, idx: np.ndarra
         coef[:, sl] = c
         noise[sl] = np.sqrt(np.einsum("ij,ij->j", resid, resid) / (idx.size - 2))
     coef[1] /= _X_SCALE
-    return coef, noise
+    return coef, noise, float(pinv[0] @ pinv[0])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -256,7 +264,7 @@ def normalize_athena(
 
     y, spatial, out_dtype = _as_2d(spectra)
     n_pix = y.shape[1]
-    pre_coef, noise = _pre_edge_fit(y, energies, e0, i_pre)
+    pre_coef, noise, pre_var0 = _pre_edge_fit(y, energies, e0, i_pre)
 
     xp = (energies[i_post] - e0) / _X_SCALE
     design = np.vander(xp, post_order + 1, increasing=True)
@@ -267,6 +275,10 @@ def normalize_athena(
     post_coef /= (_X_SCALE ** np.arange(post_order + 1))[:, None]
 
     step = post_coef[0] - pre_coef[0]
+    # standard error of post(e0) - pre(e0) with the per-point noise of the pixel's pre-edge (the
+    # post-edge residuals also hold EXAFS and white-line tails the model does not follow)
+    sigma2 = noise.astype(np.float64) ** 2
+    step_error = np.sqrt(sigma2 * (pre_var0 + float(pinv[0] @ pinv[0])))
     inv_step = _safe_inverse(step)
     x_all = energies - e0
 
@@ -298,6 +310,7 @@ def normalize_athena(
         post_coefficients=post_coef.astype(out_dtype).reshape((post_order + 1,) + spatial),
         e0=e0,
         method="athena",
+        edge_step_error=step_error.astype(out_dtype).reshape(spatial),
     )
 
 
@@ -444,7 +457,7 @@ def normalize_mback(
     f2 = tabulated_f2(element, energies)
     y, spatial, out_dtype = _as_2d(spectra)
     n_pix = y.shape[1]
-    pre_coef, noise = _pre_edge_fit(y, energies, e0, i_pre)
+    pre_coef, noise, pre_var0 = _pre_edge_fit(y, energies, e0, i_pre)
 
     # shared design: [f'', Legendre P_0..P_order (t), (erfc)] over all energies
     half = float(np.max(np.abs(energies[fit] - e0)))
@@ -459,9 +472,17 @@ def normalize_mback(
     # weighted least squares: pinv(W D) W, shared by all pixels, (1 + n_cols, n_fit)
     pinv = np.linalg.pinv(design_all[fit] * weights[:, None]) * weights[None, :]
     coef = np.empty((1 + n_cols, n_pix))
+    ssr = np.empty(n_pix)
+    d_fit = design_all[fit]
     for sl in _chunks(n_pix, fit.size):
-        coef[:, sl] = pinv @ y[fit, sl].astype(np.float64)
+        win = y[fit, sl].astype(np.float64)
+        c = pinv @ win
+        resid = win - d_fit @ c
+        coef[:, sl] = c
+        ssr[sl] = np.einsum("ij,ij->j", resid, resid)
     amplitude = coef[0]
+    sigma = np.sqrt(ssr / max(fit.size - (1 + n_cols), 1))
+    amp_error = sigma * np.sqrt(float(pinv[0] @ pinv[0]))
 
     # edge step of the tabulated curve with straight lines on the same windows
     f2_pre = np.polynomial.polynomial.polyfit(energies[i_pre] - e0, f2[i_pre], 1)
@@ -511,6 +532,7 @@ def normalize_mback(
         post_coefficients=coef.astype(out_dtype).reshape((n_cols + 1,) + spatial),
         e0=e0,
         method="mback",
+        edge_step_error=(amp_error * abs(step_f2)).astype(out_dtype).reshape(spatial),
     )
 
 
@@ -520,7 +542,7 @@ def normalize_window(
     window: EdgeWindow,
     *,
     method: str = "athena",
-    post_order: int = 2,
+    post_order: int | None = None,
     order: int = 1,
     flatten: bool = False,
 ) -> Normalized:
@@ -534,8 +556,9 @@ def normalize_window(
         Supplies ``e0``, ``pre``, ``post`` (and ``element``, ``edge`` for MBACK).
     method : {"athena", "mback"}
         Normalization method.
-    post_order : int
-        Athena post-edge polynomial order.
+    post_order : int, optional
+        Athena post-edge polynomial order. Default: ``window.post_order``, and when that is
+        ``None`` the rule of :func:`choose_post_order` on the post-edge points of ``energies``.
     order : int
         MBACK background polynomial order.
     flatten : bool
@@ -548,6 +571,7 @@ def normalize_window(
     if not isinstance(window, EdgeWindow):
         raise ValueError(f"window must be an EdgeWindow, got {type(window).__name__}")
     if method == "athena":
+        post_order = resolve_post_order(energies, window, post_order)
         return normalize_athena(
             energies, spectra, e0=window.e0, pre=window.pre, post=window.post, post_order=post_order,
             flatten=flatten,
