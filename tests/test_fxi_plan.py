@@ -8,8 +8,8 @@ labels must be identical; the phase map is scored against the phantom's ground t
 
 Measured (96 x 96 px pure-mode phantom, seed 0, 225 energies, 5 x 5000 photons per point):
 L3 ARI 0.908 (two majority phases + minority) with the analysis of commit 00fec06; 0.758 (two
-majority phases + two minorities, oxide recall 1.00) after merging main (windows fitted to the
-planned energies, new phase analysis). The ARI of the exact analysis at this size also varies
+majority phases + two minorities, oxide recall 1.00) after merging main's new phase analysis
+(the same labels with the windows left unfitted to the plan: the change is the analysis'). The ARI of the exact analysis at this size also varies
 with the noise realization (0.66-0.93 over seeds 0-2 before the merge): that spread belongs to
 the analysis (tests/test_phases.py), not to the ingest, which these tests check by the
 identical labels of the three acquisition paths. The floor below (0.7) is under the issue's
