@@ -17,6 +17,8 @@ __all__ = [
     "EdgeDetectionError",
     "ExafsUnavailableError",
     "DistributedError",
+    "IlluminatedDarkError",
+    "EnergyRangeError",
     "ResultsWriteError",
     "CatalogError",
     "ScanInterruptedError",
@@ -71,6 +73,21 @@ class DistributedError(AnalysisError):
     scheduler retries a task (``KilledWorker``), the scheduler went away, or the wait timed out.
     The message names the task and the cause; nothing is retried silently beyond Dask's own
     rescheduling of a lost worker's tasks.
+    """
+
+
+class IlluminatedDarkError(FrameError):
+    """Dark frames were taken with the beam on (their mean is a large fraction of the flat's).
+
+    Typical of a plan's dry-run mode that leaves the shutter open. The darks are rejected and
+    the scan is processed without dark subtraction.
+    """
+
+
+class EnergyRangeError(DocumentError):
+    """The scan's energies lie outside every edge window (wrong units, element or edges).
+
+    The message names the energy range seen, its units and the windows.
     """
 
 
