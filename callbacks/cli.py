@@ -3,8 +3,8 @@
 Subcommands::
 
     txm-live demo [--sample nd|lfp|lno] [--size tiny|small|full] [--out DIR] [--config FILE] [--live-plot] [--seed N]
-    txm-live replay --catalog PATH_OR_URI [--out DIR] UID [UID ...]
-    txm-live serve --zmq HOST:PORT [--out DIR] [--allow-pickle]
+    txm-live replay --catalog PATH_OR_URI [--out DIR] [--dask ADDRESS] UID [UID ...]
+    txm-live serve --zmq HOST:PORT [--out DIR] [--allow-pickle] [--dask ADDRESS]
     txm-live config --print
 
 Everything heavy (numpy, bluesky, tiled, matplotlib) is imported inside the subcommand, so
@@ -15,6 +15,7 @@ stderr, no traceback), 2 bad command line, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -37,6 +38,20 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         "'txm-live-output')")
     p.add_argument("--config", metavar="FILE", default=None,
                    help="TOML configuration file (see 'txm-live config --print'); flags override it")
+
+
+def _add_references(p: argparse.ArgumentParser, *, catalog_option: bool = False) -> None:
+    """Options of plans that take references in a separate run, or write energies without units."""
+    p.add_argument("--flats-from", metavar="UID", default=None,
+                   help="take the flat (background) frames from this run of the catalog")
+    p.add_argument("--darks-from", metavar="UID", default=None,
+                   help="take the dark frames from this run of the catalog")
+    p.add_argument("--energy-units", choices=("eV", "keV"), default=None,
+                   help="units of the energy key, overriding the descriptor (default: its units, "
+                        "else keV when every value is below 100)")
+    if catalog_option:
+        p.add_argument("--reference-catalog", metavar="PATH_OR_URI", default=None,
+                       help="catalog of --flats-from/--darks-from runs")
 
 
 def _edges_arg(text: str) -> tuple[str, ...]:
@@ -102,9 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Replay recorded runs from a Tiled catalog through the same analysis "
                                         "and write DIR/<uid>/phases.h5 plus figures.")
     replay.add_argument("--catalog", required=True, metavar="PATH_OR_URI",
-                        help="Tiled server URI (http://...) or a local catalog directory")
+                        help="Tiled server URI (http://...), a local catalog directory, or a Tiled/databroker "
+                             "profile name")
     _add_common(replay)
     _add_analysis(replay)
+    _add_references(replay)
+    replay.add_argument("--dask", metavar="ADDRESS", default=None,
+                        help="analyse the runs in parallel on a Dask cluster, one task per run: a scheduler "
+                             "address (tcp://host:8786) or local[:N] (N worker processes on this machine)")
     replay.add_argument("--no-figures", dest="figures", action="store_false", default=None,
                         help="do not write PNG figures")
     replay.add_argument("--no-progress", dest="progress", action="store_false", default=True,
@@ -118,11 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="address of the proxy's outgoing (subscriber) port, e.g. 127.0.0.1:5568")
     _add_common(serve)
     _add_analysis(serve)
+    serve.add_argument("--dask", metavar="ADDRESS", default=None,
+                       help="send the edge analyses to a Dask cluster (tcp://host:8786 or local[:N]); "
+                            "default: the local analysis process")
     serve.add_argument("--serializer", choices=("msgpack", "pickle"), default="msgpack",
                        help="serialization used by the publisher (default msgpack, safe)")
     serve.add_argument("--allow-pickle", action="store_true",
                        help="required with --serializer pickle: only for a trusted publisher, since "
                             "unpickling runs arbitrary code")
+    _add_references(serve, catalog_option=True)
     serve.add_argument("--rcvhwm", type=int, default=100_000, metavar="N",
                        help="messages ZeroMQ queues for this consumer before it drops (a drop is reported as "
                             "DataLossError in the run; default 100000)")
@@ -165,9 +189,12 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from txm_live.callbacks.replay import replay_runs
     from txm_live.config import load_config
 
-    cfg = load_config(args.config, out=args.out, figures=args.figures, **_analysis_flags(args))
+    cfg = load_config(args.config, out=args.out, figures=args.figures, dask=args.dask, **_analysis_flags(args))
+    # with a cluster, each run is one task and its callback analyses in the worker process
     results = replay_runs(args.catalog, args.uids, out=cfg.out, progress=args.progress,
-                          callback_factory=_callback_factory(cfg))
+                          callback_factory=_callback_factory(dataclasses.replace(cfg, dask=None),
+                                                             **_reference_options(args, args.catalog)),
+                          client=cfg.dask)
     if cfg.figures:
         from txm_live.figures import save_report
 
@@ -180,11 +207,23 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _callback_factory(cfg: Any) -> Any:
+def _reference_options(args: argparse.Namespace, catalog: Any) -> dict[str, Any]:
+    """``flats_from``/``darks_from``/``energy_units`` keyword arguments from the command line."""
+    opts: dict[str, Any] = {"energy_units": getattr(args, "energy_units", None)}
+    flats, darks = getattr(args, "flats_from", None), getattr(args, "darks_from", None)
+    if flats or darks:
+        if catalog is None:
+            raise SystemExit("txm-live: --flats-from/--darks-from need --reference-catalog")
+        opts.update(flats_from=flats, darks_from=darks, reference_catalog=catalog)
+    return opts
+
+
+def _callback_factory(cfg: Any, **extra: Any) -> Any:
     """Factory of live callbacks configured like ``cfg`` (start-document values where unset).
 
     The element and edges of the configuration, when set, win over the start document's; unset,
-    they come from the start document, else from the data.
+    they come from the start document, else from the data. ``extra``: more keyword arguments of
+    the callback (``flats_from``, ``darks_from``, ``energy_units``...).
     """
 
     def factory() -> Any:
@@ -197,7 +236,7 @@ def _callback_factory(cfg: Any) -> Any:
             dark_stream=cfg.dark_stream, element=cfg.element, edges=cfg.edges,
             windows=cfg.edge_windows() if cfg.windows else None,
             analysis=analysis, preview=preview, register=cfg.register,
-            correct_magnification=cfg.correct_magnification)
+            correct_magnification=cfg.correct_magnification, dask=cfg.dask, **extra)
 
     return factory
 
@@ -222,7 +261,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from txm_live.callbacks.remote import serve
     from txm_live.config import load_config
 
-    cfg = load_config(args.config, out=args.out, figures=args.figures, **_analysis_flags(args))
+    cfg = load_config(args.config, out=args.out, figures=args.figures, dask=args.dask, **_analysis_flags(args))
     if args.serializer == "pickle" and not args.allow_pickle:
         raise ValueError("--serializer pickle needs --allow-pickle (unpickling runs arbitrary code)")
     out = cfg.out
@@ -239,7 +278,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     print(f"txm-live: listening on {args.zmq}, writing to {out} (Ctrl-C to stop)", file=sys.stderr)
     serve(args.zmq, out=out, serializer=args.serializer, allow_pickle=args.allow_pickle, on_result=on_result,
           rcvhwm=args.rcvhwm,
-          callback_factory=_callback_factory(cfg))
+          callback_factory=_callback_factory(cfg, **_reference_options(args, args.reference_catalog)))
     return 0
 
 
