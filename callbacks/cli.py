@@ -3,8 +3,8 @@
 Subcommands::
 
     txm-live demo [--sample nd|lfp|lno] [--size tiny|small|full] [--out DIR] [--config FILE] [--live-plot] [--seed N]
-    txm-live replay --catalog PATH_OR_URI [--out DIR] UID [UID ...]
-    txm-live serve --zmq HOST:PORT [--out DIR] [--allow-pickle]
+    txm-live replay --catalog PATH_OR_URI [--out DIR] [--dask ADDRESS] UID [UID ...]
+    txm-live serve --zmq HOST:PORT [--out DIR] [--allow-pickle] [--dask ADDRESS]
     txm-live config --print
 
 Everything heavy (numpy, bluesky, tiled, matplotlib) is imported inside the subcommand, so
@@ -15,6 +15,7 @@ stderr, no traceback), 2 bad command line, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -121,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(replay)
     _add_analysis(replay)
     _add_references(replay)
+    replay.add_argument("--dask", metavar="ADDRESS", default=None,
+                        help="analyse the runs in parallel on a Dask cluster, one task per run: a scheduler "
+                             "address (tcp://host:8786) or local[:N] (N worker processes on this machine)")
     replay.add_argument("--no-figures", dest="figures", action="store_false", default=None,
                         help="do not write PNG figures")
     replay.add_argument("--no-progress", dest="progress", action="store_false", default=True,
@@ -134,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="address of the proxy's outgoing (subscriber) port, e.g. 127.0.0.1:5568")
     _add_common(serve)
     _add_analysis(serve)
+    serve.add_argument("--dask", metavar="ADDRESS", default=None,
+                       help="send the edge analyses to a Dask cluster (tcp://host:8786 or local[:N]); "
+                            "default: the local analysis process")
     serve.add_argument("--serializer", choices=("msgpack", "pickle"), default="msgpack",
                        help="serialization used by the publisher (default msgpack, safe)")
     serve.add_argument("--allow-pickle", action="store_true",
@@ -182,9 +189,12 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from txm_live.callbacks.replay import replay_runs
     from txm_live.config import load_config
 
-    cfg = load_config(args.config, out=args.out, figures=args.figures, **_analysis_flags(args))
+    cfg = load_config(args.config, out=args.out, figures=args.figures, dask=args.dask, **_analysis_flags(args))
+    # with a cluster, each run is one task and its callback analyses in the worker process
     results = replay_runs(args.catalog, args.uids, out=cfg.out, progress=args.progress,
-                          callback_factory=_callback_factory(cfg, **_reference_options(args, args.catalog)))
+                          callback_factory=_callback_factory(dataclasses.replace(cfg, dask=None),
+                                                             **_reference_options(args, args.catalog)),
+                          client=cfg.dask)
     if cfg.figures:
         from txm_live.figures import save_report
 
@@ -226,7 +236,7 @@ def _callback_factory(cfg: Any, **extra: Any) -> Any:
             dark_stream=cfg.dark_stream, element=cfg.element, edges=cfg.edges,
             windows=cfg.edge_windows() if cfg.windows else None,
             analysis=analysis, preview=preview, register=cfg.register,
-            correct_magnification=cfg.correct_magnification, **extra)
+            correct_magnification=cfg.correct_magnification, dask=cfg.dask, **extra)
 
     return factory
 
@@ -251,7 +261,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from txm_live.callbacks.remote import serve
     from txm_live.config import load_config
 
-    cfg = load_config(args.config, out=args.out, figures=args.figures, **_analysis_flags(args))
+    cfg = load_config(args.config, out=args.out, figures=args.figures, dask=args.dask, **_analysis_flags(args))
     if args.serializer == "pickle" and not args.allow_pickle:
         raise ValueError("--serializer pickle needs --allow-pickle (unpickling runs arbitrary code)")
     out = cfg.out

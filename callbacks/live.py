@@ -749,6 +749,12 @@ class XanesLiveCallback:
         Python process on the cube in shared memory, so that they never compete with the
         RunEngine for the GIL. Analyses that cannot be pickled (lambdas, closures) run on the
         analysis thread.
+    dask : str or dask.distributed.Client, optional
+        Send every edge analysis to a Dask cluster (a scheduler address ``"tcp://host:8786"``,
+        ``"local[:N]"`` for a LocalCluster of this machine, or a Client): this machine then only
+        ingests frames. One task per edge window; its block crosses the network once. A lost
+        worker is retried by Dask; beyond that the run gets a named ``DistributedError``.
+        Default: the local analysis process (``analysis_process``).
     energy_units : {"eV", "keV"}, optional
         Units of the energy key, overriding the descriptor's ``units`` (default: the descriptor's
         ``units``; without units keV when every value is below 100, with a note).
@@ -806,6 +812,7 @@ class XanesLiveCallback:
         flats_from: Any = None,
         darks_from: Any = None,
         reference_catalog: Any = None,
+        dask: Any = None,
     ) -> None:
         for name, fn in (("analysis", analysis), ("compare", compare), ("progress", progress)):
             if fn is not None and not callable(fn):
@@ -846,8 +853,12 @@ class XanesLiveCallback:
         self.flats_from = flats_from
         self.darks_from = darks_from
         self.reference_catalog = reference_catalog
-        self.analysis_process = bool(analysis_process)
-        self._process: AnalysisProcess | None = AnalysisProcess() if analysis_process else None
+        if dask is not None and not isinstance(dask, str) and not hasattr(dask, "submit"):
+            raise ValueError(f"dask must be a scheduler address, 'local[:N]' or a dask.distributed.Client, got {dask!r}")
+        self.dask = dask
+        self._dask_client: Any = None  # connected on the analysis thread at the first analysis
+        self.analysis_process = bool(analysis_process) and dask is None
+        self._process: AnalysisProcess | None = AnalysisProcess() if self.analysis_process else None
         if switch_interval is not None and sys.getswitchinterval() > switch_interval:
             # The RunEngine thread and the ingest worker share the GIL: a thread asking for it waits
             # up to one switch interval (5 ms by default) while the other runs Python code.
@@ -930,8 +941,6 @@ class XanesLiveCallback:
                 raise TimeoutError(f"analysis still running after {timeout} s") from exc
             except Exception as exc:  # noqa: BLE001 - a bad run never makes wait() raise
                 self._global_error(f"TxmLiveError: finalization failed: {_named(exc)}")
-            if fut in self._finalizers:
-                self._finalizers.remove(fut)
         return list(self._results)
 
     @property
@@ -968,6 +977,10 @@ class XanesLiveCallback:
             self._executor.shutdown(wait=finished, cancel_futures=not finished)
             if self._process is not None:
                 self._process.close()
+            if self._dask_client is not None and self._dask_client is not self.dask:
+                from txm_live.distributed import close_client
+
+                close_client(self._dask_client)
         return list(self._results)
 
     # ---------------------------------------------------------- worker side
@@ -1384,6 +1397,15 @@ class XanesLiveCallback:
     def _call_analysis(self, fn: Callable, data: WindowData) -> Any:
         """Run one analysis in the analysis process when possible, else on this thread."""
         w = data.window
+        if self.dask is not None:
+            from txm_live.distributed import connect, gather
+
+            if self._dask_client is None:
+                self._dask_client = connect(self.dask)
+            fut = self._dask_client.submit(fn, data.energies, np.asarray(data.block), window=w,
+                                           valid=data.valid, pure=False)
+            (result,) = gather(self._dask_client, [fut], what=f"{w.name} analysis")
+            return result
         if self.analysis_process and data.shared is not None:
             import pickle
 

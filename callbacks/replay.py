@@ -688,6 +688,7 @@ def replay_runs(
     api_key: str | None = None,
     block_size: int = 32,
     timeout: float | None = None,
+    client: Any = None,
 ) -> list[RunResult]:
     """Replay runs through a fresh live callback each and collect their results.
 
@@ -715,6 +716,15 @@ def replay_runs(
         Frames per array read.
     timeout : float, optional
         Seconds to wait for each run's analysis after its last document.
+    client : dask.distributed.Client or str, optional
+        Replay the runs in parallel on a Dask cluster, one task per run (a Client, a scheduler
+        address, or ``"local[:N]"``, see :func:`txm_live.distributed.connect`). Each worker
+        reads its run from the catalog's URI itself (a local catalog directory is served for the
+        duration of the call, so the workers must be on this machine; give an ``http(s)://``
+        URI for a remote cluster), analyses it in the worker process and sends the RunResult
+        back; ``out/<uid>/phases.h5`` is written here as soon as each run is done. Progress:
+        one bar per run (frames), fed by the workers' events. ``callback_factory`` must then be
+        picklable. A worker lost beyond Dask's retries gives that run a ``DistributedError``.
 
     Returns
     -------
@@ -723,51 +733,73 @@ def replay_runs(
         metadata) yields a ``RunResult`` with no edges and the named error in ``errors``; the
         other runs go on.
     """
-    with catalog_client(catalog, api_key=api_key) as client:
-        return _replay_runs(client, uids, out=out, progress=progress,
+    with catalog_client(catalog, api_key=api_key) as cat:
+        if client is not None:
+            from txm_live.callbacks.replay_dask import replay_runs_on_cluster
+
+            return replay_runs_on_cluster(cat, uids, client, out=out, progress=progress,
+                                          callback_factory=callback_factory, block_size=block_size,
+                                          timeout=timeout, api_key=api_key)
+        return _replay_runs(cat, uids, out=out, progress=progress,
                             callback_factory=callback_factory, block_size=block_size,
                             timeout=timeout)
+
+
+def _run_keys(client: Any, uids: Iterable[str | int] | None) -> list[str | int]:
+    """The runs to replay: those given, or every ``xanes_scan`` run of the catalog (a single run
+    object: that run)."""
+    if is_run(client) and uids is None:
+        return [None]
+    if uids is None:
+        from tiled.queries import Key
+
+        return list(client.search(Key("start.plan_name") == "xanes_scan").keys())
+    if isinstance(uids, (str, int)):
+        return [uids]
+    return list(uids)
+
+
+def _write(result: RunResult, out: str | Path, client: Any) -> None:
+    from txm_live.callbacks.results_file import write_results
+
+    source = str(getattr(client, "uri", "")).split("?", 1)[0]  # never the API key
+    write_results(result, out, parameters={"source": "replay", "catalog": source})
 
 
 def _replay_runs(client: Any, uids: Iterable[str | int] | None, *, out: str | Path | None,
                  progress: bool, callback_factory: Callable[[], Any] | None, block_size: int,
                  timeout: float | None) -> list[RunResult]:
-    from txm_live.callbacks.results_file import write_results
-
-    if is_run(client):
-        uids = [None] if uids is None else uids
-    elif uids is None:
-        from tiled.queries import Key
-
-        uids = list(client.search(Key("start.plan_name") == "xanes_scan").keys())
-    if isinstance(uids, (str, int)):
-        uids = [uids]
     factory = callback_factory or _default_factory
     results: list[RunResult] = []
-    for key in uids:
-        cb = factory()
-        try:
-            stats = replay_run(client, key, cb, progress=progress, block_size=block_size)
-            got = cb.wait(timeout) if timeout is not None else cb.wait()
-            mine = [r for r in got if r.run_uid == stats.run_uid] or list(got)
-            if not mine:
-                raise RunIncompleteError(f"the callback returned no result for run {key}")
-            result = mine[-1]
-            if stats.warnings:
-                from dataclasses import replace
-
-                result = replace(result, errors=(*result.errors, *(
-                    w if w.startswith("RunIncompleteError") else f"ReplayWarning: {w}"
-                    for w in stats.warnings)))
-        except (KeyError, DocumentError, RunIncompleteError) as exc:
-            logger.error("replay of run %s failed: %s", key, exc)
-            result = RunResult(run_uid=str(key), errors=(f"{type(exc).__name__}: {exc}",))
-        finally:
-            close = getattr(cb, "close", None)
-            if callable(close):
-                close()
+    for key in _run_keys(client, uids):
+        result = _replay_one(client, key, factory(), progress=progress, block_size=block_size, timeout=timeout)
         if out is not None:
-            source = str(getattr(client, "uri", "")).split("?", 1)[0]  # never the API key
-            write_results(result, out, parameters={"source": "replay", "catalog": source})
+            _write(result, out, client)
         results.append(result)
     return results
+
+
+def _replay_one(client: Any, key: str | int, cb: Any, *, progress: bool, block_size: int,
+                timeout: float | None) -> RunResult:
+    """Replay one run through ``cb`` and return its RunResult (errors named in it, never raised)."""
+    try:
+        stats = replay_run(client, key, cb, progress=progress, block_size=block_size)
+        got = cb.wait(timeout) if timeout is not None else cb.wait()
+        mine = [r for r in got if r.run_uid == stats.run_uid] or list(got)
+        if not mine:
+            raise RunIncompleteError(f"the callback returned no result for run {key}")
+        result = mine[-1]
+        if stats.warnings:
+            from dataclasses import replace
+
+            result = replace(result, errors=(*result.errors, *(
+                w if w.startswith("RunIncompleteError") else f"ReplayWarning: {w}"
+                for w in stats.warnings)))
+    except (KeyError, DocumentError, RunIncompleteError) as exc:
+        logger.error("replay of run %s failed: %s", key, exc)
+        result = RunResult(run_uid=str(key), errors=(f"{type(exc).__name__}: {exc}",))
+    finally:
+        close = getattr(cb, "close", None)
+        if callable(close):
+            close()
+    return result

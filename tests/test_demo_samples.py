@@ -14,14 +14,14 @@ def test_cli_offers_every_registered_sample() -> None:
     action = next(a for a in demo._actions if a.dest == "sample")
     assert tuple(action.choices) == tuple(DEMO_SAMPLES) and action.default == "nd"
     with pytest.raises(ValueError, match="sample"):
-        run_demo("tiny", sample="granite")
+        run_demo("small", sample="granite")
 
 
 @pytest.mark.parametrize("name", sorted(DEMO_SAMPLES))
 def test_registry_builds_each_sample(name: str) -> None:
     spec = DEMO_SAMPLES[name]
     phantom = spec.make_phantom((64, 64), 0)
-    energies = spec.energies("tiny")
+    energies = spec.energies("small")
     assert phantom.shape == (64, 64) and phantom.labels.max() >= 2
     assert energies.ndim == 1 and energies.size >= 100
     import xraydb
@@ -32,7 +32,7 @@ def test_registry_builds_each_sample(name: str) -> None:
 
 
 def test_lfp_demo_end_to_end(tmp_path) -> None:
-    s = run_demo("tiny", tmp_path, sample="lfp", progress=False, print_summary=False)
+    s = run_demo("small", tmp_path, sample="lfp", progress=False, print_summary=False)
     r = s.result
     assert r.element == "Fe" and tuple(r.edges) == ("K",), (r.errors, r.notes)
     assert r.edges["K"].element == "Fe" and r.comparisons == ()

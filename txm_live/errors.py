@@ -16,6 +16,7 @@ __all__ = [
     "RunIncompleteError",
     "EdgeDetectionError",
     "ExafsUnavailableError",
+    "DistributedError",
     "IlluminatedDarkError",
     "EnergyRangeError",
     "ResultsWriteError",
@@ -64,6 +65,14 @@ class ExafsUnavailableError(AnalysisError):
     """The energy window does not reach far enough above the edge for EXAFS.
 
     Not a failure of the run: it is reported as a note (``"EXAFS not available: ..."``).
+    """
+
+
+class DistributedError(AnalysisError):
+    """Work sent to a Dask cluster did not come back: a worker was lost more often than the
+    scheduler retries a task (``KilledWorker``), the scheduler went away, or the wait timed out.
+    The message names the task and the cause; nothing is retried silently beyond Dask's own
+    rescheduling of a lost worker's tasks.
     """
 
 
