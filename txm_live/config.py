@@ -56,7 +56,7 @@ from txm_live.edges import EdgeWindow, default_windows
 __all__ = ["TxmLiveConfig", "WindowOverride", "default_toml", "load_config", "DEMO_SIZES"]
 
 #: Names accepted by ``demo.size``.
-DEMO_SIZES = ("tiny", "small", "full")
+DEMO_SIZES = ("small", "full")
 
 
 @dataclass(frozen=True)
