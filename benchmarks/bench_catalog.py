@@ -136,7 +136,8 @@ def bench(args: argparse.Namespace) -> list[tuple[str, str, str]]:
             (result,) = replay_runs(client, [uid], out=work / "out", progress=not args.quiet,
                                     callback_factory=XanesLiveCallback)
             t_ana = time.perf_counter() - t3
-            phases = (f"L3 {result.l3.n_phases} phases" if result.l3 is not None else "L3 failed")
+            phases = ", ".join([f"{k} {e.n_phases} phases" for k, e in result.edges.items()]
+                               + [f"{k} failed" for k in result.requested_edges if k not in result.edges])
             rows.append(("replay to phase maps (L3 + L2 + EXAFS, phases.h5)", f"{t_ana:.1f} s",
                          f"target <= 60 s (1024 energies); {phases}; errors {len(result.errors)}"))
     if not args.no_zmq:

@@ -345,8 +345,8 @@ def main(argv: list[str] | None = None) -> None:
                      f"> 5 ms: {np.sum(n > 5)} (GIL/OS scheduling, not txm-live)"))
         rows.append(("scan wall time / until results", f"{t_scan:.1f} s / {t_all:.1f} s",
                      "", f"backlog at stop: {backlog} docs, max {max_backlog}"))
-        rows.append(("analyses", f"L3 {'ok' if res.l3 is not None else 'failed'}, "
-                                 f"L2 {'ok' if res.l2 is not None else 'failed'}", "",
+        rows.append(("analyses", ", ".join(f"{k} {'ok' if k in res.edges else 'failed'}"
+                                           for k in res.requested_edges), "",
                      "; ".join(e[:60] for e in res.errors[:2])))
         if not args.skip_memory:
             rows.append(("peak memory above baseline (RSS + children private)", f"{peak:.2f} GB ({peak / cube_gb:.2f}x cube)",

@@ -222,11 +222,16 @@ def _callback_factory(cfg: Any, progress: Any = None) -> Any:
 
 def _one_line(r: Any) -> str:
     parts = [f"run {r.run_uid[:8]}: {_plural(r.n_frames, 'frame')}"]
-    for e in (r.l3, r.l2):
-        if e is not None:
-            parts.append(f"{e.edge} {_plural(e.n_phases, 'phase')}")
-    if r.l2_l3_agreement is not None:
-        parts.append(f"L2/L3 agreement {r.l2_l3_agreement:.1%}")
+    for key, e in r.edges.items():
+        parts.append(f"{(e.element or r.element) + ' ' if (e.element or r.element) else ''}{key} "
+                     f"{_plural(e.n_phases, 'phase')}")
+    missing = [k for k in r.requested_edges if k not in r.edges]
+    if missing:
+        parts.append(f"not analysed: {', '.join(missing)}")
+    for c in r.comparisons:
+        parts.append(f"{c.name} agreement {c.agreement:.1%}")
+    if r.notes:
+        parts.append(_plural(len(r.notes), "note"))
     if r.errors:
         parts.append(f"{len(r.errors)} error(s): {r.errors[0]}")
     return ", ".join(parts)

@@ -119,7 +119,7 @@ class DemoSummary:
         Tiled URI the run was recorded to (valid while the demo ran; the catalog stays on disk
         under ``OUT/catalog``).
     ari : dict of str to float
-        Adjusted Rand index against the ground truth: ``"L3"``, ``"L2"``, ``"L3 preview"``.
+        Adjusted Rand index against the ground truth: one per edge (``"L3"``, ``"L2"``) and per preview (``"L3 preview"``...).
     timings : dict of str to float
         Wall-clock seconds: ``"scan"`` (RunEngine), ``"analysis after scan"``, ``"figures"``,
         ``"total"``, plus each analysis stage reported by the edge results.
@@ -336,29 +336,24 @@ def run_demo(
     params = {"demo_size": cfg.size, "seed": cfg.seed, "flux": cfg.flux, "n_energies": int(len(energies)),
               "analysis_options": cfg.analysis_options(), "catalog": str(out_dir / "catalog")}
     files = [write_results(result, out_dir, parameters=params)]
-    comparison = None
-    if result.l3 is not None and result.l2 is not None:
-        from txm_live.phases import compare_edges
-
-        comparison = compare_edges(result.l3, result.l2)
     if cfg.figures:
         t0 = time.perf_counter()
         from txm_live.figures import save_report
 
-        files += save_report(result, out_dir / uid, pixel_size_nm=phantom.pixel_size_nm, comparison=comparison)
+        files += save_report(result, out_dir / uid, pixel_size_nm=phantom.pixel_size_nm)
         timings["figures"] = time.perf_counter() - t0
 
     truth = ground_truth_labels(txm, phantom, float(energies[0]), cfg.n_dark)
     from txm_live.preview import agreement
 
     ari = {}
-    for name, edge in (("L3", result.l3), ("L2", result.l2), ("L3 preview", result.l3_preview)):
-        if edge is not None and edge.labels.shape == truth.shape:
+    tagged = [*result.edges.items(), *((f"{k} preview", e) for k, e in result.previews.items())]
+    for name, edge in tagged:
+        if edge.labels.shape == truth.shape:
             ari[name] = agreement(edge, truth)
-    for e in (result.l3, result.l2):
-        if e is not None:
-            for k, v in e.timings.items():
-                timings[f"{e.edge} {k}"] = float(v)
+    for key, e in result.edges.items():
+        for k, v in e.timings.items():
+            timings[f"{key} {k}"] = float(v)
     timings["total"] = time.perf_counter() - t_total
     raw_dir: Path | None = raw_root / uid if file_backed else None
     raw_bytes = sum(f.stat().st_size for f in raw_dir.rglob("*") if f.is_file()) if raw_dir is not None else 0
@@ -379,21 +374,23 @@ def format_summary(s: DemoSummary) -> str:
     """Human-readable report of a demo run."""
     r = s.result
     lines = [f"run {s.run_uid}: {r.n_frames} frames, {'ok' if r.ok else 'with errors'}"]
-    for e in (r.l3_preview, r.l3, r.l2):
-        if e is None:
-            continue
-        tag = "L3 preview" if e is r.l3_preview else e.edge
+    tagged = [(f"{k} preview", e) for k, e in r.previews.items()] + list(r.edges.items())
+    for tag, e in tagged:
         lines.append(f"  {tag}: {e.n_phases} phases (eps {e.eps:.3g}, min_samples {e.min_samples}, "
                      f"{e.n_components} components)")
         for p in range(e.n_phases):
             lines.append(f"    {p}: {e.phase_names[p]:<34} {int(e.counts[p]):>8,} px")
         if tag in s.ari:
             lines.append(f"    agreement with the ground truth (ARI): {s.ari[tag]:.3f}")
-    if r.l2_l3_agreement is not None:
-        lines.append(f"  L2/L3 phase agreement: {r.l2_l3_agreement:.1%}")
-    for x in r.exafs:
-        name = r.l3.phase_names[x.phase] if r.l3 is not None and x.phase < r.l3.n_phases else f"phase {x.phase}"
-        lines.append(f"  EXAFS {name}: first shell at {x.first_shell_r:.2f} A (apparent)")
+    for c in r.comparisons:
+        lines.append(f"  {c.name} phase agreement: {c.agreement:.1%}")
+    for key, items in r.exafs.items():
+        edge = r.edges.get(key)
+        for x in items:
+            name = edge.phase_names[x.phase] if edge is not None and x.phase < edge.n_phases else f"phase {x.phase}"
+            lines.append(f"  EXAFS {key} {name}: first shell at {x.first_shell_r:.2f} A (apparent)")
+    for note in r.notes:
+        lines.append(f"  note: {note}")
     for err in r.errors:
         lines.append(f"  error: {err}")
     t = s.timings

@@ -1,21 +1,32 @@
 """The derived run: txm-live results published as Bluesky documents.
 
 :class:`DerivedRun` composes, with :func:`event_model.compose_run`, one run per raw run whose
-start document links back with ``raw_run_uid``. Streams (each with one event unless noted):
+start document links back with ``raw_run_uid`` and records under ``txm_live`` the element, the
+edges (acquisition order), where they came from, and the windows. Streams are named per edge
+(``<edge>`` is the lower-case edge name: ``l3``, ``l2``, ``k``...), each with one event unless
+noted:
 
-===================  ==========================================================================
-``<edge>_phases``    ``labels`` (H, W) int32 phase map, ``mask`` (H, W) bool, ``snr`` (H, W)
-                     float32, ``energies`` (n_e,), ``mean_spectra`` / ``spread`` (n_phases, n_e),
-                     ``counts`` (n_phases,), ``eps``, ``min_samples``, ``n_components``;
-                     phase names in the descriptor's ``configuration``. ``edge`` is ``l3``, ``l2``,
-                     or ``l3_preview``.
-``comparison``       ``agreement`` of the L2 and L3 phase maps, ``mapping`` (L2 phase -> L3 phase).
-``exafs``            one event per L3 phase: ``phase``, ``k``, ``chi``, ``r``, ``chir_mag``,
-                     ``first_shell_r``.
-``log``              one event per named error met while processing the raw run.
-===================  ==========================================================================
+==============================  ===============================================================
+``<edge>_phases``               ``labels`` (H, W) int32 phase map, ``mask`` (H, W) bool, ``snr``
+                                (H, W) float32, ``energies`` (n_e,), ``mean_spectra`` /
+                                ``spread`` (n_phases, n_e), ``counts`` (n_phases,), ``eps``,
+                                ``min_samples``, ``n_components``; edge, element, e0 and phase
+                                names in the descriptor's ``configuration``.
+``<edge>_preview``              the same for the fast streaming preview of the edge.
+``<ref>_<other>_comparison``    ``reference`` and ``other`` edge names, ``agreement`` of their
+                                phase maps, ``mapping`` (other phase -> reference phase); one
+                                stream per pair of edges of the same element (none for a K-only
+                                run).
+``<edge>_exafs``                one event per phase of the edge: ``phase``, ``k``, ``chi``,
+                                ``r``, ``chir_mag``, ``first_shell_r``.
+``log``                         one event per named error (and ``Note: ...`` / ``Warning: ...``
+                                lines) met while processing the raw run.
+==============================  ===============================================================
 
-Every data key sets ``dtype_numpy``; all documents are validated by event-model.
+Comparisons and EXAFS get one stream per pair / per edge (not one shared stream) because a
+stream's events must all have the array shapes its descriptor declares: phase counts and k grids
+differ between edges. Every data key sets ``dtype_numpy``; all documents are validated by
+event-model.
 """
 
 from __future__ import annotations
@@ -26,7 +37,7 @@ from typing import Any
 import event_model
 import numpy as np
 
-from txm_live.results import EdgeResult, ExafsResult
+from txm_live.results import EdgePairComparison, EdgeResult, ExafsResult
 
 __all__ = ["DerivedRun"]
 
@@ -137,24 +148,28 @@ class DerivedRun:
         }
         cfg = {
             "edge": result.edge,
+            "element": result.element,
             "e0": float(result.e0),
             "phase_names": " | ".join(result.phase_names),
             "outlier_phases": ",".join(str(i) for i in result.outlier_phases),
         }
         self._event(name, data, configuration=cfg)
 
-    def comparison(self, agreement: float, mapping: np.ndarray | None = None) -> None:
-        """Publish the L2/L3 agreement (stream ``comparison``)."""
-        data: dict[str, Any] = {"agreement": float(agreement)}
-        if mapping is not None:
-            data["mapping"] = np.asarray(mapping, dtype=np.int64)
-        self._event("comparison", data)
+    def comparison(self, comparison: EdgePairComparison) -> None:
+        """Publish the cross-check of two edges (stream ``<reference>_<other>_comparison``)."""
+        data: dict[str, Any] = {
+            "reference": str(comparison.reference),
+            "other": str(comparison.other),
+            "agreement": float(comparison.agreement),
+            "mapping": np.asarray(comparison.mapping, dtype=np.int64),
+        }
+        self._event(f"{comparison.reference.lower()}_{comparison.other.lower()}_comparison", data)
 
-    def exafs(self, results: tuple[ExafsResult, ...] | list[ExafsResult]) -> None:
-        """Publish the EXAFS of each L3 phase (stream ``exafs``, one event per phase)."""
+    def exafs(self, results: tuple[ExafsResult, ...] | list[ExafsResult], *, edge: str) -> None:
+        """Publish the EXAFS of each phase of ``edge`` (stream ``<edge>_exafs``, one event per phase)."""
         for r in results:
             self._event(
-                "exafs",
+                f"{edge.lower()}_exafs",
                 {
                     "phase": int(r.phase),
                     "k": np.asarray(r.k, dtype=np.float64),

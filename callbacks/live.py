@@ -8,8 +8,9 @@ Threads
   factory makes one thin :class:`RunIngest` router per run; it feeds the frames to the run's
   :class:`~txm_live.session.XanesSession` (flat/dark correction, magnification, registration,
   cube). When an edge window is complete the window's data are handed to the analysis thread.
-* **analysis thread** (one thread): schedules the analyses (L3 as soon as its window is complete,
-  L2 at its window or at ``stop``), the L2/L3 comparison and EXAFS, and emits the derived run.
+* **analysis thread** (one thread): schedules the analyses (each edge as soon as its window is
+  complete, or at ``stop``), the comparison of every pair of edges of the same element and
+  EXAFS, and emits the derived run.
   Picklable analyses (the default ones) run in a separate **analysis process** on the cube in
   shared memory, so that they never hold the RunEngine's GIL.
 
@@ -42,10 +43,11 @@ from txm_live.edges import EdgeWindow, default_windows
 from txm_live.errors import (
     AnalysisError,
     DocumentError,
+    ExafsUnavailableError,
     FrameError,
     TxmLiveError,
 )
-from txm_live.results import EdgeResult, ExafsResult, RunResult
+from txm_live.results import EdgePairComparison, EdgeResult, ExafsResult, RunResult
 from txm_live.session import WindowData, XanesSession
 
 __all__ = ["XanesLiveCallback", "ProgressEvent", "RunIngest"]
@@ -100,6 +102,13 @@ def _named(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _labelled(exc: BaseException, label: str) -> str:
+    """``"<Name>: <label>: <message>"``; exceptions that are not ours are named AnalysisError."""
+    if isinstance(exc, TxmLiveError):
+        return f"{type(exc).__name__}: {label}: {exc}"
+    return f"AnalysisError: {label}: {_named(exc)}"
+
+
 @dataclass
 class _RunState:
     """Everything the callback tracks about one raw run (shared by worker and analysis threads)."""
@@ -119,6 +128,7 @@ class _RunState:
     exit_status: str | None = None
     derived: DerivedRun | None = None
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add_error(self, message: str) -> None:
@@ -311,6 +321,17 @@ class RunIngest(event_model.DocumentRouter):
             self.owner._window_complete(self.state, window)
 
 
+def _in_acquisition_order(windows: Sequence[EdgeWindow]) -> tuple[EdgeWindow, ...]:
+    """Windows sorted by edge energy; edge names (the keys of ``RunResult.edges``) must be unique."""
+    ordered = tuple(sorted(windows, key=lambda w: w.e0))
+    names = [w.edge for w in ordered]
+    if dupes := sorted({n for n in names if names.count(n) > 1}):
+        raise ValueError(
+            f"windows: edge name(s) {dupes} appear more than once ({', '.join(w.name for w in ordered)}); "
+            "analyse one element per edge name in a run")
+    return ordered
+
+
 class _PassThroughFiller(event_model.DocumentRouter):
     """Filler stand-in for RunRouter: asset documents are resolved by :class:`AssetRegistry`."""
 
@@ -375,14 +396,20 @@ class XanesLiveCallback:
         :func:`txm_live.phases.analyze_edge`.
     preview : callable or bool, optional
         Same signature; run on each completed window before ``analysis`` (fast preview, published
-        as stream ``<edge>_preview`` and in ``RunResult.l3_preview``). ``True`` uses
-        :func:`txm_live.preview.preview_edge`; ``None``/``False``: no preview.
+        as stream ``<edge>_preview`` and in ``RunResult.previews``). ``True`` uses
+        :func:`txm_live.preview.preview_edge`; ``None``/``False``: no preview. A preview failure
+        is a note labelled ``"<element> <edge> preview failed (...)"`` in ``RunResult.notes``:
+        it does not count as the edge's failure and leaves ``RunResult.ok`` alone.
     compare : callable, optional
-        ``compare(l3, l2)`` returning an object with ``.agreement`` (and ``.mapping``); default
-        :func:`txm_live.phases.compare_edges`.
+        ``compare(first, second)`` for every pair of analysed edges of the same element (first
+        acquired first, e.g. L3 then L2), returning an object with ``.agreement`` (and
+        ``.mapping``); default :func:`txm_live.phases.compare_edges`. Results in
+        ``RunResult.comparisons``; a single-edge run has none.
     exafs : callable or bool
-        ``exafs(energies, mu, *, e0)`` -> ExafsResult applied to each L3 phase mean spectrum;
-        ``True`` uses :func:`txm_live.exafs.extract_exafs`, ``False`` skips EXAFS.
+        ``exafs(energies, mu, *, e0)`` -> ExafsResult applied to each phase mean spectrum of
+        every analysed edge; ``True`` uses :func:`txm_live.exafs.extract_exafs` (given the edge
+        window's ``pre``/``post`` ranges too), ``False`` skips EXAFS. An
+        :class:`~txm_live.errors.ExafsUnavailableError` (window too short) becomes a note.
     register, correct_magnification : bool
         Frame registration and magnification correction (see :class:`~txm_live.session.XanesSession`).
     progress : callable, optional
@@ -682,10 +709,12 @@ class XanesLiveCallback:
 
     def _windows_for(self, md: dict) -> tuple[EdgeWindow, ...]:
         if self.windows is not None:
-            return self.windows
-        element = self.element or md.get("element") or "Nd"
-        edges = self.edges or tuple(md.get("edges") or ("L3", "L2"))
-        return default_windows(element, tuple(edges))
+            windows = self.windows
+        else:
+            element = self.element or md.get("element") or "Nd"
+            edges = self.edges or tuple(md.get("edges") or ("L3", "L2"))
+            windows = default_windows(element, tuple(edges))
+        return _in_acquisition_order(windows)
 
     def _make_session(self, st: _RunState, md: dict) -> XanesSession:
         opts = dict(self.session_options)
@@ -826,7 +855,9 @@ class XanesLiveCallback:
     def _derived(self, st: _RunState) -> DerivedRun:
         if st.derived is None:
             md = {
-                "version": 1,
+                "version": 2,
+                "element": "+".join(dict.fromkeys(w.element for w in st.windows)),
+                "edges": [w.edge for w in st.windows],
                 "windows": [
                     {"element": w.element, "edge": w.edge, "e0": w.e0, "start": w.start, "end": w.end} for w in st.windows
                 ],
@@ -871,8 +902,14 @@ class XanesLiveCallback:
                 if not isinstance(result, EdgeResult):
                     raise AnalysisError(f"analysis returned {type(result).__name__}, expected EdgeResult")
             except Exception as exc:  # noqa: BLE001 - failing analyses are reported, never raised
-                msg = _named(exc) if isinstance(exc, TxmLiveError) else f"AnalysisError: {w.name} {kind}: {_named(exc)}"
-                st.add_error(msg)
+                if kind == "preview":
+                    # the preview is a courtesy: its failure is a note labelled as the preview's and
+                    # leaves the edge and RunResult.ok to the exact analysis
+                    msg = f"{w.name} preview failed ({_named(exc)}); the exact analysis goes on"
+                    st.notes.append(msg)
+                else:
+                    msg = _labelled(exc, w.name)
+                    st.add_error(msg)
                 logger.warning("run %s: %s", st.uid[:8], msg)
                 self._progress(st, "analysis-failed", edge=w.edge, message=msg)
                 continue
@@ -911,51 +948,83 @@ class XanesLiveCallback:
             st.add_error(f"DocumentError: derived run: {_named(exc)}")
             logger.exception("txm-live: cannot publish derived documents")
 
-    def _finalize(self, st: _RunState) -> RunResult:
-        l3 = st.results.get("L3")
-        l2 = st.results.get("L2")
-        agreement = None
-        comparison = None
-        if l3 is not None and l2 is not None:
+    def _compare_pairs(self, st: _RunState, edges: dict[str, EdgeResult]) -> list[EdgePairComparison]:
+        """Cross-check every pair of analysed edges of the same element (acquisition order)."""
+        by_key = {w.edge: w for w in st.windows}
+        keys = list(edges)
+        pairs = [(a, b) for i, a in enumerate(keys) for b in keys[i + 1:]
+                 if by_key[a].element == by_key[b].element]
+        out: list[EdgePairComparison] = []
+        if not pairs:
+            return out
+        for a, b in pairs:
+            label = f"{by_key[a].element} {a}/{b} comparison"
             try:
-                comparison = self._resolve("compare")(l3, l2)
-                agreement = float(comparison.agreement)
-            except Exception as exc:  # noqa: BLE001
-                st.add_error(_named(exc) if isinstance(exc, TxmLiveError) else f"AnalysisError: L2/L3 comparison: {_named(exc)}")
-        exafs: list[ExafsResult] = []
-        if l3 is not None and self.exafs is not False:
+                detail = self._resolve("compare")(edges[a], edges[b])
+                mapping = getattr(detail, "mapping", None)
+                out.append(EdgePairComparison(
+                    reference=a, other=b, agreement=float(detail.agreement),
+                    mapping=tuple(int(m) for m in mapping) if mapping is not None else (), detail=detail))
+            except Exception as exc:  # noqa: BLE001 - reported, never raised
+                st.add_error(_labelled(exc, label))
+        return out
+
+    def _exafs_of(self, st: _RunState, edges: dict[str, EdgeResult]) -> dict[str, tuple[ExafsResult, ...]]:
+        """EXAFS of every phase mean of every analysed edge; an edge too short for it gets a note."""
+        out: dict[str, tuple[ExafsResult, ...]] = {}
+        if self.exafs is False:
+            return out
+        windows = {w.edge: w for w in st.windows}
+        for key, res in edges.items():
+            label = windows[key].name
             try:
                 fn = self._resolve("exafs")
-                for i in range(l3.n_phases):
-                    exafs.append(fn(l3.energies, l3.mean_spectra[i], e0=l3.e0))
-                exafs = [
-                    r if r.phase == i else ExafsResult(i, r.k, r.chi, r.kweight, r.r, r.chir_mag, r.first_shell_r)
-                    for i, r in enumerate(exafs)
-                ]
-            except Exception as exc:  # noqa: BLE001
-                st.add_error(_named(exc) if isinstance(exc, TxmLiveError) else f"AnalysisError: EXAFS: {_named(exc)}")
-                exafs = []
+                # the default extraction normalizes with the edge's own pre-/post-edge ranges
+                extra = {"pre": windows[key].pre, "post": windows[key].post} if not callable(self.exafs) else {}
+                items = [fn(res.energies, res.mean_spectra[i], e0=res.e0, **extra) for i in range(res.n_phases)]
+            except ExafsUnavailableError as exc:
+                st.notes.append(f"{label}: {exc}")
+                continue
+            except Exception as exc:  # noqa: BLE001 - reported, never raised
+                st.add_error(_labelled(exc, f"{label} EXAFS"))
+                continue
+            out[key] = tuple(
+                r if r.phase == i else ExafsResult(i, r.k, r.chi, r.kweight, r.r, r.chir_mag, r.first_shell_r)
+                for i, r in enumerate(items))
+        return out
+
+    def _finalize(self, st: _RunState) -> RunResult:
+        order = [w.edge for w in st.windows]  # windows are kept in acquisition order
+        edges = {k: st.results[k] for k in order if k in st.results}
+        previews = {k: st.previews[k] for k in order if k in st.previews}
+        comparisons = self._compare_pairs(st, edges)
+        exafs = self._exafs_of(st, edges)
         for warning in st.warnings:
             self._safe_publish(st, lambda m=warning: self._derived(st).log(f"Warning: {m}"))
         if st.n_suppressed:
             st.add_error(f"TxmLiveError: {st.n_suppressed} further errors not listed")
         n_frames = st.session.n_frames if st.session is not None else 0
+        elements = list(dict.fromkeys(w.element for w in st.windows))
         result = RunResult(
             run_uid=st.uid,
-            l3=l3,
-            l2=l2,
-            l2_l3_agreement=agreement,
-            exafs=tuple(exafs),
+            element="+".join(elements),
+            edges=edges,
+            previews=previews,
+            comparisons=tuple(comparisons),
+            exafs=exafs,
             errors=tuple(st.errors),
+            notes=tuple(st.notes),
             n_frames=n_frames,
-            l3_preview=st.previews.get("L3"),
             pixel_size_nm=self._pixel_size(st),
+            requested_edges=tuple(order),
         )
         derived = self._derived(st)
-        if comparison is not None:
-            self._safe_publish(st, lambda: derived.comparison(agreement, getattr(comparison, "mapping", None)))  # type: ignore[arg-type]
-        if exafs:
-            self._safe_publish(st, lambda: derived.exafs(exafs))
+        for comp in comparisons:
+            self._safe_publish(st, lambda c=comp: derived.comparison(c))
+        for key, items in exafs.items():
+            self._safe_publish(st, lambda k=key, x=items: derived.exafs(x, edge=k))
+        for msg in st.notes:
+            self._safe_publish(st, lambda m=msg: derived.log(f"Note: {m}"))
         for msg in st.errors:
             self._safe_publish(st, lambda m=msg: derived.log(m))
         status = "success" if not st.errors else ("abort" if st.exit_status == "abort" else "fail")

@@ -644,8 +644,7 @@ def _replay_runs(client: Any, uids: Iterable[str | int] | None, *, out: str | Pa
                     for w in stats.warnings)))
         except (KeyError, DocumentError, RunIncompleteError) as exc:
             logger.error("replay of run %s failed: %s", key, exc)
-            result = RunResult(run_uid=str(key), l3=None, l2=None, l2_l3_agreement=None,
-                               errors=(f"{type(exc).__name__}: {exc}",))
+            result = RunResult(run_uid=str(key), errors=(f"{type(exc).__name__}: {exc}",))
         finally:
             close = getattr(cb, "close", None)
             if callable(close):

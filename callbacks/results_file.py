@@ -1,12 +1,16 @@
 """Write txm-live results to disk (HDF5) and back into the Tiled catalog.
 
-File layout of ``OUT/<raw run uid>/phases.h5`` (h5py, one file per run)::
+File layout of ``OUT/<raw run uid>/phases.h5`` (h5py, one file per run), format
+``"txm-live phases v2"``::
 
     /                         attrs: format, txm_live_version, raw_run_uid, created (ISO 8601 UTC),
-                                     n_frames, errors (list of str), parameters (JSON)
-    /l3, /l2, /l3_preview     one group per analysed edge (absent when the edge was not analysed)
-        attrs: edge, e0 [eV], eps, min_samples, n_components, phase_names, outlier_phases,
-               timings (JSON, seconds)
+                                     n_frames, element, edges (JSON list, acquisition order),
+                                     requested_edges (JSON list), errors (JSON list of str),
+                                     notes (JSON list of str), parameters (JSON), pixel_size_nm
+                                     (absent when unknown)
+    /edges/<edge>             one group per analysed edge, named by the edge (K, L3, L2, M5...)
+        attrs: edge, element, e0 [eV], eps, min_samples, n_components, phase_names, outlier_phases,
+               timings (JSON, seconds), notes (JSON list of str)
         labels        (H, W) int32     phase index per pixel, -1 = masked
         mean_spectra  (n_phases, n_e)  edge-step normalized mean spectrum per phase
         energies      (n_e,)           eV
@@ -14,11 +18,18 @@ File layout of ``OUT/<raw run uid>/phases.h5`` (h5py, one file per run)::
         counts        (n_phases,)      pixels per phase
         snr           (H, W) float32   edge-step signal-to-noise ratio
         mask          (H, W) bool      pixels that entered the clustering
-    /comparison/agreement     scalar, fraction of pixels whose L2 phase matches L3 (absent if None)
-    /exafs/phase_<i>          attrs: phase, kweight, first_shell_r [Angstrom]
+    /previews/<edge>          the streaming previews, same layout
+    /comparisons/<ref>_<other>  one group per pair of edges of the same element
+        attrs: reference, other (edge names)
+        agreement     scalar, fraction of pixels whose <other> phase matches their <ref> phase
+        mapping       (n_other_phases,) int  <ref> phase matched to each <other> phase (-1: none)
+    /exafs/<edge>/phase_<i>   attrs: phase, kweight, first_shell_r [Angstrom]
         k [1/Angstrom], chi, r [Angstrom], chir_mag
 
 Every dataset has a ``units`` attribute (``""`` when dimensionless) and a ``long_name``.
+Files of the previous format ``"txm-live phases v1"`` (groups ``/l3``, ``/l2``, ``/l3_preview``,
+``/comparison/agreement``, ``/exafs/phase_<i>`` of the L3 edge) are still read by
+:func:`read_results`.
 """
 
 from __future__ import annotations
@@ -35,13 +46,15 @@ from typing import Any
 import numpy as np
 
 from txm_live.errors import DocumentError
-from txm_live.results import EdgeResult, ExafsResult, RunResult
+from txm_live.results import EdgePairComparison, EdgeResult, ExafsResult, RunResult
 
-__all__ = ["FORMAT", "collect_documents", "publish_results", "read_results", "write_results"]
+__all__ = ["FORMAT", "OLD_FORMATS", "collect_documents", "publish_results", "read_results", "write_results"]
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "txm-live phases v1"
+FORMAT = "txm-live phases v2"
+#: Older formats :func:`read_results` still reads.
+OLD_FORMATS = ("txm-live phases v1",)
 
 _EDGE_DATASETS: dict[str, tuple[str, str]] = {
     # name: (units, long name)
@@ -59,7 +72,7 @@ _EXAFS_DATASETS: dict[str, tuple[str, str]] = {
     "r": ("angstrom", "radial distance (not phase-corrected)"),
     "chir_mag": ("angstrom^(-1-kweight)", "|chi(R)| of the k-weighted chi(k)"),
 }
-_EDGE_GROUPS = ("l3", "l2", "l3_preview")
+_V1_EDGE_GROUPS = ("l3", "l2", "l3_preview")
 
 
 def _version() -> str:
@@ -83,6 +96,8 @@ def _put(group: Any, name: str, data: np.ndarray, units: str, long_name: str) ->
 
 def _write_edge(group: Any, edge: EdgeResult) -> None:
     group.attrs["edge"] = edge.edge
+    group.attrs["element"] = edge.element
+    group.attrs["notes"] = json.dumps(list(edge.notes))
     group.attrs["e0"] = float(edge.e0)
     group.attrs["e0_units"] = "eV"
     group.attrs["eps"] = float(edge.eps)
@@ -107,8 +122,112 @@ def _read_edge(group: Any) -> EdgeResult:
         n_components=int(group.attrs["n_components"]),
         outlier_phases=tuple(int(i) for i in json.loads(group.attrs["outlier_phases"])),
         timings={str(k): float(v) for k, v in json.loads(group.attrs["timings"]).items()},
+        element=str(group.attrs.get("element", "")),
+        notes=tuple(json.loads(group.attrs["notes"])) if "notes" in group.attrs else (),
         **arrays,
     )
+
+
+def _write_exafs(group: Any, items: tuple[ExafsResult, ...]) -> None:
+    for item in items:
+        g = group.create_group(f"phase_{int(item.phase)}")
+        g.attrs["phase"] = int(item.phase)
+        g.attrs["kweight"] = int(item.kweight)
+        g.attrs["first_shell_r"] = float(item.first_shell_r)
+        g.attrs["first_shell_r_units"] = "angstrom"
+        for name, (units, long_name) in _EXAFS_DATASETS.items():
+            _put(g, name, getattr(item, name), units, long_name)
+
+
+def _read_exafs(group: Any) -> tuple[ExafsResult, ...]:
+    out = []
+    for name in sorted(group, key=lambda n: int(group[n].attrs["phase"])):
+        g = group[name]
+        out.append(ExafsResult(
+            phase=int(g.attrs["phase"]), kweight=int(g.attrs["kweight"]),
+            first_shell_r=float(g.attrs["first_shell_r"]),
+            **{k: g[k][()] for k in _EXAFS_DATASETS}))
+    return tuple(out)
+
+
+def _write_layout(f: Any, result: RunResult, parameters: dict[str, Any] | None) -> None:
+    """Write the whole layout of one run into the open (empty) HDF5 file or group ``f``."""
+    f.attrs["format"] = FORMAT
+    f.attrs["txm_live_version"] = _version()
+    f.attrs["raw_run_uid"] = str(result.run_uid)
+    f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
+    f.attrs["n_frames"] = int(result.n_frames)
+    f.attrs["element"] = result.element
+    f.attrs["edges"] = json.dumps(list(result.edges))
+    f.attrs["requested_edges"] = json.dumps(list(result.requested_edges))
+    f.attrs["errors"] = json.dumps(list(result.errors))
+    f.attrs["notes"] = json.dumps(list(result.notes))
+    f.attrs["parameters"] = json.dumps(parameters or {}, default=str)
+    if result.pixel_size_nm is not None:
+        f.attrs["pixel_size_nm"] = float(result.pixel_size_nm)
+    for group_name, mapping in (("edges", result.edges), ("previews", result.previews)):
+        g = f.create_group(group_name)
+        g.attrs["order"] = json.dumps(list(mapping))
+        for key, edge in mapping.items():
+            _write_edge(g.create_group(key), edge)
+    comps = f.create_group("comparisons")
+    for c in result.comparisons:
+        g = comps.create_group(f"{c.reference}_{c.other}")
+        g.attrs["reference"] = c.reference
+        g.attrs["other"] = c.other
+        ds = g.create_dataset("agreement", data=float(c.agreement))
+        ds.attrs["units"] = ""
+        ds.attrs["long_name"] = f"fraction of pixels whose {c.other} phase matches their {c.reference} phase"
+        _put(g, "mapping", np.asarray(c.mapping, dtype=np.int64), "",
+             f"{c.reference} phase matched to each {c.other} phase (-1: unmatched)")
+    ex = f.create_group("exafs")
+    ex.attrs["order"] = json.dumps(list(result.exafs))
+    for key, items in result.exafs.items():
+        _write_exafs(ex.create_group(key), items)
+
+
+def _ordered(group: Any) -> list[str]:
+    order = json.loads(group.attrs["order"]) if "order" in group.attrs else []
+    return [k for k in order if k in group] + sorted(k for k in group if k not in order)
+
+
+def _read_layout(f: Any) -> RunResult:
+    """Read a format-v2 file (see the module docstring)."""
+    edges = {k: _read_edge(f["edges"][k]) for k in _ordered(f["edges"])}
+    previews = {k: _read_edge(f["previews"][k]) for k in _ordered(f["previews"])}
+    comparisons = []
+    for name in f["comparisons"]:
+        g = f["comparisons"][name]
+        comparisons.append(EdgePairComparison(
+            reference=str(g.attrs["reference"]), other=str(g.attrs["other"]),
+            agreement=float(g["agreement"][()]), mapping=tuple(int(m) for m in g["mapping"][()])))
+    order = list(edges)
+    comparisons.sort(key=lambda c: (order.index(c.reference) if c.reference in order else len(order),
+                                    order.index(c.other) if c.other in order else len(order)))
+    exafs = {k: _read_exafs(f["exafs"][k]) for k in _ordered(f["exafs"])}
+    px = f.attrs.get("pixel_size_nm")
+    return RunResult(
+        run_uid=str(f.attrs["raw_run_uid"]), element=str(f.attrs.get("element", "")),
+        edges=edges, previews=previews, comparisons=tuple(comparisons), exafs=exafs,
+        errors=tuple(json.loads(f.attrs["errors"])), notes=tuple(json.loads(f.attrs.get("notes", "[]"))),
+        n_frames=int(f.attrs["n_frames"]), pixel_size_nm=float(px) if px is not None else None,
+        requested_edges=tuple(json.loads(f.attrs.get("requested_edges", "[]"))))
+
+
+def _read_v1(f: Any) -> RunResult:
+    """Read a format-v1 file (Nd L3/L2 groups ``/l3``, ``/l2``, ``/l3_preview``)."""
+    groups = {name: _read_edge(f[name]) for name in _V1_EDGE_GROUPS if name in f}
+    edges = {g.edge: g for name, g in groups.items() if name in ("l3", "l2")}
+    previews = {g.edge: g for name, g in groups.items() if name == "l3_preview"}
+    comparisons: tuple[EdgePairComparison, ...] = ()
+    if "comparison/agreement" in f and "L3" in edges and "L2" in edges:
+        comparisons = (EdgePairComparison("L3", "L2", float(f["comparison/agreement"][()])),)
+    exafs = _read_exafs(f["exafs"]) if "exafs" in f else ()
+    return RunResult(
+        run_uid=str(f.attrs["raw_run_uid"]), element="", edges=edges, previews=previews,
+        comparisons=comparisons, exafs={"L3": exafs} if exafs else {},
+        errors=tuple(json.loads(f.attrs["errors"])), n_frames=int(f.attrs["n_frames"]),
+        requested_edges=("L3", "L2"))
 
 
 def write_results(result: RunResult, directory: str | os.PathLike[str], *,
@@ -151,31 +270,7 @@ def write_results(result: RunResult, directory: str | os.PathLike[str], *,
     tmp = folder / f".phases-{uuid.uuid4().hex}.h5"
     try:
         with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["txm_live_version"] = _version()
-            f.attrs["raw_run_uid"] = uid
-            f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
-            f.attrs["n_frames"] = int(result.n_frames)
-            f.attrs["errors"] = json.dumps(list(result.errors))
-            f.attrs["parameters"] = json.dumps(parameters or {}, default=str)
-            for name in _EDGE_GROUPS:
-                edge = getattr(result, name)
-                if edge is not None:
-                    _write_edge(f.create_group(name), edge)
-            comp = f.create_group("comparison")
-            if result.l2_l3_agreement is not None:
-                ds = comp.create_dataset("agreement", data=float(result.l2_l3_agreement))
-                ds.attrs["units"] = ""
-                ds.attrs["long_name"] = "fraction of pixels whose L2 phase matches their L3 phase"
-            ex = f.create_group("exafs")
-            for item in result.exafs:
-                g = ex.create_group(f"phase_{int(item.phase)}")
-                g.attrs["phase"] = int(item.phase)
-                g.attrs["kweight"] = int(item.kweight)
-                g.attrs["first_shell_r"] = float(item.first_shell_r)
-                g.attrs["first_shell_r_units"] = "angstrom"
-                for name, (units, long_name) in _EXAFS_DATASETS.items():
-                    _put(g, name, getattr(item, name), units, long_name)
+            _write_layout(f, result, parameters)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -200,24 +295,13 @@ def read_results(path: str | os.PathLike[str]) -> RunResult:
     if path.is_dir():
         path = path / "phases.h5"
     with h5py.File(path, "r") as f:
-        if f.attrs.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a txm-live results file "
-                             f"(format={f.attrs.get('format')!r}, expected {FORMAT!r})")
-        edges = {name: _read_edge(f[name]) if name in f else None for name in _EDGE_GROUPS}
-        agreement = (float(f["comparison/agreement"][()])
-                     if "comparison/agreement" in f else None)
-        exafs = []
-        for name in sorted(f["exafs"], key=lambda n: int(f["exafs"][n].attrs["phase"])):
-            g = f["exafs"][name]
-            exafs.append(ExafsResult(
-                phase=int(g.attrs["phase"]), kweight=int(g.attrs["kweight"]),
-                first_shell_r=float(g.attrs["first_shell_r"]),
-                **{k: g[k][()] for k in _EXAFS_DATASETS}))
-        return RunResult(
-            run_uid=str(f.attrs["raw_run_uid"]),
-            l3=edges["l3"], l2=edges["l2"], l3_preview=edges["l3_preview"],
-            l2_l3_agreement=agreement, exafs=tuple(exafs),
-            errors=tuple(json.loads(f.attrs["errors"])), n_frames=int(f.attrs["n_frames"]))
+        fmt = f.attrs.get("format")
+        if fmt == FORMAT:
+            return _read_layout(f)
+        if fmt in OLD_FORMATS:
+            return _read_v1(f)
+        raise ValueError(f"{path} is not a txm-live results file "
+                         f"(format={fmt!r}, expected {FORMAT!r} or one of {OLD_FORMATS})")
 
 
 class collect_documents(list):  # noqa: N801 - used like a function: ``docs = collect_documents()``

@@ -2,7 +2,10 @@ from __future__ import annotations
 
 import pytest
 
-from txm_live.edges import EdgeWindow, default_windows, edge_energy
+import numpy as np
+
+from txm_live.edges import EdgeWindow, default_windows, edge_energy, fit_window
+from txm_live.errors import InsufficientDataError
 
 
 def test_nd_default_windows_follow_physics_and_do_not_overlap() -> None:
@@ -29,3 +32,77 @@ def test_unknown_edge_is_a_named_error() -> None:
         default_windows("Nd", ("M9",))
     with pytest.raises(ValueError, match="Nd"):
         edge_energy("Nd", "Q1")
+
+
+# --------------------------------------------------------------------------------------------
+# any element, any edge
+
+
+@pytest.mark.parametrize(
+    ("element", "edges"),
+    [("Fe", ("K",)), ("Ni", ("K",)), ("Fe", ("L3", "L2")), ("Mn", ("L3", "L2")), ("Ce", ("L3", "L2", "L1")),
+     ("Nd", ("M5", "M4")), ("C", ("K",)), ("U", ("M5", "M4"))],
+)
+def test_windows_never_reach_the_next_edge(element: str, edges: tuple[str, ...]) -> None:
+    import xraydb
+
+    all_edges = sorted(e.energy for e in xraydb.xray_edges(element).values())
+    for w in default_windows(element, edges):
+        above = [e for e in all_edges if e > w.e0]
+        if above:
+            assert w.end < min(above), f"{w.name} window ends at {w.end}, beyond the next edge {min(above)}"
+        below = [e for e in all_edges if e < w.e0]
+        if below:
+            assert w.start > max(below), f"{w.name} window starts below the previous edge"
+        assert w.pre[0] < w.pre[1] < 0 < w.post[0] < w.post[1]
+
+
+def test_soft_xray_windows_are_tens_of_ev() -> None:
+    l3, l2 = default_windows("Fe", ("L3", "L2"))
+    assert l3.end - l3.start < 40.0 and l2.end - l2.start < 50.0, (l3, l2)
+    assert l3.end < l2.e0 and l2.start > l3.e0 + 2.0, "L2 pre-edge must stay out of the L3 white line"
+    (k,) = default_windows("Fe", ("K",))
+    assert k.end - k.start > 300.0, "a hard-X-ray window keeps the physics.md span"
+
+
+def test_fit_window_shrinks_into_the_real_stxm_energy_grid() -> None:
+    energies = np.concatenate([np.arange(700.0, 703.0, 0.375), np.arange(703.0, 720.2, 0.2),
+                               np.arange(720.36, 730.4, 0.357)])
+    l3, l2 = default_windows("Fe", ("L3", "L2"), energies=energies)
+    for w in (l3, l2):
+        assert energies.min() - 1e-9 <= w.start and w.end <= energies.max() + 1e-9, w
+        assert w.e0 + w.pre[1] < w.e0 - 1.0, "pre-edge never closer to e0 than 5 core-hole widths"
+    assert l3.end < l2.e0
+    # the window is what the scan covers: the first pre-edge point is the first energy
+    assert l3.start == pytest.approx(700.0)
+
+
+def test_fit_window_keeps_a_covered_window_and_relaxes_only_when_needed() -> None:
+    (l3,) = default_windows("Nd", ("L3",))
+    energies = np.arange(5900.0, 7100.0, 1.0)
+    fitted = fit_window(l3, energies)
+    assert (fitted.pre, fitted.post) == (l3.pre, l3.post)
+    # a Ce L3 reference scan starting 50 eV below the edge: the pre-edge moves towards e0
+    (ce,) = default_windows("Ce", ("L3",))
+    e = np.concatenate([np.arange(5673.0, 5708.0, 5.0), np.arange(5708.0, 5738.0, 0.25), np.arange(5738.0, 6100.0, 3.0)])
+    fitted = fit_window(ce, e)
+    assert fitted.pre[0] == pytest.approx(-50.0)
+    assert -50.0 < fitted.pre[1] <= -5.0 * 3.4, "never closer than 5 core-hole widths (Ce L3: 3.48 eV)"
+
+
+def test_fit_window_insufficient_data_names_edge_ranges_and_counts() -> None:
+    (k,) = default_windows("Fe", ("K",))
+    with pytest.raises(InsufficientDataError, match=r"Fe K.*pre-edge range.*need 3"):
+        fit_window(k, np.arange(7105.0, 7300.0, 1.0))
+    with pytest.raises(InsufficientDataError, match="Fe L3"):
+        default_windows("Fe", ("L3",), energies=np.linspace(705.5, 712.0, 30))
+
+
+def test_post_order_validation_and_unsupported_edges() -> None:
+    with pytest.raises(ValueError, match="post_order"):
+        EdgeWindow("Fe", "K", 7112.0, (-30.0, -10.0), (40.0, 150.0), post_order=3)
+    assert EdgeWindow("Fe", "K", 7112.0, (-30.0, -10.0), (40.0, 150.0), post_order=1).post_order == 1
+    with pytest.raises(ValueError, match="below 250 eV"):
+        default_windows("Fe", ("M5",))
+    with pytest.raises(ValueError, match="edges"):
+        default_windows("Fe", "K")

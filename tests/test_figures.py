@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from txm_live.results import EdgeResult, ExafsResult, RunResult
+from txm_live.results import EdgePairComparison, EdgeResult, ExafsResult, RunResult
 
 H, W = 60, 80
 
@@ -53,13 +53,26 @@ def make_exafs() -> tuple[ExafsResult, ...]:
     return tuple(out)
 
 
-def make_run(**kw) -> RunResult:
-    l3 = make_edge("L3", 6208.0)
-    l2 = make_edge("L2", 6722.0, seed=1, swap=True)
-    args = dict(run_uid="0123456789abcdef", l3=l3, l2=l2, l2_l3_agreement=0.95, exafs=make_exafs(),
-                n_frames=300, l3_preview=make_edge("L3", 6208.0, seed=2, swap=True))
-    args.update(kw)
-    return RunResult(**args)
+_DEFAULT = object()
+
+
+def make_run(*, l3=_DEFAULT, l2=_DEFAULT, exafs=_DEFAULT, l3_preview=_DEFAULT, pixel_size_nm=None) -> RunResult:
+    """A Nd L3/L2 RunResult; ``None`` (or ``()`` for exafs) leaves a part out."""
+    from txm_live.compare import compare_edges
+
+    l3 = make_edge("L3", 6208.0) if l3 is _DEFAULT else l3
+    l2 = make_edge("L2", 6722.0, seed=1, swap=True) if l2 is _DEFAULT else l2
+    exafs = make_exafs() if exafs is _DEFAULT else exafs
+    preview = make_edge("L3", 6208.0, seed=2, swap=True) if l3_preview is _DEFAULT else l3_preview
+    edges = {k: e for k, e in (("L3", l3), ("L2", l2)) if e is not None}
+    comparisons = ()
+    if len(edges) == 2:
+        c = compare_edges(edges["L3"], edges["L2"])
+        comparisons = (EdgePairComparison("L3", "L2", c.agreement, c.mapping, c),)
+    return RunResult(run_uid="0123456789abcdef", element="Nd", edges=edges,
+                     previews={"L3": preview} if preview is not None else {}, comparisons=comparisons,
+                     exafs={"L3": exafs} if exafs and l3 is not None else {}, n_frames=300,
+                     requested_edges=("L3", "L2"), pixel_size_nm=pixel_size_nm)
 
 
 def assert_real_png(path, *, min_size=(200, 200), colour: bool = True) -> np.ndarray:

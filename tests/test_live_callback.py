@@ -42,11 +42,19 @@ def phantom_truth() -> np.ndarray:
     return truth
 
 
-def od_frame(energy: float, truth: np.ndarray) -> np.ndarray:
+#: Edge energies (eV) and relative step heights of the synthetic sample: Nd L3 and L2 by default.
+ND_EDGES = ((6208.0, 1.0), (6722.0, 0.45))
+#: A Fe K-edge sample (one edge) and a scan across it: coarse pre-edge, 2 eV across the edge.
+FE_K_EDGES = ((7112.0, 1.0),)
+FE_K_ENERGIES = np.concatenate([np.arange(6900.0, 7090.0, 15.0), np.arange(7090.0, 7150.0, 2.0),
+                                np.arange(7150.0, 7565.0, 20.0)])
+
+
+def od_frame(energy: float, truth: np.ndarray, edges: tuple[tuple[float, float], ...] = ND_EDGES) -> np.ndarray:
     e = np.asarray([energy])
     pre = 0.25 + 0.0001 * (energy - 6000)
-    a = pre + 0.6 * (_mu(e, 6208, 1.0) + 0.45 * _mu(e, 6722, 0.8))[0]
-    b = pre + 0.6 * (_mu(e, 6209, 2.5) + 0.45 * _mu(e, 6723, 2.0))[0]
+    a = pre + 0.6 * sum(h * _mu(e, e0, 1.0 - 0.2 * i) for i, (e0, h) in enumerate(edges))[0]
+    b = pre + 0.6 * sum(h * _mu(e, e0 + 1, 2.5 - 0.5 * i) for i, (e0, h) in enumerate(edges))[0]
     od = np.zeros((H, W), np.float32)
     od[truth == 1] = a
     od[truth == 2] = b
@@ -56,12 +64,13 @@ def od_frame(energy: float, truth: np.ndarray) -> np.ndarray:
     return od
 
 
-def raw_frames(energy: float, rng: np.random.Generator, *, shift=(0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
+def raw_frames(energy: float, rng: np.random.Generator, *, shift=(0.0, 0.0),
+               edges: tuple[tuple[float, float], ...] = ND_EDGES) -> tuple[np.ndarray, np.ndarray]:
     """(sample, flat) uint16 counts: flat 5000 photons x gain 2.5 + bias 100."""
     from scipy import ndimage as ndi
 
     truth = phantom_truth()
-    od = od_frame(energy, truth)
+    od = od_frame(energy, truth, edges)
     if shift != (0.0, 0.0):
         od = ndi.shift(od, shift, order=1, mode="nearest")
     flat_photons = 5000.0 * (1 + 0.05 * np.sin(np.arange(W) / 7.0))[None, :] * np.ones((H, 1))
@@ -80,6 +89,8 @@ def make_documents(
     md_extra: dict | None = None,
     shifts: dict[int, tuple[float, float]] | None = None,
     corrupt: dict[int, str] | None = None,
+    edges: tuple[tuple[float, float], ...] = ND_EDGES,
+    contract_extra: dict | None = None,
 ) -> list[tuple[str, dict]]:
     """Documents of one xanes_scan per the stream contract (inline images)."""
     rng = np.random.default_rng(seed)
@@ -100,6 +111,7 @@ def make_documents(
             "pixel_size_nm": 31.2,
         },
     }
+    md["txm_live"].update(contract_extra or {})
     md.update(md_extra or {})
     bundle = event_model.compose_run(metadata=md)
     docs: list[tuple[str, dict]] = [("start", bundle.start_doc)]
@@ -120,7 +132,7 @@ def make_documents(
     docs.append(("descriptor", flat.descriptor_doc))
     prim_events, flat_events = [], []
     for i, e in enumerate(energies):
-        s, f = raw_frames(float(e), rng, shift=(shifts or {}).get(i, (0.0, 0.0)))
+        s, f = raw_frames(float(e), rng, shift=(shifts or {}).get(i, (0.0, 0.0)), edges=edges)
         energy_value = float(e)
         if corrupt and i in corrupt:
             kind = corrupt[i]
@@ -244,7 +256,9 @@ def test_inline_documents_give_phase_maps_and_a_valid_derived_run():
     assert label_accuracy(res.l3.labels) > 0.98
     assert label_accuracy(res.l2.labels) > 0.98
     assert res.l2_l3_agreement is not None and res.l2_l3_agreement > 0.95
-    assert len(res.exafs) == 2 and [x.phase for x in res.exafs] == [0, 1]
+    assert list(res.edges) == ["L3", "L2"] and res.requested_edges == ("L3", "L2")
+    assert [(c.reference, c.other) for c in res.comparisons] == [("L3", "L2")]
+    assert list(res.exafs) == ["L3", "L2"] and [x.phase for x in res.exafs["L3"]] == [0, 1]
     # L3 energies are exactly the planned energies inside the L3 window
     w3 = WINDOWS[0]
     np.testing.assert_allclose(res.l3.energies, ENERGIES[(ENERGIES >= w3.start) & (ENERGIES <= w3.end)])
@@ -254,10 +268,56 @@ def test_inline_documents_give_phase_maps_and_a_valid_derived_run():
     start = derived[0][1]
     assert start["raw_run_uid"] == res.run_uid
     streams = {d["name"]: d for n, d in derived if n == "descriptor"}
-    assert {"l3_phases", "l2_phases", "comparison", "exafs"} <= set(streams)
+    assert {"l3_phases", "l2_phases", "l3_l2_comparison", "l3_exafs", "l2_exafs"} <= set(streams)
+    assert start["txm_live"]["edges"] == ["L3", "L2"] and start["txm_live"]["element"] == "Nd"
     assert streams["l3_phases"]["data_keys"]["labels"]["shape"] == [H, W]
     assert all("dtype_numpy" in v for d in streams.values() for v in d["data_keys"].values())
     assert derived[-1][1]["exit_status"] == "success"
+
+
+def test_k_only_run_has_its_k_result_no_comparison_and_no_error():
+    """A Fe K-edge scan named only by the start document: results keyed "K", nothing about L2/L3."""
+    cb = make_cb()
+    derived: list[tuple[str, dict]] = []
+    cb.subscribe(lambda n, d: derived.append((n, d)))
+    docs = make_documents(FE_K_ENERGIES, edges=FE_K_EDGES, contract_extra={"element": "Fe", "edges": ["K"]})
+    for name, doc in docs:
+        cb(name, doc)
+    (res,) = cb.wait(timeout=30)
+    cb.close()
+    assert res.errors == () and res.ok, res.errors
+    assert res.element == "Fe" and res.requested_edges == ("K",) and list(res.edges) == ["K"]
+    assert res.comparisons == () and res.l3 is None and res.l2 is None and res.l2_l3_agreement is None
+    assert label_accuracy(res.edges["K"].labels) > 0.98
+    assert list(res.exafs) == ["K"]
+    validate_docs(derived)
+    streams = {d["name"] for n, d in derived if n == "descriptor"}
+    assert "k_phases" in streams and not any("comparison" in s for s in streams)
+    assert derived[0][1]["txm_live"]["element"] == "Fe" and derived[-1][1]["exit_status"] == "success"
+
+
+def test_edges_are_keyed_in_acquisition_order_whatever_the_option_order():
+    cb = make_cb(edges=("L2", "L3"))
+    for name, doc in make_documents():
+        cb(name, doc)
+    (res,) = cb.wait(timeout=30)
+    cb.close()
+    assert res.ok and list(res.edges) == ["L3", "L2"] and res.requested_edges == ("L3", "L2")
+    assert [(c.reference, c.other) for c in res.comparisons] == [("L3", "L2")]
+
+
+def test_a_failing_preview_is_a_labelled_note_not_the_edges_failure():
+    def broken_preview(energies, block, *, window, valid=None):
+        raise RuntimeError("preview exploded")
+
+    cb = make_cb(preview=broken_preview)
+    for name, doc in make_documents():
+        cb(name, doc)
+    (res,) = cb.wait(timeout=30)
+    cb.close()
+    assert res.errors == () and res.ok and res.previews == {}
+    assert list(res.edges) == ["L3", "L2"]
+    assert any(n.startswith("Nd L3 preview failed (RuntimeError: preview exploded)") for n in res.notes), res.notes
 
 
 def test_event_pages_give_identical_labels_to_events():
@@ -571,7 +631,7 @@ def test_runengine_scan_with_registration_recovers_the_sample_frame(sim_phantom)
     assert res.errors == (), res.errors
     assert res.ok and res.n_frames == len(SIM_ENERGIES)
     assert res.pixel_size_nm == pytest.approx(txm.pixel_size_at(float(SIM_ENERGIES[0])))
-    assert len(res.exafs) == res.l3.n_phases
+    assert len(res.exafs["L3"]) == res.l3.n_phases
     validate_docs(derived)
     err_reg = cube_error(txm, sim_phantom, cap)
     # the phase map lies on the particle (its geometry is that of the cube checked below; the

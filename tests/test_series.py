@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -117,3 +119,26 @@ def test_errors_are_named():
         tr.update(EdgeResult(**{**l2.__dict__, "edge": "L2"}))
     with pytest.raises(ValueError, match="phase_id"):
         tr.summary().area_of(42)
+
+
+def test_update_accepts_a_run_result():
+    """PhaseTracker.update(RunResult): follows the first analysed edge, or the one named."""
+    from txm_live.results import RunResult
+
+    l3, l2 = _edge((0, 1, 2)), replace(_edge((1, 0, 2)), edge="L2")
+    run = RunResult(run_uid="scan-1", element="Nd", edges={"L3": l3, "L2": l2}, pixel_size_nm=20.0)
+    tr = PhaseTracker(pixel_size_nm=31.2)
+    first = tr.update(run)  # L3, the first edge acquired; the run's pixel size
+    assert first.ids == (0, 1, 2)
+    np.testing.assert_allclose(first.areas_um2, first.counts * 0.020**2)
+    # the next run: same edge followed, whether given as a RunResult or as its EdgeResult
+    second = tr.update(RunResult(run_uid="scan-2", edges={"L2": l2, "L3": _edge((2, 0, 1))}))
+    assert second.ids == (2, 0, 1)
+    third = tr.update(_edge((0, 1, 2)))
+    assert third.ids == (0, 1, 2)
+    other = PhaseTracker().update(run, edge="L2")
+    assert other.ids == (0, 1, 2)
+    with pytest.raises(ValueError, match="no analysis of edge 'L3'.*analysed: \\['K'\\]"):
+        tr.update(RunResult(run_uid="k-only", edges={"K": replace(_edge((0, 1)), edge="K")}))
+    with pytest.raises(ValueError, match="edge"):
+        tr.update(_edge((0, 1, 2)), edge="L2")

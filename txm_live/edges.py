@@ -1,25 +1,60 @@
-"""Absorption edges and the energy windows used to analyse them.
+"""Absorption edges and the energy windows used to analyse them, for any element and edge.
 
 An :class:`EdgeWindow` fixes, for one edge, the edge energy ``e0`` used for normalization and the
 pre-edge and post-edge fitting ranges (relative to ``e0``). The analysis of an edge can start as
 soon as every energy up to :attr:`EdgeWindow.end` has been acquired.
+
+:func:`default_windows` derives the ranges of any tabulated K, L1, L2, L3, M4 or M5 edge from
+~250 eV (soft X-rays) to hard X-rays, from the edge energy, its core-hole width and the
+neighbouring edges of the same element (see its Notes); :func:`fit_window` fits a window into the
+energies a scan announces or acquired.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["EdgeWindow", "default_windows", "edge_energy"]
+import numpy as np
 
-#: Default windows relative to e0 (eV), from physics.md. The L3 post-edge stops at +440 eV so it
-#: never reaches the L2 edge (514 eV above L3 for Nd).
-_DEFAULT_RANGES: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
-    "L3": ((-200.0, -60.0), (90.0, 440.0)),
-    "L2": ((-70.0, -20.0), (60.0, 300.0)),
+from txm_live.errors import InsufficientDataError
+
+__all__ = [
+    "EdgeWindow",
+    "MIN_EDGE_ENERGY",
+    "MIN_POST_POINTS",
+    "MIN_PRE_POINTS",
+    "default_windows",
+    "edge_energy",
+    "fit_window",
+]
+
+#: Nominal ranges (eV relative to e0) at hard X-rays. The first edge of a spin-orbit pair (L3, M5)
+#: and K have a long pre-edge; the second edge (L2, M4) and L1 sit in the post-edge of the edge
+#: below, so their pre-edge is short. The Nd L3/L2 values are physics.md's (the seed experiment).
+_NOMINAL: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
     "K": ((-200.0, -60.0), (90.0, 440.0)),
+    "L3": ((-200.0, -60.0), (90.0, 440.0)),
+    "M5": ((-200.0, -60.0), (90.0, 440.0)),
+    "L2": ((-70.0, -20.0), (60.0, 300.0)),
     "L1": ((-70.0, -20.0), (60.0, 300.0)),
+    "M4": ((-70.0, -20.0), (60.0, 300.0)),
 }
+#: Edge energy (eV) at and above which the nominal ranges apply unscaled.
+_HARD_ENERGY = 6000.0
+#: Lowest supported edge energy (eV): soft X-ray microscopes start around the C K edge.
+MIN_EDGE_ENERGY = 250.0
+#: Fraction of the distance to the next edge above that a post-edge range may use; the rest is
+#: left to the next edge's own pre-edge (Nd: the L3 window ends at 6648 eV, the L2 one starts
+#: at 6652 eV).
+_NEXT_EDGE_FRACTION = 0.86
+#: The pre-edge range may come no closer to e0 than this many core-hole widths (or 1 eV).
+_PRE_LIMIT_WIDTHS = 5.0
+#: Fewest energies in the pre-edge range (a line and its residual noise).
+MIN_PRE_POINTS = 3
+#: Fewest energies in the post-edge range (a constant and its residual noise).
+MIN_POST_POINTS = 3
 
 
 @dataclass(frozen=True)
@@ -38,6 +73,17 @@ class EdgeWindow:
         Pre-edge fitting range, relative to ``e0`` (eV), both negative.
     post : tuple of float
         Post-edge fitting range, relative to ``e0`` (eV), both positive.
+    post_order : int or None
+        Order of the Athena post-edge polynomial: 0 (constant), 1 (line), 2 (quadratic); ``None``
+        (default) chooses it from the post-edge span and point count
+        (:func:`txm_live.normalize.choose_post_order`).
+
+    Examples
+    --------
+    A Fe K-edge XANES window and a soft-X-ray Fe L3 window (eV relative to e0):
+
+    >>> k = EdgeWindow("Fe", "K", 7112.0, pre=(-30.0, -10.0), post=(40.0, 150.0))
+    >>> l3 = EdgeWindow("Fe", "L3", 706.8, pre=(-6.8, -2.0), post=(5.7, 11.3), post_order=0)
     """
 
     element: str
@@ -45,12 +91,16 @@ class EdgeWindow:
     e0: float
     pre: tuple[float, float]
     post: tuple[float, float]
+    post_order: int | None = None
 
     def __post_init__(self) -> None:
         if not (self.pre[0] < self.pre[1] < 0.0):
             raise ValueError(f"pre must satisfy pre[0] < pre[1] < 0, got {self.pre}")
         if not (0.0 < self.post[0] < self.post[1]):
             raise ValueError(f"post must satisfy 0 < post[0] < post[1], got {self.post}")
+        po = self.post_order
+        if po is not None and (isinstance(po, bool) or not isinstance(po, (int, np.integer)) or not 0 <= po <= 2):
+            raise ValueError(f"post_order must be None, 0, 1 or 2, got {po!r}")
 
     @property
     def start(self) -> float:
@@ -74,11 +124,78 @@ def edge_energy(element: str, edge: str) -> float:
 
     try:
         return float(xraydb.xray_edge(element, edge).energy)
-    except (KeyError, AttributeError, ValueError) as exc:
+    except (KeyError, AttributeError, ValueError, TypeError) as exc:
         raise ValueError(f"unknown edge {edge!r} for element {element!r}") from exc
 
 
-def default_windows(element: str = "Nd", edges: Sequence[str] = ("L3", "L2")) -> tuple[EdgeWindow, ...]:
+def _edge_table(element: str) -> dict[str, tuple[float, float]]:
+    """Edge name -> (energy, core-hole width) of every tabulated edge of ``element`` (eV)."""
+    import xraydb  # lazy
+
+    try:
+        edges = xraydb.xray_edges(element)
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise ValueError(f"element: unknown element {element!r}") from exc
+    out = {}
+    for name, e in edges.items():
+        try:
+            width = float(xraydb.core_width(element, name) or 0.0)
+        except (KeyError, ValueError, TypeError, AttributeError):
+            width = 0.0
+        out[str(name)] = (float(e.energy), width)
+    return out
+
+
+def _scale(e0: float) -> float:
+    return min(1.0, e0 / _HARD_ENERGY)
+
+
+def _nominal_ranges(
+    table: dict[str, tuple[float, float]], edge: str
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Nominal pre/post ranges of ``edge`` with the soft-X-ray scaling and the next edge above."""
+    e0, _ = table[edge]
+    s = _scale(e0)
+    (pre_far, pre_near), (post_near, post_far) = _NOMINAL[edge]
+    above = [e for e, _ in table.values() if e > e0 + 1e-6]
+    post_far *= s
+    if above:
+        post_far = min(post_far, _NEXT_EDGE_FRACTION * (min(above) - e0))
+    post_near = min(post_near * s, 0.5 * post_far)
+    return (pre_far * s, pre_near * s), (post_near, post_far)
+
+
+def _default_window(element: str, edge: str, table: dict[str, tuple[float, float]]) -> EdgeWindow:
+    if edge not in _NOMINAL:
+        raise ValueError(f"edges: no default window for edge {edge!r} (known: {', '.join(_NOMINAL)}); "
+                         "build an EdgeWindow yourself")
+    if edge not in table:
+        raise ValueError(f"edges: element {element!r} has no tabulated {edge} edge")
+    e0, _ = table[edge]
+    if e0 < MIN_EDGE_ENERGY:
+        raise ValueError(
+            f"edges: {element} {edge} at {e0:.1f} eV is below {MIN_EDGE_ENERGY:.0f} eV, outside the "
+            "supported range; build an EdgeWindow yourself"
+        )
+    (pre_far, pre_near), post = _nominal_ranges(table, edge)
+    # the pre-edge must not reach back into the near-edge region of the edge below (L2 above L3)
+    below = [(e, name) for name, (e, _) in table.items() if e < e0 - 1e-6 and name in _NOMINAL]
+    if below:
+        e_low, low = max(below)
+        if e_low >= MIN_EDGE_ENERGY:
+            _, (low_post_near, _) = _nominal_ranges(table, low)
+            pre_far = max(pre_far, -(e0 - (e_low + low_post_near)))
+    if not pre_far < pre_near:
+        pre_far = 2.0 * pre_near
+    return EdgeWindow(element, edge, e0, (pre_far, pre_near), post)
+
+
+def default_windows(
+    element: str = "Nd",
+    edges: Sequence[str] = ("L3", "L2"),
+    *,
+    energies: np.ndarray | Sequence[float] | None = None,
+) -> tuple[EdgeWindow, ...]:
     """Default analysis windows for ``edges`` of ``element``, in the order given.
 
     Parameters
@@ -86,24 +203,116 @@ def default_windows(element: str = "Nd", edges: Sequence[str] = ("L3", "L2")) ->
     element : str
         Element symbol.
     edges : sequence of str
-        Edge names; ``"L3"``, ``"L2"``, ``"L1"`` and ``"K"`` have default ranges.
+        Edge names among ``"K"``, ``"L1"``, ``"L2"``, ``"L3"``, ``"M4"``, ``"M5"``; the edge must
+        be tabulated for the element (xraydb) and lie above 250 eV.
+    energies : array-like, optional
+        Energies (eV) the scan plans or acquired. Each window is then fitted into them
+        (:func:`fit_window`).
 
     Returns
     -------
     tuple of EdgeWindow
 
+    Raises
+    ------
+    ValueError
+        Unknown element or edge (the message names ``edges`` or ``element``).
+    InsufficientDataError
+        With ``energies``: a window keeps too few points (see :func:`fit_window`).
+
     Notes
     -----
-    L3: pre-edge [e0-200, e0-60], post-edge [e0+90, e0+440] eV. L2: pre-edge [e0-70, e0-20],
-    post-edge [e0+60, e0+300] eV (physics.md). For Nd the L3 window ends at 6648 eV, before the L2
-    pre-edge starts (6652 eV).
+    Rule, all energies relative to the tabulated edge energy e0 (xraydb, Elam tables):
+
+    1. Nominal hard-X-ray ranges (physics.md): K, L3, M5 pre-edge [-200, -60], post-edge
+       [+90, +440] eV; L2, L1, M4 (which sit in the post-edge of the edge below) pre-edge
+       [-70, -20], post-edge [+60, +300] eV.
+    2. Soft X-rays: every range is multiplied by ``s = min(1, e0 / 6000 eV)``: near-edge
+       structure and the smooth decay of the cross section span fewer eV at lower photon energy
+       (Fe L3, s = 0.12: pre-edge [-24, -7] eV instead of [-200, -60]).
+    3. The post-edge ends at 86 % of the distance to the next tabulated edge of the element above
+       (a window never reaches the next edge; the remaining 14 % hold that edge's pre-edge) and
+       starts at most halfway to its end. Fe L3 (L2 13.1 eV above): post-edge [+5.7, +11.3] eV.
+    4. The pre-edge starts no lower than the start of the post-edge range of the edge below
+       (the Fe L2 pre-edge is the L3 continuum, [-7.5, -2.4] eV).
+    5. :func:`fit_window` may move the pre-edge end towards e0, never closer than
+       ``max(1 eV, 5 core-hole widths)`` (xraydb core widths: Fe K 1.25, Fe L3 0.36, Nd L3
+       3.65 eV), and the post-edge start down to half its value, when the scan measured too few
+       points in the nominal ranges.
+
+    For Nd the rule gives exactly the windows of the seed experiment: L3 [6008, 6648] eV,
+    L2 pre-edge from 6652 eV.
     """
-    if not edges:
-        raise ValueError("edges must name at least one edge")
-    windows = []
-    for edge in edges:
-        if edge not in _DEFAULT_RANGES:
-            raise ValueError(f"edges: no default window for edge {edge!r}; build an EdgeWindow yourself")
-        pre, post = _DEFAULT_RANGES[edge]
-        windows.append(EdgeWindow(element, edge, edge_energy(element, edge), pre, post))
-    return tuple(windows)
+    if isinstance(edges, str) or not edges:
+        raise ValueError("edges must name at least one edge, e.g. ('L3', 'L2') or ('K',)")
+    if not isinstance(element, str) or not element:
+        raise ValueError(f"element must be an element symbol, got {element!r}")
+    table = _edge_table(element)
+    windows = tuple(_default_window(element, str(edge), table) for edge in edges)
+    if energies is None:
+        return windows
+    return tuple(fit_window(w, energies) for w in windows)
+
+
+def _core_width(element: str, edge: str) -> float:
+    try:
+        return _edge_table(element).get(edge, (0.0, 0.0))[1]
+    except ValueError:
+        return 0.0
+
+
+def fit_window(window: EdgeWindow, energies: np.ndarray | Sequence[float]) -> EdgeWindow:
+    """Fit ``window`` into the energies a scan plans or acquired.
+
+    Parameters
+    ----------
+    window : EdgeWindow
+        The window (default or explicit).
+    energies : array-like of float
+        Energies (eV), any order; duplicates are fine.
+
+    Returns
+    -------
+    EdgeWindow
+        Same edge, ``e0`` and ``post_order``. The outer ends of the pre- and post-edge ranges are
+        shrunk to the first and last energy inside them. When a range holds fewer than
+        :data:`MIN_PRE_POINTS` / :data:`MIN_POST_POINTS` energies, its inner end is moved towards
+        ``e0`` to take the points the scan has there, down to the limits of
+        :func:`default_windows` (Notes, rule 5).
+
+    Raises
+    ------
+    InsufficientDataError
+        Too few energies remain in the pre- or post-edge range (the message names the edge,
+        the ranges and the counts).
+    ValueError
+        ``energies`` empty or not finite, ``window`` not an EdgeWindow.
+    """
+    if not isinstance(window, EdgeWindow):
+        raise ValueError(f"window must be an EdgeWindow, got {type(window).__name__}")
+    e = np.unique(np.asarray(energies, dtype=np.float64).ravel())
+    if e.size == 0 or not np.all(np.isfinite(e)):
+        raise ValueError("energies must be a non-empty array of finite energies (eV)")
+    x = e - window.e0
+    tol = 1e-6
+    pre_limit = -max(1.0, _PRE_LIMIT_WIDTHS * _core_width(window.element, window.edge))
+    pre_limit = max(pre_limit, window.pre[1])  # an explicit window closer to e0 keeps its own end
+    post_limit = 0.5 * window.post[0]
+
+    pre_pts = x[(x >= window.pre[0] - tol) & (x <= window.pre[1] + tol)]
+    if pre_pts.size < MIN_PRE_POINTS:
+        pre_pts = x[(x >= window.pre[0] - tol) & (x <= pre_limit + tol)]
+    post_pts = x[(x >= window.post[0] - tol) & (x <= window.post[1] + tol)]
+    if post_pts.size < MIN_POST_POINTS:
+        post_pts = x[(x >= post_limit - tol) & (x <= window.post[1] + tol)]
+    if pre_pts.size < MIN_PRE_POINTS or post_pts.size < MIN_POST_POINTS:
+        raise InsufficientDataError(
+            f"{window.name}: the scan ({e.size} energies in [{e[0]:.1f}, {e[-1]:.1f}] eV) has "
+            f"{pre_pts.size} energies in the pre-edge range [{window.e0 + window.pre[0]:.1f}, "
+            f"{window.e0 + pre_limit:.1f}] eV (need {MIN_PRE_POINTS}) and {post_pts.size} in the "
+            f"post-edge range [{window.e0 + post_limit:.1f}, {window.e0 + window.post[1]:.1f}] eV "
+            f"(need {MIN_POST_POINTS}); pass an EdgeWindow that fits the scan"
+        )
+    pre = (float(pre_pts[0]), float(max(window.pre[1], pre_pts[-1])))
+    post = (float(min(window.post[0], post_pts[0])), float(post_pts[-1]))
+    return EdgeWindow(window.element, window.edge, window.e0, pre, post, window.post_order)

@@ -125,23 +125,6 @@ def _phase_name(edge: EdgeResult, p: int) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def _run_edges(result: RunResult) -> dict[str, EdgeResult]:
-    """Edge name -> EdgeResult of a run, in acquisition order."""
-    return {e.edge: e for e in (result.l3, result.l2) if e is not None}
-
-
-def _run_previews(result: RunResult) -> dict[str, EdgeResult]:
-    """Edge name -> streaming-preview EdgeResult of a run."""
-    return {result.l3_preview.edge: result.l3_preview} if result.l3_preview is not None else {}
-
-
-def _run_exafs(result: RunResult) -> dict[str, tuple[ExafsResult, ...]]:
-    """Edge name -> EXAFS of each phase mean of that edge."""
-    if not result.exafs or result.l3 is None:
-        return {}
-    return {result.l3.edge: tuple(result.exafs)}
-
-
 def _overlap_mapping(reference: EdgeResult, other: EdgeResult) -> np.ndarray:
     """Reference phase of each phase of ``other`` by pixel overlap (``-1``: unmatched)."""
     from txm_live.compare import match_phases
@@ -157,6 +140,7 @@ def _same_element(a: EdgeResult, b: EdgeResult) -> bool:
 def phase_identities(
     edges: Mapping[str, EdgeResult],
     previews: Mapping[str, EdgeResult] | None = None,
+    comparisons: Sequence[Any] = (),
 ) -> dict[str, np.ndarray]:
     """Colour identity of every phase of every edge (and preview) of a run.
 
@@ -166,6 +150,10 @@ def phase_identities(
         Edge name -> result, in acquisition order (``RunResult`` edges).
     previews : mapping of str to EdgeResult, optional
         Edge name -> streaming preview of that edge.
+    comparisons : sequence of EdgePairComparison, optional
+        ``RunResult.comparisons``: a comparison of the first edge (``reference``) with a later
+        one (``other``) gives the matching through its ``mapping``; without one the phases are
+        matched here by pixel overlap, the same rule.
 
     Returns
     -------
@@ -188,7 +176,10 @@ def phase_identities(
             mapping = np.full(e.n_phases, -1, dtype=int)
             base = None
         else:
-            mapping = _overlap_mapping(reference, e)
+            given = next((c for c in comparisons if getattr(c, "reference", None) == names[0]
+                          and getattr(c, "other", None) == name), None)
+            mapping = (np.asarray(given.mapping, dtype=int).reshape(-1) if given is not None and len(given.mapping)
+                       else _overlap_mapping(reference, e))
             base = ids[names[0]]
         out = np.empty(e.n_phases, dtype=int)
         for j in range(e.n_phases):
@@ -784,7 +775,6 @@ def save_report(
     directory: str | os.PathLike[str],
     *,
     pixel_size_nm: float | None = None,
-    comparison: Any = None,
 ) -> list[Path]:
     """Write every figure that ``result`` supports as PNG files in ``directory``.
 
@@ -795,16 +785,12 @@ def save_report(
     directory : path-like
         Created if needed. Files, ``<edge>`` in lower case: ``phase_maps.png`` (every edge side
         by side), ``preview_<edge>.png`` (each streaming preview), ``composite_<edge>.png`` and
-        ``snr_<edge>.png`` (each edge), ``spectra.png`` (every edge), ``<b>_<a>_difference.png``
-        (each pair of edges of one element: ``b`` compared with the first edge ``a``),
-        ``exafs_<edge>.png`` (each edge with EXAFS).
+        ``snr_<edge>.png`` (each edge), ``spectra.png`` (every edge), ``<other>_<reference>_difference.png``
+        (each comparison of two edges of one element in ``result.comparisons``), ``exafs_<edge>.png``
+        (each edge with EXAFS).
     pixel_size_nm : float, optional
         Pixel size for the micrometre scale bars. Default: ``result.pixel_size_nm`` (the start
         document's, so replays and remote analyses keep their scale bars).
-    comparison : EdgeComparison, optional
-        Output of :func:`txm_live.phases.compare_edges` for the first two edges; used for
-        their phase matching in the difference figure.
-
     Returns
     -------
     list of Path
@@ -817,14 +803,13 @@ def save_report(
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    edges = _run_edges(result)
-    previews = _run_previews(result)
-    ids = phase_identities(edges, previews)
+    edges = dict(result.edges)
+    ids = phase_identities(edges, result.previews, result.comparisons)
     names = list(edges)
     if edges:
         written.append(plot_phase_maps(list(edges.values()), out / "phase_maps.png", pixel_size_nm=pixel_size_nm,
                                        title=f"run {result.run_uid[:8]}", ids=[ids[n] for n in names]))
-    for name, pv in previews.items():
+    for name, pv in result.previews.items():
         written.append(plot_phase_maps([pv], out / f"preview_{name.lower()}.png", pixel_size_nm=pixel_size_nm,
                                        title="streaming preview (river), before the exact analysis",
                                        ids=[ids[f"{name} preview"]]))
@@ -835,15 +820,16 @@ def save_report(
         written.append(plot_snr(e, out / f"snr_{name.lower()}.png", pixel_size_nm=pixel_size_nm))
     if edges:
         written.append(plot_phase_spectra(list(edges.values()), out / "spectra.png", ids=[ids[n] for n in names]))
-    if names:
-        ref = edges[names[0]]
-        for name in names[1:]:
-            e = edges[name]
-            if _same_element(ref, e) and e.labels.shape == ref.labels.shape:
-                written.append(plot_difference_histogram(
-                    ref, e, out / f"{name.lower()}_{names[0].lower()}_difference.png",
-                    comparison=comparison if name == names[1] else None, ids=ids[names[0]]))
-    for name, items in _run_exafs(result).items():
+    for c in result.comparisons:
+        ref, other = edges.get(c.reference), edges.get(c.other)
+        if ref is None or other is None or ref.labels.shape != other.labels.shape:
+            continue
+        written.append(plot_difference_histogram(
+            ref, other, out / f"{c.other.lower()}_{c.reference.lower()}_difference.png",
+            comparison=c, ids=ids[c.reference] if c.reference == names[0] else None))
+    for name, items in result.exafs.items():
+        if not items:
+            continue
         e = edges.get(name)
         written.append(plot_exafs(items, out / f"exafs_{name.lower()}.png",
                                   phase_names=e.phase_names if e is not None else None,
@@ -946,7 +932,7 @@ class LivePlot:
             if state.result is not None:
                 result = state.result
         if result is not None:
-            self._edge = result.l3 or result.l2 or self._edge
+            self._edge = next(iter(result.edges.values()), self._edge)
             self._text = f"run {result.run_uid[:8]} done: {self._text}"
         if not changed:
             if self.window:

@@ -44,12 +44,13 @@ import numpy as np
 from txm_live.compare import EdgeComparison, compare_edges, l2_l3_agreement, match_phases
 from txm_live.decompose import PcaResult, reduce_pca
 from txm_live.refine import refine_phases
-from txm_live.edges import EdgeWindow
+from txm_live.edges import MIN_POST_POINTS, MIN_PRE_POINTS, EdgeWindow
 from txm_live.errors import InsufficientDataError
 from txm_live.results import EdgeResult
 
 __all__ = [
     "DEFAULT_FEATURE_RANGE",
+    "DEFAULT_JUMP_SIGNIFICANCE",
     "MIN_PIXELS",
     "PhaseAnalysis",
     "EdgeComparison",
@@ -64,6 +65,9 @@ __all__ = [
 
 #: Near-edge feature range relative to e0 (eV): where the white lines of the phases differ.
 DEFAULT_FEATURE_RANGE: tuple[float, float] = (-20.0, 60.0)
+#: Default sample mask: an edge jump must exceed this many times its own standard error.
+DEFAULT_JUMP_SIGNIFICANCE: float = 5.0
+_POST_MODELS = {0: "constant", 1: "linear", 2: "quadratic"}
 #: Fewest unmasked pixels an edge analysis accepts.
 MIN_PIXELS: int = 50
 #: Fewest energies inside the feature range.
@@ -339,6 +343,7 @@ def _window_phase_stats(
     n_phases: int,
     *,
     athena: tuple[np.ndarray, np.ndarray] | None = None,
+    post_order: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean and standard deviation of the normalized spectra of each phase over the window.
 
@@ -372,7 +377,9 @@ def _window_phase_stats(
         return mean, std, counts
     # generic path: normalize pixel chunks again (float64 sums of values and squares)
     for sl in _pixel_chunks(pix.size, n_e):
-        nz = normalize_window(E, np.take(Y2, pix[sl], axis=1), window, method=method).norm.astype(np.float64)
+        nz = normalize_window(
+            E, np.take(Y2, pix[sl], axis=1), window, method=method, post_order=post_order
+        ).norm.astype(np.float64)
         oh = onehot[sl].astype(np.float64)
         s1 += nz @ oh
         s2 += (nz * nz) @ oh
@@ -480,6 +487,8 @@ def analyze_edge(
     window: EdgeWindow,
     valid: np.ndarray | None = None,
     method: str = "athena",
+    post_order: int | None = None,
+    jump_significance: float = DEFAULT_JUMP_SIGNIFICANCE,
     feature_range: tuple[float, float] = DEFAULT_FEATURE_RANGE,
     n_components: int | None = None,
     max_components: int = 10,
@@ -506,6 +515,17 @@ def analyze_edge(
         Pixels usable at all energies (e.g. inside every registered frame). Others are masked.
     method : {"athena", "mback"}
         Normalization (:func:`txm_live.normalize.normalize_window`).
+    post_order : int, optional
+        Athena post-edge polynomial order (0 constant, 1 line, 2 quadratic). Default:
+        ``window.post_order``, else the rule of :func:`txm_live.normalize.choose_post_order`
+        (from the post-edge span relative to e0 and the number of points); the choice is
+        recorded in ``notes``.
+    jump_significance : float
+        Sample mask: a pixel is clustered only if its edge step exceeds this many times its
+        own standard error (:attr:`txm_live.normalize.Normalized.edge_step_error`, from the
+        pixel's pre- and post-edge residuals and the point counts). Blank beam has no jump,
+        so its steps scatter about 0 within their error. The edge-step SNR mask
+        (``snr_threshold``) stays as a second guard.
     feature_range : (float, float)
         Energies relative to ``e0`` (eV) whose normalized absorption is clustered.
     n_components : int, optional
@@ -569,7 +589,8 @@ def analyze_edge(
 
     with threadpool_limits(limits=_BLAS_THREADS, user_api="blas"):
         return _analyze_edge(
-            energies, block, window=window, valid=valid, method=method, feature_range=feature_range,
+            energies, block, window=window, valid=valid, method=method, post_order=post_order,
+            jump_significance=jump_significance, feature_range=feature_range,
             n_components=n_components, max_components=max_components, pca_noise_margin=pca_noise_margin,
             eps=eps, min_samples=min_samples,
             snr_threshold=snr_threshold, spatial_filter=spatial_filter, refine=refine, random_state=random_state,
@@ -584,6 +605,8 @@ def _analyze_edge(
     window: EdgeWindow,
     valid: np.ndarray | None,
     method: str,
+    post_order: int | None,
+    jump_significance: float,
     feature_range: tuple[float, float],
     n_components: int | None,
     max_components: int,
@@ -604,6 +627,10 @@ def _analyze_edge(
         raise ValueError(f"feature_range must satisfy feature_range[0] < feature_range[1], got {feature_range}")
     if method not in ("athena", "mback"):
         raise ValueError(f"method must be 'athena' or 'mback', got {method!r}")
+    if post_order is not None and (isinstance(post_order, bool) or post_order not in (0, 1, 2)):
+        raise ValueError(f"post_order must be None, 0, 1 or 2, got {post_order!r}")
+    if not (np.isfinite(jump_significance) and jump_significance >= 0):
+        raise ValueError(f"jump_significance must be a non-negative number, got {jump_significance!r}")
 
     def stage(name: str) -> float:
         if progress is not None:
@@ -616,15 +643,26 @@ def _analyze_edge(
     n_pre = _count_in(E, window.e0, window.pre)
     n_post = _count_in(E, window.e0, window.post)
     n_feat = _count_in(E, window.e0, (f_lo, f_hi))
-    if n_pre < 3 or n_post < 4 or n_feat < MIN_FEATURE_ENERGIES:
+    if n_pre < MIN_PRE_POINTS or n_post < MIN_POST_POINTS or n_feat < MIN_FEATURE_ENERGIES:
         raise InsufficientDataError(
             f"{window.name}: too few energies in the window [{window.start:.1f}, {window.end:.1f}] eV: "
-            f"{n_pre} in the pre-edge range {window.pre} (need 3), {n_post} in the post-edge range "
-            f"{window.post} (need 4), {n_feat} in the feature range {(f_lo, f_hi)} (need "
+            f"{n_pre} in the pre-edge range {window.pre} (need {MIN_PRE_POINTS}), {n_post} in the "
+            f"post-edge range {window.post} (need {MIN_POST_POINTS}), {n_feat} in the feature range "
+            f"{(f_lo, f_hi)} (need "
             f"{MIN_FEATURE_ENERGIES}); got {energies.size} energies in [{energies.min():.1f}, "
             f"{energies.max():.1f}] eV"
         )
     H, W = Y.shape[1:]
+    notes: list[str] = []
+    if method == "athena":
+        from txm_live.normalize import resolve_post_order
+
+        post_order = resolve_post_order(E, window, post_order)
+        e_post = E[(E >= window.e0 + window.post[0]) & (E <= window.e0 + window.post[1])]
+        notes.append(
+            f"post-edge model: {_POST_MODELS[post_order]} ({e_post.size} energies over "
+            f"{float(np.ptp(e_post)):.1f} eV)"
+        )
     timings["select"] = time.perf_counter() - t
 
     # 2. normalize: pixel chunks, keeping only edge step, noise and the feature rows -------
@@ -638,15 +676,17 @@ def _analyze_edge(
     Ef = E[f_rows]
     edge_step = np.empty(n_pix, dtype=np.float32)
     pre_noise = np.empty(n_pix, dtype=np.float32)
+    step_err = np.empty(n_pix, dtype=np.float32)
     pre_coef = np.empty((2, n_pix), dtype=np.float32)
     feat_all = np.empty((Ef.size, n_pix), dtype=np.float32)
     finite = np.empty(n_pix, dtype=bool)
     for sl in _pixel_chunks(n_pix, E.size):
         finite[sl] = np.isfinite(Y2[:, sl]).all(axis=0)  # NaN anywhere: never clustered
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # those are masked
-            nz = normalize_window(E, Y2[:, sl], window, method=method)
+            nz = normalize_window(E, Y2[:, sl], window, method=method, post_order=post_order)
         edge_step[sl] = nz.edge_step
         pre_noise[sl] = nz.pre_edge_noise
+        step_err[sl] = nz.edge_step_error
         pre_coef[:, sl] = nz.pre_coefficients
         feat_all[:, sl] = nz.norm[f_rows]
         del nz
@@ -658,6 +698,9 @@ def _analyze_edge(
     t = stage("snr")
     sm = snr_mask(edge_step.reshape(H, W), pre_noise.reshape(H, W), threshold=snr_threshold)
     good = np.asarray(sm.mask, dtype=bool).ravel() & np.isfinite(edge_step) & finite
+    with np.errstate(invalid="ignore"):
+        significant = edge_step > jump_significance * step_err  # NaN error: never significant
+    good &= significant
     if valid is not None:
         good &= valid.ravel()
     pix = np.flatnonzero(good)
@@ -670,7 +713,8 @@ def _analyze_edge(
     if pix.size < MIN_PIXELS:
         raise InsufficientDataError(
             f"{window.name}: only {pix.size} pixels pass the edge-step SNR threshold "
-            f"{float(sm.threshold):.2f} (and the valid mask); at least {MIN_PIXELS} are needed. "
+            f"{float(sm.threshold):.2f} with an edge jump above {jump_significance:g} times its own "
+            f"error (and the valid mask); at least {MIN_PIXELS} are needed. "
             "Check the flat field, the sample position, or lower snr_threshold."
         )
 
@@ -734,7 +778,7 @@ def _analyze_edge(
         cols = pix[assigned]
         athena = (pre_coef[:, cols], edge_step[cols]) if method == "athena" else None
         mean_spectra, spread, counts = _window_phase_stats(
-            E, Y2, window, method, cols, phase_of_pix[assigned], n_phases, athena=athena
+            E, Y2, window, method, cols, phase_of_pix[assigned], n_phases, athena=athena, post_order=post_order
         )
     else:
         mean_spectra = np.zeros((0, E.size))
@@ -780,4 +824,6 @@ def _analyze_edge(
         feature_range=(f_lo, f_hi),
         snr_threshold=float(sm.threshold),
         explained_variance_ratio=np.asarray(pca.explained_variance_ratio[: pca.n_components]),
+        element=window.element,
+        notes=tuple(notes),
     )

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from txm_live.results import EdgeResult
+from txm_live.results import EdgeResult, RunResult
 
 __all__ = ["PhaseTracker", "SeriesSummary", "TrackedPhases"]
 
@@ -191,24 +191,49 @@ class PhaseTracker:
         self._tracks.append(t)
         return t
 
-    def update(self, result: EdgeResult, *, pixel_size_nm: float | None = None) -> TrackedPhases:
+    def update(self, result: RunResult | EdgeResult, *, edge: str | None = None,
+               pixel_size_nm: float | None = None) -> TrackedPhases:
         """Match the phases of the next scan to the tracked phases and update the model.
 
         Parameters
         ----------
-        result : EdgeResult
-            Analysis of one edge of the next scan (same edge for every scan).
+        result : RunResult or EdgeResult
+            The next scan: its whole :class:`RunResult` (the tracked edge is taken from it) or
+            the analysis of one edge. The same edge is followed for every scan.
+        edge : str, optional
+            Edge to follow in a :class:`RunResult` (``"L3"``, ``"K"``...). Default: the edge
+            this tracker already follows, else the first analysed edge of the run (acquisition
+            order).
         pixel_size_nm : float, optional
-            Pixel size of this scan, if it differs from the tracker's.
+            Pixel size of this scan, if it differs from the tracker's. Default for a
+            :class:`RunResult`: its ``pixel_size_nm`` when known.
 
         Returns
         -------
         TrackedPhases
+
+        Raises
+        ------
+        ValueError
+            ``result`` is neither; the run has no analysis of the edge followed (message names
+            the edges it has); an :class:`EdgeResult` of another edge than the one followed.
         """
         from scipy.optimize import linear_sum_assignment
 
-        if not isinstance(result, EdgeResult):
-            raise ValueError(f"result must be an EdgeResult, got {type(result).__name__}")
+        if isinstance(result, RunResult):
+            run = result
+            key = edge or self._edge or next(iter(run.edges), None)
+            if key is None or key not in run.edges:
+                raise ValueError(
+                    f"result: run {run.run_uid[:8]} has no analysis of edge {key!r} "
+                    f"(analysed: {list(run.edges) or 'none'}; errors: {list(run.errors[:2])})")
+            result = run.edges[key]
+            if pixel_size_nm is None and run.pixel_size_nm is not None:
+                pixel_size_nm = run.pixel_size_nm
+        elif not isinstance(result, EdgeResult):
+            raise ValueError(f"result must be a RunResult or an EdgeResult, got {type(result).__name__}")
+        elif edge is not None and result.edge != edge:
+            raise ValueError(f"edge is {edge!r} but result.edge is {result.edge!r}")
         if self._edge is not None and result.edge != self._edge:
             raise ValueError(f"result.edge is {result.edge!r} but the tracker follows {self._edge!r}")
         px = self.pixel_size_nm if pixel_size_nm is None else float(pixel_size_nm)
