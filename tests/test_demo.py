@@ -32,8 +32,10 @@ def test_demo_writes_results_and_figures(demo):
     assert r.errors == (), r.errors
     assert r.l3 is not None and r.l2 is not None and r.l3_preview is not None
     names = sorted(p.name for p in s.files)
-    assert names == sorted(["phases.h5", "phase_maps.png", "preview_l3.png", "composite_l3.png", "composite_l2.png",
-                            "snr_l3.png", "snr_l2.png", "spectra.png", "l2_l3_difference.png", "exafs_l3.png"])
+    # one set of figures per edge (and preview), one difference figure per compared pair
+    assert names == sorted(["phases.h5", "phase_maps.png", "preview_l3.png", "preview_l2.png", "composite_l3.png",
+                            "composite_l2.png", "snr_l3.png", "snr_l2.png", "spectra.png", "l2_l3_difference.png",
+                            "exafs_l3.png", "exafs_l2.png"])
     # what the demo says it made: the maps have the detector frame's size, the sample sits inside
     assert s.detector_shape == r.l3.labels.shape == (176, 176) and s.sample_shape == (128, 128)
     assert s.raw is None and s.raw_bytes == 0  # small: images inline in the catalog, no raw files
@@ -80,7 +82,7 @@ def test_cli_replay_of_the_recorded_run(demo, tmp_path, capsys):
     assert s.run_uid[:8] in text and "L3" in text
     replayed = tmp_path / s.run_uid
     assert (replayed / "phases.h5").exists()
-    assert len(list(replayed.glob("*.png"))) == 9
+    assert len(list(replayed.glob("*.png"))) == 11
     assert f"results: {replayed / 'phases.h5'}" in text and "1 run " in text
     from txm_live.callbacks.results_file import read_results
 

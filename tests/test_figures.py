@@ -416,3 +416,19 @@ def test_scale_bar_from_the_result_pixel_size(tmp_path, captured):
         assert len(bars) == 1, name
     save_report(make_run(), tmp_path / "none")
     assert not [a for a in captured["phase_maps.png"].axes[0].artists if a.get_gid() == "scale bar"]
+
+
+def test_identities_never_repeat_within_a_map():
+    """Two preview phases inside one exact phase: one keeps its identity, the other gets a new one."""
+    from txm_live.figures import phase_identities
+
+    l3 = make_edge()
+    base = make_edge(seed=3)
+    labels = np.where(base.labels >= 0, 0, -1)
+    labels[(labels == 0) & (np.arange(W)[None, :] > W // 2)] = 1  # both halves lie in exact phases 0/1
+    two = EdgeResult(**{**base.__dict__, "labels": labels, "mean_spectra": base.mean_spectra[:2],
+                        "spread": base.spread[:2], "counts": np.bincount(labels[labels >= 0], minlength=2),
+                        "phase_names": base.phase_names[:2]})
+    ids = phase_identities({"L3": l3}, {"L3": two})
+    assert len(set(ids["L3 preview"].tolist())) == 2
+    assert set(ids["L3 preview"].tolist()) <= {0, 1, 2, 3}

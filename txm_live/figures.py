@@ -163,7 +163,8 @@ def phase_identities(
         later edge of the same element (same detector frame) takes the identity of the
         first-edge phase it overlaps (Hungarian assignment on pixel counts), an unmatched phase
         (or an edge of another element) a new identity. A preview phase takes the identity of
-        the exact phase of its edge it overlaps most.
+        the exact phase of its edge it is matched to by the same rule; identities never repeat
+        within one map.
     """
     ids: dict[str, np.ndarray] = {}
     names = list(edges)
@@ -192,21 +193,16 @@ def phase_identities(
         ids[name] = out
     for name, pv in (previews or {}).items():
         exact = edges.get(name)
+        mapping = (_overlap_mapping(exact, pv) if exact is not None and exact.labels.shape == pv.labels.shape
+                   else np.full(pv.n_phases, -1, dtype=int))
         out = np.empty(pv.n_phases, dtype=int)
-        if exact is not None and exact.labels.shape == pv.labels.shape:
-            from txm_live.compare import match_phases
-
-            _, cont = match_phases(exact.labels, pv.labels)
-            for j in range(pv.n_phases):
-                col = cont[:, j] if cont.shape[1] > j else np.zeros(0)
-                if col.size and col.max() > 0:
-                    out[j] = ids[name][int(np.argmax(col))]
-                else:
-                    out[j] = next_id
-                    next_id += 1
-        else:
-            out[:] = np.arange(next_id, next_id + pv.n_phases)
-            next_id += pv.n_phases
+        for j in range(pv.n_phases):
+            m = int(mapping[j]) if j < mapping.size else -1
+            if 0 <= m < ids[name].size:
+                out[j] = ids[name][m]
+            else:
+                out[j] = next_id
+                next_id += 1
         ids[f"{name} preview"] = out
     return ids
 
@@ -683,8 +679,9 @@ def plot_composite(
     rows = np.stack([_color(ident[p])[None, :] * b[:, None] + (1 - b[:, None]) * np.asarray(_MASKED_RGB)
                      for p in range(edge.n_phases)]) if edge.n_phases else np.ones((1, 128, 3))
     axs.imshow(rows, aspect="auto", extent=(0.0, scale, rows.shape[0] - 0.5, -0.5), interpolation="nearest")
-    axs.set_yticks(range(edge.n_phases), [f"{ident[p]}: {_phase_name(edge, p)}" for p in range(edge.n_phases)],
-                   fontsize="small")
+    axs.set_yticks([])
+    for p in range(edge.n_phases):  # names on the faint end of each row, so the map keeps the full width
+        axs.text(0.01 * scale, p, f"{ident[p]}: {_phase_name(edge, p)}", va="center", ha="left", fontsize="small")
     axs.set_xlabel("edge-step SNR (brightness scale)")
     return _save(fig, path)
 
