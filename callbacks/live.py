@@ -39,12 +39,22 @@ import numpy as np
 from txm_live.callbacks.analysis_process import AnalysisProcess, NotTransferable
 from txm_live.callbacks.assets import AssetRegistry
 from txm_live.callbacks.derived import DerivedRun
-from txm_live.edges import EdgeWindow, default_windows
+from txm_live.callbacks.edge_choice import (
+    EdgeChoice,
+    FittedWindows,
+    choose,
+    mean_od_spectrum,
+    planned_energies,
+    windows_for,
+    windows_from_data,
+)
+from txm_live.edges import EdgeWindow, fit_window
 from txm_live.errors import (
     AnalysisError,
     DocumentError,
     ExafsUnavailableError,
     FrameError,
+    InsufficientDataError,
     TxmLiveError,
 )
 from txm_live.results import EdgePairComparison, EdgeResult, ExafsResult, RunResult
@@ -118,6 +128,10 @@ class _RunState:
     t0: float
     windows: tuple[EdgeWindow, ...]
     n_expected: int | None
+    choice: EdgeChoice | None = None
+    plan: np.ndarray | None = None
+    requested: tuple[str, ...] = ()
+    pending_detection: bool = False
     session: XanesSession | None = None
     errors: list[str] = field(default_factory=list)
     n_suppressed: int = 0
@@ -319,17 +333,8 @@ class RunIngest(event_model.DocumentRouter):
             self.owner._progress(self.state, "frame")
         for window in done:
             self.owner._window_complete(self.state, window)
-
-
-def _in_acquisition_order(windows: Sequence[EdgeWindow]) -> tuple[EdgeWindow, ...]:
-    """Windows sorted by edge energy; edge names (the keys of ``RunResult.edges``) must be unique."""
-    ordered = tuple(sorted(windows, key=lambda w: w.e0))
-    names = [w.edge for w in ordered]
-    if dupes := sorted({n for n in names if names.count(n) > 1}):
-        raise ValueError(
-            f"windows: edge name(s) {dupes} appear more than once ({', '.join(w.name for w in ordered)}); "
-            "analyse one element per edge name in a run")
-    return ordered
+        if self.state.pending_detection:
+            self.owner._plan_acquired(self.state)
 
 
 class _PassThroughFiller(event_model.DocumentRouter):
@@ -689,43 +694,77 @@ class XanesLiveCallback:
 
     def _factory(self, name: str, start_doc: dict) -> tuple[list, list]:
         uid = start_doc["uid"]
-        md = start_doc.get("txm_live") if isinstance(start_doc.get("txm_live"), dict) else {}
-        errors: list[str] = []
+        st = _RunState(uid=uid, start_doc=start_doc, t0=time.monotonic(), windows=(), n_expected=None)
         try:
-            windows = self._windows_for(md)
-        except (ValueError, TxmLiveError) as exc:
-            errors.append(f"DocumentError: cannot build edge windows: {exc}")
-            windows = ()
-        energies = md.get("energies")
-        n_expected = len(energies) if isinstance(energies, (list, tuple)) else None
-        st = _RunState(uid=uid, start_doc=start_doc, t0=time.monotonic(), windows=windows, n_expected=n_expected)
-        for e in errors:
-            st.add_error(e)
+            if self.session_options.get("expected_energies") is not None:
+                st.plan = np.asarray(self.session_options["expected_energies"], dtype=np.float64).ravel()
+            else:
+                st.plan = planned_energies(start_doc)
+        except (DocumentError, TypeError, ValueError) as exc:
+            st.add_error(_named(exc) if isinstance(exc, DocumentError) else f"DocumentError: expected_energies: {exc}")
+        st.n_expected = int(st.plan.size) if st.plan is not None else None
+        self._choose_windows(st)
         self._runs[uid] = st
         self._open_uids.append(uid)
         if self._process is not None:
             self._process.warm_up()  # the child imports the analyses while the edge is scanned
         return [RunIngest(self, st)], []
 
-    def _windows_for(self, md: dict) -> tuple[EdgeWindow, ...]:
-        if self.windows is not None:
-            windows = self.windows
-        else:
-            element = self.element or md.get("element") or "Nd"
-            edges = self.edges or tuple(md.get("edges") or ("L3", "L2"))
-            windows = default_windows(element, tuple(edges))
-        return _in_acquisition_order(windows)
+    def _choose_windows(self, st: _RunState) -> None:
+        """Element, edges and windows of a new run, fitted to the plan (or left to the data)."""
+        try:
+            st.choice = choose(st.start_doc, element=self.element, edges=self.edges, windows=self.windows)
+            if st.choice.needs_data and (st.choice.element is None or st.plan is None):
+                st.pending_detection = True
+                st.notes.append(
+                    "element and edges not given (options, start document): found from the data once the "
+                    + ("planned energies are acquired" if st.plan is not None else "scan stops"))
+                return
+            self._apply(st, windows_for(st.choice, st.plan, what="planned"))
+        except (ValueError, TxmLiveError) as exc:
+            name = type(exc).__name__ if isinstance(exc, TxmLiveError) else "DocumentError"
+            msg = f"{name}: cannot build edge windows: {exc}"
+            st.add_error(msg)
+            self._progress(st, "error", message=msg)
+
+    def _apply(self, st: _RunState, fitted: FittedWindows) -> None:
+        st.windows = fitted.windows
+        st.requested = fitted.requested
+        st.notes.extend(fitted.notes)
+        for msg in fitted.errors:
+            st.add_error(msg)
+            self._progress(st, "error", message=msg)
+        if st.session is not None:
+            st.session.windows = st.windows
+
+    def _detect(self, st: _RunState) -> None:
+        """Find the edges from the acquired data (worker thread), then start the complete windows."""
+        st.pending_detection = False
+        session = st.session
+        if session is None or session.cube is None or not session.n_frames:
+            st.add_error("EdgeDetectionError: no sample frame to detect the element and edges from")
+            return
+        energies, block = session.cube.block(-np.inf, np.inf)
+        try:
+            mean_od = mean_od_spectrum(block, session.cube.valid_mask())
+            self._apply(st, windows_from_data(st.choice, energies, mean_od))  # type: ignore[arg-type]
+        except (ValueError, TxmLiveError, ImportError) as exc:
+            st.add_error(_named(exc) if isinstance(exc, TxmLiveError) else f"EdgeDetectionError: {_named(exc)}")
+            return
+        for window in st.windows:
+            if session.is_complete(window):
+                self._window_complete(st, window)
+
+    def _plan_acquired(self, st: _RunState) -> None:
+        """Called after each frame: detect the edges once every planned energy is acquired."""
+        if st.pending_detection and st.plan is not None and st.session is not None and st.session.cube is not None:
+            if st.session.cube.covers(float(st.plan.min()), float(st.plan.max())):
+                self._detect(st)
 
     def _make_session(self, st: _RunState, md: dict) -> XanesSession:
         opts = dict(self.session_options)
-        energies = md.get("energies")
-        if energies is not None and "expected_energies" not in opts:
-            try:
-                arr = np.asarray(energies, dtype=np.float64)
-                if arr.ndim == 1 and arr.size and np.all(np.isfinite(arr)):
-                    opts["expected_energies"] = arr
-            except (TypeError, ValueError):
-                st.add_error("DocumentError: txm_live.energies in the start document is not a list of numbers")
+        if st.plan is not None:
+            opts["expected_energies"] = st.plan
         shape = md.get("image_shape")
         if shape is not None and "frame_shape" not in opts:
             try:
@@ -767,7 +806,16 @@ class XanesLiveCallback:
         self._progress(st, "window-complete", edge=window.edge)
         assert st.session is not None
         try:
+            if st.session.cube is not None and st.session.n_frames:
+                # what was acquired may hold fewer points than planned: a named error now, not at analysis
+                fitted = fit_window(window, st.session.cube.energies)
+                if fitted != window:
+                    st.windows = tuple(fitted if w.edge == window.edge else w for w in st.windows)
+                    window = fitted
             data = st.session.window_data(window)
+        except InsufficientDataError as exc:
+            st.add_error(f"InsufficientDataError: {exc}")
+            return
         except TxmLiveError as exc:
             st.add_error(f"{type(exc).__name__}: {window.name}: {exc}")
             return
@@ -807,11 +855,19 @@ class XanesLiveCallback:
                 more = len(msgs) - 1
                 st.add_error(msgs[0] + (f" (and {more} more like it)" if more else ""))
             st.warnings.extend(session.warnings)
+        if st.pending_detection:
+            self._detect(st)
         for window in st.windows:
             if window.edge in st.submitted:
                 continue
             if session.n_frames and len(session.cube.block(window.start, window.end)[0]):  # type: ignore[union-attr]
-                st.add_error(f"RunIncompleteError: {window.name} window incomplete at stop; analysed as is")
+                if st.plan is not None:
+                    st.add_error(f"RunIncompleteError: {window.name} window incomplete at stop; analysed as is")
+                else:  # nothing announced where the scan would end: its end is the window's end
+                    st.notes.append(
+                        f"{window.name}: the scan ended at {float(session.cube.energies.max()):.1f} eV, "  # type: ignore[union-attr]
+                        f"below the window's end {window.end:.1f} eV (no energy plan in the start document); "
+                        "window fitted to the acquired energies")
                 self._window_complete(st, window)
             else:
                 st.add_error(f"InsufficientDataError: no frame in the {window.name} window")
@@ -858,6 +914,9 @@ class XanesLiveCallback:
                 "version": 2,
                 "element": "+".join(dict.fromkeys(w.element for w in st.windows)),
                 "edges": [w.edge for w in st.windows],
+                "edges_requested": list(st.requested),
+                "edge_choice": st.choice.source if st.choice is not None else "",
+                "notes": list(st.notes),
                 "windows": [
                     {"element": w.element, "edge": w.edge, "e0": w.e0, "start": w.start, "end": w.end} for w in st.windows
                 ],
@@ -994,7 +1053,7 @@ class XanesLiveCallback:
         return out
 
     def _finalize(self, st: _RunState) -> RunResult:
-        order = [w.edge for w in st.windows]  # windows are kept in acquisition order
+        order = [w.edge for w in st.windows]  # windows are kept in acquisition order (increasing e0)
         edges = {k: st.results[k] for k in order if k in st.results}
         previews = {k: st.previews[k] for k in order if k in st.previews}
         comparisons = self._compare_pairs(st, edges)
@@ -1005,6 +1064,8 @@ class XanesLiveCallback:
             st.add_error(f"TxmLiveError: {st.n_suppressed} further errors not listed")
         n_frames = st.session.n_frames if st.session is not None else 0
         elements = list(dict.fromkeys(w.element for w in st.windows))
+        if not elements and st.choice is not None and st.choice.element:
+            elements = [st.choice.element]
         result = RunResult(
             run_uid=st.uid,
             element="+".join(elements),
@@ -1016,7 +1077,7 @@ class XanesLiveCallback:
             notes=tuple(st.notes),
             n_frames=n_frames,
             pixel_size_nm=self._pixel_size(st),
-            requested_edges=tuple(order),
+            requested_edges=st.requested or tuple(order),
         )
         derived = self._derived(st)
         for comp in comparisons:

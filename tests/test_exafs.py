@@ -149,7 +149,7 @@ def test_bad_inputs_name_the_parameter(phases):
     with pytest.raises(ValueError, match="kmax"):
         extract_exafs(E, mu, e0=E0, kmax=12.0)
     with pytest.raises(ValueError, match="kmax"):
-        extract_exafs(E, mu, e0=E0, post_end=6300.0)  # k_end 4.9 < kmax 6.5
+        extract_exafs(E, mu, e0=E0, post_end=6300.0, kmax=6.5)  # explicit kmax beyond k_end 4.9
     with pytest.raises(ValueError, match="kmin"):
         extract_exafs(E, mu, e0=E0, kmin=7.0)
     with pytest.raises(ValueError, match="kweight"):
@@ -172,3 +172,33 @@ def test_nan_spectrum_gives_nan_not_exception():
     with np.errstate(all="raise"):
         res = extract_exafs(E, np.full(E.size, np.nan), e0=E0)
     assert np.isnan(res.first_shell_r)
+
+
+def test_default_k_range_scales_to_the_window(phases):
+    from txm_live.exafs import default_k_range
+
+    assert default_k_range(float(np.sqrt(0.2625 * 440.0))) == (2.0, 6.5), "Nd L3 window: the paper's range"
+    kmin, kmax = default_k_range(float(np.sqrt(0.2625 * 188.0)))  # Fe K XANES scan to +188 eV
+    assert kmin == 2.0 and kmax == pytest.approx(np.sqrt(0.2625 * 188.0) - 1.0)
+    # a window to +188 eV gives a result without any k option
+    e = np.arange(6008.0, 6396.0, 1.0)
+    res = extract_exafs(e, ground_truth_normalized(e, np.array([1.0]))[0], e0=E0)
+    assert np.isfinite(res.first_shell_r)
+
+
+def test_short_window_is_exafs_unavailable_not_a_value_error():
+    from txm_live.errors import AnalysisError, ExafsUnavailableError
+
+    e = np.arange(700.0, 718.2, 0.2)  # a soft-X-ray Fe L3 window, 11 eV above e0
+    mu = 1.0 / (1.0 + np.exp(-(e - 706.8)))
+    with pytest.raises(ExafsUnavailableError, match=r"EXAFS not available: the window ends at k = 1\.7") as info:
+        extract_exafs(e, mu, e0=706.8)
+    assert isinstance(info.value, AnalysisError) and not isinstance(info.value, ValueError)
+
+
+def test_normalization_ranges_fitted_into_a_k_edge_scan():
+    """Default pre/post ranges shrink into a XANES-style scan (pre-edge from -30 eV)."""
+    e = np.concatenate([np.arange(7082.0, 7105.0, 3.0), np.arange(7105.0, 7400.0, 1.0)])
+    mu = 0.2 + 1.0 / (1.0 + np.exp(-(e - 7112.0) / 2.0)) + 0.05 * np.sin(np.sqrt(0.2625 * np.clip(e - 7112.0, 0, None)) * 4.0)
+    res = extract_exafs(e, mu, e0=7112.0)
+    assert np.all(np.isfinite(res.chi))

@@ -653,10 +653,11 @@ def test_runengine_scan_with_registration_recovers_the_sample_frame(sim_phantom)
 
 
 def test_runengine_file_backed_scan_matches_inline(sim_phantom, tmp_path):
-    energies = SIM_ENERGIES[::3]
-    _, cap_i, res_i, _ = run_sim_scan(sim_phantom, register=False, seed=5, energies=energies)
+    energies = SIM_ENERGIES[::3]  # too few points for the L2 window (a named error at start): L3 only
+    _, cap_i, res_i, _ = run_sim_scan(sim_phantom, register=False, seed=5, energies=energies,
+                                      cb_kw={"edges": ("L3",)})
     _, cap_f, res_f, derived = run_sim_scan(sim_phantom, register=False, seed=5, file_backed=True,
-                                            tmp_path=tmp_path, energies=energies)
+                                            tmp_path=tmp_path, energies=energies, cb_kw={"edges": ("L3",)})
     assert res_f.errors == (), res_f.errors
     assert res_f.n_frames == res_i.n_frames == len(energies)
     np.testing.assert_array_equal(cap_i.blocks["L3"][1], cap_f.blocks["L3"][1])
@@ -677,7 +678,8 @@ def test_runengine_failing_analysis_scan_succeeds(sim_phantom):
     RE.subscribe(cb)
     costs = []
     RE.subscribe(lambda n, d: costs.append(n))
-    result = RE(xanes_scan(make_txm(sim_phantom, seed=2, margin_px=SIM_MARGIN), SIM_ENERGIES[::3], n_dark=1))
+    # every other energy: enough points in both windows (with every third, L2 is a named error at start)
+    result = RE(xanes_scan(make_txm(sim_phantom, seed=2, margin_px=SIM_MARGIN), SIM_ENERGIES[::2], n_dark=1))
     assert result.exit_status == "success"
     (res,) = cb.wait(timeout=60)
     cb.close()

@@ -109,7 +109,7 @@ def test_two_majority_phases_plus_minority_in_stable_order(mode: str) -> None:
     n_minor = len(result.outlier_phases)
     assert result.n_phases - n_minor == 2 and n_minor == 1
     assert result.outlier_phases == (2,)
-    assert result.phase_names == ("majority (low white line)", "majority (high white line)", "minority")
+    assert result.phase_names == ("phase A (low white line)", "phase B (high white line)", "minority")
     # stable order: phase 0 is the metallic core (low white line), 1 the mixed layer, 2 the oxide
     for phase, label in ((0, 2), (1, 1), (2, 3)):
         sel = result.labels == phase
@@ -439,7 +439,7 @@ def _homogeneous_cube(kind: str) -> tuple[np.ndarray, np.ndarray]:
 def test_one_and_two_phase_samples() -> None:
     energies, cube = _homogeneous_cube("metal")
     one = analyze_edge(energies, cube, window=L3)
-    assert one.n_phases == 1 and one.phase_names == ("majority",) and one.outlier_phases == ()
+    assert one.n_phases == 1 and one.phase_names == ("phase A",) and one.outlier_phases == ()
     assert one.counts[0] == 48 * 48
     energies, cube = _homogeneous_cube("two")
     two = analyze_edge(energies, cube, window=L3)

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from txm_live.errors import ExafsUnavailableError, InsufficientDataError
+from txm_live.edges import choose_post_order
 from txm_live.normalize import normalize_athena
 from txm_live.results import ExafsResult
 
-__all__ = ["ETOK", "KSTEP", "NFFT", "extract_exafs", "extract_exafs_many", "ft_window"]
+__all__ = ["ETOK", "KSTEP", "NFFT", "MIN_K_SPAN", "default_k_range", "extract_exafs", "extract_exafs_many", "ft_window"]
 
 #: k [1/A] = sqrt(ETOK * (E - e0) [eV]) (2 m_e / hbar^2).
 ETOK = 0.2625
@@ -28,6 +30,52 @@ NFFT = 2048
 #: First-shell peak search range (A, apparent distance).
 FIRST_SHELL_RANGE = (1.0, 4.0)
 _WINDOWS = ("hanning", "sine", "welch", "parzen", "rectangular")
+#: Default Fourier-transform range (1/A): the seed paper's 2 - 6.5 (Duan et al. 2016; TXM phase
+#: means are too noisy beyond), shortened when the window ends earlier.
+DEFAULT_K_RANGE = (2.0, 6.5)
+#: Fewest 1/A of k range that resolve a first shell (two periods of a 2.5 A shell: pi / 2.5 each,
+#: plus the tapers); shorter ranges are "EXAFS not available".
+MIN_K_SPAN = 3.0
+#: Default normalization ranges (eV relative to e0) before they are fitted into the energies.
+_DEFAULT_NORM = ((-200.0, -60.0), (90.0, 440.0))
+
+
+def default_k_range(k_end: float, *, dk: float = 1.0) -> tuple[float, float]:
+    """Default Fourier-transform range for data ending at ``k_end`` (1/A).
+
+    ``kmin = 2`` (below, about 15 eV above e0, the near-edge structure is not EXAFS) and
+    ``kmax = min(6.5, k_end - dk)`` so the falling taper ends inside the data.
+
+    Raises
+    ------
+    ExafsUnavailableError
+        ``kmax - kmin < MIN_K_SPAN`` (3 1/A): the window does not reach far enough above e0.
+    """
+    kmin, kmax = DEFAULT_K_RANGE[0], min(DEFAULT_K_RANGE[1], float(k_end) - float(dk))
+    if kmax - kmin < MIN_K_SPAN:
+        need = kmin + MIN_K_SPAN + dk
+        raise ExafsUnavailableError(
+            f"EXAFS not available: the window ends at k = {k_end:.1f} 1/\u00c5 "
+            f"({k_end**2 / ETOK:.0f} eV above e0); the default transform needs k >= {need:.1f} 1/\u00c5 "
+            f"({need**2 / ETOK:.0f} eV above e0)"
+        )
+    return kmin, kmax
+
+
+def _norm_ranges(
+    energies: np.ndarray, e0: float, pre: tuple[float, float] | None, post: tuple[float, float] | None
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Explicit ranges as given; missing ones from the hard-X-ray defaults fitted into the data."""
+    if pre is not None and post is not None:
+        return pre, post
+    from txm_live.edges import EdgeWindow, fit_window
+
+    nominal = EdgeWindow("", "", e0, *_DEFAULT_NORM)
+    try:
+        fitted = fit_window(nominal, energies)
+    except InsufficientDataError as exc:
+        raise ExafsUnavailableError(f"EXAFS not available: cannot normalize the spectrum: {exc}") from exc
+    return (fitted.pre if pre is None else pre), (fitted.post if post is None else post)
 
 
 def ft_window(k: np.ndarray, *, kmin: float, kmax: float, dk: float = 1.0, window: str = "hanning") -> np.ndarray:
@@ -91,8 +139,8 @@ def extract_exafs_many(
     spectra: np.ndarray,
     *,
     e0: float,
-    kmin: float = 2.0,
-    kmax: float = 6.5,
+    kmin: float | None = None,
+    kmax: float | None = None,
     kweight: int = 2,
     window: str = "hanning",
     dk: float = 1.0,
@@ -100,8 +148,8 @@ def extract_exafs_many(
     post_end: float | None = None,
     bkg_kmin: float | None = None,
     bkg_order: int = 3,
-    pre: tuple[float, float] = (-200.0, -60.0),
-    post: tuple[float, float] = (90.0, 440.0),
+    pre: tuple[float, float] | None = None,
+    post: tuple[float, float] | None = None,
     normalize: bool = True,
     phases: np.ndarray | None = None,
 ) -> tuple[ExafsResult, ...]:
@@ -136,6 +184,13 @@ def extract_exafs_many(
         raise ValueError(f"post_end must be an energy above e0={e0}, got {post_end}")
     post_end = min(post_end, float(energies[-1]))
     k_end = np.sqrt(ETOK * (post_end - e0))
+    if kmin is None and kmax is None:
+        kmin, kmax = default_k_range(k_end, dk=dk)
+    elif kmin is None:
+        kmin = DEFAULT_K_RANGE[0]
+    elif kmax is None:
+        kmax = min(DEFAULT_K_RANGE[1], k_end - dk)
+    kmin, kmax = float(kmin), float(kmax)
     if not (np.isfinite(kmin) and np.isfinite(kmax) and 0 <= kmin < kmax):
         raise ValueError(f"kmin, kmax must satisfy 0 <= kmin < kmax, got {kmin}, {kmax}")
     if kmax > k_end:
@@ -155,8 +210,11 @@ def extract_exafs_many(
 
     # 1. edge-step normalization (harmless on already normalized means: step ~ 1)
     if normalize:
+        pre, post = _norm_ranges(energies, e0, pre, post)
+        in_post = energies[(energies >= e0 + post[0]) & (energies <= e0 + post[1])]
+        order = choose_post_order(float(np.ptp(in_post)) if in_post.size else 0.0, int(in_post.size), e0)
         norm = normalize_athena(
-            energies, spectra.astype(np.float64), e0=e0, pre=pre, post=post, post_order=2
+            energies, spectra.astype(np.float64), e0=e0, pre=pre, post=post, post_order=order
         ).norm
     else:
         norm = spectra.astype(np.float64)
@@ -231,8 +289,8 @@ def extract_exafs(
     mu: np.ndarray,
     *,
     e0: float,
-    kmin: float = 2.0,
-    kmax: float = 6.5,
+    kmin: float | None = None,
+    kmax: float | None = None,
     kweight: int = 2,
     window: str = "hanning",
     dk: float = 1.0,
@@ -240,8 +298,8 @@ def extract_exafs(
     post_end: float | None = None,
     bkg_kmin: float | None = None,
     bkg_order: int = 3,
-    pre: tuple[float, float] = (-200.0, -60.0),
-    post: tuple[float, float] = (90.0, 440.0),
+    pre: tuple[float, float] | None = None,
+    post: tuple[float, float] | None = None,
     normalize: bool = True,
     phase: int = 0,
 ) -> ExafsResult:
@@ -255,8 +313,10 @@ def extract_exafs(
         Absorption, raw or edge-step normalized (e.g. ``EdgeResult.mean_spectra[i]``).
     e0 : float
         Edge energy (eV); k = 0 there.
-    kmin, kmax : float
-        Fourier-transform k range (1/A). The seed paper (Duan et al. 2016) used 2 - 6.5.
+    kmin, kmax : float, optional
+        Fourier-transform k range (1/A). Default: scaled to the window by
+        :func:`default_k_range`, the seed paper's 2 - 6.5 (Duan et al. 2016) with ``kmax``
+        lowered to ``k(post_end) - dk``; given values are used as they are.
     kweight : int
         chi(k) is multiplied by k**kweight before the transform.
     window : {"hanning", "sine", "welch", "parzen", "rectangular"}
@@ -272,8 +332,11 @@ def extract_exafs(
         Start of the background fit (1/A), default ``max(kmin, 0.5)``; chi(k) starts here.
     bkg_order : int
         Order of the background polynomial in k (Legendre basis on the fit range).
-    pre, post : (float, float)
-        Windows of the edge-step normalization done first (relative to ``e0``, eV).
+    pre, post : (float, float), optional
+        Windows of the edge-step normalization done first (relative to ``e0``, eV). Default:
+        [-200, -60] and [+90, +440] eV fitted into the energies
+        (:func:`txm_live.edges.fit_window`); the post-edge order follows
+        :func:`txm_live.edges.choose_post_order`.
     normalize : bool
         Normalize first (default). Pass False if ``mu`` is already normalized *and* flat
         pre-edge-subtracted.
@@ -290,7 +353,13 @@ def extract_exafs(
     Raises
     ------
     ValueError
-        Bad shapes, ``e0`` outside the data, ``kmax`` beyond ``post_end`` (names the parameter).
+        Bad shapes, ``e0`` outside the data, an explicit ``kmax`` beyond ``post_end`` (names
+        the parameter).
+    ExafsUnavailableError
+        With the default k range: the window ends below ``k = kmin + MIN_K_SPAN + dk`` (6 1/A,
+        137 eV above e0), e.g. a soft-X-ray L3 window 11 eV long (k = 1.7 1/A). The message
+        reads ``"EXAFS not available: the window ends at k = ..."``; callers report it as a
+        note, not an error.
 
     Notes
     -----

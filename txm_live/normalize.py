@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import erfc
 
-from txm_live.edges import EdgeWindow
+from txm_live.edges import POST_ORDER_SPANS, EdgeWindow, choose_post_order, resolve_post_order
 
 __all__ = ["Normalized", "POST_ORDER_SPANS", "choose_post_order", "resolve_post_order", "normalize_athena", "normalize_mback", "normalize_window"]
 
@@ -54,7 +54,7 @@ class Normalized:
     edge_step_error : ndarray or None, shape spectra.shape[1:]
         Standard error of :attr:`edge_step` per pixel from the pixel's own fit residuals and the
         point counts (see :func:`normalize_athena`, Notes); ``edge_step / edge_step_error`` is the
-        significance of the edge jump. ``None`` when not computed.
+        significance of the fitted step. ``None`` when not computed.
     """
 
     norm: np.ndarray
@@ -270,20 +270,14 @@ def normalize_athena(
     design = np.vander(xp, post_order + 1, increasing=True)
     pinv = np.linalg.pinv(design)
     post_coef = np.empty((post_order + 1, n_pix))
-    post_ssr = np.empty(n_pix)
     for sl in _chunks(n_pix, i_post.size):
-        win = y[i_post, sl].astype(np.float64)
-        c = pinv @ win
-        resid = win - design @ c
-        post_coef[:, sl] = c
-        post_ssr[sl] = np.einsum("ij,ij->j", resid, resid)
+        post_coef[:, sl] = pinv @ y[i_post, sl].astype(np.float64)
     post_coef /= (_X_SCALE ** np.arange(post_order + 1))[:, None]
 
     step = post_coef[0] - pre_coef[0]
-    # pooled per-point noise of the pixel (pre- and post-edge residuals), then the standard error
-    # of post(e0) - pre(e0)
-    dof = (i_pre.size - 2) + (i_post.size - post_order - 1)
-    sigma2 = (noise.astype(np.float64) ** 2 * (i_pre.size - 2) + post_ssr) / max(dof, 1)
+    # standard error of post(e0) - pre(e0) with the per-point noise of the pixel's pre-edge (the
+    # post-edge residuals also hold EXAFS and white-line tails the model does not follow)
+    sigma2 = noise.astype(np.float64) ** 2
     step_error = np.sqrt(sigma2 * (pre_var0 + float(pinv[0] @ pinv[0])))
     inv_step = _safe_inverse(step)
     x_all = energies - e0
@@ -487,7 +481,8 @@ def normalize_mback(
         coef[:, sl] = c
         ssr[sl] = np.einsum("ij,ij->j", resid, resid)
     amplitude = coef[0]
-    amp_error = np.sqrt(ssr / max(fit.size - (1 + n_cols), 1) * float(pinv[0] @ pinv[0]))
+    sigma = np.sqrt(ssr / max(fit.size - (1 + n_cols), 1))
+    amp_error = sigma * np.sqrt(float(pinv[0] @ pinv[0]))
 
     # edge step of the tabulated curve with straight lines on the same windows
     f2_pre = np.polynomial.polynomial.polyfit(energies[i_pre] - e0, f2[i_pre], 1)
@@ -539,54 +534,6 @@ def normalize_mback(
         method="mback",
         edge_step_error=(amp_error * abs(step_f2)).astype(out_dtype).reshape(spatial),
     )
-
-
-#: Post-edge spans (fraction of e0) from which a line, then a quadratic, are fitted.
-POST_ORDER_SPANS: tuple[float, float] = (0.005, 0.03)
-
-
-def choose_post_order(span: float, n_points: int, e0: float) -> int:
-    """Order of the Athena post-edge polynomial for a post-edge range of ``span`` eV.
-
-    Parameters
-    ----------
-    span : float
-        Energy span (eV) of the post-edge points (last minus first).
-    n_points : int
-        Number of energies in the post-edge range.
-    e0 : float
-        Edge energy (eV).
-
-    Returns
-    -------
-    int
-        0 (constant), 1 (line) or 2 (quadratic).
-
-    Notes
-    -----
-    Rule: ``span / e0 < 0.5 %`` -> constant; ``0.5 % <= span / e0 < 3 %`` -> line;
-    ``>= 3 %`` -> quadratic; and never more than ``n_points - 2`` (at least two residual degrees
-    of freedom for the noise estimate). Why: a line fitted to a post-edge range extrapolates to
-    e0 with a noise gain of about ``sqrt(1 + 12 (distance / span)^2)``, a quadratic with far
-    more; on a 2 eV Fe L3 post-edge ~10 eV above e0 (0.3 % of e0) the quadratic spreads the
-    edge steps of blank-beam pixels over ~1 OD, a line over 0.08, a constant over 0.02. Above
-    the edge the smooth absorption falls roughly as ``E^-3``: over a relative span
-    ``d = span / e0`` it changes by ~``3 d`` (slope) and bends by ~``6 d^2`` (curvature). A
-    slope is worth fitting from ~0.5 % (a few eV at soft X-rays, where the post-edge also holds
-    the tail of the white line), a curvature only from ~3 % (``6 d^2 >= 0.5 %``, comparable with
-    the noise of an averaged phase spectrum). Examples: Nd L3/L2 of the seed experiment (350 and
-    240 eV, 5.6 % and 3.6 %) quadratic; a Fe K XANES scan to +190 eV (1.4 %) a line; Fe L3 on the
-    real STXM stack (5.5 eV, 0.8 %) a line; Fe L2 there (3.2 eV, 0.4 %) a constant. Like larch's
-    ``pre_edge`` (``nnorm`` from the normalization span) but in units of e0, so that one rule holds
-    from soft to hard X-rays.
-    """
-    if not (np.isfinite(span) and span >= 0):
-        raise ValueError(f"span must be a non-negative number of eV, got {span!r}")
-    if not (np.isfinite(e0) and e0 > 0):
-        raise ValueError(f"e0 must be positive, got {e0!r}")
-    d = float(span) / float(e0)
-    order = 0 if d < POST_ORDER_SPANS[0] else 1 if d < POST_ORDER_SPANS[1] else 2
-    return int(max(0, min(order, int(n_points) - 2)))
 
 
 def normalize_window(
@@ -643,16 +590,3 @@ def normalize_window(
             order=order,
         )
     raise ValueError(f"method must be 'athena' or 'mback', got {method!r}")
-
-
-def resolve_post_order(energies: np.ndarray, window: EdgeWindow, post_order: int | None = None) -> int:
-    """Post-edge order used for ``window``: ``post_order``, else ``window.post_order``, else the
-    rule of :func:`choose_post_order` on the energies inside ``window.post``."""
-    if post_order is None:
-        post_order = window.post_order
-    if post_order is not None:
-        return post_order
-    e = np.asarray(energies, dtype=np.float64)
-    inside = e[(e >= window.e0 + window.post[0]) & (e <= window.e0 + window.post[1])]
-    span = float(np.ptp(inside)) if inside.size else 0.0
-    return choose_post_order(span, int(inside.size), window.e0)

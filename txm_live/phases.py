@@ -25,9 +25,12 @@ map without anyone choosing the number of phases (Duan et al., Sci. Rep. 6, 3440
 7. **summarize**: phases in a stable order, mean spectra, spread, counts, names, white-line
    and majority-score maps.
 
-Phase order (stable across runs and edges): majority phases by increasing white-line height of
-their mean normalized spectrum (the metallic Nd2Fe14B core has the lowest white line), then the
-minority (outlier) phases, also by increasing white-line height.
+Phase order (stable across runs and edges): majority phases first, by edge position (the
+half-step crossing of their mean normalized spectrum; edges closer than
+:func:`txm_live.phase_order.edge_tolerance` count as equal), then by increasing white-line
+height; then the minority (outlier) phases in the same order. Names are generic
+(:func:`txm_live.phase_order.phase_names`):
+``"phase A (low white line)"``, ``"phase B (high white line)"``, ``"minority"``.
 
 :func:`compare_edges` (from :mod:`txm_live.compare`, re-exported here) matches the L2 phases to
 the L3 phases and measures how often the two edges agree.
@@ -45,6 +48,7 @@ from txm_live.compare import EdgeComparison, compare_edges, l2_l3_agreement, mat
 from txm_live.decompose import PcaResult, reduce_pca
 from txm_live.refine import refine_phases
 from txm_live.edges import MIN_POST_POINTS, MIN_PRE_POINTS, EdgeWindow
+from txm_live.phase_order import edge_levels, edge_positions, edge_tolerance, phase_names
 from txm_live.errors import InsufficientDataError
 from txm_live.results import EdgeResult
 
@@ -96,7 +100,7 @@ class PhaseAnalysis(EdgeResult):
     majority_score : ndarray of float32, shape (H, W)
         Position of each pixel spectrum (near-edge range) on the line from the low-white-line
         majority phase mean (0) to the high-white-line majority phase mean (1), by least
-        squares; > 1 beyond the second majority phase (the oxide minority in the Nd magnet).
+        squares; > 1 beyond the second majority phase.
         ``nan`` where masked, or everywhere when fewer than two majority phases were found.
     feature_range : (float, float)
         Feature range relative to e0 (eV).
@@ -438,20 +442,6 @@ def _phase_sums(
     return mean, std, counts
 
 
-def _phase_names(n_major: int, n_minor: int, wl_major: np.ndarray, wl_minor: np.ndarray) -> tuple[str, ...]:
-    if n_major == 1:
-        names = ["majority"]
-    elif n_major == 2:
-        names = ["majority (low white line)", "majority (high white line)"]
-    else:
-        names = [f"majority {i + 1} (white line {h:.2f})" for i, h in enumerate(wl_major)]
-    if n_minor == 1:
-        names.append("minority")
-    else:
-        names += [f"minority {i + 1} (white line {h:.2f})" for i, h in enumerate(wl_minor)]
-    return tuple(names)
-
-
 def _check_inputs(
     energies: np.ndarray, block: np.ndarray, window: EdgeWindow, valid: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -517,14 +507,16 @@ def analyze_edge(
         Normalization (:func:`txm_live.normalize.normalize_window`).
     post_order : int, optional
         Athena post-edge polynomial order (0 constant, 1 line, 2 quadratic). Default:
-        ``window.post_order``, else the rule of :func:`txm_live.normalize.choose_post_order`
+        ``window.post_order``, else the rule of :func:`txm_live.edges.choose_post_order`
         (from the post-edge span relative to e0 and the number of points); the choice is
         recorded in ``notes``.
     jump_significance : float
-        Sample mask: a pixel is clustered only if its edge step exceeds this many times its
-        own standard error (:attr:`txm_live.normalize.Normalized.edge_step_error`, from the
-        pixel's pre- and post-edge residuals and the point counts). Blank beam has no jump,
-        so its steps scatter about 0 within their error. The edge-step SNR mask
+        Sample mask: a pixel is clustered only if its edge step at e0 exceeds this many times
+        its own standard error (:attr:`txm_live.normalize.Normalized.edge_step_error`: the
+        pixel's pre-edge noise propagated through both fits, so it accounts for the point counts
+        and for how far the fits extrapolate to e0). Blank beam has no edge, so its steps
+        scatter about 0 within their error (5 sigma: ~3e-7 false positives per pixel for
+        Gaussian noise). The edge-step SNR mask
         (``snr_threshold``) stays as a second guard.
     feature_range : (float, float)
         Energies relative to ``e0`` (eV) whose normalized absorption is clustered.
@@ -676,7 +668,7 @@ def _analyze_edge(
     Ef = E[f_rows]
     edge_step = np.empty(n_pix, dtype=np.float32)
     pre_noise = np.empty(n_pix, dtype=np.float32)
-    step_err = np.empty(n_pix, dtype=np.float32)
+    step_z = np.empty(n_pix, dtype=np.float32)
     pre_coef = np.empty((2, n_pix), dtype=np.float32)
     feat_all = np.empty((Ef.size, n_pix), dtype=np.float32)
     finite = np.empty(n_pix, dtype=bool)
@@ -686,7 +678,8 @@ def _analyze_edge(
             nz = normalize_window(E, Y2[:, sl], window, method=method, post_order=post_order)
         edge_step[sl] = nz.edge_step
         pre_noise[sl] = nz.pre_edge_noise
-        step_err[sl] = nz.edge_step_error
+        with np.errstate(invalid="ignore", divide="ignore"):
+            step_z[sl] = nz.edge_step / nz.edge_step_error
         pre_coef[:, sl] = nz.pre_coefficients
         feat_all[:, sl] = nz.norm[f_rows]
         del nz
@@ -699,7 +692,7 @@ def _analyze_edge(
     sm = snr_mask(edge_step.reshape(H, W), pre_noise.reshape(H, W), threshold=snr_threshold)
     good = np.asarray(sm.mask, dtype=bool).ravel() & np.isfinite(edge_step) & finite
     with np.errstate(invalid="ignore"):
-        significant = edge_step > jump_significance * step_err  # NaN error: never significant
+        significant = step_z > jump_significance  # NaN: never significant
     good &= significant
     if valid is not None:
         good &= valid.ravel()
@@ -761,11 +754,14 @@ def _analyze_edge(
     if n_phases:
         fmean, _, _ = _phase_sums(F, np.flatnonzero(assigned), dense, n_phases)
         wl_height = fmean.max(axis=1)
+        edge_pos = edge_positions(Ef, fmean)
     else:
         wl_height = np.zeros(0)
+        edge_pos = np.zeros(0)
+    level = edge_levels(edge_pos, edge_tolerance(Ef, window.e0))
     is_minor = np.isin(ids, np.asarray(minority, dtype=ids.dtype))
-    major_idx = np.flatnonzero(~is_minor)[np.argsort(wl_height[~is_minor], kind="stable")]
-    minor_idx = np.flatnonzero(is_minor)[np.argsort(wl_height[is_minor], kind="stable")]
+    major_idx = np.flatnonzero(~is_minor)[np.lexsort((wl_height[~is_minor], level[~is_minor]))]
+    minor_idx = np.flatnonzero(is_minor)[np.lexsort((wl_height[is_minor], level[is_minor]))]
     order = np.concatenate([major_idx, minor_idx]).astype(np.int64)
     rank = np.empty(n_phases, dtype=np.int64)
     rank[order] = np.arange(n_phases)
@@ -784,7 +780,9 @@ def _analyze_edge(
         mean_spectra = np.zeros((0, E.size))
         spread = np.zeros((0, E.size))
         counts = np.zeros(0, dtype=np.int64)
-    names = _phase_names(major_idx.size, minor_idx.size, wl_height[major_idx], wl_height[minor_idx])
+    names = phase_names(
+        wl_height[major_idx], level[major_idx], wl_height[minor_idx], level[minor_idx], edge_pos[order]
+    )
     outlier_phases = tuple(range(major_idx.size, n_phases))
 
     # white-line map: mean normalized absorption within +-2 eV of the peak of the mean spectrum

@@ -51,7 +51,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from txm_live.edges import EdgeWindow
+from txm_live.edges import EdgeWindow, resolve_post_order
 from txm_live.errors import InsufficientDataError
 from txm_live.results import EdgeResult
 
@@ -101,8 +101,9 @@ def _edge_fit(block: np.ndarray, rows: np.ndarray, energies: np.ndarray, window:
     """Athena pre-edge line ``c0 + c1 (E - e0)``, edge step and pre-edge noise of every pixel from
     the fitting energies ``rows`` of ``block`` (each float32, (H*W,)).
 
-    The same least squares as :func:`txm_live.normalize.normalize_athena` (pre-edge line, quadratic
-    post-edge, both evaluated at e0; noise = rms residual with n_pre - 2 degrees of freedom), but
+    The same least squares as :func:`txm_live.normalize.normalize_athena` (pre-edge line, post-edge
+    polynomial of the order :func:`txm_live.edges.resolve_post_order` chooses, both evaluated at
+    e0; noise = rms residual with n_pre - 2 degrees of freedom), but
     only its four per-pixel results, over chunks of pixels with one reused buffer: no normalized
     rows and no chunk-sized temporaries (these made the first call of a process 0.17 s slower,
     malloc growing and trimming the heap at every chunk). The pre-edge rows are centred on their
@@ -117,7 +118,8 @@ def _edge_fit(block: np.ndarray, rows: np.ndarray, energies: np.ndarray, window:
     a_pre = np.stack([np.ones(n_pre), x[pre]], axis=1)  # (n_pre, 2)
     p_pre = np.linalg.pinv(a_pre).astype(np.float32)  # (2, n_pre)
     at_pre = a_pre.T.astype(np.float32)  # (2, n_pre)
-    w_post = np.linalg.pinv(np.vander(x[post], 3, increasing=True))[0].astype(np.float32)  # value at e0
+    order_post = resolve_post_order(e, window)  # the rule of analyze_edge (or window.post_order)
+    w_post = np.linalg.pinv(np.vander(x[post], order_post + 1, increasing=True))[0].astype(np.float32)  # at e0
     order = np.concatenate([np.flatnonzero(pre), np.flatnonzero(post)])
     frames = [np.asarray(block[r]).reshape(-1) for r in rows[order]]  # views for a contiguous block
     n = frames[0].size
@@ -533,14 +535,19 @@ def preview_edge(
         part = norm2[:, bounds[p] : bounds[p + 1]]
         mean_spectra[p] = part.mean(axis=1, dtype=np.float64)
         spread[p] = part.std(axis=1, dtype=np.float64)
-    # order as analyze_edge: majority phases by increasing white line, then minority phases
+    # order and names as analyze_edge: majority phases by edge position then white line, then
+    # minority phases
+    from txm_live.phase_order import edge_levels, edge_positions, edge_tolerance, phase_names
+
     fr = np.searchsorted(rows, i_feat)  # feature energies among the returned ones
     wl = mean_spectra[:, fr].max(axis=1) if n_phases else np.zeros(0)
+    pos = edge_positions(E[fr], mean_spectra[:, fr]) if n_phases else np.zeros(0)
+    level = edge_levels(pos, edge_tolerance(E[fr], window.e0))
     minor = counts < minority_fraction * n_pix
     if minor.all():
         minor[:] = False
-    major_idx = np.flatnonzero(~minor)[np.argsort(wl[~minor], kind="stable")]
-    minor_idx = np.flatnonzero(minor)[np.argsort(wl[minor], kind="stable")]
+    major_idx = np.flatnonzero(~minor)[np.lexsort((wl[~minor], level[~minor]))]
+    minor_idx = np.flatnonzero(minor)[np.lexsort((wl[minor], level[minor]))]
     order = np.concatenate([major_idx, minor_idx]).astype(np.int64)
     rank = np.empty(n_phases, dtype=np.int64)
     rank[order] = np.arange(n_phases)
@@ -548,26 +555,15 @@ def preview_edge(
     labels[pix] = rank[dense]
     labels = labels.reshape(H, W)
     mean_spectra, spread, counts = mean_spectra[order], spread[order], counts[order]
-    names = _names(major_idx.size, minor_idx.size)
+    names = phase_names(wl[major_idx], level[major_idx], wl[minor_idx], level[minor_idx], pos[order])
     timings["summarize"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_start
     return EdgeResult(
         edge=window.edge, e0=float(window.e0), energies=E.copy(), labels=labels, phase_names=names,
         mean_spectra=mean_spectra, spread=spread, counts=counts, snr=snr, mask=mask,
         eps=float(clustering_threshold), min_samples=int(learn.size), n_components=k,
-        outlier_phases=tuple(range(major_idx.size, n_phases)), timings=timings,
+        outlier_phases=tuple(range(major_idx.size, n_phases)), timings=timings, element=window.element,
     )
-
-
-def _names(n_major: int, n_minor: int) -> tuple[str, ...]:
-    if n_major == 1:
-        names = ["majority"]
-    elif n_major == 2:
-        names = ["majority (low white line)", "majority (high white line)"]
-    else:
-        names = [f"majority {i + 1} (white line rank {i + 1})" for i in range(n_major)]
-    names += ["minority"] if n_minor == 1 else [f"minority {i + 1}" for i in range(n_minor)]
-    return tuple(names)
 
 
 def agreement(preview: EdgeResult | np.ndarray, exact: EdgeResult | np.ndarray) -> float:

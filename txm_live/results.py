@@ -31,7 +31,7 @@ class EdgeResult:
         pixel was masked (background, low SNR, invalid). Phases are numbered ``0..n_phases-1`` in
         the stable order of :attr:`phase_names`.
     phase_names : tuple of str
-        One human-readable name per phase (e.g. ``"majority (low white line)"``, ``"minority"``).
+        One human-readable name per phase (e.g. ``"phase A (low white line)"``, ``"minority"``).
     mean_spectra : ndarray, shape (n_phases, n_energies)
         Edge-step normalized mean spectrum of each phase.
     spread : ndarray, shape (n_phases, n_energies)
