@@ -24,8 +24,9 @@ from typing import Any
 __all__ = ["build_parser", "main"]
 
 _EPILOG = """examples:
-  txm-live demo                           simulated beamtime, small: 15-45 s, results in ./txm-live-output
-  txm-live demo --size full --live-plot   the seed experiment (602x643 px x 1024 energies), ~1 min, 3.6 GB RAM
+  txm-live demo                           simulated beamtime, small: 10-15 s idle (longer on a busy machine),
+                                          results in ./txm-live-output
+  txm-live demo --size full --live-plot   the seed experiment (602x643 px x 1024 energies), ~45 s idle, 3.6 GB RAM
   txm-live replay --catalog ./txm-live-output -- -1
                                           re-analyse the latest recorded run into ./txm-live-replay/<uid>/
   txm-live serve --zmq 127.0.0.1:5568     analyse runs published by a RunEngine over ZeroMQ
@@ -62,9 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
                                       "catalog, write phases.h5 and figures, and compare with the ground truth.")
     demo.add_argument("--size", choices=("small", "full"), default=None,
                       help="small: a 128x128 px sample in a 176x176 px detector frame (the maps' size), "
-                           "225 energies, 15-45 s; full: 602x643 px sample in a 730x771 px frame, 1024 "
-                           "energies, HDF5 frames (2.2 GB under OUT/raw/<run uid>/), about 1 min and 3.6 GB "
-                           "of memory. Default: small")
+                           "225 energies, 10-15 s on an idle 2-core machine; full: 602x643 px sample in a "
+                           "730x771 px frame, 1024 energies, HDF5 frames (2.3 GB under OUT/raw/<run uid>/), "
+                           "about 45 s idle and 3.6 GB of memory. Busy machines take several times longer. "
+                           "Default: small")
     _add_common(demo)
     demo.add_argument("--live-plot", action="store_true", default=None,
                       help="open a live matplotlib window during the scan (needs a display; otherwise a "

@@ -9,10 +9,10 @@ L2/L3 comparison and EXAFS). The demo writes ``OUT/<run uid>/phases.h5`` and the
 since the sample is simulated, scores the phase maps against the ground truth.
 
 Sizes: ``small`` (a 128 x 128 px sample in a 176 x 176 px detector frame, which is the size
-of the phase maps; 225 energies; 15-45 s on 2 cores depending on the load) and ``full`` (602 x
-643 px in a 730 x 771 px frame, the 1024 energies of the seed experiment, HDF5 file-backed
-camera writing 2.2 GB of raw frames under ``OUT/raw/<run uid>/``; about a minute and 3.6 GB of
-memory). The demo prints both shapes when it starts.
+of the phase maps; 225 energies; 10-15 s on an idle 2-core machine) and ``full`` (602 x 643
+px in a 730 x 771 px frame, the 1024 energies of the seed experiment, HDF5 file-backed camera
+writing 2.3 GB of raw frames under ``OUT/raw/<run uid>/``; about 45 s idle and 3.6 GB of
+memory). A busy machine takes several times longer. The demo prints both shapes when it starts.
 """
 
 from __future__ import annotations
