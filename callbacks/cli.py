@@ -46,6 +46,31 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="TOML configuration file (see 'txm-live config --print'); flags override it")
 
 
+def _edges_arg(text: str) -> tuple[str, ...]:
+    edges = tuple(e.strip() for e in text.split(",") if e.strip())
+    if not edges:
+        raise argparse.ArgumentTypeError(f"--edges needs edge names such as K or L3,L2, got {text!r}")
+    return edges
+
+
+def _add_analysis(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("element, edges and normalization (override the config file)")
+    g.add_argument("--element", default=None, metavar="SYMBOL",
+                   help="absorbing element, e.g. Fe (default: from the config, else the start document, else "
+                        "detected from the data)")
+    g.add_argument("--edges", type=_edges_arg, default=None, metavar="EDGE[,EDGE]",
+                   help="edges to analyse, e.g. K or L3,L2 (default: config, start document, else the element's "
+                        "edges inside the scanned range)")
+    g.add_argument("--method", choices=("athena", "mback"), default=None,
+                   help="normalization of each pixel spectrum (default athena)")
+    g.add_argument("--post-order", dest="post_order", type=int, choices=(0, 1, 2), default=None,
+                   help="post-edge polynomial order for every edge (default: chosen per edge from the window)")
+
+
+def _analysis_flags(args: argparse.Namespace) -> dict[str, Any]:
+    return {"element": args.element, "edges": args.edges, "method": args.method, "post_order": args.post_order}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``txm-live`` (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(
@@ -68,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "about 45 s idle and 3.6 GB of memory. Busy machines take several times longer. "
                            "Default: small")
     _add_common(demo)
+    _add_analysis(demo)
     demo.add_argument("--live-plot", action="store_true", default=None,
                       help="open a live matplotlib window during the scan (needs a display; otherwise a "
                            "snapshot PNG is refreshed in the output directory)")
@@ -96,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="TOML configuration file (see 'txm-live config --print'); flags override it")
     replay.add_argument("--overwrite", action="store_true",
                         help="replace results that already exist in DIR/<run uid>/")
+    _add_analysis(replay)
     replay.add_argument("--no-figures", dest="figures", action="store_false", default=None,
                         help="do not write PNG figures")
     replay.add_argument("--no-progress", dest="progress", action="store_false", default=True,
@@ -108,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--zmq", required=True, metavar="HOST:PORT",
                        help="address of the proxy's outgoing (subscriber) port, e.g. 127.0.0.1:5568")
     _add_common(serve)
+    _add_analysis(serve)
     serve.add_argument("--serializer", choices=("msgpack", "pickle"), default="msgpack",
                        help="serialization used by the publisher (default msgpack, safe)")
     serve.add_argument("--allow-pickle", action="store_true",
@@ -139,7 +167,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from txm_live.config import load_config
 
     cfg = load_config(args.config, size=args.size, out=args.out, seed=args.seed, flux=args.flux,
-                      live_plot=args.live_plot, figures=args.figures)
+                      live_plot=args.live_plot, figures=args.figures, **_analysis_flags(args))
     from txm_live.callbacks.demo import run_demo
 
     run_demo(config=cfg, progress=args.progress, keep_raw=args.keep_raw)
@@ -157,7 +185,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from txm_live.callbacks.results_file import write_results
     from txm_live.config import load_config
 
-    cfg = load_config(args.config, figures=args.figures)
+    cfg = load_config(args.config, figures=args.figures, **_analysis_flags(args))
     out = Path(args.out if args.out is not None else REPLAY_OUT)
     try:
         opened = catalog_client(args.catalog)
@@ -206,7 +234,12 @@ def _plural(n: int, noun: str) -> str:
 
 
 def _callback_factory(cfg: Any, progress: Any = None) -> Any:
-    """Factory of live callbacks configured like ``cfg`` (start-document values where unset)."""
+    """Factory of live callbacks configured like ``cfg`` (start-document values where unset).
+
+    The element and edges of the configuration, when set, win over the start document's; unset,
+    they come from the start document, else from the data. ``progress`` receives the callback's
+    :class:`~txm_live.callbacks.live.ProgressEvent` objects.
+    """
 
     def factory() -> Any:
         from txm_live.callbacks.demo import analysis_functions
@@ -215,7 +248,8 @@ def _callback_factory(cfg: Any, progress: Any = None) -> Any:
         analysis, preview = analysis_functions(cfg)
         return XanesLiveCallback(
             energy_key=cfg.energy_key, image_key=cfg.image_key, flat_stream=cfg.flat_stream,
-            dark_stream=cfg.dark_stream, windows=cfg.edge_windows() if cfg.windows else None,
+            dark_stream=cfg.dark_stream, element=cfg.element, edges=cfg.edges,
+            windows=cfg.edge_windows() if cfg.windows else None,
             analysis=analysis, preview=preview, register=cfg.register,
             correct_magnification=cfg.correct_magnification, progress=progress)
 
@@ -284,7 +318,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         _err(str(exc))
         return 2
-    cfg = load_config(args.config, out=args.out, figures=args.figures)
+    cfg = load_config(args.config, out=args.out, figures=args.figures, **_analysis_flags(args))
     out = cfg.out
     from txm_live.callbacks.remote import serve
 

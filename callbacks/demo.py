@@ -291,7 +291,8 @@ def run_demo(
     analysis, preview = analysis_functions(cfg)
     cb = XanesLiveCallback(
         energy_key=cfg.energy_key, image_key=cfg.image_key, flat_stream=cfg.flat_stream, dark_stream=cfg.dark_stream,
-        windows=cfg.edge_windows(), analysis=analysis, preview=preview, register=cfg.register,
+        element=cfg.element, edges=cfg.edges, windows=cfg.edge_windows() if cfg.windows else None,
+        analysis=analysis, preview=preview, register=cfg.register,
         correct_magnification=cfg.correct_magnification, progress=prog,
     )
     print(f"txm-live demo: {cfg.size}: detector frame {frame[0]}x{frame[1]} px (= phase map size), simulated "

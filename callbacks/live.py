@@ -391,11 +391,17 @@ class XanesLiveCallback:
     primary_stream, flat_stream, dark_stream : str, optional
         Stream names (default: start document, else ``"primary"``, ``"flat"``, ``"dark"``).
     element : str, optional
-        Element (default: start document's ``txm_live.element``, else ``"Nd"``).
+        Element (default: the start document's ``txm_live.element``, else its top-level
+        ``element``, else detected from the data; see :mod:`txm_live.callbacks.edge_choice`).
     edges : sequence of str, optional
-        Edges (default: start document's ``txm_live.edges``, else ``("L3", "L2")``).
+        Edges (default: the start document's ``txm_live.edges`` / ``edges``, else the element's
+        tabulated edges inside the planned or acquired energy range, else detected from the mean
+        spectrum). Results are keyed by edge name in acquisition order whatever the order here.
     windows : sequence of EdgeWindow, optional
-        Explicit edge windows (override ``element``/``edges``).
+        Explicit edge windows (override ``element``/``edges``). Every window is fitted into the
+        planned energies at the start of the run (a window the plan cannot fill is a named
+        :class:`~txm_live.errors.InsufficientDataError` before the first frame), else into the
+        acquired ones.
     analysis : callable, optional
         ``analysis(energies, block, *, window, valid) -> EdgeResult``; default
         :func:`txm_live.phases.analyze_edge`.

@@ -62,9 +62,10 @@ def test_subcommand_options_parse():
 def test_config_print_is_valid_toml(capsys):
     assert main(["config", "--print"]) == 0
     data = tomllib.loads(capsys.readouterr().out)
-    assert data["analysis"]["element"] == "Nd"
+    assert "element" not in data["analysis"]  # omitted: from the start document, else detected
+    assert data["analysis"]["method"] == "athena"
     assert data["demo"]["size"] == "small"
-    assert set(data["windows"]) == {"L3", "L2"}
+    assert "windows" not in data
 
 
 def test_config_print_merges_a_file(tmp_path, capsys):
@@ -139,7 +140,9 @@ def test_serve_prints_each_run_event(capsys):
     ('[analysis]\nsnr_threshold = "high"\n',
      "[analysis] snr_threshold: expected a number (or omit it), got 'high' (str)"),
     ("[analysis]\nregister = 1\n", "[analysis] register: expected true or false, got 1 (int)"),
-    ('[analysis]\nedges = "L3"\n', "[analysis] edges: expected a list of strings, got 'L3' (str)"),
+    ("[analysis]\nedges = [3]\n", "[analysis] edges: expected a list of strings (or omit it), got [3] (list)"),
+    ('[analysis]\nmethod = "larch"\n', "[analysis] method: method must be 'athena' or 'mback', got 'larch'"),
+    ("[windows.L3]\npost_order = 5\n", "[windows.L3] post_order: expected 0, 1 or 2"),
     ("[demo]\nseed = 1.5\n", "[demo] seed: expected an integer, got 1.5 (float)"),
     ("[demo]\nseed = -1\n", "[demo] seed: seed must be an integer >= 0"),
     ('[windows.L3]\ne0 = "x"\n', "[windows.L3] e0: expected a positive number (eV), got 'x' (str)"),

@@ -13,9 +13,11 @@ from txm_live.config import TxmLiveConfig, WindowOverride, default_toml, load_co
 def test_defaults_without_file():
     cfg = load_config()
     assert cfg == TxmLiveConfig()
-    assert cfg.element == "Nd" and cfg.edges == ("L3", "L2")
+    # element and edges: from the start document, else the data (never a silent "Nd")
+    assert cfg.element is None and cfg.edges is None and cfg.edge_windows() == ()
+    assert cfg.method == "athena" and cfg.post_order is None
     assert cfg.analysis_options() == {}
-    l3, l2 = cfg.edge_windows()
+    l3, l2 = cfg.replace(element="Nd", edges=("L3", "L2")).edge_windows()
     assert l3.edge == "L3" and 6200 < l3.e0 < 6215 and l2.edge == "L2"
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.seed = 3  # type: ignore[misc]
@@ -24,7 +26,8 @@ def test_defaults_without_file():
 def test_default_toml_is_valid_and_round_trips(tmp_path):
     text = default_toml()
     data = tomllib.loads(text)
-    assert {"analysis", "stream", "preview", "output", "demo", "windows"} <= set(data)
+    assert {"analysis", "stream", "preview", "output", "demo"} <= set(data)
+    assert "# [windows.K]" in text  # an example, commented out: windows need element and edges
     path = tmp_path / "c.toml"
     path.write_text(text)
     cfg = load_config(path)
@@ -38,6 +41,7 @@ def test_file_values_and_overrides(tmp_path):
     path.write_text(
         """
 [analysis]
+element = "Nd"
 edges = ["L3"]
 snr_threshold = 4.5
 [analysis.dbscan]
@@ -69,7 +73,11 @@ flux = 8000.0
         ("[analysis]\nelemnt = 'Nd'\n", "unknown key 'elemnt'"),
         ("[analysys]\nelement = 'Nd'\n", r"unknown section \[analysys\]"),
         ("[windows.L3]\nstart = 1\n", "windows.L3"),
-        ("[windows.L1]\ne0 = 7126.0\n", "windows: edge 'L1'"),
+        ("[analysis]\nelement = 'Nd'\nedges = ['L3']\n[windows.L1]\ne0 = 7126.0\n", "windows: edge 'L1'"),
+        ("[windows.K]\npost_order = 1\n", r"needs \[analysis\] element and edges"),
+        ("[analysis]\nmethod = 'larch'\n", "method must be 'athena' or 'mback'"),
+        ("[analysis]\npost_order = 3\n", "post_order must be 0, 1 or 2"),
+        ("[analysis]\nedges = []\n", "edges must name at least one edge"),
         ("[demo]\nsize = 'huge'\n", "size must be one of"),
         ("[analysis.dbscan]\neps = -1.0\n", "dbscan_eps"),
         ("[analysis\n", "invalid TOML"),
@@ -88,3 +96,32 @@ def test_missing_file_and_unknown_override(tmp_path):
         load_config(tmp_path / "nope.toml")
     with pytest.raises(ValueError, match="unknown configuration option"):
         load_config(sedd=3)
+
+
+def test_element_edges_method_and_post_order(tmp_path):
+    path = tmp_path / "fe.toml"
+    path.write_text(
+        """
+[analysis]
+element = "Fe"
+edges = ["K"]
+method = "mback"
+post_order = 1
+[windows.K]
+post = [40.0, 150.0]
+post_order = 2
+"""
+    )
+    cfg = load_config(path)
+    assert cfg.element == "Fe" and cfg.edges == ("K",)
+    assert cfg.analysis_options() == {"method": "mback", "post_order": 1}
+    (k,) = cfg.edge_windows()
+    assert k.element == "Fe" and k.edge == "K" and 7100 < k.e0 < 7125
+    assert k.post == (40.0, 150.0) and k.post_order == 2
+    # a single edge given as a string (a CLI flag) is one edge, not its letters
+    assert TxmLiveConfig().replace(edges="L3").edges == ("L3",)
+    # the printed file keeps all of it
+    again = tmp_path / "again.toml"
+    again.write_text(cfg.to_toml())
+    assert load_config(again).edge_windows() == cfg.edge_windows()
+    assert load_config(again).analysis_options() == cfg.analysis_options()

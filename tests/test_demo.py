@@ -128,3 +128,18 @@ def test_cli_replay_unknown_run_exits_2_without_a_folder(demo, tmp_path, capsys,
     err = capsys.readouterr().err
     assert key in err and "prefix of at least 6 characters" in err
     assert not dest.exists()
+
+
+def test_demo_honours_the_toml_element_and_edges(tmp_path):
+    """`txm-live demo --config`: the file's edges replace the scan's own (Nd L3 and L2)."""
+    from txm_live.callbacks.demo import run_demo
+    from txm_live.config import load_config
+
+    toml = tmp_path / "l3.toml"
+    toml.write_text('[analysis]\nelement = "Nd"\nedges = ["L3"]\n[preview]\nenabled = false\n'
+                    '[output]\nfigures = false\n')
+    s = run_demo("small", tmp_path / "out", config=load_config(toml), progress=False, print_summary=False)
+    r = s.result
+    assert r.errors == () and r.ok, r.errors
+    assert r.element == "Nd" and list(r.edges) == ["L3"] and r.requested_edges == ("L3",)
+    assert r.comparisons == () and r.previews == {}

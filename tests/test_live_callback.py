@@ -830,3 +830,64 @@ def test_close_with_timeout_abandons_a_hung_analysis():
         cb.close(timeout=1.0)
     assert time.monotonic() - t0 < 5
     release.set()
+
+
+# --------------------------------------------------------------------------- element and edge choice
+def _run(cb: XanesLiveCallback, docs: list[tuple[str, dict]]):
+    for name, doc in docs:
+        cb(name, doc)
+    (res,) = cb.wait(timeout=60)
+    cb.close()
+    return res
+
+
+def test_a_window_the_plan_cannot_fill_is_a_named_error_at_the_start_of_the_run():
+    """Fe K asked for, the plan covers only up to 7100 eV: the error comes before the first frame."""
+    events: list[ProgressEvent] = []
+    cb = make_cb(progress=events.append)
+    plan = FE_K_ENERGIES[FE_K_ENERGIES < 7100]
+    docs = make_documents(plan, edges=FE_K_EDGES, contract_extra={"element": "Fe", "edges": ["K"]})
+    cb(*docs[0])  # the start document only
+    cb.wait(timeout=30)
+    early = [e for e in events if e.stage == "error"]
+    assert early and early[0].n_frames == 0
+    assert early[0].message.startswith("InsufficientDataError: Fe K: the scan"), early[0].message
+    res = _run(cb, docs[1:])
+    assert not res.ok and res.edges == {} and res.requested_edges == ("K",)
+    assert sum(e.startswith("InsufficientDataError: Fe K") for e in res.errors) == 1, res.errors
+    assert not any("incomplete at stop" in e for e in res.errors)
+
+
+def test_start_document_top_level_element_and_edges_and_options_first():
+    # top-level keys (no txm_live element/edges): honoured
+    docs = make_documents(FE_K_ENERGIES, edges=FE_K_EDGES, contract_extra={"element": None, "edges": None},
+                          md_extra={"element": "Fe", "edges": "K"})
+    res = _run(make_cb(), docs)
+    assert res.ok and res.element == "Fe" and list(res.edges) == ["K"], res.errors
+    assert any(n.startswith("element Fe, edges K (start document)") for n in res.notes), res.notes
+    # the options win over the start document (which says Nd L3/L2 here)
+    docs = make_documents(FE_K_ENERGIES, edges=FE_K_EDGES)
+    res = _run(make_cb(element="Fe", edges=("K",)), docs)
+    assert res.ok and list(res.edges) == ["K"] and res.edges["K"].e0 == pytest.approx(7112.0, abs=1)
+    assert any("(options)" in n for n in res.notes), res.notes
+
+
+def test_without_a_plan_a_scan_ending_before_the_nominal_window_end_is_fitted_not_an_error():
+    """No txm_live.energies: the Fe K window (nominally to e0 + 440 eV) is fitted to what was acquired."""
+    energies = FE_K_ENERGIES[FE_K_ENERGIES <= 7400]
+    docs = make_documents(energies, edges=FE_K_EDGES, contract_extra={"element": "Fe", "edges": ["K"], "energies": None})
+    res = _run(make_cb(), docs)
+    assert res.errors == () and res.ok
+    k = res.edges["K"]
+    assert k.energies.max() <= 7400 and label_accuracy(k.labels) > 0.98
+    assert any("window fitted to the acquired energies" in n for n in res.notes), res.notes
+
+
+def test_exafs_unavailable_on_a_short_window_is_a_note_and_ok_stays_true():
+    """A XANES-only Fe K scan (to e0 + 110 eV) with the real EXAFS extraction: a note, not an error."""
+    energies = FE_K_ENERGIES[FE_K_ENERGIES <= 7222]
+    docs = make_documents(energies, edges=FE_K_EDGES, contract_extra={"element": "Fe", "edges": ["K"]})
+    res = _run(make_cb(exafs=True), docs)
+    assert res.errors == () and res.ok, res.errors
+    assert res.exafs == {} and list(res.edges) == ["K"]
+    assert any(n.startswith("Fe K: EXAFS not available") for n in res.notes), res.notes

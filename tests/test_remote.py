@@ -255,3 +255,49 @@ def test_make_publisher_waits_for_the_proxy_subscription():
         "start", "descriptor", "event", "event", "event", "stop"]
     with pytest.raises(ValueError, match="bare port"):
         make_publisher(RE, "5567")
+
+
+def test_serve_honours_the_toml_element_and_edges(tmp_path):
+    """serve() with the CLI's callback factory: the config's element/edges win over the start document."""
+    from bluesky import RunEngine
+
+    from txm_live.callbacks.cli import _callback_factory
+    from txm_live.config import load_config
+    from txm_live.sim.devices import make_txm
+    from txm_live.sim.phantom import make_phantom
+    from txm_live.sim.plans import xanes_scan
+
+    toml = tmp_path / "nd.toml"
+    toml.write_text('[analysis]\nelement = "Nd"\nedges = ["L3"]\n[preview]\nenabled = false\n')
+    cfg = load_config(toml)
+    energies = np.concatenate([np.arange(6000.0, 6190.0, 20.0), np.arange(6190.0, 6240.0, 2.0),
+                               np.arange(6240.0, 6700.0, 20.0)])
+    RE = RunEngine({})
+    docs: list[tuple[str, dict]] = []
+    RE.subscribe(lambda name, doc: docs.append((name, doc)))
+    # a Nd scan whose start document wrongly claims Fe K: the configuration decides
+    (uid,) = RE(xanes_scan(make_txm(make_phantom(shape=(40, 40), seed=1), seed=11, margin_px=4), energies,
+                           n_dark=2, element="Fe", edges=("K",)))
+    pin, pout = free_port(), free_port()
+    proxy = Proxy(f"127.0.0.1:{pin}", f"127.0.0.1:{pout}")
+    threading.Thread(target=proxy.start, daemon=True).start()
+    stop, served = threading.Event(), []
+    thread = threading.Thread(target=lambda: served.extend(serve(
+        f"127.0.0.1:{pout}", out=tmp_path / "out", stop_event=stop, callback_factory=_callback_factory(cfg))))
+    thread.start()
+    time.sleep(1.0)  # consumer subscribed (slow joiner)
+    pub = Publisher(f"127.0.0.1:{pin}", serializer=encode_msgpack)
+    time.sleep(0.5)  # publisher connected to the proxy
+    for name, doc in docs:
+        pub(name, doc)
+    deadline = time.monotonic() + 180
+    while not (tmp_path / "out" / uid / "phases.h5").exists():
+        assert time.monotonic() < deadline, "no results from serve"
+        time.sleep(0.2)
+    stop.set()
+    thread.join(60)
+    pub.close()
+    assert not thread.is_alive()
+    r = read_results(tmp_path / "out" / uid)
+    assert r.errors == () and r.ok, r.errors
+    assert r.element == "Nd" and list(r.edges) == ["L3"] and r.requested_edges == ("L3",)

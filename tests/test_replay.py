@@ -219,3 +219,29 @@ def test_run_without_stop_is_replayed_as_incomplete(tiled, recorded):
     assert name == "stop" and stop["exit_status"] == "abort"
     assert stop["reason"].startswith("RunIncompleteError")
     assert any(w.startswith("RunIncompleteError") for w in stats.warnings)
+
+
+def test_cli_replay_honours_the_toml_element_and_edges(tiled, recorded, workdir, tmp_path):
+    """`txm-live replay --config`: the file's element/edges win over the start document's (Nd L3/L2)."""
+    from txm_live.callbacks.cli import main
+
+    uid = recorded[True][0]
+    only_l3 = tmp_path / "l3.toml"
+    only_l3.write_text('[analysis]\nelement = "Nd"\nedges = ["L3"]\n[preview]\nenabled = false\n')
+    assert main(["replay", "--catalog", str(workdir), "--config", str(only_l3), "--out", str(tmp_path / "a"),
+                 "--no-progress", "--no-figures", uid]) == 0
+    r = read_results(tmp_path / "a" / uid)
+    assert r.ok and list(r.edges) == ["L3"] and r.requested_edges == ("L3",) and r.comparisons == ()
+    assert r.element == "Nd" and any("(options)" in n for n in r.notes), r.notes
+    # another element: its K window is not in this Nd scan, a named error before any analysis
+    fe_k = tmp_path / "fe.toml"
+    fe_k.write_text('[analysis]\nelement = "Fe"\nedges = ["K"]\n')
+    assert main(["replay", "--catalog", str(workdir), "--config", str(fe_k), "--out", str(tmp_path / "b"),
+                 "--no-progress", "--no-figures", uid]) == 1
+    r = read_results(tmp_path / "b" / uid)
+    assert r.edges == {} and r.element == "Fe" and r.requested_edges == ("K",)
+    assert any(e.startswith("InsufficientDataError: Fe K") for e in r.errors), r.errors
+    # the command-line flags win over the file
+    assert main(["replay", "--catalog", str(workdir), "--config", str(fe_k), "--element", "Nd", "--edges", "L3",
+                 "--out", str(tmp_path / "c"), "--no-progress", "--no-figures", uid]) == 0
+    assert list(read_results(tmp_path / "c" / uid).edges) == ["L3"]

@@ -4,8 +4,10 @@ A configuration file groups the options in sections; every key is optional and a
 keeps its default (``None`` means "decide from the data or the start document")::
 
     [analysis]
-    element = "Nd"
-    edges = ["L3", "L2"]
+    element = "Fe"             # omit: from the start document, else detected from the data
+    edges = ["K"]              # omit: from the start document, else the element's edges in range
+    method = "athena"          # or "mback"
+    post_order = 1             # post-edge model of every edge: 0, 1, 2 (omit: chosen per edge)
     snr_threshold = 3.0        # omit: chosen automatically
     register = true
     correct_magnification = true
@@ -14,10 +16,11 @@ keeps its default (``None`` means "decide from the data or the start document"):
     eps = 0.35
     min_samples = 20
 
-    [windows.L3]               # override any part of an edge window (eV, pre/post relative to e0)
-    e0 = 6208.0
-    pre = [-200.0, -60.0]
-    post = [90.0, 440.0]
+    [windows.K]                # override any part of an edge window (eV, pre/post relative to e0);
+    e0 = 7112.0                # needs [analysis] element and edges
+    pre = [-150.0, -30.0]
+    post = [40.0, 200.0]
+    post_order = 2             # this edge's post-edge model
 
     [stream]                   # data keys and stream names; omit to read them from the start doc
     energy_key = "mono_energy"
@@ -67,6 +70,7 @@ class WindowOverride:
     e0: float | None = None
     pre: tuple[float, float] | None = None
     post: tuple[float, float] | None = None
+    post_order: int | None = None
 
 
 def _opt(section: str, key: str, help: str) -> dict[str, Any]:
@@ -81,8 +85,14 @@ class TxmLiveConfig:
     and by :func:`default_toml`).
     """
 
-    element: str = field(default="Nd", metadata=_opt("analysis", "element", "absorbing element"))
-    edges: tuple[str, ...] = field(default=("L3", "L2"), metadata=_opt("analysis", "edges", "edges to analyse, in scan order"))
+    element: str | None = field(default=None, metadata=_opt(
+        "analysis", "element", "absorbing element (omit: from the start document, else detected from the data)"))
+    edges: tuple[str, ...] | None = field(default=None, metadata=_opt(
+        "analysis", "edges", "edges to analyse (omit: from the start document, else the element's edges in the scan)"))
+    method: str = field(default="athena", metadata=_opt(
+        "analysis", "method", "normalization: athena (pre-edge line, post-edge polynomial) or mback"))
+    post_order: int | None = field(default=None, metadata=_opt(
+        "analysis", "post_order", "post-edge polynomial order 0, 1 or 2 for every edge (omit: chosen per edge)"))
     snr_threshold: float | None = field(default=None, metadata=_opt(
         "analysis", "snr_threshold", "minimum edge-step SNR of a clustered pixel (omit: automatic)"))
     n_components: int | None = field(default=None, metadata=_opt(
@@ -114,14 +124,24 @@ class TxmLiveConfig:
     n_dark: int = field(default=5, metadata=_opt("demo", "n_dark", "dark frames at the start and at the end"))
 
     def __post_init__(self) -> None:
+        if self.edges is not None and isinstance(self.edges, str):
+            object.__setattr__(self, "edges", (self.edges,))
         for f in fields(self):
             _check_type(f, getattr(self, f.name))
 
         def bad(name: str, rule: str) -> ValueError:
             return ValueError(f"{_where(name)}: {name} must be {rule}, got {getattr(self, name)!r}")
 
-        if not self.edges:
-            raise bad("edges", "a non-empty list of edge names")
+        if self.element is not None and not self.element.strip():
+            raise bad("element", "an element symbol such as 'Fe'")
+        if self.edges is not None and (not self.edges or not all(self.edges)):
+            raise ValueError(f"{_where('edges')}: edges must name at least one edge, e.g. ['K'] or ['L3', 'L2'], "
+                             f"got {list(self.edges)!r}")
+        if self.method not in ("athena", "mback"):
+            raise bad("method", "'athena' or 'mback'")
+        for po in (self.post_order, *(w.post_order for w in self.windows)):
+            if po is not None and (isinstance(po, bool) or po not in (0, 1, 2)):
+                raise ValueError(f"{_where('post_order')}: post_order must be 0, 1 or 2, got {po!r}")
         if self.snr_threshold is not None and not self.snr_threshold >= 0:
             raise bad("snr_threshold", ">= 0")
         if self.n_components is not None and self.n_components < 1:
@@ -140,14 +160,23 @@ class TxmLiveConfig:
             raise bad("flux", "> 0")
         if self.n_dark < 1:
             raise bad("n_dark", ">= 1")
-        known = set(self.edges)
+        if self.windows and (self.element is None or self.edges is None):
+            raise ValueError(f"windows: [windows.{self.windows[0].edge}] needs [analysis] element and edges "
+                             "(the window of an edge is only known once its element is)")
+        known = set(self.edges or ())
         for w in self.windows:
             if w.edge not in known:
                 raise ValueError(f"windows: edge {w.edge!r} is not among edges {self.edges}")
 
     # derived ----------------------------------------------------------------------------------
     def edge_windows(self) -> tuple[EdgeWindow, ...]:
-        """The analysis windows: defaults from xraydb with this configuration's overrides."""
+        """The analysis windows: defaults from xraydb with this configuration's overrides.
+
+        Empty when the element or the edges are not set (they then come from the start document
+        or the data, and the live callback builds the windows).
+        """
+        if self.element is None or self.edges is None:
+            return ()
         by_edge = {w.edge: w for w in self.windows}
         out = []
         for win in default_windows(self.element, self.edges):
@@ -156,14 +185,16 @@ class TxmLiveConfig:
                 win = EdgeWindow(win.element, win.edge,
                                  win.e0 if o.e0 is None else float(o.e0),
                                  win.pre if o.pre is None else tuple(o.pre),
-                                 win.post if o.post is None else tuple(o.post))
+                                 win.post if o.post is None else tuple(o.post),
+                                 win.post_order if o.post_order is None else int(o.post_order))
             out.append(win)
         return tuple(out)
 
     def analysis_options(self) -> dict[str, Any]:
         """Keyword options for the exact analysis (``analyze_edge``) that the user set."""
         opts = {"eps": self.dbscan_eps, "min_samples": self.dbscan_min_samples,
-                "snr_threshold": self.snr_threshold, "n_components": self.n_components}
+                "snr_threshold": self.snr_threshold, "n_components": self.n_components,
+                "method": None if self.method == "athena" else self.method, "post_order": self.post_order}
         return {k: v for k, v in opts.items() if v is not None}
 
     def replace(self, **overrides: Any) -> TxmLiveConfig:
@@ -174,7 +205,8 @@ class TxmLiveConfig:
         if unknown:
             raise ValueError(f"unknown configuration option(s) {unknown}; known: {sorted(names)}")
         if "edges" in overrides:
-            overrides["edges"] = tuple(overrides["edges"])
+            edges = overrides["edges"]
+            overrides["edges"] = (edges,) if isinstance(edges, str) else tuple(edges)
         if "out" in overrides:
             overrides["out"] = os.fspath(overrides["out"])
         return dataclasses.replace(self, **overrides)
@@ -210,8 +242,8 @@ def _check_type(f: dataclasses.Field[Any], value: Any) -> None:
         if optional:
             return
         raise ValueError(f"{_where(f.name)}: expected {_describe(base)}, got nothing (None)")
-    if base == "tuple[str,...]":
-        ok = isinstance(value, (tuple, list)) and all(isinstance(v, str) for v in value)
+    if base == "tuple[str,...]":  # one string is taken as a one-edge list
+        ok = isinstance(value, str) or (isinstance(value, (tuple, list)) and all(isinstance(v, str) for v in value))
     elif base in _TYPES:
         types, _ = _TYPES[base]
         ok = isinstance(value, types) and (base == "bool" or not isinstance(value, bool))
@@ -242,17 +274,25 @@ def _number_pair(value: Any, where: str) -> tuple[float, float]:
 def _window_override(edge: str, w: Any, source: str) -> WindowOverride:
     where = f"{source}: [windows.{edge}]"
     if not isinstance(w, dict):
-        raise ValueError(f"{where}: expected a table with e0, pre, post, got {w!r} ({type(w).__name__})")
-    bad = set(w) - {"e0", "pre", "post"}
+        raise ValueError(f"{where}: expected a table with e0, pre, post, post_order, got {w!r} ({type(w).__name__})")
+    bad = set(w) - {"e0", "pre", "post", "post_order"}
     if bad:
-        raise ValueError(f"{where}: unknown key(s) {sorted(bad)}; known: e0, pre, post")
+        raise ValueError(f"{where}: unknown key(s) {sorted(bad)}; known: e0, pre, post, post_order")
     e0 = w.get("e0")
     if e0 is not None and (not isinstance(e0, (int, float)) or isinstance(e0, bool) or not e0 > 0):
         raise ValueError(f"{where} e0: expected a positive number (eV), got {e0!r} ({type(e0).__name__})")
     return WindowOverride(
         edge, e0=None if e0 is None else float(e0),
         pre=_number_pair(w["pre"], f"{where} pre") if "pre" in w else None,
-        post=_number_pair(w["post"], f"{where} post") if "post" in w else None)
+        post=_number_pair(w["post"], f"{where} post") if "post" in w else None,
+        post_order=_post_order(w.get("post_order"), f"{where} post_order"))
+
+
+def _post_order(value: Any, where: str) -> int | None:
+    if value is not None and (isinstance(value, bool) or value not in (0, 1, 2)):
+        raise ValueError(f"{where}: expected 0, 1 or 2 (post-edge polynomial order), got {value!r} "
+                         f"({type(value).__name__})")
+    return value
 
 
 def _fields_by_section() -> dict[str, list[dataclasses.Field[Any]]]:
@@ -295,7 +335,15 @@ def _to_toml(cfg: TxmLiveConfig) -> str:
         lines.append(f"e0 = {_toml_value(win.e0)}")
         lines.append(f"pre = {_toml_value(list(win.pre))}")
         lines.append(f"post = {_toml_value(list(win.post))}")
+        if win.post_order is not None:
+            lines.append(f"post_order = {_toml_value(win.post_order)}")
         lines.append("")
+    if not windows:
+        lines += ["# [windows.K]                           # per-edge window overrides; need element and edges",
+                  "# e0 = 7112.0                          # eV",
+                  "# pre = [-150.0, -30.0]                # eV relative to e0",
+                  "# post = [40.0, 200.0]",
+                  "# post_order = 1                       # 0, 1 or 2: this edge's post-edge model", ""]
     return "\n".join(lines)
 
 
