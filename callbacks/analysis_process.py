@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -36,10 +38,13 @@ class AnalysisProcess:
     user's ``__main__`` script, unlike multiprocessing's spawn), connected by a private socket
     pair. The block is passed as a :class:`~txm_live.cube.SharedBlockRef` (no copy); the result
     comes back pickled. The child ignores Ctrl-C, exits when the parent closes the connection or
-    dies, and is restarted after a crash.
+    dies (also in the middle of an analysis: ``PR_SET_PDEATHSIG`` on Linux, else a thread that
+    watches the parent's pid), and is restarted after a crash.
     """
 
-    _CHILD_CODE = "import sys; from txm_live.callbacks.analysis_process import child_main; child_main(sys.argv[1])"
+    _CHILD_CODE = (
+        "import sys; from txm_live.callbacks.analysis_process import child_main; child_main(sys.argv[1], int(sys.argv[2]))"
+    )
 
     def __init__(self) -> None:
         self._proc: Any = None
@@ -54,7 +59,7 @@ class AnalysisProcess:
         parent, child = socket.socketpair()
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-c", self._CHILD_CODE, str(child.fileno())],
+                [sys.executable, "-c", self._CHILD_CODE, str(child.fileno()), str(os.getpid())],
                 pass_fds=(child.fileno(),),
                 start_new_session=True,  # no SIGINT from the beamline terminal
             )
@@ -138,12 +143,43 @@ class NotTransferable(Exception):
     """The analysis function cannot be sent to the analysis process."""
 
 
-def child_main(fd: str) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """End this process as soon as ``parent_pid`` is gone, even in the middle of an analysis.
+
+    Linux: the kernel sends SIGKILL when the parent exits (``prctl(PR_SET_PDEATHSIG)``). The
+    kernel ties it to the parent *thread* that started the child, so a daemon thread also polls
+    the parent pid (every 0.5 s) everywhere: a child never outlives its parent by seconds.
+    """
+    import signal
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            pr_set_pdeathsig = 1
+            libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError) as exc:
+            logger.debug("analysis process: prctl unavailable: %s", exc)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(1)
+
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+    threading.Thread(target=watch, name="txm-live-parent-watch", daemon=True).start()
+
+
+def child_main(fd: str, parent_pid: int | None = None) -> None:
     """Entry point of the analysis process (see :class:`AnalysisProcess`)."""
     import signal
     from multiprocessing.connection import Connection
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent_pid is not None:
+        _die_with_parent(parent_pid)
     conn = Connection(int(fd))
     for module in _PRELOAD:  # import the default analyses before the first edge is complete
         try:

@@ -9,7 +9,9 @@ Two generations of asset documents are supported, both for HDF5 files written by
   of the image and ``filled[key] = False``; the datum's ``point_number`` selects the frame.
 
 Files are opened read-only, lazily, and kept open per resource; a frame not yet flushed by the
-writer is retried a few times before a :class:`~txm_live.errors.FrameError`.
+writer is retried a few times before a :class:`~txm_live.errors.FrameError`. Frames are located
+by the indices of their datum / stream_datum only; a negative index or one past the end of the
+dataset is a named error (the frame is skipped), never a read from the end of the file.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ class _StreamRange:
     seq_stop: int
     index_start: int
     index_stop: int
+
+    @property
+    def n_events(self) -> int:
+        return self.seq_stop - self.seq_start
 
     def index_of(self, seq_num: int) -> slice:
         per_event = max((self.index_stop - self.index_start) // max(self.seq_stop - self.seq_start, 1), 1)
@@ -75,6 +81,10 @@ class AssetRegistry:
         self._resources: dict[str, dict] = {}
         self._datums: dict[str, dict] = {}
         self._files: dict[str, object] = {}
+        self._used_seq: dict[tuple[str, str], set[tuple[int, int]]] = {}  # frame slots read
+        #: Per ``(descriptor uid, data key)``: events whose ``seq_num`` repeated an earlier one's;
+        #: their frames were located by their position among the ``stream_datum`` ranges.
+        self.repeated_seq: dict[tuple[str, str], int] = {}
 
     # ------------------------------------------------------------ documents
     def stream_resource(self, doc: dict) -> None:
@@ -96,8 +106,18 @@ class AssetRegistry:
                 int(doc["indices"]["stop"]),
             )
             key = (doc["descriptor"], res["data_key"])
-        except KeyError as exc:
-            raise DocumentError(f"stream_datum {doc.get('uid')!r} refers to an unknown stream_resource or lacks {exc}") from exc
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DocumentError(
+                f"stream_datum {doc.get('uid')!r} refers to an unknown stream_resource or lacks/garbles {exc}"
+            ) from exc
+        n_frames, n_events = rng.index_stop - rng.index_start, rng.seq_stop - rng.seq_start
+        if rng.index_start < 0 or n_frames < 1 or n_events < 1 or n_frames % n_events:
+            # a negative index would silently read from the end of the dataset
+            raise DocumentError(
+                f"stream_datum {doc.get('uid')!r}: indices [{rng.index_start}, {rng.index_stop}) for seq_nums "
+                f"[{rng.seq_start}, {rng.seq_stop}) are not a whole number of frames per event at "
+                "non-negative indices; its frames are skipped"
+            )
         self._stream_ranges.setdefault(key, []).append(rng)
 
     def resource(self, doc: dict) -> None:
@@ -115,17 +135,54 @@ class AssetRegistry:
             self._datums[datum_id] = {"datum_id": datum_id, "resource": doc["resource"], "datum_kwargs": kwargs}
 
     # -------------------------------------------------------------- lookups
-    def _find_range(self, descriptor_uid: str, data_key: str, seq_num: int) -> _StreamRange | None:
-        for rng in reversed(self._stream_ranges.get((descriptor_uid, data_key), ())):
+    def _slot_of_seq(self, key: tuple[str, str], seq_num: int) -> tuple[int, int] | None:
+        """``(range index, offset)`` of ``seq_num`` in the most recent range that covers it."""
+        ranges = self._stream_ranges.get(key, [])
+        for idx in range(len(ranges) - 1, -1, -1):
+            rng = ranges[idx]
             if rng.seq_start <= seq_num < rng.seq_stop:
-                return rng
+                return idx, seq_num - rng.seq_start
         return None
 
-    def stream_frame(self, descriptor_uid: str, data_key: str, seq_num: int) -> np.ndarray | None:
-        """Frame of event ``seq_num`` of ``data_key``, or None if no ``stream_datum`` covers it yet."""
-        rng = self._find_range(descriptor_uid, data_key, seq_num)
-        if rng is None:
-            return None
+    def _slot_at(self, key: tuple[str, str], position: int) -> tuple[int, int] | None:
+        """``(range index, offset)`` of the ``position``-th event over the ranges in arrival order."""
+        for idx, rng in enumerate(self._stream_ranges.get(key, ())):
+            if position < rng.n_events:
+                return idx, position
+            position -= rng.n_events
+        return None
+
+    def stream_frame(
+        self, descriptor_uid: str, data_key: str, seq_num: int, *, position: int | None = None
+    ) -> np.ndarray | None:
+        """Frame of event ``seq_num`` of ``data_key``, or None if no ``stream_datum`` covers it yet.
+
+        The frame index comes from the ``stream_datum`` whose ``seq_nums`` range holds the event.
+        Each frame slot of a ``stream_datum`` is read once: an event whose ``seq_num`` points at
+        a slot already read (producers that send a constant ``seq_num``) is located instead by
+        ``position``, its rank among the file-backed events of its descriptor (0-based), over
+        the ``stream_datum`` ranges in arrival order, and counted in :attr:`repeated_seq`.
+        """
+        key = (descriptor_uid, data_key)
+        used = self._used_seq.setdefault(key, set())
+        slot = self._slot_of_seq(key, seq_num)
+        if slot is None:
+            return None  # its stream_datum has not arrived yet
+        if slot in used:
+            if position is None:
+                raise FrameError(f"seq_num {seq_num} of descriptor {descriptor_uid[:8]} already read; frame skipped")
+            slot = self._slot_at(key, position)
+            if slot is None:
+                return None
+            if slot in used:
+                raise FrameError(
+                    f"event {position} of descriptor {descriptor_uid[:8]} repeats seq_num {seq_num} and its "
+                    "stream_datum slot was already read; frame skipped"
+                )
+            self.repeated_seq[key] = self.repeated_seq.get(key, 0) + 1
+        used.add(slot)
+        rng = self._stream_ranges[key][slot[0]]
+        seq_num = rng.seq_start + slot[1]
         res = self._stream_resources[rng.resource_uid]
         mimetype = res.get("mimetype", "")
         if not any(mimetype.startswith(m) for m in _HDF5_MIMETYPES):
@@ -149,13 +206,18 @@ class AssetRegistry:
         path = os.path.join(root, res["resource_path"]) if root else res["resource_path"]
         rkw = res.get("resource_kwargs", {})
         dkw = datum.get("datum_kwargs", {})
-        per_point = int(rkw.get("frame_per_point", 1))
-        for name in ("point_number", "index", "frame"):
-            if name in dkw:
-                first = int(dkw[name]) * per_point
-                break
-        else:
-            raise FrameError(f"datum {datum_id!r}: no point_number/index in datum_kwargs {dkw}")
+        try:
+            per_point = int(rkw.get("frame_per_point", 1))
+            for name in ("point_number", "index", "frame"):
+                if name in dkw:
+                    first = int(dkw[name]) * per_point
+                    break
+            else:
+                raise FrameError(f"datum {datum_id!r}: no point_number/index in datum_kwargs {dkw}")
+        except (TypeError, ValueError) as exc:
+            raise FrameError(f"datum {datum_id!r}: frame index not an integer: {exc}") from exc
+        if per_point < 1 or first < 0:  # a negative index would silently read from the end
+            raise FrameError(f"datum {datum_id!r}: frame index {first} (frame_per_point {per_point}) out of range")
         dataset = rkw.get("dataset", rkw.get("key", _DEFAULT_DATASET))
         return self._read(path, dataset, slice(first, first + per_point), res["uid"])
 
@@ -176,6 +238,8 @@ class AssetRegistry:
                         ds.refresh()
                     except (RuntimeError, OSError, ValueError):
                         pass  # not a SWMR file
+                if index.start < 0:  # never read from the end of the dataset
+                    raise FrameError(f"frame index {index.start} of {path}:{dataset} is negative")
                 if index.stop > ds.shape[0]:
                     # writer still behind: reopen to see newly flushed frames
                     self._close_file(path)
@@ -205,6 +269,7 @@ class AssetRegistry:
         self._stream_ranges.clear()
         self._resources.clear()
         self._datums.clear()
+        self._used_seq.clear()
 
 
 def _open_hdf5(h5py, path: str):  # noqa: ANN001, ANN202 - h5py is imported lazily

@@ -391,6 +391,10 @@ class ThreadedCallback:
         self.n_errors = 0
         self.max_errors = 200
         self.n_documents = 0
+        #: Documents never handed to ``callback`` because :meth:`close` gave up on it.
+        self.n_dropped = 0
+        self._abandoned = False
+        self._last_success = time.monotonic()
         self._queue: queue.Queue[Any] = queue.Queue()
         self._backlog_warning = int(backlog_warning)
         self._warned = False
@@ -415,8 +419,12 @@ class ThreadedCallback:
                 if item is _STOP:
                     return
                 name, doc = item
+                if self._abandoned:  # close() gave up on the callback: drain without calling it
+                    self.n_dropped += 1
+                    continue
                 try:
                     self.callback(name, doc)
+                    self._last_success = time.monotonic()
                 except Exception as exc:  # never raise into the acquisition
                     self.n_errors += 1
                     if len(self.errors) < self.max_errors:
@@ -449,12 +457,44 @@ class ThreadedCallback:
 
     wait = flush
 
-    def close(self, timeout: float | None = None) -> None:
-        """Process what is queued, then stop the worker thread."""
+    def close(self, timeout: float | None = None, *, stall_timeout: float | None = None) -> None:
+        """Process what is queued, then stop the worker thread.
+
+        Parameters
+        ----------
+        timeout : float, optional
+            Give up after this many seconds in all.
+        stall_timeout : float, optional
+            Give up when the callback has not succeeded once for this many seconds while
+            documents wait (a server that is down or refuses every write).
+
+        Giving up drops the documents still queued (counted in :attr:`n_dropped`), records a
+        ``CatalogError`` in :attr:`errors` and returns; the worker thread (a daemon) finishes the
+        call it is in, then drains the queue without calling the callback.
+        """
         if not self._closed:
             self._closed = True
             self._queue.put(_STOP)
-        self._thread.join(timeout)
+        t0 = time.monotonic()
+        while self._thread.is_alive():
+            self._thread.join(0.05)
+            now = time.monotonic()
+            over = timeout is not None and now - t0 > timeout
+            stalled = stall_timeout is not None and now - max(self._last_success, t0) > stall_timeout
+            if self._thread.is_alive() and (over or stalled):
+                self._abandon(now - t0)
+                return
+
+    def _abandon(self, waited: float) -> None:
+        from txm_live.errors import CatalogError
+
+        self._abandoned = True
+        n = max(self._queue.qsize() - 1, 0)  # minus the stop marker
+        msg = (f"close: {CatalogError.__name__}: gave up after {waited:.1f} s with about {n} documents "
+               f"unwritten ({self.n_errors} write errors); the camera's raw files keep the data")
+        if len(self.errors) < self.max_errors:
+            self.errors.append(msg)
+        logger.error("%s: %s", self._thread.name, msg)
 
 
 @dataclass
@@ -484,11 +524,17 @@ class Recording:
 
     wait = flush
 
-    def close(self) -> None:
-        """Unsubscribe from the RunEngine, finish writing, stop the worker thread."""
+    def close(self, timeout: float | None = None, *, stall_timeout: float | None = 10.0) -> None:
+        """Unsubscribe from the RunEngine, finish writing, stop the worker thread.
+
+        A catalog that accepts nothing for ``stall_timeout`` seconds (down, full, read-only) is
+        given up (a ``CatalogError`` in :attr:`errors`, the documents left are dropped), so that
+        shutdown is never held for minutes by client retries; a slow but working catalog is
+        waited for (up to ``timeout`` seconds in all, if given).
+        """
         with contextlib.suppress(Exception):
             self.RE.unsubscribe(self.token)
-        self.callback.close()
+        self.callback.close(timeout, stall_timeout=stall_timeout)
 
     def __enter__(self) -> Recording:
         return self

@@ -2,7 +2,8 @@
 
 Subcommands::
 
-    txm-live demo [--size small|full] [--out DIR] [--config FILE] [--live-plot] [--seed N] [--no-keep-raw]
+    txm-live demo [--sample nd|lfp|lno] [--size small|full] [--out DIR] [--config FILE] [--live-plot] [--seed N]
+                  [--no-keep-raw]
     txm-live replay --catalog PATH_OR_URI [--out DIR] [--overwrite] RUN [RUN ...]
     txm-live serve --zmq HOST:PORT [--out DIR] [--allow-pickle]
     txm-live config --print
@@ -27,6 +28,7 @@ _EPILOG = """examples:
   txm-live demo                           simulated beamtime, small: 10-15 s idle (longer on a busy machine),
                                           results in ./txm-live-output
   txm-live demo --size full --live-plot   the seed experiment (602x643 px x 1024 energies), ~45 s idle, 3.6 GB RAM
+  txm-live demo --sample lfp              a LiFePO4 battery particle across the Fe K edge
   txm-live replay --catalog ./txm-live-output -- -1
                                           re-analyse the latest recorded run into ./txm-live-replay/<uid>/
   txm-live serve --zmq 127.0.0.1:5568     analyse runs published by a RunEngine over ZeroMQ
@@ -97,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--live-plot", action="store_true", default=None,
                       help="open a live matplotlib window during the scan (needs a display; otherwise a "
                            "snapshot PNG is refreshed in the output directory)")
+    demo.add_argument("--sample", choices=("nd", "lfp", "lno"), default="nd",  # = demo.DEMO_SAMPLES (tested)
+                      help="nd: corroded NdFeB magnet, Nd L3/L2 (default); lfp: LiFePO4 battery particle with "
+                           "FePO4 and magnetite, Fe K; lno: LiNiO2 particle with NiO, Ni K (measured standards)")
     demo.add_argument("--seed", type=int, default=None, help="seed of the simulated sample and noise (default 0)")
     demo.add_argument("--flux", type=float, default=None,
                       help="flat-field photons per pixel per exposure (default 5000)")
@@ -141,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow-pickle", action="store_true",
                        help="required with --serializer pickle: only for a trusted publisher, since "
                             "unpickling runs arbitrary code")
+    serve.add_argument("--rcvhwm", type=int, default=100_000, metavar="N",
+                       help="messages ZeroMQ queues for this consumer before it drops (a drop is reported as "
+                            "DataLossError in the run; default 100000)")
     serve.add_argument("--no-figures", dest="figures", action="store_false", default=None,
                        help="do not write PNG figures for each run")
 
@@ -170,7 +178,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                       live_plot=args.live_plot, figures=args.figures, **_analysis_flags(args))
     from txm_live.callbacks.demo import run_demo
 
-    run_demo(config=cfg, progress=args.progress, keep_raw=args.keep_raw)
+    run_demo(config=cfg, progress=args.progress, sample=args.sample, keep_raw=args.keep_raw)
     return 0
 
 
@@ -334,9 +342,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             print(f"  results: {folder / 'phases.h5'}", flush=True)
 
     print(f"txm-live: listening on {host}:{port}, writing to {out}/<run uid>/ (Ctrl-C to stop)", flush=True)
-    done = serve(args.zmq, out=out,
-                 serializer=args.serializer, allow_pickle=args.allow_pickle, on_result=on_result,
-                 callback_factory=_callback_factory(cfg, progress=_serve_progress))
+    done = serve(args.zmq, out=out, serializer=args.serializer, allow_pickle=args.allow_pickle, on_result=on_result,
+                 rcvhwm=args.rcvhwm, callback_factory=_callback_factory(cfg, progress=_serve_progress))
     print(f"txm-live: stopped; {_plural(len(done), 'run')} analysed, results in {out}", flush=True)
     return 0
 
@@ -356,10 +363,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    from txm_live.errors import TxmLiveError
+    from txm_live.errors import ScanInterruptedError, TxmLiveError
 
     try:
         return _COMMANDS[args.command](args)
+    except ScanInterruptedError as exc:
+        print(f"txm-live: interrupted: {exc}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         _err("interrupted")
         return 130

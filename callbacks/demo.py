@@ -17,7 +17,11 @@ memory). A busy machine takes several times longer. The demo prints both shapes 
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
+import logging
+import signal
 import sys
 import threading
 import time
@@ -31,7 +35,8 @@ import numpy as np
 from txm_live.config import TxmLiveConfig, load_config
 from txm_live.results import EdgeResult, RunResult
 
-__all__ = ["DemoSummary", "analysis_functions", "demo_energies", "demo_shape", "ground_truth_labels", "run_demo"]
+__all__ = ["DEMO_SAMPLES", "DemoSample", "DemoSummary", "analysis_functions", "demo_energies", "demo_shape",
+           "ground_truth_labels", "run_demo"]
 
 _SHAPES = {"small": (128, 128), "full": (602, 643)}
 _MARGIN = {"small": 24, "full": 64}
@@ -70,6 +75,85 @@ def demo_energies(size: str) -> np.ndarray:
         np.array([7022.0]),
     ]
     return np.unique(np.concatenate(parts))
+
+
+@dataclass(frozen=True)
+class DemoSample:
+    """A simulated sample of ``txm-live demo --sample NAME``.
+
+    Attributes
+    ----------
+    description : str
+        Recorded as ``sample`` in the start document.
+    make_phantom : callable
+        ``(shape, seed) -> phantom`` (:class:`txm_live.sim.devices.PhantomLike` with ``labels``).
+    energies : callable
+        ``size -> energies`` (eV) of the scan.
+    element : str
+        Absorbing element, recorded in the start document by the plan.
+    edges : tuple of str
+        Edges scanned, recorded likewise.
+    follow_energy_range : bool
+        The instrument effects (drift, throughput, glitches) follow the scanned range and the
+        magnification is 1 at its first energy; False: the ``EffectsConfig`` defaults (the Nd
+        seed experiment, 6000-7023 eV).
+    exafs : bool
+        Extract EXAFS of the phase means. False for ``lfp``: its measured standards end at
+        7200 eV and are extended without EXAFS, so there is none to extract.
+    """
+
+    description: str
+    make_phantom: Callable[[tuple[int, int], int], Any]
+    energies: Callable[[str], np.ndarray]
+    element: str
+    edges: tuple[str, ...]
+    follow_energy_range: bool = True
+    exafs: bool = True
+
+
+def _nd_phantom(shape: tuple[int, int], seed: int) -> Any:
+    from txm_live.sim.phantom import make_phantom
+
+    return make_phantom(shape, mode="mixed", seed=seed)
+
+
+def _lfp_phantom(shape: tuple[int, int], seed: int) -> Any:
+    from txm_live.sim.battery import make_battery_phantom
+
+    return make_battery_phantom(shape, seed=seed)
+
+
+def _lno_phantom(shape: tuple[int, int], seed: int) -> Any:
+    from txm_live.sim.battery import make_battery_phantom
+    from txm_live.sim.standards import LINIO2, NIO
+
+    return make_battery_phantom(shape, seed=seed, materials=(LINIO2, NIO))
+
+
+def _fe_k_energies(size: str) -> np.ndarray:
+    from txm_live.sim.standards import fe_k_energies
+
+    return fe_k_energies()
+
+
+def _ni_k_energies(size: str) -> np.ndarray:
+    from txm_live.sim.standards import ni_k_energies
+
+    return ni_k_energies()
+
+
+#: The samples of the demo: ``nd`` (default) the corroded Nd2Fe14B particle across Nd L3/L2
+#: (:mod:`txm_live.sim.phantom`); ``lfp`` a LiFePO4 battery particle with a FePO4 rim and cracks and
+#: ~3 % magnetite inclusions across the Fe K edge, and ``lno`` a LiNiO2 particle with a NiO rim across
+#: the Ni K edge on the energy list of a real TXM scan (:mod:`txm_live.sim.battery`, measured standards).
+DEMO_SAMPLES: dict[str, DemoSample] = {
+    "nd": DemoSample("simulated corroded Nd2Fe14B particle", _nd_phantom, demo_energies, "Nd", ("L3", "L2"),
+                     follow_energy_range=False),
+    "lfp": DemoSample("simulated LiFePO4 battery particle (FePO4 rim and cracks, magnetite inclusions)",
+                      _lfp_phantom, _fe_k_energies, "Fe", ("K",), exafs=False),
+    "lno": DemoSample("simulated LiNiO2 battery particle (NiO rim and crack faces)", _lno_phantom, _ni_k_energies,
+                      "Ni", ("K",)),
+}
 
 
 def ground_truth_labels(txm: Any, phantom: Any, first_energy: float, n_dark: int) -> np.ndarray:
@@ -192,6 +276,61 @@ class _Progress:
             self.bar.close()
 
 
+class _AbortOnSigint:
+    """Ctrl-C during the scan: pause the RunEngine at once, so that the demo can abort the run.
+
+    Replaces bluesky's own handler (a deferred pause and several lines on stdout); a thread asks
+    for the pause because signal handlers must stay short. :attr:`requested` tells whether
+    Ctrl-C was pressed.
+    """
+
+    def __init__(self, RE: Any) -> None:
+        self.RE = RE
+        self.requested = False
+        self._previous: Any = None
+
+    def _pause(self) -> None:
+        from bluesky.utils import TransitionError
+
+        with contextlib.suppress(TransitionError), contextlib.redirect_stdout(io.StringIO()):
+            self.RE.request_pause(defer=False)
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.requested:  # a second Ctrl-C: give up at once
+            raise KeyboardInterrupt
+        self.requested = True
+        threading.Thread(target=self._pause, name="txm-live-sigint", daemon=True).start()
+
+    def __enter__(self) -> _AbortOnSigint:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+@contextlib.contextmanager
+def _quiet(*names: str, level: int = logging.CRITICAL) -> Any:
+    """Raise the level of the named loggers for the duration (restored after)."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(level)
+    try:
+        yield
+    finally:
+        for lg, old in zip(loggers, levels):
+            lg.setLevel(old)
+
+
+def _abort_quietly(RE: Any, reason: str) -> Any:
+    """``RE.abort(reason)`` without bluesky's messages and traceback; the run gets its stop document."""
+    with contextlib.redirect_stdout(io.StringIO()), _quiet("bluesky"):
+        return RE.abort(reason=reason)
+
+
 def analysis_functions(cfg: TxmLiveConfig) -> tuple[Callable[..., EdgeResult], Callable[..., EdgeResult] | None]:
     """The exact analysis and the streaming preview configured by ``cfg``.
 
@@ -219,6 +358,7 @@ def run_demo(
     figures: bool | None = None,
     progress: bool = True,
     print_summary: bool = True,
+    sample: str = "nd",
     keep_raw: bool = True,
 ) -> DemoSummary:
     """Run the simulated beamtime and return a :class:`DemoSummary`.
@@ -242,6 +382,11 @@ def run_demo(
         Progress bar and stage lines on stderr.
     print_summary : bool
         Print the summary on stdout at the end.
+    sample : str
+        A key of :data:`DEMO_SAMPLES`: ``"nd"`` (default), ``"lfp"`` (Fe K) or ``"lno"`` (Ni K).
+        The battery samples scan their element's K edge on their own energy list (100 or 101
+        energies at every size); the plan records the sample's element and edges in the start
+        document, which the analysis follows unless the configuration sets them.
     keep_raw : bool
         Keep the raw HDF5 frames of a file-backed (``full``) run in ``OUT/raw/<run uid>/``.
         ``False`` deletes them after the analysis (the catalog then lacks the images, so the
@@ -251,6 +396,13 @@ def run_demo(
     -------
     DemoSummary
 
+    Raises
+    ------
+    ScanInterruptedError
+        Ctrl-C during the scan: the run was aborted (the catalog has its stop document with
+        ``exit_status="abort"``, so it replays), what was measured was analysed and written to
+        ``OUT/<run uid>/phases.h5`` flagged ``incomplete``; no figures.
+
     Notes
     -----
     Memory: the live cube holds ``n_energies x H' x W'`` float32 (H', W' the detector frame, the
@@ -258,27 +410,33 @@ def run_demo(
     enqueues documents; the analysis runs on the callback's worker threads.
     """
     t_total = time.perf_counter()
+    if sample not in DEMO_SAMPLES:
+        raise ValueError(f"sample must be one of {tuple(DEMO_SAMPLES)}, got {sample!r}")
+    spec = DEMO_SAMPLES[sample]
     cfg = config if config is not None else load_config()
     cfg = cfg.replace(size=size, out=out, seed=seed, live_plot=live_plot, figures=figures)
     shape = demo_shape(cfg.size)
-    energies = demo_energies(cfg.size)
+    energies = np.asarray(spec.energies(cfg.size), dtype=float)
     out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     from bluesky import RunEngine
+    from bluesky.utils import RunEngineInterrupted
 
     from txm_live.callbacks.catalog import record_to, start_embedded_server
     from txm_live.callbacks.live import XanesLiveCallback
     from txm_live.callbacks.results_file import write_results
     from txm_live.sim.devices import make_txm
-    from txm_live.sim.phantom import make_phantom
     from txm_live.sim.plans import xanes_scan
 
-    phantom = make_phantom(shape, mode="mixed", seed=cfg.seed)
+    phantom = spec.make_phantom(shape, cfg.seed)
     file_backed = cfg.size == "full"
+    # Instrument effects (drift, throughput, glitches) follow the scanned range; magnification 1 at its start.
+    scan_range = {} if not spec.follow_energy_range else {"energy_range": (float(energies[0]), float(energies[-1])),
+                                                   "reference_energy": float(energies[0])}
     raw_root = out_dir / "raw"
     txm = make_txm(phantom, seed=cfg.seed, flux=cfg.flux, margin_px=_MARGIN[cfg.size], file_backed=file_backed,
-                   write_path=raw_root if file_backed else None)
+                   write_path=raw_root if file_backed else None, **scan_range)
     frame = tuple(int(n) for n in txm.detector_shape)
 
     lp = None
@@ -293,48 +451,62 @@ def run_demo(
         energy_key=cfg.energy_key, image_key=cfg.image_key, flat_stream=cfg.flat_stream, dark_stream=cfg.dark_stream,
         element=cfg.element, edges=cfg.edges, windows=cfg.edge_windows() if cfg.windows else None,
         analysis=analysis, preview=preview, register=cfg.register,
-        correct_magnification=cfg.correct_magnification, progress=prog,
+        correct_magnification=cfg.correct_magnification, progress=prog, exafs=spec.exafs,
     )
-    print(f"txm-live demo: {cfg.size}: detector frame {frame[0]}x{frame[1]} px (= phase map size), simulated "
-          f"sample {shape[0]}x{shape[1]} px at {phantom.pixel_size_nm:.1f} nm, {len(energies)} energies "
+    print(f"txm-live demo: {sample} {cfg.size}: detector frame {frame[0]}x{frame[1]} px (= phase map size), "
+          f"simulated sample {shape[0]}x{shape[1]} px at {phantom.pixel_size_nm:.1f} nm, {len(energies)} energies "
           f"{energies[0]:.0f}-{energies[-1]:.0f} eV, seed {cfg.seed} -> {out_dir}", file=sys.stderr, flush=True)
     timings: dict[str, float] = {}
-    with start_embedded_server(out_dir) as tiled:
+    # the callback's errors are reported by the progress lines and the summary, not logged twice
+    with _quiet("txm_live.callbacks.live", level=logging.ERROR), start_embedded_server(out_dir) as tiled:
         client = tiled.client()
-        RE = RunEngine({}, call_returns_result=True, during_task=lp)
+        RE = RunEngine({}, call_returns_result=True, during_task=lp, context_managers=[])
         recording = record_to(RE, client)
         RE.subscribe(cb)
         if file_backed:  # raw frames of each run under OUT/raw/<run uid>/
             RE.subscribe(lambda name, doc: txm.camera.set_write_path(raw_root / doc["uid"]) if name == "start" else None)
         t0 = time.perf_counter()
-        try:
-            run = RE(xanes_scan(txm, energies, n_dark=cfg.n_dark, md={"sample": "simulated corroded Nd2Fe14B particle",
-                                                                      "demo_size": cfg.size}))
-        finally:
-            timings["scan"] = time.perf_counter() - t0
+        with _AbortOnSigint(RE) as sigint:
+            try:
+                run = RE(xanes_scan(txm, energies, n_dark=cfg.n_dark, element=spec.element, edges=spec.edges,
+                                    md={"sample": spec.description, "demo_size": cfg.size}))
+            except RunEngineInterrupted:
+                run = _abort_quietly(RE, "interrupted by the user (Ctrl-C)")
+            finally:
+                timings["scan"] = time.perf_counter() - t0
+        interrupted = sigint.requested
         t0 = time.perf_counter()
         results = cb.wait()
         timings["analysis after scan"] = time.perf_counter() - t0
         cb.close()
-        recording.flush()
-        recording.close()
+        recording.close()  # a catalog that accepts nothing for 10 s is given up (CatalogError in .errors)
         catalog_uri = tiled.uri
         if recording.errors:
             prog.write(f"catalog write errors: {recording.errors[:3]}")
     prog.close()
     if lp is not None:
         lp.pump()
-    if run.exit_status != "success":
+    if run.exit_status != "success" and not interrupted:
         raise RuntimeError(f"the simulated scan ended with status {run.exit_status!r}: {run.reason}")
     uid = run.run_start_uids[0]
     result = next((r for r in results if r.run_uid == uid), None)
     if result is None:
         raise RuntimeError(f"no analysis result for run {uid}")
+    if interrupted:
+        params = {"demo_sample": sample, "demo_size": cfg.size, "seed": cfg.seed, "interrupted": True,
+                  "catalog": str(out_dir / "catalog")}
+        path = write_results(result, out_dir, parameters=params)
+        from txm_live.errors import ScanInterruptedError
+
+        raise ScanInterruptedError(
+            f"scan of run {uid[:8]} interrupted after {result.n_frames} of {len(energies)} frames; partial results "
+            f"in {path} (flagged incomplete), the run is in the catalog with exit_status {run.exit_status!r}"
+        )
     if lp is not None:
         lp.show_result(result)
         lp.pump()
 
-    params = {"demo_size": cfg.size, "seed": cfg.seed, "flux": cfg.flux, "n_energies": int(len(energies)),
+    params = {"demo_sample": sample, "demo_size": cfg.size, "seed": cfg.seed, "flux": cfg.flux, "n_energies": int(len(energies)),
               "analysis_options": cfg.analysis_options(), "catalog": str(out_dir / "catalog")}
     files = [write_results(result, out_dir, parameters=params)]
     if cfg.figures:

@@ -21,6 +21,8 @@ RunEngine.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import itertools
 import logging
 import queue
@@ -51,6 +53,7 @@ from txm_live.callbacks.edge_choice import (
 from txm_live.edges import EdgeWindow, fit_window
 from txm_live.errors import (
     AnalysisError,
+    DataLossError,
     DocumentError,
     ExafsUnavailableError,
     FrameError,
@@ -60,13 +63,52 @@ from txm_live.errors import (
 from txm_live.results import EdgePairComparison, EdgeResult, ExafsResult, RunResult
 from txm_live.session import WindowData, XanesSession
 
-__all__ = ["XanesLiveCallback", "ProgressEvent", "RunIngest"]
+__all__ = ["XanesLiveCallback", "ProgressEvent", "RunIngest", "RunSummary"]
 
 logger = logging.getLogger("txm_live.callbacks.live")
 
 Analysis = Callable[..., EdgeResult]
 
 _MAX_ERRORS = 200
+#: A sample frame whose pixel size differs from the run's reference (start document, else the
+#: median of the frames so far) by more than this factor is skipped. Magnification drifts by a
+#: few per cent per 100 eV in a TXM; a factor 1.5 is far outside any scan, a 10x slip is caught.
+PIXEL_SIZE_TOLERANCE = 1.5
+_RECENT_UIDS = 1000  # finished runs remembered, to ignore a repeated start document
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What remains of a run once its full :class:`RunResult` is dropped (long sessions).
+
+    Attributes
+    ----------
+    run_uid : str
+    n_frames : int
+    ok : bool
+        :attr:`RunResult.ok`.
+    incomplete : bool
+        The run was interrupted or lacked frames (:attr:`RunResult.incomplete`).
+    edges : tuple of str
+        Edges analysed.
+    errors : tuple of str
+        The first 10 named errors.
+    n_errors : int
+    """
+
+    run_uid: str
+    n_frames: int
+    ok: bool
+    incomplete: bool
+    edges: tuple[str, ...]
+    errors: tuple[str, ...]
+    n_errors: int
+
+    @classmethod
+    def of(cls, result: RunResult) -> RunSummary:
+        """Summary of a result."""
+        return cls(result.run_uid, int(result.n_frames), bool(result.ok), bool(result.incomplete),
+                   tuple(result.edges), tuple(result.errors[:10]), len(result.errors))
 
 
 @dataclass(frozen=True)
@@ -142,6 +184,8 @@ class _RunState:
     exit_status: str | None = None
     derived: DerivedRun | None = None
     warnings: list[str] = field(default_factory=list)
+    incomplete: bool = False
+    pixel_sizes: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -166,7 +210,9 @@ class RunIngest(event_model.DocumentRouter):
         self.state = state
         self.assets = AssetRegistry(root_map=owner.root_map)
         self._desc: dict[str, dict[str, Any]] = {}
-        self._waiting: list[tuple[str, int, dict, dict]] = []  # events waiting for their stream_datum
+        self._waiting: list[tuple[str, int, dict, dict, int | None]] = []  # events waiting for their stream_datum
+        self._n_external: dict[str, int] = {}  # file-backed (stream_datum) events seen per descriptor
+        self._n_events: dict[str, int] = {}  # events received per stream name (checked at stop)
         md = state.start_doc.get("txm_live")
         self.md: dict = md if isinstance(md, dict) else {}
         o = owner
@@ -241,6 +287,7 @@ class RunIngest(event_model.DocumentRouter):
         d = self._desc.get(doc["descriptor"])
         if d is None:
             return
+        self._n_events[d["name"]] = self._n_events.get(d["name"], 0) + 1
         self._frame(d, doc["descriptor"], doc["seq_num"], doc["data"], doc.get("filled", {}))
 
     def event_page(self, doc: dict) -> None:
@@ -248,6 +295,16 @@ class RunIngest(event_model.DocumentRouter):
         if d is None:
             return
         data, filled = doc["data"], doc.get("filled", {})
+        columns = {"seq_num": doc["seq_num"], **{f"data.{k}": v for k, v in data.items()},
+                   **{f"filled.{k}": v for k, v in filled.items()}}
+        lengths = {k: len(v) if hasattr(v, "__len__") else -1 for k, v in columns.items()}
+        self._n_events[d["name"]] = self._n_events.get(d["name"], 0) + max(lengths["seq_num"], 0)
+        if len(set(lengths.values())) != 1:
+            # which energy goes with which image is unknown: the whole page is skipped
+            raise DocumentError(
+                f"stream {d['name']!r}: ragged event_page (column lengths {lengths}); "
+                f"its {max(lengths.values())} frames skipped"
+            )
         for i, seq in enumerate(doc["seq_num"]):
             row = {k: v[i] for k, v in data.items()}
             frow = {k: v[i] for k, v in filled.items()}
@@ -263,9 +320,9 @@ class RunIngest(event_model.DocumentRouter):
         self.assets.stream_datum(doc)
         if self._waiting:
             waiting, self._waiting = self._waiting, []
-            for desc_uid, seq, row, frow in waiting:
+            for desc_uid, seq, row, frow, position in waiting:
                 try:
-                    self._frame(self._desc[desc_uid], desc_uid, seq, row, frow)
+                    self._frame(self._desc[desc_uid], desc_uid, seq, row, frow, position)
                 except TxmLiveError as exc:
                     self._record(exc)
 
@@ -287,12 +344,29 @@ class RunIngest(event_model.DocumentRouter):
             if self._waiting:
                 st.add_error(f"FrameError: {len(self._waiting)} file-backed frames never got a stream_datum; skipped")
                 self._waiting = []
+            num_events = doc.get("num_events")
+            for name in sorted({self.primary_stream, self.flat_stream, self.dark_stream}):
+                expected = num_events.get(name) if isinstance(num_events, dict) else None
+                got = self._n_events.get(name, 0)
+                if isinstance(expected, int) and expected > got:
+                    st.add_error(
+                        f"{DataLossError.__name__}: stream {name!r}: {expected - got} of {expected} events (per the stop "
+                        "document) never arrived"
+                    )
+            for (desc_uid, key), n in self.assets.repeated_seq.items():
+                name = self._desc.get(desc_uid, {}).get("name", desc_uid[:8])
+                st.add_error(
+                    f"DocumentError: stream {name!r}: {n} file-backed events repeated an earlier event's seq_num "
+                    f"({key!r}); their frames were located by their position among the stream_datum ranges"
+                )
             if doc.get("uid") in self.owner._synthetic_stops:
+                st.incomplete = True
                 st.add_error(
                     "RunIncompleteError: no stop document before the next run (or close()); "
                     "finished with the frames received"
                 )
             elif st.exit_status != "success":
+                st.incomplete = True
                 st.add_error(
                     f"RunIncompleteError: run ended with exit_status {st.exit_status!r}"
                     + (f" ({doc.get('reason')})" if doc.get("reason") else "")
@@ -302,16 +376,19 @@ class RunIngest(event_model.DocumentRouter):
             self.owner._run_stopped(st)  # whatever happened above, the run gets finalized
 
     # --------------------------------------------------------------- frames
-    def _frame(self, d: dict, desc_uid: str, seq: int, row: dict, frow: dict) -> None:
+    def _frame(self, d: dict, desc_uid: str, seq: int, row: dict, frow: dict, position: int | None = None) -> None:
         key = d["image_key"]
         if key in row:
             image = row[key]
             if frow.get(key) is False or isinstance(image, str):
                 image = self.assets.datum_frame(str(image))
         elif d["stream_external"]:
-            image = self.assets.stream_frame(desc_uid, key, seq)
+            if position is None:  # rank among the descriptor's file-backed events (see AssetRegistry)
+                position = self._n_external.get(desc_uid, 0)
+                self._n_external[desc_uid] = position + 1
+            image = self.assets.stream_frame(desc_uid, key, seq, position=position)
             if image is None:
-                self._waiting.append((desc_uid, seq, row, frow))
+                self._waiting.append((desc_uid, seq, row, frow, position))
                 return
         else:
             raise FrameError(f"stream {d['name']!r} event {seq}: no {key!r} in the event")
@@ -327,6 +404,7 @@ class RunIngest(event_model.DocumentRouter):
             done = session.add_flat(energy, image)  # type: ignore[arg-type]
         else:
             pixel = row.get(d["pixel_key"]) if d["pixel_key"] else None
+            self._check_pixel_size(pixel, energy)
             i0 = row.get(d["i0_key"]) if d["i0_key"] else None
             done = session.add_sample(energy, image, pixel_size=pixel, i0=i0)  # type: ignore[arg-type]
         if session.n_frames != n_before:
@@ -335,6 +413,29 @@ class RunIngest(event_model.DocumentRouter):
             self.owner._window_complete(self.state, window)
         if self.state.pending_detection:
             self.owner._plan_acquired(self.state)
+
+    def _check_pixel_size(self, value: Any, energy: Any) -> None:
+        """Raise FrameError when ``value`` is far from the run's pixel size (see PIXEL_SIZE_TOLERANCE).
+
+        The reference is the start document's ``txm_live.pixel_size_nm`` when given, else the
+        median of the pixel sizes of the earlier sample frames. Unusable values (None, NaN,
+        negative) are left to the session, which ignores them with a warning.
+        """
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            return
+        if not (np.isfinite(v) and v > 0):
+            return
+        seen = self.state.pixel_sizes
+        ref = XanesLiveCallback._pixel_size_md(self.state.start_doc)
+        if ref is None and seen:
+            ref = float(np.median(seen))
+        seen.append(v)
+        if ref is not None and max(v / ref, ref / v) > PIXEL_SIZE_TOLERANCE:
+            raise FrameError(
+                f"sample frame at {energy} eV: pixel size {v:g} nm is {v / ref:.3g} x the run's {ref:g} nm; frame skipped"
+            )
 
 
 class _PassThroughFiller(event_model.DocumentRouter):
@@ -439,6 +540,10 @@ class XanesLiveCallback:
         Lower the interpreter's GIL switch interval (``sys.setswitchinterval``, process-wide) to
         this many seconds if it is larger (default 1 ms instead of Python's 5 ms), so that the
         RunEngine thread never waits long for the GIL while the worker runs; ``None`` leaves it.
+    max_results : int
+        Full :class:`RunResult` objects kept (the most recent runs; :attr:`results`, :meth:`wait`).
+        Older runs keep only a :class:`RunSummary` (:attr:`summaries`), so memory stays flat over
+        a long session (one result holds a few label/SNR maps, ~10 MB at full frame size).
 
     Notes
     -----
@@ -471,10 +576,13 @@ class XanesLiveCallback:
         root_map: dict | None = None,
         analysis_process: bool = True,
         switch_interval: float | None = 0.001,
+        max_results: int = 20,
     ) -> None:
         for name, fn in (("analysis", analysis), ("compare", compare), ("progress", progress)):
             if fn is not None and not callable(fn):
                 raise ValueError(f"{name} must be callable, got {fn!r}")
+        if not (isinstance(max_results, int) and max_results >= 1):
+            raise ValueError(f"max_results must be an integer >= 1, got {max_results!r}")
         if switch_interval is not None and not (0 < switch_interval <= 0.1):
             raise ValueError(f"switch_interval must be in (0, 0.1] s or None, got {switch_interval!r}")
         if not (preview is None or isinstance(preview, bool) or callable(preview)):
@@ -519,7 +627,11 @@ class XanesLiveCallback:
         self._runs: dict[str, _RunState] = {}  # open (not finalized) runs
         self._open_uids: list[str] = []  # runs that got start but not stop, arrival order
         self._synthetic_stops: set[str] = set()
-        self._results: list[RunResult] = []
+        self._results: collections.deque[RunResult] = collections.deque(maxlen=max_results)
+        self._summaries: list[RunSummary] = []
+        self._recent_uids: collections.deque[str] = collections.deque(maxlen=_RECENT_UIDS)
+        #: Runs finished so far (results kept or not).
+        self.n_finished = 0
         self._finalizers: list[Future] = []
         self.errors: list[str] = []  # errors not attributable to a run
         self._closed = False
@@ -578,19 +690,28 @@ class XanesLiveCallback:
                 fut.result(timeout=remaining)
             except TimeoutError as exc:
                 raise TimeoutError(f"analysis still running after {timeout} s") from exc
+            except Exception as exc:  # noqa: BLE001 - a bad run never makes wait() raise
+                self._global_error(f"TxmLiveError: finalization failed: {_named(exc)}")
+            if fut in self._finalizers:
+                self._finalizers.remove(fut)
         return list(self._results)
 
     @property
     def results(self) -> list[RunResult]:
-        """Results of the runs finished so far."""
+        """Results of the most recent finished runs (at most ``max_results``), oldest first."""
         return list(self._results)
+
+    @property
+    def summaries(self) -> list[RunSummary]:
+        """A :class:`RunSummary` of every finished run, oldest first."""
+        return list(self._summaries)
 
     def close(self, timeout: float | None = None) -> list[RunResult]:
         """Process what is queued, finish runs that never stopped (flagged), stop the threads.
 
-        Returns the results of all runs. Further documents are ignored. With a ``timeout``,
-        analyses still running after it are abandoned (the analysis process is killed) and
-        :class:`TimeoutError` is raised.
+        Returns the results of the last ``max_results`` runs. Further documents are ignored. With
+        a ``timeout``, analyses still running after it are abandoned (the analysis process is
+        killed) and :class:`TimeoutError` is raised; nothing else raises.
         """
         if self._closed:
             return list(self._results)
@@ -654,7 +775,20 @@ class XanesLiveCallback:
         return self._runs.get(uid) if uid else None
 
     def _route(self, name: str, doc: dict) -> None:
+        if not isinstance(doc, dict):
+            self._global_error(f"DocumentError: {name!r} document is a {type(doc).__name__}, not a dict; ignored")
+            return
         if name == "start":
+            uid = doc.get("uid")
+            if uid in self._runs or uid in self._recent_uids:
+                msg = f"DocumentError: repeated start document of run {str(uid)[:8]} ignored"
+                st = self._runs.get(uid)
+                if st is not None:
+                    st.add_error(msg)
+                else:
+                    self._global_error(msg)
+                logger.warning("txm-live: %s", msg)
+                return
             self._stop_open_runs()
         try:
             self._router(name, doc)
@@ -664,7 +798,10 @@ class XanesLiveCallback:
             self._attribute(name, doc, exc)
 
     def _attribute(self, name: str, doc: dict, exc: BaseException) -> None:
-        st = self._run_of(name, doc)
+        try:
+            st = self._run_of(name, doc)
+        except Exception:  # noqa: BLE001 - garbled references: the error belongs to no run
+            st = None
         msg = _named(exc) if isinstance(exc, TxmLiveError) else f"DocumentError: {name} document: {_named(exc)}"
         if st is not None:
             st.add_error(msg)
@@ -836,13 +973,18 @@ class XanesLiveCallback:
         """Flush the run's waiting frames, start the remaining analyses, schedule finalization."""
         if st.uid in self._open_uids:
             self._open_uids.remove(st.uid)
+        cube = st.session.cube if st.session is not None else None
+        if cube is not None and cube.memory_note:
+            st.notes.append(cube.memory_note)
         try:
             self._analyse_rest(st)
         except Exception as exc:  # noqa: BLE001 - finalization must be scheduled in any case
             st.add_error(_named(exc) if isinstance(exc, TxmLiveError) else f"TxmLiveError: at stop: {_named(exc)}")
         finally:
             self._progress(st, "stop")
-            self._finalizers.append(self._executor.submit(self._finalize, st))
+            # finished futures hold their RunResult: drop them (wait() only needs the pending ones)
+            self._finalizers = [f for f in self._finalizers if not f.done()]
+            self._finalizers.append(self._executor.submit(self._finalize_guarded, st))
 
     def _analyse_rest(self, st: _RunState) -> None:
         session = st.session
@@ -868,6 +1010,7 @@ class XanesLiveCallback:
                 continue
             if session.n_frames and len(session.cube.block(window.start, window.end)[0]):  # type: ignore[union-attr]
                 if st.plan is not None:
+                    st.incomplete = True
                     st.add_error(f"RunIncompleteError: {window.name} window incomplete at stop; analysed as is")
                 else:  # nothing announced where the scan would end: its end is the window's end
                     st.notes.append(
@@ -876,6 +1019,7 @@ class XanesLiveCallback:
                         "window fitted to the acquired energies")
                 self._window_complete(st, window)
             else:
+                st.incomplete = True
                 st.add_error(f"InsufficientDataError: no frame in the {window.name} window")
 
     # -------------------------------------------------------- analysis side
@@ -932,7 +1076,10 @@ class XanesLiveCallback:
             px = self._pixel_size(st)
             if px is not None:
                 md["pixel_size_nm"] = px
-            st.derived = DerivedRun(st.start_doc, self._emit_derived, metadata=md)
+            start, problems = _checked_start(st.start_doc)
+            for problem in problems:
+                st.add_error(problem)
+            st.derived = DerivedRun(start, self._emit_derived, metadata=md)
         return st.derived
 
     @staticmethod
@@ -940,12 +1087,18 @@ class XanesLiveCallback:
         """Pixel size (nm) of the phase maps: the first sample frame's, else the start document's."""
         if st.session is not None and st.session.pixel_size_ref is not None:
             return float(st.session.pixel_size_ref)
-        md = st.start_doc.get("txm_live")
+        return XanesLiveCallback._pixel_size_md(st.start_doc)
+
+    @staticmethod
+    def _pixel_size_md(start_doc: dict) -> float | None:
+        """The start document's ``txm_live.pixel_size_nm`` if it is a positive finite number."""
+        md = start_doc.get("txm_live")
         value = md.get("pixel_size_nm") if isinstance(md, dict) else None
         try:
-            return float(value) if value is not None and float(value) > 0 else None
+            v = float(value)  # type: ignore[arg-type]
         except (TypeError, ValueError):
             return None
+        return v if np.isfinite(v) and v > 0 else None
 
     def _emit_derived(self, name: str, doc: dict) -> None:
         for fn in list(self._subscribers.values()):
@@ -1096,7 +1249,7 @@ class XanesLiveCallback:
             self._safe_publish(st, lambda m=msg: derived.log(m))
         status = "success" if not st.errors else ("abort" if st.exit_status == "abort" else "fail")
         self._safe_publish(st, lambda: derived.stop(exit_status=status, reason="; ".join(st.errors[:5])))
-        self._results.append(result)
+        result = self._store(st, result)
         self._progress(st, "finished", message="ok" if result.ok else f"{len(result.errors)} errors")
         if st.session is not None:
             st.session.release()
@@ -1104,6 +1257,61 @@ class XanesLiveCallback:
         self._runs.pop(st.uid, None)
         return result
 
-    def __repr__(self) -> str:
-        return f"<XanesLiveCallback runs={len(self._runs)} finished={len(self._results)} backlog={self.backlog}>"
+    def _finalize_guarded(self, st: _RunState) -> RunResult:
+        """:meth:`_finalize`, and if it fails a result with the error: a run never vanishes."""
+        try:
+            return self._finalize(st)
+        except Exception as exc:  # noqa: BLE001 - e.g. a broken subscriber or result type
+            logger.exception("txm-live: finalization of run %s failed", st.uid[:8])
+            st.add_error(f"TxmLiveError: finalization failed: {_named(exc)}")
+            result = RunResult(run_uid=st.uid, edges=dict(st.results), previews=dict(st.previews),
+                               errors=tuple(st.errors), notes=tuple(st.notes),
+                               n_frames=st.session.n_frames if st.session is not None else 0)
+            result = self._store(st, result)
+            if st.session is not None:
+                st.session.release()
+                st.session = None
+            self._runs.pop(st.uid, None)
+            return result
 
+    def _store(self, st: _RunState, result: RunResult) -> RunResult:
+        """Keep ``result`` (bounded, see ``max_results``) and its summary; returns it."""
+        if st.incomplete and not result.incomplete:
+            result = dataclasses.replace(result, incomplete=True)
+        self._results.append(result)
+        self._summaries.append(RunSummary.of(result))
+        self._recent_uids.append(st.uid)
+        self.n_finished += 1
+        return result
+
+    def __repr__(self) -> str:
+        return f"<XanesLiveCallback runs={len(self._runs)} finished={self.n_finished} backlog={self.backlog}>"
+
+
+
+def _checked_start(start_doc: dict) -> tuple[dict, list[str]]:
+    """The raw start document's fields that the derived run copies, each checked by the schema.
+
+    Returns ``(doc, problems)``: ``doc`` holds the uid and every copied field (``scan_id``,
+    ``sample``, ``proposal_id``) that is valid in a run-start document; each invalid field is
+    left out and named in ``problems`` (``DocumentError`` messages). Producers that do not
+    validate (ZeroMQ, replay of old catalogs) can send e.g. ``scan_id="abc"``.
+    """
+    from event_model import schema_validators
+    from event_model import DocumentNames
+
+    validator = schema_validators[DocumentNames.start]
+    doc: dict = {"uid": start_doc.get("uid")}
+    problems = []
+    for key in ("scan_id", "sample", "proposal_id"):
+        if key not in start_doc:
+            continue
+        probe = {"uid": "probe", "time": 0.0, key: start_doc[key]}
+        try:
+            validator.validate(probe)
+        except Exception as exc:  # noqa: BLE001 - jsonschema.ValidationError
+            text = str(getattr(exc, "message", exc))
+            problems.append(f"DocumentError: start document field {key!r} is invalid ({text}); not copied to the derived run")
+        else:
+            doc[key] = start_doc[key]
+    return doc, problems

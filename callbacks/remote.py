@@ -19,6 +19,11 @@ Security and robustness choices:
 * A consumer that joins late (ZeroMQ's "slow joiner": messages sent before the subscription is
   established are lost) or misses a ``start`` document skips that run's documents, logs it once,
   and resynchronizes on the next ``start``.
+* Lost messages (a high-water mark overflowed under a flood) are detected from gaps in the
+  events' ``seq_num`` and from the stop document's ``num_events``: a ``DataLossError`` is added
+  to the run's errors. The receive queue (``rcvhwm`` messages) is configurable.
+* A results file that cannot be written (``ResultsWriteError``: full disk...) is logged and
+  :func:`serve` goes on with the next run. Only the last ``max_results`` results are kept.
 * SIGINT/SIGTERM (or ``stop_event``) end :func:`serve` cleanly: queued documents are processed,
   a run in progress is finished as incomplete (``RunIncompleteError`` in its errors) and its
   results are written.
@@ -27,6 +32,8 @@ Security and robustness choices:
 from __future__ import annotations
 
 import asyncio
+import collections
+import dataclasses
 import ipaddress
 import logging
 import signal
@@ -37,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from txm_live.errors import DocumentError
+from txm_live.errors import DataLossError, DocumentError
 from txm_live.results import RunResult
 
 __all__ = [
@@ -265,6 +272,9 @@ class ResyncGate:
     ----------
     skipped : dict of str to int
         Documents skipped per run uid (or ``"unknown"``).
+    losses : dict of str to list of str
+        ``DataLossError`` messages per run uid: events missing from a descriptor's ``seq_num``
+        sequence, or fewer events than the stop document's ``num_events``.
     """
 
     def __init__(self, target: Callable[[str, dict], Any]) -> None:
@@ -274,18 +284,56 @@ class ResyncGate:
         self._descriptors: set[str] = set()
         self._resources: set[str] = set()
         self.skipped: dict[str, int] = {}
+        self.losses: dict[str, list[str]] = {}
+        self._desc_info: dict[str, tuple[str, str]] = {}  # descriptor uid -> (run uid, stream name)
+        self._seen: dict[str, set[int]] = {}  # descriptor uid -> seq_nums received
 
     def _skip(self, key: str | None, name: str) -> None:
         key = key or "unknown"
         if key not in self.skipped:
-            logger.warning("joined late or lost messages: %r document of a run whose start was "
-                           "not received (run/descriptor %s); skipping until the next start",
-                           name, key)
+            logger.error("DataLossError: joined late or lost messages: %r document of a run whose "
+                         "start was not received (run/descriptor %s); skipping until the next start",
+                         name, key)
             self.skipped[key] = 0
         self.skipped[key] += 1
 
+    def _count(self, descriptor: str, seq_nums: Any) -> None:
+        seen = self._seen.setdefault(descriptor, set())
+        try:
+            seen.update(int(n) for n in seq_nums)
+        except (TypeError, ValueError):
+            pass  # garbled seq_num: the consumer reports it
+
+    def _check_losses(self, stop: dict) -> None:
+        """Compare what arrived with the stop document: seq_num gaps and ``num_events``."""
+        run = stop.get("run_start")
+        msgs = []
+        expected = stop.get("num_events") if isinstance(stop.get("num_events"), dict) else {}
+        for desc, (run_uid, stream) in list(self._desc_info.items()):
+            if run_uid != run:
+                continue
+            seen = self._seen.pop(desc, set())
+            del self._desc_info[desc]
+            n_expected = expected.get(stream)
+            top = max(seen) if seen else 0
+            if isinstance(n_expected, int):
+                top = max(top, n_expected)
+            missing = top - len({n for n in seen if 1 <= n <= top})
+            if missing > 0:
+                msgs.append(f"{DataLossError.__name__}: stream {stream!r}: {missing} of {top} events "
+                            "lost in transport (ZeroMQ high-water mark or network); the run was "
+                            "analysed without them")
+        if msgs:
+            self.losses.setdefault(str(run), []).extend(msgs)
+            for m in msgs:
+                logger.error("run %s: %s", str(run)[:8], m)
+
     def __call__(self, name: str, doc: dict | None) -> None:
         if doc is None:  # undecodable message, already logged
+            return
+        if not isinstance(doc, dict):
+            logger.error("DocumentError: dropped a %r message that is not a document (%s)", name,
+                         type(doc).__name__)
             return
         if name == "start":
             self._runs.add(doc["uid"])
@@ -294,9 +342,12 @@ class ResyncGate:
             if doc.get("run_start") not in self._runs:
                 return self._skip(doc.get("run_start"), name)
             self._descriptors.add(doc["uid"])
+            self._desc_info[doc["uid"]] = (doc["run_start"], str(doc.get("name", "primary")))
         elif name in ("event", "event_page"):
             if doc.get("descriptor") not in self._descriptors:
                 return self._skip(doc.get("descriptor"), name)
+            seq = doc.get("seq_num")
+            self._count(doc["descriptor"], seq if name == "event_page" else [seq])
         elif name in ("resource", "stream_resource"):
             run = doc.get("run_start")
             if (run not in self._runs) if run else not self._open:
@@ -317,6 +368,7 @@ class ResyncGate:
                 return self._skip(run, name)
             if run in self._open:
                 self._open.remove(run)
+            self._check_losses(doc)
         self.target(name, doc)
         return None
 
@@ -325,12 +377,28 @@ def _safe_dispatcher_class() -> type:
     """``RemoteDispatcher`` whose receive loop drops malformed messages instead of dying.
 
     Bluesky's loop ends (and with it the consumer) on a message whose document name is not a
-    Bluesky document name; here such messages are logged and dropped.
+    Bluesky document name; here such messages are logged and dropped. ``rcvhwm=`` sets the
+    subscriber's receive high-water mark (messages queued before ZeroMQ drops).
     """
+    import zmq
+    import zmq.asyncio as zmq_asyncio
     from bluesky.callbacks.zmq import RemoteDispatcher
     from bluesky.run_engine import DocumentNames
 
     class SafeRemoteDispatcher(RemoteDispatcher):
+        def __init__(self, *args: Any, rcvhwm: int = 1000, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+
+            def setup() -> None:  # bluesky's setup, with the high-water mark set before connect
+                asyncio.set_event_loop(self.loop)
+                self._context = zmq_asyncio.Context()
+                self._socket = self._context.socket(zmq.SUB)
+                self._socket.setsockopt(zmq.RCVHWM, int(rcvhwm))
+                self._socket.connect(self.address)
+                self._socket.setsockopt_string(zmq.SUBSCRIBE, "")
+
+            self._RemoteDispatcher__factory = setup
+
         async def _poll(self) -> None:
             our_prefix = self._prefix
             while True:
@@ -368,6 +436,8 @@ def serve(
     prefix: bytes = b"",
     on_result: Callable[[RunResult], Any] | None = None,
     close_timeout: float | None = 600.0,
+    rcvhwm: int = 100_000,
+    max_results: int = 20,
 ) -> list[RunResult]:
     """Consume documents from a ``bluesky-0MQ-proxy`` and analyse every run, until stopped.
 
@@ -393,14 +463,26 @@ def serve(
         Called with each :class:`RunResult` as soon as it is ready (after it is written).
     close_timeout : float, optional
         Seconds to finish the queued work at shutdown.
+    rcvhwm : int
+        Receive high-water mark: messages ZeroMQ queues for this consumer before it drops (a
+        loss is then reported as ``DataLossError`` in the run). Memory: up to this many
+        documents; with inline images each is a frame (e.g. 1.5 MB at 602x643 float32).
+    max_results : int
+        Results kept in memory and returned (the most recent runs); every run is still written
+        and passed to ``on_result``.
 
     Returns
     -------
     list of RunResult
-        Every run analysed, including the one in progress at shutdown (flagged incomplete).
+        The last ``max_results`` runs analysed, including the one in progress at shutdown
+        (flagged incomplete).
     """
     from txm_live.callbacks.results_file import write_results
 
+    if not (isinstance(rcvhwm, int) and rcvhwm >= 0):
+        raise ValueError(f"rcvhwm must be an integer >= 0 (0: no limit), got {rcvhwm!r}")
+    if not (isinstance(max_results, int) and max_results >= 1):
+        raise ValueError(f"max_results must be an integer >= 1, got {max_results!r}")
     host, port = parse_address(address)
     _, loads = _serializers(serializer, allow_pickle)
     if stop_event is None:
@@ -418,19 +500,36 @@ def serve(
     gate = ResyncGate(cb)
     loop = asyncio.new_event_loop()
     dispatcher = _safe_dispatcher_class()(_zmq_address(host, port), deserializer=deserializer,
-                                          prefix=prefix, loop=loop)
+                                          prefix=prefix, loop=loop, rcvhwm=rcvhwm)
     dispatcher.subscribe(gate)
-    done: list[RunResult] = []
+    done: collections.deque[RunResult] = collections.deque(maxlen=max_results)
+    n_seen = 0
+
+    def new_results() -> list[RunResult]:
+        nonlocal n_seen
+        results = list(getattr(cb, "results", []))
+        total = getattr(cb, "n_finished", None)
+        if not isinstance(total, int):  # a consumer that keeps every result
+            total = len(results)
+        n_new, n_seen = total - n_seen, total
+        if n_new > len(results):
+            logger.error("txm-live serve: %d results dropped before they were written "
+                         "(raise max_results of the callback)", n_new - len(results))
+        return results[len(results) - min(n_new, len(results)):] if n_new > 0 else []
 
     def harvest() -> None:
-        for result in list(getattr(cb, "results", []))[len(done):]:
+        for result in new_results():
+            lost = gate.losses.pop(result.run_uid, None)
+            if lost:
+                result = dataclasses.replace(result, errors=tuple(result.errors) + tuple(lost))
             done.append(result)
             if out is not None:
                 try:
                     path = write_results(result, out, parameters={"source": f"zmq {host}:{port}"})
                     logger.info("run %s: results written to %s", result.run_uid, path)
-                except Exception:  # a full disk must not stop the consumer
-                    logger.exception("could not write the results of run %s", result.run_uid)
+                except Exception as exc:  # noqa: BLE001 - a full disk must not stop the consumer
+                    logger.error("run %s: results not written: %s: %s", result.run_uid,
+                                 type(exc).__name__, exc)
             if on_result is not None:
                 try:
                     on_result(result)
@@ -472,4 +571,4 @@ def serve(
         if gate.skipped:
             logger.warning("txm-live serve: skipped documents of runs without start: %s",
                            gate.skipped)
-    return done
+    return list(done)

@@ -7,7 +7,8 @@ File layout of ``OUT/<raw run uid>/phases.h5`` (h5py, one file per run), format
                                      n_frames, element, edges (JSON list, acquisition order),
                                      requested_edges (JSON list), errors (JSON list of str),
                                      notes (JSON list of str), parameters (JSON), pixel_size_nm
-                                     (absent when unknown)
+                                     (absent when unknown), incomplete (bool: interrupted run,
+                                     results of what was measured)
     /edges/<edge>             one group per analysed edge, named by the edge (K, L3, L2, M5...)
         attrs: edge, element, e0 [eV], eps, min_samples, n_components, phase_names, outlier_phases,
                timings (JSON, seconds), notes (JSON list of str)
@@ -45,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from txm_live.errors import DocumentError
+from txm_live.errors import DocumentError, ResultsWriteError
 from txm_live.results import EdgePairComparison, EdgeResult, ExafsResult, RunResult
 
 __all__ = ["FORMAT", "OLD_FORMATS", "collect_documents", "publish_results", "read_results", "write_results"]
@@ -162,6 +163,7 @@ def _write_layout(f: Any, result: RunResult, parameters: dict[str, Any] | None) 
     f.attrs["requested_edges"] = json.dumps(list(result.requested_edges))
     f.attrs["errors"] = json.dumps(list(result.errors))
     f.attrs["notes"] = json.dumps(list(result.notes))
+    f.attrs["incomplete"] = bool(result.incomplete)
     f.attrs["parameters"] = json.dumps(parameters or {}, default=str)
     if result.pixel_size_nm is not None:
         f.attrs["pixel_size_nm"] = float(result.pixel_size_nm)
@@ -211,7 +213,8 @@ def _read_layout(f: Any) -> RunResult:
         edges=edges, previews=previews, comparisons=tuple(comparisons), exafs=exafs,
         errors=tuple(json.loads(f.attrs["errors"])), notes=tuple(json.loads(f.attrs.get("notes", "[]"))),
         n_frames=int(f.attrs["n_frames"]), pixel_size_nm=float(px) if px is not None else None,
-        requested_edges=tuple(json.loads(f.attrs.get("requested_edges", "[]"))))
+        requested_edges=tuple(json.loads(f.attrs.get("requested_edges", "[]"))),
+        incomplete=bool(f.attrs.get("incomplete", False)))
 
 
 def _read_v1(f: Any) -> RunResult:
@@ -251,32 +254,74 @@ def write_results(result: RunResult, directory: str | os.PathLike[str], *,
         The file written. An existing file is replaced atomically (written to a temporary file
         in the same folder, then renamed), so a reader never sees a half-written file.
 
+    Raises
+    ------
+    ResultsWriteError
+        The file could not be written (full disk, no permission...); nothing is left behind and
+        an older file of the run stays intact.
+
     Notes
     -----
+    The whole file is built in memory first (:func:`_hdf5_image`), then its bytes are written:
+    HDF5 never touches a disk that may fill up (h5py can crash the interpreter on ``ENOSPC``).
     Size: two ``(H, W)`` maps per edge (int32 labels, float32 SNR) plus a bool mask, gzip
     compressed; ~3 MB per edge for a 602 x 643 frame.
     """
-    import h5py
-
     if not isinstance(result, RunResult):
         raise ValueError(f"result must be a RunResult, got {type(result).__name__}")
     uid = str(result.run_uid)
     if not uid or "/" in uid or uid in (".", ".."):
         raise ValueError(f"result.run_uid is not usable as a folder name: {uid!r}")
+    image = _hdf5_image(result, parameters)
     folder = Path(directory) / uid
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "phases.h5"
-    # h5py creates the temporary file: usual permissions (umask), unlike tempfile.mkstemp's 0600
-    tmp = folder / f".phases-{uuid.uuid4().hex}.h5"
     try:
-        with h5py.File(tmp, "w") as f:
-            _write_layout(f, result, parameters)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_atomically(path, image)
+    except OSError as exc:
+        raise ResultsWriteError(f"cannot write the results of run {uid} to {path}: {exc}") from exc
     logger.info("results of run %s written to %s", uid, path)
     return path
+
+
+def _hdf5_image(result: RunResult, parameters: dict[str, Any] | None) -> bytes:
+    """The complete ``phases.h5`` file as bytes, built in memory (no file system involved).
+
+    h5py (the HDF5 C library) can bring the interpreter down when a write fails half-way on a
+    full disk; building the file image in memory keeps HDF5 away from the disk altogether.
+    """
+    import h5py
+
+    # HDF5's in-memory "core" driver without backing store: the name only identifies the image
+    # (a file-like BytesIO target was measured to keep ~35 kB per file alive in long sessions)
+    name = f"txm-live-results-{uuid.uuid4().hex}.h5"
+    with h5py.File(name, "w", driver="core", backing_store=False) as f:
+        _write_layout(f, result, parameters)
+        f.flush()
+        return f.id.get_file_image()
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, sync it, rename it onto ``path``.
+
+    A failure (``ENOSPC``, ``EDQUOT``, ``EACCES``...) raises :class:`OSError` and removes the
+    temporary file; ``path`` is either the old file or the complete new one, never a partial one.
+    """
+    tmp = path.parent / f".{path.stem}-{uuid.uuid4().hex}{path.suffix}"
+    # usual permissions (umask applies), unlike tempfile.mkstemp's 0600
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_results(path: str | os.PathLike[str]) -> RunResult:

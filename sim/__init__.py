@@ -18,6 +18,12 @@ _EXPORTS = {
     "xanes_scan": "txm_live.sim.plans",
     "default_energies": "txm_live.sim.plans",
     "coarse_energies": "txm_live.sim.plans",
+    "make_battery_phantom": "txm_live.sim.battery",
+    "BatteryPhantom": "txm_live.sim.battery",
+    "Material": "txm_live.sim.standards",
+    "fe_k_energies": "txm_live.sim.standards",
+    "ni_k_energies": "txm_live.sim.standards",
+    "stxm_documents": "txm_live.sim.stxm",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -54,8 +54,8 @@ def xanes_scan(
     energies: Sequence[float] | np.ndarray,
     *,
     n_dark: int = 5,
-    element: str = "Nd",
-    edges: Sequence[str] = ("L3", "L2"),
+    element: str | None = "Nd",
+    edges: Sequence[str] | None = ("L3", "L2"),
     md: dict[str, Any] | None = None,
 ) -> Generator[Msg, Any, str]:
     """TXM XANES imaging scan: darks, then sample and flat image per energy, then darks.
@@ -68,8 +68,9 @@ def xanes_scan(
         Monochromator energies (eV) in acquisition order (finite, non-empty).
     n_dark : int
         Dark frames (shutter closed) at the start and again at the end (>= 0).
-    element, edges : str, sequence of str
-        Recorded in the start document for the analysis (``txm_live["element"]``, ``["edges"]``).
+    element, edges : str, sequence of str or None
+        Recorded in the start document for the analysis (``txm_live["element"]``, ``["edges"]``);
+        ``None`` leaves the key out (the consumer is told or detects them).
     md : dict, optional
         Extra start-document metadata; it may not override the ``txm_live`` key.
 
@@ -103,16 +104,19 @@ def xanes_scan(
         "primary_stream": "primary",
         "flat_stream": "flat",
         "dark_stream": "dark",
-        "element": str(element),
-        "edges": [str(x) for x in edges],
         "energies": energy_list,
         "image_shape": [int(s) for s in txm.detector_shape],
         "pixel_size_nm": txm.pixel_size_at(energy_list[0]),
     }
+    if element is not None:
+        contract["element"] = str(element)
+    if edges is not None:
+        contract["edges"] = [str(x) for x in edges]
     start_md: dict[str, Any] = {
         "plan_name": "xanes_scan",
-        "plan_args": {"energies": energy_list, "n_dark": int(n_dark), "element": str(element),
-                      "edges": [str(x) for x in edges]},
+        "plan_args": {"energies": energy_list, "n_dark": int(n_dark),
+                      "element": None if element is None else str(element),
+                      "edges": None if edges is None else [str(x) for x in edges]},
         "detectors": [cam.name],
         "motors": [mono.name],
         "num_points": len(energy_list),

@@ -133,9 +133,8 @@ def test_recorder_never_blocks_nor_raises_into_the_runengine(phantom, workdir):
     RE = RunEngine({})
     RE.subscribe(threaded)
     txm = make_txm(phantom, seed=5, margin_px=4)
-    t0 = time.perf_counter()
     RE(xanes_scan(txm, ENERGIES[:3], n_dark=1))
-    assert time.perf_counter() - t0 < 25  # the scan did not wait for the blocked writer
+    # the writer is blocked (30 s at most): nothing written yet means the scan did not wait for it
     assert seen == [] and threaded.backlog > 0
     release.set()
     assert threaded.flush(timeout=30)

@@ -169,3 +169,25 @@ def test_plural():
     from txm_live.callbacks.cli import _plural
 
     assert (_plural(1, "run"), _plural(0, "run"), _plural(2, "phase")) == ("1 run", "0 runs", "2 phases")
+
+
+def test_analysis_flags_reach_the_callback(tmp_path):
+    """--element/--edges/--method/--post-order: parsed, merged over the file, passed to the live callback."""
+    from txm_live.callbacks.cli import _analysis_flags, _callback_factory
+    from txm_live.config import load_config
+
+    f = tmp_path / "c.toml"
+    f.write_text('[analysis]\nelement = "Ni"\nmethod = "athena"\n')
+    args = build_parser().parse_args(["replay", "--catalog", "x", "--config", str(f), "--element", "Fe",
+                                      "--edges", "K", "--method", "mback", "--post-order", "1", "u1"])
+    cfg = load_config(args.config, **_analysis_flags(args))
+    assert (cfg.element, cfg.edges, cfg.method, cfg.post_order) == ("Fe", ("K",), "mback", 1)
+    cb = _callback_factory(cfg)()
+    try:
+        assert cb.element == "Fe" and cb.edges == ("K",)
+        assert cb.analysis.keywords == {"method": "mback", "post_order": 1}
+    finally:
+        cb.close()
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--zmq", "1", "--method", "larch"])
+    assert build_parser().parse_args(["demo", "--edges", "L3,L2"]).edges == ("L3", "L2")

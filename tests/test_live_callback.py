@@ -828,7 +828,7 @@ def test_close_with_timeout_abandons_a_hung_analysis():
     t0 = time.monotonic()
     with pytest.raises(TimeoutError):
         cb.close(timeout=1.0)
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 15  # not the 20 s of the hung analysis (generous: loaded CI machine)
     release.set()
 
 
@@ -891,3 +891,45 @@ def test_exafs_unavailable_on_a_short_window_is_a_note_and_ok_stays_true():
     assert res.errors == () and res.ok, res.errors
     assert res.exafs == {} and list(res.edges) == ["K"]
     assert any(n.startswith("Fe K: EXAFS not available") for n in res.notes), res.notes
+
+
+def test_element_only_gives_its_edges_inside_the_planned_range():
+    """Start document says Nd and nothing about edges: L3 and L2 lie in 6000-7024 eV (L1, 7126 eV, does not)."""
+    events: list[ProgressEvent] = []
+    docs = make_documents(contract_extra={"edges": None})
+    res = _run(make_cb(progress=events.append), docs)
+    assert res.ok and res.element == "Nd" and list(res.edges) == ["L3", "L2"], res.errors
+    assert any("edges in the planned range" in n for n in res.notes), res.notes
+    # known at the start: the L3 analysis still starts before the scan ends
+    stages = [(e.stage, e.edge) for e in events]
+    assert stages.index(("analysis-started", "L3")) < stages.index(("stop", None))
+
+
+@pytest.mark.parametrize("planned", [True, False])
+def test_nothing_given_the_edge_is_detected_from_the_mean_spectrum(planned):
+    """No element, no edges anywhere: the Fe K jump of the mean spectrum is found (plan complete, or at stop)."""
+    extra = {"element": None, "edges": None}
+    if not planned:
+        extra["energies"] = None
+    derived: list[tuple[str, dict]] = []
+    cb = make_cb()
+    cb.subscribe(lambda n, d: derived.append((n, d)))
+    res = _run(cb, make_documents(FE_K_ENERGIES, edges=FE_K_EDGES, contract_extra=extra))
+    assert res.errors == () and res.ok, res.errors
+    assert res.element == "Fe" and list(res.edges) == ["K"] and res.requested_edges == ("K",)
+    assert label_accuracy(res.edges["K"].labels) > 0.98
+    assert any(n.startswith("detected from the mean spectrum: Fe K") for n in res.notes), res.notes
+    start = derived[0][1]["txm_live"]
+    assert start["element"] == "Fe" and start["edges"] == ["K"] and start["edge_choice"] == "data"
+    assert any(n.startswith("detected from the mean spectrum") for n in start["notes"])
+
+
+def test_an_ambiguous_edge_is_a_named_error_listing_the_candidates():
+    """A single jump at 12.66 keV is Se K or Tl L3: EdgeDetectionError in the result, the run goes on."""
+    energies = np.concatenate([np.arange(12450.0, 12640.0, 15.0), np.arange(12640.0, 12690.0, 2.0),
+                               np.arange(12690.0, 13000.0, 20.0)])
+    res = _run(make_cb(), make_documents(energies, edges=((12658.0, 1.0),),
+                                         contract_extra={"element": None, "edges": None}))
+    assert not res.ok and res.edges == {} and res.n_frames == len(energies)
+    (err,) = [e for e in res.errors if e.startswith("EdgeDetectionError")]
+    assert "ambiguous" in err and "Se K" in err and "Tl L3" in err, err

@@ -106,8 +106,12 @@ def test_invalid_arguments_name_the_parameter(call, name):
         call()
 
 
-def test_running_registration_follows_drift_jumps_and_an_edge():
-    """120 frames: 25 px drift, two 12 px jumps, 1.5 px jitter, contrast x2.7 across an edge."""
+@pytest.mark.parametrize(("significance", "max_err"), [(5.0, 0.8), (None, 0.5)])
+def test_running_registration_follows_drift_jumps_and_an_edge(significance, max_err):
+    """120 frames: 25 px drift, two 12 px jumps, 1.5 px jitter, contrast x2.7 across an edge.
+
+    With the default significance gate a frame may stay off by up to the threshold (5 standard
+    errors) before the shift changes; applying every estimate (``None``) tracks each frame."""
     scene = _scene(5)
     rng = np.random.default_rng(6)
     n = 120
@@ -116,7 +120,7 @@ def test_running_registration_follows_drift_jumps_and_an_edge():
     true[40:] += (12.0, -3.0)
     true[90:] += (-4.0, 12.5)
     true += rng.normal(0, 1.5, true.shape)
-    reg = RunningRegistration(_view(scene).shape, upsample_factor=10)
+    reg = RunningRegistration(_view(scene).shape, upsample_factor=10, significance=significance)
     est = []
     for i in range(n):
         contrast = 1.0 + 1.7 / (1 + np.exp(-(i - 60) / 2.0))  # the edge at frame 60
@@ -126,7 +130,7 @@ def test_running_registration_follows_drift_jumps_and_an_edge():
     err = est + (true - true[0])
     rms = float(np.sqrt(np.mean(err**2)))
     assert rms < 0.2, rms  # measured 0.06 px
-    assert np.max(np.abs(err)) < 0.5
+    assert np.max(np.abs(err)) < max_err
     assert reg.n_jumps >= 2  # the jumps were noticed
 
 
@@ -134,3 +138,80 @@ def test_running_registration_rejects_wrong_shape():
     reg = RunningRegistration((32, 32))
     with pytest.raises(ValueError, match="image"):
         reg.update(np.zeros((32, 31)))
+
+
+# --------------------------------------------------------------------------------------------
+# registration that never hurts: simulated scans through the real session (96 px, Nd L3 window)
+
+
+def _phantom_scan(seed: int, *, register: bool, drift: bool, size: int = 96, pad: int = 16):
+    """Nd L3 scan of the simulated mixed particle through :class:`XanesSession`.
+
+    Photon noise (3000 photons per pixel), per-energy flats; with ``drift`` a random walk of
+    0.3 px rms per frame plus two 10 px jumps (at 6100 eV and 6400 eV). Returns the ARI over the
+    particle pixels in the field of view at every energy, the number of resampled frames and the
+    mean tracking error (px).
+    """
+    from sklearn.metrics import adjusted_rand_score
+
+    from txm_live.edges import default_windows
+    from txm_live.phases import analyze_edge
+    from txm_live.session import XanesSession
+    from txm_live.sim import make_phantom
+
+    ph = make_phantom((size + 2 * pad, size + 2 * pad), mode="mixed", seed=seed)
+    energies = np.unique(np.concatenate([np.arange(6008, 6180, 6.0), np.arange(6180, 6262, 1.0),
+                                         np.arange(6262, 6649, 8.0)]))
+    od = ph.optical_density_stack(energies)
+    rng = np.random.default_rng(seed + 100)
+    traj = np.zeros((energies.size, 2))
+    if drift:
+        traj = np.cumsum(rng.normal(0, 0.3 / np.sqrt(2), traj.shape), axis=0)
+        traj[energies >= 6100] += (8.0, -6.0)
+        traj[energies >= 6400] += (-6.0, 8.0)
+        traj -= traj[0]
+    (l3,) = default_windows("Nd", ("L3",))
+    session = XanesSession(frame_shape=(size, size), windows=(l3,), register=register, correct_magnification=False)
+    crop = (slice(pad, pad + size), slice(pad, pad + size))
+    for j, e in enumerate(energies):
+        frame = od[j] if not np.any(traj[j]) else ndi.shift(od[j], traj[j], order=1, mode="nearest")
+        session.add_flat(e, rng.poisson(np.full((size, size), 3000.0)).astype(np.uint16))
+        session.add_sample(e, rng.poisson(3000.0 * np.exp(-frame[crop].astype(np.float64))).astype(np.uint16))
+    data = session.window_data(l3)
+    res = analyze_edge(data.energies, data.block, window=l3, valid=data.valid)
+    truth = ph.labels[crop]
+    keep = (truth > 0) & data.valid
+    shifts = np.array([f.shift for f in session.frames])
+    return (adjusted_rand_score(truth[keep], res.labels[keep]), int(np.count_nonzero(np.any(shifts != 0, axis=1))),
+            float(np.mean(np.hypot(*(shifts + traj).T))))
+
+
+@pytest.fixture(scope="module")
+def still_reference() -> float:
+    return _phantom_scan(0, register=False, drift=False)[0]
+
+
+def test_registration_never_hurts_a_sample_that_does_not_move(still_reference):
+    ari_on, n_resampled, _ = _phantom_scan(0, register=True, drift=False)
+    assert abs(ari_on - still_reference) <= 0.01, (ari_on, still_reference)
+    # at most a one-frame outlier where the contrast changes across the edge (undone next frame);
+    # an always-apply registration resamples every frame (159 of 193 here)
+    assert n_resampled <= 2
+
+
+def test_registration_follows_random_walk_drift_and_two_10px_jumps(still_reference):
+    ari_off, _, err_off = _phantom_scan(0, register=False, drift=True)
+    ari_on, n_resampled, err_on = _phantom_scan(0, register=True, drift=True)
+    # the jumps are followed at once, the random walk within the 5-sigma threshold of the
+    # significance gate (measured: mean tracking error 2.0 px registered vs ~11 px unregistered)
+    assert err_on < 0.35 * err_off, (err_off, err_on)
+    assert ari_on > ari_off + 0.3, (ari_on, ari_off)
+    assert n_resampled > 100
+
+
+@pytest.mark.xfail(strict=True, reason="known gap (issue 9 item 8): a drift below the 5-sigma gate "
+                   "moves the running reference with the sample, which then lags by 1-3 px; measured "
+                   "ARI 0.61 vs 0.93 drift-free")
+def test_registration_drift_within_003_of_drift_free(still_reference):
+    ari_on, _, _ = _phantom_scan(0, register=True, drift=True)
+    assert ari_on >= still_reference - 0.03

@@ -93,8 +93,12 @@ def _run_docs(n_events: int) -> list[tuple[str, dict]]:
     return docs
 
 
-def _proxy_and_consumer() -> tuple[int, _Recorder, threading.Event, threading.Thread]:
-    """A 0MQ proxy on loopback and ``serve`` consuming from it into a recorder, subscribed."""
+def _proxy_and_consumer() -> tuple[int, _Recorder, threading.Event, threading.Thread, Publisher]:
+    """A 0MQ proxy on loopback, ``serve`` consuming from it into a recorder, and a publisher.
+
+    Both connections are established when this returns (probe runs are sent until the recorder
+    receives one, then forgotten): no sleep-and-hope against ZeroMQ's slow joiner.
+    """
     pin, pout = free_port(), free_port()
     proxy = Proxy(f"127.0.0.1:{pin}", f"127.0.0.1:{pout}")
     threading.Thread(target=proxy.start, daemon=True).start()
@@ -102,14 +106,26 @@ def _proxy_and_consumer() -> tuple[int, _Recorder, threading.Event, threading.Th
     thread = threading.Thread(target=serve, args=(f"127.0.0.1:{pout}",),
                               kwargs={"stop_event": stop, "callback_factory": lambda: rec})
     thread.start()
-    time.sleep(1.0)  # consumer subscribed
-    return pin, rec, stop, thread
+    pub = Publisher(f"127.0.0.1:{pin}", serializer=encode_msgpack)
+    deadline = time.monotonic() + 60
+    while not any(n == "stop" for n, _ in list(rec.docs)):
+        assert time.monotonic() < deadline, "serve never received the probe run"
+        probe = compose_run()
+        pub("start", probe.start_doc)
+        pub("stop", probe.compose_stop())
+        time.sleep(0.1)  # probe period, not a wait for readiness
+    last = compose_run()  # one connection keeps the order: once this is in, every probe is
+    pub("start", last.start_doc)
+    pub("stop", last.compose_stop())
+    while not any(n == "stop" and d["run_start"] == last.start_doc["uid"] for n, d in list(rec.docs)):
+        assert time.monotonic() < deadline, "serve never received the last probe run"
+        time.sleep(0.02)
+    rec.docs.clear()
+    return pin, rec, stop, thread, pub
 
 
 def test_late_joiner_skips_the_run_without_start_and_resynchronizes():
-    pin, rec, stop, thread = _proxy_and_consumer()
-    pub = Publisher(f"127.0.0.1:{pin}", serializer=encode_msgpack)
-    time.sleep(0.5)  # publisher connected to the proxy
+    pin, rec, stop, thread, pub = _proxy_and_consumer()
     lost, complete = _run_docs(3), _run_docs(4)
     pub._socket.send(b" not-a-document \x80\x81")  # malformed: dropped, consumer goes on
     pub._socket.send(b"no-spaces")
@@ -238,7 +254,8 @@ def test_make_publisher_waits_for_the_proxy_subscription():
     from bluesky.plans import count
     from ophyd.sim import det
 
-    pin, rec, stop, thread = _proxy_and_consumer()
+    pin, rec, stop, thread, probe_pub = _proxy_and_consumer()
+    probe_pub.close()
     RE = RunEngine({})
     first = _run_docs(1)
     with make_publisher(RE, f"127.0.0.1:{pin}") as publisher:

@@ -46,7 +46,7 @@ class FrozenEnergy:
 def snap(txm: SimTXM, energy: float, kind: str) -> np.ndarray:
     """Take one frame of ``kind`` ("sample", "flat", "dark") at ``energy`` through the devices."""
     txm.mono.move(energy)
-    txm.shutter.set(CLOSED if kind == "dark" else OPEN)
+    txm.shutter.set(CLOSED if kind == "dark" else OPEN).wait(timeout=30)  # set() completes on a thread
     txm.stage.move(txm.sample_out if kind == "flat" else txm.sample_in)
     status = txm.camera.trigger()
     assert status.done and status.success

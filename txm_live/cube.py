@@ -61,6 +61,35 @@ def _unlink_segments(segments: list[shared_memory.SharedMemory]) -> None:
             shm.close()
     segments.clear()
 
+
+#: Where POSIX shared memory lives on Linux (a tmpfs, often small in containers).
+SHM_DIR = "/dev/shm"
+
+
+def _reserved_segment(nbytes: int) -> shared_memory.SharedMemory:
+    """A new shared-memory segment whose ``nbytes`` are reserved up front, or :class:`OSError`.
+
+    A segment is created sparse: on a full tmpfs the first write to a page that cannot be backed
+    kills the process with SIGBUS. So the free space is checked first and the pages are then
+    reserved with ``posix_fallocate``, which fails cleanly (``ENOSPC``) instead.
+    """
+    if os.path.isdir(SHM_DIR):
+        st = os.statvfs(SHM_DIR)
+        free = st.f_bavail * st.f_frsize
+        if free < nbytes:
+            raise OSError(f"{SHM_DIR} has {free / 2**20:.0f} MiB free")
+    shm = shared_memory.SharedMemory(create=True, size=nbytes)
+    fallocate = getattr(os, "posix_fallocate", None)
+    fd = getattr(shm, "_fd", -1)
+    if fallocate is not None and fd >= 0:
+        try:
+            fallocate(fd, 0, nbytes)
+        except OSError:
+            _unlink_segments([shm])
+            raise
+    return shm
+
+
 _HUGEPAGE_MIN_BYTES = 64 * 2**20
 
 
@@ -100,7 +129,9 @@ class IncrementalCube:
     shared : bool
         Keep the storage in a named shared-memory segment so that another process can analyse a
         block without a copy (:meth:`shared_block`). Segments are unlinked by :meth:`release` or
-        when the cube is garbage collected.
+        when the cube is garbage collected. When ``/dev/shm`` has no room for the cube (checked
+        and reserved before use, so a full ``/dev/shm`` never means SIGBUS), the cube falls back
+        to process memory: :attr:`shared` becomes False and :attr:`memory_note` says why.
 
     Notes
     -----
@@ -149,6 +180,8 @@ class IncrementalCube:
                 planned = planned[keep]
         self._planned = planned
         self.shared = bool(shared)
+        #: Why the cube is not in shared memory although ``shared=True`` was asked (else ``""``).
+        self.memory_note = ""
         self._segments: list[shared_memory.SharedMemory] = []
         self._finalizer = weakref.finalize(self, _unlink_segments, self._segments)
         capacity = max(planned.size, initial_capacity if planned.size == 0 else planned.size)
@@ -163,12 +196,21 @@ class IncrementalCube:
         self.n_frames = 0
 
     def _alloc(self, shape: tuple[int, ...]) -> np.ndarray:
-        if not self.shared:
-            return _zeros(shape, self.dtype)
-        nbytes = max(int(np.prod(shape)) * self.dtype.itemsize, 1)
-        shm = shared_memory.SharedMemory(create=True, size=nbytes)  # zero-filled
-        self._segments.append(shm)
-        return np.ndarray(shape, dtype=self.dtype, buffer=shm.buf)
+        if self.shared:
+            nbytes = max(int(np.prod(shape)) * self.dtype.itemsize, 1)
+            try:
+                shm = _reserved_segment(nbytes)
+            except OSError as exc:
+                # /dev/shm too small (containers default to 64 MiB) or unusable: private memory
+                self.shared = False
+                self.memory_note = (
+                    f"cube kept in process memory, not shared memory ({nbytes / 2**20:.0f} MiB "
+                    f"needed: {exc}); the analysis ran in this process"
+                )
+            else:
+                self._segments.append(shm)
+                return np.ndarray(shape, dtype=self.dtype, buffer=shm.buf)
+        return _zeros(shape, self.dtype)
 
     # ------------------------------------------------------------------ state
     @property
@@ -219,8 +261,11 @@ class IncrementalCube:
     def _grow(self) -> None:
         cap = self._data.shape[0]
         new_cap = max(2 * cap, 1)
+        was_shared = self.shared
         data = self._alloc((new_cap, *self.frame_shape))
         data[:cap] = self._data
+        if was_shared and not self.shared:  # fell back while growing: the old segments go now
+            _unlink_segments(self._segments)
         valid = np.zeros((new_cap, self.frame_shape[0], self._packed_w), dtype=np.uint8)
         valid[:cap] = self._valid
         slot_e = np.full(new_cap, np.nan)

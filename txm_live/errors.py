@@ -16,6 +16,10 @@ __all__ = [
     "RunIncompleteError",
     "EdgeDetectionError",
     "ExafsUnavailableError",
+    "ResultsWriteError",
+    "CatalogError",
+    "ScanInterruptedError",
+    "DataLossError",
 ]
 
 
@@ -59,3 +63,27 @@ class ExafsUnavailableError(AnalysisError):
 
     Not a failure of the run: it is reported as a note (``"EXAFS not available: ..."``).
     """
+
+
+class ResultsWriteError(TxmLiveError, OSError):
+    """A results file could not be written (full disk, permissions...).
+
+    Nothing is left behind: the file is built in memory and renamed into place only when all its
+    bytes are on disk, so an older ``phases.h5`` stays intact. The analysis itself is not lost
+    (the :class:`~txm_live.results.RunResult` and the derived run are still there).
+    """
+
+
+class CatalogError(TxmLiveError):
+    """The catalog did not accept documents in time (server down, disk full, unwritable).
+
+    The scan is never delayed by it; the camera's raw HDF5 files keep the data.
+    """
+
+
+class ScanInterruptedError(RunIncompleteError):
+    """The scan was interrupted (Ctrl-C, ``RE.abort()``): partial results were written."""
+
+
+class DataLossError(TxmLiveError):
+    """Documents of a run were lost in transport (e.g. a ZeroMQ high-water mark overflowed)."""

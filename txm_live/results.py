@@ -201,6 +201,9 @@ class RunResult:
         Edges the run was asked to analyse (options, start document) or that were detected, in
         acquisition order; :attr:`ok` requires each of them in :attr:`edges`. Empty: the
         analysed edges are taken as the requested ones.
+    incomplete : bool
+        The run was interrupted (Ctrl-C, ``RE.abort()``, no stop document) or an edge window was
+        not complete: the results are for what was measured.
 
     Notes
     -----
@@ -220,6 +223,7 @@ class RunResult:
     n_frames: int = 0
     pixel_size_nm: float | None = None
     requested_edges: tuple[str, ...] = ()
+    incomplete: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "edges", _edge_map(self.edges, "edges"))
