@@ -432,3 +432,22 @@ def test_identities_never_repeat_within_a_map():
     ids = phase_identities({"L3": l3}, {"L3": two})
     assert len(set(ids["L3 preview"].tolist())) == 2
     assert set(ids["L3 preview"].tolist()) <= {0, 1, 2, 3}
+
+
+def test_many_phases_legend_stays_in_the_canvas(tmp_path, captured):
+    """Six phases (a streaming preview can find that many): the legend still fits below the map."""
+    from txm_live.figures import plot_phase_maps
+
+    e = make_edge()
+    labels = np.where(e.labels >= 0, (np.arange(W)[None, :] // 14) % 6, -1)
+    six = EdgeResult(**{**e.__dict__, "labels": labels, "mean_spectra": np.repeat(e.mean_spectra, 2, axis=0),
+                        "spread": np.repeat(e.spread, 2, axis=0),
+                        "counts": np.bincount(labels[labels >= 0], minlength=6),
+                        "phase_names": tuple(f"phase {c} (a long descriptive name)" for c in "ABCDEF")})
+    plot_phase_maps([six], tmp_path / "six.png", pixel_size_nm=31.2)
+    fig = captured["six.png"]
+    renderer = fig.canvas.get_renderer()
+    for leg in _legends(fig):
+        box = leg.get_window_extent(renderer)
+        assert box.y0 >= -1 and box.x0 >= -1 and box.x1 <= fig.bbox.x1 + 1, (box, fig.bbox)
+        assert not _overlap(box, fig.axes[0].get_window_extent(renderer))

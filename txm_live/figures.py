@@ -298,7 +298,7 @@ def _phase_handles(edge: EdgeResult, ids: np.ndarray, *, with_counts: bool = Tru
     from matplotlib.patches import Patch
 
     handles = []
-    for p in range(edge.n_phases):
+    for p in sorted(range(edge.n_phases), key=lambda q: int(ids[q])):  # legend in identity order
         text = f"{ids[p]}: {_phase_name(edge, p)}"
         if with_counts and p < len(edge.counts):
             text += f" ({int(edge.counts[p]):,} px)"
@@ -374,8 +374,8 @@ def plot_phase_maps(
     idl = _ids_list(edges, ids)
     h, w = edges[0].labels.shape
     panel_w = 4.6
-    n_rows = max(e.n_phases for e in edges) + 1
-    panel_h = max(3.0, min(6.0, panel_w * h / max(w, 1))) + 0.9 + 0.24 * n_rows
+    n_rows = max(e.n_phases for e in edges) + 1  # legend entries, one per row (width stays the panel's)
+    panel_h = max(3.0, min(6.0, panel_w * h / max(w, 1))) + 1.1 + 0.3 * n_rows
     fig = _new_figure(panel_w * len(edges), panel_h)
     axes = fig.subplots(1, len(edges), squeeze=False)[0]
     for ax, e, i in zip(axes, edges, idl):
