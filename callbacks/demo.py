@@ -453,9 +453,9 @@ def run_demo(
         analysis=analysis, preview=preview, register=cfg.register,
         correct_magnification=cfg.correct_magnification, progress=prog, exafs=spec.exafs,
     )
-    print(f"txm-live demo: {sample} {cfg.size}: detector frame {frame[0]}x{frame[1]} px (= phase map size), "
-          f"simulated sample {shape[0]}x{shape[1]} px at {phantom.pixel_size_nm:.1f} nm, {len(energies)} energies "
-          f"{energies[0]:.0f}-{energies[-1]:.0f} eV, seed {cfg.seed} -> {out_dir}", file=sys.stderr, flush=True)
+    prog.write(f"txm-live demo: {sample} {cfg.size}: detector frame {frame[0]}x{frame[1]} px (= phase map size), "
+               f"simulated sample {shape[0]}x{shape[1]} px at {phantom.pixel_size_nm:.1f} nm, {len(energies)} "
+               f"energies {energies[0]:.0f}-{energies[-1]:.0f} eV, seed {cfg.seed} -> {out_dir}")
     timings: dict[str, float] = {}
     # the callback's errors are reported by the progress lines and the summary, not logged twice
     with _quiet("txm_live.callbacks.live", level=logging.ERROR), start_embedded_server(out_dir) as tiled:
