@@ -6,7 +6,9 @@ Two generations of asset documents are supported, both for HDF5 files written by
   frame does not carry the image key at all; a ``stream_datum`` maps a range of event ``seq_num``
   of one descriptor to a range of frame indices in the dataset named by its ``stream_resource``.
 * ``resource`` / ``datum`` (AreaDetector ``AD_HDF5`` style): the event carries a datum id in place
-  of the image and ``filled[key] = False``; the datum's ``point_number`` selects the frame.
+  of the image and ``filled[key] = False``; the datum's ``point_number`` selects the frame, or the
+  ``frame_per_point`` frames ``point_number * frame_per_point ...`` of a chunk (returned as an
+  ``(N, H, W)`` array; :class:`~txm_live.session.XanesSession` sums its counts).
 
 Files are opened read-only, lazily, and kept open per resource; a frame not yet flushed by the
 writer is retried a few times before a :class:`~txm_live.errors.FrameError`. Frames are located
@@ -47,10 +49,11 @@ class _StreamRange:
     def n_events(self) -> int:
         return self.seq_stop - self.seq_start
 
-    def index_of(self, seq_num: int) -> slice:
+    def index_of(self, seq_num: int, rows_per_index: int = 1) -> slice:
+        """Dataset rows of event ``seq_num`` (``rows_per_index`` rows per StreamDatum index)."""
         per_event = max((self.index_stop - self.index_start) // max(self.seq_stop - self.seq_start, 1), 1)
-        first = self.index_start + (seq_num - self.seq_start) * per_event
-        return slice(first, first + per_event)
+        first = (self.index_start + (seq_num - self.seq_start) * per_event) * rows_per_index
+        return slice(first, first + per_event * rows_per_index)
 
 
 class AssetRegistry:
@@ -153,7 +156,8 @@ class AssetRegistry:
         return None
 
     def stream_frame(
-        self, descriptor_uid: str, data_key: str, seq_num: int, *, position: int | None = None
+        self, descriptor_uid: str, data_key: str, seq_num: int, *, position: int | None = None,
+        rows_per_index: int = 1,
     ) -> np.ndarray | None:
         """Frame of event ``seq_num`` of ``data_key``, or None if no ``stream_datum`` covers it yet.
 
@@ -162,6 +166,8 @@ class AssetRegistry:
         a slot already read (producers that send a constant ``seq_num``) is located instead by
         ``position``, its rank among the file-backed events of its descriptor (0-based), over
         the ``stream_datum`` ranges in arrival order, and counted in :attr:`repeated_seq`.
+        ``rows_per_index``: dataset rows per StreamDatum index, N for a data key of shape
+        ``(N, H, W)`` (ophyd-async ``collections_per_event``); the frames come back as ``(N, H, W)``.
         """
         key = (descriptor_uid, data_key)
         used = self._used_seq.setdefault(key, set())
@@ -189,7 +195,12 @@ class AssetRegistry:
             raise FrameError(f"stream_resource {rng.resource_uid}: unsupported mimetype {mimetype!r}")
         path = _uri_to_path(res["uri"])
         dataset = res.get("parameters", {}).get("dataset", _DEFAULT_DATASET)
-        return self._read(path, dataset, rng.index_of(seq_num), rng.resource_uid)
+        return self._read(path, dataset, rng.index_of(seq_num, rows_per_index), rng.resource_uid)
+
+    def has_datum(self, datum_id: str) -> bool:
+        """Whether the datum and its resource are known (they may arrive after the event)."""
+        datum = self._datums.get(datum_id)
+        return datum is not None and datum.get("resource") in self._resources
 
     def datum_frame(self, datum_id: str) -> np.ndarray:
         """Frame referenced by an old-style datum id."""
@@ -245,7 +256,9 @@ class AssetRegistry:
                     self._close_file(path)
                     raise IndexError(f"frame {index.start} not yet in {path}:{dataset} (length {ds.shape[0]})")
                 data = np.asarray(ds[index])
-                return data[0] if data.shape[0] == 1 else data.mean(axis=0, dtype=np.float32)
+                # one frame per event: (H, W); a chunk (frame_per_point, StreamDatum ranges of
+                # several frames per event): (N, H, W), combined by the session (summed counts)
+                return data[0] if data.shape[0] == 1 else data
             except (OSError, KeyError, IndexError) as exc:
                 last = exc
                 self._close_file(path)

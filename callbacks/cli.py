@@ -4,8 +4,8 @@ Subcommands::
 
     txm-live demo [--sample nd|lfp|lno] [--size small|full] [--out DIR] [--config FILE] [--live-plot] [--seed N]
                   [--no-keep-raw]
-    txm-live replay --catalog PATH_OR_URI [--out DIR] [--overwrite] RUN [RUN ...]
-    txm-live serve --zmq HOST:PORT [--out DIR] [--allow-pickle]
+    txm-live replay --catalog PATH_OR_URI [--out DIR] [--overwrite] [--dask ADDRESS] RUN [RUN ...]
+    txm-live serve --zmq HOST:PORT [--out DIR] [--allow-pickle] [--dask ADDRESS]
     txm-live config --print
 
 Everything heavy (numpy, bluesky, tiled, matplotlib) is imported inside the subcommand, so
@@ -18,6 +18,7 @@ results folder that exists without ``--overwrite`` and an address that does not 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -46,6 +47,20 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         "'txm-live-output')")
     p.add_argument("--config", metavar="FILE", default=None,
                    help="TOML configuration file (see 'txm-live config --print'); flags override it")
+
+
+def _add_references(p: argparse.ArgumentParser, *, catalog_option: bool = False) -> None:
+    """Options of plans that take references in a separate run, or write energies without units."""
+    p.add_argument("--flats-from", metavar="UID", default=None,
+                   help="take the flat (background) frames from this run of the catalog")
+    p.add_argument("--darks-from", metavar="UID", default=None,
+                   help="take the dark frames from this run of the catalog")
+    p.add_argument("--energy-units", choices=("eV", "keV"), default=None,
+                   help="units of the energy key, overriding the descriptor (default: its units, "
+                        "else keV when every value is below 100)")
+    if catalog_option:
+        p.add_argument("--reference-catalog", metavar="PATH_OR_URI", default=None,
+                       help="catalog of --flats-from/--darks-from runs")
 
 
 def _edges_arg(text: str) -> tuple[str, ...]:
@@ -118,8 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "and write DIR/<run uid>/phases.h5 plus figures. Existing results are "
                                         "never replaced unless --overwrite is given. RUN is " + RUN_RULE + ".")
     replay.add_argument("--catalog", required=True, metavar="PATH_OR_URI",
-                        help="Tiled server URI (http://...) or a local catalog directory (the demo's OUT "
-                             "or OUT/catalog)")
+                        help="Tiled server URI (http://...), a local catalog directory (the demo's OUT or "
+                             "OUT/catalog), or a Tiled/databroker profile name")
     replay.add_argument("--out", metavar="DIR", default=None,
                         help="output directory; results go to DIR/<run uid>/ (default: ./txm-live-replay, "
                              "apart from the live results)")
@@ -128,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--overwrite", action="store_true",
                         help="replace results that already exist in DIR/<run uid>/")
     _add_analysis(replay)
+    _add_references(replay)
+    replay.add_argument("--dask", metavar="ADDRESS", default=None,
+                        help="analyse the runs in parallel on a Dask cluster, one task per run: a scheduler "
+                             "address (tcp://host:8786) or local[:N] (N worker processes on this machine)")
     replay.add_argument("--no-figures", dest="figures", action="store_false", default=None,
                         help="do not write PNG figures")
     replay.add_argument("--no-progress", dest="progress", action="store_false", default=True,
@@ -141,11 +160,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="address of the proxy's outgoing (subscriber) port, e.g. 127.0.0.1:5568")
     _add_common(serve)
     _add_analysis(serve)
+    serve.add_argument("--dask", metavar="ADDRESS", default=None,
+                       help="send the edge analyses to a Dask cluster (tcp://host:8786 or local[:N]); "
+                            "default: the local analysis process")
     serve.add_argument("--serializer", choices=("msgpack", "pickle"), default="msgpack",
                        help="serialization used by the publisher (default msgpack, safe)")
     serve.add_argument("--allow-pickle", action="store_true",
                        help="required with --serializer pickle: only for a trusted publisher, since "
                             "unpickling runs arbitrary code")
+    _add_references(serve, catalog_option=True)
     serve.add_argument("--rcvhwm", type=int, default=100_000, metavar="N",
                        help="messages ZeroMQ queues for this consumer before it drops (a drop is reported as "
                             "DataLossError in the run; default 100000)")
@@ -193,7 +216,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from txm_live.callbacks.results_file import write_results
     from txm_live.config import load_config
 
-    cfg = load_config(args.config, figures=args.figures, **_analysis_flags(args))
+    cfg = load_config(args.config, figures=args.figures, dask=args.dask, **_analysis_flags(args))
     out = Path(args.out if args.out is not None else REPLAY_OUT)
     try:
         opened = catalog_client(args.catalog)
@@ -215,12 +238,16 @@ def _cmd_replay(args: argparse.Namespace) -> int:
                  + ": choose another --out, or pass --overwrite to replace them")
             return 2
         print(f"replaying {_plural(len(uids), 'run')} from {args.catalog} into {out}", flush=True)
-        results = replay_runs(client, uids, out=None, progress=args.progress,
-                              callback_factory=_callback_factory(cfg))
+        # with a cluster, each run is one task (its workers open the catalog themselves) and its
+        # callback analyses in the worker process
+        results = replay_runs(client if cfg.dask is None else args.catalog, uids, out=None, progress=args.progress,
+                              callback_factory=_callback_factory(dataclasses.replace(cfg, dask=None),
+                                                                 **_reference_options(args, args.catalog)),
+                              client=cfg.dask)
     finally:
         opened.__exit__(None, None, None)
     provenance = {"source": "replay", "catalog": str(args.catalog)}
-    if not str(args.catalog).startswith(("http://", "https://")):
+    if Path(str(args.catalog)).expanduser().exists():
         provenance["catalog_path"] = str(Path(args.catalog).expanduser().resolve())
     for r in results:
         path = write_results(r, out, parameters=provenance)
@@ -241,12 +268,24 @@ def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def _callback_factory(cfg: Any, progress: Any = None) -> Any:
+def _reference_options(args: argparse.Namespace, catalog: Any) -> dict[str, Any]:
+    """``flats_from``/``darks_from``/``energy_units`` keyword arguments from the command line."""
+    opts: dict[str, Any] = {"energy_units": getattr(args, "energy_units", None)}
+    flats, darks = getattr(args, "flats_from", None), getattr(args, "darks_from", None)
+    if flats or darks:
+        if catalog is None:
+            raise SystemExit("txm-live: --flats-from/--darks-from need --reference-catalog")
+        opts.update(flats_from=flats, darks_from=darks, reference_catalog=catalog)
+    return opts
+
+
+def _callback_factory(cfg: Any, progress: Any = None, **extra: Any) -> Any:
     """Factory of live callbacks configured like ``cfg`` (start-document values where unset).
 
     The element and edges of the configuration, when set, win over the start document's; unset,
     they come from the start document, else from the data. ``progress`` receives the callback's
-    :class:`~txm_live.callbacks.live.ProgressEvent` objects.
+    :class:`~txm_live.callbacks.live.ProgressEvent` objects; ``extra``: more keyword arguments of
+    the callback (``flats_from``, ``darks_from``, ``energy_units``...).
     """
 
     def factory() -> Any:
@@ -259,7 +298,7 @@ def _callback_factory(cfg: Any, progress: Any = None) -> Any:
             dark_stream=cfg.dark_stream, element=cfg.element, edges=cfg.edges,
             windows=cfg.edge_windows() if cfg.windows else None,
             analysis=analysis, preview=preview, register=cfg.register,
-            correct_magnification=cfg.correct_magnification, progress=progress)
+            correct_magnification=cfg.correct_magnification, dask=cfg.dask, progress=progress, **extra)
 
     return factory
 
@@ -318,6 +357,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     from txm_live.config import load_config
 
+    cfg = load_config(args.config, out=args.out, figures=args.figures, dask=args.dask, **_analysis_flags(args))
     if args.serializer == "pickle" and not args.allow_pickle:
         _err("--serializer pickle needs --allow-pickle (unpickling runs arbitrary code)")
         return 2
@@ -343,7 +383,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     print(f"txm-live: listening on {host}:{port}, writing to {out}/<run uid>/ (Ctrl-C to stop)", flush=True)
     done = serve(args.zmq, out=out, serializer=args.serializer, allow_pickle=args.allow_pickle, on_result=on_result,
-                 rcvhwm=args.rcvhwm, callback_factory=_callback_factory(cfg, progress=_serve_progress))
+                 rcvhwm=args.rcvhwm,
+                 callback_factory=_callback_factory(cfg, progress=_serve_progress,
+                                                    **_reference_options(args, args.reference_catalog)))
     print(f"txm-live: stopped; {_plural(len(done), 'run')} analysed, results in {out}", flush=True)
     return 0
 

@@ -41,6 +41,7 @@ import numpy as np
 from txm_live.callbacks.analysis_process import AnalysisProcess, NotTransferable
 from txm_live.callbacks.assets import AssetRegistry
 from txm_live.callbacks.derived import DerivedRun
+from txm_live.callbacks import ingest
 from txm_live.callbacks.edge_choice import (
     EdgeChoice,
     FittedWindows,
@@ -55,6 +56,7 @@ from txm_live.errors import (
     AnalysisError,
     DataLossError,
     DocumentError,
+    EnergyRangeError,
     ExafsUnavailableError,
     FrameError,
     InsufficientDataError,
@@ -188,13 +190,31 @@ class _RunState:
     pixel_sizes: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    ingest: dict[str, str] = field(default_factory=dict)  # what was autodetected (role -> decision)
+    error_counts: dict[str, int] = field(default_factory=dict)  # error type -> count, never capped
+    first_errors: dict[str, str] = field(default_factory=dict)  # error type -> first message
 
-    def add_error(self, message: str) -> None:
+    def add_error(self, message: str, *, count: int = 1) -> None:
+        """Record one error (``count``: how many occurrences ``message`` stands for)."""
+        kind = message.split(":", 1)[0].split(" ", 1)[0] if ":" in message else "TxmLiveError"
         with self.lock:
+            self.error_counts[kind] = self.error_counts.get(kind, 0) + count
+            self.first_errors.setdefault(kind, message)
             if len(self.errors) < _MAX_ERRORS:
                 self.errors.append(message)
             else:
                 self.n_suppressed += 1
+
+    def error_summary(self) -> list[str]:
+        """``"FrameError x188: <first message>"`` per error type when errors were cut at the cap."""
+        if not self.n_suppressed:
+            return []
+        total = sum(self.error_counts.values())
+        lines = [f"ErrorSummary: {total} errors, {self.n_suppressed} not listed; by type: "
+                 + ", ".join(f"{k} x{n}" for k, n in self.error_counts.items())]
+        for kind, n in self.error_counts.items():
+            lines.append(f"{kind} x{n}: {self.first_errors[kind].split(':', 1)[-1].strip()}")
+        return lines
 
 
 class RunIngest(event_model.DocumentRouter):
@@ -217,14 +237,83 @@ class RunIngest(event_model.DocumentRouter):
         self.md: dict = md if isinstance(md, dict) else {}
         o = owner
         self.primary_stream = o.primary_stream or self.md.get("primary_stream") or "primary"
-        self.flat_stream = o.flat_stream or self.md.get("flat_stream") or "flat"
-        self.dark_stream = o.dark_stream or self.md.get("dark_stream") or "dark"
+        # None: the usual names (flat, bkg, background, reference / dark), see callbacks.ingest
+        self.flat_stream = o.flat_stream or self.md.get("flat_stream")
+        self.dark_stream = o.dark_stream or self.md.get("dark_stream")
         self.energy_key = o.energy_key or self.md.get("energy_key")
         self.image_key = o.image_key or self.md.get("image_key")
         self.pixel_size_key = o.pixel_size_key or self.md.get("pixel_size_key")
         self.i0_key = o.i0_key or self.md.get("i0_key")
+        self.energy_units = o.energy_units or self.md.get("energy_units")
+        self.plan, self.plan_source = ingest.planned_energies(state.start_doc)
+        self.scale: float | None = None  # energy units -> eV, decided once per run
+        self._range_checked = False
 
-    # -------------------------------------------------------------- helpers
+    # ------------------------------------------------------------- ingest
+    def _detected(self, what: str, text: str) -> None:
+        """Record an autodetection decision (logged, derived run start, RunResult.notes)."""
+        if self.state.ingest.get(what) == text:
+            return
+        self.state.ingest[what] = text
+        self.state.notes.append(f"{what}: {text}")
+        logger.info("run %s: %s: %s", self.state.uid[:8], what, text)
+
+    def _decide_scale(self, units: str | None, first_value: float | None = None) -> float:
+        if self.scale is not None:
+            return self.scale
+        units = self.energy_units or units
+        values = ([first_value] if first_value is not None else None)
+        if not units and self.plan is not None and self.plan_source != "txm_live.energies":
+            values = self.plan
+        elif not units and self.plan_source == "txm_live.energies":
+            units = "eV"  # the txm-live contract: energies in eV
+        if not units and values is None:
+            raise _Undecided
+        self.scale, note = ingest.energy_scale(units, values)
+        self._detected("energy units", f"{units} (converted to eV)" if units and self.scale != 1.0
+                       else (str(units) if units else note))
+        return self.scale
+
+    def _to_ev(self, value: Any, units: str | None) -> float | None:
+        if value is None:
+            return None
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            return value  # the session names the bad energy
+        try:
+            scale = self._decide_scale(units, v)
+        except _Undecided:  # pragma: no cover - first_value is given
+            scale = 1.0
+        return round(v * scale, 6) if scale != 1.0 else v
+
+    def _check_range(self, energy_ev: float, units: str | None) -> bool:
+        """Named error (at the first frame) if the scan misses every edge window; False then."""
+        self._range_checked = True
+        windows = self.state.windows
+        if not windows:
+            return True
+        plan_ev = None if self.plan is None else self.plan * (1.0 if self.plan_source == "txm_live.energies" else (self.scale or 1.0))
+        lo_w = min(w.start for w in windows)
+        hi_w = max(w.end for w in windows)
+        if plan_ev is not None:
+            inside = np.any([(plan_ev >= w.start) & (plan_ev <= w.end) for w in windows])
+            emin, emax = float(plan_ev.min()), float(plan_ev.max())
+            what = f"planned energies ({self.plan_source})"
+        else:
+            inside = lo_w - 1000.0 <= energy_ev <= hi_w
+            emin = emax = energy_ev
+            what = "first energy"
+        if not inside:
+            shown = "keV" if self.scale == 1000.0 else "eV"
+            raw = f"{emin / (self.scale or 1):g}-{emax / (self.scale or 1):g} {shown}"
+            wins = ", ".join(f"{w.name} {w.start:.0f}-{w.end:.0f} eV" for w in windows)
+            self._record(EnergyRangeError(
+                f"{what} {raw} (= {emin:.1f}-{emax:.1f} eV) lie outside every edge window ({wins}); "
+                f"energy units {self.state.ingest.get('energy units', 'eV')!r}: check energy_units=, element= and edges="))
+        return bool(inside)
+
+        # -------------------------------------------------------------- helpers
     def _record(self, exc: BaseException) -> None:
         msg = _named(exc)
         self.state.add_error(msg)
@@ -233,8 +322,50 @@ class RunIngest(event_model.DocumentRouter):
 
     def _session(self) -> XanesSession:
         if self.state.session is None:
+            st = self.state
+            if self.plan is not None and self.plan_source != "txm_live.energies" and st.plan is None:
+                try:
+                    scale = self._decide_scale(None)  # from the plan's values if not decided yet
+                except (_Undecided, DocumentError):
+                    scale = 1.0
+                st.plan = np.round(self.plan * scale, 6)  # e.g. FXI's eng_list in keV -> eV
+                st.n_expected = int(st.plan.size)
+                in_range = self._check_range(float(st.plan[0]), None)  # before fitting: names the units
+                if st.choice is not None and not st.pending_detection and in_range:
+                    try:  # the windows are fitted to the planned energies, now known in eV
+                        self.owner._apply(st, windows_for(st.choice, st.plan, what="planned"))
+                    except (ValueError, TxmLiveError) as exc:
+                        self._record(exc if isinstance(exc, TxmLiveError) else DocumentError(str(exc)))
             self.state.session = self.owner._make_session(self.state, self.md)
+            for kind, ref in (("flat", self.owner.flats_from), ("dark", self.owner.darks_from)):
+                if ref is not None:
+                    self._load_references(kind, ref)
         return self.state.session
+
+    def _load_references(self, kind: str, ref: Any) -> None:
+        """Feed the ``kind`` frames of another run (``flats_from``/``darks_from``) to this session."""
+        from txm_live.callbacks.replay import catalog_client, is_run, replay_run
+
+        label = ref if isinstance(ref, str) else getattr(ref, "metadata", {}).get("start", {}).get("uid", "run")
+        sub = _RunState(uid=self.state.uid, start_doc={}, t0=self.state.t0, windows=self.state.windows, n_expected=None)
+        router = event_model.RunRouter(
+            [lambda name, start: ([_ReferenceIngest(self, sub, kind, start)], [])], filler_class=_PassThroughFiller)
+        def wanted(name: str) -> bool:
+            return ingest.stream_kind(name, primary=self.primary_stream, flat=self.flat_stream,
+                                      dark=self.dark_stream) == kind
+
+        try:
+            if is_run(ref):
+                replay_run(ref, None, router, progress=False, streams=wanted)
+            else:
+                with catalog_client(self.owner.reference_catalog) as client:
+                    replay_run(client, ref, router, progress=False, streams=wanted)
+        except Exception as exc:  # noqa: BLE001 - the run goes on with its own references
+            self._record(DocumentError(f"{kind}s_from {label}: cannot read the reference run: {_named(exc)}"))
+            return
+        for msg in sub.errors:
+            self.state.add_error(f"{msg.split(':', 1)[0]}: {kind}s_from {label}: {msg.split(':', 1)[-1].strip()}")
+        self._detected(f"{kind}s from", f"run {label} ({sub.ingest.get('n_' + kind, '0')} {kind} frames)")
 
     # ------------------------------------------------------------ documents
     def start(self, doc: dict) -> None:
@@ -242,45 +373,52 @@ class RunIngest(event_model.DocumentRouter):
 
     def descriptor(self, doc: dict) -> None:
         name = doc.get("name", "primary")
-        kind = {self.primary_stream: "sample", self.flat_stream: "flat", self.dark_stream: "dark"}.get(name)
+        kind = ingest.stream_kind(name, primary=self.primary_stream, flat=self.flat_stream, dark=self.dark_stream)
         if kind is None:
             return  # baseline, monitors...: not ours
         dks = doc.get("data_keys", {})
         image_key = self.image_key
         if image_key is None:
-            arrays = [k for k, v in dks.items() if len(v.get("shape") or ()) == 2]
-            if len(arrays) > 1:
-                arrays = [k for k in arrays if "image" in k.lower()] or arrays
-            if len(arrays) != 1:
-                raise DocumentError(
-                    f"stream {name!r}: cannot autodetect the image key among {sorted(dks)}; "
-                    "pass image_key= or set txm_live.image_key in the start document"
-                )
-            image_key = arrays[0]
+            image_key, why = ingest.image_key(dks, name)
+            shape = dks[image_key].get("shape") or []
+            per_event = f"; {shape[0]} frames per event, summed" if len(shape) == 3 and shape[0] > 1 else ""
+            self._detected("image key", f"{image_key!r} ({why}, shape {list(shape)}{per_event})")
         elif image_key not in dks:
             raise DocumentError(f"stream {name!r}: image key {image_key!r} not among {sorted(dks)}")
-        energy_key = self.energy_key
+        energy_key, candidates = self.energy_key, []
         if energy_key is None:
-            cands = [k for k, v in dks.items() if "energy" in k.lower() and not v.get("shape")]
-            energy_key = cands[0] if len(cands) >= 1 else None
-            if len(cands) > 1:
-                cands_sp = [k for k in cands if "setpoint" not in k.lower()]
-                energy_key = (cands_sp or cands)[0]
-        if kind != "dark" and (energy_key is None or energy_key not in dks):
+            energy_key, why, candidates = ingest.energy_candidates(
+                self.state.start_doc, dks, name, has_plan=self.plan is not None)
+            if energy_key is not None:
+                self._detected("energy key", f"{energy_key!r} ({why})")
+        if kind != "dark" and energy_key is None and not candidates:
+            raise DocumentError(f"stream {name!r}: no energy key among {sorted(dks)}; pass energy_key=")
+        if kind != "dark" and energy_key is not None and energy_key not in dks:
             raise DocumentError(f"stream {name!r}: no energy key ({energy_key!r}) among {sorted(dks)}")
+        if energy_key in dks:
+            try:
+                self._decide_scale(dks[energy_key].get("units"))
+            except _Undecided:
+                pass  # decided from the first value
         pixel_key = self.pixel_size_key
         if pixel_key is None:
             cands = [k for k in dks if "pixel_size" in k.lower()]
             pixel_key = cands[0] if cands else None
         ext = dks[image_key].get("external")
+        self._detected(f"{kind} stream", repr(name))
         self._desc[doc["uid"]] = {
             "kind": kind,
             "name": name,
             "image_key": image_key,
             "energy_key": energy_key if energy_key in dks else None,
+            "energy_candidates": candidates,
+            "energy_units": (dks.get(energy_key) or {}).get("units") if energy_key else None,
+            "units": {k: v.get("units") for k, v in dks.items()},
             "pixel_key": pixel_key if pixel_key in dks else None,
             "i0_key": self.i0_key if self.i0_key in dks else None,
             "stream_external": ext == "STREAM:",
+            # StreamDatum indices count events: a (N, H, W) key holds N dataset rows per index
+            "rows_per_index": int(shape3[0]) if len(shape3 := dks[image_key].get("shape") or []) == 3 else 1,
         }
 
     def event(self, doc: dict) -> None:
@@ -318,6 +456,10 @@ class RunIngest(event_model.DocumentRouter):
 
     def stream_datum(self, doc: dict) -> None:
         self.assets.stream_datum(doc)
+        self._retry_waiting()
+
+    def _retry_waiting(self) -> None:
+        """Frames whose asset documents arrived late (after the event) are read now."""
         if self._waiting:
             waiting, self._waiting = self._waiting, []
             for desc_uid, seq, row, frow, position in waiting:
@@ -332,9 +474,11 @@ class RunIngest(event_model.DocumentRouter):
 
     def datum(self, doc: dict) -> None:
         self.assets.datum(doc)
+        self._retry_waiting()
 
     def datum_page(self, doc: dict) -> None:
         self.assets.datum_page(doc)
+        self._retry_waiting()
 
     def stop(self, doc: dict) -> None:
         st = self.state
@@ -342,10 +486,12 @@ class RunIngest(event_model.DocumentRouter):
         try:
             st.exit_status = doc.get("exit_status")
             if self._waiting:
-                st.add_error(f"FrameError: {len(self._waiting)} file-backed frames never got a stream_datum; skipped")
+                st.add_error(f"FrameError: {len(self._waiting)} file-backed frames never got their "
+                             "stream_datum/datum document; skipped")
                 self._waiting = []
             num_events = doc.get("num_events")
-            for name in sorted({self.primary_stream, self.flat_stream, self.dark_stream}):
+            # our streams: the primary and the reference/dark streams found by their descriptors
+            for name in sorted({self.primary_stream} | {d["name"] for d in self._desc.values()}):
                 expected = num_events.get(name) if isinstance(num_events, dict) else None
                 got = self._n_events.get(name, 0)
                 if isinstance(expected, int) and expected > got:
@@ -381,12 +527,16 @@ class RunIngest(event_model.DocumentRouter):
         if key in row:
             image = row[key]
             if frow.get(key) is False or isinstance(image, str):
+                if not self.assets.has_datum(str(image)):
+                    self._waiting.append((desc_uid, seq, row, frow, position))  # datum after the event
+                    return
                 image = self.assets.datum_frame(str(image))
         elif d["stream_external"]:
             if position is None:  # rank among the descriptor's file-backed events (see AssetRegistry)
                 position = self._n_external.get(desc_uid, 0)
                 self._n_external[desc_uid] = position + 1
-            image = self.assets.stream_frame(desc_uid, key, seq, position=position)
+            image = self.assets.stream_frame(desc_uid, key, seq, position=position,
+                                             rows_per_index=d.get("rows_per_index", 1))
             if image is None:
                 self._waiting.append((desc_uid, seq, row, frow, position))
                 return
@@ -398,7 +548,11 @@ class RunIngest(event_model.DocumentRouter):
         if kind == "dark":
             session.add_dark(image)
             return
-        energy = row.get(d["energy_key"]) if d["energy_key"] else None
+        if d["energy_key"] is None and d["energy_candidates"]:
+            self._resolve_energy_key(d, row)
+        energy = self._to_ev(row.get(d["energy_key"]), d["energy_units"]) if d["energy_key"] else None
+        if kind == "sample" and not self._range_checked and isinstance(energy, float):
+            self._check_range(energy, d["energy_units"])
         n_before = session.n_frames
         if kind == "flat":
             done = session.add_flat(energy, image)  # type: ignore[arg-type]
@@ -436,6 +590,56 @@ class RunIngest(event_model.DocumentRouter):
             raise FrameError(
                 f"sample frame at {energy} eV: pixel size {v:g} nm is {v / ref:.3g} x the run's {ref:g} nm; frame skipped"
             )
+
+
+    def _resolve_energy_key(self, d: dict, row: dict) -> None:
+        """Pick the energy key from the values: the scalar that follows the planned list."""
+        known = self.state.ingest.get("energy key")
+        found = next((c for c in d["energy_candidates"] if known is not None and known.startswith(repr(c))), None)
+        if found is None:
+            found = ingest.key_following_plan(row, d["energy_candidates"], self.plan)
+            if found is None:
+                named = [c for c in d["energy_candidates"] if "energy" in c.lower()]
+                if not named:
+                    raise DocumentError(
+                        f"stream {d['name']!r}: no energy key: none of {d['energy_candidates']} has a value "
+                        f"in the planned energies ({self.plan_source}); pass energy_key=")
+                found = named[0]
+                self._detected("energy key", f"{found!r} (a scalar key containing 'energy')")
+            else:
+                self._detected("energy key", f"{found!r} (its value follows the planned list {self.plan_source})")
+        for other in [d, *self._desc.values()]:  # the other streams use the same key
+            if other["energy_key"] is None and found in other["energy_candidates"]:
+                other["energy_key"], other["energy_candidates"] = found, []
+                other["energy_units"] = other["units"].get(found)
+
+
+class _ReferenceIngest(RunIngest):
+    """Reads only the ``kind`` (flat or dark) frames of a reference run into another run's session."""
+
+    def __init__(self, target: RunIngest, state: _RunState, kind: str, start: dict) -> None:
+        state.start_doc = start
+        super().__init__(target.owner, state)
+        self.kind = kind
+        self.target = target
+        self.n = 0
+
+    def _session(self) -> XanesSession:
+        assert self.target.state.session is not None
+        return self.target.state.session
+
+    def _frame(self, d: dict, desc_uid: str, seq: int, row: dict, frow: dict, position: int | None = None) -> None:
+        if d["kind"] == self.kind:
+            super()._frame(d, desc_uid, seq, row, frow, position)
+            self.n += 1
+            self.state.ingest["n_" + self.kind] = str(self.n)
+
+    def stop(self, doc: dict) -> None:
+        self.assets.close()
+
+
+class _Undecided(Exception):
+    """Energy units cannot be decided yet (no units, no plan, no value)."""
 
 
 class _PassThroughFiller(event_model.DocumentRouter):
@@ -536,6 +740,24 @@ class XanesLiveCallback:
         Python process on the cube in shared memory, so that they never compete with the
         RunEngine for the GIL. Analyses that cannot be pickled (lambdas, closures) run on the
         analysis thread.
+    dask : str or dask.distributed.Client, optional
+        Send every edge analysis to a Dask cluster (a scheduler address ``"tcp://host:8786"``,
+        ``"local[:N]"`` for a LocalCluster of this machine, or a Client): this machine then only
+        ingests frames. One task per edge window; its block crosses the network once. A lost
+        worker is retried by Dask; beyond that the run gets a named ``DistributedError``.
+        Default: the local analysis process (``analysis_process``).
+    energy_units : {"eV", "keV"}, optional
+        Units of the energy key, overriding the descriptor's ``units`` (default: the descriptor's
+        ``units``; without units keV when every value is below 100, with a note).
+    flats_from, darks_from : str or run, optional
+        Take the flat (reference) or dark frames from another run, for beamlines that record
+        references in a separate run: a uid (read from ``reference_catalog``) or a run object
+        (``BlueskyRun``, databroker ``Header``). Its flat/dark stream is found by the usual names
+        and read before the run's own frames; the run's own references are still used.
+    reference_catalog : optional
+        Catalog of ``flats_from``/``darks_from`` uids: a Tiled client or URI, a databroker
+        catalog, a Tiled profile name or a local catalog directory
+        (see :func:`txm_live.callbacks.replay.replay_runs`).
     switch_interval : float or None
         Lower the interpreter's GIL switch interval (``sys.setswitchinterval``, process-wide) to
         this many seconds if it is larger (default 1 ms instead of Python's 5 ms), so that the
@@ -577,6 +799,11 @@ class XanesLiveCallback:
         analysis_process: bool = True,
         switch_interval: float | None = 0.001,
         max_results: int = 20,
+        energy_units: str | None = None,
+        flats_from: Any = None,
+        darks_from: Any = None,
+        reference_catalog: Any = None,
+        dask: Any = None,
     ) -> None:
         for name, fn in (("analysis", analysis), ("compare", compare), ("progress", progress)):
             if fn is not None and not callable(fn):
@@ -608,8 +835,21 @@ class XanesLiveCallback:
         self.progress = progress
         self.session_options = dict(session_options or {})
         self.root_map = root_map
-        self.analysis_process = bool(analysis_process)
-        self._process: AnalysisProcess | None = AnalysisProcess() if analysis_process else None
+        if energy_units is not None and str(energy_units).strip().lower() not in ingest.ENERGY_UNITS:
+            raise ValueError(f"energy_units must be 'eV' or 'keV', got {energy_units!r}")
+        self.energy_units = energy_units
+        for name, ref in (("flats_from", flats_from), ("darks_from", darks_from)):
+            if ref is not None and isinstance(ref, str) and reference_catalog is None:
+                raise ValueError(f"{name}={ref!r} is a uid: pass reference_catalog= (or a run object)")
+        self.flats_from = flats_from
+        self.darks_from = darks_from
+        self.reference_catalog = reference_catalog
+        if dask is not None and not isinstance(dask, str) and not hasattr(dask, "submit"):
+            raise ValueError(f"dask must be a scheduler address, 'local[:N]' or a dask.distributed.Client, got {dask!r}")
+        self.dask = dask
+        self._dask_client: Any = None  # connected on the analysis thread at the first analysis
+        self.analysis_process = bool(analysis_process) and dask is None
+        self._process: AnalysisProcess | None = AnalysisProcess() if self.analysis_process else None
         if switch_interval is not None and sys.getswitchinterval() > switch_interval:
             # The RunEngine thread and the ingest worker share the GIL: a thread asking for it waits
             # up to one switch interval (5 ms by default) while the other runs Python code.
@@ -692,8 +932,6 @@ class XanesLiveCallback:
                 raise TimeoutError(f"analysis still running after {timeout} s") from exc
             except Exception as exc:  # noqa: BLE001 - a bad run never makes wait() raise
                 self._global_error(f"TxmLiveError: finalization failed: {_named(exc)}")
-            if fut in self._finalizers:
-                self._finalizers.remove(fut)
         return list(self._results)
 
     @property
@@ -730,6 +968,10 @@ class XanesLiveCallback:
             self._executor.shutdown(wait=finished, cancel_futures=not finished)
             if self._process is not None:
                 self._process.close()
+            if self._dask_client is not None and self._dask_client is not self.dask:
+                from txm_live.distributed import close_client
+
+                close_client(self._dask_client)
         return list(self._results)
 
     # ---------------------------------------------------------- worker side
@@ -999,9 +1241,10 @@ class XanesLiveCallback:
             by_type: dict[str, list[str]] = {}
             for msg in session.errors:
                 by_type.setdefault(msg.split(":", 1)[0], []).append(msg)
-            for msgs in by_type.values():
+            for kind, msgs in by_type.items():
                 more = len(msgs) - 1
-                st.add_error(msgs[0] + (f" (and {more} more like it)" if more else ""))
+                st.add_error(f"{kind} x{len(msgs)}: {msgs[0].split(':', 1)[-1].strip()}" if more else msgs[0],
+                             count=len(msgs))
             st.warnings.extend(session.warnings)
         if st.pending_detection:
             self._detect(st)
@@ -1072,6 +1315,7 @@ class XanesLiveCallback:
                 ],
                 "register": self.register,
                 "correct_magnification": self.correct_magnification,
+                "ingest": dict(st.ingest),
             }
             px = self._pixel_size(st)
             if px is not None:
@@ -1144,6 +1388,15 @@ class XanesLiveCallback:
     def _call_analysis(self, fn: Callable, data: WindowData) -> Any:
         """Run one analysis in the analysis process when possible, else on this thread."""
         w = data.window
+        if self.dask is not None:
+            from txm_live.distributed import connect, gather
+
+            if self._dask_client is None:
+                self._dask_client = connect(self.dask)
+            fut = self._dask_client.submit(fn, data.energies, np.asarray(data.block), window=w,
+                                           valid=data.valid, pure=False)
+            (result,) = gather(self._dask_client, [fut], what=f"{w.name} analysis")
+            return result
         if self.analysis_process and data.shared is not None:
             import pickle
 
@@ -1219,8 +1472,7 @@ class XanesLiveCallback:
         exafs = self._exafs_of(st, edges)
         for warning in st.warnings:
             self._safe_publish(st, lambda m=warning: self._derived(st).log(f"Warning: {m}"))
-        if st.n_suppressed:
-            st.add_error(f"TxmLiveError: {st.n_suppressed} further errors not listed")
+        st.errors.extend(st.error_summary())  # past the cap: the counts per type are always kept
         n_frames = st.session.n_frames if st.session is not None else 0
         elements = list(dict.fromkeys(w.element for w in st.windows))
         if not elements and st.choice is not None and st.choice.element:

@@ -35,7 +35,8 @@ from event_model import DocumentNames, schema_validators
 from txm_live.errors import DocumentError, RunIncompleteError
 from txm_live.results import RunResult
 
-__all__ = ["ReplayStats", "catalog_client", "find_catalog_directory", "open_catalog", "replay_run", "replay_runs", "resolve_run"]
+__all__ = ["ReplayStats", "catalog_client", "find_catalog_directory", "is_run", "open_catalog", "replay_run",
+           "replay_runs", "resolve_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,16 +70,48 @@ class ReplayStats:
     sources: dict[str, str] = field(default_factory=dict)
 
 
-def open_catalog(catalog: Any, *, api_key: str | None = None) -> Any:
-    """Return a Tiled client container for ``catalog`` (a client is returned as is).
+def _databroker_v2(obj: Any) -> Any | None:
+    """The Tiled node behind a databroker v1 ``Broker`` or ``Header`` (None for anything else)."""
+    module = type(obj).__module__ or ""
+    if module.startswith("databroker") and type(obj).__name__ in ("Broker", "Header"):
+        return obj.v2
+    return None
 
-    ``catalog`` may be a client, an :class:`~txm_live.callbacks.catalog.EmbeddedTiled`, or an
-    ``http(s)://`` URI (API key from ``api_key``, the URI's ``?api_key=`` or ``$TILED_API_KEY``).
+
+def is_run(obj: Any) -> bool:
+    """True for a single run object (a Tiled/databroker ``BlueskyRun``, a databroker v1 ``Header``)."""
+    if _databroker_v2(obj) is not None:
+        return type(obj).__name__ == "Header"
+    try:
+        return isinstance(obj.metadata.get("start"), Mapping) and hasattr(obj, "__getitem__")
+    except Exception:  # noqa: BLE001 - anything else is not a run
+        return False
+
+
+def open_catalog(catalog: Any, *, api_key: str | None = None) -> Any:
+    """Return a Tiled client container (or a single run) for ``catalog``.
+
+    ``catalog`` may be a Tiled client, an :class:`~txm_live.callbacks.catalog.EmbeddedTiled`, an
+    ``http(s)://`` URI (API key from ``api_key``, the URI's ``?api_key=`` or ``$TILED_API_KEY``),
+    a databroker 2.x catalog (``databroker.temp()``, ``Broker.named(profile)``: its ``.v2``), a
+    Tiled profile name (``tiled profile list``), or a single run (``BlueskyRun``, v1 ``Header``).
     """
     from txm_live.callbacks.catalog import EmbeddedTiled, connect
 
     if isinstance(catalog, EmbeddedTiled):
         return catalog.client()
+    v2 = _databroker_v2(catalog)
+    if v2 is not None:
+        return v2
+    if isinstance(catalog, str) and not catalog.startswith(("http://", "https://")):
+        from tiled.profiles import list_profiles
+
+        if catalog in list_profiles():
+            from tiled.client import from_profile
+
+            return from_profile(catalog, api_key=api_key) if api_key else from_profile(catalog)
+        raise ValueError(f"catalog {catalog!r} is neither an http(s):// URI nor a Tiled profile name "
+                         f"(profiles: {sorted(list_profiles())})")
     if isinstance(catalog, str):
         return connect(catalog, api_key=api_key)
     if not hasattr(catalog, "search") or not hasattr(catalog, "__getitem__"):
@@ -112,7 +145,7 @@ def catalog_client(catalog: Any, *, api_key: str | None = None) -> Iterator[Any]
     duration of the block.
     """
     if isinstance(catalog, (str, os.PathLike)) and not str(catalog).startswith(
-            ("http://", "https://")):
+            ("http://", "https://")) and not _is_profile(catalog):
         from txm_live.callbacks.catalog import start_embedded_server
 
         with start_embedded_server(find_catalog_directory(catalog)) as server:
@@ -121,7 +154,16 @@ def catalog_client(catalog: Any, *, api_key: str | None = None) -> Iterator[Any]
         yield open_catalog(catalog, api_key=api_key)
 
 
-def resolve_run(client: Any, key: str | int) -> Any:
+def _is_profile(name: Any) -> bool:
+    """A Tiled profile name that is not a directory here."""
+    if not isinstance(name, str) or os.path.exists(name):
+        return False
+    from tiled.profiles import list_profiles
+
+    return name in list_profiles()
+
+
+def resolve_run(client: Any, key: str | int | None) -> Any:
     """Find a run by full uid, unique uid prefix (>= 6 characters), negative index or scan_id.
 
     ``-1`` (or ``"-1"``) is the latest run; a positive int is a ``scan_id``; a string is tried as
@@ -131,8 +173,20 @@ def resolve_run(client: Any, key: str | int) -> Any:
     ------
     KeyError
         No run, or an ambiguous prefix / scan_id.
+
+    Notes
+    -----
+    ``client`` may itself be a run (``BlueskyRun`` or v1 ``Header``): it is returned (``key``
+    None or its uid).
     """
     from tiled.queries import Key
+
+    if is_run(client):
+        run = _databroker_v2(client) or client
+        uid = run.metadata["start"]["uid"]
+        if key is None or (isinstance(key, str) and uid.startswith(key)) or key == -1:
+            return run
+        raise KeyError(f"run {key!r} is not the run given ({uid})")
 
     def by_scan_id(n: int) -> Any:
         found = list(client.search(Key("start.scan_id") == n).values())
@@ -187,6 +241,29 @@ class _HttpArray:
 
     def read(self, lo: int, hi: int) -> np.ndarray:
         return np.asarray(self.node.read(slice(lo, hi)))
+
+
+class _WholeArray:
+    """An array node of a databroker (MongoDB-backed) stream, read once at its first block.
+
+    The server rebuilds such arrays from the stored event documents: any slice costs about as
+    much as the whole array, so it is read once (binary, not JSON) and sliced here.
+    """
+
+    kind = "http"
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self.shape = tuple(node.shape)
+        self._data: np.ndarray | None = None
+
+    def read(self, lo: int, hi: int) -> np.ndarray:
+        if self._data is None:
+            self._data = np.asarray(self.node.read())
+        return self._data[lo:hi]
+
+    def close(self) -> None:
+        self._data = None
 
 
 class _LocalHdf5Array:
@@ -260,9 +337,41 @@ def _validate(name: str, doc: dict) -> None:
     schema_validators[DocumentNames[name]].validate(doc)
 
 
+def _load_stream_mongo(node: Any, name: str, run_uid: str) -> _Stream:
+    """A stream of a databroker (MongoDB-backed) run: columns and arrays from ``node["data"]``.
+
+    Memory: each array data key is held whole while the stream is replayed.
+    """
+    md = _plain(node.metadata)
+    descriptors = md.get("descriptors") or []
+    if not descriptors:
+        raise DocumentError(f"stream {name!r} has no descriptor in the catalog")
+    desc = {k: v for k, v in descriptors[0].items() if k not in _DESCRIPTOR_DROP}
+    data_keys = {k: {kk: vv for kk, vv in spec.items() if kk != "external"}
+                 for k, spec in desc.get("data_keys", {}).items()}
+    descriptor = {**desc, "data_keys": data_keys, "name": name, "run_start": run_uid}
+    _validate("descriptor", descriptor)
+    data = node["data"]
+    times = np.asarray(data["time"].read(), dtype=np.float64)
+    n_rows = int(times.size)
+    columns: dict[str, np.ndarray] = {"time": times, "seq_num": np.arange(1, n_rows + 1)}
+    arrays: dict[str, Any] = {}
+    for key in data_keys:
+        if key not in data:
+            raise DocumentError(f"data key {key!r} of stream {name!r} is not in the catalog")
+        child = data[key]
+        if len(child.shape) > 1:
+            arrays[key] = _WholeArray(child)  # binary array reads, never JSON documents
+        else:
+            columns[key] = np.asarray(child.read())
+    return _Stream(name, descriptor, columns, arrays, n_rows)
+
+
 def _load_stream(run: Any, name: str, run_uid: str, notes: list[str], *,
                  direct: bool) -> _Stream:
     node = run[name]
+    if "data" in node and "descriptors" in node.metadata:
+        return _load_stream_mongo(node, name, run_uid)
     md = _plain(node.metadata)
     for key in _DESCRIPTOR_DROP:
         md.pop(key, None)
@@ -402,6 +511,7 @@ def replay_run(
     max_backlog: int = 64,
     direct_files: bool = True,
     api_key: str | None = None,
+    streams: Callable[[str], bool] | None = None,
 ) -> ReplayStats:
     """Feed one recorded run to ``callback`` as documents, in acquisition order.
 
@@ -429,6 +539,8 @@ def replay_run(
         for inline images, read block-wise through the Tiled server.
     api_key : str, optional
         For a URI.
+    streams : callable, optional
+        ``streams(name) -> bool``: replay only the selected streams (default: all).
 
     Returns
     -------
@@ -461,7 +573,7 @@ def replay_run(
         raise ValueError(f"callback must be callable, got {callback!r}")
     block_size = int(block_size)
     t0 = time.perf_counter()
-    client = open_catalog(client_or_uri, api_key=api_key)
+    client = client_or_uri if is_run(client_or_uri) else open_catalog(client_or_uri, api_key=api_key)
     run = resolve_run(client, uid)
     md = _plain(run.metadata)
     if "start" not in md:
@@ -470,10 +582,11 @@ def replay_run(
     run_uid = start["uid"]
     _validate("start", start)
     notes: list[str] = []
-    streams: list[_Stream] = []
+    select, streams = streams, []
     try:
         for name in run:
-            streams.append(_load_stream(run, name, run_uid, notes, direct=direct_files))
+            if select is None or select(name):
+                streams.append(_load_stream(run, name, run_uid, notes, direct=direct_files))
     except BaseException:
         _close_streams(streams)
         raise
@@ -575,15 +688,18 @@ def replay_runs(
     api_key: str | None = None,
     block_size: int = 32,
     timeout: float | None = None,
+    client: Any = None,
 ) -> list[RunResult]:
     """Replay runs through a fresh live callback each and collect their results.
 
     Parameters
     ----------
-    catalog : Tiled client, EmbeddedTiled, str or path
-        The catalog: a client, an ``http(s)://`` URI, or a local catalog directory (``DIR`` or
+    catalog : Tiled client, EmbeddedTiled, databroker catalog, run, str or path
+        The catalog: a client, an ``http(s)://`` URI, a local catalog directory (``DIR`` or
         ``DIR/catalog`` of :func:`~txm_live.callbacks.catalog.start_embedded_server`, served for
-        the duration of the call).
+        the duration of the call), a databroker 2.x catalog (``databroker.temp()``,
+        ``Broker.named(profile)``), a Tiled profile name, or a single run (``BlueskyRun``,
+        databroker v1 ``Header``; ``uids`` then defaults to that run).
     uids : iterable of str or int, optional
         Runs (uid, prefix, ``-1``, scan_id). Default: every run with ``plan_name="xanes_scan"``.
     out : path, optional
@@ -600,6 +716,15 @@ def replay_runs(
         Frames per array read.
     timeout : float, optional
         Seconds to wait for each run's analysis after its last document.
+    client : dask.distributed.Client or str, optional
+        Replay the runs in parallel on a Dask cluster, one task per run (a Client, a scheduler
+        address, or ``"local[:N]"``, see :func:`txm_live.distributed.connect`). Each worker
+        reads its run from the catalog's URI itself (a local catalog directory is served for the
+        duration of the call, so the workers must be on this machine; give an ``http(s)://``
+        URI for a remote cluster), analyses it in the worker process and sends the RunResult
+        back; ``out/<uid>/phases.h5`` is written here as soon as each run is done. Progress:
+        one bar per run (frames), fed by the workers' events. ``callback_factory`` must then be
+        picklable. A worker lost beyond Dask's retries gives that run a ``DistributedError``.
 
     Returns
     -------
@@ -608,49 +733,73 @@ def replay_runs(
         metadata) yields a ``RunResult`` with no edges and the named error in ``errors``; the
         other runs go on.
     """
-    with catalog_client(catalog, api_key=api_key) as client:
-        return _replay_runs(client, uids, out=out, progress=progress,
+    with catalog_client(catalog, api_key=api_key) as cat:
+        if client is not None:
+            from txm_live.callbacks.replay_dask import replay_runs_on_cluster
+
+            return replay_runs_on_cluster(cat, uids, client, out=out, progress=progress,
+                                          callback_factory=callback_factory, block_size=block_size,
+                                          timeout=timeout, api_key=api_key)
+        return _replay_runs(cat, uids, out=out, progress=progress,
                             callback_factory=callback_factory, block_size=block_size,
                             timeout=timeout)
+
+
+def _run_keys(client: Any, uids: Iterable[str | int] | None) -> list[str | int]:
+    """The runs to replay: those given, or every ``xanes_scan`` run of the catalog (a single run
+    object: that run)."""
+    if is_run(client) and uids is None:
+        return [None]
+    if uids is None:
+        from tiled.queries import Key
+
+        return list(client.search(Key("start.plan_name") == "xanes_scan").keys())
+    if isinstance(uids, (str, int)):
+        return [uids]
+    return list(uids)
+
+
+def _write(result: RunResult, out: str | Path, client: Any) -> None:
+    from txm_live.callbacks.results_file import write_results
+
+    source = str(getattr(client, "uri", "")).split("?", 1)[0]  # never the API key
+    write_results(result, out, parameters={"source": "replay", "catalog": source})
 
 
 def _replay_runs(client: Any, uids: Iterable[str | int] | None, *, out: str | Path | None,
                  progress: bool, callback_factory: Callable[[], Any] | None, block_size: int,
                  timeout: float | None) -> list[RunResult]:
-    from txm_live.callbacks.results_file import write_results
-
-    if uids is None:
-        from tiled.queries import Key
-
-        uids = list(client.search(Key("start.plan_name") == "xanes_scan").keys())
-    elif isinstance(uids, (str, int)):
-        uids = [uids]
     factory = callback_factory or _default_factory
     results: list[RunResult] = []
-    for key in uids:
-        cb = factory()
-        try:
-            stats = replay_run(client, key, cb, progress=progress, block_size=block_size)
-            got = cb.wait(timeout) if timeout is not None else cb.wait()
-            mine = [r for r in got if r.run_uid == stats.run_uid] or list(got)
-            if not mine:
-                raise RunIncompleteError(f"the callback returned no result for run {key}")
-            result = mine[-1]
-            if stats.warnings:
-                from dataclasses import replace
-
-                result = replace(result, errors=(*result.errors, *(
-                    w if w.startswith("RunIncompleteError") else f"ReplayWarning: {w}"
-                    for w in stats.warnings)))
-        except (KeyError, DocumentError, RunIncompleteError) as exc:
-            logger.error("replay of run %s failed: %s", key, exc)
-            result = RunResult(run_uid=str(key), errors=(f"{type(exc).__name__}: {exc}",))
-        finally:
-            close = getattr(cb, "close", None)
-            if callable(close):
-                close()
+    for key in _run_keys(client, uids):
+        result = _replay_one(client, key, factory(), progress=progress, block_size=block_size, timeout=timeout)
         if out is not None:
-            source = str(getattr(client, "uri", "")).split("?", 1)[0]  # never the API key
-            write_results(result, out, parameters={"source": "replay", "catalog": source})
+            _write(result, out, client)
         results.append(result)
     return results
+
+
+def _replay_one(client: Any, key: str | int, cb: Any, *, progress: bool, block_size: int,
+                timeout: float | None) -> RunResult:
+    """Replay one run through ``cb`` and return its RunResult (errors named in it, never raised)."""
+    try:
+        stats = replay_run(client, key, cb, progress=progress, block_size=block_size)
+        got = cb.wait(timeout) if timeout is not None else cb.wait()
+        mine = [r for r in got if r.run_uid == stats.run_uid] or list(got)
+        if not mine:
+            raise RunIncompleteError(f"the callback returned no result for run {key}")
+        result = mine[-1]
+        if stats.warnings:
+            from dataclasses import replace
+
+            result = replace(result, errors=(*result.errors, *(
+                w if w.startswith("RunIncompleteError") else f"ReplayWarning: {w}"
+                for w in stats.warnings)))
+    except (KeyError, DocumentError, RunIncompleteError) as exc:
+        logger.error("replay of run %s failed: %s", key, exc)
+        result = RunResult(run_uid=str(key), errors=(f"{type(exc).__name__}: {exc}",))
+    finally:
+        close = getattr(cb, "close", None)
+        if callable(close):
+            close()
+    return result

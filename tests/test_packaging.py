@@ -13,13 +13,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_core_import_does_not_pull_bluesky_or_ophyd() -> None:
+def test_core_import_does_not_pull_bluesky_ophyd_or_dask() -> None:
     code = (
         "import sys, importlib, pkgutil, txm_live\n"
         "for m in pkgutil.iter_modules(txm_live.__path__):\n"
         "    if m.name not in ('callbacks', 'sim'):\n"
         "        importlib.import_module('txm_live.' + m.name)\n"
-        "bad = sorted(n for n in sys.modules if n.split('.')[0] in ('bluesky', 'ophyd', 'event_model', 'tiled'))\n"
+        "bad = sorted(n for n in sys.modules if n.split('.')[0] in ('bluesky', 'ophyd', 'event_model', 'tiled', 'dask', 'distributed'))\n"
         "print(','.join(bad))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -16,6 +16,7 @@ from typing import Any
 
 from txm_live.errors import (
     AnalysisError,
+    DistributedError,
     DocumentError,
     EdgeDetectionError,
     ExafsUnavailableError,
@@ -31,6 +32,7 @@ __version__ = "0.1.0"
 __all__ = [
     "dbscan",
     "AnalysisError",
+    "DistributedError",
     "DocumentError",
     "EdgeDetectionError",
     "ExafsUnavailableError",

@@ -122,6 +122,9 @@ class TxmLiveConfig:
     seed: int = field(default=0, metadata=_opt("demo", "seed", "seed of the simulated sample and noise"))
     flux: float = field(default=5000.0, metadata=_opt("demo", "flux", "flat-field photons per pixel per exposure"))
     n_dark: int = field(default=5, metadata=_opt("demo", "n_dark", "dark frames at the start and at the end"))
+    dask: str | None = field(default=None, metadata=_opt(
+        "dask", "scheduler", "Dask scheduler address (tcp://host:8786) or 'local[:N]' that runs the edge "
+        "analyses and replayed runs (omit: the local analysis process)"))
 
     def __post_init__(self) -> None:
         if self.edges is not None and isinstance(self.edges, str):

@@ -215,7 +215,7 @@ def _exact_pairs_connected(
 
 
 def dbscan(
-    X: np.ndarray, *, eps: float, min_samples: int, return_core: bool = False
+    X: np.ndarray, *, eps: float, min_samples: int, return_core: bool = False, client: object = None
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Exact DBSCAN, label for label identical to scikit-learn, in bounded memory.
 
@@ -231,6 +231,9 @@ def dbscan(
         be a core point; >= 1.
     return_core : bool
         Also return the indices of the core points (scikit-learn's ``core_sample_indices_``).
+    client : dask.distributed.Client, optional
+        Cluster the points on the workers of a Dask cluster: slabs with eps-wide halos, merged
+        exactly (:func:`txm_live.dbscan_dist.dbscan_distributed`); same labels.
 
     Returns
     -------
@@ -265,6 +268,10 @@ def dbscan(
     within rounding of eps may be decided differently. Ties at exactly eps are otherwise decided
     like scikit-learn's KD-tree.
     """
+    if client is not None:
+        from txm_live.dbscan_dist import dbscan_distributed
+
+        return dbscan_distributed(X, eps=eps, min_samples=min_samples, client=client, return_core=return_core)
     X, eps, ms = _validate(X, eps, min_samples)
     labels, core = _dbscan(X, eps, ms)
     if return_core:
@@ -554,9 +561,9 @@ class _CallableModule(types.ModuleType):
     """Makes ``txm_live.dbscan(X, eps=..., min_samples=...)`` call :func:`dbscan`."""
 
     def __call__(
-        self, X: np.ndarray, *, eps: float, min_samples: int, return_core: bool = False
+        self, X: np.ndarray, *, eps: float, min_samples: int, return_core: bool = False, client: object = None
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        return dbscan(X, eps=eps, min_samples=min_samples, return_core=return_core)
+        return dbscan(X, eps=eps, min_samples=min_samples, return_core=return_core, client=client)
 
 
 sys.modules[__name__].__class__ = _CallableModule

@@ -189,8 +189,6 @@ def _default_window(element: str, edge: str, table: dict[str, tuple[float, float
         if e_low >= MIN_EDGE_ENERGY:
             _, (low_post_near, _) = _nominal_ranges(table, low)
             pre_far = max(pre_far, -(e0 - (e_low + low_post_near)))
-    if not pre_far < pre_near:
-        pre_far = 2.0 * pre_near
     return EdgeWindow(element, edge, e0, (pre_far, pre_near), post)
 
 

@@ -16,6 +16,9 @@ __all__ = [
     "RunIncompleteError",
     "EdgeDetectionError",
     "ExafsUnavailableError",
+    "DistributedError",
+    "IlluminatedDarkError",
+    "EnergyRangeError",
     "ResultsWriteError",
     "CatalogError",
     "ScanInterruptedError",
@@ -62,6 +65,29 @@ class ExafsUnavailableError(AnalysisError):
     """The energy window does not reach far enough above the edge for EXAFS.
 
     Not a failure of the run: it is reported as a note (``"EXAFS not available: ..."``).
+    """
+
+
+class DistributedError(AnalysisError):
+    """Work sent to a Dask cluster did not come back: a worker was lost more often than the
+    scheduler retries a task (``KilledWorker``), the scheduler went away, or the wait timed out.
+    The message names the task and the cause; nothing is retried silently beyond Dask's own
+    rescheduling of a lost worker's tasks.
+    """
+
+
+class IlluminatedDarkError(FrameError):
+    """Dark frames were taken with the beam on (their mean is a large fraction of the flat's).
+
+    Typical of a plan's dry-run mode that leaves the shutter open. The darks are rejected and
+    the scan is processed without dark subtraction.
+    """
+
+
+class EnergyRangeError(DocumentError):
+    """The scan's energies lie outside every edge window (wrong units, element or edges).
+
+    The message names the energy range seen, its units and the windows.
     """
 
 

@@ -16,7 +16,15 @@ from scipy.special import erfc
 
 from txm_live.edges import POST_ORDER_SPANS, EdgeWindow, choose_post_order, resolve_post_order
 
-__all__ = ["Normalized", "POST_ORDER_SPANS", "choose_post_order", "resolve_post_order", "normalize_athena", "normalize_mback", "normalize_window"]
+__all__ = [
+    "Normalized",
+    "POST_ORDER_SPANS",
+    "choose_post_order",
+    "normalize_athena",
+    "normalize_mback",
+    "normalize_window",
+    "resolve_post_order",
+]
 
 #: Scale (eV) of the internal polynomial variable ``(E - e0) / _X_SCALE`` (conditioning only).
 _X_SCALE = 100.0
@@ -199,6 +207,7 @@ def normalize_athena(
     post: tuple[float, float] = (90.0, 440.0),
     post_order: int = 2,
     flatten: bool = False,
+    rows: slice | None = None,
 ) -> Normalized:
     """Athena-style pre/post-edge normalization of all pixel spectra with one solve per window.
 
@@ -225,6 +234,11 @@ def normalize_athena(
         The post-edge then oscillates about 1 instead of following the decay of the absorption
         cross section (~ -15 % over 440 eV at the Nd L3 edge), like the simulator's ground-truth
         normalized spectra. Default False (plain ``(mu - pre)/step``).
+
+    rows : slice, optional
+        Return ``norm`` only for ``energies[rows]`` (the fits still use the whole pre- and
+        post-edge ranges; the rows returned are exactly those of the full ``norm``). Filling
+        ``norm`` is most of the cost: a caller that keeps only the near-edge rows saves it.
 
     Returns
     -------
@@ -280,7 +294,7 @@ def normalize_athena(
     sigma2 = noise.astype(np.float64) ** 2
     step_error = np.sqrt(sigma2 * (pre_var0 + float(pinv[0] @ pinv[0])))
     inv_step = _safe_inverse(step)
-    x_all = energies - e0
+    x_all = energies - e0 if rows is None else (energies - e0)[rows]
 
     x_out = x_all.astype(out_dtype)
     c_out = pre_coef.astype(out_dtype)
@@ -301,9 +315,9 @@ def normalize_athena(
             line[above] = post_line - step_out[sl]
         return line
 
-    norm = _fill_norm(y, out_dtype, baseline, inv_step)
+    norm = _fill_norm(y if rows is None else y[rows], out_dtype, baseline, inv_step)
     return Normalized(
-        norm=norm.reshape(spectra.shape),
+        norm=norm.reshape((norm.shape[0],) + spectra.shape[1:]),
         edge_step=step.astype(out_dtype).reshape(spatial),
         pre_edge_noise=noise.astype(out_dtype).reshape(spatial),
         pre_coefficients=pre_coef.astype(out_dtype).reshape((2,) + spatial),
@@ -545,8 +559,12 @@ def normalize_window(
     post_order: int | None = None,
     order: int = 1,
     flatten: bool = False,
+    rows: slice | None = None,
 ) -> Normalized:
     """Normalize with the e0 and ranges of an :class:`~txm_live.edges.EdgeWindow`.
+
+    ``rows`` (a slice of the energies) limits the returned ``norm`` to those energies
+    (:func:`normalize_athena` then skips the others; MBACK normalizes all and slices).
 
     Parameters
     ----------
@@ -574,12 +592,12 @@ def normalize_window(
         post_order = resolve_post_order(energies, window, post_order)
         return normalize_athena(
             energies, spectra, e0=window.e0, pre=window.pre, post=window.post, post_order=post_order,
-            flatten=flatten,
+            flatten=flatten, rows=rows,
         )
     if method == "mback":
         if flatten:
             raise ValueError("flatten is defined for method='athena' only")
-        return normalize_mback(
+        nz = normalize_mback(
             energies,
             spectra,
             element=window.element,
@@ -589,4 +607,9 @@ def normalize_window(
             post=window.post,
             order=order,
         )
+        if rows is None:
+            return nz
+        from dataclasses import replace
+
+        return replace(nz, norm=nz.norm[rows])
     raise ValueError(f"method must be 'athena' or 'mback', got {method!r}")

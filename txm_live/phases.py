@@ -47,10 +47,11 @@ import numpy as np
 from txm_live.compare import EdgeComparison, compare_edges, l2_l3_agreement, match_phases
 from txm_live.decompose import PcaResult, reduce_pca
 from txm_live.refine import refine_phases
-from txm_live.edges import MIN_POST_POINTS, MIN_PRE_POINTS, EdgeWindow
+from txm_live.edges import MIN_POST_POINTS, MIN_PRE_POINTS, EdgeWindow, resolve_post_order
 from txm_live.phase_order import edge_levels, edge_positions, edge_tolerance, phase_names
 from txm_live.errors import InsufficientDataError
 from txm_live.results import EdgeResult
+from txm_live.tiles import map_tiles, normalize_tile
 
 __all__ = [
     "DEFAULT_FEATURE_RANGE",
@@ -331,6 +332,13 @@ def _fit_clusterer(
     return labels, majority, eps_used, ms_used
 
 
+def _row_tiles(H: int, W: int, n_rows: int) -> list[slice]:
+    """Bands of image rows whose ``n_rows x pixels`` float32 block stays near :data:`_CHUNK_BYTES`
+    (the pixel tiles of the normalization, in process and on Dask workers alike)."""
+    step = max(1, int(_CHUNK_BYTES // (4 * max(n_rows, 1) * max(W, 1))))
+    return [slice(r, min(r + step, H)) for r in range(0, H, step)]
+
+
 def _pixel_chunks(n_pix: int, n_rows: int) -> list[slice]:
     """Pixel slices whose ``n_rows x chunk`` float32 block stays near :data:`_CHUNK_BYTES`."""
     step = max(1024, int(_CHUNK_BYTES // (4 * max(n_rows, 1))))
@@ -390,6 +398,39 @@ def _window_phase_stats(
     mean = (s1 / counts).T
     var = np.clip(s2 / counts - (s1 / counts) ** 2, 0.0, None).T
     return mean, np.sqrt(var), counts
+
+
+def _distributed_phase_stats(
+    client: object,
+    E: np.ndarray,
+    Y: object,
+    window: EdgeWindow,
+    method: str,
+    cols: np.ndarray,
+    lab: np.ndarray,
+    n_phases: int,
+    athena: tuple[np.ndarray, np.ndarray] | None,
+    timeout: float | None,
+    post_order: int | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_window_phase_stats` with one task per row tile on the Dask workers."""
+    from txm_live.tiles import combine_phase_sums, map_tiles, phase_sums_tile
+
+    H, W = Y.shape[1:]
+    tiles = _row_tiles(H, W, E.size)
+    lo = np.searchsorted(cols, [t.start * W for t in tiles])
+    hi = np.searchsorted(cols, [t.stop * W for t in tiles])
+    keep = [i for i in range(len(tiles)) if hi[i] > lo[i]]
+
+    def args(j: int) -> tuple:
+        i = keep[j]
+        sel = slice(lo[i], hi[i])
+        ath = None if athena is None else (athena[0][:, sel], athena[1][sel])
+        return (E, window, method, cols[sel] - tiles[i].start * W, lab[sel], n_phases, ath, post_order)
+
+    parts = [res for _, res in map_tiles(client, phase_sums_tile, Y, [tiles[i] for i in keep], args,
+                                         what=f"{window.name} phase spectra", timeout=timeout)]
+    return combine_phase_sums(parts)
 
 
 def _onehot(lab: np.ndarray, n_phases: int) -> tuple[np.ndarray, np.ndarray]:
@@ -452,7 +493,8 @@ def _check_inputs(
         raise ValueError(f"energies must be 1-D, got shape {energies.shape}")
     if not np.all(np.isfinite(energies)):
         raise ValueError("energies must be finite")
-    block = np.asarray(block)
+    if not hasattr(block, "dask"):  # a dask array stays lazy (read by the workers)
+        block = np.asarray(block)
     if block.ndim != 3 or block.shape[0] != energies.size:
         raise ValueError(
             f"block must be energy-major (n_energies={energies.size}, H, W), got shape {block.shape}"
@@ -490,6 +532,8 @@ def analyze_edge(
     refine: bool = True,
     random_state: int = 0,
     progress: Callable[[str], None] | None = None,
+    client: object = None,
+    timeout: float | None = None,
 ) -> PhaseAnalysis:
     """Phase map of one absorption edge from an energy-major block of optical density.
 
@@ -551,6 +595,14 @@ def analyze_edge(
         Seed of the randomized parts.
     progress : callable, optional
         Called with the name of each stage when it starts.
+    client : dask.distributed.Client, optional
+        Run the per-pixel stages (normalization and the per-phase sums of the summary) on pixel
+        tiles on the workers of this Dask cluster (:mod:`txm_live.tiles`); the global steps run
+        here on the gathered per-pixel results. The labels are identical to ``client=None``.
+        ``block`` may then be a dask array (e.g. over the run's HDF5 files), read by the workers.
+    timeout : float, optional
+        With ``client``: seconds to wait for a tile before raising
+        :class:`~txm_live.errors.DistributedError`.
 
     Returns
     -------
@@ -586,7 +638,7 @@ def analyze_edge(
             n_components=n_components, max_components=max_components, pca_noise_margin=pca_noise_margin,
             eps=eps, min_samples=min_samples,
             snr_threshold=snr_threshold, spatial_filter=spatial_filter, refine=refine, random_state=random_state,
-            progress=progress,
+            progress=progress, client=client, timeout=timeout,
         )
 
 
@@ -610,6 +662,8 @@ def _analyze_edge(
     refine: bool,
     random_state: int,
     progress: Callable[[str], None] | None,
+    client: object = None,
+    timeout: float | None = None,
 ) -> PhaseAnalysis:
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -647,8 +701,6 @@ def _analyze_edge(
     H, W = Y.shape[1:]
     notes: list[str] = []
     if method == "athena":
-        from txm_live.normalize import resolve_post_order
-
         post_order = resolve_post_order(E, window, post_order)
         e_post = E[(E >= window.e0 + window.post[0]) & (E <= window.e0 + window.post[1])]
         notes.append(
@@ -658,11 +710,11 @@ def _analyze_edge(
     timings["select"] = time.perf_counter() - t
 
     # 2. normalize: pixel chunks, keeping only edge step, noise and the feature rows -------
-    from txm_live.normalize import normalize_window
-
     t = stage("normalize")
-    Y2 = Y.reshape(E.size, -1)  # a view
-    n_pix = Y2.shape[1]
+    if client is None and hasattr(Y, "dask"):
+        Y = np.asarray(Y)
+    Y2 = Y.reshape(E.size, -1) if client is None else None  # a view
+    n_pix = H * W
     fsel = np.flatnonzero((E >= window.e0 + f_lo) & (E <= window.e0 + f_hi))
     f_rows = slice(int(fsel[0]), int(fsel[-1]) + 1)
     Ef = E[f_rows]
@@ -672,17 +724,17 @@ def _analyze_edge(
     pre_coef = np.empty((2, n_pix), dtype=np.float32)
     feat_all = np.empty((Ef.size, n_pix), dtype=np.float32)
     finite = np.empty(n_pix, dtype=bool)
-    for sl in _pixel_chunks(n_pix, E.size):
-        finite[sl] = np.isfinite(Y2[:, sl]).all(axis=0)  # NaN anywhere: never clustered
-        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # those are masked
-            nz = normalize_window(E, Y2[:, sl], window, method=method, post_order=post_order)
-        edge_step[sl] = nz.edge_step
-        pre_noise[sl] = nz.pre_edge_noise
-        with np.errstate(invalid="ignore", divide="ignore"):
-            step_z[sl] = nz.edge_step / nz.edge_step_error
-        pre_coef[:, sl] = nz.pre_coefficients
-        feat_all[:, sl] = nz.norm[f_rows]
-        del nz
+    tiles = _row_tiles(H, W, E.size)
+    tile_args = (E, window, method, f_rows, post_order)
+    if client is None:
+        done = ((i, normalize_tile(Y2[:, rs.start * W : rs.stop * W], *tile_args)) for i, rs in enumerate(tiles))
+    else:
+        done = map_tiles(client, normalize_tile, Y, tiles, lambda i: tile_args,
+                         what=f"{window.name} normalization", timeout=timeout)
+    for i, res in done:
+        sl = slice(tiles[i].start * W, tiles[i].stop * W)
+        finite[sl], edge_step[sl], pre_noise[sl], step_z[sl], pre_coef[:, sl], feat_all[:, sl] = res
+        del res
     timings["normalize"] = time.perf_counter() - t
 
     # 3. snr ------------------------------------------------------------------------------
@@ -773,9 +825,14 @@ def _analyze_edge(
     if n_phases:
         cols = pix[assigned]
         athena = (pre_coef[:, cols], edge_step[cols]) if method == "athena" else None
-        mean_spectra, spread, counts = _window_phase_stats(
-            E, Y2, window, method, cols, phase_of_pix[assigned], n_phases, athena=athena, post_order=post_order
-        )
+        if client is None:
+            mean_spectra, spread, counts = _window_phase_stats(
+                E, Y2, window, method, cols, phase_of_pix[assigned], n_phases, athena=athena, post_order=post_order
+            )
+        else:
+            mean_spectra, spread, counts = _distributed_phase_stats(
+                client, E, Y, window, method, cols, phase_of_pix[assigned], n_phases, athena, timeout, post_order
+            )
     else:
         mean_spectra = np.zeros((0, E.size))
         spread = np.zeros((0, E.size))

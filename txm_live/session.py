@@ -16,7 +16,7 @@ import numpy as np
 
 from txm_live.cube import IncrementalCube, SharedBlockRef
 from txm_live.edges import EdgeWindow, default_windows
-from txm_live.errors import FrameError, MissingFlatError
+from txm_live.errors import FrameError, IlluminatedDarkError, MissingFlatError
 from txm_live.flatfield import DarkAverage, FlatStore, optical_density
 from txm_live.registration import RunningRegistration, transform_image
 
@@ -112,6 +112,11 @@ class XanesSession:
     max_usable_od : float
         Optical density above which a pixel carries no measurable transmission (6: 0.25 %,
         about 12 photons of a 5000-photon flat); used only for the frame test above.
+    max_dark_fraction : float
+        Dark frames whose mean exceeds this fraction of the flats' mean were taken with the beam
+        on (shutter open, a plan's dry-run mode): they are rejected with an
+        :class:`~txm_live.errors.IlluminatedDarkError` in :attr:`errors` and the scan goes on
+        without dark subtraction. Checked when the first flat arrives, and for every later dark.
     shared_memory : bool
         Keep the cube in shared memory (see :class:`~txm_live.cube.IncrementalCube`), so that
         window blocks can be analysed in another process without a copy.
@@ -124,6 +129,14 @@ class XanesSession:
     otherwise the frame waits for the flat of its energy (see ``max_pending``). A scalar
     ``i0`` monitor is used when no flat image exists. Darks: the running mean of the dark frames
     seen so far; without darks no dark is subtracted and :attr:`warnings` says so.
+
+    Frames per event: an image of shape ``(N, H, W)`` is a chunk of N exposures taken at the
+    same point (``chunk_size`` / ``frame_per_point`` of area detectors). Its counts are summed
+    and divided by N, i.e. the dark is scaled by N to match: ``(sum_i I_i - N D) / N``, and the
+    same for flats (chunks of any length). The optical density is then exactly that of the
+    summed counts ``-ln((sum I - N D) / (sum F - N D))`` for equal chunk lengths, and keeps the
+    Poisson statistics of all N exposures. A pixel saturated in any exposure is flagged. A dark
+    chunk adds N frames to the dark average.
 
     Memory: the float32 cube (see :class:`~txm_live.cube.IncrementalCube`), the flats as
     received until released (flats more than one energy below the newest sample are released in
@@ -148,6 +161,7 @@ class XanesSession:
         shared_memory: bool = False,
         min_valid_fraction: float = 0.5,
         max_usable_od: float = 6.0,
+        max_dark_fraction: float = 0.2,
     ) -> None:
         if flat_mode not in ("nearest", "interpolate"):
             raise ValueError(f"flat_mode must be 'nearest' or 'interpolate', got {flat_mode!r}")
@@ -180,6 +194,10 @@ class XanesSession:
         if not max_usable_od > 0:
             raise ValueError(f"max_usable_od must be > 0, got {max_usable_od}")
         self.max_usable_od = float(max_usable_od)
+        if not 0.0 < max_dark_fraction < 1.0:
+            raise ValueError(f"max_dark_fraction must be in (0, 1), got {max_dark_fraction}")
+        self.max_dark_fraction = float(max_dark_fraction)
+        self.n_rejected_darks = 0
         self.frame_shape: tuple[int, int] | None = None
         self.cube: IncrementalCube | None = None
         self.darks = DarkAverage()
@@ -210,17 +228,33 @@ class XanesSession:
             shared=self.shared_memory,
         )
 
-    def _check_frame(self, image: np.ndarray, what: str) -> np.ndarray:
+    def _check_frame(self, image: np.ndarray, what: str, *, combine: bool = True) -> np.ndarray:
+        """Validate a frame; a chunk ``(N, H, W)`` becomes its per-exposure mean (see Notes)."""
         arr = np.asarray(image)
         if arr.dtype.kind not in "uif":
             raise FrameError(f"{what}: expected integer or float pixels, got dtype {arr.dtype}")
-        if arr.ndim != 2:
-            raise FrameError(f"{what}: expected a 2-D image, got shape {arr.shape}")
+        if arr.ndim == 3 and arr.shape[0] >= 1:
+            if combine:
+                arr = self._combine_chunk(arr)
+        elif arr.ndim != 2:
+            raise FrameError(f"{what}: expected a 2-D image or an (N, H, W) chunk, got shape {arr.shape}")
+        shape = arr.shape[-2:]
         if self.frame_shape is None:
-            self._init_shape(arr.shape)
-        elif arr.shape != self.frame_shape:
-            raise FrameError(f"{what}: shape {arr.shape} differs from the run's frame shape {self.frame_shape}")
+            self._init_shape(shape)
+        elif shape != self.frame_shape:
+            raise FrameError(f"{what}: shape {shape} differs from the run's frame shape {self.frame_shape}")
         return arr
+
+    def _combine_chunk(self, chunk: np.ndarray) -> np.ndarray:
+        """Per-exposure mean of an (N, H, W) chunk (float32), saturated where any exposure was."""
+        if chunk.shape[0] == 1:
+            return chunk[0]
+        mean = chunk.sum(axis=0, dtype=np.float64)
+        mean /= chunk.shape[0]
+        out = mean.astype(np.float32)
+        if self.saturation is not None:
+            out[np.any(chunk >= self.saturation, axis=0)] = np.float32(self.saturation)
+        return out
 
     @staticmethod
     def _check_energy(energy: float | None, what: str) -> float:
@@ -234,14 +268,51 @@ class XanesSession:
 
     # ------------------------------------------------------------- ingest
     def add_dark(self, image: np.ndarray) -> None:
-        """Add one dark frame (shutter closed)."""
-        self.darks.update(self._check_frame(image, "dark frame"))
+        """Add one dark frame (shutter closed) or an ``(N, H, W)`` chunk of N dark frames.
+
+        A dark taken with the beam on (see ``max_dark_fraction``) is rejected: recorded in
+        :attr:`errors`, not added.
+        """
+        arr = self._check_frame(image, "dark frame", combine=False)
+        frames = arr if arr.ndim == 3 else arr[None]
+        if len(self.flats):
+            ratio = float(frames.mean(dtype=np.float64)) / self._flat_level()
+            if ratio > self.max_dark_fraction:
+                self._reject_darks(len(frames), ratio)
+                return
+        for frame in frames:
+            self.darks.update(frame)
+
+    def _flat_level(self) -> float:
+        """Mean count of the stored flats (per exposure), for the illuminated-dark test."""
+        return max(float(np.mean([self.flats.lookup(e).mean(dtype=np.float64) for e in self.flats.energies[:3]])),
+                   1e-12)
+
+    def _reject_darks(self, n: int, ratio: float) -> None:
+        self.n_rejected_darks += n
+        self.errors.append(
+            f"IlluminatedDarkError: {n} dark frame(s) with a mean of {ratio:.0%} of the flat's were taken with "
+            f"the beam on (shutter open, dry-run mode?); rejected, the scan goes on without them"
+        )
+
+    def _check_darks(self) -> None:
+        """Reject the darks gathered so far if they were illuminated (called at the first flat)."""
+        mean = self.darks.mean
+        if mean is None:
+            return
+        ratio = float(mean.mean(dtype=np.float64)) / self._flat_level()
+        if ratio > self.max_dark_fraction:
+            self._reject_darks(self.darks.count, ratio)
+            self.darks = DarkAverage()
 
     def add_flat(self, energy: float, image: np.ndarray) -> tuple[EdgeWindow, ...]:
         """Add the flat taken at ``energy``; returns the edge windows completed by it."""
         e = self._check_energy(energy, "flat frame")
         img = self._check_frame(image, f"flat frame at {e:.2f} eV")
+        first = len(self.flats) == 0
         self.flats.update(e, img)
+        if first:
+            self._check_darks()
         done: list[EdgeWindow] = []
         matched = [i for i, p in enumerate(self._pending) if abs(p.energy - e) <= self.energy_tolerance]
         if matched:

@@ -1,0 +1,219 @@
+"""What a beamline plan writes, and how txm-live reads it: stream roles, image key, energy key, units.
+
+Pure functions on documents (no numerics on images, no state), used by
+:class:`~txm_live.callbacks.live.RunIngest` and by the reference loading of
+:mod:`txm_live.callbacks.replay`. Each decision comes with a plain-language reason that the live
+callback logs and writes into the derived run and ``RunResult.notes``.
+
+Rules (explicit options always win; see the README section "At your beamline"):
+
+* **streams**: ``primary`` holds the sample frames; reference (flat-field) streams by the usual
+  names ``flat``, ``flats``, ``bkg``, ``background``, ``reference``, ``ref``; darks ``dark``,
+  ``darks``.
+* **image key**: the data key with a 2-D ``(H, W)`` or 3-D ``(N, H, W)`` shape (N frames per
+  event); several: the ones ending in ``_image``, then containing ``image``.
+* **energy key**: the scanned motor named by the start document (``hints.dimensions``, then
+  ``motors``; among several motors the one with energy units), else the scalar with energy units,
+  else a scalar whose value at the first event is in the planned energy list (``eng_list``,
+  ``txm_live.energies``, ``energies``), else a key containing ``energy``.
+* **units**: the data key's ``units`` (``eV``, ``keV``); without units, keV when every planned
+  (else the first) value is below 100.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from txm_live.errors import DocumentError
+
+__all__ = [
+    "DARK_STREAM_NAMES",
+    "ENERGY_UNITS",
+    "FLAT_STREAM_NAMES",
+    "energy_candidates",
+    "energy_scale",
+    "key_following_plan",
+    "image_key",
+    "planned_energies",
+    "stream_kind",
+]
+
+#: Energy units understood in a data key's ``units`` -> factor to eV.
+ENERGY_UNITS: dict[str, float] = {"ev": 1.0, "kev": 1000.0}
+#: Usual names of reference (flat-field, "background") streams.
+FLAT_STREAM_NAMES = ("flat", "flats", "bkg", "background", "reference", "ref")
+#: Usual names of dark streams.
+DARK_STREAM_NAMES = ("dark", "darks")
+#: Values below this without units are taken as keV.
+KEV_BELOW = 100.0
+
+
+def stream_kind(name: str, *, primary: str | None, flat: str | None, dark: str | None) -> str | None:
+    """Role of stream ``name``: ``"sample"``, ``"flat"``, ``"dark"`` or None (not ours).
+
+    An explicit stream name replaces the usual names of its role.
+    """
+    if name == (primary or "primary"):
+        return "sample"
+    if (flat is not None and name == flat) or (flat is None and name.lower() in FLAT_STREAM_NAMES):
+        return "flat"
+    if (dark is not None and name == dark) or (dark is None and name.lower() in DARK_STREAM_NAMES):
+        return "dark"
+    return None
+
+
+def image_key(data_keys: Mapping[str, Mapping[str, Any]], stream: str) -> tuple[str, str]:
+    """The camera image key of a descriptor and why it was chosen.
+
+    Raises
+    ------
+    DocumentError
+        No, or several equally plausible, 2-D/3-D array keys.
+    """
+    arrays = [k for k, v in data_keys.items() if len(v.get("shape") or ()) in (2, 3)]
+    why = "the only 2-D/3-D array key"
+    if len(arrays) > 1:
+        why = "the array key named *_image"
+        arrays = [k for k in arrays if k.lower().endswith("_image")] or [k for k in arrays if "image" in k.lower()]
+    if len(arrays) != 1:
+        raise DocumentError(
+            f"stream {stream!r}: cannot autodetect the image key among {sorted(data_keys)} "
+            f"(array keys with 2-D/3-D shapes: {arrays or 'none'}); pass image_key= or set "
+            "txm_live.image_key in the start document"
+        )
+    return arrays[0], why
+
+
+def _is_scalar(spec: Mapping[str, Any]) -> bool:
+    return not (spec.get("shape") or ()) and spec.get("dtype", "number") in ("number", "integer")
+
+
+def _has_energy_units(spec: Mapping[str, Any]) -> bool:
+    return str(spec.get("units") or "").strip().lower() in ENERGY_UNITS
+
+
+def _dimension_fields(start: Mapping[str, Any], stream: str) -> list[str]:
+    out: list[str] = []
+    dims = (start.get("hints") or {}).get("dimensions") if isinstance(start.get("hints"), Mapping) else None
+    for dim in dims or ():
+        try:
+            fields, dim_stream = dim
+        except (TypeError, ValueError):
+            continue
+        if dim_stream in (stream, "primary") and isinstance(fields, (list, tuple)):
+            out.extend(str(f) for f in fields)
+    return out
+
+
+def energy_candidates(
+    start: Mapping[str, Any], data_keys: Mapping[str, Mapping[str, Any]], stream: str, *, has_plan: bool
+) -> tuple[str | None, str, list[str]]:
+    """The energy key of a descriptor from the start document and data keys.
+
+    Parameters
+    ----------
+    start, data_keys, stream
+        Start document, the descriptor's data keys and its stream name.
+    has_plan : bool
+        Whether a planned energy list exists (then undecided keys are tested against it).
+
+    Returns
+    -------
+    key : str or None
+        The energy key, or None if it must be decided from the values (see
+        :func:`key_following_plan`) or is absent.
+    reason : str
+        Why ``key`` was chosen.
+    candidates : list of str
+        When ``key`` is None and ``has_plan``: the scalar keys to test against the planned
+        energies (keys containing ``energy`` first, then scanned motors, then the others).
+    """
+    scalars = [k for k, v in data_keys.items() if _is_scalar(v)]
+    dims = [f for f in _dimension_fields(start, stream) if f in scalars]
+    if len(dims) == 1:
+        return dims[0], "the scanned dimension of the start document's hints", []
+    motors_md = start.get("motors")
+    motors = [str(m) for m in motors_md if str(m) in scalars] if isinstance(motors_md, (list, tuple)) else []
+    if len(motors) == 1:
+        return motors[0], "the scanned motor of the start document's 'motors'", []
+    with_units = [k for k in (motors or scalars) if _has_energy_units(data_keys[k])]
+    if len(with_units) == 1:
+        where = "among the start document's 'motors'" if motors else "among the scalar keys"
+        return with_units[0], f"the only key with energy units ({data_keys[with_units[0]].get('units')}) {where}", []
+    named = [k for k in scalars if "energy" in k.lower()]
+    named = [k for k in named if "setpoint" not in k.lower()] or named
+    if not has_plan:
+        return (named[0], "a scalar key containing 'energy'", []) if named else (None, "", [])
+    others = [k for k in scalars if "setpoint" not in k.lower()]
+    return None, "", list(dict.fromkeys(named + motors + others))
+
+
+def key_following_plan(row: Mapping[str, Any], candidates: Sequence[str], plan: np.ndarray | None) -> str | None:
+    """The candidate whose value at this event is one of the planned energies (same units).
+
+    Ties go to the first candidate (scanned motors come first). Without a plan: None.
+    """
+    if plan is None or plan.size == 0:
+        return None
+    tol = 1e-6 * max(float(np.max(np.abs(plan))), 1.0)
+    for key in candidates:
+        try:
+            value = float(row[key])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if np.isfinite(value) and np.min(np.abs(plan - value)) <= tol:
+            return key
+    return None
+
+
+def planned_energies(start: Mapping[str, Any]) -> tuple[np.ndarray | None, str]:
+    """The planned energy list of a start document (in its own units) and where it was found.
+
+    Looks at ``txm_live.energies`` (the txm-live contract, eV), ``eng_list`` (NSLS-II FXI style),
+    ``energies`` and ``plan_args.energies`` / ``plan_args.eng_list`` (lists of numbers only).
+    """
+    md = start.get("txm_live") if isinstance(start.get("txm_live"), Mapping) else {}
+    plan_args = start.get("plan_args") if isinstance(start.get("plan_args"), Mapping) else {}
+    for source, value in (("txm_live.energies", md.get("energies")), ("eng_list", start.get("eng_list")),
+                          ("energies", start.get("energies")), ("plan_args.eng_list", plan_args.get("eng_list")),
+                          ("plan_args.energies", plan_args.get("energies"))):
+        if isinstance(value, (list, tuple)) and value:
+            try:
+                arr = np.asarray(value, dtype=np.float64).ravel()
+            except (TypeError, ValueError):
+                continue
+            if arr.size and np.all(np.isfinite(arr)):
+                return arr, source
+    return None, ""
+
+
+def energy_scale(units: str | None, values: np.ndarray | Sequence[float] | None) -> tuple[float, str]:
+    """Factor from the energy key's units to eV, and a note when it had to be inferred.
+
+    Parameters
+    ----------
+    units : str or None
+        The data key's ``units`` (or an explicit ``energy_units``).
+    values : array-like, optional
+        Planned (else first acquired) energies, used only without units.
+
+    Raises
+    ------
+    DocumentError
+        Units that are not an energy (``"deg"``...).
+    """
+    u = str(units or "").strip()
+    if u:
+        try:
+            return ENERGY_UNITS[u.lower()], ""
+        except KeyError:
+            raise DocumentError(
+                f"energy units {u!r} not understood (expected eV or keV); pass energy_units= or energy_key="
+            ) from None
+    arr = np.asarray(values if values is not None else [], dtype=np.float64).ravel()
+    if arr.size and np.all(np.abs(arr) < KEV_BELOW):
+        return 1000.0, f"energy has no units and every value is below {KEV_BELOW:g}: taken as keV"
+    return 1.0, "energy has no units: taken as eV" if arr.size else ""

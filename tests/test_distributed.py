@@ -1,0 +1,158 @@
+"""Dask: distributed analyze_edge and exact DBSCAN on a real LocalCluster equal the in-process ones.
+
+One LocalCluster per module (2 worker processes, 1 thread each, 127.0.0.1, dashboard off).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import numpy as np
+import pytest
+
+pytest.importorskip("distributed")
+
+from txm_live.dbscan import dbscan  # noqa: E402
+from txm_live.edges import default_windows  # noqa: E402
+from txm_live.errors import DistributedError  # noqa: E402
+from txm_live.phases import analyze_edge  # noqa: E402
+from txm_live.sim.phantom import make_phantom  # noqa: E402
+
+L3 = default_windows("Nd", ("L3",))[0]
+
+
+@pytest.fixture(scope="module")
+def client():
+    from dask.distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                           dashboard_address=None)
+    c = Client(cluster)
+    yield c
+    c.close()
+    cluster.close()
+
+
+def _cube(shape=(96, 80), seed=1):
+    energies = np.arange(np.ceil(L3.start), L3.end + 1e-9, 1.0)
+    od = make_phantom(shape, mode="mixed", seed=0).optical_density_stack(energies)
+    rng = np.random.default_rng(seed)
+    for i in range(od.shape[0]):
+        sample = rng.poisson(5000.0 * np.exp(-od[i].astype(np.float64)))
+        od[i] = -np.log(np.maximum(sample, 1) / rng.poisson(5000.0, size=od[i].shape))
+    return energies, od
+
+
+def _blobs(n: int, d: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    c = rng.normal(size=(5, d)) * 3
+    parts = [rng.normal(c[i], 0.6 + 0.2 * i, (n // 6, d)) for i in range(5)]
+    parts.append(rng.uniform(-8, 8, (n - 5 * (n // 6), d)))
+    X = np.concatenate(parts)
+    return X[rng.permutation(len(X))]
+
+
+def test_analyze_edge_on_workers_equals_in_process(client, monkeypatch) -> None:
+    import txm_live.phases as phases
+
+    monkeypatch.setattr(phases, "_CHUNK_BYTES", 1 << 20)  # several tiles even on a small image
+    energies, cube = _cube()
+    ref = analyze_edge(energies, cube, window=L3)
+    got = analyze_edge(energies, cube, window=L3, client=client, timeout=120)
+    assert len(phases._row_tiles(*cube.shape[1:], cube.shape[0])) > 3
+    assert ref.n_phases >= 2
+    np.testing.assert_array_equal(got.labels, ref.labels)
+    np.testing.assert_array_equal(got.mask, ref.mask)
+    assert got.phase_names == ref.phase_names
+    np.testing.assert_array_equal(got.counts, ref.counts)
+    # per-phase sums are added tile by tile (float64 sums of float32 tiles): rounding only
+    np.testing.assert_allclose(got.mean_spectra, ref.mean_spectra, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(got.spread, ref.spread, rtol=0, atol=1e-4)
+    np.testing.assert_array_equal(got.white_line, ref.white_line)
+
+
+def test_analyze_edge_reads_a_dask_array_on_the_workers(client, monkeypatch) -> None:
+    import dask.array as da
+
+    import txm_live.phases as phases
+
+    monkeypatch.setattr(phases, "_CHUNK_BYTES", 1 << 20)
+    energies, cube = _cube(seed=2)
+    ref = analyze_edge(energies, cube, window=L3)
+    lazy = da.from_array(cube, chunks=(16, 24, -1))
+    got = analyze_edge(energies, lazy, window=L3, client=client, timeout=120)
+    np.testing.assert_array_equal(got.labels, ref.labels)
+    np.testing.assert_allclose(got.mean_spectra, ref.mean_spectra, rtol=0, atol=1e-5)
+
+
+def test_dbscan_on_workers_equals_single_process_at_a_million_points(client) -> None:
+    eps, ms = 0.15, 8
+    X = _blobs(1_000_000, 3, seed=7)
+    ref, ref_core = dbscan(X, eps=eps, min_samples=ms, return_core=True)
+    import txm_live
+
+    got, core = txm_live.dbscan(X, eps=eps, min_samples=ms, return_core=True, client=client)
+    assert ref.max() >= 10  # many clusters cross the slab boundaries
+    np.testing.assert_array_equal(got, ref)
+    np.testing.assert_array_equal(core, ref_core)
+
+
+def test_dbscan_on_workers_equals_sklearn_small(client) -> None:
+    from sklearn.cluster import DBSCAN
+
+    from txm_live.dbscan_dist import dbscan_distributed
+
+    X = _blobs(6000, 2, seed=3)
+    for eps, ms in ((0.2, 5), (0.5, 12)):
+        ref = DBSCAN(eps=eps, min_samples=ms).fit_predict(X)
+        got = dbscan_distributed(X, eps=eps, min_samples=ms, client=client, n_partitions=5)
+        np.testing.assert_array_equal(got, ref)
+
+
+def test_worker_killed_mid_dbscan_is_retried_or_named(client) -> None:
+    """SIGKILL one worker process while the slabs are clustered: the scheduler reruns its task
+    on the other (or the nanny's restarted) worker and the labels are still exact; if it gives
+    up, a DistributedError is raised. Never a hang (timeout)."""
+    from txm_live.dbscan_dist import dbscan_distributed
+
+    X = _blobs(400_000, 3, seed=11)
+    ref = dbscan(X, eps=0.1, min_samples=6)
+    pids = list(client.run(os.getpid).values())
+    started = threading.Event()
+
+    def killer() -> None:
+        # wait until a slab task is running on the cluster, then kill the first worker
+        import time
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            busy = client.processing()
+            if any(busy.values()):
+                break
+            time.sleep(0.01)
+        os.kill(pids[0], signal.SIGKILL)
+        started.set()
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    try:
+        got = dbscan_distributed(X, eps=0.1, min_samples=6, client=client, n_partitions=4, timeout=120)
+    except DistributedError as exc:
+        assert "worker" in str(exc) or "did not answer" in str(exc)
+    else:
+        np.testing.assert_array_equal(got, ref)
+    t.join(60)
+    assert started.is_set()
+    client.wait_for_workers(2, timeout=60)  # the nanny restarted it for the next tests
+
+
+def test_gather_names_a_timeout(client) -> None:
+    import time
+
+    from txm_live.distributed import gather
+
+    fut = client.submit(time.sleep, 5, pure=False)
+    with pytest.raises(DistributedError, match="did not answer"):
+        gather(client, [fut], what="a sleeping task", timeout=0.5)

@@ -1,0 +1,254 @@
+"""Facility streams: energy units, N frames per event, autodetection, illuminated darks, error counts.
+
+Small and fast: documents from the FXI-style plan on a real RunEngine (tiny phantom), or composed
+with event-model, through the real XanesLiveCallback. Accuracy of whole Nd scans is in
+tests/test_fxi_plan.py.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import event_model
+import numpy as np
+import pytest
+
+from txm_live.callbacks.live import XanesLiveCallback
+from txm_live.edges import EdgeWindow
+from txm_live.results import EdgeResult
+from txm_live.session import XanesSession
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+NI_LIST = SHARED / "data" / "xas-reference" / "NiK_TXM_energy_list.txt"
+
+
+class _Capture:
+    """Analysis stand-in that records what the live callback hands over (energies, block)."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __call__(self, energies, block, *, window: EdgeWindow, valid=None) -> EdgeResult:
+        self.calls[window.edge] = (np.array(energies), np.array(block))
+        h, w = block.shape[1:]
+        return EdgeResult(edge=window.edge, e0=window.e0, energies=np.asarray(energies), labels=np.zeros((h, w), np.int64),
+                          mask=np.ones((h, w), bool), snr=np.ones((h, w), np.float32),
+                          mean_spectra=np.zeros((1, len(energies))), spread=np.zeros((1, len(energies))),
+                          counts=np.array([h * w]), phase_names=("p",), outlier_phases=(), n_components=1,
+                          eps=1.0, min_samples=1)
+
+
+def _callback(**kw) -> tuple[XanesLiveCallback, _Capture]:
+    cap = _Capture()
+    cb = XanesLiveCallback(analysis=cap, exafs=False, analysis_process=False, **kw)
+    return cb, cap
+
+
+def _run(docs, **kw):
+    cb, cap = _callback(**kw)
+    for name, doc in docs:
+        cb(name, doc)
+    result = cb.wait(120)[-1]
+    cb.close()
+    return result, cap
+
+
+# ------------------------------------------------------------------------------- session level
+def test_chunk_of_n_frames_equals_its_averaged_frame() -> None:
+    rng = np.random.default_rng(0)
+    shape = (5, 24, 26)
+    dark = (100 + rng.normal(0, 3, shape)).astype(np.uint16)
+    flat = rng.poisson(5000, shape).astype(np.uint16) + 100
+    od = np.linspace(0.1, 1.5, 24 * 26).reshape(24, 26)
+    sample = (rng.poisson(5000 * np.exp(-od), shape) + 100).astype(np.uint16)
+    a = XanesSession(register=False, expected_energies=[6200.0])
+    b = XanesSession(register=False, expected_energies=[6200.0])
+    a.add_dark(dark)
+    b.add_dark(dark.mean(axis=0))
+    a.add_flat(6200.0, flat)
+    b.add_flat(6200.0, flat.mean(axis=0))
+    a.add_sample(6200.0, sample)
+    b.add_sample(6200.0, sample.mean(axis=0))
+    (_, cube_a), (_, cube_b) = a.cube.block(6100, 6300), b.cube.block(6100, 6300)
+    # the same arithmetic in float32 (mean of the chunk) on both sides
+    np.testing.assert_allclose(cube_a, cube_b, rtol=0, atol=1e-6)
+    # summing the counts of 5 exposures keeps their Poisson statistics: the OD noise of the chunk
+    # is ~sqrt(5) below that of one exposure
+    one = XanesSession(register=False)
+    one.add_dark(dark[0])
+    one.add_flat(6200.0, flat[0])
+    one.add_sample(6200.0, sample[0])
+    _, cube_one = one.cube.block(6100, 6300)
+    ratio = np.std(cube_one[0] - od) / np.std(cube_a[0] - od)
+    assert 1.8 < ratio < 2.7, ratio  # sqrt(5) = 2.24
+
+
+def test_chunk_saturated_in_one_exposure_is_flagged() -> None:
+    s = XanesSession(register=False)
+    flat = np.full((3, 8, 8), 20000, np.uint16)
+    sample = np.full((3, 8, 8), 10000, np.uint16)
+    sample[1, 2, 3] = 65535
+    s.add_flat(6200.0, flat)
+    s.add_sample(6200.0, sample)
+    assert not s.cube.valid_mask(6100, 6300)[2, 3]
+    assert s.cube.valid_mask(6100, 6300).sum() == 63
+
+
+def test_illuminated_darks_rejected_with_a_named_error() -> None:
+    s = XanesSession(register=False)
+    s.add_dark(np.full((8, 8), 9000, np.uint16))  # beam on: 75 % of the flat
+    s.add_flat(6200.0, np.full((8, 8), 12000, np.uint16))
+    s.add_sample(6200.0, np.full((8, 8), 6000, np.uint16))
+    assert any(e.startswith("IlluminatedDarkError") and "beam on" in e for e in s.errors), s.errors
+    assert s.darks.count == 0 and s.n_rejected_darks == 1
+    # the frame is still corrected, without dark: OD = ln 2
+    np.testing.assert_allclose(s.cube.block(6100, 6300)[1][0], np.log(2.0), rtol=1e-5)
+    # a later real dark is accepted, a later illuminated one rejected
+    s.add_dark(np.full((8, 8), 100, np.uint16))
+    s.add_dark(np.full((8, 8), 11000, np.uint16))
+    assert s.darks.count == 1 and s.n_rejected_darks == 2
+
+
+# ------------------------------------------------------------------------- documents level
+def _fxi_docs(tmp_path, *, n_energies=12, chunk=3, shape=(32, 32), simu=False, units="keV", file_backed=False):
+    from bluesky import RunEngine
+
+    from txm_live.sim.fxi import make_fxi, xanes_scan2
+    from txm_live.sim.phantom import make_phantom
+
+    ph = make_phantom(shape, mode="pure", seed=0)
+    fxi = make_fxi(ph, seed=0, margin_px=8, chunk_size=chunk, energy_units=units, file_backed=file_backed,
+                   write_path=tmp_path / "raw")
+    eng = np.round(np.linspace(6.008, 6.648, n_energies), 4)  # the Nd L3 window, keV
+    docs: list = []
+    RE = RunEngine({})
+    RE.subscribe(lambda n, d: docs.append((n, d)))
+    RE(xanes_scan2(fxi, eng, chunk_size=chunk, simu=simu))
+    return docs, eng
+
+
+def _retype(docs, *, factor: float, units: str | None):
+    """Copy of FXI documents with XEng (and eng_list) multiplied by ``factor`` and ``units`` set/removed."""
+    out = []
+    for name, doc in docs:
+        doc = copy.deepcopy(doc)
+        if name == "start":
+            doc["eng_list"] = [round(e * factor, 6) for e in doc["eng_list"]]
+        elif name == "descriptor":
+            key = doc["data_keys"]["XEng"]
+            key.pop("units", None)
+            if units is not None:
+                key["units"] = units
+        elif name == "event":
+            doc["data"]["XEng"] = round(doc["data"]["XEng"] * factor, 6)
+        out.append((name, doc))
+    return out
+
+
+def test_ev_kev_and_unitless_energies_give_the_same_cube(tmp_path) -> None:
+    docs, eng = _fxi_docs(tmp_path)
+    kw = dict(element="Nd", edges=("L3",))
+    r_kev, cap_kev = _run(docs, **kw)
+    r_ev, cap_ev = _run(_retype(docs, factor=1000.0, units="eV"), **kw)
+    r_none, cap_none = _run(_retype(docs, factor=1.0, units=None), **kw)
+    for cap in (cap_kev, cap_ev, cap_none):
+        np.testing.assert_array_equal(cap.calls["L3"][0], np.round(eng * 1000, 6))
+        np.testing.assert_array_equal(cap.calls["L3"][1], cap_kev.calls["L3"][1])
+    assert r_kev.errors == r_ev.errors == r_none.errors == ()
+    assert any("keV (converted to eV)" in n for n in r_kev.notes), r_kev.notes
+    assert any(n == "energy units: eV" for n in r_ev.notes), r_ev.notes
+    assert any("no units" in n and "keV" in n for n in r_none.notes), r_none.notes
+    # 12 energies x 3 frames per event: 12 frames in the cube, none merged as "duplicates"
+    assert r_kev.n_frames == r_ev.n_frames == r_none.n_frames == len(eng)
+
+
+def test_energies_outside_every_window_get_a_named_error(tmp_path) -> None:
+    docs, _ = _fxi_docs(tmp_path, n_energies=4)
+    result, _ = _run(docs, element="Ni", edges=("K",))
+    errs = [e for e in result.errors if e.startswith("EnergyRangeError")]
+    assert len(errs) == 1, result.errors
+    assert "6.008-6.648 keV" in errs[0] and "Ni K" in errs[0], errs[0]
+
+
+def test_illuminated_darks_in_a_dry_run_are_flagged(tmp_path) -> None:
+    docs, eng = _fxi_docs(tmp_path, simu=True)
+    result, cap = _run(docs, element="Nd", edges=("L3",))
+    flagged = [e for e in result.errors if e.startswith("IlluminatedDarkError")]
+    assert len(flagged) == 1 and "beam on" in flagged[0], result.errors
+    # the scan went on: every frame was corrected (no "shutter" frame skips)
+    assert result.n_frames == len(eng)
+    assert not any("usable pixels" in e for e in result.errors), result.errors
+
+
+def test_file_backed_chunks_and_late_datum_documents(tmp_path) -> None:
+    docs, eng = _fxi_docs(tmp_path, file_backed=True)
+    assert any(n == "resource" and d["resource_kwargs"]["frame_per_point"] == 3 for n, d in docs)
+    inline_docs, _ = _fxi_docs(tmp_path / "inline")
+    _, cap_inline = _run(inline_docs, element="Nd", edges=("L3",))
+    _, cap_file = _run(docs, element="Nd", edges=("L3",))
+    np.testing.assert_array_equal(cap_file.calls["L3"][1], cap_inline.calls["L3"][1])
+    # resource and datum documents after all the events (as some exports order them)
+    late = [(n, d) for n, d in docs if n not in ("resource", "datum", "stop")]
+    late += [(n, d) for n, d in docs if n in ("resource", "datum")] + [docs[-1]]
+    result, cap_late = _run(late, element="Nd", edges=("L3",))
+    assert result.n_frames == len(eng), result.errors
+    np.testing.assert_array_equal(cap_late.calls["L3"][1], cap_inline.calls["L3"][1])
+
+
+def test_ni_k_list_unitless_energy_key_follows_the_plan() -> None:
+    """A real Ni K TXM energy list (keV, float32 rounding), motor without units or 'energy' in its name."""
+    if not NI_LIST.exists():
+        pytest.skip(f"shared data absent: {NI_LIST}")
+    eng = np.loadtxt(NI_LIST)
+    rng = np.random.default_rng(1)
+    bundle = event_model.compose_run(metadata={"plan_name": "xanes_scan2", "eng_list": [float(e) for e in eng],
+                                               "motors": ["dcm_th2", "XEng", "zps_sx"], "hints": {}})
+    num = {"dtype": "number", "shape": [], "source": "sim"}
+    img = {"dtype": "array", "shape": [2, 16, 16], "source": "sim", "dtype_numpy": "<u2"}
+    keys = {"KinetixU_image": img, "XEng": dict(num), "dcm_th2": dict(num), "zps_sx": dict(num), "ic3": dict(num)}
+    prim = bundle.compose_descriptor(name="primary", data_keys=keys)
+    bkg = bundle.compose_descriptor(name="bkg", data_keys=keys)
+    docs = [("start", bundle.start_doc), ("descriptor", prim.descriptor_doc), ("descriptor", bkg.descriptor_doc)]
+    for e in eng:
+        flat = rng.poisson(4000, (2, 16, 16)).astype(np.uint16)
+        sample = rng.poisson(4000 * np.exp(-0.5), (2, 16, 16)).astype(np.uint16)
+        row = {"XEng": float(e), "dcm_th2": 13.9, "zps_sx": 0.0, "ic3": 1.0}
+        for desc, im in ((prim, sample), (bkg, flat)):
+            data = {**row, "KinetixU_image": im}
+            docs.append(("event", desc.compose_event(data=data, timestamps={k: 0.0 for k in data})))
+    docs.append(("stop", bundle.compose_stop()))
+    result, cap = _run(docs, element="Ni", edges=("K",))
+    assert result.errors == (), result.errors
+    np.testing.assert_allclose(cap.calls["K"][0], np.round(eng * 1000, 6)[(eng * 1000 >= 8133) & (eng * 1000 <= 8773)])
+    notes = "\n".join(result.notes)
+    assert "'XEng' (its value follows the planned list eng_list)" in notes, notes
+    assert "keV" in notes and "'KinetixU_image'" in notes and "flat stream: 'bkg'" in notes, notes
+
+
+def test_explicit_keys_win_over_autodetection(tmp_path) -> None:
+    docs, eng = _fxi_docs(tmp_path)
+    # zps_sx (0 for the sample frames) as an explicit energy key: used as told, nothing autodetected
+    result, cap = _run(docs, element="Nd", edges=("L3",), energy_key="zps_sx", energy_units="keV")
+    assert not any(n.startswith("energy key") for n in result.notes), result.notes
+    assert any(e.startswith("InsufficientDataError") for e in result.errors), result.errors
+    assert "L3" not in cap.calls  # every sample frame at "energy" 0: no L3 window to analyse
+
+
+def test_error_counts_survive_the_cap() -> None:
+    bundle = event_model.compose_run(metadata={"txm_live": {"energy_key": "e", "image_key": "img"}})
+    desc = bundle.compose_descriptor(name="primary", data_keys={
+        "e": {"dtype": "number", "shape": [], "source": "s", "units": "eV"},
+        "img": {"dtype": "array", "shape": [8, 8], "source": "s"}})
+    docs = [("start", bundle.start_doc), ("descriptor", desc.descriptor_doc)]
+    good = np.full((8, 8), 1000, np.uint16)
+    for i in range(250):
+        bad = np.zeros((3, 4, 4, 4), np.uint16)  # 4-D: not a frame
+        docs.append(("event", desc.compose_event(data={"e": 6000.0 + i, "img": bad if i % 50 else good},
+                                                 timestamps={"e": 0, "img": 0})))
+    docs.append(("stop", bundle.compose_stop()))
+    result, _ = _run(docs, element="Nd", edges=("L3",))
+    summary = [e for e in result.errors if e.startswith("ErrorSummary")]
+    assert len(summary) == 1, result.errors[-5:]
+    assert "FrameError x245" in summary[0]
+    assert any(e.startswith("FrameError x245: ") for e in result.errors)
