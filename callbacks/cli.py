@@ -2,14 +2,17 @@
 
 Subcommands::
 
-    txm-live demo [--sample nd|lfp|lno] [--size tiny|small|full] [--out DIR] [--config FILE] [--live-plot] [--seed N]
-    txm-live replay --catalog PATH_OR_URI [--out DIR] [--dask ADDRESS] UID [UID ...]
+    txm-live demo [--sample nd|lfp|lno] [--size small|full] [--out DIR] [--config FILE] [--live-plot] [--seed N]
+                  [--no-keep-raw]
+    txm-live replay --catalog PATH_OR_URI [--out DIR] [--overwrite] [--dask ADDRESS] RUN [RUN ...]
     txm-live serve --zmq HOST:PORT [--out DIR] [--allow-pickle] [--dask ADDRESS]
     txm-live config --print
 
 Everything heavy (numpy, bluesky, tiled, matplotlib) is imported inside the subcommand, so
-``txm-live --help`` answers at once. Exit codes: 0 success, 1 a txm-live error (message on
-stderr, no traceback), 2 bad command line, 130 interrupted.
+``txm-live --help`` answers at once. Exit codes: 0 success, 1 a txm-live error or a run that
+failed (message on stderr, no traceback), 2 bad command line (including an unknown run, a
+results folder that exists without ``--overwrite`` and an address that does not resolve),
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -23,13 +26,19 @@ from typing import Any
 __all__ = ["build_parser", "main"]
 
 _EPILOG = """examples:
-  txm-live demo                           simulated beamtime, small (128x128), results in ./txm-live-output
-  txm-live demo --size full --live-plot   the full 602x643 x 1024-energy scan with a live window
+  txm-live demo                           simulated beamtime, small: 10-15 s idle (longer on a busy machine),
+                                          results in ./txm-live-output
+  txm-live demo --size full --live-plot   the seed experiment (602x643 px x 1024 energies), ~45 s idle, 3.6 GB RAM
   txm-live demo --sample lfp              a LiFePO4 battery particle across the Fe K edge
-  txm-live replay --catalog ./catalog 3f2a...   re-analyse recorded runs from a Tiled catalog
+  txm-live replay --catalog ./txm-live-output -- -1
+                                          re-analyse the latest recorded run into ./txm-live-replay/<uid>/
   txm-live serve --zmq 127.0.0.1:5568     analyse runs published by a RunEngine over ZeroMQ
   txm-live config --print > txm-live.toml write the default configuration, edit, pass with --config
 """
+
+#: How ``replay`` finds a run (also in README "Re-analyse recorded runs").
+RUN_RULE = ("a full run uid; a unique uid prefix of at least 6 characters; -1 for the latest run "
+            "(-2 the one before; put '--' before negative numbers); or a scan_id (a whole number)")
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -94,9 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Simulate a corroded NdFeB particle, scan it across the Nd L3 and L2 edges "
                                       "through a real RunEngine, analyse it live, record it in an embedded Tiled "
                                       "catalog, write phases.h5 and figures, and compare with the ground truth.")
-    demo.add_argument("--size", choices=("tiny", "small", "full"), default=None,
-                      help="tiny: 96x96, 225 energies (~20 s); small: 128x128, 225 energies (~30 s); "
-                           "full: 602x643 with 1024 energies (long). Default: small")
+    demo.add_argument("--size", choices=("small", "full"), default=None,
+                      help="small: a 128x128 px sample in a 176x176 px detector frame (the maps' size), "
+                           "225 energies, 10-15 s on an idle 2-core machine; full: 602x643 px sample in a "
+                           "730x771 px frame, 1024 energies, HDF5 frames (2.3 GB under OUT/raw/<run uid>/), "
+                           "about 45 s idle and 3.6 GB of memory. Busy machines take several times longer. "
+                           "Default: small")
     _add_common(demo)
     _add_analysis(demo)
     demo.add_argument("--live-plot", action="store_true", default=None,
@@ -112,14 +124,24 @@ def build_parser() -> argparse.ArgumentParser:
                       help="do not write PNG figures")
     demo.add_argument("--no-progress", dest="progress", action="store_false", default=True,
                       help="no progress bars")
+    demo.add_argument("--no-keep-raw", dest="keep_raw", action="store_false", default=True,
+                      help="delete the raw HDF5 frames (OUT/raw/<run uid>/, full size only) after the "
+                           "analysis; the catalog then no longer holds the images")
 
     replay = sub.add_parser("replay", help="re-analyse runs recorded in a Tiled catalog",
                             description="Replay recorded runs from a Tiled catalog through the same analysis "
-                                        "and write DIR/<uid>/phases.h5 plus figures.")
+                                        "and write DIR/<run uid>/phases.h5 plus figures. Existing results are "
+                                        "never replaced unless --overwrite is given. RUN is " + RUN_RULE + ".")
     replay.add_argument("--catalog", required=True, metavar="PATH_OR_URI",
-                        help="Tiled server URI (http://...), a local catalog directory, or a Tiled/databroker "
-                             "profile name")
-    _add_common(replay)
+                        help="Tiled server URI (http://...), a local catalog directory (the demo's OUT or "
+                             "OUT/catalog), or a Tiled/databroker profile name")
+    replay.add_argument("--out", metavar="DIR", default=None,
+                        help="output directory; results go to DIR/<run uid>/ (default: ./txm-live-replay, "
+                             "apart from the live results)")
+    replay.add_argument("--config", metavar="FILE", default=None,
+                        help="TOML configuration file (see 'txm-live config --print'); flags override it")
+    replay.add_argument("--overwrite", action="store_true",
+                        help="replace results that already exist in DIR/<run uid>/")
     _add_analysis(replay)
     _add_references(replay)
     replay.add_argument("--dask", metavar="ADDRESS", default=None,
@@ -129,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="do not write PNG figures")
     replay.add_argument("--no-progress", dest="progress", action="store_false", default=True,
                         help="no progress bars")
-    replay.add_argument("uids", nargs="+", metavar="UID", help="run uid(s) (a unique prefix is enough if the catalog allows it)")
+    replay.add_argument("uids", nargs="+", metavar="RUN", help="run(s): " + RUN_RULE)
 
     serve = sub.add_parser("serve", help="analyse runs published over ZeroMQ by a remote RunEngine",
                            description="Subscribe to a bluesky ZeroMQ proxy and analyse every XANES run it "
@@ -179,32 +201,71 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                       live_plot=args.live_plot, figures=args.figures, **_analysis_flags(args))
     from txm_live.callbacks.demo import run_demo
 
-    run_demo(config=cfg, progress=args.progress, sample=args.sample)
+    run_demo(config=cfg, progress=args.progress, sample=args.sample, keep_raw=args.keep_raw)
     return 0
+
+
+#: Default output folder of ``replay`` (kept apart from the demo's and live results).
+REPLAY_OUT = "txm-live-replay"
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from txm_live.callbacks.replay import replay_runs
+    from txm_live.callbacks.replay import catalog_client, replay_runs, resolve_run
+    from txm_live.callbacks.results_file import write_results
     from txm_live.config import load_config
 
-    cfg = load_config(args.config, out=args.out, figures=args.figures, dask=args.dask, **_analysis_flags(args))
-    # with a cluster, each run is one task and its callback analyses in the worker process
-    results = replay_runs(args.catalog, args.uids, out=cfg.out, progress=args.progress,
-                          callback_factory=_callback_factory(dataclasses.replace(cfg, dask=None),
-                                                             **_reference_options(args, args.catalog)),
-                          client=cfg.dask)
-    if cfg.figures:
-        from txm_live.figures import save_report
-
-        for r in results:
-            paths = save_report(r, Path(cfg.out) / r.run_uid)
-            print(f"{r.run_uid}: {len(paths)} figures in {Path(cfg.out) / r.run_uid}")
-    failed = [r for r in results if not r.ok]
+    cfg = load_config(args.config, figures=args.figures, dask=args.dask, **_analysis_flags(args))
+    out = Path(args.out if args.out is not None else REPLAY_OUT)
+    try:
+        opened = catalog_client(args.catalog)
+        client = opened.__enter__()
+    except FileNotFoundError as exc:
+        _err(str(exc))
+        return 2
+    try:
+        uids: list[str] = []
+        for key in args.uids:
+            try:
+                uids.append(str(resolve_run(client, key).metadata["start"]["uid"]))
+            except KeyError as exc:
+                _err(f"{exc.args[0] if exc.args else exc} in {args.catalog} (RUN is {RUN_RULE})")
+                return 2
+        existing = [out / u for u in dict.fromkeys(uids) if (out / u).exists() and any((out / u).iterdir())]
+        if existing and not args.overwrite:
+            _err("results exist already in " + ", ".join(str(p) for p in existing)
+                 + ": choose another --out, or pass --overwrite to replace them")
+            return 2
+        print(f"replaying {_plural(len(uids), 'run')} from {args.catalog} into {out}", flush=True)
+        # with a cluster, each run is one task (its workers open the catalog themselves) and its
+        # callback analyses in the worker process
+        results = replay_runs(client if cfg.dask is None else args.catalog, uids, out=None, progress=args.progress,
+                              callback_factory=_callback_factory(dataclasses.replace(cfg, dask=None),
+                                                                 **_reference_options(args, args.catalog)),
+                              client=cfg.dask)
+    finally:
+        opened.__exit__(None, None, None)
+    provenance = {"source": "replay", "catalog": str(args.catalog)}
+    if Path(str(args.catalog)).expanduser().exists():
+        provenance["catalog_path"] = str(Path(args.catalog).expanduser().resolve())
     for r in results:
-        print(_one_line(r))
+        path = write_results(r, out, parameters=provenance)
+        print(_one_line(r), flush=True)
+        if cfg.figures:
+            from txm_live.figures import save_report
+
+            paths = save_report(r, path.parent)
+            print(f"  results: {path} and {_plural(len(paths), 'figure')} in {path.parent}", flush=True)
+        else:
+            print(f"  results: {path}", flush=True)
+    failed = [r for r in results if not r.ok]
     return 1 if failed else 0
+
+
+def _plural(n: int, noun: str) -> str:
+    """``"1 run"``, ``"2 runs"``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _reference_options(args: argparse.Namespace, catalog: Any) -> dict[str, Any]:
@@ -218,11 +279,12 @@ def _reference_options(args: argparse.Namespace, catalog: Any) -> dict[str, Any]
     return opts
 
 
-def _callback_factory(cfg: Any, **extra: Any) -> Any:
+def _callback_factory(cfg: Any, progress: Any = None, **extra: Any) -> Any:
     """Factory of live callbacks configured like ``cfg`` (start-document values where unset).
 
     The element and edges of the configuration, when set, win over the start document's; unset,
-    they come from the start document, else from the data. ``extra``: more keyword arguments of
+    they come from the start document, else from the data. ``progress`` receives the callback's
+    :class:`~txm_live.callbacks.live.ProgressEvent` objects; ``extra``: more keyword arguments of
     the callback (``flats_from``, ``darks_from``, ``energy_units``...).
     """
 
@@ -236,49 +298,95 @@ def _callback_factory(cfg: Any, **extra: Any) -> Any:
             dark_stream=cfg.dark_stream, element=cfg.element, edges=cfg.edges,
             windows=cfg.edge_windows() if cfg.windows else None,
             analysis=analysis, preview=preview, register=cfg.register,
-            correct_magnification=cfg.correct_magnification, dask=cfg.dask, **extra)
+            correct_magnification=cfg.correct_magnification, dask=cfg.dask, progress=progress, **extra)
 
     return factory
 
 
 def _one_line(r: Any) -> str:
-    parts = [f"run {r.run_uid[:8]}: {r.n_frames} frames"]
+    parts = [f"run {r.run_uid[:8]}: {_plural(r.n_frames, 'frame')}"]
     for key, e in r.edges.items():
-        parts.append(f"{(e.element or r.element) + ' ' if (e.element or r.element) else ''}{key} {e.n_phases} phases")
+        parts.append(f"{(e.element or r.element) + ' ' if (e.element or r.element) else ''}{key} "
+                     f"{_plural(e.n_phases, 'phase')}")
     missing = [k for k in r.requested_edges if k not in r.edges]
     if missing:
         parts.append(f"not analysed: {', '.join(missing)}")
     for c in r.comparisons:
         parts.append(f"{c.name} agreement {c.agreement:.1%}")
     if r.notes:
-        parts.append(f"{len(r.notes)} note(s)")
+        parts.append(_plural(len(r.notes), "note"))
     if r.errors:
         parts.append(f"{len(r.errors)} error(s): {r.errors[0]}")
     return ", ".join(parts)
 
 
+def _check_address(text: str) -> tuple[str, int]:
+    """Parse ``HOST:PORT`` and resolve HOST now; ValueError naming the problem otherwise."""
+    import socket
+
+    from txm_live.callbacks.remote import parse_address
+
+    host, port = parse_address(text)
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ValueError(f"address {text!r}: host {host!r} does not resolve ({exc})") from None
+    return host, port
+
+
+def _serve_progress(ev: Any) -> None:
+    """One line per run event on stdout while serving (not per frame)."""
+    uid = ev.run_uid[:8]
+    if ev.stage == "start":
+        expected = f", {ev.n_expected} energies planned" if ev.n_expected else ""
+        print(f"run {uid}: started{expected}", flush=True)
+    elif ev.stage == "window-complete":
+        print(f"run {uid}: {ev.edge} window complete after {_plural(ev.n_frames, 'frame')}", flush=True)
+    elif ev.stage == "analysis-finished" and ev.result is not None:
+        secs = f" in {ev.seconds:.1f} s" if ev.seconds is not None else ""
+        print(f"run {uid}: {ev.edge} {ev.message} analysis: {_plural(ev.result.n_phases, 'phase')}{secs}",
+              flush=True)
+    elif ev.stage in ("analysis-failed", "error"):
+        print(f"run {uid}: {ev.stage}: {ev.message}", flush=True)
+    elif ev.stage == "stop":
+        print(f"run {uid}: stopped after {_plural(ev.n_frames, 'frame')}, finishing the analysis", flush=True)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from txm_live.callbacks.remote import serve
+    from pathlib import Path
+
     from txm_live.config import load_config
 
     cfg = load_config(args.config, out=args.out, figures=args.figures, dask=args.dask, **_analysis_flags(args))
     if args.serializer == "pickle" and not args.allow_pickle:
-        raise ValueError("--serializer pickle needs --allow-pickle (unpickling runs arbitrary code)")
+        _err("--serializer pickle needs --allow-pickle (unpickling runs arbitrary code)")
+        return 2
+    try:
+        host, port = _check_address(args.zmq)
+    except ValueError as exc:
+        _err(str(exc))
+        return 2
+    cfg = load_config(args.config, out=args.out, figures=args.figures, **_analysis_flags(args))
     out = cfg.out
+    from txm_live.callbacks.remote import serve
 
     def on_result(r: Any) -> None:
+        folder = Path(out) / r.run_uid
         print(_one_line(r), flush=True)
         if cfg.figures:
-            from pathlib import Path
-
             from txm_live.figures import save_report
 
-            save_report(r, Path(out) / r.run_uid)
+            paths = save_report(r, folder)
+            print(f"  results: {folder / 'phases.h5'} and {_plural(len(paths), 'figure')} in {folder}", flush=True)
+        else:
+            print(f"  results: {folder / 'phases.h5'}", flush=True)
 
-    print(f"txm-live: listening on {args.zmq}, writing to {out} (Ctrl-C to stop)", file=sys.stderr)
-    serve(args.zmq, out=out, serializer=args.serializer, allow_pickle=args.allow_pickle, on_result=on_result,
-          rcvhwm=args.rcvhwm,
-          callback_factory=_callback_factory(cfg, **_reference_options(args, args.reference_catalog)))
+    print(f"txm-live: listening on {host}:{port}, writing to {out}/<run uid>/ (Ctrl-C to stop)", flush=True)
+    done = serve(args.zmq, out=out, serializer=args.serializer, allow_pickle=args.allow_pickle, on_result=on_result,
+                 rcvhwm=args.rcvhwm,
+                 callback_factory=_callback_factory(cfg, progress=_serve_progress,
+                                                    **_reference_options(args, args.reference_catalog)))
+    print(f"txm-live: stopped; {_plural(len(done), 'run')} analysed, results in {out}", flush=True)
     return 0
 
 

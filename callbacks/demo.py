@@ -8,9 +8,11 @@ embedded Tiled catalog and analysed live by :class:`~txm_live.callbacks.live.Xan
 L2/L3 comparison and EXAFS). The demo writes ``OUT/<run uid>/phases.h5`` and the figures, and,
 since the sample is simulated, scores the phase maps against the ground truth.
 
-Sizes: ``tiny`` (96 x 96 pixels, 225 energies; a test-sized run), ``small`` (128 x 128, 225
-energies; about half a minute on 2 cores), ``full`` (602 x 643, the 1024 energies of the seed
-experiment, HDF5 file-backed camera; about 1.6 GB of cube and a long run).
+Sizes: ``small`` (a 128 x 128 px sample in a 176 x 176 px detector frame, which is the size
+of the phase maps; 225 energies; 10-15 s on an idle 2-core machine) and ``full`` (602 x 643
+px in a 730 x 771 px frame, the 1024 energies of the seed experiment, HDF5 file-backed camera
+writing 2.3 GB of raw frames under ``OUT/raw/<run uid>/``; about 45 s idle and 3.6 GB of
+memory). A busy machine takes several times longer. The demo prints both shapes when it starts.
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ from txm_live.results import EdgeResult, RunResult
 __all__ = ["DEMO_SAMPLES", "DemoSample", "DemoSummary", "analysis_functions", "demo_energies", "demo_shape",
            "ground_truth_labels", "run_demo"]
 
-_SHAPES = {"tiny": (96, 96), "small": (128, 128), "full": (602, 643)}
-_MARGIN = {"tiny": 20, "small": 24, "full": 64}
+_SHAPES = {"small": (128, 128), "full": (602, 643)}
+_MARGIN = {"small": 24, "full": 64}
 
 
 def demo_shape(size: str) -> tuple[int, int]:
@@ -50,7 +52,7 @@ def demo_shape(size: str) -> tuple[int, int]:
 def demo_energies(size: str) -> np.ndarray:
     """Monochromator energies (eV) of a demo size.
 
-    ``full`` is the seed experiment's 1 eV grid (1024 energies). ``tiny`` and ``small`` keep both
+    ``full`` is the seed experiment's 1 eV grid (1024 energies). ``small`` keeps both
     edge windows complete but sample them like a time-limited beamtime would (225 energies): 1 eV
     over the L3 white line, 1.5 eV over the L2 white line, 3 eV over the L3 EXAFS region
     (k up to 7.4 1/A), 5-10 eV elsewhere.
@@ -188,6 +190,15 @@ class DemoSummary:
         ``OUT/<run uid>``.
     files : tuple of Path
         ``phases.h5`` and the PNG figures.
+    detector_shape : (int, int)
+        Detector frame (H, W) in pixels: the size of the phase maps.
+    sample_shape : (int, int)
+        Simulated sample (phantom) area (H, W) in pixels, inside the frame.
+    raw : Path or None
+        ``OUT/raw/<run uid>`` with the raw HDF5 frames (file-backed ``full`` size), ``None`` when
+        the images went inline into the catalog or were removed (``keep_raw=False``).
+    raw_bytes : int
+        Size of the raw frames written (0 for inline images).
     catalog_uri : str
         Tiled URI the run was recorded to (valid while the demo ran; the catalog stays on disk
         under ``OUT/catalog``).
@@ -205,6 +216,10 @@ class DemoSummary:
     catalog_uri: str
     ari: dict[str, float] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    detector_shape: tuple[int, int] = (0, 0)
+    sample_shape: tuple[int, int] = (0, 0)
+    raw: Path | None = None
+    raw_bytes: int = 0
 
 
 class _Progress:
@@ -344,12 +359,13 @@ def run_demo(
     progress: bool = True,
     print_summary: bool = True,
     sample: str = "nd",
+    keep_raw: bool = True,
 ) -> DemoSummary:
     """Run the simulated beamtime and return a :class:`DemoSummary`.
 
     Parameters
     ----------
-    size : {"tiny", "small", "full"}, optional
+    size : {"small", "full"}, optional
         Default from the configuration (``"small"``).
     out : path, optional
         Output directory (default from the configuration, ``"txm-live-output"``). The catalog
@@ -371,6 +387,10 @@ def run_demo(
         The battery samples scan their element's K edge on their own energy list (100 or 101
         energies at every size); the plan records the sample's element and edges in the start
         document, which the analysis follows unless the configuration sets them.
+    keep_raw : bool
+        Keep the raw HDF5 frames of a file-backed (``full``) run in ``OUT/raw/<run uid>/``.
+        ``False`` deletes them after the analysis (the catalog then lacks the images, so the
+        run can no longer be replayed).
 
     Returns
     -------
@@ -386,7 +406,7 @@ def run_demo(
     Notes
     -----
     Memory: the live cube holds ``n_energies x H' x W'`` float32 (H', W' the detector frame, the
-    phantom plus a margin): 1 MB tiny, 21 MB small, 2.3 GB full. The RunEngine thread only
+    phantom plus a margin): 28 MB small, 2.3 GB full. The RunEngine thread only
     enqueues documents; the analysis runs on the callback's worker threads.
     """
     t_total = time.perf_counter()
@@ -414,8 +434,10 @@ def run_demo(
     # Instrument effects (drift, throughput, glitches) follow the scanned range; magnification 1 at its start.
     scan_range = {} if not spec.follow_energy_range else {"energy_range": (float(energies[0]), float(energies[-1])),
                                                    "reference_energy": float(energies[0])}
+    raw_root = out_dir / "raw"
     txm = make_txm(phantom, seed=cfg.seed, flux=cfg.flux, margin_px=_MARGIN[cfg.size], file_backed=file_backed,
-                   write_path=out_dir / "raw" if file_backed else None, **scan_range)
+                   write_path=raw_root if file_backed else None, **scan_range)
+    frame = tuple(int(n) for n in txm.detector_shape)
 
     lp = None
     if cfg.live_plot:
@@ -431,8 +453,9 @@ def run_demo(
         analysis=analysis, preview=preview, register=cfg.register,
         correct_magnification=cfg.correct_magnification, progress=prog, exafs=spec.exafs,
     )
-    prog.write(f"txm-live demo: {sample} {cfg.size} ({shape[0]}x{shape[1]} px, {len(energies)} energies "
-               f"{energies[0]:.0f}-{energies[-1]:.0f} eV, seed {cfg.seed}) -> {out_dir}")
+    prog.write(f"txm-live demo: {sample} {cfg.size}: detector frame {frame[0]}x{frame[1]} px (= phase map size), "
+               f"simulated sample {shape[0]}x{shape[1]} px at {phantom.pixel_size_nm:.1f} nm, {len(energies)} "
+               f"energies {energies[0]:.0f}-{energies[-1]:.0f} eV, seed {cfg.seed} -> {out_dir}")
     timings: dict[str, float] = {}
     # the callback's errors are reported by the progress lines and the summary, not logged twice
     with _quiet("txm_live.callbacks.live", level=logging.ERROR), start_embedded_server(out_dir) as tiled:
@@ -440,6 +463,8 @@ def run_demo(
         RE = RunEngine({}, call_returns_result=True, during_task=lp, context_managers=[])
         recording = record_to(RE, client)
         RE.subscribe(cb)
+        if file_backed:  # raw frames of each run under OUT/raw/<run uid>/
+            RE.subscribe(lambda name, doc: txm.camera.set_write_path(raw_root / doc["uid"]) if name == "start" else None)
         t0 = time.perf_counter()
         with _AbortOnSigint(RE) as sigint:
             try:
@@ -484,12 +509,11 @@ def run_demo(
     params = {"demo_sample": sample, "demo_size": cfg.size, "seed": cfg.seed, "flux": cfg.flux, "n_energies": int(len(energies)),
               "analysis_options": cfg.analysis_options(), "catalog": str(out_dir / "catalog")}
     files = [write_results(result, out_dir, parameters=params)]
-    comparison = result.comparisons[0].detail if result.comparisons else None
     if cfg.figures:
         t0 = time.perf_counter()
         from txm_live.figures import save_report
 
-        files += save_report(result, out_dir / uid, pixel_size_nm=phantom.pixel_size_nm, comparison=comparison)
+        files += save_report(result, out_dir / uid, pixel_size_nm=phantom.pixel_size_nm)
         timings["figures"] = time.perf_counter() - t0
 
     truth = ground_truth_labels(txm, phantom, float(energies[0]), cfg.n_dark)
@@ -504,8 +528,16 @@ def run_demo(
         for k, v in e.timings.items():
             timings[f"{key} {k}"] = float(v)
     timings["total"] = time.perf_counter() - t_total
+    raw_dir: Path | None = raw_root / uid if file_backed else None
+    raw_bytes = sum(f.stat().st_size for f in raw_dir.rglob("*") if f.is_file()) if raw_dir is not None else 0
+    if raw_dir is not None and not keep_raw:
+        import shutil
+
+        shutil.rmtree(raw_dir)
+        raw_dir = None
     summary = DemoSummary(run_uid=uid, result=result, output=out_dir / uid, files=tuple(files),
-                          catalog_uri=catalog_uri, ari=ari, timings=timings)
+                          catalog_uri=catalog_uri, ari=ari, timings=timings, detector_shape=frame,
+                          sample_shape=shape, raw=raw_dir, raw_bytes=raw_bytes)
     if print_summary:
         print(format_summary(summary))
     return summary
@@ -537,5 +569,14 @@ def format_summary(s: DemoSummary) -> str:
     t = s.timings
     lines.append("  timings: " + ", ".join(f"{k} {t[k]:.1f} s" for k in ("scan", "analysis after scan", "figures", "total")
                                            if k in t))
+    lines.append(f"  maps: {s.detector_shape[0]}x{s.detector_shape[1]} px (the detector frame; simulated sample "
+                 f"{s.sample_shape[0]}x{s.sample_shape[1]} px)")
     lines.append(f"  results: {s.output}  ({len(s.files)} files: " + ", ".join(p.name for p in s.files) + ")")
+    if s.raw is not None:
+        lines.append(f"  raw frames: {s.raw}  ({s.raw_bytes / 1e9:.2f} GB; --no-keep-raw deletes them)")
+    elif s.raw_bytes:
+        lines.append(f"  raw frames: {s.raw_bytes / 1e9:.2f} GB deleted (--no-keep-raw)")
+    else:
+        lines.append(f"  raw frames: inline in the catalog {s.output.parent / 'catalog'}")
+    lines.append(f"  open first: {s.output / 'phase_maps.png'}")
     return "\n".join(lines)

@@ -289,6 +289,18 @@ class SimCamera(Device):
         directory.mkdir(parents=True, exist_ok=True)
         self._writer = _Hdf5FrameWriter(directory, self._txm.model.detector_shape, self.image.name)
 
+    def set_write_path(self, path: str | Path) -> None:
+        """Write the following frame files into ``path`` (created), e.g. a folder per run uid.
+
+        Called from a start-document subscriber, it puts a run's files under that run's uid:
+        files already open (frames written before the call) stay where they are.
+        """
+        directory = Path(path)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.write_path = directory
+        if self._writer is not None and not self._writer.paths:
+            self._writer.directory = directory
+
     def stage(self) -> list[Any]:
         staged = super().stage()
         if self.file_backed:

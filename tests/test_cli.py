@@ -45,8 +45,10 @@ def test_every_option_has_help():
 
 def test_subcommand_options_parse():
     p = build_parser()
-    a = p.parse_args(["demo", "--size", "tiny", "--out", "o", "--seed", "3", "--live-plot"])
-    assert (a.command, a.size, a.out, a.seed, a.live_plot) == ("demo", "tiny", "o", 3, True)
+    a = p.parse_args(["demo", "--size", "small", "--out", "o", "--seed", "3", "--live-plot", "--no-keep-raw"])
+    assert (a.command, a.size, a.out, a.seed, a.live_plot, a.keep_raw) == ("demo", "small", "o", 3, True, False)
+    with pytest.raises(SystemExit):
+        p.parse_args(["demo", "--size", "tiny"])  # gone: it gave wrong science without a warning
     a = p.parse_args(["replay", "--catalog", "http://127.0.0.1:8000", "u1", "u2"])
     assert a.uids == ["u1", "u2"] and a.catalog.startswith("http")
     a = p.parse_args(["serve", "--zmq", "127.0.0.1:5568", "--serializer", "pickle", "--allow-pickle"])
@@ -84,7 +86,7 @@ def test_bad_config_is_a_clean_error(tmp_path, capsys):
 
 
 def test_pickle_needs_explicit_permission(capsys):
-    assert main(["serve", "--zmq", "127.0.0.1:5599", "--serializer", "pickle"]) == 1
+    assert main(["serve", "--zmq", "127.0.0.1:5599", "--serializer", "pickle"]) == 2
     assert "--allow-pickle" in capsys.readouterr().err
 
 
@@ -103,6 +105,70 @@ def test_console_script_installed():
         pytest.skip("console script not on PATH (package not installed in this environment)")
     out = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
     assert "txm-live" in out
+
+
+@pytest.mark.parametrize(("address", "why"), [
+    ("5568", "bare port"),
+    ("no-such-host.invalid:5568", "does not resolve"),
+    ("127.0.0.1:99999", "port"),
+    ("0.0.0.0:5568", "wildcard"),
+])
+def test_serve_refuses_a_bad_address_before_listening(capsys, tmp_path, address, why):
+    assert main(["serve", "--zmq", address, "--out", str(tmp_path / "o")]) == 2
+    cap = capsys.readouterr()
+    assert why in cap.err and "listening" not in cap.out + cap.err
+    assert not (tmp_path / "o").exists()
+
+
+def test_serve_prints_each_run_event(capsys):
+    """The progress lines serve prints while runs arrive (one per event, not per frame)."""
+    from txm_live.callbacks.cli import _serve_progress
+    from txm_live.callbacks.live import ProgressEvent
+
+    uid = "0123456789abcdef"
+    for ev in (ProgressEvent(uid, "start", 0, 225), ProgressEvent(uid, "frame", 1, 225),
+               ProgressEvent(uid, "window-complete", 1, 225, "L3"),
+               ProgressEvent(uid, "stop", 1, 225)):
+        _serve_progress(ev)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == ["run 01234567: started, 225 energies planned",
+                     "run 01234567: L3 window complete after 1 frame",
+                     "run 01234567: stopped after 1 frame, finishing the analysis"]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ('[analysis]\nsnr_threshold = "high"\n',
+     "[analysis] snr_threshold: expected a number (or omit it), got 'high' (str)"),
+    ("[analysis]\nregister = 1\n", "[analysis] register: expected true or false, got 1 (int)"),
+    ("[analysis]\nedges = [3]\n", "[analysis] edges: expected a list of strings (or omit it), got [3] (list)"),
+    ('[analysis]\nmethod = "larch"\n', "[analysis] method: method must be 'athena' or 'mback', got 'larch'"),
+    ("[windows.L3]\npost_order = 5\n", "[windows.L3] post_order: expected 0, 1 or 2"),
+    ("[demo]\nseed = 1.5\n", "[demo] seed: expected an integer, got 1.5 (float)"),
+    ("[demo]\nseed = -1\n", "[demo] seed: seed must be an integer >= 0"),
+    ('[windows.L3]\ne0 = "x"\n', "[windows.L3] e0: expected a positive number (eV), got 'x' (str)"),
+    ("[windows.L3]\npre = [-60.0, -200.0]\n", "[windows.L3] pre: expected [low, high] with low < high"),
+    ("[windows.L3]\npost = 90.0\n", "[windows.L3] post: expected a list of two numbers"),
+    ("windows = 3\n", "[windows] must be a table"),
+    ("analysis = 3\n", "[analysis] must be a table"),
+])
+def test_bad_config_values_name_file_key_type_and_value(tmp_path, capsys, text, expected):
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    assert main(["config", "--config", str(f)]) == 1
+    err = capsys.readouterr().err
+    assert str(f) in err and expected in err, err
+
+
+def test_bad_seed_flag_is_refused_before_the_demo_runs(tmp_path, capsys):
+    assert main(["demo", "--seed", "-3", "--out", str(tmp_path / "o")]) == 1
+    assert "seed" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_plural():
+    from txm_live.callbacks.cli import _plural
+
+    assert (_plural(1, "run"), _plural(0, "run"), _plural(2, "phase")) == ("1 run", "0 runs", "2 phases")
 
 
 def test_analysis_flags_reach_the_callback(tmp_path):

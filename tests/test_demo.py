@@ -1,4 +1,4 @@
-"""``txm-live demo`` end to end (tiny size): real RunEngine, simulator, live analysis, Tiled catalog,
+"""``txm-live demo`` end to end (small size): real RunEngine, simulator, live analysis, Tiled catalog,
 results file, figures, ground-truth scores; then ``txm-live replay`` of the recorded run."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def demo(tmp_path_factory):
     from txm_live.callbacks.demo import run_demo
 
     out = tmp_path_factory.mktemp("demo")
-    return out, run_demo("tiny", out, seed=0, progress=False, print_summary=False)
+    return out, run_demo("small", out, seed=0, progress=False, print_summary=False)
 
 
 def test_demo_writes_results_and_figures(demo):
@@ -32,8 +32,14 @@ def test_demo_writes_results_and_figures(demo):
     assert r.errors == (), r.errors
     assert r.l3 is not None and r.l2 is not None and r.l3_preview is not None
     names = sorted(p.name for p in s.files)
-    assert names == sorted(["phases.h5", "phase_maps.png", "preview_l3.png", "composite_l3.png", "snr_l3.png",
-                            "spectra.png", "l2_l3_difference.png", "exafs.png"])
+    # one set of figures per edge (and preview), one difference figure per compared pair
+    assert names == sorted(["phases.h5", "phase_maps.png", "preview_l3.png", "preview_l2.png", "composite_l3.png",
+                            "composite_l2.png", "snr_l3.png", "snr_l2.png", "spectra.png", "l2_l3_difference.png",
+                            "exafs_l3.png", "exafs_l2.png"])
+    # what the demo says it made: the maps have the detector frame's size, the sample sits inside
+    assert s.detector_shape == r.l3.labels.shape == (176, 176) and s.sample_shape == (128, 128)
+    assert s.raw is None and s.raw_bytes == 0  # small: images inline in the catalog, no raw files
+    assert not (out / "raw").exists()
     for p in s.files:
         assert p.exists() and p.parent == out / s.run_uid
         if p.suffix == ".png":
@@ -52,9 +58,9 @@ def test_demo_scores_against_ground_truth(demo):
     assert set(s.ari) == {"L3", "L2", "L3 preview", "L2 preview"}
     assert all(-1.0 <= v <= 1.0 for v in s.ari.values()), s.ari
     # the streaming preview finds the phase structure of the phantom in the live (registered,
-    # flat-corrected) cube: measured ARI 0.41 at 'tiny' (96x96, its thin corroded rim splits in two)
-    # and 0.86 at 'small' (128x128), seed 0
-    assert s.ari["L3 preview"] > 0.3, s.ari
+    # flat-corrected) cube: measured ARI 0.86 at 'small' (128x128), seed 0; the exact L3 analysis 0.885
+    assert s.ari["L3 preview"] > 0.6, s.ari
+    assert s.ari["L3"] > 0.8, s.ari
     # the ground truth itself is placed in the frame of the phase maps (the particle is found)
     from txm_live.callbacks.demo import ground_truth_labels  # noqa: F401 - documented helper
 
@@ -76,13 +82,52 @@ def test_cli_replay_of_the_recorded_run(demo, tmp_path, capsys):
     assert s.run_uid[:8] in text and "L3" in text
     replayed = tmp_path / s.run_uid
     assert (replayed / "phases.h5").exists()
-    assert len(list(replayed.glob("*.png"))) == 7
+    assert len(list(replayed.glob("*.png"))) == 11
+    assert f"results: {replayed / 'phases.h5'}" in text and "1 run " in text
     from txm_live.callbacks.results_file import read_results
 
     again = read_results(replayed / "phases.h5")
     # same frames: the replayed cube gives the same SNR map and the same (seeded) streaming preview
     np.testing.assert_allclose(again.l3.snr, s.result.l3.snr, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(again.l3_preview.labels, s.result.l3_preview.labels)
+
+
+def test_cli_replay_never_overwrites_and_names_the_catalog(demo, tmp_path, capsys, monkeypatch):
+    import json
+
+    import h5py
+
+    from txm_live.callbacks.cli import main
+
+    out, s = demo
+    monkeypatch.chdir(tmp_path)
+    # README's own command: the catalog is the demo's output folder; results go to ./txm-live-replay
+    argv = ["replay", "--catalog", str(out), "--no-progress", "--no-figures", s.run_uid[:8]]
+    assert main(argv) == 0
+    target = tmp_path / "txm-live-replay" / s.run_uid / "phases.h5"
+    with h5py.File(target) as f:
+        params = json.loads(f.attrs["parameters"])
+    assert params["catalog"] == str(out) and params["source"] == "replay"  # as given, not a server URL
+    before = target.stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(argv) == 2  # the results exist: refused, untouched
+    assert "--overwrite" in capsys.readouterr().err and target.stat().st_mtime_ns == before
+    assert main([*argv[:-1], "--overwrite", argv[-1]]) == 0
+    assert target.stat().st_mtime_ns != before
+    # the live results in the demo folder were never touched by any of this
+    assert (out / s.run_uid / "phase_maps.png").exists()
+
+
+@pytest.mark.parametrize("key", ["deadbeef", "-5", "54ce", "999"])
+def test_cli_replay_unknown_run_exits_2_without_a_folder(demo, tmp_path, capsys, key):
+    from txm_live.callbacks.cli import main
+
+    out, _ = demo
+    dest = tmp_path / "res"
+    assert main(["replay", "--catalog", str(out), "--out", str(dest), "--no-progress", "--", key]) == 2
+    err = capsys.readouterr().err
+    assert key in err and "prefix of at least 6 characters" in err
+    assert not dest.exists()
 
 
 def test_demo_honours_the_toml_element_and_edges(tmp_path):
@@ -93,7 +138,7 @@ def test_demo_honours_the_toml_element_and_edges(tmp_path):
     toml = tmp_path / "l3.toml"
     toml.write_text('[analysis]\nelement = "Nd"\nedges = ["L3"]\n[preview]\nenabled = false\n'
                     '[output]\nfigures = false\n')
-    s = run_demo("tiny", tmp_path / "out", config=load_config(toml), progress=False, print_summary=False)
+    s = run_demo("small", tmp_path / "out", config=load_config(toml), progress=False, print_summary=False)
     r = s.result
     assert r.errors == () and r.ok, r.errors
     assert r.element == "Nd" and list(r.edges) == ["L3"] and r.requested_edges == ("L3",)

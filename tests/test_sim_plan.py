@@ -291,3 +291,15 @@ def test_pause_resume_replays_from_last_energy_checkpoint(phantom, tmp_path):
             rows[res["uid"]].add(d["indices"]["start"])
             with h5py.File(urlparse(res["uri"]).path, "r") as f:
                 assert d["indices"]["start"] < f[res["parameters"]["dataset"]].shape[0]
+
+
+def test_file_backed_frames_go_to_a_folder_named_after_the_run_uid(phantom, tmp_path):
+    """What ``txm-live demo --size full`` does: a start subscriber puts each run's files in raw/<uid>/."""
+    txm = make_txm(phantom, margin_px=8, file_backed=True, write_path=tmp_path)
+    RE = RunEngine({})
+    RE.subscribe(lambda name, doc: txm.camera.set_write_path(tmp_path / doc["uid"]) if name == "start" else None)
+    uids = [RE(xanes_scan(txm, [6000.0, 6001.0]))[0] for _ in range(2)]
+    for uid in uids:
+        files = sorted(p.name for p in (tmp_path / uid).glob("*.h5"))
+        assert len(files) == 3, files  # dark, sample and flat frames of that run only
+    assert not list(tmp_path.glob("*.h5"))  # nothing outside the run folders

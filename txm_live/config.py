@@ -59,7 +59,7 @@ from txm_live.edges import EdgeWindow, default_windows
 __all__ = ["TxmLiveConfig", "WindowOverride", "default_toml", "load_config", "DEMO_SIZES"]
 
 #: Names accepted by ``demo.size``.
-DEMO_SIZES = ("tiny", "small", "full")
+DEMO_SIZES = ("small", "full")
 
 
 @dataclass(frozen=True)
@@ -127,34 +127,42 @@ class TxmLiveConfig:
         "analyses and replayed runs (omit: the local analysis process)"))
 
     def __post_init__(self) -> None:
-        if self.element is not None and (not isinstance(self.element, str) or not self.element.strip()):
-            raise ValueError(f"element must be an element symbol such as 'Fe', got {self.element!r}")
-        if self.edges is not None:
-            if isinstance(self.edges, str):
-                object.__setattr__(self, "edges", (self.edges,))
-            if not self.edges or not all(isinstance(e, str) and e for e in self.edges):
-                raise ValueError(f"edges must name at least one edge, e.g. ['K'] or ['L3', 'L2'], got {self.edges!r}")
+        if self.edges is not None and isinstance(self.edges, str):
+            object.__setattr__(self, "edges", (self.edges,))
+        for f in fields(self):
+            _check_type(f, getattr(self, f.name))
+
+        def bad(name: str, rule: str) -> ValueError:
+            return ValueError(f"{_where(name)}: {name} must be {rule}, got {getattr(self, name)!r}")
+
+        if self.element is not None and not self.element.strip():
+            raise bad("element", "an element symbol such as 'Fe'")
+        if self.edges is not None and (not self.edges or not all(self.edges)):
+            raise ValueError(f"{_where('edges')}: edges must name at least one edge, e.g. ['K'] or ['L3', 'L2'], "
+                             f"got {list(self.edges)!r}")
         if self.method not in ("athena", "mback"):
-            raise ValueError(f"method must be 'athena' or 'mback', got {self.method!r}")
+            raise bad("method", "'athena' or 'mback'")
         for po in (self.post_order, *(w.post_order for w in self.windows)):
             if po is not None and (isinstance(po, bool) or po not in (0, 1, 2)):
-                raise ValueError(f"post_order must be 0, 1 or 2, got {po!r}")
+                raise ValueError(f"{_where('post_order')}: post_order must be 0, 1 or 2, got {po!r}")
         if self.snr_threshold is not None and not self.snr_threshold >= 0:
-            raise ValueError(f"snr_threshold must be >= 0, got {self.snr_threshold}")
+            raise bad("snr_threshold", ">= 0")
         if self.n_components is not None and self.n_components < 1:
-            raise ValueError(f"n_components must be >= 1, got {self.n_components}")
+            raise bad("n_components", ">= 1")
         if self.dbscan_eps is not None and not self.dbscan_eps > 0:
-            raise ValueError(f"dbscan_eps must be > 0, got {self.dbscan_eps}")
+            raise bad("dbscan_eps", "> 0")
         if self.dbscan_min_samples is not None and self.dbscan_min_samples < 1:
-            raise ValueError(f"dbscan_min_samples must be >= 1, got {self.dbscan_min_samples}")
+            raise bad("dbscan_min_samples", ">= 1")
         if self.preview_n_learn < 10:
-            raise ValueError(f"preview_n_learn must be >= 10, got {self.preview_n_learn}")
+            raise bad("preview_n_learn", ">= 10")
         if self.size not in DEMO_SIZES:
-            raise ValueError(f"size must be one of {DEMO_SIZES}, got {self.size!r}")
+            raise bad("size", f"one of {DEMO_SIZES}")
+        if not self.seed >= 0:
+            raise bad("seed", "an integer >= 0 (numpy seeds are non-negative)")
         if not self.flux > 0:
-            raise ValueError(f"flux must be > 0, got {self.flux}")
+            raise bad("flux", "> 0")
         if self.n_dark < 1:
-            raise ValueError(f"n_dark must be >= 1, got {self.n_dark}")
+            raise bad("n_dark", ">= 1")
         if self.windows and (self.element is None or self.edges is None):
             raise ValueError(f"windows: [windows.{self.windows[0].edge}] needs [analysis] element and edges "
                              "(the window of an edge is only known once its element is)")
@@ -211,6 +219,85 @@ class TxmLiveConfig:
         return _to_toml(self)
 
 
+def _where(name: str) -> str:
+    """``[section] key`` of the field ``name`` (what the user writes in the TOML file)."""
+    for f in fields(TxmLiveConfig):
+        if f.name == name:
+            return f"[{f.metadata['section']}] {f.metadata['key'] or name}".rstrip()
+    return name
+
+
+#: Expected TOML types per annotation: (python types accepted, plain-language name).
+_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "str": ((str,), "a string"),
+    "bool": ((bool,), "true or false"),
+    "int": ((int,), "an integer"),
+    "float": ((int, float), "a number"),
+}
+
+
+def _check_type(f: dataclasses.Field[Any], value: Any) -> None:
+    """Raise a ValueError naming the key, the expected type and the value when ``value`` is wrong."""
+    annotation = str(f.type).replace(" ", "")
+    optional = annotation.endswith("|None")
+    base = annotation.removesuffix("|None")
+    if value is None:
+        if optional:
+            return
+        raise ValueError(f"{_where(f.name)}: expected {_describe(base)}, got nothing (None)")
+    if base == "tuple[str,...]":  # one string is taken as a one-edge list
+        ok = isinstance(value, str) or (isinstance(value, (tuple, list)) and all(isinstance(v, str) for v in value))
+    elif base in _TYPES:
+        types, _ = _TYPES[base]
+        ok = isinstance(value, types) and (base == "bool" or not isinstance(value, bool))
+    else:  # composite fields (windows) are checked where they are parsed
+        return
+    if not ok:
+        extra = " (or omit it)" if optional else ""
+        raise ValueError(f"{_where(f.name)}: expected {_describe(base)}{extra}, "
+                         f"got {value!r} ({type(value).__name__})")
+
+
+def _describe(base: str) -> str:
+    if base == "tuple[str,...]":
+        return "a list of strings"
+    return _TYPES[base][1] if base in _TYPES else base
+
+
+def _number_pair(value: Any, where: str) -> tuple[float, float]:
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+        raise ValueError(f"{where}: expected a list of two numbers (eV relative to e0), got {value!r}")
+    lo, hi = float(value[0]), float(value[1])
+    if not lo < hi:
+        raise ValueError(f"{where}: expected [low, high] with low < high, got {value!r}")
+    return lo, hi
+
+
+def _window_override(edge: str, w: Any, source: str) -> WindowOverride:
+    where = f"{source}: [windows.{edge}]"
+    if not isinstance(w, dict):
+        raise ValueError(f"{where}: expected a table with e0, pre, post, post_order, got {w!r} ({type(w).__name__})")
+    bad = set(w) - {"e0", "pre", "post", "post_order"}
+    if bad:
+        raise ValueError(f"{where}: unknown key(s) {sorted(bad)}; known: e0, pre, post, post_order")
+    e0 = w.get("e0")
+    if e0 is not None and (not isinstance(e0, (int, float)) or isinstance(e0, bool) or not e0 > 0):
+        raise ValueError(f"{where} e0: expected a positive number (eV), got {e0!r} ({type(e0).__name__})")
+    return WindowOverride(
+        edge, e0=None if e0 is None else float(e0),
+        pre=_number_pair(w["pre"], f"{where} pre") if "pre" in w else None,
+        post=_number_pair(w["post"], f"{where} post") if "post" in w else None,
+        post_order=_post_order(w.get("post_order"), f"{where} post_order"))
+
+
+def _post_order(value: Any, where: str) -> int | None:
+    if value is not None and (isinstance(value, bool) or value not in (0, 1, 2)):
+        raise ValueError(f"{where}: expected 0, 1 or 2 (post-edge polynomial order), got {value!r} "
+                         f"({type(value).__name__})")
+    return value
+
+
 def _fields_by_section() -> dict[str, list[dataclasses.Field[Any]]]:
     sections: dict[str, list[dataclasses.Field[Any]]] = {}
     for f in fields(TxmLiveConfig):
@@ -243,7 +330,8 @@ def _to_toml(cfg: TxmLiveConfig) -> str:
         lines.append("")
     try:
         windows = cfg.edge_windows()
-    except (ImportError, ValueError):  # unknown element/edge: still print the rest
+    except (ImportError, ValueError) as exc:  # unknown element/edge: still print the rest, say why
+        lines.append(f"# [windows.*]: no default windows for {cfg.element} {list(cfg.edges)}: {exc}")
         windows = ()
     for win in windows:
         lines.append(f"[windows.{win.edge}]                           # eV; pre/post relative to e0")
@@ -275,25 +363,22 @@ def _parse(data: Mapping[str, Any], source: str) -> dict[str, Any]:
                 continue
             if key not in by_key:
                 raise ValueError(f"{source}: unknown key {key!r} in [{section}]; known: {sorted(by_key)}")
-            values[by_key[key].name] = tuple(value) if isinstance(value, list) else value
+            f = by_key[key]
+            try:
+                _check_type(f, value)
+            except ValueError as exc:
+                raise ValueError(f"{source}: {exc}") from None
+            values[f.name] = tuple(value) if isinstance(value, list) else value
 
     for section, table in data.items():
         if section == "windows":
             if not isinstance(table, dict):
-                raise ValueError(f"{source}: [windows] must be a table of edges")
-            overrides = []
-            for edge, w in table.items():
-                bad = set(w) - {"e0", "pre", "post", "post_order"}
-                if bad:
-                    raise ValueError(f"{source}: unknown key(s) {sorted(bad)} in [windows.{edge}]; "
-                                     "known: e0, pre, post, post_order")
-                overrides.append(WindowOverride(
-                    edge, e0=w.get("e0"),
-                    pre=tuple(float(v) for v in w["pre"]) if "pre" in w else None,
-                    post=tuple(float(v) for v in w["post"]) if "post" in w else None,
-                    post_order=w.get("post_order")))
-            values["windows"] = tuple(overrides)
-        elif section in sections and isinstance(table, dict):
+                raise ValueError(f"{source}: [windows] must be a table of edges, got {table!r}")
+            values["windows"] = tuple(_window_override(edge, w, source) for edge, w in table.items())
+        elif section in sections:
+            if not isinstance(table, dict):
+                raise ValueError(f"{source}: [{section}] must be a table (a [{section}] section), "
+                                 f"got {section} = {table!r}")
             take(section, table)
         else:
             raise ValueError(f"{source}: unknown section [{section}]; known: {sorted(sections)}")
@@ -340,6 +425,8 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         values = _parse(data, str(p))
     try:
         cfg = TxmLiveConfig(**values)
+        if cfg.windows:  # an override that does not make a valid window is an error now, not later
+            cfg.edge_windows()
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: {exc}" if path is not None else str(exc)) from exc
     return cfg.replace(**overrides)

@@ -260,6 +260,8 @@ def extract_exafs_many(
             r=r,
             chir_mag=mag[:, i].copy(),
             first_shell_r=float(first[i]),
+            k_window=(float(kmin), float(kmax)),
+            window_dk=float(dk),
         )
         for i in range(n_spec)  # packaging only: one dataclass per spectrum
     )

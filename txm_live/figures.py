@@ -1,7 +1,8 @@
-"""Figures a scientist reads at a glance, in the spirit of Duan et al., Sci. Rep. 6, 34406 (2016).
+"""Publishable figures of a run, keyed by edge, in the spirit of Duan et al., Sci. Rep. 6, 34406 (2016).
 
 Every ``plot_*`` function takes result objects from :mod:`txm_live.results` and writes one PNG;
-:func:`save_report` writes all of them for a :class:`~txm_live.results.RunResult`.
+:func:`save_report` writes all of them for a :class:`~txm_live.results.RunResult`: one set per
+edge the run analysed (no edge is special), one difference figure per pair of edges compared.
 
 Rendering is headless (matplotlib's Agg canvas, no pyplot state) unless a :class:`LivePlot` is
 asked to open a window. matplotlib is imported lazily, inside the functions, so ``import
@@ -9,9 +10,17 @@ txm_live`` stays light.
 
 Readability
 -----------
-Phase colours are drawn from ``cividis`` at well separated brightness levels, so the maps stay
-readable when printed in greyscale; line plots also use a distinct line style per phase and bar
-charts a distinct hatch. Continuous maps (SNR) use ``viridis``. Masked pixels are white.
+* One colour per phase *identity* in every figure of a report: the phases of the first edge
+  define identities 0, 1, 2...; the phases of every other edge of the same element take the
+  identity of the phase they match (pixel overlap, :func:`txm_live.compare.match_phases`), the
+  streaming preview the identity of the exact phase it overlaps most. :func:`phase_identities`.
+* The palette is Paul Tol's colour-blind safe high-contrast scheme (dark blue, yellow, red)
+  continued with black and lighter tones: the first three identities differ by at least 0.2 in
+  greyscale luminance, and every identity also has its own hatch (maps, bars, legends) and line
+  style, so a greyscale print still tells the phases apart.
+* Legends sit outside the data axes (below or beside them), never on top of data, and inside
+  the canvas (the figures use matplotlib's constrained layout).
+* Masked pixels are white; continuous maps (SNR) use ``viridis`` with the SNR threshold drawn.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +46,8 @@ __all__ = [
     "display_available",
     "l2_to_l3_mapping",
     "phase_colors",
+    "phase_hatch",
+    "phase_identities",
     "plot_composite",
     "plot_difference_histogram",
     "plot_exafs",
@@ -47,9 +58,12 @@ __all__ = [
     "save_report",
 ]
 
-#: Line styles and hatches cycled per phase (greyscale-safe on top of the brightness levels).
-_LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)))
-_HATCHES = ("", "//", "xx", "..", "\\\\", "oo")
+#: Colour-blind safe palette: Paul Tol's high-contrast scheme (dark blue, yellow, red: greyscale
+#: luminance 0.22, 0.67, 0.46), then black, light blue, dark yellow, pink, light yellow.
+_PALETTE = ("#004488", "#DDAA33", "#BB5566", "#000000", "#6699CC", "#997700", "#EE99AA", "#EECC66")
+#: Line styles and hatches per identity (greyscale-safe on top of the luminance levels).
+_LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)), (0, (8, 2)), (0, (3, 1, 1, 1)))
+_HATCHES = ("", "////", "xxxx", "....", "\\\\\\\\", "oo", "++", "--")
 _MASKED_RGB = (1.0, 1.0, 1.0)
 _DPI = 100
 
@@ -72,32 +86,169 @@ def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
 
 
 def phase_colors(n_phases: int) -> np.ndarray:
-    """RGB colours (``(n_phases, 3)``) of the phases, from cividis at distinct brightness levels.
+    """RGB colours (``(n_phases, 3)``) of phase identities ``0..n_phases-1``.
 
-    Up to five phases, phase ``p`` always gets the same colour whatever the number of phases (so
-    side-by-side maps match). The levels avoid both ends of the map (pure dark blue reads as black, the bright end as the
-    white used for masked pixels), so every phase stays distinguishable in greyscale.
+    Identity ``p`` always gets the same colour whatever the number of phases, so every figure
+    of a report matches. Beyond eight identities the colours repeat; the hatches
+    (:func:`phase_hatch`) and line styles still differ.
     """
-    from matplotlib import colormaps
+    from matplotlib.colors import to_rgb
 
     if n_phases < 0:
         raise ValueError(f"n_phases must be >= 0, got {n_phases}")
-    if n_phases == 0:
-        return np.zeros((0, 3))
-    # a fixed level per phase index, so phase p has the same colour in every map of a report
-    fixed = np.array([0.0, 0.45, 0.82, 0.22, 0.64])
-    levels = fixed[:n_phases] if n_phases <= fixed.size else np.linspace(0.0, 0.82, n_phases)
-    return np.asarray(colormaps["cividis"](levels))[:, :3]
+    return np.array([to_rgb(_PALETTE[p % len(_PALETTE)]) for p in range(n_phases)]).reshape(n_phases, 3)
 
 
-def _label_rgb(labels: np.ndarray, n_phases: int) -> np.ndarray:
-    """RGB image of a label map; masked pixels (-1) white."""
-    colors = phase_colors(n_phases)
+def phase_hatch(identity: int) -> str:
+    """Hatch pattern of a phase identity (identity 0 is plain)."""
+    return _HATCHES[int(identity) % len(_HATCHES)]
+
+
+def _linestyle(identity: int) -> Any:
+    return _LINESTYLES[int(identity) % len(_LINESTYLES)]
+
+
+def _color(identity: int) -> np.ndarray:
+    return phase_colors(int(identity) + 1)[int(identity)]
+
+
+def _luminance(rgb: np.ndarray) -> float:
+    return float(np.dot(rgb, (0.299, 0.587, 0.114)))
+
+
+def _phase_name(edge: EdgeResult, p: int) -> str:
+    return edge.phase_names[p] if p < len(edge.phase_names) else f"phase {p}"
+
+
+# ---------------------------------------------------------------------------------------------
+# phase identities across the edges of a run
+# ---------------------------------------------------------------------------------------------
+
+
+def _overlap_mapping(reference: EdgeResult, other: EdgeResult) -> np.ndarray:
+    """Reference phase of each phase of ``other`` by pixel overlap (``-1``: unmatched)."""
+    from txm_live.compare import match_phases
+
+    mapping, _ = match_phases(reference.labels, other.labels)
+    return np.asarray(mapping, dtype=int).reshape(-1)
+
+
+def _same_element(a: EdgeResult, b: EdgeResult) -> bool:
+    return not a.element or not b.element or a.element == b.element
+
+
+def phase_identities(
+    edges: Mapping[str, EdgeResult],
+    previews: Mapping[str, EdgeResult] | None = None,
+    comparisons: Sequence[Any] = (),
+) -> dict[str, np.ndarray]:
+    """Colour identity of every phase of every edge (and preview) of a run.
+
+    Parameters
+    ----------
+    edges : mapping of str to EdgeResult
+        Edge name -> result, in acquisition order (``RunResult`` edges).
+    previews : mapping of str to EdgeResult, optional
+        Edge name -> streaming preview of that edge.
+    comparisons : sequence of EdgePairComparison, optional
+        ``RunResult.comparisons``: a comparison of the first edge (``reference``) with a later
+        one (``other``) gives the matching through its ``mapping``; without one the phases are
+        matched here by pixel overlap, the same rule.
+
+    Returns
+    -------
+    dict of str to ndarray of int
+        ``ids[name][p]`` is the identity of phase ``p`` of edge ``name``; previews are keyed
+        ``"<edge> preview"``. The first edge's phases are identities ``0..n-1``; a phase of a
+        later edge of the same element (same detector frame) takes the identity of the
+        first-edge phase it overlaps (Hungarian assignment on pixel counts), an unmatched phase
+        (or an edge of another element) a new identity. A preview phase takes the identity of
+        the exact phase of its edge it is matched to by the same rule; identities never repeat
+        within one map.
+    """
+    ids: dict[str, np.ndarray] = {}
+    names = list(edges)
+    next_id = 0
+    reference = edges[names[0]] if names else None
+    for name in names:
+        e = edges[name]
+        if (e is reference or reference is None or not _same_element(reference, e)
+                or e.labels.shape != reference.labels.shape):
+            mapping = np.full(e.n_phases, -1, dtype=int)
+            base = None
+        else:
+            given = next((c for c in comparisons if getattr(c, "reference", None) == names[0]
+                          and getattr(c, "other", None) == name), None)
+            mapping = (np.asarray(given.mapping, dtype=int).reshape(-1) if given is not None and len(given.mapping)
+                       else _overlap_mapping(reference, e))
+            base = ids[names[0]]
+        out = np.empty(e.n_phases, dtype=int)
+        for j in range(e.n_phases):
+            m = int(mapping[j]) if j < mapping.size else -1
+            if base is not None and 0 <= m < base.size:
+                out[j] = base[m]
+            else:
+                out[j] = next_id
+                next_id += 1
+        ids[name] = out
+    for name, pv in (previews or {}).items():
+        exact = edges.get(name)
+        mapping = (_overlap_mapping(exact, pv) if exact is not None and exact.labels.shape == pv.labels.shape
+                   else np.full(pv.n_phases, -1, dtype=int))
+        out = np.empty(pv.n_phases, dtype=int)
+        for j in range(pv.n_phases):
+            m = int(mapping[j]) if j < mapping.size else -1
+            if 0 <= m < ids[name].size:
+                out[j] = ids[name][m]
+            else:
+                out[j] = next_id
+                next_id += 1
+        ids[f"{name} preview"] = out
+    return ids
+
+
+def _default_ids(edge: EdgeResult, ids: Sequence[int] | np.ndarray | None) -> np.ndarray:
+    if ids is None:
+        return np.arange(edge.n_phases)
+    out = np.asarray(ids, dtype=int).reshape(-1)
+    if out.size != edge.n_phases:
+        raise ValueError(f"ids must have one identity per phase of {edge.edge} ({edge.n_phases}), got {out.size}")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# building blocks
+# ---------------------------------------------------------------------------------------------
+
+
+def _label_rgb(labels: np.ndarray, ids: np.ndarray, brightness: np.ndarray | None = None) -> np.ndarray:
+    """RGB image of a label map coloured by identity; masked pixels (-1) white.
+
+    ``brightness`` (0..1 per pixel) blends each colour towards white, so dim pixels fade into
+    the white background like masked ones and every map keeps the same colours.
+    """
+    colors = phase_colors(int(ids.max()) + 1) if ids.size else np.zeros((0, 3))
     rgb = np.empty(labels.shape + (3,), dtype=float)
     rgb[...] = _MASKED_RGB
-    ok = (labels >= 0) & (labels < n_phases)
-    rgb[ok] = colors[labels[ok]]
+    ok = (labels >= 0) & (labels < ids.size)
+    rgb[ok] = colors[ids[labels[ok]]]
+    if brightness is not None:
+        b = np.clip(np.asarray(brightness, dtype=float), 0.0, 1.0)[ok, None]
+        rgb[ok] = rgb[ok] * b + (1.0 - b) * np.asarray(_MASKED_RGB)
     return rgb
+
+
+def _hatch_phases(ax: Axes, labels: np.ndarray, ids: np.ndarray) -> None:
+    """Overlay each phase region with its identity's hatch (greyscale prints stay readable)."""
+    for p in range(ids.size):
+        hatch = phase_hatch(ids[p])
+        region = labels == p
+        if not hatch or not np.any(region):
+            continue
+        colour = "white" if _luminance(_color(ids[p])) < 0.4 else "0.1"
+        cs = ax.contourf(region.astype(float), levels=[0.5, 1.5], colors="none", hatches=[hatch])
+        cs.set_edgecolor(colour)
+        cs.set_linewidth(0)
 
 
 def _nice_length(max_um: float) -> float:
@@ -112,14 +263,22 @@ def _nice_length(max_um: float) -> float:
     return float(10.0**exponent)
 
 
+def _valid_pixel_size(pixel_size_nm: float | None) -> bool:
+    return pixel_size_nm is not None and bool(np.isfinite(pixel_size_nm)) and pixel_size_nm > 0
+
+
 def _decorate_map(ax: Axes, shape: tuple[int, ...], pixel_size_nm: float | None) -> None:
     """Scale bar in um when the pixel size is known, pixel axes otherwise."""
-    if pixel_size_nm is None or not np.isfinite(pixel_size_nm) or pixel_size_nm <= 0:
+    if not _valid_pixel_size(pixel_size_nm):
+        # pixel axes; the x axis on top keeps the space under the map free for the legend
+        ax.xaxis.tick_top()
+        ax.xaxis.set_label_position("top")
         ax.set_xlabel("x (pixel)")
         ax.set_ylabel("y (pixel)")
         return
     from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
 
+    assert pixel_size_nm is not None
     width_um = shape[1] * pixel_size_nm / 1000.0
     length_um = _nice_length(width_um / 4.0)
     length_px = length_um * 1000.0 / pixel_size_nm
@@ -128,32 +287,53 @@ def _decorate_map(ax: Axes, shape: tuple[int, ...], pixel_size_nm: float | None)
         ax.transData, length_px, label, "lower right", pad=0.4, color="black", frameon=True,
         size_vertical=max(shape[0] / 80.0, 1.0), label_top=True,
     )
-    bar.patch.set_alpha(0.75)
+    bar.patch.set_alpha(0.8)
+    bar.set_gid("scale bar")
     ax.add_artist(bar)
     ax.set_xticks([])
     ax.set_yticks([])
 
 
-def _phase_legend(ax: Axes, edge: EdgeResult, *, with_counts: bool = True) -> None:
+def _phase_handles(edge: EdgeResult, ids: np.ndarray, *, with_counts: bool = True, masked: bool = True) -> list[Any]:
     from matplotlib.patches import Patch
 
-    colors = phase_colors(edge.n_phases)
     handles = []
-    for p in range(edge.n_phases):
-        name = edge.phase_names[p] if p < len(edge.phase_names) else f"phase {p}"
-        text = f"{p}: {name}"
+    for p in sorted(range(edge.n_phases), key=lambda q: int(ids[q])):  # legend in identity order
+        text = f"{ids[p]}: {_phase_name(edge, p)}"
         if with_counts and p < len(edge.counts):
             text += f" ({int(edge.counts[p]):,} px)"
-        handles.append(Patch(facecolor=colors[p], edgecolor="black", hatch=_HATCHES[p % len(_HATCHES)], label=text))
-    handles.append(Patch(facecolor=_MASKED_RGB, edgecolor="black", label="masked"))
-    # below the map, so it never hides part of the sample
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), fontsize="small",
-              framealpha=0.85, ncol=1)
+        handles.append(Patch(facecolor=_color(ids[p]), edgecolor="black", hatch=phase_hatch(ids[p]), label=text))
+    if masked:
+        handles.append(Patch(facecolor=_MASKED_RGB, edgecolor="black", label="masked"))
+    return handles
+
+
+def _legend_below(ax: Axes, handles: list[Any], *, ncol: int = 1) -> None:
+    """Legend under the axes (outside the data), kept in the canvas by the constrained layout."""
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.03), fontsize="small",
+              framealpha=0.9, ncol=ncol, borderaxespad=0.0)
 
 
 def _check_edge(edge: EdgeResult, name: str) -> None:
     if not isinstance(edge, EdgeResult):
         raise ValueError(f"{name} must be an EdgeResult, got {type(edge).__name__}")
+
+
+def _edge_list(edges: Sequence[EdgeResult | None]) -> list[EdgeResult]:
+    out = [e for e in edges if e is not None]
+    if not out:
+        raise ValueError("edges must hold at least one EdgeResult")
+    for i, e in enumerate(out):
+        _check_edge(e, f"edges[{i}]")
+    return out
+
+
+def _ids_list(edges: list[EdgeResult], ids: Sequence[Any] | None) -> list[np.ndarray]:
+    if ids is None:
+        return [np.arange(e.n_phases) for e in edges]
+    if len(ids) != len(edges):
+        raise ValueError(f"ids must hold one identity array per edge ({len(edges)}), got {len(ids)}")
+    return [_default_ids(e, i) for e, i in zip(edges, ids)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,42 +347,45 @@ def plot_phase_maps(
     *,
     pixel_size_nm: float | None = None,
     title: str | None = None,
+    ids: Sequence[Sequence[int] | np.ndarray] | None = None,
 ) -> Path:
     """Phase maps of one or more edges side by side (Duan et al. Fig. 3a-f).
 
     Parameters
     ----------
     edges : sequence of EdgeResult
-        Usually ``(l3, l2)``. Each map uses its own phase numbering and names.
+        Usually every edge of a run. Each map uses its own phase names.
     path : path-like
         PNG file to write.
     pixel_size_nm : float, optional
         Pixel size in nm; draws a micrometre scale bar. Without it the axes are in pixels.
     title : str, optional
         Figure title.
+    ids : sequence of int arrays, optional
+        Colour identity of each phase of each edge (:func:`phase_identities`); default: the
+        phase index.
 
     Returns
     -------
     Path
         The PNG written.
     """
-    edges = [e for e in edges if e is not None]
-    if not edges:
-        raise ValueError("edges must hold at least one EdgeResult")
-    for i, e in enumerate(edges):
-        _check_edge(e, f"edges[{i}]")
+    edges = _edge_list(edges)
+    idl = _ids_list(edges, ids)
     h, w = edges[0].labels.shape
     panel_w = 4.6
-    panel_h = max(3.0, min(6.0, panel_w * h / max(w, 1))) + 1.0 + 0.22 * (max(e.n_phases for e in edges) + 1)
+    n_rows = max(e.n_phases for e in edges) + 1  # legend entries, one per row (width stays the panel's)
+    panel_h = max(3.0, min(6.0, panel_w * h / max(w, 1))) + 1.1 + 0.3 * n_rows
     fig = _new_figure(panel_w * len(edges), panel_h)
     axes = fig.subplots(1, len(edges), squeeze=False)[0]
-    for ax, e in zip(axes, edges):
-        ax.imshow(_label_rgb(e.labels, e.n_phases), interpolation="nearest")
+    for ax, e, i in zip(axes, edges, idl):
+        ax.imshow(_label_rgb(e.labels, i), interpolation="nearest")
+        _hatch_phases(ax, e.labels, i)
         n_masked = int(np.count_nonzero(e.labels < 0))
-        ax.set_title(f"{e.edge} phases (E0 = {e.e0:.1f} eV)\n{e.n_phases} phases, {n_masked:,} px masked",
-                     fontsize="medium")
+        ax.set_title(f"{e.element + ' ' if e.element else ''}{e.edge} phases (E0 = {e.e0:.1f} eV)\n"
+                     f"{e.n_phases} phases, {n_masked:,} px masked", fontsize="medium")
         _decorate_map(ax, e.labels.shape, pixel_size_nm)
-        _phase_legend(ax, e)
+        _legend_below(ax, _phase_handles(e, i))
     if title:
         fig.suptitle(title)
     return _save(fig, path)
@@ -215,12 +398,13 @@ def _relative_resample(edge: EdgeResult, rel_grid: np.ndarray) -> np.ndarray:
 
 
 def l2_to_l3_mapping(l3: EdgeResult, l2: EdgeResult, comparison: Any = None) -> np.ndarray:
-    """Index of the matching L3 phase for every L2 phase (``-1`` when unmatched).
+    """Index of the matching phase of ``l3`` for every phase of ``l2`` (``-1`` when unmatched).
 
-    Uses ``comparison.mapping`` from :func:`txm_live.phases.compare_edges` when given (a dict or
-    a sequence indexed by L2 phase). Otherwise the phases are matched by their mean spectra on
-    the energy grid relative to each edge's E0 (Hungarian assignment on the RMS difference),
-    which is what a scientist does by eye: the L2 white line repeats the L3 one.
+    Works for any two edges of one element (the names follow the Nd magnet). Uses
+    ``comparison.mapping`` from :func:`txm_live.phases.compare_edges` when given (a dict or a
+    sequence indexed by ``l2`` phase). Otherwise the phases are matched by their mean spectra
+    on the energy grid relative to each edge's E0 (Hungarian assignment on the RMS
+    difference), which is what a scientist does by eye: the L2 white line repeats the L3 one.
     """
     _check_edge(l3, "l3")
     _check_edge(l2, "l2")
@@ -257,27 +441,36 @@ def plot_difference_histogram(
     path: str | os.PathLike[str],
     *,
     comparison: Any = None,
+    ids: Sequence[int] | np.ndarray | None = None,
 ) -> Path:
-    """Histogram of the per-pixel phase difference L2 - L3 (Duan et al. Fig. 3g).
+    """Per-pixel phase difference between two edges (Duan et al. Fig. 3g) and their confusion matrix.
 
-    L2 phases are first renamed to the L3 phase they match (:func:`l2_to_l3_mapping`); the
-    histogram counts, over pixels unmasked at both edges, the difference of phase indices,
-    stacked by L3 phase (hatched). A single bar at 0 means the two edges agree everywhere.
-    The right panel is the confusion matrix (fraction of each L3 phase per L2 phase).
+    ``l3`` is the reference edge and ``l2`` the edge compared with it (any two edges of one
+    element). The phases of ``l2`` are first renamed to the reference phase they match
+    (:func:`l2_to_l3_mapping`); the left panel counts, over pixels unmasked at both edges, the
+    difference of phase indices, one bar per reference phase (hatched), on a logarithmic
+    scale so that disagreements of a few pixels stay visible next to the agreeing majority.
+    The right panel is the confusion matrix over the phases that exist: rows the reference
+    phases, columns the phases of ``l2`` (labelled with the reference phase they match), each
+    row the fraction of that reference phase's pixels.
+
+    ``ids`` are the colour identities of the reference phases (default: their indices).
     """
     _check_edge(l3, "l3")
     _check_edge(l2, "l2")
     if l3.labels.shape != l2.labels.shape:
         raise ValueError(f"l2.labels shape {l2.labels.shape} differs from l3.labels shape {l3.labels.shape}")
+    ref_ids = _default_ids(l3, ids)
+    a_name, b_name = l3.edge, l2.edge
     mapping = l2_to_l3_mapping(l3, l2, comparison)
     lab3 = l3.labels.ravel()
     lab2 = l2.labels.ravel()
-    both = (lab3 >= 0) & (lab2 >= 0)
+    both = (lab3 >= 0) & (lab2 >= 0) & (lab3 < l3.n_phases) & (lab2 < l2.n_phases)
     mapped2 = np.full_like(lab2, -1)
     if mapping.size:
-        mapped2[lab2 >= 0] = mapping[np.clip(lab2[lab2 >= 0], 0, mapping.size - 1)]
-    both &= mapped2 >= 0
-    diff = mapped2[both] - lab3[both]
+        mapped2[both] = mapping[lab2[both]]
+    matched = both & (mapped2 >= 0)
+    diff = mapped2[matched] - lab3[matched]
     n = max(l3.n_phases, 1)
     bins = np.arange(-(n - 1), n)
     agreement = float(np.mean(diff == 0)) if diff.size else float("nan")
@@ -285,37 +478,42 @@ def plot_difference_histogram(
     if given is not None:
         agreement = float(given)
 
-    fig = _new_figure(10.0, 4.2)
-    ax, axc = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.6, 1.0]})
-    colors = phase_colors(l3.n_phases)
-    bottom = np.zeros(bins.size)
+    fig = _new_figure(11.0, 4.6 + 0.22 * l3.n_phases)
+    ax, axc = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.5, 1.0]})
+    width = 0.8 / max(l3.n_phases, 1)
+    top = 1.0
     for p in range(l3.n_phases):
-        sel = lab3[both] == p
+        sel = lab3[matched] == p
         counts = np.array([np.count_nonzero(diff[sel] == d) for d in bins], dtype=float)
-        name = l3.phase_names[p] if p < len(l3.phase_names) else f"phase {p}"
-        ax.bar(bins, counts, bottom=bottom, color=colors[p], edgecolor="black",
-               hatch=_HATCHES[p % len(_HATCHES)], label=f"L3 phase {p}: {name}")
-        bottom += counts
+        top = max(top, float(counts.max()) if counts.size else 1.0)
+        x = bins - 0.4 + width * (p + 0.5)
+        ax.bar(x, counts, width=width, color=_color(ref_ids[p]), edgecolor="black", linewidth=0.6,
+               hatch=phase_hatch(ref_ids[p]), label=f"{ref_ids[p]}: {_phase_name(l3, p)} ({a_name})")
+    ax.set_yscale("log")
+    ax.set_ylim(0.7, top * 2.0)
     ax.set_xticks(bins)
-    ax.set_xlabel("phase index difference, L2 - L3 (after matching phases by spectrum)")
-    ax.set_ylabel("pixels")
-    ax.set_title(f"L2 vs L3 phase difference: {agreement:.1%} of {int(both.sum()):,} px agree")
-    ax.legend(fontsize="small")
+    ax.set_xlim(bins[0] - 0.6, bins[-1] + 0.6)
+    ax.set_xlabel(f"phase index difference, {b_name} \u2212 {a_name} (after matching phases)")
+    ax.set_ylabel("pixels (log scale)")
+    ax.set_title(f"{b_name} vs {a_name}: {agreement:.1%} of {int(matched.sum()):,} px agree")
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=min(3, max(l3.n_phases, 1)),
+               fontsize="small")
 
-    conf = np.zeros((max(l3.n_phases, 1), max(l3.n_phases, 1)))
+    conf = np.zeros((l3.n_phases, l2.n_phases))
     for p in range(l3.n_phases):
         sel = lab3[both] == p
         if np.any(sel):
-            conf[p] = np.bincount(mapped2[both][sel], minlength=conf.shape[1])[: conf.shape[1]] / sel.sum()
-    im = axc.imshow(conf, cmap="cividis", vmin=0, vmax=1)
+            conf[p] = np.bincount(lab2[both][sel], minlength=l2.n_phases)[: l2.n_phases] / sel.sum()
+    im = axc.imshow(conf, cmap="cividis", vmin=0, vmax=1, aspect="auto")
     for (i, j), v in np.ndenumerate(conf):
         axc.text(j, i, f"{v:.2f}", ha="center", va="center", color="white" if v < 0.6 else "black")
-    axc.set_xlabel("L2 phase (matched to L3 index)")
-    axc.set_ylabel("L3 phase")
-    axc.set_xticks(range(conf.shape[1]))
-    axc.set_yticks(range(conf.shape[0]))
-    axc.set_title("fraction of L3 phase")
-    fig.colorbar(im, ax=axc, shrink=0.8)
+    axc.set_xlabel(f"{b_name} phase (\u2192 matched {a_name} phase)")
+    axc.set_ylabel(f"{a_name} phase")
+    axc.set_xticks(range(l2.n_phases), [f"{j} \u2192 {mapping[j]}" if mapping[j] >= 0 else f"{j} (unmatched)"
+                                        for j in range(l2.n_phases)])
+    axc.set_yticks(range(l3.n_phases), [str(p) for p in range(l3.n_phases)])
+    axc.set_title(f"fraction of each {a_name} phase")
+    fig.colorbar(im, ax=axc, shrink=0.8, label="fraction")
     return _save(fig, path)
 
 
@@ -324,47 +522,46 @@ def plot_phase_spectra(
     path: str | os.PathLike[str],
     *,
     inset: tuple[float, float] = (-15.0, 35.0),
+    ids: Sequence[Sequence[int] | np.ndarray] | None = None,
 ) -> Path:
     """Normalized mean spectrum of each phase with +/- 1 std bands (Duan et al. Fig. 3h).
 
-    One panel per edge; an inset magnifies the near-edge region ``e0 + inset`` (eV) where the
-    white lines of the phases differ.
+    One row per edge: the whole window on the left, the near-edge region ``e0 + inset`` (eV),
+    where the white lines of the phases differ, magnified on the right; the legend beside it.
     """
-    edges = [e for e in edges if e is not None]
-    if not edges:
-        raise ValueError("edges must hold at least one EdgeResult")
-    fig = _new_figure(6.2 * len(edges), 4.6)
-    axes = fig.subplots(1, len(edges), squeeze=False)[0]
-    for ax, e in zip(axes, edges):
-        _check_edge(e, "edges[]")
+    edges = _edge_list(edges)
+    idl = _ids_list(edges, ids)
+    fig = _new_figure(12.5, 3.9 * len(edges))
+    axes = fig.subplots(len(edges), 2, squeeze=False, gridspec_kw={"width_ratios": [1.5, 1.0]})
+    for (ax, axz), e, i in zip(axes, edges, idl):
         energies = np.asarray(e.energies, dtype=float)
-        colors = phase_colors(e.n_phases)
         lo, hi = e.e0 + inset[0], e.e0 + inset[1]
-        ins = ax.inset_axes([0.52, 0.08, 0.45, 0.45])
         for p in range(e.n_phases):
             mean = np.asarray(e.mean_spectra[p], dtype=float)
             spread = np.asarray(e.spread[p], dtype=float)
-            name = e.phase_names[p] if p < len(e.phase_names) else f"phase {p}"
-            ls = _LINESTYLES[p % len(_LINESTYLES)]
-            for a in (ax, ins):
-                a.fill_between(energies, mean - spread, mean + spread, color=colors[p], alpha=0.18, linewidth=0)
-                a.plot(energies, mean, color=colors[p], linestyle=ls, linewidth=1.6,
-                       label=f"{p}: {name} ({int(e.counts[p]):,} px)" if a is ax else None)
-        ax.axvline(e.e0, color="0.5", linewidth=0.8, linestyle=":")
-        ax.set_xlabel("energy (eV)")
+            c, ls = _color(i[p]), _linestyle(i[p])
+            for a in (ax, axz):
+                a.fill_between(energies, mean - spread, mean + spread, color=c, alpha=0.18, linewidth=0)
+                a.plot(energies, mean, color=c, linestyle=ls, linewidth=1.6,
+                       label=f"{i[p]}: {_phase_name(e, p)} ({int(e.counts[p]):,} px)" if a is axz else None)
+        for a in (ax, axz):
+            a.axvline(e.e0, color="0.5", linewidth=0.8, linestyle=":")
+            a.set_xlabel("energy (eV)")
         ax.set_ylabel("normalized absorption")
-        ax.set_title(f"{e.edge} phase mean spectra (band: \u00b11 std)")
-        ax.legend(loc="upper left", fontsize="small")
+        label = f"{e.element + ' ' if e.element else ''}{e.edge}"
+        ax.set_title(f"{label} phase mean spectra (band: \u00b11 std)")
+        ax.axvspan(lo, hi, color="0.85", zorder=0, linewidth=0)
         sel = (energies >= lo) & (energies <= hi)
-        ins.set_xlim(lo, hi)
+        axz.set_xlim(lo, hi)
         if np.any(sel) and e.n_phases:
-            top = np.max(np.asarray(e.mean_spectra, dtype=float)[:, sel] + np.asarray(e.spread, dtype=float)[:, sel])
-            bot = np.min(np.asarray(e.mean_spectra, dtype=float)[:, sel] - np.asarray(e.spread, dtype=float)[:, sel])
+            m = np.asarray(e.mean_spectra, dtype=float)[:, sel]
+            sd = np.asarray(e.spread, dtype=float)[:, sel]
+            top, bot = float(np.max(m + sd)), float(np.min(m - sd))
             pad = 0.05 * (top - bot) if top > bot else 0.1
-            ins.set_ylim(bot - pad, top + pad)
-        ins.tick_params(labelsize="x-small")
-        ins.set_title("near edge", fontsize="x-small")
-        ax.indicate_inset_zoom(ins, edgecolor="0.3")
+            axz.set_ylim(bot - pad, top + pad)
+        axz.set_title(f"{label} near edge (grey band at left)", fontsize="medium")
+        if e.n_phases:
+            axz.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize="small", borderaxespad=0.0)
     return _save(fig, path)
 
 
@@ -374,41 +571,76 @@ def plot_exafs(
     *,
     phase_names: Sequence[str] | None = None,
     n_phases: int | None = None,
+    ids: Sequence[int] | np.ndarray | None = None,
+    edge: str = "",
 ) -> Path:
     """k-weighted chi(k) and |chi(R)| of each phase mean spectrum (Duan et al. Fig. 4).
 
-    The apparent first-shell distance (not phase corrected) is marked in R space.
+    chi(k) is drawn only over the k range it was extracted on (the measured range, no
+    extrapolation) and the Fourier-transform window (``ExafsResult.k_window`` with its tapers
+    of ``dk``) is drawn under it, so what enters |chi(R)| is visible. The apparent
+    first-shell distance (not phase corrected) is marked in R space.
+
+    ``ids`` gives the colour identity of each phase index (default: the index itself).
     """
     exafs = list(exafs)
     if not exafs:
         raise ValueError("exafs must hold at least one ExafsResult")
     n = n_phases if n_phases is not None else max(x.phase for x in exafs) + 1
-    colors = phase_colors(max(n, 1))
-    fig = _new_figure(11.0, 4.2)
+    ident = np.arange(max(n, max(x.phase for x in exafs) + 1)) if ids is None else np.asarray(ids, dtype=int)
+    fig = _new_figure(11.0, 4.4 + 0.22 * len(exafs))
     axk, axr = fig.subplots(1, 2)
+    kw = exafs[0].kweight
+    k_lo, k_hi, y_abs = np.inf, -np.inf, 0.0
     for x in exafs:
         p = x.phase
         name = phase_names[p] if phase_names is not None and p < len(phase_names) else f"phase {p}"
-        c = colors[min(p, len(colors) - 1)]
-        ls = _LINESTYLES[p % len(_LINESTYLES)]
+        q = int(ident[p]) if p < ident.size else p
+        c, ls = _color(q), _linestyle(q)
         k = np.asarray(x.k, dtype=float)
-        axk.plot(k, k ** x.kweight * np.asarray(x.chi, dtype=float), color=c, linestyle=ls, label=f"{p}: {name}")
-        axr.plot(np.asarray(x.r), np.asarray(x.chir_mag), color=c, linestyle=ls,
-                 label=f"{p}: {name}, R1 = {x.first_shell_r:.2f} \u00c5")
+        chi = np.asarray(x.chi, dtype=float)
+        ok = np.isfinite(chi) & np.isfinite(k)
+        if not np.any(ok):
+            continue
+        y = k[ok] ** x.kweight * chi[ok]
+        k_lo, k_hi = min(k_lo, float(k[ok].min())), max(k_hi, float(k[ok].max()))
+        y_abs = max(y_abs, float(np.max(np.abs(y))))
+        axk.plot(k[ok], y, color=c, linestyle=ls, label=f"{q}: {name}, R1 = {x.first_shell_r:.2f} \u00c5")
+        axr.plot(np.asarray(x.r), np.asarray(x.chir_mag), color=c, linestyle=ls)
         if np.isfinite(x.first_shell_r):
             axr.axvline(x.first_shell_r, color=c, linestyle=ls, linewidth=0.8, alpha=0.8)
-    kw = exafs[0].kweight
+    if np.isfinite(k_lo):
+        axk.set_xlim(k_lo, k_hi)
+    win = _ft_window(exafs[0])
+    if win is not None:
+        kmin, kmax, dk = win
+        kk = np.linspace(max(k_lo, kmin - dk / 2), min(k_hi, kmax + dk / 2), 400) if np.isfinite(k_lo) else np.zeros(0)
+        from txm_live.exafs import ft_window
+
+        w = ft_window(kk, kmin=kmin, kmax=kmax, dk=dk)
+        scale = y_abs if y_abs > 0 else 1.0
+        axk.fill_between(kk, -scale * w, scale * w, color="0.88", zorder=0, linewidth=0,
+                         label=f"FT window, k = {kmin:g}\u2013{kmax:g} 1/\u00c5 (dk {dk:g})")
     axk.set_xlabel("k (1/\u00c5)")
     axk.set_ylabel(f"k$^{kw}$ \u03c7(k) (\u00c5$^{{-{kw}}}$)")
-    axk.set_title(f"k$^{kw}$-weighted EXAFS per phase")
+    axk.set_title(f"{edge + ' ' if edge else ''}k$^{kw}$-weighted EXAFS per phase")
     axk.axhline(0, color="0.6", linewidth=0.6)
-    axk.legend(fontsize="small")
     axr.set_xlabel("R (\u00c5, not phase corrected)")
     axr.set_ylabel(f"|\u03c7(R)| (\u00c5$^{{-{kw + 1}}}$)")
     axr.set_title("Fourier transform magnitude")
     axr.set_xlim(0, min(6.0, float(np.max(exafs[0].r)) if np.size(exafs[0].r) else 6.0))
-    axr.legend(fontsize="small")
+    handles, labels = axk.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize="small")
     return _save(fig, path)
+
+
+def _ft_window(x: ExafsResult) -> tuple[float, float, float] | None:
+    """(kmin, kmax, dk) of the Fourier-transform window of an EXAFS result, when recorded."""
+    kmin, kmax = (float(v) for v in getattr(x, "k_window", (np.nan, np.nan)))
+    dk = float(getattr(x, "window_dk", np.nan))
+    if not (np.isfinite(kmin) and np.isfinite(kmax) and kmax > kmin):
+        return None
+    return kmin, kmax, dk if np.isfinite(dk) else 0.0
 
 
 def plot_composite(
@@ -416,35 +648,41 @@ def plot_composite(
     path: str | os.PathLike[str],
     *,
     pixel_size_nm: float | None = None,
+    ids: Sequence[int] | np.ndarray | None = None,
 ) -> Path:
-    """Composite RGB phase map: hue from the phase, brightness from the edge-step SNR.
+    """Composite phase map: colour from the phase, intensity from the edge-step SNR.
 
-    Every phase gets one primary-like colour (red, green, blue, then mixtures); the brightness
-    follows the pixel's SNR (clipped at its 99th percentile) so thick, reliable regions stand out
-    and thin edges fade to black. Masked pixels are black.
+    The colours are the phase identities' colours of every other figure; a pixel with a weak
+    edge step fades towards the white background (brightness = SNR / its 99th percentile over
+    the clustered pixels, from 25 % to full colour), so thick, reliable regions stand out.
+    The scale under the map gives, per phase, the colour at each SNR. Masked pixels are white.
     """
     _check_edge(edge, "edge")
-    base = np.array([[0.95, 0.2, 0.2], [0.2, 0.85, 0.2], [0.25, 0.45, 1.0], [1.0, 0.85, 0.1],
-                     [0.9, 0.2, 0.9], [0.1, 0.9, 0.9]])
+    ident = _default_ids(edge, ids)
     labels = edge.labels
     snr = np.nan_to_num(np.asarray(edge.snr, dtype=float), nan=0.0)
     ok = labels >= 0
-    scale = np.percentile(snr[ok], 99) if np.any(ok) else 1.0
-    bright = np.clip(snr / scale if scale > 0 else np.ones_like(snr), 0.0, 1.0) * 0.75 + 0.25
-    rgb = np.zeros(labels.shape + (3,))
-    rgb[ok] = base[labels[ok] % len(base)] * bright[ok, None]
+    scale = float(np.percentile(snr[ok], 99)) if np.any(ok) else 1.0
+    scale = scale if scale > 0 else 1.0
+    bright = 0.25 + 0.75 * np.clip(snr / scale, 0.0, 1.0)
     h, w = labels.shape
-    fig = _new_figure(6.0, max(3.5, min(7.0, 6.0 * h / max(w, 1))) + 0.8 + 0.22 * edge.n_phases)
-    ax = fig.subplots()
-    ax.imshow(rgb, interpolation="nearest")
-    from matplotlib.patches import Patch
-
-    handles = [Patch(facecolor=base[p % len(base)], edgecolor="black",
-                     label=f"{p}: {edge.phase_names[p] if p < len(edge.phase_names) else 'phase'}")
-               for p in range(edge.n_phases)]
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), fontsize="small", framealpha=0.85)
-    ax.set_title(f"{edge.edge} composite phase map (brightness = edge-step SNR)")
+    map_h = max(3.0, min(6.5, 5.0 * h / max(w, 1)))
+    fig = _new_figure(6.2, map_h + 1.3 + 0.3 * max(edge.n_phases, 1))
+    ax, axs = fig.subplots(2, 1, gridspec_kw={"height_ratios": [map_h, 0.3 * max(edge.n_phases, 1) + 0.2]})
+    ax.imshow(_label_rgb(labels, ident, bright), interpolation="nearest")
+    label = f"{edge.element + ' ' if edge.element else ''}{edge.edge}"
+    ax.set_title(f"{label} composite: colour = phase, intensity = edge-step SNR", fontsize="medium")
     _decorate_map(ax, labels.shape, pixel_size_nm)
+    # brightness scale: one row per phase, its colour from faint (SNR 0) to full (SNR >= scale)
+    ramp = np.linspace(0.0, scale, 128)
+    b = 0.25 + 0.75 * np.clip(ramp / scale, 0.0, 1.0)
+    rows = np.stack([_color(ident[p])[None, :] * b[:, None] + (1 - b[:, None]) * np.asarray(_MASKED_RGB)
+                     for p in range(edge.n_phases)]) if edge.n_phases else np.ones((1, 128, 3))
+    axs.imshow(rows, aspect="auto", extent=(0.0, scale, rows.shape[0] - 0.5, -0.5), interpolation="nearest")
+    axs.set_yticks([])
+    for p in range(edge.n_phases):  # names on the faint end of each row, so the map keeps the full width
+        axs.text(0.01 * scale, p, f"{ident[p]}: {_phase_name(edge, p)}", va="center", ha="left", fontsize="small")
+    axs.set_xlabel("edge-step SNR (brightness scale)")
     return _save(fig, path)
 
 
@@ -454,21 +692,38 @@ def plot_snr(
     *,
     pixel_size_nm: float | None = None,
 ) -> Path:
-    """Edge-step SNR map (viridis) next to the mask of pixels that entered the clustering."""
+    """Edge-step SNR map with the SNR threshold, next to the mask of pixels that were clustered.
+
+    The threshold (``snr_threshold`` of a :class:`~txm_live.phases.PhaseAnalysis`) is drawn as a
+    contour on the map and as a line on the colour bar; a result that does not record it (read
+    back from an old file) says so in the title.
+    """
     _check_edge(edge, "edge")
     snr = np.asarray(edge.snr, dtype=float)
     h, w = snr.shape
-    fig = _new_figure(10.0, max(3.5, min(6.5, 5.0 * h / max(w, 1))) + 1.0)
+    threshold = float(getattr(edge, "snr_threshold", np.nan))
+    fig = _new_figure(10.0, max(3.5, min(6.5, 5.0 * h / max(w, 1))) + 1.2)
     ax, axm = fig.subplots(1, 2)
     finite = np.isfinite(snr)
-    vmax = np.percentile(snr[finite], 99.5) if np.any(finite) else 1.0
-    im = ax.imshow(snr, cmap="viridis", vmin=0, vmax=max(vmax, 1e-6), interpolation="nearest")
-    fig.colorbar(im, ax=ax, shrink=0.85, label="edge-step SNR")
-    ax.set_title(f"{edge.edge} edge-step SNR (median in mask {np.median(snr[edge.mask]) if np.any(edge.mask) else float('nan'):.1f})")
+    vmax = float(np.percentile(snr[finite], 99.5)) if np.any(finite) else 1.0
+    vmax = max(vmax, threshold * 1.2 if np.isfinite(threshold) else 0.0, 1e-6)
+    im = ax.imshow(snr, cmap="viridis", vmin=0, vmax=vmax, interpolation="nearest")
+    cbar = fig.colorbar(im, ax=ax, shrink=0.85, label="edge-step SNR")
+    median = float(np.median(snr[edge.mask])) if np.any(edge.mask) else float("nan")
+    label = f"{edge.element + ' ' if edge.element else ''}{edge.edge}"
+    if np.isfinite(threshold):
+        ax.contour(np.where(finite, snr, 0.0), levels=[threshold], colors="white", linewidths=0.8)
+        cbar.ax.axhline(threshold, color="white", linewidth=2.0)
+        cbar.ax.axhline(threshold, color="black", linewidth=0.8, linestyle="--")
+        ax.set_title(f"{label} edge-step SNR; threshold {threshold:.1f} (white contour)\n"
+                     f"median in mask {median:.1f}", fontsize="medium")
+    else:
+        ax.set_title(f"{label} edge-step SNR (threshold not recorded)\nmedian in mask {median:.1f}",
+                     fontsize="medium")
     _decorate_map(ax, snr.shape, pixel_size_nm)
     axm.imshow(np.asarray(edge.mask, dtype=float), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     frac = float(np.mean(edge.mask)) if edge.mask.size else 0.0
-    axm.set_title(f"clustered pixels (white): {int(np.count_nonzero(edge.mask)):,} ({frac:.1%})")
+    axm.set_title(f"clustered pixels (white): {int(np.count_nonzero(edge.mask)):,} ({frac:.1%})", fontsize="medium")
     _decorate_map(axm, snr.shape, pixel_size_nm)
     return _save(fig, path)
 
@@ -483,7 +738,8 @@ def plot_phase_areas(
 ) -> Path:
     """Area of every tracked phase (um^2) versus scan index (see :mod:`txm_live.series`).
 
-    ``areas_um2`` has shape ``(n_scans, n_phases)``; NaN where a phase was absent.
+    ``areas_um2`` has shape ``(n_scans, n_phases)``; NaN where a phase was absent. Each phase
+    is drawn in the colour of its tracked id.
     """
     areas = np.asarray(areas_um2, dtype=float)
     x = np.asarray(scan_index, dtype=float)
@@ -492,18 +748,17 @@ def plot_phase_areas(
     if len(phase_names) != areas.shape[1]:
         raise ValueError(f"phase_names must have {areas.shape[1]} entries, got {len(phase_names)}")
     ids = list(phase_ids) if phase_ids is not None else list(range(areas.shape[1]))
-    colors = phase_colors(areas.shape[1])
     markers = ("o", "s", "^", "D", "v", "P")
-    fig = _new_figure(6.5, 4.2)
+    fig = _new_figure(6.5, 4.4 + 0.22 * areas.shape[1])
     ax = fig.subplots()
     for j in range(areas.shape[1]):
-        ax.plot(x, areas[:, j], color=colors[j], linestyle=_LINESTYLES[j % len(_LINESTYLES)],
-                marker=markers[j % len(markers)], label=f"id {ids[j]}: {phase_names[j]}")
+        ax.plot(x, areas[:, j], color=_color(ids[j]), linestyle=_linestyle(ids[j]),
+                marker=markers[j % len(markers)], label=f"{ids[j]}: {phase_names[j]}")
     ax.set_xlabel("scan index")
     ax.set_ylabel("phase area (\u00b5m$^2$)")
     ax.set_title("phase areas across the series")
     ax.set_xticks(x)
-    ax.legend(fontsize="small")
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize="small")
     return _save(fig, path)
 
 
@@ -517,7 +772,6 @@ def save_report(
     directory: str | os.PathLike[str],
     *,
     pixel_size_nm: float | None = None,
-    comparison: Any = None,
 ) -> list[Path]:
     """Write every figure that ``result`` supports as PNG files in ``directory``.
 
@@ -526,44 +780,58 @@ def save_report(
     result : RunResult
         Output of the live callback, a replay or a remote analysis.
     directory : path-like
-        Created if needed. Files: ``phase_maps.png`` (L3 and L2, plus the streaming preview when
-        present), ``composite_l3.png``, ``snr_l3.png``, ``spectra.png``, ``l2_l3_difference.png``
-        (needs both edges), ``exafs.png`` (needs EXAFS results).
+        Created if needed. Files, ``<edge>`` in lower case: ``phase_maps.png`` (every edge side
+        by side), ``preview_<edge>.png`` (each streaming preview), ``composite_<edge>.png`` and
+        ``snr_<edge>.png`` (each edge), ``spectra.png`` (every edge), ``<other>_<reference>_difference.png``
+        (each comparison of two edges of one element in ``result.comparisons``), ``exafs_<edge>.png``
+        (each edge with EXAFS).
     pixel_size_nm : float, optional
-        Pixel size for the micrometre scale bars.
-    comparison : EdgeComparison, optional
-        Output of :func:`txm_live.phases.compare_edges`; used for the L2/L3 phase matching.
-
+        Pixel size for the micrometre scale bars. Default: ``result.pixel_size_nm`` (the start
+        document's, so replays and remote analyses keep their scale bars).
     Returns
     -------
     list of Path
-        The files written, in the order above. Edges that are missing are skipped.
+        The files written, in the order above. Missing parts are skipped.
     """
     if not isinstance(result, RunResult):
         raise ValueError(f"result must be a RunResult, got {type(result).__name__}")
+    if pixel_size_nm is None:
+        pixel_size_nm = result.pixel_size_nm
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    edges = [e for e in (result.l3, result.l2) if e is not None]
+    edges = dict(result.edges)
+    ids = phase_identities(edges, result.previews, result.comparisons)
+    names = list(edges)
     if edges:
-        written.append(plot_phase_maps(edges, out / "phase_maps.png", pixel_size_nm=pixel_size_nm,
-                                       title=f"run {result.run_uid[:8]}"))
-    if result.l3_preview is not None:
-        written.append(plot_phase_maps([result.l3_preview], out / "preview_l3.png", pixel_size_nm=pixel_size_nm,
-                                       title="streaming preview (river), before the exact analysis"))
-    first = result.l3 if result.l3 is not None else result.l2
-    if first is not None:
-        tag = first.edge.lower()
-        written.append(plot_composite(first, out / f"composite_{tag}.png", pixel_size_nm=pixel_size_nm))
-        written.append(plot_snr(first, out / f"snr_{tag}.png", pixel_size_nm=pixel_size_nm))
+        written.append(plot_phase_maps(list(edges.values()), out / "phase_maps.png", pixel_size_nm=pixel_size_nm,
+                                       title=f"run {result.run_uid[:8]}", ids=[ids[n] for n in names]))
+    for name, pv in result.previews.items():
+        written.append(plot_phase_maps([pv], out / f"preview_{name.lower()}.png", pixel_size_nm=pixel_size_nm,
+                                       title="streaming preview (river), before the exact analysis",
+                                       ids=[ids[f"{name} preview"]]))
+    for name, e in edges.items():
+        written.append(plot_composite(e, out / f"composite_{name.lower()}.png", pixel_size_nm=pixel_size_nm,
+                                      ids=ids[name]))
+    for name, e in edges.items():
+        written.append(plot_snr(e, out / f"snr_{name.lower()}.png", pixel_size_nm=pixel_size_nm))
     if edges:
-        written.append(plot_phase_spectra(edges, out / "spectra.png"))
-    if result.l3 is not None and result.l2 is not None:
-        written.append(plot_difference_histogram(result.l3, result.l2, out / "l2_l3_difference.png",
-                                                 comparison=comparison))
-    exafs = result.exafs.get(first.edge, ()) if first is not None else ()
-    if exafs:
-        written.append(plot_exafs(exafs, out / "exafs.png", phase_names=first.phase_names, n_phases=first.n_phases))
+        written.append(plot_phase_spectra(list(edges.values()), out / "spectra.png", ids=[ids[n] for n in names]))
+    for c in result.comparisons:
+        ref, other = edges.get(c.reference), edges.get(c.other)
+        if ref is None or other is None or ref.labels.shape != other.labels.shape:
+            continue
+        written.append(plot_difference_histogram(
+            ref, other, out / f"{c.other.lower()}_{c.reference.lower()}_difference.png",
+            comparison=c, ids=ids[c.reference] if c.reference == names[0] else None))
+    for name, items in result.exafs.items():
+        if not items:
+            continue
+        e = edges.get(name)
+        written.append(plot_exafs(items, out / f"exafs_{name.lower()}.png",
+                                  phase_names=e.phase_names if e is not None else None,
+                                  n_phases=e.n_phases if e is not None else None,
+                                  ids=ids.get(name), edge=name))
     return written
 
 
@@ -661,7 +929,7 @@ class LivePlot:
             if state.result is not None:
                 result = state.result
         if result is not None:
-            self._edge = result.l3 or result.l2 or self._edge
+            self._edge = next(iter(result.edges.values()), self._edge)
             self._text = f"run {result.run_uid[:8]} done: {self._text}"
         if not changed:
             if self.window:
@@ -671,9 +939,10 @@ class LivePlot:
         fig.clear()
         ax = fig.subplots()
         if self._edge is not None:
-            ax.imshow(_label_rgb(self._edge.labels, self._edge.n_phases), interpolation="nearest")
+            ident = np.arange(self._edge.n_phases)
+            ax.imshow(_label_rgb(self._edge.labels, ident), interpolation="nearest")
             _decorate_map(ax, self._edge.labels.shape, self.pixel_size_nm)
-            _phase_legend(ax, self._edge)
+            _legend_below(ax, _phase_handles(self._edge, ident))
             ax.set_title(f"{self._edge.edge}: {self._edge.n_phases} phases\n{self._text}", fontsize="small")
         else:
             ax.text(0.5, 0.5, self._text, ha="center", va="center", wrap=True)

@@ -101,6 +101,11 @@ class ExafsResult:
         |chi(R)| of the k-weighted, windowed chi(k).
     first_shell_r : float
         Position of the first-shell peak in |chi(R)| (Angstrom, apparent distance).
+    k_window : (float, float)
+        ``(kmin, kmax)`` of the Fourier-transform window (1/Angstrom); ``nan`` when unknown
+        (results read from files written before it was recorded).
+    window_dk : float
+        Width of the window's tapers (1/Angstrom); ``nan`` when unknown.
     """
 
     phase: int
@@ -110,6 +115,8 @@ class ExafsResult:
     r: np.ndarray
     chir_mag: np.ndarray
     first_shell_r: float
+    k_window: tuple[float, float] = (float("nan"), float("nan"))
+    window_dk: float = float("nan")
 
 
 @dataclass(frozen=True)
