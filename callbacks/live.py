@@ -210,7 +210,7 @@ class _RunState:
         if not self.n_suppressed:
             return []
         total = sum(self.error_counts.values())
-        lines = [f"ErrorSummary: {total} errors, {self.n_suppressed} not listed; by type: "
+        lines = [f"TxmLiveError: error summary: {total} errors, {self.n_suppressed} not listed; by type: "
                  + ", ".join(f"{k} x{n}" for k, n in self.error_counts.items())]
         for kind, n in self.error_counts.items():
             lines.append(f"{kind} x{n}: {self.first_errors[kind].split(':', 1)[-1].strip()}")
@@ -419,6 +419,7 @@ class RunIngest(event_model.DocumentRouter):
             "stream_external": ext == "STREAM:",
             # StreamDatum indices count events: a (N, H, W) key holds N dataset rows per index
             "rows_per_index": int(shape3[0]) if len(shape3 := dks[image_key].get("shape") or []) == 3 else 1,
+            "image_ndim": len(shape3),  # declared: 2 (H, W) or 3 (N, H, W); 0 when not declared
         }
 
     def event(self, doc: dict) -> None:
@@ -490,8 +491,13 @@ class RunIngest(event_model.DocumentRouter):
                              "stream_datum/datum document; skipped")
                 self._waiting = []
             num_events = doc.get("num_events")
-            # our streams: the primary and the reference/dark streams found by their descriptors
-            for name in sorted({self.primary_stream} | {d["name"] for d in self._desc.values()}):
+            # our streams: the primary, the streams of our descriptors, and any stream of the stop
+            # document that is ours by name (its descriptor may have been lost)
+            ours = {self.primary_stream} | {d["name"] for d in self._desc.values()}
+            if isinstance(num_events, dict):
+                ours |= {str(n) for n in num_events if ingest.stream_kind(
+                    str(n), primary=self.primary_stream, flat=self.flat_stream, dark=self.dark_stream)}
+            for name in sorted(ours):
                 expected = num_events.get(name) if isinstance(num_events, dict) else None
                 got = self._n_events.get(name, 0)
                 if isinstance(expected, int) and expected > got:
@@ -543,6 +549,9 @@ class RunIngest(event_model.DocumentRouter):
         else:
             raise FrameError(f"stream {d['name']!r} event {seq}: no {key!r} in the event")
         image = np.asarray(image)
+        if d.get("image_ndim") == 2 and image.ndim == 3:  # a chunk where the descriptor declares one frame
+            raise FrameError(f"stream {d['name']!r} event {seq}: image of shape {image.shape} where the "
+                             f"descriptor declares {key!r} as one (H, W) frame; frame skipped")
         session = self._session()
         kind = d["kind"]
         if kind == "dark":

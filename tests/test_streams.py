@@ -248,7 +248,7 @@ def test_error_counts_survive_the_cap() -> None:
                                                  timestamps={"e": 0, "img": 0})))
     docs.append(("stop", bundle.compose_stop()))
     result, _ = _run(docs, element="Nd", edges=("L3",))
-    summary = [e for e in result.errors if e.startswith("ErrorSummary")]
+    summary = [e for e in result.errors if e.startswith("TxmLiveError: error summary")]
     assert len(summary) == 1, result.errors[-5:]
     assert "FrameError x245" in summary[0]
     assert any(e.startswith("FrameError x245: ") for e in result.errors)
