@@ -158,6 +158,20 @@ def _components(n_nodes: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return connected_components(graph, directed=False)[1]
 
 
+def _number_clusters(comp: np.ndarray, comp_of_core: np.ndarray, core_idx: np.ndarray, n: int) -> np.ndarray:
+    """Cluster label of each core point: components numbered by their lowest core point index.
+
+    This is scikit-learn's numbering (clusters in order of their first core point), shared by the
+    single-process and the distributed engine so that both give identical labels.
+    """
+    first = np.full(comp.max() + 1, n, dtype=np.int64)
+    np.minimum.at(first, comp_of_core, core_idx)
+    used = np.flatnonzero(first < n)
+    cluster_of_comp = np.full(comp.max() + 1, -1, dtype=np.intp)
+    cluster_of_comp[used[np.argsort(first[used])]] = np.arange(used.size)
+    return cluster_of_comp[comp_of_core]
+
+
 def _exact_pairs_connected(
     X: np.ndarray,
     pts: np.ndarray,
@@ -540,13 +554,7 @@ def _dbscan(X: np.ndarray, eps: float, ms: int) -> tuple[np.ndarray, np.ndarray]
             batch = min(batch * 2, 1 << 18)
 
     # ---- 3. labels: clusters numbered by lowest core index; border points ------------------
-    comp_of_core = comp[gid[core_idx]]
-    first = np.full(comp.max() + 1, n, dtype=np.int64)
-    np.minimum.at(first, comp_of_core, core_idx)
-    used = np.flatnonzero(first < n)
-    cluster_of_comp = np.full(comp.max() + 1, -1, dtype=np.intp)
-    cluster_of_comp[used[np.argsort(first[used])]] = np.arange(used.size)
-    labels[core_idx] = cluster_of_comp[comp_of_core]
+    labels[core_idx] = _number_clusters(comp, comp[gid[core_idx]], core_idx, n)
     # border points: non-core with a core neighbour; their neighbour lists are complete
     border = ~core[src] & core[dst]
     if border.any():

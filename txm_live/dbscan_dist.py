@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from txm_live.dbscan import _sqdist, _validate, dbscan
+from txm_live.dbscan import _number_clusters, _sqdist, _validate, dbscan
 
 __all__ = ["dbscan_distributed"]
 
@@ -203,13 +203,7 @@ def dbscan_distributed(
     b = np.concatenate(eb) if eb else np.zeros(0, dtype=np.int64)
     graph = coo_matrix((np.ones(a.size, dtype=np.int8), (a, b)), shape=(n_nodes, n_nodes)).tocsr()
     comp = connected_components(graph, directed=False)[1]
-    comp_of_core = comp[node_of[core_idx]]
-    first = np.full(comp.max() + 1, n, dtype=np.int64)
-    np.minimum.at(first, comp_of_core, core_idx)
-    used = np.flatnonzero(first < n)
-    cluster_of_comp = np.full(comp.max() + 1, -1, dtype=np.intp)
-    cluster_of_comp[used[np.argsort(first[used])]] = np.arange(used.size)
-    labels[core_idx] = cluster_of_comp[comp_of_core]
+    labels[core_idx] = _number_clusters(comp, comp[node_of[core_idx]], core_idx, n)
 
     # ---- border points: the lowest-numbered cluster among their core neighbours -------------
     big = np.iinfo(np.intp).max
