@@ -549,7 +549,7 @@ def format_summary(s: DemoSummary) -> str:
     lines = [f"run {s.run_uid}: {r.n_frames} frames, {'ok' if r.ok else 'with errors'}"]
     tagged = [(f"{k} preview", e) for k, e in r.previews.items()] + list(r.edges.items())
     for tag, e in tagged:
-        lines.append(f"  {tag}: {e.n_phases} phases (eps {e.eps:.3g}, min_samples {e.min_samples}, "
+        lines.append(f"  {tag}: {e.n_phases} phase{'' if e.n_phases == 1 else 's'} (eps {e.eps:.3g}, min_samples {e.min_samples}, "
                      f"{e.n_components} components)")
         for p in range(e.n_phases):
             lines.append(f"    {p}: {e.phase_names[p]:<34} {int(e.counts[p]):>8,} px")
