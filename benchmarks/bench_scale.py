@@ -54,10 +54,11 @@ def _load() -> str:
 
 
 def _cluster(n: int, memory_limit: str = "3GB"):
-    from dask.distributed import Client, LocalCluster
+    from dask.distributed import Client
 
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address=None, memory_limit=memory_limit)
+    from txm_live.distributed import local_cluster
+
+    cluster = local_cluster(n, memory_limit=memory_limit)
     return cluster, Client(cluster)
 
 

@@ -25,10 +25,11 @@ L3 = default_windows("Nd", ("L3",))[0]
 
 @pytest.fixture(scope="module")
 def client():
-    from dask.distributed import Client, LocalCluster
+    from dask.distributed import Client
 
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address=None)
+    from txm_live.distributed import local_cluster
+
+    cluster = local_cluster(2)
     c = Client(cluster)
     yield c
     c.close()

@@ -41,10 +41,11 @@ def catalog(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dask_client():
-    from dask.distributed import Client, LocalCluster
+    from dask.distributed import Client
 
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address=None)
+    from txm_live.distributed import local_cluster
+
+    cluster = local_cluster(2)
     client = Client(cluster)
     yield client
     client.close()

@@ -21,7 +21,7 @@ from txm_live.errors import DistributedError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["close_client", "connect", "gather", "hdf5_block", "n_workers"]
+__all__ = ["close_client", "connect", "gather", "hdf5_block", "local_cluster", "n_workers"]
 
 #: Seconds to wait for the workers of a cluster given by address.
 _CONNECT_TIMEOUT = 30.0
@@ -55,13 +55,10 @@ def connect(address: Any, *, timeout: float = _CONNECT_TIMEOUT) -> Any:
     if address == "local" or address.startswith("local:"):
         import os
 
-        from dask.distributed import LocalCluster
-
         n = int(address.split(":", 1)[1]) if ":" in address else (os.cpu_count() or 1)
         if n < 1:
             raise ValueError(f"address 'local:N' needs N >= 1, got {address!r}")
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                               host="127.0.0.1", dashboard_address=None)
+        cluster = local_cluster(n)
         client = Client(cluster, timeout=timeout)
         client._txm_live_owns_cluster = cluster  # closed by close_client
         return client
@@ -69,6 +66,25 @@ def connect(address: Any, *, timeout: float = _CONNECT_TIMEOUT) -> Any:
         return Client(address, timeout=timeout)
     except (OSError, TimeoutError) as exc:
         raise DistributedError(f"cannot reach the Dask scheduler at {address}: {exc}") from exc
+
+
+def local_cluster(n_workers: int, **kwargs: Any) -> Any:
+    """A :class:`~dask.distributed.LocalCluster` of ``n_workers`` processes on 127.0.0.1, one thread each.
+
+    Notes
+    -----
+    The workers' statistical profiler is switched off: it calls ``sys._current_frames()`` every
+    10 ms, which on CPython 3.11 can deadlock against a thread being started in a task (the
+    analysis threads, scipy's k-d tree workers; CPython gh-106883, fixed in 3.12). A replay task
+    was seen hung that way. On a cluster of your own running Python 3.11, set
+    ``DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False`` in the workers' environment.
+    """
+    import dask
+    from dask.distributed import LocalCluster
+
+    with dask.config.set({"distributed.worker.profile.enabled": False}):
+        return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                            host="127.0.0.1", dashboard_address=None, **kwargs)
 
 
 def close_client(client: Any) -> None:
