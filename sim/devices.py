@@ -196,7 +196,37 @@ class _Hdf5FrameWriter:
         self._files.clear()
 
 
-class SimCamera(Device):
+class StagedFileWriter:
+    """Mixin of the simulated cameras: a fresh frame file per staging when file-backed.
+
+    The camera provides ``file_backed``, ``_writer`` (an object with ``close()``, or None) and
+    ``_open_writer()``; staging closes any previous file and opens a new one, unstaging closes it.
+    """
+
+    file_backed: bool
+    _writer: Any
+
+    def _open_writer(self) -> None:
+        raise NotImplementedError
+
+    def stage(self) -> list[Any]:
+        staged = super().stage()
+        if self.file_backed:
+            self._close_writer()
+            self._open_writer()
+        return staged
+
+    def unstage(self) -> list[Any]:
+        self._close_writer()
+        return super().unstage()
+
+    def _close_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+class SimCamera(StagedFileWriter, Device):
     """TXM camera: ``trigger()`` renders a frame of the phantom in the current beamline state.
 
     The frame kind follows the state of the other devices: shutter closed -> dark (bias and read
@@ -300,22 +330,6 @@ class SimCamera(Device):
         self.write_path = directory
         if self._writer is not None and not self._writer.paths:
             self._writer.directory = directory
-
-    def stage(self) -> list[Any]:
-        staged = super().stage()
-        if self.file_backed:
-            self._close_writer()
-            self._open_writer()
-        return staged
-
-    def unstage(self) -> list[Any]:
-        self._close_writer()
-        return super().unstage()
-
-    def _close_writer(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
 
     @property
     def written_files(self) -> dict[str, Path]:

@@ -41,7 +41,7 @@ from ophyd import Device, Signal
 from ophyd.positioner import SoftPositioner
 from ophyd.status import DeviceStatus
 
-from txm_live.sim.devices import CLOSED, HDF5_DATASET, OPEN, DescribedSignal, SimTXM, make_txm
+from txm_live.sim.devices import CLOSED, HDF5_DATASET, OPEN, DescribedSignal, SimTXM, StagedFileWriter, make_txm
 from txm_live.sim.effects import detector_counts
 
 __all__ = ["FxiTXM", "KinetixCamera", "fxi_nd_energies", "make_fxi", "ni_k_energies", "render_chunk", "xanes_scan2"]
@@ -169,7 +169,7 @@ class _AdHdf5Writer:
         self.file.close()
 
 
-class KinetixCamera(Device):
+class KinetixCamera(StagedFileWriter, Device):
     """Area detector returning a chunk of ``chunk_size`` frames per trigger (key ``<name>_image``)."""
 
     image = Cpt(DescribedSignal, value=np.zeros((1, 1, 1), dtype=np.uint16), dtype_numpy="<u2", kind="normal")
@@ -219,22 +219,6 @@ class KinetixCamera(Device):
         if self.write_path is None:
             raise ValueError("write_path must be set for a file-backed camera")
         self._writer = _AdHdf5Writer(Path(self.write_path), self._fxi.txm.detector_shape, self.chunk_size)
-
-    def stage(self) -> list[Any]:
-        staged = super().stage()
-        if self.file_backed:
-            self._close_writer()
-            self._open_writer()
-        return staged
-
-    def unstage(self) -> list[Any]:
-        self._close_writer()
-        return super().unstage()
-
-    def _close_writer(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
 
     def collect_asset_docs(self) -> Iterator[tuple[str, dict[str, Any]]]:
         """Yield the queued ``resource`` / ``datum`` documents (file-backed only)."""
