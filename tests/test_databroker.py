@@ -110,3 +110,50 @@ def test_flats_from_an_unknown_run_is_a_named_error(recorded) -> None:
     cb.close()
     assert any(e.startswith("DocumentError: flats_from ffffffff-0000") for e in r.errors), r.errors
     np.testing.assert_array_equal(r.l3.labels, live.l3.labels)  # its own flats still used
+
+
+# ------------------------------------------------------------------ AD_HDF5 resource/datum frames
+@pytest.fixture(scope="module")
+def recorded_ad_hdf5(tmp_path_factory):
+    """The FXI plan with a file-backed camera (one AD_HDF5 file for all streams, ``frame_per_point``
+    = 2, one datum per trigger) into a real ``databroker.temp()`` catalog, analysed live."""
+    pytest.importorskip("area_detector_handlers")
+    from bluesky import RunEngine
+    from databroker import temp
+
+    from txm_live.sim.fxi import make_fxi, xanes_scan2
+    from txm_live.sim.phantom import make_phantom
+
+    db = temp()
+    fxi = make_fxi(make_phantom((32, 32), mode="pure", seed=0), seed=0, margin_px=8, file_backed=True,
+                   write_path=tmp_path_factory.mktemp("ad_hdf5"))
+    eng = np.round(np.concatenate([np.arange(6010, 6150, 26), np.arange(6150, 6188, 10),
+                                   np.arange(6188, 6270, 4), np.arange(6290, 6650, 50)]) / 1000, 4)
+    RE = RunEngine({})
+    names: list = []
+    RE.subscribe(db.insert)
+    RE.subscribe(lambda n, d: names.append(n))
+    cb = _factory()
+    RE.subscribe(cb)
+    (uid,) = RE(xanes_scan2(fxi, eng, chunk_size=2))
+    live = cb.wait(600)[-1]
+    cb.close()
+    assert names.count("resource") == 1 and names.count("datum") == 1 + 2 * eng.size
+    return db, uid, live
+
+
+def test_ad_hdf5_frames_replay_from_databroker_to_the_live_labels(recorded_ad_hdf5) -> None:
+    """The catalog fills the datum references through the AD_HDF5 handler of
+    area-detector-handlers (point_number x frame_per_point): the replay sees the same chunks."""
+    from txm_live.callbacks.replay import replay_run, replay_runs
+
+    db, uid, live = recorded_ad_hdf5
+    assert live.errors == () and live.l3 is not None, live.errors
+    shapes: list = []
+    replay_run(db, uid, lambda n, d: shapes.extend(
+        np.asarray(x).shape for x in d["data"]["KinetixU_image"]) if n == "event_page" else None, progress=False)
+    assert set(shapes) == {(2, 32 + 16, 32 + 16)}, set(shapes)  # a chunk of 2 frames per event
+    (r,) = replay_runs(db, [uid], progress=False, callback_factory=_factory)
+    assert r.run_uid == uid and r.errors == (), r.errors
+    assert r.n_frames == live.n_frames
+    np.testing.assert_array_equal(r.l3.labels, live.l3.labels)

@@ -245,3 +245,44 @@ def test_cli_replay_honours_the_toml_element_and_edges(tiled, recorded, workdir,
     assert main(["replay", "--catalog", str(workdir), "--config", str(fe_k), "--element", "Nd", "--edges", "L3",
                  "--out", str(tmp_path / "c"), "--no-progress", "--no-figures", uid]) == 0
     assert list(read_results(tmp_path / "c" / uid).edges) == ["L3"]
+
+
+def test_ad_hdf5_file_shared_by_all_streams_replays_to_the_live_labels(tmp_path):
+    """An area detector staged once writes one AD_HDF5 file for darks, samples and backgrounds
+    (datums count triggers across streams, ``frame_per_point`` frames each). TiledWriter registers
+    the whole file under every stream, which the Tiled server cannot serve (422 on reshape); the
+    replay reads each stream's chunks from the file in trigger order, frame-identical to an
+    inline run of the same seed, and the labels equal the live ones."""
+    from txm_live.sim.fxi import make_fxi, xanes_scan2
+
+    eng = np.round(np.concatenate([np.arange(6010, 6150, 26), np.arange(6150, 6188, 10),
+                                   np.arange(6188, 6270, 4), np.arange(6290, 6650, 50)]) / 1000, 4)
+    kw = dict(element="Nd", edges=("L3",))
+    with start_embedded_server(tmp_path) as server:
+        phantom = make_phantom((32, 32), mode="pure", seed=0)
+        RE = RunEngine({})
+        live_cb = XanesLiveCallback(**kw)
+        RE.subscribe(live_cb)
+        recording = record_to(RE, server.client())
+        fxi = make_fxi(phantom, seed=0, margin_px=8, file_backed=True, write_path=tmp_path / "frames")
+        (uid,) = RE(xanes_scan2(fxi, eng, chunk_size=2))
+        assert recording.flush(timeout=120) and recording.errors == []
+        recording.close()
+        live = live_cb.close(timeout=300)[-1]
+        assert live.errors == () and live.l3 is not None, live.errors
+        inline_docs: list = []
+        RE2 = RunEngine({})
+        RE2.subscribe(lambda n, d: inline_docs.append((n, d)))
+        RE2(xanes_scan2(make_fxi(phantom, seed=0, margin_px=8), eng, chunk_size=2))
+
+        replayed: list = []
+        stats = replay_run(server.client(), uid, lambda n, d: replayed.append((n, d)), progress=False)
+        assert set(stats.sources.values()) == {"hdf5-shared"}, stats.sources
+        got, want = _events(replayed), _events(inline_docs)
+        assert [(s, n) for s, n, _ in got] == [(s, n) for s, n, _ in want]
+        for (_, _, a), (_, _, b) in zip(got, want):
+            np.testing.assert_array_equal(a["KinetixU_image"], b["KinetixU_image"])
+        (r,) = replay_runs(server.client(), [uid], progress=False,
+                           callback_factory=lambda: XanesLiveCallback(**kw))
+        assert r.errors == (), r.errors
+        np.testing.assert_array_equal(r.l3.labels, live.l3.labels)
