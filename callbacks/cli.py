@@ -4,7 +4,7 @@ Subcommands::
 
     txm-live demo [--sample nd|lfp|lno] [--size small|full] [--out DIR] [--config FILE] [--live-plot] [--seed N]
                   [--no-keep-raw]
-    txm-live replay --catalog PATH_OR_URI [--out DIR] [--overwrite] [--dask ADDRESS] RUN [RUN ...]
+    txm-live replay --catalog PATH_OR_URI [--out DIR] [--overwrite] [--dask ADDRESS] [--plan-name NAME] [RUN ...]
     txm-live serve --zmq HOST:PORT [--out DIR] [--allow-pickle] [--dask ADDRESS]
     txm-live config --print
 
@@ -151,7 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="do not write PNG figures")
     replay.add_argument("--no-progress", dest="progress", action="store_false", default=True,
                         help="no progress bars")
-    replay.add_argument("uids", nargs="+", metavar="RUN", help="run(s): " + RUN_RULE)
+    replay.add_argument("--plan-name", metavar="NAME", default=None,
+                        help="only runs of this plan (e.g. xanes_scan2)")
+    replay.add_argument("uids", nargs="*", metavar="RUN",
+                        help="run(s): " + RUN_RULE + ". None: every run holding a XANES scan (an image stream and "
+                             "an energy axis), whatever its plan; the others are listed with the reason")
 
     serve = sub.add_parser("serve", help="analyse runs published over ZeroMQ by a remote RunEngine",
                            description="Subscribe to a bluesky ZeroMQ proxy and analyse every XANES run it "
@@ -212,7 +216,7 @@ REPLAY_OUT = "txm-live-replay"
 def _cmd_replay(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from txm_live.callbacks.replay import catalog_client, replay_runs, resolve_run
+    from txm_live.callbacks.replay import catalog_client, replay_runs, resolve_run, select_runs
     from txm_live.callbacks.results_file import write_results
     from txm_live.config import load_config
 
@@ -228,10 +232,25 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         uids: list[str] = []
         for key in args.uids:
             try:
-                uids.append(str(resolve_run(client, key).metadata["start"]["uid"]))
+                run = resolve_run(client, key)
             except KeyError as exc:
                 _err(f"{exc.args[0] if exc.args else exc} in {args.catalog} (RUN is {RUN_RULE})")
                 return 2
+            plan = run.metadata["start"].get("plan_name")
+            if args.plan_name is not None and plan != args.plan_name:
+                print(f"skipped {key}: plan {plan!r} is not {args.plan_name!r}", flush=True)
+                continue
+            uids.append(str(run.metadata["start"]["uid"]))
+        if not args.uids:
+            selection = select_runs(client, plan_name=args.plan_name, image_key=cfg.image_key,
+                                    energy_key=cfg.energy_key)
+            for uid, why in selection.skipped.items():
+                print(f"skipped {uid[:8]}: {why}", flush=True)
+            print(selection.summary(), flush=True)
+            uids = list(selection.selected)
+        if not uids:
+            _err(f"no run to replay in {args.catalog}")
+            return 1
         existing = [out / u for u in dict.fromkeys(uids) if (out / u).exists() and any((out / u).iterdir())]
         if existing and not args.overwrite:
             _err("results exist already in " + ", ".join(str(p) for p in existing)

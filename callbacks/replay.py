@@ -35,8 +35,8 @@ from event_model import DocumentNames, schema_validators
 from txm_live.errors import DocumentError, RunIncompleteError
 from txm_live.results import RunResult
 
-__all__ = ["ReplayStats", "catalog_client", "find_catalog_directory", "is_run", "open_catalog", "replay_run",
-           "replay_runs", "resolve_run"]
+__all__ = ["ReplayStats", "RunSelection", "catalog_client", "find_catalog_directory", "is_run", "open_catalog",
+           "replay_run", "replay_runs", "resolve_run", "select_runs"]
 
 logger = logging.getLogger(__name__)
 
@@ -791,6 +791,7 @@ def replay_runs(
     block_size: int = 32,
     timeout: float | None = None,
     client: Any = None,
+    plan_name: str | None = None,
 ) -> list[RunResult]:
     """Replay runs through a fresh live callback each and collect their results.
 
@@ -803,7 +804,9 @@ def replay_runs(
         ``Broker.named(profile)``), a Tiled profile name, or a single run (``BlueskyRun``,
         databroker v1 ``Header``; ``uids`` then defaults to that run).
     uids : iterable of str or int, optional
-        Runs (uid, prefix, ``-1``, scan_id). Default: every run with ``plan_name="xanes_scan"``.
+        Runs (uid, prefix, ``-1``, scan_id). Default: the runs that hold a XANES scan, chosen by
+        content (:func:`select_runs`: an image stream and an energy axis, whatever the plan); the
+        others are skipped with their reason in the log.
     out : path, optional
         Write ``out/<uid>/phases.h5`` for each run (:func:`~txm_live.callbacks.results_file.write_results`).
     progress : bool
@@ -827,6 +830,8 @@ def replay_runs(
         back; ``out/<uid>/phases.h5`` is written here as soon as each run is done. Progress:
         one bar per run (frames), fed by the workers' events. ``callback_factory`` must then be
         picklable. A worker lost beyond Dask's retries gives that run a ``DistributedError``.
+    plan_name : str, optional
+        When selecting runs (``uids`` None): only runs of this plan.
 
     Returns
     -------
@@ -836,6 +841,10 @@ def replay_runs(
         other runs go on.
     """
     with catalog_client(catalog, api_key=api_key) as cat:
+        if uids is None and not is_run(cat):
+            selection = select_runs(cat, plan_name=plan_name)
+            logger.info("replay: %s", selection.summary())
+            uids = list(selection.selected)
         if client is not None:
             from txm_live.callbacks.replay_dask import replay_runs_on_cluster
 
@@ -847,15 +856,138 @@ def replay_runs(
                             timeout=timeout)
 
 
-def _run_keys(client: Any, uids: Iterable[str | int] | None) -> list[str | int]:
-    """The runs to replay: those given, or every ``xanes_scan`` run of the catalog (a single run
+@dataclass(frozen=True)
+class RunSelection:
+    """Which runs of a catalog hold a XANES scan txm-live can read (see :func:`select_runs`).
+
+    Attributes
+    ----------
+    selected : tuple of str
+        Uids of the selected runs, in catalog order.
+    skipped : dict of str to str
+        Uid -> one-line reason, for every other run looked at.
+    """
+
+    selected: tuple[str, ...]
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """``"selected 2 of 3 runs; skipped 1 (no image key: 1)"``: counts per reason kind."""
+        n = len(self.selected) + len(self.skipped)
+        text = f"selected {len(self.selected)} of {n} run{'s' if n != 1 else ''}"
+        if self.skipped:
+            kinds: dict[str, int] = {}
+            for reason in self.skipped.values():
+                kind = reason.split(":", 1)[0]
+                kinds[kind] = kinds.get(kind, 0) + 1
+            text += f"; skipped {len(self.skipped)} (" + ", ".join(f"{k}: {v}" for k, v in kinds.items()) + ")"
+        return text
+
+
+def _stream_data_keys(run: Any, name: str) -> dict[str, Any]:
+    """The data keys of stream ``name`` from the catalog metadata (Tiled or MongoDB-backed)."""
+    md = run[name].metadata
+    if "descriptors" in md:
+        descriptors = md["descriptors"] or [{}]
+        return _plain(descriptors[0].get("data_keys") or {})
+    return _plain(md.get("data_keys") or {})
+
+
+def _why_not(run: Any, *, image_key: str | None, energy_key: str | None,
+             primary_stream: str | None) -> str | None:
+    """None if ``run`` holds a sample stream with an image key and an energy axis, else why not.
+
+    The same rules as the live ingest (:mod:`txm_live.callbacks.ingest`), on metadata only:
+    explicit keys, then the start document's ``txm_live`` dict, then autodetection.
+    """
+    from txm_live.callbacks import ingest
+
+    start = _plain(run.metadata.get("start") or {})
+    md = start.get("txm_live") if isinstance(start.get("txm_live"), Mapping) else {}
+    name = primary_stream or md.get("primary_stream") or "primary"
+    if name not in run:
+        return f"no sample stream: no {name!r} stream (streams: {sorted(run)})"
+    dks = _stream_data_keys(run, name)
+    image = image_key or md.get("image_key")
+    if image is not None and image not in dks:
+        return f"no image key: {image!r} not in stream {name!r}"
+    if image is None:
+        try:
+            ingest.image_key(dks, name)
+        except DocumentError:
+            return f"no image key: stream {name!r} has no 2-D/3-D array key (keys: {sorted(dks)})"
+    key = energy_key or md.get("energy_key")
+    if key is None:
+        plan, _ = ingest.planned_energies(start)
+        key, _, candidates = ingest.energy_candidates(start, dks, name, has_plan=plan is not None)
+        if key is None:
+            if candidates:
+                return None  # decided from the values that follow the planned energies
+            return f"no energy axis: no scanned motor, energy list or key containing 'energy' in stream {name!r}"
+    if key not in dks:
+        return f"no energy axis: {key!r} not in stream {name!r}"
+    units = str(dks[key].get("units") or "").strip()
+    if units and units.lower() not in ingest.ENERGY_UNITS:
+        return f"no energy axis: the scanned key {key!r} is in {units!r}, not eV or keV"
+    named = energy_key or md.get("energy_key") or "energy" in key.lower()
+    if not (units or named or ingest.planned_energies(start)[0] is not None):
+        return (f"no energy axis: the scanned key {key!r} has no units, no energy in its name and the run no "
+                "planned energy list (pass its uid, or energy_key=, to analyse it anyway)")
+    return None
+
+
+def select_runs(catalog: Any, *, plan_name: str | None = None, image_key: str | None = None,
+                energy_key: str | None = None, primary_stream: str | None = None) -> RunSelection:
+    """The runs of ``catalog`` that hold a XANES scan txm-live can analyse, chosen by content.
+
+    A run is selected when its sample stream (``primary``) has an image key (a 2-D/3-D array
+    key, or the one named) and an energy axis the live ingest accepts (the scanned motor in eV or
+    keV, a key following the planned energy list, a key containing ``energy``, or the one named),
+    whatever its plan: txm-live's own ``xanes_scan``, FXI ``xanes_scan2``, ophyd-async plans...
+    Decided from the catalog metadata only (no frames are read).
+
+    Parameters
+    ----------
+    catalog : Tiled client or databroker catalog
+        As accepted by :func:`open_catalog` (a directory: use :func:`catalog_client`).
+    plan_name : str, optional
+        Only runs of this ``plan_name`` (searched in the catalog).
+    image_key, energy_key, primary_stream : str, optional
+        Explicit keys (as given to the live callback); they win over the start document's.
+
+    Returns
+    -------
+    RunSelection
+    """
+    from tiled.queries import Key
+
+    client = open_catalog(catalog)
+    if plan_name is not None:
+        client = client.search(Key("start.plan_name") == plan_name)
+    selected: list[str] = []
+    skipped: dict[str, str] = {}
+    for uid, run in client.items():
+        try:
+            why = _why_not(run, image_key=image_key, energy_key=energy_key, primary_stream=primary_stream)
+        except Exception as exc:  # noqa: BLE001 - a broken run is skipped with its reason, never fatal
+            why = f"unreadable metadata: {type(exc).__name__}: {exc}"
+        plan = (run.metadata.get("start") or {}).get("plan_name", "?") if why else ""
+        if why is None:
+            selected.append(str(uid))
+        else:
+            skipped[str(uid)] = why
+            logger.info("skipped run %s (plan %r): %s", str(uid)[:8], plan, why)
+    return RunSelection(tuple(selected), skipped)
+
+
+def _run_keys(client: Any, uids: Iterable[str | int] | None, *,
+              plan_name: str | None = None) -> list[str | int]:
+    """The runs to replay: those given, or the runs :func:`select_runs` selects (a single run
     object: that run)."""
     if is_run(client) and uids is None:
         return [None]
     if uids is None:
-        from tiled.queries import Key
-
-        return list(client.search(Key("start.plan_name") == "xanes_scan").keys())
+        return list(select_runs(client, plan_name=plan_name).selected)
     if isinstance(uids, (str, int)):
         return [uids]
     return list(uids)

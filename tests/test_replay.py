@@ -286,3 +286,73 @@ def test_ad_hdf5_file_shared_by_all_streams_replays_to_the_live_labels(tmp_path)
                            callback_factory=lambda: XanesLiveCallback(**kw))
         assert r.errors == (), r.errors
         np.testing.assert_array_equal(r.l3.labels, live.l3.labels)
+
+
+def test_runs_selected_by_content_not_plan_name(tmp_path, capsys):
+    """Without uids, every run holding an image stream and an energy axis is replayed (our plan,
+    FXI ``xanes_scan2``), whatever its plan; the others are skipped with a one-line reason."""
+    from bluesky.plans import count, scan
+    from ophyd.sim import det, direct_img, motor
+
+    from txm_live.callbacks.cli import main
+    from txm_live.callbacks.replay import select_runs
+    from txm_live.sim.fxi import make_fxi, xanes_scan2
+
+    phantom = make_phantom((16, 16), mode="pure", seed=0)
+    eng = np.linspace(6150.0, 6260.0, 6)
+    with start_embedded_server(tmp_path) as server:
+        RE = RunEngine({})
+        recording = record_to(RE, server.client())
+        (ours,) = RE(xanes_scan(make_txm(phantom, seed=0, margin_px=2), eng, n_dark=1))
+        (fxi,) = RE(xanes_scan2(make_fxi(phantom, seed=0, margin_px=2), eng / 1000.0, chunk_size=2))
+        (counted,) = RE(count([det], num=2))
+        (images,) = RE(count([direct_img], num=2))
+        (stepped,) = RE(scan([direct_img], motor, 0, 1, 3))
+        assert recording.flush(timeout=120) and recording.errors == []
+        recording.close()
+        client = server.client()
+
+        sel = select_runs(client)
+        assert sel.selected == (ours, fxi), sel
+        assert set(sel.skipped) == {counted, images, stepped}
+        assert sel.skipped[counted].startswith("no image key: stream 'primary' has no 2-D/3-D array key")
+        assert sel.skipped[images].startswith("no energy axis: no scanned motor")
+        assert sel.skipped[stepped].startswith("no energy axis: the scanned key 'motor' has no units")
+        assert sel.summary() == "selected 2 of 5 runs; skipped 3 (no image key: 1, no energy axis: 2)"
+        assert select_runs(client, plan_name="xanes_scan2").selected == (fxi,)
+        assert select_runs(client, plan_name="count").selected == ()
+        # an explicit key (as given to the callback: it applies to every run) makes the stepped run eligible
+        by_key = select_runs(client, energy_key="motor")
+        assert by_key.selected == (stepped,) and by_key.skipped[fxi] == "no energy axis: 'motor' not in stream 'primary'"
+
+        n_frames: dict = {}
+
+        class Recorder:
+            def __init__(self):
+                self.docs = []
+
+            def __call__(self, name, doc):
+                self.docs.append((name, doc))
+
+            def wait(self, timeout=None):
+                from txm_live.results import RunResult
+
+                uid = self.docs[0][1]["uid"]
+                n_frames[uid] = sum(len(d["seq_num"]) for n, d in self.docs if n == "event_page")
+                return [RunResult(run_uid=uid)]
+
+        results = replay_runs(client, progress=False, callback_factory=Recorder)
+        assert [r.run_uid for r in results] == [ours, fxi]
+        assert n_frames == {u: sum(client[u].metadata["stop"]["num_events"].values()) for u in (ours, fxi)}
+        assert n_frames[fxi] == 2 * eng.size + 1  # a sample and a background chunk per energy, darks once
+        assert [r.run_uid for r in replay_runs(client, progress=False, callback_factory=Recorder,
+                                               plan_name="xanes_scan2")] == [fxi]
+        # the command line: one line per skipped run and the count summary; nothing left: exit 1
+        out = tmp_path / "cli"
+        assert main(["replay", "--catalog", server.uri_with_key, "--plan-name", "count", "--out", str(out),
+                     "--no-progress", "--no-figures"]) == 1
+        printed = capsys.readouterr()
+        assert f"skipped {counted[:8]}: no image key" in printed.out
+        assert f"skipped {images[:8]}: no energy axis" in printed.out
+        assert "selected 0 of 2 runs; skipped 2 (no image key: 1, no energy axis: 1)" in printed.out
+        assert "no run to replay" in printed.err and not out.exists()
