@@ -18,6 +18,11 @@ Rules (explicit options always win; see the README section "At your beamline"):
   ``txm_live.energies``, ``energies``), else a key containing ``energy``.
 * **units**: the data key's ``units`` (``eV``, ``keV``); without units, keV when every planned
   (else the first) value is below 100.
+* **I0 monitor** (sample and flat streams): ``i0_key=`` (``False`` turns it off), else the start
+  document's ``txm_live.i0_key`` (``null``/``false`` turns it off), else the one scalar key named
+  like an incident-intensity monitor: ``I0``, ``i0``, ``ic0``, ``ic1``, ``*_i0``, ``i0_*`` (case
+  ignored; among several, the one named ``I0``). Each sample and flat is then divided by its own
+  reading (darks are not).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ __all__ = [
     "FLAT_STREAM_NAMES",
     "energy_candidates",
     "energy_scale",
+    "i0_monitor",
     "key_following_plan",
     "image_key",
     "planned_energies",
@@ -49,6 +55,8 @@ FLAT_STREAM_NAMES = ("flat", "flats", "bkg", "background", "reference", "ref")
 DARK_STREAM_NAMES = ("dark", "darks")
 #: Values below this without units are taken as keV.
 KEV_BELOW = 100.0
+#: Usual names of incident-intensity monitors (ion chambers upstream of the sample), lower case.
+I0_NAMES = ("i0", "ic0", "ic1")
 
 
 def stream_kind(name: str, *, primary: str | None, flat: str | None, dark: str | None) -> str | None:
@@ -217,3 +225,46 @@ def energy_scale(units: str | None, values: np.ndarray | Sequence[float] | None)
     if arr.size and np.all(np.abs(arr) < KEV_BELOW):
         return 1000.0, f"energy has no units and every value is below {KEV_BELOW:g}: taken as keV"
     return 1.0, "energy has no units: taken as eV" if arr.size else ""
+
+
+def i0_monitor(
+    start: Mapping[str, Any], data_keys: Mapping[str, Mapping[str, Any]], stream: str, *, option: str | bool | None
+) -> tuple[str | None, str]:
+    """The incident-intensity (I0) monitor key of a descriptor, and what to note about it.
+
+    Parameters
+    ----------
+    start, data_keys, stream
+        Start document, the descriptor's data keys and its stream name.
+    option : str, False or None
+        The explicit ``i0_key=``: a key, ``False`` (no I0 normalization) or None (not given).
+
+    Returns
+    -------
+    key : str or None
+        The monitor key, or None (none, turned off, or ambiguous).
+    note : str
+        What was decided and why ("" when nothing is worth noting: no monitor-like key at all).
+    """
+    md = start.get("txm_live") if isinstance(start.get("txm_live"), Mapping) else {}
+    if option is False:
+        return None, "off (i0_key=False)"
+    if option is None and "i0_key" in md and not md["i0_key"]:
+        return None, "off (the start document's txm_live.i0_key)"
+    given = option if option is not None else md.get("i0_key")
+    if given is not None:
+        where = "i0_key=" if option is not None else "the start document's txm_live.i0_key"
+        if given in data_keys:
+            return str(given), f"{given!r} ({where})"
+        return None, f"{given!r} ({where}) is not in stream {stream!r}: its frames are not normalized by I0"
+    found = [k for k, v in data_keys.items() if _is_scalar(v) and (
+        k.lower() in I0_NAMES or k.lower().endswith("_i0") or k.lower().startswith("i0_"))]
+    if len(found) > 1:
+        exact = [k for k in found if k.lower() == "i0"]
+        if len(exact) != 1:
+            return None, (f"several monitor-like keys {sorted(found)} in stream {stream!r}: none used; "
+                          "pass i0_key= to normalize by one")
+        found = exact
+    if not found:
+        return None, ""
+    return found[0], f"{found[0]!r} (a scalar key named like an incident-intensity monitor)"

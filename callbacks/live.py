@@ -243,7 +243,6 @@ class RunIngest(event_model.DocumentRouter):
         self.energy_key = o.energy_key or self.md.get("energy_key")
         self.image_key = o.image_key or self.md.get("image_key")
         self.pixel_size_key = o.pixel_size_key or self.md.get("pixel_size_key")
-        self.i0_key = o.i0_key or self.md.get("i0_key")
         self.energy_units = o.energy_units or self.md.get("energy_units")
         self.plan, self.plan_source = ingest.planned_energies(state.start_doc)
         self.scale: float | None = None  # energy units -> eV, decided once per run
@@ -415,7 +414,7 @@ class RunIngest(event_model.DocumentRouter):
             "energy_units": (dks.get(energy_key) or {}).get("units") if energy_key else None,
             "units": {k: v.get("units") for k, v in dks.items()},
             "pixel_key": pixel_key if pixel_key in dks else None,
-            "i0_key": self.i0_key if self.i0_key in dks else None,
+            "i0_key": self._i0_key(kind, name, dks),
             "stream_external": ext == "STREAM:",
             # StreamDatum indices count events: a (N, H, W) key holds N dataset rows per index
             "rows_per_index": int(shape3[0]) if len(shape3 := dks[image_key].get("shape") or []) == 3 else 1,
@@ -564,7 +563,8 @@ class RunIngest(event_model.DocumentRouter):
             self._check_range(energy, d["energy_units"])
         n_before = session.n_frames
         if kind == "flat":
-            done = session.add_flat(energy, image)  # type: ignore[arg-type]
+            i0 = row.get(d["i0_key"]) if d["i0_key"] else None
+            done = session.add_flat(energy, image, i0=i0)  # type: ignore[arg-type]
         else:
             pixel = row.get(d["pixel_key"]) if d["pixel_key"] else None
             self._check_pixel_size(pixel, energy)
@@ -576,6 +576,15 @@ class RunIngest(event_model.DocumentRouter):
             self.owner._window_complete(self.state, window)
         if self.state.pending_detection:
             self.owner._plan_acquired(self.state)
+
+    def _i0_key(self, kind: str, name: str, dks: dict) -> str | None:
+        """The I0 monitor of a sample or flat stream (see callbacks.ingest.i0_monitor), noted."""
+        if kind == "dark":
+            return None  # darks are not normalized by I0
+        key, note = ingest.i0_monitor(self.state.start_doc, dks, name, option=self.owner.i0_key)
+        if note:
+            self._detected(f"{kind} I0 monitor", note)
+        return key
 
     def _check_pixel_size(self, value: Any, energy: Any) -> None:
         """Raise FrameError when ``value`` is far from the run's pixel size (see PIXEL_SIZE_TOLERANCE).
@@ -701,7 +710,9 @@ class XanesLiveCallback:
         Data keys of the monochromator energy, the camera image, the per-frame pixel size and a
         scalar I0 monitor. Default: the start document's ``txm_live`` dict, else autodetected
         (the only 2-D array key; a scalar key containing ``energy``; a key containing
-        ``pixel_size``; no I0).
+        ``pixel_size``; a scalar named like an I0 monitor, see :func:`txm_live.callbacks.ingest.i0_monitor`).
+        With an I0 monitor in the sample and flat streams, each is divided by its own reading
+        (darks are not); ``i0_key=False`` turns that off.
     primary_stream, flat_stream, dark_stream : str, optional
         Stream names (default: start document, else ``"primary"``, ``"flat"``, ``"dark"``).
     element : str, optional
@@ -792,7 +803,7 @@ class XanesLiveCallback:
         dark_stream: str | None = None,
         primary_stream: str | None = None,
         pixel_size_key: str | None = None,
-        i0_key: str | None = None,
+        i0_key: str | bool | None = None,
         element: str | None = None,
         edges: Sequence[str] | None = None,
         windows: Sequence[EdgeWindow] | None = None,

@@ -270,7 +270,9 @@ class FxiTXM:
 
     @property
     def detectors(self) -> list[Any]:
-        return [self.KinetixU, self.ic3, self.ic4]
+        # the ion chambers first: triggered in this order, they read the beam of the exposure the
+        # camera takes next in the same trigger_and_read (the camera advances its frame index)
+        return [self.ic3, self.ic4, self.KinetixU]
 
     @property
     def motors(self) -> list[Any]:
@@ -286,6 +288,7 @@ def make_fxi(
     write_path: str | Path | None = None,
     energy_units: str | None = "keV",
     energy_range_ev: tuple[float, float] = (6000.0, 7023.0),
+    ion_chamber_names: tuple[str, str] = ("ic3", "ic4"),
     **overrides: Any,
 ) -> FxiTXM:
     """Build the FXI-style beamline around ``phantom``.
@@ -306,6 +309,10 @@ def make_fxi(
         Units declared by ``XEng`` (``None``: no units in the descriptor, values still keV).
     energy_range_ev : (float, float)
         Range (eV) over which the instrument drifts and the throughput varies (the scan range).
+    ion_chamber_names : (str, str)
+        Data keys of the two ion chambers (``fxi.ic3``, ``fxi.ic4``); they read the incident beam
+        of each exposure (top-up decay, throughput, glitches). ``("I0", "ic4")`` makes the first one
+        an I0 monitor that txm-live finds by its name.
     **overrides
         :class:`~txm_live.sim.effects.EffectsConfig` fields (``flux``, ``noise``, ``margin_px``...).
         ``magnification`` defaults to False (FXI keeps it constant).
@@ -321,8 +328,9 @@ def make_fxi(
     zps = Zps(name="zps")
     shutter = Signal(name="shutter_open", value=OPEN)
     fxi = FxiTXM(txm=txm, XEng=xeng, zps=zps, shutter=shutter)
-    fxi.ic3 = IonChamber(name="ic3", value=0.0, dtype_numpy="<f8", fxi=fxi)
-    fxi.ic4 = IonChamber(name="ic4", value=0.0, dtype_numpy="<f8", fxi=fxi, gain=2e-3)
+    ic_a, ic_b = ion_chamber_names
+    fxi.ic3 = IonChamber(name=ic_a, value=0.0, dtype_numpy="<f8", fxi=fxi)
+    fxi.ic4 = IonChamber(name=ic_b, value=0.0, dtype_numpy="<f8", fxi=fxi, gain=2e-3)
     fxi.KinetixU = KinetixCamera(name="KinetixU", fxi=fxi, chunk_size=chunk_size, file_backed=file_backed,
                                  write_path=Path(write_path) if write_path is not None else None)
     return fxi

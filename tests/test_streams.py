@@ -252,3 +252,125 @@ def test_error_counts_survive_the_cap() -> None:
     assert len(summary) == 1, result.errors[-5:]
     assert "FrameError x245" in summary[0]
     assert any(e.startswith("FrameError x245: ") for e in result.errors)
+
+
+# ----------------------------------------------------------------------------------- I0 monitor
+def test_i0_monitor_detection_rules() -> None:
+    from txm_live.callbacks.ingest import i0_monitor
+
+    scalar = {"dtype": "number", "shape": []}
+    image = {"dtype": "array", "shape": [5, 8, 8]}
+    start: dict = {"uid": "u"}
+    dks = {"KinetixU_image": image, "XEng": scalar, "ic3": scalar}
+    assert i0_monitor(start, dks, "primary", option=None) == (None, "")  # ic3: not an I0 name
+    for name in ("I0", "i0", "ic1", "Ic0", "dcm_i0", "I0_current"):
+        key, note = i0_monitor(start, {**dks, name: scalar}, "primary", option=None)
+        assert key == name and "incident-intensity monitor" in note, (name, note)
+    assert i0_monitor(start, {**dks, "i0": image}, "primary", option=None)[0] is None  # not a scalar
+    assert i0_monitor(start, {**dks, "I0": scalar, "ic1": scalar}, "primary", option=None)[0] == "I0"
+    key, note = i0_monitor(start, {**dks, "ic0": scalar, "ic1": scalar}, "flat", option=None)
+    assert key is None and "several monitor-like keys ['ic0', 'ic1'] in stream 'flat'" in note
+    # explicit option wins; False turns it off; the start document's contract in between
+    assert i0_monitor(start, {**dks, "I0": scalar}, "primary", option="ic3") == ("ic3", "'ic3' (i0_key=)")
+    assert i0_monitor(start, {**dks, "I0": scalar}, "primary", option=False) == (None, "off (i0_key=False)")
+    contract = {"uid": "u", "txm_live": {"i0_key": "ic3"}}
+    assert i0_monitor(contract, {**dks, "I0": scalar}, "primary", option=None)[0] == "ic3"
+    off = {"uid": "u", "txm_live": {"i0_key": None}}
+    assert i0_monitor(off, {**dks, "I0": scalar}, "primary", option=None)[0] is None
+    key, note = i0_monitor(start, dks, "flat", option="I0")
+    assert key is None and "not in stream 'flat'" in note
+
+
+def test_optical_density_divides_each_image_by_its_own_i0_not_the_dark() -> None:
+    from txm_live.flatfield import optical_density
+
+    rng = np.random.default_rng(1)
+    od = rng.uniform(0.1, 2.0, (6, 7))
+    dark = np.full((6, 7), 100.0)
+    flat = dark + 10000.0 * 0.8  # beam at 80 % during the flat
+    sample = dark + 10000.0 * 1.1 * np.exp(-od)  # 110 % during the sample
+    got = optical_density(sample, flat, dark, i0=(1.1 * 3.0, 0.8 * 3.0), saturation=None).od
+    np.testing.assert_allclose(got, od, rtol=0, atol=2e-6)  # float32 arithmetic
+    plain = optical_density(sample, flat, dark, saturation=None).od
+    np.testing.assert_allclose(plain - got, -np.log(1.1 / 0.8), rtol=0, atol=2e-6)
+    with pytest.raises(ValueError, match="i0"):
+        optical_density(sample, flat, dark, i0=(0.0, 1.0))
+    with pytest.raises(ValueError, match="needs a flat image"):
+        optical_density(sample, 5000.0, dark, i0=(1.0, 1.0))
+
+
+def _i0_run(*, varying: bool, noise: bool, **cb_kw):
+    """The FXI plan with an I0 ion chamber on a real RunEngine (40 x 40 px, Nd L3); the analysed
+    L3 cube (None if no window was analysed), the RunResult and the ground-truth phase map.
+
+    ``varying``: a storage ring losing 30 % between top-ups every 3 frames, so that the flat of an
+    energy (taken right after its sample) sees 10 % less, or 20 % more, beam than the sample, in
+    a pattern that changes from energy to energy; else a constant beam. No sample motion.
+    """
+    from bluesky import RunEngine
+
+    from txm_live.callbacks.demo import ground_truth_labels
+    from txm_live.phases import analyze_edge
+    from txm_live.sim.fxi import make_fxi, xanes_scan2
+    from txm_live.sim.phantom import make_phantom
+
+    beam = dict(beam_decay=True, topup_period_s=4.5, topup_decay=0.3) if varying else dict(beam_decay=False)
+    phantom = make_phantom((40, 40), mode="pure", seed=0)
+    fxi = make_fxi(phantom, seed=0, margin_px=4, noise=noise, jitter=False, drift=False, jumps=False,
+                   ion_chamber_names=("I0", "ic4"), **beam)
+    eng = np.round(np.concatenate([np.arange(6010, 6150, 26), np.arange(6150, 6188, 10),
+                                   np.arange(6188, 6270, 4), np.arange(6290, 6650, 50)]) / 1000, 4)
+    cubes: dict = {}
+
+    def analysis(energies, block, *, window, valid=None):
+        cubes[window.edge] = np.array(block)
+        return analyze_edge(energies, block, window=window, valid=valid)
+
+    cb = XanesLiveCallback(element="Nd", edges=("L3",), analysis=analysis, exafs=False,
+                           analysis_process=False, **cb_kw)
+    RE = RunEngine({})
+    RE.subscribe(cb)
+    RE(xanes_scan2(fxi, eng, chunk_size=2))
+    result = cb.wait(300)[-1]
+    cb.close()
+    return cubes.get("L3"), result, ground_truth_labels(fxi.txm, phantom, 6000.0, 1)
+
+
+def test_i0_normalization_gives_the_constant_beam_optical_density() -> None:
+    """Sample and flat frames see different beams; only dividing each by its own ion-chamber
+    reading (darks not scaled) gives the optical density of the constant-beam run, the ground
+    truth of this instrument. Noise-free, so that the cubes compare to 1e-3."""
+    truth, constant, _ = _i0_run(varying=False, noise=False)
+    with_i0, result, _ = _i0_run(varying=True, noise=False)
+    without, plain, _ = _i0_run(varying=True, noise=False, i0_key=False)
+    notes = "\n".join(result.notes)
+    assert "sample I0 monitor: 'I0'" in notes and "flat I0 monitor: 'I0'" in notes, notes
+    assert "I0 monitor: off (i0_key=False)" in "\n".join(plain.notes), plain.notes
+    # 1e-3: counts rounded to integers (1/12500 relative) and float32; a dark scaled by I0 would
+    # be off by ~D/F x 20 % = 1.6e-3 at every energy, an uncorrected beam by up to 0.26
+    np.testing.assert_allclose(with_i0, truth, rtol=0, atol=1e-3)
+    assert without is not None
+    err = np.abs(without - truth).max(axis=(1, 2))
+    assert np.median(err) > 0.05 and err.max() > 0.15, err
+    # a constant beam: the I0 ratio is 1, normalizing changes nothing beyond float32 rounding
+    truth_off, _, _ = _i0_run(varying=False, noise=False, i0_key=False)
+    np.testing.assert_allclose(truth_off, truth, rtol=0, atol=1e-5)
+
+
+def test_i0_normalization_recovers_the_constant_beam_phase_map() -> None:
+    """With photon noise: the phase map of the varying beam, normalized by I0, agrees with the
+    sample's ground truth as well as the constant-beam map does; without I0 the jagged beam hides
+    the edge step of every pixel and there is no phase map at all.
+
+    Not label-for-label: the two beams give different photon counts, hence different noise
+    draws (measured: ARI against the truth 0.967 constant, 0.963 with I0)."""
+    from txm_live.preview import agreement
+
+    _, constant, truth = _i0_run(varying=False, noise=True)
+    _, with_i0, _ = _i0_run(varying=True, noise=True)
+    _, plain, _ = _i0_run(varying=True, noise=True, i0_key=False)
+    assert constant.errors == () and with_i0.errors == (), (constant.errors, with_i0.errors)
+    ari_constant, ari_i0 = agreement(constant.l3, truth), agreement(with_i0.l3, truth)
+    assert ari_constant >= 0.9 and ari_i0 >= ari_constant - 0.02, (ari_constant, ari_i0)
+    assert with_i0.l3.n_phases == constant.l3.n_phases
+    assert plain.l3 is None and any(e.startswith("InsufficientDataError: Nd L3") for e in plain.errors), plain.errors

@@ -66,6 +66,7 @@ def optical_density(
     flat: np.ndarray | float,
     dark: np.ndarray | float | None = None,
     *,
+    i0: tuple[float, float] | None = None,
     saturation: float | None = 65535,
     fill: float = 0.0,
 ) -> FlatFieldResult:
@@ -82,6 +83,11 @@ def optical_density(
     dark : ndarray, shape (H, W), float or None
         Dark image (e.g. the mean of the dark frames) or a scalar offset; ``None`` for no dark
         subtraction.
+    i0 : (float, float), optional
+        Incident-intensity monitor readings (ion chamber) during the sample and during the flat
+        exposure, ``(I0_sample, I0_flat)``, both finite and positive: each dark-subtracted image is
+        divided by its own I0, ``OD = -ln(((I - D) / I0_sample) / ((F - D) / I0_flat))``. The dark
+        is not scaled (it does not come from the beam). Only with a flat image.
     saturation : float or None
         Raw count level at or above which a sample or flat pixel counts as saturated (65535 for
         16-bit detectors); ``None`` disables the saturation check.
@@ -112,6 +118,17 @@ def optical_density(
         raise ValueError(f"sample: expected a numeric image, got dtype {sample.dtype}")
     flat_arr = _as_image_or_scalar(flat, sample.shape, "flat")
     dark_arr = None if dark is None else _as_image_or_scalar(dark, sample.shape, "dark")
+    beam_ratio = None
+    if i0 is not None:
+        try:
+            i0_s, i0_f = (float(v) for v in i0)
+        except (TypeError, ValueError):
+            raise ValueError(f"i0: expected (I0 of the sample, I0 of the flat), got {i0!r}") from None
+        if not (np.isfinite(i0_s) and np.isfinite(i0_f) and i0_s > 0 and i0_f > 0):
+            raise ValueError(f"i0: both readings must be finite and positive, got {i0!r}")
+        if not flat_arr.ndim:
+            raise ValueError("i0: a pair of I0 readings needs a flat image, not a scalar flat")
+        beam_ratio = np.float32(i0_f / i0_s)
 
     s = sample.astype(np.float32)  # a copy: safe to modify in place
     f = flat_arr.astype(np.float32, copy=True) if flat_arr.ndim else np.full(sample.shape, flat_arr, np.float32)
@@ -138,6 +155,8 @@ def optical_density(
     s[bad] = 1.0
     f[bad] = 1.0
     np.divide(s, f, out=s)
+    if beam_ratio is not None:  # (S - D) / I0_S over (F - D) / I0_F
+        s *= beam_ratio
     np.log(s, out=s)
     np.negative(s, out=s)
     s[bad] = fill
@@ -214,6 +233,7 @@ class FlatStore:
         self._energies: list[float] = []
         self._images: list[np.ndarray] = []
         self._counts: list[int] = []
+        self._i0: list[float | None] = []  # I0 monitor reading of each stored flat (mean if averaged)
 
     def __len__(self) -> int:
         return len(self._energies)
@@ -230,9 +250,15 @@ class FlatStore:
         i = int(np.argmin(np.abs(e - energy)))
         return i if abs(e[i] - energy) <= self.energy_tolerance else None
 
-    def update(self, energy: float, image: np.ndarray) -> FlatStore:
-        """Store the flat taken at ``energy`` (eV); returns self."""
+    def update(self, energy: float, image: np.ndarray, *, i0: float | None = None) -> FlatStore:
+        """Store the flat taken at ``energy`` (eV) and its I0 monitor reading, if any; returns self.
+
+        A flat averaged with earlier ones at the same energy gets the mean of their I0 (None if
+        any of them has none).
+        """
         energy = float(energy)
+        if i0 is not None and not (np.isfinite(i0) and i0 > 0):
+            raise ValueError(f"i0: must be finite and positive or None, got {i0}")
         if not np.isfinite(energy):
             raise ValueError(f"energy: must be finite, got {energy}")
         image = np.asarray(image)
@@ -243,15 +269,41 @@ class FlatStore:
             self._energies.append(energy)
             self._images.append(image)
             self._counts.append(1)
+            self._i0.append(None if i0 is None else float(i0))
         else:
             n = self._counts[i]
             self._images[i] = ((self._images[i].astype(np.float32) * n + image) / (n + 1)).astype(np.float32)
             self._counts[i] = n + 1
+            old = self._i0[i]
+            self._i0[i] = None if old is None or i0 is None else (old * n + float(i0)) / (n + 1)
         return self
 
     def has(self, energy: float) -> bool:
         """True if a flat within ``energy_tolerance`` of ``energy`` is stored."""
         return self._index(float(energy)) is not None
+
+    def _choice(self, energy: float, mode: str) -> list[tuple[int, float]]:
+        """The stored flats used for ``energy`` and their weights (see :meth:`lookup`)."""
+        if mode not in ("nearest", "interpolate"):
+            raise ValueError(f"mode must be 'nearest' or 'interpolate', got {mode!r}")
+        if not self._energies:
+            raise KeyError("no flat images stored")
+        energy = float(energy)
+        i = self._index(energy)
+        if i is not None:
+            return [(i, 1.0)]
+        e = np.asarray(self._energies)
+        nearest = int(np.argmin(np.abs(e - energy)))
+        if mode == "nearest" or len(e) == 1:
+            return [(nearest, 1.0)]
+        below = np.flatnonzero(e < energy)
+        above = np.flatnonzero(e > energy)
+        if below.size == 0 or above.size == 0:
+            return [(nearest, 1.0)]
+        lo = int(below[np.argmax(e[below])])
+        hi = int(above[np.argmin(e[above])])
+        w = float((energy - e[lo]) / (e[hi] - e[lo]))
+        return [(lo, 1.0 - w), (hi, w)]
 
     def lookup(self, energy: float, *, mode: str = "nearest") -> np.ndarray:
         """Flat image for ``energy``.
@@ -270,25 +322,23 @@ class FlatStore:
         KeyError
             If the store is empty.
         """
-        if mode not in ("nearest", "interpolate"):
-            raise ValueError(f"mode must be 'nearest' or 'interpolate', got {mode!r}")
-        if not self._energies:
-            raise KeyError("no flat images stored")
-        energy = float(energy)
-        i = self._index(energy)
-        if i is not None:
-            return self._images[i]
-        e = np.asarray(self._energies)
-        if mode == "nearest" or len(e) == 1:
-            return self._images[int(np.argmin(np.abs(e - energy)))]
-        below = np.flatnonzero(e < energy)
-        above = np.flatnonzero(e > energy)
-        if below.size == 0 or above.size == 0:
-            return self._images[int(np.argmin(np.abs(e - energy)))]
-        lo = below[np.argmax(e[below])]
-        hi = above[np.argmin(e[above])]
-        w = np.float32((energy - e[lo]) / (e[hi] - e[lo]))
+        choice = self._choice(energy, mode)
+        if len(choice) == 1:
+            return self._images[choice[0][0]]
+        (lo, _), (hi, w_hi) = choice
+        w = np.float32(w_hi)
         return (1 - w) * self._images[lo].astype(np.float32) + w * self._images[hi].astype(np.float32)
+
+    def lookup_i0(self, energy: float, *, mode: str = "nearest") -> float | None:
+        """I0 of the flat :meth:`lookup` returns for ``energy`` (interpolated alike), or None.
+
+        None when a flat it uses was stored without I0.
+        """
+        choice = self._choice(energy, mode)
+        values = [self._i0[i] for i, _ in choice]
+        if any(v is None for v in values):
+            return None
+        return float(sum(w * v for (_, w), v in zip(choice, values)))  # type: ignore[operator]
 
     def discard_below(self, energy: float) -> int:
         """Forget flats more than ``energy_tolerance`` below ``energy`` except the highest of them.
@@ -304,4 +354,5 @@ class FlatStore:
         self._energies = [x for j, x in enumerate(self._energies) if j not in drop]
         self._images = [x for j, x in enumerate(self._images) if j not in drop]
         self._counts = [x for j, x in enumerate(self._counts) if j not in drop]
+        self._i0 = [x for j, x in enumerate(self._i0) if j not in drop]
         return len(drop)

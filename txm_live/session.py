@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -198,6 +199,8 @@ class XanesSession:
             raise ValueError(f"max_dark_fraction must be in (0, 1), got {max_dark_fraction}")
         self.max_dark_fraction = float(max_dark_fraction)
         self.n_rejected_darks = 0
+        #: Sample frames normalized by their own and their flat's I0 monitor readings.
+        self.n_i0_normalized = 0
         self.frame_shape: tuple[int, int] | None = None
         self.cube: IncrementalCube | None = None
         self.darks = DarkAverage()
@@ -305,12 +308,15 @@ class XanesSession:
             self._reject_darks(self.darks.count, ratio)
             self.darks = DarkAverage()
 
-    def add_flat(self, energy: float, image: np.ndarray) -> tuple[EdgeWindow, ...]:
-        """Add the flat taken at ``energy``; returns the edge windows completed by it."""
+    def add_flat(self, energy: float, image: np.ndarray, *, i0: float | None = None) -> tuple[EdgeWindow, ...]:
+        """Add the flat taken at ``energy``; returns the edge windows completed by it.
+
+        ``i0``: the incident-intensity monitor reading during the flat (see :meth:`add_sample`).
+        """
         e = self._check_energy(energy, "flat frame")
         img = self._check_frame(image, f"flat frame at {e:.2f} eV")
         first = len(self.flats) == 0
-        self.flats.update(e, img)
+        self.flats.update(e, img, i0=self._usable_i0(i0, f"flat frame at {e:.2f} eV"))
         if first:
             self._check_darks()
         done: list[EdgeWindow] = []
@@ -320,7 +326,7 @@ class XanesSession:
             # the flat stream moved past them
             ready, self._pending = self._pending[: matched[-1] + 1], self._pending[matched[-1] + 1 :]
             for p in ready:
-                done.extend(self._process(p, self.flats.lookup(p.energy, mode=self.flat_mode)))
+                done.extend(self._process(p, *self._flat_for(p.energy, self.flat_mode)))
         if done and self._monotonic:
             self.flats.discard_below(e)  # per-energy flats of an increasing scan: keep memory flat
         return tuple(done)
@@ -329,6 +335,11 @@ class XanesSession:
         self, energy: float, image: np.ndarray, *, pixel_size: float | None = None, i0: float | None = None
     ) -> tuple[EdgeWindow, ...]:
         """Add the sample frame taken at ``energy``; returns the edge windows completed so far.
+
+        ``i0``: the incident-intensity monitor reading (ion chamber) during the exposure. When the
+        flat has one too, both images are normalized by their own I0 (see
+        :func:`~txm_live.flatfield.optical_density`); without any flat image, ``i0`` itself stands
+        in for the flat (dark-free counts). Unusable readings (None, non-finite, <= 0) are ignored.
 
         Raises
         ------
@@ -345,16 +356,16 @@ class XanesSession:
             if pixel_size is not None and not (np.isfinite(pixel_size) and pixel_size > 0):
                 self.warnings.append(f"pixel size {pixel_size} at {e:.2f} eV ignored")
                 pixel_size = None
-        p = _Pending(e, img, pixel_size, i0)
+        p = _Pending(e, img, pixel_size, self._usable_i0(i0, f"sample frame at {e:.2f} eV"))
         if self._prescan_flats is None:
             # flats stored before the first sample frame: a flat series taken before the scan
             self._prescan_flats = len(self.flats) > 0
         if self.flats.has(e):
-            return tuple(self._process(p, self.flats.lookup(e)))
+            return tuple(self._process(p, *self._flat_for(e, "nearest")))
         fe = self.flats.energies
         bracketed = fe.size >= 2 and fe[0] - self.energy_tolerance <= e <= fe[-1] + self.energy_tolerance
         if self._prescan_flats or bracketed:
-            return tuple(self._process(p, self.flats.lookup(e, mode=self.flat_mode)))
+            return tuple(self._process(p, *self._flat_for(e, self.flat_mode)))
         self._pending.append(p)
         done: list[EdgeWindow] = []
         while len(self._pending) > self.max_pending:
@@ -374,7 +385,7 @@ class XanesSession:
         if kind == "sample":
             return self.add_sample(energy, image, pixel_size=pixel_size, i0=i0)  # type: ignore[arg-type]
         if kind == "flat":
-            return self.add_flat(energy, image)  # type: ignore[arg-type]
+            return self.add_flat(energy, image, i0=i0)  # type: ignore[arg-type]
         if kind == "dark":
             self.add_dark(image)
             return ()
@@ -390,8 +401,8 @@ class XanesSession:
     def _resolve_oldest(self) -> list[EdgeWindow]:
         p = self._pending.pop(0)
         if len(self.flats):
-            return self._process(p, self.flats.lookup(p.energy, mode=self.flat_mode))
-        if p.i0 is not None and np.isfinite(p.i0) and p.i0 > 0:
+            return self._process(p, *self._flat_for(p.energy, self.flat_mode))
+        if p.i0 is not None:
             return self._process(p, float(p.i0))
         self.n_dropped += 1
         self.errors.append(
@@ -399,9 +410,31 @@ class XanesSession:
         )
         return []
 
-    def _process(self, p: _Pending, flat: np.ndarray | float) -> list[EdgeWindow]:
+    def _usable_i0(self, value: Any, what: str) -> float | None:
+        """A monitor reading as a positive float, else None (a warning names the first bad one)."""
+        if value is None:
+            return None
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            v = float("nan")
+        if np.isfinite(v) and v > 0:
+            return v
+        if not any(w.startswith("I0 reading") for w in self.warnings):
+            self.warnings.append(f"I0 reading {value!r} of the {what} unusable (beam off?): that frame is not "
+                                 "normalized by I0")
+        return None
+
+    def _flat_for(self, energy: float, mode: str) -> tuple[np.ndarray, float | None]:
+        """The flat image for ``energy`` and its I0 reading (None if it has none)."""
+        return self.flats.lookup(energy, mode=mode), self.flats.lookup_i0(energy, mode=mode)
+
+    def _process(self, p: _Pending, flat: np.ndarray | float, flat_i0: float | None = None) -> list[EdgeWindow]:
         assert self.cube is not None and self.frame_shape is not None
-        ff = optical_density(p.image, flat, self.darks.mean, saturation=self.saturation)
+        i0 = (p.i0, flat_i0) if p.i0 is not None and flat_i0 is not None and np.ndim(flat) else None
+        if i0 is not None:
+            self.n_i0_normalized += 1
+        ff = optical_density(p.image, flat, self.darks.mean, i0=i0, saturation=self.saturation)
         usable = np.count_nonzero(ff.valid & (ff.od < self.max_usable_od))
         valid_fraction = usable / ff.valid.size
         if valid_fraction < self.min_valid_fraction:
