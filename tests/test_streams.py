@@ -328,11 +328,16 @@ def _i0_run(*, varying: bool, noise: bool, **cb_kw):
 
     cb = XanesLiveCallback(element="Nd", edges=("L3",), analysis=analysis, exafs=False,
                            analysis_process=False, **cb_kw)
+    derived: list = []
+    cb.subscribe(lambda name, doc: derived.append(doc) if name == "start" else None)
     RE = RunEngine({})
     RE.subscribe(cb)
     RE(xanes_scan2(fxi, eng, chunk_size=2))
     result = cb.wait(300)[-1]
     cb.close()
+    if cb_kw.get("i0_key") is None:  # the derived run's start document records the ingest decisions
+        assert derived[0]["txm_live"]["ingest"]["sample I0 monitor"] == next(
+            n.split(": ", 1)[1] for n in result.notes if n.startswith("sample I0 monitor"))
     return cubes.get("L3"), result, ground_truth_labels(fxi.txm, phantom, 6000.0, 1)
 
 
