@@ -279,6 +279,7 @@ class _LocalHdf5Array:
                  dtype: np.dtype) -> None:
         import h5py
 
+        self.node: Any = None  # the catalog node (set by _array_reader)
         self.shape = shape
         self._files = [h5py.File(p, "r", swmr=True, locking=False) for p in paths]
         self._datasets = [f[dataset] for f in self._files]
@@ -355,6 +356,9 @@ def _hdf5_source(node: Any) -> tuple[str, str] | None:
 def _split_shared_files(streams: Sequence[_Stream], nodes: Mapping[tuple[int, str], Any]) -> list[str]:
     """Read the streams that share one HDF5 dataset from their own chunks (see _SharedHdf5Array).
 
+    Applies to nodes read through the server and to nodes read straight from their file (which
+    would otherwise read every stream from the start of the shared dataset).
+
     The chunks are in trigger order, i.e. the order of the events of those streams by time (then
     ``seq_num``). Done only when the dataset holds exactly the frames of those events; otherwise
     the nodes stay as they are (and a read through the server names the mismatch).
@@ -391,7 +395,11 @@ def _split_shared_files(streams: Sequence[_Stream], nodes: Mapping[tuple[int, st
         first[order] = first_sorted
         for m, (si, key) in enumerate(members):
             s = streams[si]
-            s.arrays[key] = _SharedHdf5Array(path, dataset, first[who == m], s.arrays[key].shape)
+            old = s.arrays[key]
+            s.arrays[key] = _SharedHdf5Array(path, dataset, first[who == m], old.shape)
+            close = getattr(old, "close", None)
+            if close is not None:
+                close()
         names = ", ".join(repr(streams[si].name) for si, _ in members)
         notes.append(f"{os.path.basename(path)}:{dataset} holds the frames of streams {names} "
                      "(one AreaDetector file): read from the file in trigger order")
@@ -411,8 +419,9 @@ def _array_reader(node: Any, *, direct: bool) -> _HttpArray | _LocalHdf5Array:
                     and all(a.data_uri.startswith("file://") for a in source.assets)
                     and not params.get("slice") and not params.get("squeeze")
                     and "dataset" in params and all(os.access(p, os.R_OK) for p in paths)):
-                return _LocalHdf5Array(paths, params["dataset"], tuple(node.shape),
-                                       np.dtype(node.dtype))
+                arr = _LocalHdf5Array(paths, params["dataset"], tuple(node.shape), np.dtype(node.dtype))
+                arr.node = node
+                return arr
         except Exception as exc:  # any doubt: read through the server
             logger.debug("direct HDF5 read not possible for %s: %s", node.uri, exc)
     return _HttpArray(node)
@@ -690,7 +699,8 @@ def replay_run(
     streams.sort(key=lambda s: (s.descriptor.get("time", 0.0), s.name))
     try:
         shared = _split_shared_files(streams, {(si, key): arr.node for si, s in enumerate(streams)
-                                               for key, arr in s.arrays.items() if isinstance(arr, _HttpArray)})
+                                               for key, arr in s.arrays.items()
+                                               if isinstance(arr, (_HttpArray, _LocalHdf5Array))})
     except BaseException:
         _close_streams(streams)
         raise
