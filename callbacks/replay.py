@@ -240,7 +240,11 @@ class _HttpArray:
         self.shape = tuple(node.shape)
 
     def read(self, lo: int, hi: int) -> np.ndarray:
-        return np.asarray(self.node.read(slice(lo, hi)))
+        try:
+            return np.asarray(self.node.read(slice(lo, hi)))
+        except Exception as exc:  # noqa: BLE001 - the server's own reason, named for this run
+            raise DocumentError(f"cannot read rows {lo}:{hi} of {getattr(self.node, 'uri', self.node)} from the catalog: "
+                                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
 
 
 class _WholeArray:
@@ -259,7 +263,11 @@ class _WholeArray:
 
     def read(self, lo: int, hi: int) -> np.ndarray:
         if self._data is None:
-            self._data = np.asarray(self.node.read())
+            try:
+                self._data = np.asarray(self.node.read())
+            except Exception as exc:  # noqa: BLE001 - e.g. no handler for an asset spec: named for this run
+                raise DocumentError(f"cannot read {getattr(self.node, 'uri', self.node)} from the catalog: "
+                                    f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
         return self._data[lo:hi]
 
     def close(self) -> None:
@@ -361,7 +369,7 @@ def _split_shared_files(streams: Sequence[_Stream], nodes: Mapping[tuple[int, st
 
     The chunks are in trigger order, i.e. the order of the events of those streams by time (then
     ``seq_num``). Done only when the dataset holds exactly the frames of those events; otherwise
-    the nodes stay as they are (and a read through the server names the mismatch).
+    the nodes stay as they are (a read through the server then fails with a ``DocumentError``).
 
     Returns notes on what was done.
     """

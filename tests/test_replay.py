@@ -287,6 +287,18 @@ def test_ad_hdf5_file_shared_by_all_streams_replays_to_the_live_labels(tmp_path)
         assert r.errors == (), r.errors
         np.testing.assert_array_equal(r.l3.labels, live.l3.labels)
 
+        # a file that no longer holds exactly those frames: not split; the server's refusal is a
+        # named error of that run, not an exception out of replay_runs
+        import h5py
+
+        (path,) = (tmp_path / "frames").glob("*.h5")
+        with h5py.File(path, "a") as f:
+            ds = f["/entry/data/data"]
+            ds.resize(ds.shape[0] + 1, axis=0)
+        (bad,) = replay_runs(server.client(), [uid], progress=False,
+                             callback_factory=lambda: XanesLiveCallback(**kw))
+        assert bad.errors and bad.errors[0].startswith("DocumentError: cannot read rows"), bad.errors
+
 
 def test_runs_selected_by_content_not_plan_name(tmp_path, capsys):
     """Without uids, every run holding an image stream and an energy axis is replayed (our plan,
