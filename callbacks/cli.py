@@ -58,6 +58,12 @@ def _add_references(p: argparse.ArgumentParser, *, catalog_option: bool = False)
     p.add_argument("--energy-units", choices=("eV", "keV"), default=None,
                    help="units of the energy key, overriding the descriptor (default: its units, "
                         "else keV when every value is below 100)")
+    i0 = p.add_mutually_exclusive_group()
+    i0.add_argument("--i0-key", metavar="KEY", default=None,
+                    help="incident-intensity monitor (ion chamber) to normalize each sample and flat by "
+                         "(default: a key named I0, i0, ic0, ic1, *_i0)")
+    i0.add_argument("--no-i0", dest="i0_key", action="store_const", const=False,
+                    help="no I0 normalization, even with a monitor-like key")
     if catalog_option:
         p.add_argument("--reference-catalog", metavar="PATH_OR_URI", default=None,
                        help="catalog of --flats-from/--darks-from runs")
@@ -288,8 +294,10 @@ def _plural(n: int, noun: str) -> str:
 
 
 def _reference_options(args: argparse.Namespace, catalog: Any) -> dict[str, Any]:
-    """``flats_from``/``darks_from``/``energy_units`` keyword arguments from the command line."""
+    """``flats_from``/``darks_from``/``energy_units``/``i0_key`` keyword arguments from the command line."""
     opts: dict[str, Any] = {"energy_units": getattr(args, "energy_units", None)}
+    if getattr(args, "i0_key", None) is not None:
+        opts["i0_key"] = args.i0_key
     flats, darks = getattr(args, "flats_from", None), getattr(args, "darks_from", None)
     if flats or darks:
         if catalog is None:

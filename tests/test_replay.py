@@ -368,3 +368,19 @@ def test_runs_selected_by_content_not_plan_name(tmp_path, capsys):
         assert f"skipped {images[:8]}: no energy axis" in printed.out
         assert "selected 0 of 2 runs; skipped 2 (no image key: 1, no energy axis: 1)" in printed.out
         assert "no run to replay" in printed.err and not out.exists()
+
+
+def test_cli_i0_options_reach_the_callback():
+    from txm_live.callbacks.cli import _callback_factory, _reference_options, build_parser
+    from txm_live.config import load_config
+
+    p = build_parser()
+    for argv, want in ((["--i0-key", "ic3"], "ic3"), (["--no-i0"], False), ([], None)):
+        args = p.parse_args(["replay", "--catalog", "x", *argv, "u1"])
+        cb = _callback_factory(load_config(None), **_reference_options(args, None))()
+        try:
+            assert cb.i0_key == want, (argv, cb.i0_key)
+        finally:
+            cb.close()
+    with pytest.raises(SystemExit):
+        p.parse_args(["replay", "--catalog", "x", "--i0-key", "ic3", "--no-i0", "u1"])
