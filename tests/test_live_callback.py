@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from sklearn.cluster import KMeans
 
+import txm_live_test_helpers as helpers  # tests/helpers.py, loaded by tests/conftest.py
 from txm_live.callbacks.live import ProgressEvent, XanesLiveCallback
 from txm_live.edges import EdgeWindow, default_windows
 from txm_live.results import EdgeResult, ExafsResult
@@ -755,52 +756,9 @@ def test_unpicklable_analysis_falls_back_to_the_analysis_thread():
     assert seen and seen[0].startswith("txm-live-analysis")
 
 
-def to_resource_datum(docs: list[tuple[str, dict]], directory) -> list[tuple[str, dict]]:
-    """The same run with images in AD_HDF5 files referenced by old-style resource/datum documents."""
-    import h5py
-
-    start = docs[0][1]
-    names = {d["uid"]: d["name"] for n, d in docs if n == "descriptor"}
-    images: dict[str, list[np.ndarray]] = {}
-    for n, d in docs:
-        if n == "event":
-            images.setdefault(names[d["descriptor"]], []).append(d["data"]["camera_image"])
-    resources = {}
-    for stream, frames in images.items():
-        path = directory / f"{stream}.h5"
-        with h5py.File(path, "w") as f:
-            f.create_dataset("/entry/data/data", data=np.stack(frames))
-        bundle = event_model.ComposeResource(start=start)(
-            "AD_HDF5", str(directory), path.name, {"frame_per_point": 1}
-        )
-        resources[stream] = bundle
-    out: list[tuple[str, dict]] = []
-    counters: dict[str, int] = {}
-    for n, d in docs:
-        if n == "descriptor":
-            d = dict(d)
-            d["data_keys"] = {k: dict(v) for k, v in d["data_keys"].items()}
-            d["data_keys"]["camera_image"]["external"] = "FILESTORE:"
-            out.append((n, d))
-            out.append(("resource", resources[d["name"]].resource_doc))
-        elif n == "event":
-            stream = names[d["descriptor"]]
-            i = counters.get(stream, 0)
-            counters[stream] = i + 1
-            datum = resources[stream].compose_datum(datum_kwargs={"point_number": i})
-            out.append(("datum", datum))
-            ev = dict(d)
-            ev["data"] = dict(d["data"], camera_image=datum["datum_id"])
-            ev["filled"] = {"camera_image": False}
-            out.append((n, ev))
-        else:
-            out.append((n, d))
-    return out
-
-
 def test_old_style_resource_datum_files_give_the_same_result(tmp_path):
     docs = make_documents(ENERGIES[ENERGIES < 6650], seed=11)
-    file_docs = to_resource_datum(docs, tmp_path)
+    file_docs = helpers.to_resource_datum(docs, tmp_path)
     validate_docs([(n, d) for n, d in file_docs if n != "event"])
     results = []
     for stream in (docs, file_docs):

@@ -7,34 +7,19 @@ data folder is absent.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+import txm_live_test_helpers as helpers  # tests/helpers.py, loaded by tests/conftest.py
 from txm_live.edges import default_windows
 from txm_live.phases import analyze_edge
 
-
-
-def _shared() -> Path:
-    """``../shared`` beside the repository root (the CI clone), or the nearest ``shared/`` above it
-    (a git worktree one level deeper)."""
-    root = Path(__file__).resolve().parents[1]
-    for parent in root.parents:
-        if (parent / "shared" / "data").is_dir():
-            return parent / "shared"
-    return root.parent / "shared"
-
-
-DATA = _shared() / "data" / "real-stxm-fe" / "als_stxm_fe_l23_71214098.npz"
+DATA = helpers.STXM_FE_STACK
 
 
 @pytest.fixture(scope="module")
 def stack() -> tuple[np.ndarray, np.ndarray]:
-    if not DATA.exists():
-        pytest.skip(f"real STXM stack absent: {DATA}")
-    d = np.load(DATA)
+    d = np.load(helpers.need(DATA))
     counts = d["counts"].astype(np.float64)
     energies = np.asarray(d["energy_ev"], dtype=np.float64)
     n = counts.shape[0]

@@ -16,21 +16,10 @@ import numpy as np
 import pytest
 from event_model import DocumentNames, schema_validators
 
+import txm_live_test_helpers as helpers  # tests/helpers.py, loaded by tests/conftest.py
 from txm_live.sim.stxm import STXM_IMAGE_KEY, blank_beam_level, load_stxm_stack, stxm_documents
 
-
-
-def _shared() -> Path:
-    """``../shared`` beside the repository root (the CI clone), or the nearest ``shared/`` above it
-    (a git worktree one level deeper)."""
-    root = Path(__file__).resolve().parents[1]
-    for parent in root.parents:
-        if (parent / "shared" / "data").is_dir():
-            return parent / "shared"
-    return root.parent / "shared"
-
-
-STACK = _shared() / "data" / "real-stxm-fe" / "als_stxm_fe_l23_71214098.npz"
+STACK = helpers.STXM_FE_STACK
 # Blank beam: stack-mean transmission >= 97 % (OD < 0.03); particle: stack-mean OD >= 0.1.
 BLANK_OD = 0.03
 PARTICLE_OD = 0.1
@@ -80,8 +69,7 @@ def test_documents_are_valid_and_carry_the_blank_beam_flat(tmp_path: Path) -> No
 
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory):
-    if not STACK.exists():
-        pytest.skip(f"real STXM stack absent: {STACK}")
+    helpers.need(STACK)
     from txm_live.callbacks.live import XanesLiveCallback
 
     cb = XanesLiveCallback(element="Fe", edges=("L3", "L2"))
