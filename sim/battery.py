@@ -30,15 +30,16 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from txm_live.sim.fields import cached_per_energy, check_open_range, check_seed, check_shape, elliptic_gaussian
-from txm_live.sim.fields import frame_coordinates, particle_outline, rotated, smooth_field, undulating_thickness
+from txm_live.sim.fields import LabelledFrame, cached_per_energy, check_energies, check_open_range, check_seed
+from txm_live.sim.fields import check_shape, elliptic_gaussian, frame_coordinates, particle_outline, rotated
+from txm_live.sim.fields import smooth_field, undulating_thickness
 from txm_live.sim.standards import FE3O4, FEPO4, LIFEPO4, Material
 
 __all__ = ["BatteryPhantom", "make_battery_phantom"]
 
 
 @dataclass(frozen=True, eq=False)
-class BatteryPhantom:
+class BatteryPhantom(LabelledFrame):
     """Ground truth of a simulated battery particle.
 
     Attributes
@@ -70,11 +71,6 @@ class BatteryPhantom:
     _mu_cache: dict[float, NDArray[np.float32]] = field(default_factory=dict, init=False, repr=False)
 
     @property
-    def shape(self) -> tuple[int, int]:
-        """Frame shape ``(H, W)``."""
-        return (int(self.labels.shape[0]), int(self.labels.shape[1]))
-
-    @property
     def element(self) -> str:
         """Absorbing element (``"Fe"``)."""
         return self.materials[0].element
@@ -88,11 +84,6 @@ class BatteryPhantom:
     def label_names(self) -> dict[int, str]:
         """Names of the labels, 0 = background."""
         return {0: "background", **{k + 1: m.name for k, m in enumerate(self.materials)}}
-
-    @property
-    def particle(self) -> NDArray[np.bool_]:
-        """Boolean map of the particle pixels (label > 0)."""
-        return self.labels > 0
 
     @property
     def thickness_um(self) -> NDArray[np.float32]:
@@ -112,8 +103,7 @@ class BatteryPhantom:
 
     def phase_fractions(self) -> dict[int, float]:
         """Fraction of the particle pixels carrying each label 1..n_materials."""
-        n = max(int(np.count_nonzero(self.labels)), 1)
-        return {k + 1: float(np.count_nonzero(self.labels == k + 1)) / n for k in range(len(self.materials))}
+        return self._fractions(range(1, len(self.materials) + 1))
 
     def mu(self, energy: float) -> NDArray[np.float32]:
         """Linear attenuation coefficients (1/um) of the materials at ``energy`` (eV), cached."""
@@ -141,9 +131,7 @@ class BatteryPhantom:
         -----
         Memory: ``4 n_energies H W`` bytes.
         """
-        e = np.asarray(energies, dtype=np.float64)
-        if e.ndim != 1 or not np.all(np.isfinite(e)) or np.any(e <= 0):
-            raise ValueError("energies must be a 1-D array of finite energies > 0 eV")
+        e = check_energies(energies)
         return np.stack([self.optical_density(float(x)) for x in e])
 
     def ground_truth_spectra(self, energies: ArrayLike) -> NDArray[np.float64]:

@@ -5,7 +5,7 @@ draw the same kind of particle: frame coordinates centred on a slightly jittered
 (:func:`frame_coordinates`), an irregular outline scaled to a given area (:func:`particle_outline`), a
 thickness map with a smooth undulation (:func:`undulating_thickness`), smooth random fields
 (:func:`smooth_field`), and features placed along rotated axes (:func:`rotated`,
-:func:`elliptic_gaussian`). Each function draws from the generator it is given in a fixed order,
+:func:`elliptic_gaussian`); both phantom classes derive from :class:`LabelledFrame`. Each function draws from the generator it is given in a fixed order,
 so a phantom stays bit-identical for a given seed. :func:`cached_per_energy` is the bounded
 per-energy cache of the phantoms' attenuation coefficients.
 
@@ -15,15 +15,17 @@ centre divided by ``scale = min(H, W) / 2``, so geometry scales with the frame.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
     "MU_CACHE_SIZE",
+    "LabelledFrame",
     "cached_per_energy",
+    "check_energies",
     "check_open_range",
     "check_seed",
     "check_shape",
@@ -39,6 +41,27 @@ __all__ = [
 MU_CACHE_SIZE: int = 8192
 
 T = TypeVar("T")
+
+
+class LabelledFrame:
+    """Mixin of the phantoms: frame shape, particle and phase fractions from ``labels`` (0 = background)."""
+
+    labels: NDArray[np.int8]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Frame shape ``(H, W)``."""
+        return (int(self.labels.shape[0]), int(self.labels.shape[1]))
+
+    @property
+    def particle(self) -> NDArray[np.bool_]:
+        """Boolean map of the particle pixels (label > 0)."""
+        return self.labels > 0
+
+    def _fractions(self, phases: Iterable[int]) -> dict[int, float]:
+        """Fraction of the particle pixels carrying each label of ``phases``."""
+        n = max(int(np.count_nonzero(self.labels)), 1)
+        return {k: float(np.count_nonzero(self.labels == k)) / n for k in phases}
 
 
 def check_shape(shape: object, *, min_size: int) -> tuple[int, int]:
@@ -66,6 +89,16 @@ def check_open_range(name: str, value: float, low: float = 0.0, high: float = 1.
     if not np.isfinite(value) or not (low < value < high):
         raise ValueError(f"{name} must be in ({low}, {high}), got {value}")
     return value
+
+
+def check_energies(energies: ArrayLike) -> NDArray[np.float64]:
+    """``energies`` as a float64 array; ``ValueError`` naming ``energies`` unless 1-D, finite and > 0 (eV)."""
+    e = np.asarray(energies, dtype=np.float64)
+    if e.ndim != 1:
+        raise ValueError(f"energies must be 1-D, got shape {e.shape}")
+    if not np.all(np.isfinite(e)) or np.any(e <= 0):
+        raise ValueError("energies must be finite and > 0 eV")
+    return e
 
 
 def cached_per_energy(cache: dict[float, T], energy: float, compute: Callable[[float], T]) -> T:

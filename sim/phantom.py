@@ -25,8 +25,9 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from txm_live.sim.fields import cached_per_energy, check_open_range, check_seed, check_shape, elliptic_gaussian
-from txm_live.sim.fields import frame_coordinates, particle_outline, rotated, smooth_field, undulating_thickness
+from txm_live.sim.fields import LabelledFrame, cached_per_energy, check_energies, check_open_range, check_seed
+from txm_live.sim.fields import check_shape, elliptic_gaussian, frame_coordinates, particle_outline, rotated
+from txm_live.sim.fields import smooth_field, undulating_thickness
 from txm_live.sim.spectra import (
     METAL,
     OXIDE,
@@ -57,7 +58,7 @@ _POCKET_ND_SHARE: float = 0.6
 
 
 @dataclass(frozen=True, eq=False)
-class Phantom:
+class Phantom(LabelledFrame):
     """Ground truth of a simulated corroded Nd2Fe14B particle.
 
     All arrays are read-only, shape ``(H, W)``.
@@ -118,20 +119,9 @@ class Phantom:
         default_factory=dict, init=False, repr=False, compare=False
     )
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        """Frame shape ``(H, W)``."""
-        return (int(self.labels.shape[0]), int(self.labels.shape[1]))
-
-    @property
-    def particle(self) -> NDArray[np.bool_]:
-        """Boolean map of the particle pixels (label > 0)."""
-        return self.labels > 0
-
     def phase_fractions(self) -> dict[int, float]:
         """Fraction of the particle pixels carrying each label 1, 2, 3."""
-        n = max(int(np.count_nonzero(self.labels)), 1)
-        return {k: float(np.count_nonzero(self.labels == k)) / n for k in (1, 2, 3)}
+        return self._fractions((1, 2, 3))
 
     def mean_oxidized_fraction(self) -> NDArray[np.float64]:
         """Mean oxidized (Nd) fraction of the pixels of label 1, 2, 3 (shape (3,))."""
@@ -143,6 +133,7 @@ class Phantom:
 
     def mu(self, energy: float) -> tuple[np.float32, np.float32]:
         """Linear attenuation coefficients (1/um) of metal and oxide at ``energy`` (eV), cached."""
+
         def compute(key: float) -> tuple[np.float32, np.float32]:
             e = np.array([key])
             return np.float32(absolute_mu(e, self.metal)[0]), np.float32(absolute_mu(e, self.oxide)[0])
@@ -183,11 +174,7 @@ class Phantom:
         -----
         Memory: ``4 n_energies H W`` bytes.
         """
-        e = np.asarray(energies, dtype=np.float64)
-        if e.ndim != 1:
-            raise ValueError(f"energies must be 1-D, got shape {e.shape}")
-        if not np.all(np.isfinite(e)) or np.any(e <= 0):
-            raise ValueError("energies must be finite and > 0 eV")
+        e = check_energies(energies)
         mu_m = absolute_mu(e, self.metal).astype(np.float32)
         mu_o = absolute_mu(e, self.oxide).astype(np.float32)
         out = np.empty((e.size, *self.shape), dtype=np.float32)
@@ -240,9 +227,7 @@ class Phantom:
         ndarray of float64, shape (3, n_energies)
             Row ``i`` is the mean over the pixels of label ``i + 1`` (NaN if there are none).
         """
-        e = np.asarray(energies, dtype=np.float64)
-        if e.ndim != 1 or not np.all(np.isfinite(e)) or np.any(e <= 0):
-            raise ValueError("energies must be a 1-D array of finite energies > 0 eV")
+        e = check_energies(energies)
         mu_m = absolute_mu(e, self.metal)
         mu_o = absolute_mu(e, self.oxide)
         out = np.full((3, e.size), np.nan)
