@@ -153,6 +153,18 @@ def small_callback(**options):  # noqa: ANN201 - a XanesLiveCallback (imported l
     return XanesLiveCallback(**opts)
 
 
+def feed(cb, docs: list[tuple[str, dict]], *, timeout: float = 60.0) -> list:  # noqa: ANN001 - a live callback
+    """Send ``docs`` to the live callback ``cb``, wait for the results and close it.
+
+    Returns what ``cb.wait()`` returns (the finished runs' results); both steps are bounded by ``timeout``.
+    """
+    for name, doc in docs:
+        cb(name, doc)
+    results = cb.wait(timeout=timeout)
+    cb.close(timeout=timeout)
+    return results
+
+
 def big_result(uid: str) -> RunResult:
     """A result with two 700x700 maps of random values (incompressible): too large for a 2 MiB disk."""
     rng = np.random.default_rng(0)

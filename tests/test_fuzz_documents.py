@@ -52,10 +52,7 @@ cube_module._reserved_segment = _recording_segment  # this module's tests only r
 def run_callback(docs: list[tuple[str, dict]]) -> XanesLiveCallback:
     # the cube in shared memory (as with the analysis process) to check it is always released
     cb = helpers.small_callback(switch_interval=None, session_options={"shared_memory": True})
-    for name, doc in docs:
-        cb(name, doc)
-    cb.wait(timeout=60)
-    cb.close(timeout=60)
+    helpers.feed(cb, docs)
     return cb
 
 

@@ -32,10 +32,7 @@ to_stream_datum = helpers.to_stream_datum
 
 def run_docs(docs, **kw):
     cb = make_cb(**kw)
-    for name, doc in docs:
-        cb(name, doc)
-    results = cb.wait(timeout=60)
-    cb.close(timeout=60)
+    results = helpers.feed(cb, docs)
     return cb, results
 
 
