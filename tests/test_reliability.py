@@ -200,6 +200,28 @@ def test_pixel_size_far_from_the_median_skips_the_frame():
     assert res.n_frames == len(helpers.ENERGIES) - 1
 
 
+def test_first_frame_pixel_size_is_checked_against_the_start_document():
+    """The start document's ``txm_live.pixel_size_nm`` is the reference before any frame: a first
+    frame 10x off is skipped alone (the later, correct frames are kept)."""
+    docs = helpers.make_run(0)
+    events = [i for i, (n, d) in enumerate(docs) if n == "event" and "camera_pixel_size" in d["data"]]
+    name, ev = docs[events[0]]
+    docs[events[0]] = (name, dict(ev, data=dict(ev["data"], camera_pixel_size=10 * helpers.PIXEL_NM)))
+    _, (res,) = run_docs(docs)
+    assert [e for e in res.errors if "pixel size" in e] == [
+        f"FrameError: sample frame at {helpers.ENERGIES[0]} eV: pixel size 300 nm is 10 x the run's 30 nm; "
+        "frame skipped"], res.errors
+    assert res.n_frames == len(helpers.ENERGIES) - 1
+
+
+def test_pixel_size_of_the_maps_from_the_start_document_when_frames_carry_none():
+    docs = [(n, dict(d, data={k: v for k, v in d["data"].items() if k != "camera_pixel_size"}) if n == "event" else d)
+            for n, d in helpers.make_run(0)]
+    _, (res,) = run_docs(docs)
+    assert res.n_frames == len(helpers.ENERGIES)
+    assert res.pixel_size_nm == helpers.PIXEL_NM
+
+
 def test_ragged_event_page_is_a_named_error():
     docs = helpers.make_run(0, pages=True)
     i = next(i for i, (n, _) in enumerate(docs) if n == "event_page")
