@@ -48,19 +48,25 @@ def test_windows_never_reach_the_next_edge(element: str, edges: tuple[str, ...])
 
     all_edges = sorted(e.energy for e in xraydb.xray_edges(element).values())
     for w in default_windows(element, edges):
+        # the edge's own ranges; a joint window (join_windows) is normalized on its group's ranges,
+        # which start below the previous edge by design
+        start, end = w.e0 + w.pre[0], w.e0 + w.post[1]
         above = [e for e in all_edges if e > w.e0]
         if above:
-            assert w.end < min(above), f"{w.name} window ends at {w.end}, beyond the next edge {min(above)}"
+            assert end < min(above), f"{w.name} window ends at {end}, beyond the next edge {min(above)}"
         below = [e for e in all_edges if e < w.e0]
         if below:
-            assert w.start > max(below), f"{w.name} window starts below the previous edge"
+            assert start > max(below), f"{w.name} window starts below the previous edge"
         assert w.pre[0] < w.pre[1] < 0 < w.post[0] < w.post[1]
+        if w.joint is not None:
+            assert w.joint.element == element and w.joint.e0 < w.e0 and w.start == w.joint.start
 
 
 def test_soft_xray_windows_are_tens_of_ev() -> None:
     l3, l2 = default_windows("Fe", ("L3", "L2"))
-    assert l3.end - l3.start < 40.0 and l2.end - l2.start < 50.0, (l3, l2)
-    assert l3.end < l2.e0 and l2.start > l3.e0 + 2.0, "L2 pre-edge must stay out of the L3 white line"
+    assert l3.end - l3.start < 40.0 and l2.post[1] - l2.pre[0] < 50.0, (l3, l2)
+    assert l3.end < l2.e0 and l2.e0 + l2.pre[0] > l3.e0 + 2.0, "L2 pre-edge must stay out of the L3 white line"
+    assert l2.end - l2.start < 80.0, "the joint L2,3 window spans the pair, tens of eV"
     (k,) = default_windows("Fe", ("K",))
     assert k.end - k.start > 300.0, "a hard-X-ray window keeps the physics.md span"
 
