@@ -109,14 +109,14 @@ def test_fe_l2_jointly_normalized_post_edge_is_flat(joint_l23) -> None:
     Jointly normalized with L3 (txm_live.edges.join_windows) they lie flat: measured change over
     the post-edge -0.021 and -0.007, 1.5-3.7 % of the L2 white line above it. Tolerance 10 % of
     that white line: the L2 multiplet tail still decays over the first eV of the post-edge (a few
-    %), the noise of a phase mean of >= 300 pixels is ~0.01."""
+    %), the noise of a phase mean of >= 100 pixels is ~0.01-0.03."""
     _, l2, _, r2 = joint_l23
     assert l2.joint is not None and any("normalized jointly with Fe L3" in n for n in r2.notes)
     e = r2.energies
     post = (e >= l2.e0 + l2.post[0]) & (e <= l2.e0 + l2.post[1])
     near = (e >= l2.e0 - 2.0) & (e <= l2.e0 + 6.0)
-    assert post.sum() >= 5
-    for p in range(r2.n_phases):
+    assert post.sum() >= 5 and np.any(r2.counts >= 100)
+    for p in np.flatnonzero(r2.counts >= 100):  # phase means of >= 100 px (noise ~0.01 per point)
         m = r2.mean_spectra[p]
         change = np.polyfit(e[post], m[post], 1)[0] * np.ptp(e[post])
         white_line = m[near].max() - m[post].mean()

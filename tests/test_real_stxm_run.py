@@ -152,7 +152,8 @@ def test_l2_is_normalized_with_l3_and_clusters_the_particle(real_run) -> None:
     assert n3 >= 1000 and n2 >= 0.8 * n3, (n3, n2)
     assert any("normalized jointly with Fe L3" in n for n in l2.notes)
     post = l2.energies >= 727.0  # the L2 post-edge of the fitted window (727.1-730.4 eV)
-    for p in range(l2.n_phases):
+    assert np.any(l2.counts >= 100)
+    for p in np.flatnonzero(l2.counts >= 100):  # phase means of >= 100 px (noise ~0.01 per point)
         m = l2.mean_spectra[p]
         change = np.polyfit(l2.energies[post], m[post], 1)[0] * np.ptp(l2.energies[post])
         white_line = m[(l2.energies >= 718.0) & (l2.energies <= 726.0)].max() - m[post].mean()
