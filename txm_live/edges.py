@@ -370,14 +370,14 @@ def join_windows(windows: Sequence[EdgeWindow]) -> tuple[EdgeWindow, ...]:
     (:attr:`EdgeWindow.feature_range`, which stays inside the edge's own window; a lower edge's
     range is extended up to the start of the next edge's range, so that the features tile the
     group's spectrum and the white-line tail between the edges, where e.g. Fe3+ charge-transfer
-    satellites lie, is not dropped) and its sample mask is the group's jump. Why the lowest edge's step and not the total step (pre-edge below
-    L3 to post-edge above L2): at soft X-rays the continuum step is a small fraction of the
-    white lines (Fe L2,3 on the real ALS stack: median 0.014 OD against a per-point noise of
-    0.027 OD on particle pixels), far too noisy to divide a pixel spectrum by, whereas the
-    lowest edge's own step (0.09 OD median) is the one its analysis already trusts. The scale
-    of a pixel's spectrum does not enter the clustering (:func:`txm_live.phases.build_features`
-    projects it out); the upper edge's post-edge lies flat at the ratio of the total to the
-    lowest edge's step.
+    satellites lie, is not dropped) and its sample mask is the group's jump. Why the lowest
+    edge's step and not the total step (pre-edge below L3 to post-edge above L2): at soft X-rays
+    the continuum step is a small fraction of the white lines (Fe L2,3 on the real ALS stack:
+    median 0.014 OD against a per-point noise of 0.027 OD on particle pixels), far too noisy to
+    divide a pixel spectrum by, whereas the lowest edge's own step (0.09 OD median) is the one
+    its analysis already trusts. The scale of a pixel's spectrum does not enter the clustering
+    (:func:`txm_live.phases.build_features` projects it out); the upper edge's post-edge lies
+    flat at the ratio of the total to the lowest edge's step.
 
     Override: pass windows without ``joint`` (``default_windows(..., joint=False)`` or your own
     :class:`EdgeWindow` objects) to normalize every edge on its own ranges.
@@ -429,11 +429,12 @@ def fit_window(window: EdgeWindow, energies: np.ndarray | Sequence[float]) -> Ed
     Returns
     -------
     EdgeWindow
-        Same edge, ``e0``, ``post_order`` and ``features``; a ``joint`` window is fitted too. The outer ends of the pre- and post-edge ranges are
-        shrunk to the first and last energy inside them. When a range holds fewer than
-        :data:`MIN_PRE_POINTS` / :data:`MIN_POST_POINTS` energies, its inner end is moved towards
-        ``e0`` to take the points the scan has there, down to the limits of
-        :func:`default_windows` (Notes, rule 5).
+        Same edge, ``e0``, ``post_order`` and ``features``; a ``joint`` window is fitted too.
+        The outer ends of the pre- and post-edge ranges are shrunk to the first and last energy
+        inside them. When a range holds fewer than :data:`MIN_PRE_POINTS` /
+        :data:`MIN_POST_POINTS` energies, its inner end is moved towards ``e0`` to take the
+        points the scan has there, down to the limits of :func:`default_windows` (Notes, rule
+        5).
 
     Raises
     ------
