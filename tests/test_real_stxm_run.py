@@ -127,3 +127,24 @@ def test_results_and_figures_written(real_run) -> None:
     assert h5.name == "phases.h5" and h5.stat().st_size > 0
     figures = save_report(result, out / result.run_uid, pixel_size_nm=result.pixel_size_nm)
     assert figures and all(p.suffix == ".png" and p.stat().st_size > 0 for p in figures)
+
+
+def test_l2_is_normalized_with_l3_and_clusters_the_particle(real_run) -> None:
+    """The L2 pre-edge is the L3 white-line tail: L2 is normalized jointly with L3
+    (txm_live.edges.join_windows), so it clusters the particle like L3 (before: 145 px against
+    3153) with a flat post-edge (before: rising to 4 edge steps), and agrees with L3."""
+    result, mean_od, _ = real_run
+    l3, l2 = result.l3, result.l2
+    particle = mean_od >= PARTICLE_OD
+    n3, n2 = np.count_nonzero(l3.labels[particle] >= 0), np.count_nonzero(l2.labels[particle] >= 0)
+    assert n3 >= 1000 and n2 >= 0.8 * n3, (n3, n2)
+    assert any("normalized jointly with Fe L3" in n for n in l2.notes)
+    post = l2.energies >= 727.0  # the L2 post-edge of the fitted window (727.1-730.4 eV)
+    assert np.any(l2.counts >= 100)
+    for p in np.flatnonzero(l2.counts >= 100):  # phase means of >= 100 px (noise ~0.01 per point)
+        m = l2.mean_spectra[p]
+        change = np.polyfit(l2.energies[post], m[post], 1)[0] * np.ptp(l2.energies[post])
+        white_line = m[(l2.energies >= 718.0) & (l2.energies <= 726.0)].max() - m[post].mean()
+        assert white_line > 0.2 and abs(change) <= 0.1 * white_line, (p, change, white_line)
+    (cmp,) = result.comparisons
+    assert cmp.agreement >= 0.8, cmp.agreement
