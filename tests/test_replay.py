@@ -7,7 +7,7 @@ import pytest
 from bluesky import RunEngine
 from event_model import DocumentNames, schema_validators, unpack_event_page
 
-from txm_live.callbacks.catalog import make_writer, record_to
+from txm_live.callbacks.catalog import make_writer, record_to, start_embedded_server
 from txm_live.callbacks.live import XanesLiveCallback
 from txm_live.callbacks.replay import (
     find_catalog_directory,

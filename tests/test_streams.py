@@ -11,6 +11,7 @@ import copy
 
 import event_model
 import numpy as np
+import pytest
 
 import txm_live_test_helpers as helpers  # tests/helpers.py, loaded by tests/conftest.py
 from txm_live.callbacks.live import XanesLiveCallback

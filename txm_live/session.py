@@ -127,8 +127,9 @@ class XanesSession:
     Flats: a flat at the sample's energy is used as is. Flats taken before the scan (flats stored
     before the first sample frame, or stored flats bracketing the sample's energy) are looked up
     by ``flat_mode`` (nearest or interpolated by energy) and the frame is corrected at once;
-    otherwise the frame waits for the flat of its energy (see ``max_pending``). A scalar
-    ``i0`` monitor is used when no flat image exists. Darks: the running mean of the dark frames
+    otherwise the frame waits for the flat of its energy (see ``max_pending``). I0: when a sample
+    and its flat both carry an ``i0`` monitor reading, each dark-subtracted image is divided by its
+    own reading (the dark is not); a scalar ``i0`` stands in for the flat when no flat image exists. Darks: the running mean of the dark frames
     seen so far; without darks no dark is subtracted and :attr:`warnings` says so.
 
     Frames per event: an image of shape ``(N, H, W)`` is a chunk of N exposures taken at the
