@@ -16,6 +16,7 @@ __all__ = [
     "PcaResult",
     "LcfComparison",
     "reduce_pca",
+    "pca_from_covariance",
     "marchenko_pastur_edge",
     "nnls_two_references",
     "pca_lcf_comparison",
@@ -177,9 +178,94 @@ def _covariance_eigh(
             chunk *= weights[start : start + _CHUNK_ROWS, None].astype(chunk.dtype)
         cov += (chunk.T @ chunk).astype(np.float64)
     cov /= max(n - 1, 1)
+    return _eigh_descending(cov)
+
+
+def _eigh_descending(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (descending, clipped at 0) and eigenvectors (rows) of a covariance matrix."""
     evals, evecs = np.linalg.eigh(cov)
     order = np.argsort(evals)[::-1]
     return np.clip(evals[order], 0.0, None), evecs[:, order].T
+
+
+def _sample_weights(sample_noise: np.ndarray, n: int) -> np.ndarray:
+    """Row weights ``1 / sample_noise`` scaled to a median of 1 (see :func:`reduce_pca`)."""
+    sample_noise = np.asarray(sample_noise, dtype=np.float64)
+    if sample_noise.shape != (n,) or not np.all(np.isfinite(sample_noise)) or np.any(sample_noise <= 0):
+        raise ValueError(f"sample_noise must hold {n} finite positive values, got shape {sample_noise.shape}")
+    weights = 1.0 / sample_noise
+    weights /= np.median(weights)
+    return weights
+
+
+def _retained(
+    evals: np.ndarray,
+    evecs: np.ndarray,
+    noise_var: float,
+    n: int,
+    p: int,
+    *,
+    n_components: int | None,
+    max_components: int,
+    noise_margin: float,
+) -> tuple[int, np.ndarray, float]:
+    """Number of retained components, their axes (deterministic sign) and the threshold."""
+    if n_components is None:
+        threshold = noise_margin * marchenko_pastur_edge(noise_var, n, p)
+        k = int(np.count_nonzero(evals > threshold))
+        k = min(max(k, 1), max_components, evals.size)
+    else:
+        threshold = float("nan")
+        k = int(n_components)
+    # Deterministic sign: the largest-magnitude loading of each axis is positive.
+    comps = evecs[:k].copy()
+    flip = np.sign(comps[np.arange(k), np.abs(comps).argmax(axis=1)])
+    comps *= flip[:, None]
+    return k, comps, float(threshold)
+
+
+def pca_from_covariance(
+    cov: np.ndarray,
+    mean: np.ndarray,
+    *,
+    n_samples: int,
+    n_components: int | None = None,
+    max_components: int = 10,
+    noise_margin: float = 1.5,
+) -> PcaResult:
+    """:func:`reduce_pca` (covariance solver, float32 data) from an accumulated covariance.
+
+    For data that never sit in one process (e.g. pixel tiles on Dask workers): ``cov`` is the
+    (row-weighted) covariance ``(n_samples - 1)``-normalized and ``mean`` the (weighted) mean of
+    the rows, both reduced from partial sums. The components are chosen exactly as
+    :func:`reduce_pca` does; ``scores`` is empty (project with :meth:`PcaResult.transform`).
+    """
+    cov = np.asarray(cov, dtype=np.float64)
+    p = cov.shape[0]
+    if cov.shape != (p, p) or np.shape(mean) != (p,):
+        raise ValueError(f"cov must be square (p, p) and mean (p,), got {cov.shape} and {np.shape(mean)}")
+    n = int(n_samples)
+    if n < 2:
+        raise ValueError(f"n_samples must be >= 2, got {n_samples}")
+    if n_components is not None and not (1 <= n_components <= min(n, p)):
+        raise ValueError(f"n_components must be in [1, {min(n, p)}], got {n_components}")
+    n_max = min(n, p, max(max_components, n_components or 0))
+    evals, evecs = _eigh_descending(cov)
+    total_var = float(evals.sum())
+    noise_var = _noise_variance(float(evals[n_max:].sum()), n_max, n, p)
+    evals, evecs = evals[:n_max], evecs[:n_max]
+    k, comps, threshold = _retained(evals, evecs, noise_var, n, p, n_components=n_components,
+                                    max_components=max_components, noise_margin=noise_margin)
+    return PcaResult(
+        scores=np.zeros((0, k), dtype=np.float32),
+        components=comps.astype(np.float32),
+        mean=np.asarray(mean, dtype=np.float64).astype(np.float32),
+        explained_variance=np.asarray(evals, dtype=np.float64),
+        noise_variance=float(noise_var),
+        threshold=threshold,
+        n_components=k,
+        total_variance=total_var,
+    )
 
 
 def _randomized_eig(
@@ -282,11 +368,7 @@ def reduce_pca(
 
     weights = None
     if sample_noise is not None:
-        sample_noise = np.asarray(sample_noise, dtype=np.float64)
-        if sample_noise.shape != (n,) or not np.all(np.isfinite(sample_noise)) or np.any(sample_noise <= 0):
-            raise ValueError(f"sample_noise must hold {n} finite positive values, got shape {sample_noise.shape}")
-        weights = 1.0 / sample_noise
-        weights /= np.median(weights)
+        weights = _sample_weights(sample_noise, n)
         w2 = weights * weights
         mean = np.zeros(p)
         for start in range(0, n, _CHUNK_ROWS):
@@ -309,18 +391,8 @@ def reduce_pca(
         evals, evecs, total_var = _randomized_eig(X, mean, max(n_compute, 1), random_state, weights)
         noise_var = _noise_variance(total_var - float(evals.sum()), evals.size, n, p)
 
-    if n_components is None:
-        threshold = noise_margin * marchenko_pastur_edge(noise_var, n, p)
-        k = int(np.count_nonzero(evals > threshold))
-        k = min(max(k, 1), max_components, evals.size)
-    else:
-        threshold = float("nan")
-        k = int(n_components)
-
-    # Deterministic sign: the largest-magnitude loading of each axis is positive.
-    comps = evecs[:k].copy()
-    flip = np.sign(comps[np.arange(k), np.abs(comps).argmax(axis=1)])
-    comps *= flip[:, None]
+    k, comps, threshold = _retained(evals, evecs, noise_var, n, p, n_components=n_components,
+                                    max_components=max_components, noise_margin=noise_margin)
     comps32 = comps.astype(X.dtype if X.dtype == np.float32 else np.float64)
     mean_out = mean.astype(comps32.dtype)
     scores = np.empty((n, k), dtype=np.float32)

@@ -51,7 +51,7 @@ from txm_live.edges import MIN_POST_POINTS, MIN_PRE_POINTS, EdgeWindow, resolve_
 from txm_live.phase_order import edge_levels, edge_positions, edge_tolerance, phase_names
 from txm_live.errors import InsufficientDataError
 from txm_live.results import EdgeResult
-from txm_live.tiles import map_tiles, normalize_tile
+from txm_live.tiles import normalize_tile
 
 __all__ = [
     "DEFAULT_FEATURE_RANGE",
@@ -209,17 +209,30 @@ def build_features(
     F = np.asarray(norm_features, dtype=np.float32)
     x = np.asarray(feature_energies, dtype=np.float64)
     mean = F.mean(axis=1, dtype=np.float64)
-    if F.shape[1] > _NOISE_SAMPLES:
-        sub = np.random.default_rng(random_state).choice(F.shape[1], _NOISE_SAMPLES, replace=False)
-        noise = _noise_per_feature(F[:, np.sort(sub)], x)
-    else:
-        noise = _noise_per_feature(F, x)
+    sub = _noise_sample(F.shape[1], random_state)
+    noise = _noise_per_feature(F if sub is None else F[:, sub], x)
+    return _whiten(F, _feature_basis(mean, x, e0), noise), mean, noise
+
+
+def _noise_sample(n_pixels: int, random_state: int) -> np.ndarray | None:
+    """Sorted pixel subsample of :func:`build_features`' noise estimate (``None``: all pixels)."""
+    if n_pixels <= _NOISE_SAMPLES:
+        return None
+    return np.sort(np.random.default_rng(random_state).choice(n_pixels, _NOISE_SAMPLES, replace=False))
+
+
+def _feature_basis(mean: np.ndarray, x: np.ndarray, e0: float) -> np.ndarray:
+    """Orthonormal float32 basis (n_features, 3) of the mean spectrum, a constant and a line."""
     basis = np.stack([mean, np.ones_like(mean), (x - e0) / max(float(np.ptp(x)), 1.0)], axis=1)
     q, _ = np.linalg.qr(basis)
-    q32 = q.astype(np.float32)
+    return q.astype(np.float32)
+
+
+def _whiten(F: np.ndarray, q32: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """Pixel-major features: ``F`` minus its projection on ``q32``, divided by the noise per row."""
     R = F - q32 @ (q32.T @ F)
     R /= noise.astype(np.float32)[:, None]
-    return np.ascontiguousarray(R.T), mean, noise
+    return np.ascontiguousarray(R.T)
 
 
 def _residual_noise(X: np.ndarray, pca: PcaResult) -> np.ndarray:
@@ -228,14 +241,24 @@ def _residual_noise(X: np.ndarray, pca: PcaResult) -> np.ndarray:
     ``|x - mean|^2 - |score|^2`` is the squared norm of the part of a row outside the retained
     components (orthonormal axes), which is noise spread over ``p - k`` features.
     """
+    return _floor_noise(_residual_rms(X, pca.mean, pca.scores))
+
+
+def _residual_rms(X: np.ndarray, mean: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Per-row rms (float64) of ``X`` outside the components of ``scores`` (before the floor)."""
     n, p = X.shape
-    k = pca.n_components
+    k = scores.shape[1]
     out = np.empty(n, dtype=np.float64)
     for start in range(0, n, 65536):
-        xc = X[start : start + 65536] - pca.mean
-        sc = pca.scores[start : start + 65536]
+        xc = X[start : start + 65536] - mean
+        sc = scores[start : start + 65536]
         r2 = np.einsum("ij,ij->i", xc, xc, dtype=np.float64) - np.einsum("ij,ij->i", sc, sc, dtype=np.float64)
         out[start : start + 65536] = np.sqrt(np.clip(r2, 0.0, None) / max(p - k, 1))
+    return out
+
+
+def _floor_noise(out: np.ndarray) -> np.ndarray:
+    """``out`` raised to 1e-3 times its median positive value (1 when none is positive)."""
     positive = out[out > 0]
     floor = float(np.median(positive)) * 1e-3 if positive.size else 1.0
     return np.maximum(out, floor)
@@ -398,39 +421,6 @@ def _window_phase_stats(
     mean = (s1 / counts).T
     var = np.clip(s2 / counts - (s1 / counts) ** 2, 0.0, None).T
     return mean, np.sqrt(var), counts
-
-
-def _distributed_phase_stats(
-    client: object,
-    E: np.ndarray,
-    Y: object,
-    window: EdgeWindow,
-    method: str,
-    cols: np.ndarray,
-    lab: np.ndarray,
-    n_phases: int,
-    athena: tuple[np.ndarray, np.ndarray] | None,
-    timeout: float | None,
-    post_order: int | None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`_window_phase_stats` with one task per row tile on the Dask workers."""
-    from txm_live.tiles import combine_phase_sums, map_tiles, phase_sums_tile
-
-    H, W = Y.shape[1:]
-    tiles = _row_tiles(H, W, E.size)
-    lo = np.searchsorted(cols, [t.start * W for t in tiles])
-    hi = np.searchsorted(cols, [t.stop * W for t in tiles])
-    keep = [i for i in range(len(tiles)) if hi[i] > lo[i]]
-
-    def args(j: int) -> tuple:
-        i = keep[j]
-        sel = slice(lo[i], hi[i])
-        ath = None if athena is None else (athena[0][:, sel], athena[1][sel])
-        return (E, window, method, cols[sel] - tiles[i].start * W, lab[sel], n_phases, ath, post_order)
-
-    parts = [res for _, res in map_tiles(client, phase_sums_tile, Y, [tiles[i] for i in keep], args,
-                                         what=f"{window.name} phase spectra", timeout=timeout)]
-    return combine_phase_sums(parts)
 
 
 def _onehot(lab: np.ndarray, n_phases: int) -> tuple[np.ndarray, np.ndarray]:
@@ -718,23 +708,25 @@ def _analyze_edge(
     fsel = np.flatnonzero((E >= window.e0 + f_lo) & (E <= window.e0 + f_hi))
     f_rows = slice(int(fsel[0]), int(fsel[-1]) + 1)
     Ef = E[f_rows]
-    edge_step = np.empty(n_pix, dtype=np.float32)
-    pre_noise = np.empty(n_pix, dtype=np.float32)
-    step_z = np.empty(n_pix, dtype=np.float32)
-    pre_coef = np.empty((2, n_pix), dtype=np.float32)
-    feat_all = np.empty((Ef.size, n_pix), dtype=np.float32)
-    finite = np.empty(n_pix, dtype=bool)
     tiles = _row_tiles(H, W, E.size)
     tile_args = (E, window, method, f_rows, post_order)
     if client is None:
-        done = ((i, normalize_tile(Y2[:, rs.start * W : rs.stop * W], *tile_args)) for i, rs in enumerate(tiles))
-    else:
-        done = map_tiles(client, normalize_tile, Y, tiles, lambda i: tile_args,
-                         what=f"{window.name} normalization", timeout=timeout)
-    for i, res in done:
-        sl = slice(tiles[i].start * W, tiles[i].stop * W)
-        finite[sl], edge_step[sl], pre_noise[sl], step_z[sl], pre_coef[:, sl], feat_all[:, sl] = res
-        del res
+        edge_step = np.empty(n_pix, dtype=np.float32)
+        pre_noise = np.empty(n_pix, dtype=np.float32)
+        step_z = np.empty(n_pix, dtype=np.float32)
+        pre_coef = np.empty((2, n_pix), dtype=np.float32)
+        feat_all = np.empty((Ef.size, n_pix), dtype=np.float32)
+        finite = np.empty(n_pix, dtype=bool)
+        for i, rs in enumerate(tiles):
+            res = normalize_tile(Y2[:, rs.start * W : rs.stop * W], *tile_args)
+            sl = slice(tiles[i].start * W, tiles[i].stop * W)
+            finite[sl], edge_step[sl], pre_noise[sl], step_z[sl], pre_coef[:, sl], feat_all[:, sl] = res
+            del res
+    else:  # the tiles and their feature rows stay on the workers (finite: features included)
+        from txm_live.tiled_edge import TiledEdge
+
+        tiled = TiledEdge(client, Y, tiles, what=window.name, timeout=timeout)
+        finite, edge_step, pre_noise, step_z = tiled.normalize(tile_args)
     timings["normalize"] = time.perf_counter() - t
 
     # 3. snr ------------------------------------------------------------------------------
@@ -749,7 +741,7 @@ def _analyze_edge(
     if valid is not None:
         good &= valid.ravel()
     pix = np.flatnonzero(good)
-    if pix.size:
+    if pix.size and client is None:
         pix = pix[np.isfinite(np.take(feat_all, pix, axis=1)).all(axis=0)]
     mask = np.zeros(n_pix, dtype=bool)
     mask[pix] = True
@@ -765,27 +757,34 @@ def _analyze_edge(
 
     # 4. features -------------------------------------------------------------------------
     t = stage("features")
-    F = np.take(feat_all, pix, axis=1)
-    del feat_all
-    X, mean_feat, _noise = build_features(F, Ef, e0=window.e0, random_state=random_state)
+    if client is None:
+        F = np.take(feat_all, pix, axis=1)
+        del feat_all
+        X, mean_feat, _noise = build_features(F, Ef, e0=window.e0, random_state=random_state)
+    else:
+        mean_feat = tiled.features(pix, Ef, e0=window.e0, random_state=random_state)
     timings["features"] = time.perf_counter() - t
 
     # 5. pca ------------------------------------------------------------------------------
     t = stage("pca")
     pix_snr = np.asarray(sm.snr, dtype=np.float64).ravel()[pix]
-    pca: PcaResult = reduce_pca(
-        X,
-        n_components=n_components,
-        max_components=min(max_components, X.shape[1]),
-        sample_noise=1.0 / np.clip(pix_snr, 1e-3, None),
-        noise_margin=pca_noise_margin,
-        random_state=random_state,
-    )
-    scores = pca.scores
-    score_noise = _residual_noise(X, pca).astype(np.float32)
-    if spatial_filter:
-        scores, score_noise = sigma_filter(scores, pix, (H, W), score_noise, return_noise=True)
-    del X
+    if client is not None:
+        pca, scores = tiled.pca_scores(pix_snr, n_components=n_components, max_components=min(max_components, Ef.size),
+                                       noise_margin=pca_noise_margin, spatial_filter=spatial_filter)
+    else:
+        pca: PcaResult = reduce_pca(
+            X,
+            n_components=n_components,
+            max_components=min(max_components, X.shape[1]),
+            sample_noise=1.0 / np.clip(pix_snr, 1e-3, None),
+            noise_margin=pca_noise_margin,
+            random_state=random_state,
+        )
+        scores = pca.scores
+        score_noise = _residual_noise(X, pca).astype(np.float32)
+        if spatial_filter:
+            scores, score_noise = sigma_filter(scores, pix, (H, W), score_noise, return_noise=True)
+        del X
     timings["pca"] = time.perf_counter() - t
 
     # 6. cluster --------------------------------------------------------------------------
@@ -804,7 +803,10 @@ def _analyze_edge(
     dense = np.searchsorted(ids, raw[assigned])  # 0..len(ids)-1
     n_phases = int(ids.size)
     if n_phases:
-        fmean, _, _ = _phase_sums(F, np.flatnonzero(assigned), dense, n_phases)
+        if client is None:
+            fmean, _, _ = _phase_sums(F, np.flatnonzero(assigned), dense, n_phases)
+        else:
+            fmean = tiled.feature_phase_means(np.flatnonzero(assigned), dense, n_phases)
         wl_height = fmean.max(axis=1)
         edge_pos = edge_positions(Ef, fmean)
     else:
@@ -824,14 +826,14 @@ def _analyze_edge(
     labels[pix] = phase_of_pix
     if n_phases:
         cols = pix[assigned]
-        athena = (pre_coef[:, cols], edge_step[cols]) if method == "athena" else None
         if client is None:
+            athena = (pre_coef[:, cols], edge_step[cols]) if method == "athena" else None
             mean_spectra, spread, counts = _window_phase_stats(
                 E, Y2, window, method, cols, phase_of_pix[assigned], n_phases, athena=athena, post_order=post_order
             )
-        else:
-            mean_spectra, spread, counts = _distributed_phase_stats(
-                client, E, Y, window, method, cols, phase_of_pix[assigned], n_phases, athena, timeout, post_order
+        else:  # the pre-edge lines and steps are on the workers
+            mean_spectra, spread, counts = tiled.window_phase_stats(
+                tile_args, cols, phase_of_pix[assigned], n_phases, athena=method == "athena"
             )
     else:
         mean_spectra = np.zeros((0, E.size))
@@ -846,7 +848,12 @@ def _analyze_edge(
     i_peak = int(np.argmax(mean_feat))
     near = np.flatnonzero(np.abs(Ef - Ef[i_peak]) <= 2.0 + 1e-9)
     white_line = np.full(n_pix, np.nan, dtype=np.float32)
-    white_line[pix] = F[near].mean(axis=0)
+    if client is None:
+        white_line[pix] = F[near].mean(axis=0)
+    else:
+        from txm_live.tiles import tile_line_score, tile_row_mean
+
+        white_line[pix] = tiled.per_pixel(tile_row_mean, near, step="white line")
     # majority score: projection on the line between the two majority means (feature range)
     score = np.full(n_pix, np.nan, dtype=np.float32)
     if major_idx.size >= 2:
@@ -854,7 +861,13 @@ def _analyze_edge(
         d = (hi - lo).astype(np.float32)
         dd = float(d @ d)
         if dd > 0:
-            score[pix] = (d @ F - float(d @ lo.astype(np.float32))) / dd
+            offset = float(d @ lo.astype(np.float32))
+            if client is None:
+                score[pix] = (d @ F - offset) / dd
+            else:
+                score[pix] = tiled.per_pixel(tile_line_score, d, offset, dd, step="majority score")
+    if client is not None:
+        tiled.release()
     timings["summarize"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_start
 

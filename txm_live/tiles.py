@@ -4,30 +4,26 @@ A *tile* is a band of whole image rows, the same pixel chunks the in-process ana
 (:func:`txm_live.phases._pixel_chunks`), so every pixel goes through exactly the same arithmetic
 in both: the per-pixel outputs, hence the labels, are identical.
 
-* :func:`normalize_tile` (normalization, finiteness, the feature rows) runs per tile on the
-  workers; only the compact per-pixel results (edge step, pre-edge noise and line, feature
-  rows: ``4 (n_features + 5)`` bytes per pixel) come back.
+* :func:`normalize_tile` (normalization, finiteness, the feature rows) is the per-tile stage of
+  the in-process analysis too.
+* The ``tile_*`` functions are the per-tile steps of the distributed analysis
+  (:mod:`txm_live.tiled_edge` drives them): each takes what an earlier step left on the worker
+  and returns either a per-pixel intermediate that stays there (features, whitened features,
+  scores) or a small result for the client (per-pixel scalars, partial sums, a sample).
 * :func:`phase_sums_tile` accumulates the per-phase sums of the normalized spectra over the
   whole window for the summary; the client adds the tiles' sums (float64), shifting each
   tile's sum of squares to the common reference.
-
-The global steps (SNR threshold, noise estimate on a pixel sample, PCA, spatial filter,
-clustering) run on the client on the gathered per-pixel arrays, with the in-process code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from txm_live.edges import EdgeWindow
 
-__all__ = ["normalize_tile", "phase_sums_tile", "map_tiles"]
-
-#: Tiles in flight per worker (bounds the memory of a numpy block shipped to the workers).
-_IN_FLIGHT_PER_WORKER = 2
+__all__ = ["normalize_tile", "phase_sums_tile", "combine_phase_sums"]
 
 
 def normalize_tile(
@@ -100,57 +96,146 @@ def combine_phase_sums(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.
     return mean.T, np.sqrt(var).T, counts
 
 
-def _tile_data(Y: Any, rows: slice) -> Any:
-    """The rows of a tile: a contiguous numpy copy (shipped) or a lazy dask slice."""
-    part = Y[:, rows, :]
-    if hasattr(part, "dask"):
-        return part
-    return np.ascontiguousarray(part)
+class TileNorm(NamedTuple):
+    """What :func:`tile_normalize` leaves on a worker for one tile (one column per pixel)."""
+
+    ok: np.ndarray  #: bool: finite spectrum and finite feature rows
+    edge_step: np.ndarray  #: float32
+    pre_noise: np.ndarray  #: float32
+    step_z: np.ndarray  #: float32: edge step / its standard error
+    pre_coefficients: np.ndarray  #: float32 (2, n): pre-edge line
+    features: np.ndarray  #: float32 (n_features, n): normalized feature rows
 
 
-def map_tiles(
-    client: Any,
-    fn: Callable[..., Any],
-    Y: Any,
-    tiles: list[slice],
-    args: Callable[[int], tuple],
-    *,
-    what: str,
-    timeout: float | None = None,
-) -> Iterator[tuple[int, Any]]:
-    """Run ``fn(tile_data, *args(i))`` for every tile on the cluster; yields ``(i, result)``.
+def tile_normalize(Yt: np.ndarray, E: np.ndarray, window: EdgeWindow, method: str, f_rows: slice,
+                   post_order: int | None = None) -> TileNorm:
+    """:func:`normalize_tile`, kept on the worker; ``ok`` folds in the finiteness of the features."""
+    finite, step, noise, z, coef, feat = normalize_tile(Yt, E, window, method, f_rows, post_order)
+    return TileNorm(finite & np.isfinite(feat).all(axis=0), step, noise, z, coef, feat)
 
-    ``tiles`` are row slices of ``Y`` (n_e, H, W). A numpy ``Y`` is shipped tile by tile with at
-    most a few tiles in flight per worker (bounded memory on the client and the workers); a
-    dask array is sliced lazily, so the workers read their tiles themselves (e.g. from HDF5).
+
+def tile_pixel_scalars(tn: TileNorm) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The per-pixel scalars the SNR mask needs (13 bytes per pixel)."""
+    return tn.ok, tn.edge_step, tn.pre_noise, tn.step_z
+
+
+def tile_take_features(tn: TileNorm, cols: np.ndarray) -> np.ndarray:
+    """Feature rows of the clustered pixels ``cols`` of the tile, (n_features, n_cols) float32."""
+    return np.take(tn.features, cols, axis=1)
+
+
+def tile_feature_sum(F: np.ndarray) -> np.ndarray:
+    """Sum over the tile's pixels of every feature row (float64)."""
+    return F.sum(axis=1, dtype=np.float64)
+
+
+def tile_columns(F: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Columns ``cols`` of ``F`` (the tile's part of a pixel sample)."""
+    return np.take(F, cols, axis=1)
+
+
+def tile_whiten(F: np.ndarray, q32: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """Whitened pixel-major features of the tile (:func:`txm_live.phases.build_features`)."""
+    from txm_live.phases import _whiten
+
+    return _whiten(F, q32, noise)
+
+
+def tile_gram(X: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, int]:
+    """Partial sums of the weighted covariance: ``sum w^2 x``, ``sum w^2 x x^T`` (float64),
+    ``sum w^2`` and the row count."""
+    Xw = X.astype(np.float64)
+    Xw *= w[:, None]
+    return w @ Xw, Xw.T @ Xw, float(w @ w), X.shape[0]
+
+
+def add_grams(a: tuple, b: tuple) -> tuple:
+    """One node of the tree reduction of :func:`tile_gram` results."""
+    return a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3]
+
+
+def tile_project(X: np.ndarray, pca: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of the tile's pixels and their residual rms outside the components (float64)."""
+    from txm_live.phases import _residual_rms
+
+    scores = pca.transform(X)
+    return scores, _residual_rms(X, pca.mean, scores)
+
+
+def tile_rms_range(proj: tuple[np.ndarray, np.ndarray]) -> tuple[float, float]:
+    """Smallest residual rms and largest positive one of the tile (``nan`` when empty)."""
+    rms = proj[1]
+    pos = rms[rms > 0]
+    return (float(rms.min()) if rms.size else np.nan, float(pos.max()) if pos.size else np.nan)
+
+
+def tile_rms(proj: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    return proj[1]
+
+
+def tile_halo_row(proj: tuple[np.ndarray, np.ndarray], cols: np.ndarray, W: int, row: int) -> tuple:
+    """Scores, residual rms and in-tile columns of the clustered pixels of local image row ``row``."""
+    lo, hi = np.searchsorted(cols, [row * W, (row + 1) * W])
+    return proj[0][lo:hi], proj[1][lo:hi], cols[lo:hi] - row * W
+
+
+def tile_scores(proj: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    return proj[0]
+
+
+def tile_sigma_filter(
+    proj: tuple[np.ndarray, np.ndarray],
+    cols: np.ndarray,
+    n_rows: int,
+    W: int,
+    floor: float,
+    above: tuple | None,
+    below: tuple | None,
+) -> np.ndarray:
+    """:func:`txm_live.phases.sigma_filter` of the tile's scores with one halo row on each side.
+
+    ``above`` / ``below`` are :func:`tile_halo_row` of the neighbouring tiles (``None`` at the
+    image border, where the in-process filter sees no pixel either). The tile is filtered as an
+    image of ``n_rows + 2`` rows and only its own pixels are kept: each of them sees exactly the
+    neighbours it has in the whole image, so the result equals the in-process filter's.
     """
-    import warnings
+    from txm_live.phases import sigma_filter
 
-    from dask.distributed import as_completed
+    parts_s, parts_n, parts_p = [], [], []
+    if above is not None:
+        parts_s.append(above[0]), parts_n.append(above[1]), parts_p.append(above[2])
+    parts_s.append(proj[0]), parts_n.append(proj[1]), parts_p.append(cols + W)
+    if below is not None:
+        parts_s.append(below[0]), parts_n.append(below[1]), parts_p.append(below[2] + (n_rows + 1) * W)
+    scores = np.concatenate(parts_s)
+    noise = np.maximum(np.concatenate(parts_n), floor).astype(np.float32)
+    pixels = np.concatenate(parts_p)
+    out = sigma_filter(scores, pixels, (n_rows + 2, W), noise)
+    first = parts_s[0].shape[0] if above is not None else 0
+    return out[first : first + proj[0].shape[0]]
 
-    from txm_live.distributed import gather, n_workers
 
-    in_flight = _IN_FLIGHT_PER_WORKER * n_workers(client)
-    pending = iter(range(len(tiles)))
-    index: dict[Any, int] = {}
+def tile_phase_feature_sums(F: np.ndarray, idx: np.ndarray, lab: np.ndarray, n_phases: int) -> np.ndarray:
+    """Per-phase sums (n_features, P) float64 of the feature rows of the tile's pixels ``idx``."""
+    onehot = np.zeros((lab.size, n_phases), dtype=np.float32)
+    onehot[np.arange(lab.size), lab] = 1.0
+    return (np.take(F, idx, axis=1) @ onehot).astype(np.float64)
 
-    def submit(i: int) -> Any:
-        data = _tile_data(Y, tiles[i])
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*Large object.*")  # the tile is the payload
-            if hasattr(data, "dask"):
-                import dask
 
-                fut = client.compute(dask.delayed(fn)(data, *args(i)))
-            else:
-                fut = client.submit(fn, data, *args(i), pure=False)
-        index[fut.key] = i
-        return fut
+def tile_row_mean(F: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Mean over the feature rows ``rows`` of every pixel (the white-line map)."""
+    return F[rows].mean(axis=0)
 
-    ac = as_completed([submit(i) for _, i in zip(range(in_flight), pending)])
-    for fut in ac:
-        (res,) = gather(client, [fut], what=what, timeout=timeout)
-        yield index.pop(fut.key), res
-        nxt = next(pending, None)
-        if nxt is not None:
-            ac.add(submit(nxt))
+
+def tile_line_score(F: np.ndarray, d: np.ndarray, offset: float, dd: float) -> np.ndarray:
+    """Position of every pixel on the line from one mean spectrum to another (majority score)."""
+    return (d @ F - offset) / dd
+
+
+def tile_window_phase_sums(Yt: np.ndarray, tn: TileNorm | None, E: np.ndarray, window: EdgeWindow,
+                           method: str, cols: np.ndarray, lab: np.ndarray, n_phases: int,
+                           post_order: int | None = None) -> tuple:
+    """:func:`phase_sums_tile` with the Athena pre-edge line and step taken from the worker's
+    :class:`TileNorm` (``None``: normalize the pixels again)."""
+    athena = None if tn is None else (tn.pre_coefficients[:, cols], tn.edge_step[cols])
+    return phase_sums_tile(Yt, E, window, method, cols, lab, n_phases, athena, post_order)
