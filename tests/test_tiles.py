@@ -63,3 +63,54 @@ def test_tile_phase_sums_combine_to_the_whole_image_statistics() -> None:
     np.testing.assert_array_equal(counts, np.bincount(lab, minlength=3))
     np.testing.assert_allclose(got_mean, mean, atol=1e-5)  # float32 sums per tile
     np.testing.assert_allclose(got_std, std, atol=1e-4)
+
+
+def test_tile_sigma_filter_with_halo_rows_equals_the_whole_image_filter() -> None:
+    """Each row band filtered with one halo row above and below (tile_halo_row of its
+    neighbours) gives exactly the in-process sigma filter of the whole image."""
+    from txm_live.phases import sigma_filter
+    from txm_live.tiles import tile_halo_row, tile_sigma_filter
+
+    rng = np.random.default_rng(5)
+    H, W, k = 23, 17, 3
+    pix = np.flatnonzero(rng.random(H * W) < 0.8)  # holes: masked pixels
+    scores = (rng.normal(size=(pix.size, k)) + (pix[:, None] % W > W // 2) * 4).astype(np.float32)
+    rms = rng.uniform(0.5, 1.5, pix.size)
+    ref = sigma_filter(scores, pix, (H, W), rms.astype(np.float32))
+    bands = [slice(0, 5), slice(5, 6), slice(6, 14), slice(14, 23)]  # one band of a single row
+    parts, cols = [], []
+    for b in bands:
+        sel = (pix >= b.start * W) & (pix < b.stop * W)
+        parts.append((scores[sel], rms[sel]))
+        cols.append(pix[sel] - b.start * W)
+    got = []
+    for i, b in enumerate(bands):
+        n_rows = b.stop - b.start
+        above = tile_halo_row(parts[i - 1], cols[i - 1], W, bands[i - 1].stop - bands[i - 1].start - 1) if i else None
+        below = tile_halo_row(parts[i + 1], cols[i + 1], W, 0) if i + 1 < len(bands) else None
+        got.append(tile_sigma_filter(parts[i], cols[i], n_rows, W, -np.inf, above, below))
+    np.testing.assert_array_equal(np.concatenate(got), ref)
+
+
+def test_gram_tree_reduction_gives_the_pca_of_the_whole_matrix() -> None:
+    """Per-tile weighted sums and cross-products, added pairwise, give reduce_pca's components
+    (float64 sums here, float32 chunks in reduce_pca: agreement to float32 rounding)."""
+    from txm_live.decompose import _sample_weights, pca_from_covariance, reduce_pca
+    from txm_live.tiles import add_grams, tile_gram
+
+    rng = np.random.default_rng(2)
+    n, p = 5000, 12
+    X = (rng.normal(size=(n, p)) + np.outer(rng.normal(size=n) * 3, rng.normal(size=p))).astype(np.float32)
+    noise = rng.uniform(0.5, 2.0, n)
+    ref = reduce_pca(X, sample_noise=noise, max_components=4)
+    w = _sample_weights(noise, n)
+    parts = [tile_gram(X[a:b], w[a:b]) for a, b in ((0, 1000), (1000, 1001), (1001, 3500), (3500, n))]
+    S, C, wsum, count = add_grams(add_grams(parts[0], parts[1]), add_grams(parts[2], parts[3]))
+    assert count == n
+    mean = S / wsum
+    got = pca_from_covariance((C - np.outer(S, mean)) / (n - 1), mean, n_samples=n, max_components=4)
+    assert got.n_components == ref.n_components
+    np.testing.assert_allclose(got.explained_variance, ref.explained_variance, rtol=1e-5)
+    np.testing.assert_allclose(got.components, ref.components, atol=1e-5)
+    np.testing.assert_allclose(got.mean, ref.mean, atol=1e-6)
+    np.testing.assert_allclose(got.transform(X), ref.scores, atol=1e-4)

@@ -99,6 +99,21 @@ class TiledEdge:
         self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - t
         return out
 
+    def _scatter(self, part: np.ndarray, worker: str) -> Any:
+        """Send one tile to ``worker`` (to any worker if that one is gone)."""
+        from txm_live.errors import DistributedError
+
+        t = time.perf_counter()
+        try:
+            try:
+                return self.client.scatter(part, hash=False, workers=[worker])
+            except (OSError, TimeoutError, KeyError):  # the worker died (unknown to the scheduler): any other one
+                return self.client.scatter(part, hash=False)
+        except (OSError, TimeoutError, KeyError) as exc:
+            raise DistributedError(f"{self.what} scatter: no worker took the tile ({type(exc).__name__}: {exc})") from exc
+        finally:
+            self.seconds["scatter"] = self.seconds.get("scatter", 0.0) + time.perf_counter() - t
+
     def _tree_sum(self, parts: list[Any], fn: Callable[[Any, Any], Any]) -> Any:
         """Pairwise reduction of futures on the workers (depth log2 of the number of tiles)."""
         while len(parts) > 1:
@@ -127,7 +142,7 @@ class TiledEdge:
         for i, rows in enumerate(self.tiles):
             if not hasattr(self.Y, "dask"):  # one tile in client memory at a time; normalization starts at once
                 part = np.ascontiguousarray(self.Y[:, rows, :])
-                self.data.append(self.client.scatter(part, hash=False, workers=[workers[i % nw]]))
+                self.data.append(self._scatter(part, workers[i % nw]))
                 del part
             self.norm.append(self._on_tile(i, T.tile_normalize, *tile_args))
         small = self._gather([self._submit(T.tile_pixel_scalars, f) for f in self.norm], "normalization")
