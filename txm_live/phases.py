@@ -50,6 +50,7 @@ from txm_live.refine import refine_phases
 from txm_live.edges import MIN_POST_POINTS, MIN_PRE_POINTS, EdgeWindow, resolve_post_order
 from txm_live.phase_order import edge_levels, edge_positions, edge_tolerance, phase_names
 from txm_live.errors import InsufficientDataError
+from txm_live.normalize import EdgeFeatures, athena_features
 from txm_live.results import EdgeResult
 from txm_live.tiles import map_tiles, normalize_tile
 
@@ -84,6 +85,9 @@ _CHUNK_BYTES = 64 * 2**20
 #: BLAS threads inside :func:`analyze_edge`: its matrix products are thin and memory-bound, and
 #: on the beamline computer multi-threaded BLAS only competes with acquisition.
 _BLAS_THREADS = 1
+#: Threads of the in-process per-pixel passes of :func:`analyze_edge` by default: one, because
+#: on the beamline computer the analysis shares the machine with acquisition.
+DEFAULT_THREADS: int = 1
 #: Pixels used to estimate the noise level of each feature.
 _NOISE_SAMPLES = 50_000
 
@@ -339,6 +343,20 @@ def _row_tiles(H: int, W: int, n_rows: int) -> list[slice]:
     return [slice(r, min(r + step, H)) for r in range(0, H, step)]
 
 
+def _run_tiles(fn: Callable[[slice], None], tiles: list[slice], threads: int) -> None:
+    """``fn(tile)`` for every tile, on ``threads`` threads (numpy releases the GIL inside its
+    loops and BLAS calls, so the tiles of a memory-bound pass run in parallel)."""
+    if threads <= 1 or len(tiles) <= 1:
+        for rs in tiles:
+            fn(rs)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(threads, len(tiles)), thread_name_prefix="txm-live-tile") as pool:
+        for fut in [pool.submit(fn, rs) for rs in tiles]:
+            fut.result()  # re-raises a tile's exception
+
+
 def _pixel_chunks(n_pix: int, n_rows: int) -> list[slice]:
     """Pixel slices whose ``n_rows x chunk`` float32 block stays near :data:`_CHUNK_BYTES`."""
     step = max(1024, int(_CHUNK_BYTES // (4 * max(n_rows, 1))))
@@ -534,6 +552,7 @@ def analyze_edge(
     progress: Callable[[str], None] | None = None,
     client: object = None,
     timeout: float | None = None,
+    threads: int = DEFAULT_THREADS,
 ) -> PhaseAnalysis:
     """Phase map of one absorption edge from an energy-major block of optical density.
 
@@ -631,6 +650,9 @@ def analyze_edge(
     """
     from threadpoolctl import threadpool_limits
 
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+    threads = int(threads)
     with threadpool_limits(limits=_BLAS_THREADS, user_api="blas"):
         return _analyze_edge(
             energies, block, window=window, valid=valid, method=method, post_order=post_order,
@@ -638,7 +660,7 @@ def analyze_edge(
             n_components=n_components, max_components=max_components, pca_noise_margin=pca_noise_margin,
             eps=eps, min_samples=min_samples,
             snr_threshold=snr_threshold, spatial_filter=spatial_filter, refine=refine, random_state=random_state,
-            progress=progress, client=client, timeout=timeout,
+            progress=progress, client=client, timeout=timeout, threads=threads,
         )
 
 
@@ -664,6 +686,7 @@ def _analyze_edge(
     progress: Callable[[str], None] | None,
     client: object = None,
     timeout: float | None = None,
+    threads: int = 1,
 ) -> PhaseAnalysis:
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -726,7 +749,19 @@ def _analyze_edge(
     finite = np.empty(n_pix, dtype=bool)
     tiles = _row_tiles(H, W, E.size)
     tile_args = (E, window, method, f_rows, post_order)
-    if client is None:
+    if client is None and method == "athena":
+        # one fused pass over the block, written straight into the per-pixel arrays
+        def athena_tile(rs: slice) -> None:
+            sl = slice(rs.start * W, rs.stop * W)
+            athena_features(
+                E, Y2[:, sl], e0=window.e0, pre=window.pre, post=window.post, post_order=post_order,
+                rows=f_rows, out=EdgeFeatures(finite[sl], edge_step[sl], pre_noise[sl], step_z[sl],
+                                              pre_coef[:, sl], feat_all[:, sl]),
+            )
+
+        _run_tiles(athena_tile, tiles, threads)
+        done = iter(())
+    elif client is None:
         done = ((i, normalize_tile(Y2[:, rs.start * W : rs.stop * W], *tile_args)) for i, rs in enumerate(tiles))
     else:
         done = map_tiles(client, normalize_tile, Y, tiles, lambda i: tile_args,
