@@ -374,12 +374,16 @@ def _window_phase_stats(
     *,
     athena: tuple[np.ndarray, np.ndarray] | None = None,
     post_order: int | None = None,
+    finite: np.ndarray | None = None,
+    threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean and standard deviation of the normalized spectra of each phase over the window.
 
-    With ``athena=(pre_coefficients, edge_step)`` of the pixels ``pix`` the normalized spectra
-    ``(mu - c0 - c1 (E - e0)) / step`` are rebuilt row chunk by row chunk (one streaming pass
-    over the block); otherwise the pixels are normalized again in pixel chunks (normalization
+    With ``athena=(pre_coefficients, edge_step)`` of the pixels ``pix`` the per-phase moments
+    of the normalized spectra ``(mu - c0 - c1 (E - e0)) / step`` come from matrix products with
+    the raw block (:func:`_athena_phase_moments`, one streaming pass; ``finite`` marks the
+    pixels of ``Y2`` whose spectra are all finite, ``threads`` the threads of that pass);
+    otherwise the pixels are normalized again in pixel chunks (normalization
     is per pixel, so a subset normalizes exactly as in the full image). No normalized copy of
     the whole window is ever held.
     """
@@ -387,24 +391,14 @@ def _window_phase_stats(
 
     n_e = E.size
     onehot, counts = _onehot(lab, n_phases)
+    if athena is not None:
+        c, step = athena
+        mean, std = _athena_phase_moments(
+            E - window.e0, Y2, pix, lab, n_phases, c[0], c[1], 1.0 / step, finite=finite, threads=threads
+        )
+        return mean, std, counts
     s1 = np.zeros((n_e, n_phases))
     s2 = np.zeros((n_e, n_phases))
-    if athena is not None:
-        ref = np.zeros(n_e)
-        c, step = athena
-        c0 = c[0].astype(np.float32)
-        c1 = c[1].astype(np.float32)
-        g = (1.0 / step).astype(np.float32)
-        x = (E - window.e0).astype(np.float32)
-        for r0 in range(0, n_e, _ROW_CHUNK):
-            r = slice(r0, r0 + _ROW_CHUNK)
-            sub = np.take(Y2[r], pix, axis=1).astype(np.float32, copy=False)
-            sub -= c0
-            sub -= x[r, None] * c1
-            sub *= g
-            _accumulate(sub, onehot, s1[r], s2[r], ref[r])
-        mean, std = _finish(s1, s2, ref, counts)
-        return mean, std, counts
     # generic path: normalize pixel chunks again (float64 sums of values and squares)
     for sl in _pixel_chunks(pix.size, n_e):
         nz = normalize_window(
@@ -416,6 +410,109 @@ def _window_phase_stats(
     mean = (s1 / counts).T
     var = np.clip(s2 / counts - (s1 / counts) ** 2, 0.0, None).T
     return mean, np.sqrt(var), counts
+
+
+#: Pixel span and energy rows of one cache-resident float64 chunk of :func:`_athena_phase_moments`
+#: (16 x 4096 x 8 B = 0.5 MB, plus the span's weights, 0.5 MB: both stay in L2; rows of 16 kB
+#: keep the reads from memory streaming).
+_MOMENT_PIXELS = 4096
+_MOMENT_ROWS = 16
+
+
+def _athena_phase_moments(
+    x: np.ndarray,
+    Y2: np.ndarray,
+    pix: np.ndarray,
+    lab: np.ndarray,
+    n_phases: int,
+    c0: np.ndarray,
+    c1: np.ndarray,
+    g: np.ndarray,
+    *,
+    finite: np.ndarray | None = None,
+    threads: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-phase mean and standard deviation (P, n_e) of ``z = (y - c0 - c1 x) g`` over the
+    pixels ``pix`` (sorted, phase ``lab``) of ``Y2`` (n_e, n_pixels), without normalizing.
+
+    ``z`` is linear in the raw spectra ``y``, so with pixel weights ``w`` (one-hot phase)
+
+    * ``sum w z = Y (w g) - sum(w g c0) - x sum(w g c1)``,
+    * ``sum w z^2 = Y^2 (w g^2) - 2 [Y (w g^2 c0) + x Y (w g^2 c1)] + sum w g^2 (c0 + c1 x)^2``:
+
+    four matrix products of the block with thin weight matrices. They run in float64 on chunks
+    of :data:`_MOMENT_ROWS` energies x :data:`_MOMENT_PIXELS` pixels (converted in the cache),
+    so the block is read once and the expansion loses no precision that matters (relative error ~1e-13 of
+    the variance). Chunks whose pixels are all finite (``finite``) are used whole with zero
+    weight for the pixels outside ``pix``; other chunks gather their ``pix`` columns first (a
+    masked pixel may hold NaN). ``threads`` threads each take a contiguous share of the chunks.
+    """
+    n_e, n_pix = Y2.shape
+    x = np.asarray(x, dtype=np.float64)
+    # the float32 coefficients of the normalization, as the feature rows used them
+    a = np.asarray(c0, dtype=np.float32).astype(np.float64)
+    b = np.asarray(c1, dtype=np.float32).astype(np.float64)
+    gg = np.asarray(g, dtype=np.float32).astype(np.float64)
+    P = n_phases
+    g2 = gg * gg
+    # per-pixel weights for its phase column in four matrices [g], [g^2 c0], [g^2 c1], [g^2];
+    # phase columns padded to a multiple of 4 (OpenBLAS is fastest for thin products of N = 4)
+    Pp = -(-P // 4) * 4
+    r = np.arange(pix.size)
+    wts = []
+    for v in (gg, g2 * a, g2 * b, g2):
+        wm = np.zeros((pix.size, Pp))
+        wm[r, lab] = v
+        wts.append(wm)
+    chunks = [slice(i, min(i + _MOMENT_PIXELS, n_pix)) for i in range(0, n_pix, _MOMENT_PIXELS)]
+    lo = np.searchsorted(pix, [c.start for c in chunks])
+    hi = np.searchsorted(pix, [c.stop for c in chunks])
+    busy = [i for i in range(len(chunks)) if hi[i] > lo[i]]
+    n_groups = max(1, min(threads, len(busy)))
+    groups = [busy[k * len(busy) // n_groups : (k + 1) * len(busy) // n_groups] for k in range(n_groups)]
+    parts: list[np.ndarray] = [np.zeros((4, n_e, Pp)) for _ in groups]
+
+    def run(k: int) -> None:
+        acc = parts[k]
+        buf = np.empty((_MOMENT_ROWS, _MOMENT_PIXELS))
+        wfull = np.zeros((4, _MOMENT_PIXELS, Pp))
+        for i in groups[k]:
+            ch = chunks[i]
+            sel = slice(lo[i], hi[i])
+            if finite is not None and finite[ch].all():  # whole span, zero weight off ``pix``
+                src = Y2[:, ch]
+                wb = wfull[:, : ch.stop - ch.start]
+                wb[:] = 0.0
+                for j in range(4):
+                    wb[j, pix[sel] - ch.start] = wts[j][sel]
+            else:  # a masked pixel may hold NaN: gather the span's ``pix`` columns
+                src = np.take(Y2[:, ch], pix[sel] - ch.start, axis=1)
+                wb = np.stack([w[sel] for w in wts])
+            m = src.shape[1]
+            for r0 in range(0, n_e, _MOMENT_ROWS):  # row bands: long contiguous reads, L2-sized
+                r1 = min(r0 + _MOMENT_ROWS, n_e)
+                yb = buf[: r1 - r0, :m]
+                np.copyto(yb, src[r0:r1])
+                for j in range(3):
+                    acc[j, r0:r1] += yb @ wb[j]
+                np.multiply(yb, yb, out=yb)
+                acc[3, r0:r1] += yb @ wb[3]
+
+    _run_tiles(run, list(range(len(groups))), threads)
+    S = sum(parts)[:, :, :P]
+    counts = np.bincount(lab, minlength=P).astype(np.float64)
+    w1 = np.zeros((3, P))  # sum of w g, w g c0, w g c1 per phase
+    w2 = np.zeros((3, P))  # sum of w g^2 c0^2, w g^2 c0 c1, w g^2 c1^2
+    for j, v in enumerate((gg, gg * a, gg * b)):
+        w1[j] = np.bincount(lab, weights=v, minlength=P)
+    for j, v in enumerate((g2 * a * a, g2 * a * b, g2 * b * b)):
+        w2[j] = np.bincount(lab, weights=v, minlength=P)
+    xc = x[:, None]
+    s1 = S[0] - w1[1] - xc * w1[2]
+    s2 = S[3] - 2.0 * (S[1] + xc * S[2]) + w2[0] + 2.0 * xc * w2[1] + xc * xc * w2[2]
+    mean = s1 / counts
+    var = np.clip(s2 / counts - mean * mean, 0.0, None)
+    return mean.T, np.sqrt(var).T
 
 
 def _distributed_phase_stats(
@@ -862,7 +959,8 @@ def _analyze_edge(
         athena = (pre_coef[:, cols], edge_step[cols]) if method == "athena" else None
         if client is None:
             mean_spectra, spread, counts = _window_phase_stats(
-                E, Y2, window, method, cols, phase_of_pix[assigned], n_phases, athena=athena, post_order=post_order
+                E, Y2, window, method, cols, phase_of_pix[assigned], n_phases, athena=athena, post_order=post_order,
+                finite=finite, threads=threads,
             )
         else:
             mean_spectra, spread, counts = _distributed_phase_stats(
