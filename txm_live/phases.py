@@ -161,10 +161,12 @@ def _noise_per_feature(F: np.ndarray, x: np.ndarray) -> np.ndarray:
     h = np.diff(x)
     wl = h[1:] / (h[:-1] + h[1:])  # weight of the left neighbour
     wr = 1.0 - wl
-    for j in range(1, n_f - 1):  # loop over energies (tens), vectorized over pixels
-        d = F[j] - (wl[j - 1] * F[j - 1] + wr[j - 1] * F[j + 1])
-        mad = float(np.median(np.abs(d - np.median(d))))
-        sig[j] = 1.4826 * mad / np.sqrt(1.0 + wl[j - 1] ** 2 + wr[j - 1] ** 2)
+    # all interior rows at once (float64, row by row the same arithmetic as a loop would do)
+    d = F[1:-1] - (wl[:, None] * F[:-2] + wr[:, None] * F[2:])
+    d -= np.median(d, axis=1)[:, None]
+    np.abs(d, out=d)
+    mad = np.median(d, axis=1)
+    sig[1:-1] = 1.4826 * mad / np.sqrt(1.0 + wl**2 + wr**2)
     sig[0], sig[-1] = sig[1], sig[-2]
     positive = sig[sig > 0]
     floor = float(np.median(positive)) * 1e-3 if positive.size else 1.0
@@ -221,9 +223,14 @@ def build_features(
     basis = np.stack([mean, np.ones_like(mean), (x - e0) / max(float(np.ptp(x)), 1.0)], axis=1)
     q, _ = np.linalg.qr(basis)
     q32 = q.astype(np.float32)
-    R = F - q32 @ (q32.T @ F)
+    R = q32 @ (q32.T @ F)
+    np.subtract(F, R, out=R)
     R /= noise.astype(np.float32)[:, None]
-    return np.ascontiguousarray(R.T), mean, noise
+    # pixel-major copy in L2-sized column blocks (a plain transposed copy strides through memory)
+    X = np.empty((R.shape[1], R.shape[0]), dtype=R.dtype)
+    for b0 in range(0, R.shape[1], 4096):
+        X[b0 : b0 + 4096] = R[:, b0 : b0 + 4096].T
+    return X, mean, noise
 
 
 def _residual_noise(X: np.ndarray, pca: PcaResult) -> np.ndarray:
@@ -880,9 +887,12 @@ def _analyze_edge(
     good &= significant
     if valid is not None:
         good &= valid.ravel()
-    pix = np.flatnonzero(good)
-    if pix.size:
-        pix = pix[np.isfinite(np.take(feat_all, pix, axis=1)).all(axis=0)]
+    # every feature finite: one sum per pixel, non-finite sums checked exactly (overflow)
+    feat_ok = np.isfinite(feat_all.sum(axis=0))
+    unsure = np.flatnonzero(~feat_ok & good)
+    if unsure.size:
+        feat_ok[unsure] = np.isfinite(feat_all[:, unsure]).all(axis=0)
+    pix = np.flatnonzero(good & feat_ok)
     mask = np.zeros(n_pix, dtype=bool)
     mask[pix] = True
     mask = mask.reshape(H, W)
