@@ -82,11 +82,13 @@ MIN_FEATURE_ENERGIES: int = 8
 _ROW_CHUNK = 32
 #: Bytes of one float32 pixel chunk of the window block (bounds the normalization temporaries).
 _CHUNK_BYTES = 64 * 2**20
-#: BLAS threads inside :func:`analyze_edge`: its matrix products are thin and memory-bound, and
-#: on the beamline computer multi-threaded BLAS only competes with acquisition.
+#: BLAS threads inside :func:`analyze_edge`: its matrix products are thin (memory-bound) or tiny
+#: (the mixture's EM), where multi-threaded BLAS spins more than it computes (measured: 2 BLAS
+#: threads made the cluster stage 3-6x slower on a loaded 2-core machine).
 _BLAS_THREADS = 1
-#: Threads of the in-process per-pixel passes of :func:`analyze_edge` by default: one, because
-#: on the beamline computer the analysis shares the machine with acquisition.
+#: Threads of :func:`analyze_edge` by default (its per-pixel passes over pixel tiles and its BLAS
+#: calls): one, because on the beamline computer the analysis shares the machine with
+#: acquisition.
 DEFAULT_THREADS: int = 1
 #: Pixels used to estimate the noise level of each feature.
 _NOISE_SAMPLES = 50_000
@@ -359,7 +361,12 @@ def _run_tiles(fn: Callable[[slice], None], tiles: list[slice], threads: int) ->
         return
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=min(threads, len(tiles)), thread_name_prefix="txm-live-tile") as pool:
+    from threadpoolctl import threadpool_limits
+
+    # one BLAS thread per tile thread: no oversubscription of the cores
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(
+        max_workers=min(threads, len(tiles)), thread_name_prefix="txm-live-tile"
+    ) as pool:
         for fut in [pool.submit(fn, rs) for rs in tiles]:
             fut.result()  # re-raises a tile's exception
 
@@ -726,6 +733,12 @@ def analyze_edge(
     timeout : float, optional
         With ``client``: seconds to wait for a tile before raising
         :class:`~txm_live.errors.DistributedError`.
+    threads : int
+        Threads of the in-process analysis (default :data:`DEFAULT_THREADS` = 1): the two passes
+        over the block (normalization and the per-phase spectra) run on pixel tiles in this many
+        threads (BLAS stays single-threaded in each). 1 is gentle
+        with the cores acquisition needs; on an analysis server give it more. The result does
+        not depend on it (labels identical).
 
     Returns
     -------
@@ -746,11 +759,13 @@ def analyze_edge(
     Notes
     -----
     Memory: the block is not copied when ``energies`` are increasing. Pixels are normalized in
-    chunks of ~64 MB and only the edge step, the noise, the pre-edge line and the feature rows
-    are kept (``n_features x H W`` float32, 0.12 GB at 602 x 643 with 81 features); the
-    per-phase means and spreads over the whole window are accumulated in one streaming pass
-    over the block. Peak extra memory at full size is ~0.5 GB, not another copy of the cube.
-    BLAS runs single-threaded inside this function (``threadpoolctl``).
+    one fused pass (:func:`txm_live.normalize.athena_features`, cache-sized chunks) and only
+    the edge step, the noise, the pre-edge line and the feature rows are kept
+    (``n_features x H W`` float32, 0.12 GB at 602 x 643 with 81 features); the per-phase means
+    and spreads over the whole window come from a second streaming pass of thin matrix products
+    with the raw block (no normalized copy). Peak extra memory at full size is ~0.5 GB, not
+    another copy of the cube. BLAS runs single-threaded inside this function
+    (``threadpoolctl``); ``threads`` parallelizes the two passes over the block.
     """
     from threadpoolctl import threadpool_limits
 
