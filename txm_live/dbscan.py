@@ -181,7 +181,21 @@ def _exact_pairs_connected(
     h: np.ndarray,
     eps2: float,
 ) -> np.ndarray:
-    """For group pairs (g, h): is some point of g within eps of some point of h (exact)?"""
+    """For group pairs (g, h): is some point of g within eps of some point of h (exact)?
+
+    One feature: groups are grid cells, i.e. disjoint intervals, so the closest pair of two
+    groups is the end of one and the start of the other, and the rounded difference of that
+    pair is the smallest of all pairs (rounding is monotone): one pair per group pair decides.
+    """
+    if X.shape[1] == 1:
+        v = X[pts, 0]
+        vmin = np.minimum.reduceat(v, start)
+        vmax = np.maximum.reduceat(v, start)
+        below = vmax[g] < vmin[h]  # g lies left of h
+        a = np.where(below, vmax[g], vmin[g])
+        b = np.where(below, vmin[h], vmax[h])
+        t = a - b
+        return t * t <= eps2
     out = np.zeros(g.size, dtype=bool)
     work = size[g].astype(np.int64) * size[h]
     small = np.flatnonzero(work <= _PAIR_BUDGET)

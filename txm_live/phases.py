@@ -50,6 +50,7 @@ from txm_live.refine import refine_phases
 from txm_live.edges import MIN_POST_POINTS, MIN_PRE_POINTS, EdgeWindow, resolve_post_order
 from txm_live.phase_order import edge_levels, edge_positions, edge_tolerance, phase_names
 from txm_live.errors import InsufficientDataError
+from txm_live.normalize import EdgeFeatures, athena_features
 from txm_live.results import EdgeResult
 from txm_live.tiles import normalize_tile
 
@@ -81,9 +82,14 @@ MIN_FEATURE_ENERGIES: int = 8
 _ROW_CHUNK = 32
 #: Bytes of one float32 pixel chunk of the window block (bounds the normalization temporaries).
 _CHUNK_BYTES = 64 * 2**20
-#: BLAS threads inside :func:`analyze_edge`: its matrix products are thin and memory-bound, and
-#: on the beamline computer multi-threaded BLAS only competes with acquisition.
+#: BLAS threads inside :func:`analyze_edge`: its matrix products are thin (memory-bound) or tiny
+#: (the mixture's EM), where multi-threaded BLAS spins more than it computes (measured: 2 BLAS
+#: threads made the cluster stage 3-6x slower on a loaded 2-core machine).
 _BLAS_THREADS = 1
+#: Threads of :func:`analyze_edge` by default (its per-pixel passes over pixel tiles and its BLAS
+#: calls): one, because on the beamline computer the analysis shares the machine with
+#: acquisition.
+DEFAULT_THREADS: int = 1
 #: Pixels used to estimate the noise level of each feature.
 _NOISE_SAMPLES = 50_000
 
@@ -157,10 +163,12 @@ def _noise_per_feature(F: np.ndarray, x: np.ndarray) -> np.ndarray:
     h = np.diff(x)
     wl = h[1:] / (h[:-1] + h[1:])  # weight of the left neighbour
     wr = 1.0 - wl
-    for j in range(1, n_f - 1):  # loop over energies (tens), vectorized over pixels
-        d = F[j] - (wl[j - 1] * F[j - 1] + wr[j - 1] * F[j + 1])
-        mad = float(np.median(np.abs(d - np.median(d))))
-        sig[j] = 1.4826 * mad / np.sqrt(1.0 + wl[j - 1] ** 2 + wr[j - 1] ** 2)
+    # all interior rows at once (float64, row by row the same arithmetic as a loop would do)
+    d = F[1:-1] - (wl[:, None] * F[:-2] + wr[:, None] * F[2:])
+    d -= np.median(d, axis=1)[:, None]
+    np.abs(d, out=d)
+    mad = np.median(d, axis=1)
+    sig[1:-1] = 1.4826 * mad / np.sqrt(1.0 + wl**2 + wr**2)
     sig[0], sig[-1] = sig[1], sig[-2]
     positive = sig[sig > 0]
     floor = float(np.median(positive)) * 1e-3 if positive.size else 1.0
@@ -230,9 +238,14 @@ def _feature_basis(mean: np.ndarray, x: np.ndarray, e0: float) -> np.ndarray:
 
 def _whiten(F: np.ndarray, q32: np.ndarray, noise: np.ndarray) -> np.ndarray:
     """Pixel-major features: ``F`` minus its projection on ``q32``, divided by the noise per row."""
-    R = F - q32 @ (q32.T @ F)
+    R = q32 @ (q32.T @ F)
+    np.subtract(F, R, out=R)
     R /= noise.astype(np.float32)[:, None]
-    return np.ascontiguousarray(R.T)
+    # pixel-major copy in L2-sized column blocks (a plain transposed copy strides through memory)
+    X = np.empty((R.shape[1], R.shape[0]), dtype=R.dtype)
+    for b0 in range(0, R.shape[1], 4096):
+        X[b0 : b0 + 4096] = R[:, b0 : b0 + 4096].T
+    return X
 
 
 def _residual_noise(X: np.ndarray, pca: PcaResult) -> np.ndarray:
@@ -362,6 +375,25 @@ def _row_tiles(H: int, W: int, n_rows: int) -> list[slice]:
     return [slice(r, min(r + step, H)) for r in range(0, H, step)]
 
 
+def _run_tiles(fn: Callable[[slice], None], tiles: list[slice], threads: int) -> None:
+    """``fn(tile)`` for every tile, on ``threads`` threads (numpy releases the GIL inside its
+    loops and BLAS calls, so the tiles of a memory-bound pass run in parallel)."""
+    if threads <= 1 or len(tiles) <= 1:
+        for rs in tiles:
+            fn(rs)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    # one BLAS thread per tile thread: no oversubscription of the cores
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(
+        max_workers=min(threads, len(tiles)), thread_name_prefix="txm-live-tile"
+    ) as pool:
+        for fut in [pool.submit(fn, rs) for rs in tiles]:
+            fut.result()  # re-raises a tile's exception
+
+
 def _pixel_chunks(n_pix: int, n_rows: int) -> list[slice]:
     """Pixel slices whose ``n_rows x chunk`` float32 block stays near :data:`_CHUNK_BYTES`."""
     step = max(1024, int(_CHUNK_BYTES // (4 * max(n_rows, 1))))
@@ -379,12 +411,16 @@ def _window_phase_stats(
     *,
     athena: tuple[np.ndarray, np.ndarray] | None = None,
     post_order: int | None = None,
+    finite: np.ndarray | None = None,
+    threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean and standard deviation of the normalized spectra of each phase over the window.
 
-    With ``athena=(pre_coefficients, edge_step)`` of the pixels ``pix`` the normalized spectra
-    ``(mu - c0 - c1 (E - e0)) / step`` are rebuilt row chunk by row chunk (one streaming pass
-    over the block); otherwise the pixels are normalized again in pixel chunks (normalization
+    With ``athena=(pre_coefficients, edge_step)`` of the pixels ``pix`` the per-phase moments
+    of the normalized spectra ``(mu - c0 - c1 (E - e0)) / step`` come from matrix products with
+    the raw block (:func:`_athena_phase_moments`, one streaming pass; ``finite`` marks the
+    pixels of ``Y2`` whose spectra are all finite, ``threads`` the threads of that pass);
+    otherwise the pixels are normalized again in pixel chunks (normalization
     is per pixel, so a subset normalizes exactly as in the full image). No normalized copy of
     the whole window is ever held.
     """
@@ -392,24 +428,14 @@ def _window_phase_stats(
 
     n_e = E.size
     onehot, counts = _onehot(lab, n_phases)
+    if athena is not None:
+        c, step = athena
+        mean, std = _athena_phase_moments(
+            E - window.e0, Y2, pix, lab, n_phases, c[0], c[1], 1.0 / step, finite=finite, threads=threads
+        )
+        return mean, std, counts
     s1 = np.zeros((n_e, n_phases))
     s2 = np.zeros((n_e, n_phases))
-    if athena is not None:
-        ref = np.zeros(n_e)
-        c, step = athena
-        c0 = c[0].astype(np.float32)
-        c1 = c[1].astype(np.float32)
-        g = (1.0 / step).astype(np.float32)
-        x = (E - window.e0).astype(np.float32)
-        for r0 in range(0, n_e, _ROW_CHUNK):
-            r = slice(r0, r0 + _ROW_CHUNK)
-            sub = np.take(Y2[r], pix, axis=1).astype(np.float32, copy=False)
-            sub -= c0
-            sub -= x[r, None] * c1
-            sub *= g
-            _accumulate(sub, onehot, s1[r], s2[r], ref[r])
-        mean, std = _finish(s1, s2, ref, counts)
-        return mean, std, counts
     # generic path: normalize pixel chunks again (float64 sums of values and squares)
     for sl in _pixel_chunks(pix.size, n_e):
         nz = normalize_window(
@@ -421,6 +447,109 @@ def _window_phase_stats(
     mean = (s1 / counts).T
     var = np.clip(s2 / counts - (s1 / counts) ** 2, 0.0, None).T
     return mean, np.sqrt(var), counts
+
+
+#: Pixel span and energy rows of one cache-resident float64 chunk of :func:`_athena_phase_moments`
+#: (16 x 4096 x 8 B = 0.5 MB, plus the span's weights, 0.5 MB: both stay in L2; rows of 16 kB
+#: keep the reads from memory streaming).
+_MOMENT_PIXELS = 4096
+_MOMENT_ROWS = 16
+
+
+def _athena_phase_moments(
+    x: np.ndarray,
+    Y2: np.ndarray,
+    pix: np.ndarray,
+    lab: np.ndarray,
+    n_phases: int,
+    c0: np.ndarray,
+    c1: np.ndarray,
+    g: np.ndarray,
+    *,
+    finite: np.ndarray | None = None,
+    threads: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-phase mean and standard deviation (P, n_e) of ``z = (y - c0 - c1 x) g`` over the
+    pixels ``pix`` (sorted, phase ``lab``) of ``Y2`` (n_e, n_pixels), without normalizing.
+
+    ``z`` is linear in the raw spectra ``y``, so with pixel weights ``w`` (one-hot phase)
+
+    * ``sum w z = Y (w g) - sum(w g c0) - x sum(w g c1)``,
+    * ``sum w z^2 = Y^2 (w g^2) - 2 [Y (w g^2 c0) + x Y (w g^2 c1)] + sum w g^2 (c0 + c1 x)^2``:
+
+    four matrix products of the block with thin weight matrices. They run in float64 on chunks
+    of :data:`_MOMENT_ROWS` energies x :data:`_MOMENT_PIXELS` pixels (converted in the cache),
+    so the block is read once and the expansion loses no precision that matters (relative error ~1e-13 of
+    the variance). Chunks whose pixels are all finite (``finite``) are used whole with zero
+    weight for the pixels outside ``pix``; other chunks gather their ``pix`` columns first (a
+    masked pixel may hold NaN). ``threads`` threads each take a contiguous share of the chunks.
+    """
+    n_e, n_pix = Y2.shape
+    x = np.asarray(x, dtype=np.float64)
+    # the float32 coefficients of the normalization, as the feature rows used them
+    a = np.asarray(c0, dtype=np.float32).astype(np.float64)
+    b = np.asarray(c1, dtype=np.float32).astype(np.float64)
+    gg = np.asarray(g, dtype=np.float32).astype(np.float64)
+    P = n_phases
+    g2 = gg * gg
+    # per-pixel weights for its phase column in four matrices [g], [g^2 c0], [g^2 c1], [g^2];
+    # phase columns padded to a multiple of 4 (OpenBLAS is fastest for thin products of N = 4)
+    Pp = -(-P // 4) * 4
+    r = np.arange(pix.size)
+    wts = []
+    for v in (gg, g2 * a, g2 * b, g2):
+        wm = np.zeros((pix.size, Pp))
+        wm[r, lab] = v
+        wts.append(wm)
+    chunks = [slice(i, min(i + _MOMENT_PIXELS, n_pix)) for i in range(0, n_pix, _MOMENT_PIXELS)]
+    lo = np.searchsorted(pix, [c.start for c in chunks])
+    hi = np.searchsorted(pix, [c.stop for c in chunks])
+    busy = [i for i in range(len(chunks)) if hi[i] > lo[i]]
+    n_groups = max(1, min(threads, len(busy)))
+    groups = [busy[k * len(busy) // n_groups : (k + 1) * len(busy) // n_groups] for k in range(n_groups)]
+    parts: list[np.ndarray] = [np.zeros((4, n_e, Pp)) for _ in groups]
+
+    def run(k: int) -> None:
+        acc = parts[k]
+        buf = np.empty((_MOMENT_ROWS, _MOMENT_PIXELS))
+        wfull = np.zeros((4, _MOMENT_PIXELS, Pp))
+        for i in groups[k]:
+            ch = chunks[i]
+            sel = slice(lo[i], hi[i])
+            if finite is not None and finite[ch].all():  # whole span, zero weight off ``pix``
+                src = Y2[:, ch]
+                wb = wfull[:, : ch.stop - ch.start]
+                wb[:] = 0.0
+                for j in range(4):
+                    wb[j, pix[sel] - ch.start] = wts[j][sel]
+            else:  # a masked pixel may hold NaN: gather the span's ``pix`` columns
+                src = np.take(Y2[:, ch], pix[sel] - ch.start, axis=1)
+                wb = np.stack([w[sel] for w in wts])
+            m = src.shape[1]
+            for r0 in range(0, n_e, _MOMENT_ROWS):  # row bands: long contiguous reads, L2-sized
+                r1 = min(r0 + _MOMENT_ROWS, n_e)
+                yb = buf[: r1 - r0, :m]
+                np.copyto(yb, src[r0:r1])
+                for j in range(3):
+                    acc[j, r0:r1] += yb @ wb[j]
+                np.multiply(yb, yb, out=yb)
+                acc[3, r0:r1] += yb @ wb[3]
+
+    _run_tiles(run, list(range(len(groups))), threads)
+    S = sum(parts)[:, :, :P]
+    counts = np.bincount(lab, minlength=P).astype(np.float64)
+    w1 = np.zeros((3, P))  # sum of w g, w g c0, w g c1 per phase
+    w2 = np.zeros((3, P))  # sum of w g^2 c0^2, w g^2 c0 c1, w g^2 c1^2
+    for j, v in enumerate((gg, gg * a, gg * b)):
+        w1[j] = np.bincount(lab, weights=v, minlength=P)
+    for j, v in enumerate((g2 * a * a, g2 * a * b, g2 * b * b)):
+        w2[j] = np.bincount(lab, weights=v, minlength=P)
+    xc = x[:, None]
+    s1 = S[0] - w1[1] - xc * w1[2]
+    s2 = S[3] - 2.0 * (S[1] + xc * S[2]) + w2[0] + 2.0 * xc * w2[1] + xc * xc * w2[2]
+    mean = s1 / counts
+    var = np.clip(s2 / counts - mean * mean, 0.0, None)
+    return mean.T, np.sqrt(var).T
 
 
 def _onehot(lab: np.ndarray, n_phases: int) -> tuple[np.ndarray, np.ndarray]:
@@ -524,6 +653,7 @@ def analyze_edge(
     progress: Callable[[str], None] | None = None,
     client: object = None,
     timeout: float | None = None,
+    threads: int = DEFAULT_THREADS,
 ) -> PhaseAnalysis:
     """Phase map of one absorption edge from an energy-major block of optical density.
 
@@ -593,6 +723,12 @@ def analyze_edge(
     timeout : float, optional
         With ``client``: seconds to wait for a tile before raising
         :class:`~txm_live.errors.DistributedError`.
+    threads : int
+        Threads of the in-process analysis (default :data:`DEFAULT_THREADS` = 1): the two passes
+        over the block (normalization and the per-phase spectra) run on pixel tiles in this many
+        threads (BLAS stays single-threaded in each). 1 is gentle
+        with the cores acquisition needs; on an analysis server give it more. The result does
+        not depend on it (labels identical).
 
     Returns
     -------
@@ -613,14 +749,19 @@ def analyze_edge(
     Notes
     -----
     Memory: the block is not copied when ``energies`` are increasing. Pixels are normalized in
-    chunks of ~64 MB and only the edge step, the noise, the pre-edge line and the feature rows
-    are kept (``n_features x H W`` float32, 0.12 GB at 602 x 643 with 81 features); the
-    per-phase means and spreads over the whole window are accumulated in one streaming pass
-    over the block. Peak extra memory at full size is ~0.5 GB, not another copy of the cube.
-    BLAS runs single-threaded inside this function (``threadpoolctl``).
+    one fused pass (:func:`txm_live.normalize.athena_features`, cache-sized chunks) and only
+    the edge step, the noise, the pre-edge line and the feature rows are kept
+    (``n_features x H W`` float32, 0.12 GB at 602 x 643 with 81 features); the per-phase means
+    and spreads over the whole window come from a second streaming pass of thin matrix products
+    with the raw block (no normalized copy). Peak extra memory at full size is ~0.5 GB, not
+    another copy of the cube. BLAS runs single-threaded inside this function
+    (``threadpoolctl``); ``threads`` parallelizes the two passes over the block.
     """
     from threadpoolctl import threadpool_limits
 
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+    threads = int(threads)
     with threadpool_limits(limits=_BLAS_THREADS, user_api="blas"):
         return _analyze_edge(
             energies, block, window=window, valid=valid, method=method, post_order=post_order,
@@ -628,7 +769,7 @@ def analyze_edge(
             n_components=n_components, max_components=max_components, pca_noise_margin=pca_noise_margin,
             eps=eps, min_samples=min_samples,
             snr_threshold=snr_threshold, spatial_filter=spatial_filter, refine=refine, random_state=random_state,
-            progress=progress, client=client, timeout=timeout,
+            progress=progress, client=client, timeout=timeout, threads=threads,
         )
 
 
@@ -654,6 +795,7 @@ def _analyze_edge(
     progress: Callable[[str], None] | None,
     client: object = None,
     timeout: float | None = None,
+    threads: int = 1,
 ) -> PhaseAnalysis:
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -717,6 +859,18 @@ def _analyze_edge(
         pre_coef = np.empty((2, n_pix), dtype=np.float32)
         feat_all = np.empty((Ef.size, n_pix), dtype=np.float32)
         finite = np.empty(n_pix, dtype=bool)
+    if client is None and method == "athena":
+        # one fused pass over the block, written straight into the per-pixel arrays
+        def athena_tile(rs: slice) -> None:
+            sl = slice(rs.start * W, rs.stop * W)
+            athena_features(
+                E, Y2[:, sl], e0=window.e0, pre=window.pre, post=window.post, post_order=post_order,
+                rows=f_rows, out=EdgeFeatures(finite[sl], edge_step[sl], pre_noise[sl], step_z[sl],
+                                              pre_coef[:, sl], feat_all[:, sl]),
+            )
+
+        _run_tiles(athena_tile, tiles, threads)
+    elif client is None:
         for i, rs in enumerate(tiles):
             res = normalize_tile(Y2[:, rs.start * W : rs.stop * W], *tile_args)
             sl = slice(tiles[i].start * W, tiles[i].stop * W)
@@ -740,9 +894,14 @@ def _analyze_edge(
     good &= significant
     if valid is not None:
         good &= valid.ravel()
+    if client is None:
+        # every feature finite: one sum per pixel, non-finite sums checked exactly (overflow)
+        feat_ok = np.isfinite(feat_all.sum(axis=0))
+        unsure = np.flatnonzero(~feat_ok & good)
+        if unsure.size:
+            feat_ok[unsure] = np.isfinite(feat_all[:, unsure]).all(axis=0)
+        good &= feat_ok
     pix = np.flatnonzero(good)
-    if pix.size and client is None:
-        pix = pix[np.isfinite(np.take(feat_all, pix, axis=1)).all(axis=0)]
     mask = np.zeros(n_pix, dtype=bool)
     mask[pix] = True
     mask = mask.reshape(H, W)
@@ -829,7 +988,8 @@ def _analyze_edge(
         if client is None:
             athena = (pre_coef[:, cols], edge_step[cols]) if method == "athena" else None
             mean_spectra, spread, counts = _window_phase_stats(
-                E, Y2, window, method, cols, phase_of_pix[assigned], n_phases, athena=athena, post_order=post_order
+                E, Y2, window, method, cols, phase_of_pix[assigned], n_phases, athena=athena, post_order=post_order,
+                finite=finite, threads=threads,
             )
         else:  # the pre-edge lines and steps are on the workers
             mean_spectra, spread, counts = tiled.window_phase_stats(

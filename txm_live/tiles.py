@@ -35,9 +35,15 @@ def normalize_tile(
     ``edge_step / edge_step_error``, ``pre_coefficients`` (2, n) and the feature rows
     ``norm[f_rows]`` (float32), one column per pixel.
     """
-    from txm_live.normalize import normalize_window
+    from txm_live.edges import resolve_post_order
+    from txm_live.normalize import athena_features, normalize_window
 
     Y2 = np.asarray(Yt).reshape(E.size, -1)
+    if method == "athena":  # one fused, cache-blocked pass; bit-identical to the generic path below
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # those are masked
+            f = athena_features(E, Y2, e0=window.e0, pre=window.pre, post=window.post,
+                                post_order=resolve_post_order(E, window, post_order), rows=f_rows)
+        return f.finite, f.edge_step, f.pre_edge_noise, f.step_significance, f.pre_coefficients, f.norm
     finite = np.isfinite(Y2).all(axis=0)  # NaN anywhere: never clustered
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # those are masked
         nz = normalize_window(E, Y2, window, method=method, post_order=post_order, rows=f_rows)
@@ -109,8 +115,18 @@ class TileNorm(NamedTuple):
 
 def tile_normalize(Yt: np.ndarray, E: np.ndarray, window: EdgeWindow, method: str, f_rows: slice,
                    post_order: int | None = None) -> TileNorm:
-    """:func:`normalize_tile`, kept on the worker; ``ok`` folds in the finiteness of the features."""
-    finite, step, noise, z, coef, feat = normalize_tile(Yt, E, window, method, f_rows, post_order)
+    """The tile's normalization, kept on the worker: the in-process kernel (the fused
+    :func:`~txm_live.normalize.athena_features` for Athena, :func:`normalize_tile` otherwise);
+    ``ok`` folds in the finiteness of the feature rows."""
+    if method == "athena" and post_order is not None:
+        from txm_live.normalize import athena_features
+
+        Y2 = np.asarray(Yt).reshape(E.size, -1)
+        ef = athena_features(E, Y2, e0=window.e0, pre=window.pre, post=window.post, post_order=post_order, rows=f_rows)
+        finite, step, noise, z, coef, feat = (ef.finite, ef.edge_step, ef.pre_edge_noise, ef.step_significance,
+                                              ef.pre_coefficients, ef.norm)
+    else:
+        finite, step, noise, z, coef, feat = normalize_tile(Yt, E, window, method, f_rows, post_order)
     return TileNorm(finite & np.isfinite(feat).all(axis=0), step, noise, z, coef, feat)
 
 
