@@ -7,7 +7,7 @@ import pytest
 
 from txm_live.edges import default_windows
 from txm_live.normalize import normalize_window
-from txm_live.tiles import combine_phase_sums, normalize_tile, phase_sums_tile
+from txm_live.tiles import normalize_tile
 
 L3 = default_windows("Nd", ("L3",))[0]
 
@@ -45,25 +45,34 @@ def test_normalize_tile_marks_non_finite_pixels_and_keeps_feature_rows() -> None
     assert step.dtype == noise.dtype == z.dtype == coef.dtype == feat.dtype == np.float32
 
 
-def test_tile_phase_sums_combine_to_the_whole_image_statistics() -> None:
+def test_tile_phase_stats_combine_to_the_whole_image_statistics() -> None:
+    """Per-tile phase statistics (in-process kernel on each tile, phases missing from a tile
+    included) pool to the statistics of the whole image."""
+    from txm_live.tiles import combine_phase_stats, tile_normalize, tile_window_phase_stats
+
     E, Y = _spectra(shape=(24, 20), seed=3)
     Y2 = Y.reshape(E.size, -1)
     rng = np.random.default_rng(1)
     cols = np.sort(rng.choice(Y2.shape[1], 300, replace=False))
     lab = rng.integers(0, 3, cols.size)
-    norm = normalize_window(E, Y2[:, cols], L3).norm.astype(np.float64)
+    lab[cols < 100] = np.minimum(lab[cols < 100], 1)  # phase 2 absent from the first tile
+    norm = normalize_window(E, Y2[:, cols], L3, post_order=1).norm.astype(np.float64)
     mean = np.stack([norm[:, lab == p].mean(axis=1) for p in range(3)])
     std = np.stack([norm[:, lab == p].std(axis=1) for p in range(3)])
-    parts = []
-    for lo, hi in ((0, 100), (100, 250), (250, 480)):  # three tiles of pixels
-        sel = (cols >= lo) & (cols < hi)
-        parts.append(phase_sums_tile(Y2[:, lo:hi], E, L3, "athena", cols[sel] - lo,
-                                     lab[sel], 3, None))
-    got_mean, got_std, counts = combine_phase_sums(parts)
-    np.testing.assert_array_equal(counts, np.bincount(lab, minlength=3))
-    np.testing.assert_allclose(got_mean, mean, atol=1e-5)  # float32 sums per tile
-    np.testing.assert_allclose(got_std, std, atol=1e-4)
-
+    f_rows = slice(100, 180)
+    for method in ("athena", "mback"):
+        parts = []
+        for lo, hi in ((0, 100), (100, 250), (250, 480)):  # three tiles of pixels
+            sel = (cols >= lo) & (cols < hi)
+            tn = tile_normalize(Y2[:, lo:hi], E, L3, method, f_rows, 1)
+            parts.append(tile_window_phase_stats(Y2[:, lo:hi], tn, E, L3, method, cols[sel] - lo, lab[sel], 1))
+        got_mean, got_std, counts = combine_phase_stats(parts, 3)
+        np.testing.assert_array_equal(counts, np.bincount(lab, minlength=3))
+        if method == "athena":
+            np.testing.assert_allclose(got_mean, mean, atol=1e-5)  # float32 normalization per pixel
+            np.testing.assert_allclose(got_std, std, atol=1e-4)
+        else:
+            assert np.isfinite(got_mean).all() and (got_std >= 0).all()
 
 def test_tile_sigma_filter_with_halo_rows_equals_the_whole_image_filter() -> None:
     """Each row band filtered with one halo row above and below (tile_halo_row of its

@@ -992,9 +992,7 @@ def _analyze_edge(
                 finite=finite, threads=threads,
             )
         else:  # the pre-edge lines and steps are on the workers
-            mean_spectra, spread, counts = tiled.window_phase_stats(
-                tile_args, cols, phase_of_pix[assigned], n_phases, athena=method == "athena"
-            )
+            mean_spectra, spread, counts = tiled.window_phase_stats(tile_args, cols, phase_of_pix[assigned], n_phases)
     else:
         mean_spectra = np.zeros((0, E.size))
         spread = np.zeros((0, E.size))

@@ -237,7 +237,7 @@ class TiledEdge:
         return np.concatenate(self._gather([self._submit(fn, f, *args) for f in self.F], step))
 
     def window_phase_stats(
-        self, tile_args: tuple, cols: np.ndarray, lab: np.ndarray, n_phases: int, *, athena: bool
+        self, tile_args: tuple, cols: np.ndarray, lab: np.ndarray, n_phases: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per-phase mean and spread over the whole window (:func:`txm_live.phases._window_phase_stats`):
         ``cols`` are flat pixel indices (increasing) and ``lab`` their phases."""
@@ -248,9 +248,9 @@ class TiledEdge:
         futures = []
         for i, t in enumerate(self.tiles):
             if b[i] > a[i]:
-                futures.append(self._on_tile(i, T.tile_window_phase_sums, self.norm[i] if athena else None, E, window,
-                                             method, cols[a[i]:b[i]] - t.start * W, lab[a[i]:b[i]], n_phases, post_order))
-        return T.combine_phase_sums(self._gather(futures, "phase spectra"))
+                futures.append(self._on_tile(i, T.tile_window_phase_stats, self.norm[i], E, window, method,
+                                             cols[a[i]:b[i]] - t.start * W, lab[a[i]:b[i]], post_order))
+        return T.combine_phase_stats(self._gather(futures, "phase spectra"), n_phases)
 
     def release(self) -> None:
         """Drop every future (the workers free the tiles)."""

@@ -10,9 +10,8 @@ in both: the per-pixel outputs, hence the labels, are identical.
   (:mod:`txm_live.tiled_edge` drives them): each takes what an earlier step left on the worker
   and returns either a per-pixel intermediate that stays there (features, whitened features,
   scores) or a small result for the client (per-pixel scalars, partial sums, a sample).
-* :func:`phase_sums_tile` accumulates the per-phase sums of the normalized spectra over the
-  whole window for the summary; the client adds the tiles' sums (float64), shifting each
-  tile's sum of squares to the common reference.
+* :func:`tile_window_phase_stats` gives the per-phase mean and spread over the whole window
+  of a tile's pixels (the in-process kernel); :func:`combine_phase_stats` pools the tiles.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ import numpy as np
 
 from txm_live.edges import EdgeWindow
 
-__all__ = ["normalize_tile", "phase_sums_tile", "combine_phase_sums"]
+__all__ = ["TileNorm", "normalize_tile", "tile_normalize", "combine_phase_stats"]
 
 
 def normalize_tile(
@@ -51,55 +50,6 @@ def normalize_tile(
         step_z = (nz.edge_step / nz.edge_step_error).astype(np.float32)
     return (finite, nz.edge_step.astype(np.float32), nz.pre_edge_noise.astype(np.float32), step_z,
             nz.pre_coefficients.astype(np.float32), np.ascontiguousarray(nz.norm, dtype=np.float32))
-
-
-def phase_sums_tile(
-    Yt: np.ndarray,
-    E: np.ndarray,
-    window: EdgeWindow,
-    method: str,
-    cols: np.ndarray,
-    lab: np.ndarray,
-    n_phases: int,
-    athena: tuple[np.ndarray, np.ndarray] | None,
-    post_order: int | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per-phase sums over one tile: ``s1`` (n_e, P), ``s2`` about the tile's per-row mean
-    ``ref`` (n_e,), and the counts (P,). ``cols`` index the tile's pixels, ``lab`` their phase."""
-    from txm_live.normalize import normalize_window
-
-    Y2 = np.asarray(Yt).reshape(E.size, -1)
-    if athena is not None:
-        c, step = athena
-        sub = np.take(Y2, cols, axis=1).astype(np.float32, copy=True)
-        sub -= c[0].astype(np.float32)
-        sub -= (E - window.e0).astype(np.float32)[:, None] * c[1].astype(np.float32)
-        sub *= (1.0 / step).astype(np.float32)
-    else:
-        sub = normalize_window(E, np.take(Y2, cols, axis=1), window, method=method,
-                               post_order=post_order).norm.astype(np.float32)
-    onehot = np.zeros((lab.size, n_phases), dtype=np.float32)
-    onehot[np.arange(lab.size), lab] = 1.0
-    s1 = (sub @ onehot).astype(np.float64)
-    ref = s1.sum(axis=1) / max(sub.shape[1], 1)
-    sub -= ref[:, None].astype(np.float32)
-    np.multiply(sub, sub, out=sub)
-    s2 = (sub @ onehot).astype(np.float64)
-    return s1, s2, ref, np.bincount(lab, minlength=n_phases).astype(np.int64)
-
-
-def combine_phase_sums(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean and standard deviation per phase (P, n_e) and the counts from the tiles' sums."""
-    s1 = sum(p[0] for p in parts)
-    counts = sum(p[3] for p in parts)
-    mean = s1 / counts  # (n_e, P)
-    # sum over a tile of (x - m)^2 = s2_t + 2 (ref_t - m) (s1_t - n_t ref_t) + n_t (ref_t - m)^2
-    ss = np.zeros_like(s1)
-    for t1, t2, ref, n in parts:
-        dr = ref[:, None] - mean
-        ss += t2 + 2.0 * dr * (t1 - n * ref[:, None]) + n * dr * dr
-    var = np.clip(ss / counts, 0.0, None)
-    return mean.T, np.sqrt(var).T, counts
 
 
 class TileNorm(NamedTuple):
@@ -248,10 +198,34 @@ def tile_line_score(F: np.ndarray, d: np.ndarray, offset: float, dd: float) -> n
     return (d @ F - offset) / dd
 
 
-def tile_window_phase_sums(Yt: np.ndarray, tn: TileNorm | None, E: np.ndarray, window: EdgeWindow,
-                           method: str, cols: np.ndarray, lab: np.ndarray, n_phases: int,
-                           post_order: int | None = None) -> tuple:
-    """:func:`phase_sums_tile` with the Athena pre-edge line and step taken from the worker's
-    :class:`TileNorm` (``None``: normalize the pixels again)."""
-    athena = None if tn is None else (tn.pre_coefficients[:, cols], tn.edge_step[cols])
-    return phase_sums_tile(Yt, E, window, method, cols, lab, n_phases, athena, post_order)
+def tile_window_phase_stats(Yt: np.ndarray, tn: TileNorm, E: np.ndarray, window: EdgeWindow, method: str,
+                            cols: np.ndarray, lab: np.ndarray, post_order: int | None = None) -> tuple:
+    """Per-phase mean, spread and count over the window of the tile's pixels ``cols`` (phase
+    ``lab``), by the in-process :func:`txm_live.phases._window_phase_stats` (Athena: moments from
+    the raw tile with the pre-edge lines and steps kept on the worker). Returns the phases
+    present in the tile with their ``(mean, std)`` (P_t, n_e) and counts."""
+    from txm_live.phases import _window_phase_stats
+
+    present = np.unique(lab)
+    local = np.searchsorted(present, lab)
+    Y2 = np.asarray(Yt).reshape(E.size, -1)
+    athena = (tn.pre_coefficients[:, cols], tn.edge_step[cols]) if method == "athena" else None
+    mean, std, counts = _window_phase_stats(E, Y2, window, method, cols, local, present.size, athena=athena,
+                                            post_order=post_order, finite=tn.ok)
+    return present, mean, std, counts
+
+
+def combine_phase_stats(parts: list[tuple], n_phases: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and standard deviation (P, n_e) and counts over all tiles from the tiles'
+    :func:`tile_window_phase_stats` (pooled: ``N var = sum n_t (var_t + (m_t - m)^2)``)."""
+    n_e = parts[0][1].shape[1]
+    counts = np.zeros(n_phases, dtype=np.int64)
+    s1 = np.zeros((n_phases, n_e))
+    for present, mean, _, n in parts:
+        counts[present] += n
+        s1[present] += n[:, None] * mean
+    mean = s1 / counts[:, None]
+    ss = np.zeros((n_phases, n_e))
+    for present, m, sd, n in parts:
+        ss[present] += n[:, None] * (sd * sd + (m - mean[present]) ** 2)
+    return mean, np.sqrt(ss / counts[:, None]), counts
