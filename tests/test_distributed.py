@@ -65,6 +65,7 @@ def test_analyze_edge_on_workers_equals_in_process(client, monkeypatch) -> None:
     assert len(phases._row_tiles(*cube.shape[1:], cube.shape[0])) > 3
     assert ref.n_phases >= 2
     np.testing.assert_array_equal(got.labels, ref.labels)
+    assert (got.eps, got.min_samples) == (ref.eps, ref.min_samples)  # k-distances reduced from the workers
     np.testing.assert_array_equal(got.mask, ref.mask)
     assert got.phase_names == ref.phase_names
     np.testing.assert_array_equal(got.counts, ref.counts)

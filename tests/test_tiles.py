@@ -101,25 +101,32 @@ def test_tile_sigma_filter_with_halo_rows_equals_the_whole_image_filter() -> Non
     np.testing.assert_array_equal(np.concatenate(got), ref)
 
 
-def test_gram_tree_reduction_gives_the_pca_of_the_whole_matrix() -> None:
-    """Per-tile weighted sums and cross-products, added pairwise, give reduce_pca's components
-    (float64 sums here, float32 chunks in reduce_pca: agreement to float32 rounding)."""
-    from txm_live.decompose import _sample_weights, pca_from_covariance, reduce_pca
-    from txm_live.tiles import add_grams, tile_gram
+def test_band_sums_give_the_pca_of_the_whole_matrix_bit_for_bit() -> None:
+    """Per-band weighted sums and Gram matrices, added in band order, give exactly the
+    components of reduce_pca accumulated over the same bands (the Dask path's PCA)."""
+    from txm_live.decompose import (_sample_weights, covariance_part, pca_from_covariance, reduce_pca,
+                                    weighted_sum_part)
 
     rng = np.random.default_rng(2)
     n, p = 5000, 12
     X = (rng.normal(size=(n, p)) + np.outer(rng.normal(size=n) * 3, rng.normal(size=p))).astype(np.float32)
     noise = rng.uniform(0.5, 2.0, n)
-    ref = reduce_pca(X, sample_noise=noise, max_components=4)
+    bands = [slice(0, 1000), slice(1000, 1001), slice(1001, 3500), slice(3500, n)]
+    ref = reduce_pca(X, sample_noise=noise, max_components=4, row_chunks=bands)
     w = _sample_weights(noise, n)
-    parts = [tile_gram(X[a:b], w[a:b]) for a, b in ((0, 1000), (1000, 1001), (1001, 3500), (3500, n))]
-    S, C, wsum, count = add_grams(add_grams(parts[0], parts[1]), add_grams(parts[2], parts[3]))
-    assert count == n
-    mean = S / wsum
-    got = pca_from_covariance((C - np.outer(S, mean)) / (n - 1), mean, n_samples=n, max_components=4)
+    w2 = w * w
+    mean = np.zeros(p)
+    for b in bands:
+        mean += weighted_sum_part(X[b], w2[b])
+    mean /= w2.sum()
+    cov = np.zeros((p, p))
+    for b in bands:
+        cov += covariance_part(X[b], mean, w[b])
+    got = pca_from_covariance(cov / (n - 1), mean, n_samples=n, max_components=4)
     assert got.n_components == ref.n_components
-    np.testing.assert_allclose(got.explained_variance, ref.explained_variance, rtol=1e-5)
-    np.testing.assert_allclose(got.components, ref.components, atol=1e-5)
-    np.testing.assert_allclose(got.mean, ref.mean, atol=1e-6)
-    np.testing.assert_allclose(got.transform(X), ref.scores, atol=1e-4)
+    np.testing.assert_array_equal(got.explained_variance, ref.explained_variance)
+    np.testing.assert_array_equal(got.components, ref.components)
+    np.testing.assert_array_equal(got.mean, ref.mean)
+    np.testing.assert_array_equal(got.transform(X), ref.scores)
+    other = reduce_pca(X, sample_noise=noise, max_components=4)  # default 65536-row blocks
+    np.testing.assert_allclose(other.components, ref.components, atol=1e-5)

@@ -14,6 +14,7 @@ producing dozens of phases.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 
@@ -146,15 +147,32 @@ def estimate_dbscan_params(
     if not (isinstance(tail_quantile, Real) and 0.5 < tail_quantile <= 1.0):
         raise ValueError(f"tail_quantile must be in (0.5, 1], got {tail_quantile!r}")
     X64 = np.ascontiguousarray(arr, dtype=np.float64)
-    rng = np.random.default_rng(random_state)
-    m = min(n, int(sample_size))
-    sub = rng.choice(n, m, replace=False) if m < n else np.arange(n)
+    sub = _k_distance_sample(n, sample_size, random_state)
+    m = sub.size
     tree = cKDTree(X64, balanced_tree=False, compact_nodes=False)
     rank = np.empty(n, dtype=np.int64)
     rank[tree.indices] = np.arange(n)
     sub = sub[np.argsort(rank[sub])]  # tree order: neighbouring queries share cache
     dist, _ = tree.query(X64[sub], k=ms, workers=-1)
     kd = np.sort(np.asarray(dist).reshape(m, ms)[:, -1])
+    return params_from_k_distances(kd, ms, tail_quantile=tail_quantile,
+                                   span=lambda: float(np.max(X64.max(axis=0) - X64.min(axis=0))))
+
+
+def _k_distance_sample(n: int, sample_size: int, random_state: int | None) -> np.ndarray:
+    """Indices of the points on the k-distance curve (all when ``n <= sample_size``)."""
+    m = min(n, int(sample_size))
+    return np.random.default_rng(random_state).choice(n, m, replace=False) if m < n else np.arange(n)
+
+
+def params_from_k_distances(
+    kd: np.ndarray, ms: int, *, tail_quantile: float = 0.995, span: Callable[[], float]
+) -> DbscanParams:
+    """:class:`DbscanParams` from the sorted k-distances of the sample (the knee step of
+    :func:`estimate_dbscan_params`, shared with the distributed analysis, which reduces the
+    k-distances from the workers). ``span`` gives the largest coordinate range of the points,
+    used only when every sampled point sits on ``ms`` exact duplicates."""
+    m = kd.size
     top = max(2, int(math.ceil(tail_quantile * m)))
     knee = _knee(kd[:top])
     eps = float(kd[knee])
@@ -164,8 +182,8 @@ def estimate_dbscan_params(
             eps = float(positive[0])
             knee = int(np.searchsorted(kd, eps))
         else:  # every sampled point sits on min_samples duplicates: separate the sites only
-            span = float(np.max(X64.max(axis=0) - X64.min(axis=0)))
-            eps = span * 1e-6 if span > 0 else 1.0
+            sp = span()
+            eps = sp * 1e-6 if sp > 0 else 1.0
     return DbscanParams(
         eps=eps,
         min_samples=ms,

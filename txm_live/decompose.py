@@ -17,6 +17,8 @@ __all__ = [
     "LcfComparison",
     "reduce_pca",
     "pca_from_covariance",
+    "covariance_part",
+    "weighted_sum_part",
     "marchenko_pastur_edge",
     "nnls_two_references",
     "pca_lcf_comparison",
@@ -166,19 +168,33 @@ def _noise_variance(tail_sum: float, n_skipped: int, n_samples: int, n_features:
 
 
 def _covariance_eigh(
-    X: np.ndarray, mean: np.ndarray, weights: np.ndarray | None = None
+    X: np.ndarray, mean: np.ndarray, weights: np.ndarray | None = None, chunks: list[slice] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Eigenvalues (descending) and eigenvectors (rows) of the (row-weighted) covariance of ``X``."""
     n, p = X.shape
     cov = np.zeros((p, p), dtype=np.float64)
-    mean32 = mean.astype(X.dtype, copy=False)
-    for start in range(0, n, _CHUNK_ROWS):
-        chunk = X[start : start + _CHUNK_ROWS] - mean32
-        if weights is not None:
-            chunk *= weights[start : start + _CHUNK_ROWS, None].astype(chunk.dtype)
-        cov += (chunk.T @ chunk).astype(np.float64)
+    for sl in chunks if chunks is not None else _row_chunks(n):
+        cov += covariance_part(X[sl], mean, None if weights is None else weights[sl])
     cov /= max(n - 1, 1)
     return _eigh_descending(cov)
+
+
+def _row_chunks(n: int) -> list[slice]:
+    return [slice(start, min(start + _CHUNK_ROWS, n)) for start in range(0, n, _CHUNK_ROWS)]
+
+
+def weighted_sum_part(X: np.ndarray, w2: np.ndarray) -> np.ndarray:
+    """``w2 @ X`` in float64: one block's share of the weighted mean of :func:`reduce_pca`."""
+    return w2 @ X.astype(np.float64)
+
+
+def covariance_part(X: np.ndarray, mean: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+    """One block's share (float64) of the (row-weighted) covariance sum of :func:`reduce_pca`:
+    the product of the centered, weighted block with itself in the data's precision."""
+    chunk = X - mean.astype(X.dtype, copy=False)
+    if weights is not None:
+        chunk *= weights[:, None].astype(chunk.dtype)
+    return (chunk.T @ chunk).astype(np.float64)
 
 
 def _eigh_descending(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -292,6 +308,7 @@ def reduce_pca(
     sample_noise: np.ndarray | None = None,
     noise_margin: float = 1.5,
     random_state: int = 0,
+    row_chunks: list[slice] | None = None,
 ) -> PcaResult:
     """Principal component analysis with the number of components chosen from the data.
 
@@ -322,6 +339,11 @@ def reduce_pca(
         on the white line), which spreads the noise eigenvalues ~10-20 % beyond the ideal edge.
     random_state : int
         Seed of the randomized solver.
+    row_chunks : list of slice, optional
+        Consecutive row blocks over which the weighted mean and the covariance are accumulated
+        (covariance solver; default blocks of 65536 rows). The float32 products are rounded per
+        block, so a caller that also accumulates the same blocks elsewhere (the bands of image rows
+        of :func:`txm_live.phases.analyze_edge` on Dask workers) gets bit-identical components.
 
     Returns
     -------
@@ -371,8 +393,8 @@ def reduce_pca(
         weights = _sample_weights(sample_noise, n)
         w2 = weights * weights
         mean = np.zeros(p)
-        for start in range(0, n, _CHUNK_ROWS):
-            mean += w2[start : start + _CHUNK_ROWS] @ X[start : start + _CHUNK_ROWS].astype(np.float64)
+        for sl in row_chunks if row_chunks is not None else _row_chunks(n):
+            mean += weighted_sum_part(X[sl], w2[sl])
         mean /= w2.sum()
     else:
         mean = X.mean(axis=0, dtype=np.float64)
@@ -382,7 +404,7 @@ def reduce_pca(
         solver = "covariance" if p <= _COVARIANCE_MAX_FEATURES else "randomized"
 
     if solver == "covariance":
-        evals, evecs = _covariance_eigh(X, mean, weights)
+        evals, evecs = _covariance_eigh(X, mean, weights, row_chunks)
         total_var = float(evals.sum())
         noise_var = _noise_variance(float(evals[n_max:].sum()), n_max, n, p)
         evals, evecs = evals[:n_max], evecs[:n_max]

@@ -394,6 +394,13 @@ def _run_tiles(fn: Callable[[slice], None], tiles: list[slice], threads: int) ->
             fut.result()  # re-raises a tile's exception
 
 
+def _pixel_bands(pix: np.ndarray, tiles: list[slice], W: int) -> list[slice]:
+    """Ranges of the sorted flat pixel indices ``pix`` falling in each band of rows (non-empty)."""
+    lo = np.searchsorted(pix, [t.start * W for t in tiles])
+    hi = np.searchsorted(pix, [t.stop * W for t in tiles])
+    return [slice(int(a), int(b)) for a, b in zip(lo, hi) if b > a]
+
+
 def _pixel_chunks(n_pix: int, n_rows: int) -> list[slice]:
     """Pixel slices whose ``n_rows x chunk`` float32 block stays near :data:`_CHUNK_BYTES`."""
     step = max(1024, int(_CHUNK_BYTES // (4 * max(n_rows, 1))))
@@ -716,10 +723,13 @@ def analyze_edge(
     progress : callable, optional
         Called with the name of each stage when it starts.
     client : dask.distributed.Client, optional
-        Run the per-pixel stages (normalization and the per-phase sums of the summary) on pixel
-        tiles on the workers of this Dask cluster (:mod:`txm_live.tiles`); the global steps run
-        here on the gathered per-pixel results. The labels are identical to ``client=None``.
-        ``block`` may then be a dask array (e.g. over the run's HDF5 files), read by the workers.
+        Run the analysis on bands of image rows on the workers of this Dask cluster
+        (:mod:`txm_live.tiled_edge`): the bands and every per-pixel intermediate stay on the
+        workers, the global steps are reductions (feature mean, noise sample, PCA Gram matrix by
+        tree reduction, sigma filter with halo rows), and the clustering runs here on the gathered
+        scores. The labels are identical to ``client=None``. ``block`` may then be a dask array:
+        persisted in chunks of the row bands (used in place) or lazy, e.g. over the run's HDF5
+        files (:func:`txm_live.distributed.hdf5_block`, read by the workers).
     timeout : float, optional
         With ``client``: seconds to wait for a tile before raising
         :class:`~txm_live.errors.DistributedError`.
@@ -938,6 +948,7 @@ def _analyze_edge(
             sample_noise=1.0 / np.clip(pix_snr, 1e-3, None),
             noise_margin=pca_noise_margin,
             random_state=random_state,
+            row_chunks=_pixel_bands(pix, tiles, W),  # the bands a Dask run sums: identical axes
         )
         scores = pca.scores
         score_noise = _residual_noise(X, pca).astype(np.float32)
@@ -948,7 +959,11 @@ def _analyze_edge(
 
     # 6. cluster --------------------------------------------------------------------------
     t = stage("cluster")
-    raw, majority, eps_used, ms_used = _fit_clusterer(scores, eps=eps, min_samples=min_samples)
+    if client is not None and eps is None:  # the parameter estimate's k-NN queries on the workers
+        est = tiled.dbscan_params(scores, min_samples)
+        raw, majority, eps_used, ms_used = _fit_clusterer(scores, eps=est.eps, min_samples=est.min_samples)
+    else:
+        raw, majority, eps_used, ms_used = _fit_clusterer(scores, eps=eps, min_samples=min_samples)
     if refine:
         raw, majority, minority = refine_phases(scores, raw, majority, random_state=random_state)
     else:

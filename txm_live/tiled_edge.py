@@ -13,8 +13,8 @@ normalization           finite flag, edge step, pre-edge noise,      13 per pixe
 feature mean            one sum per feature per tile                 ``8 n_f`` per tile
 noise estimate          the 50 000-pixel sample of the in-process    ``4 n_f`` per sample
                         estimate (same pixels, same seed)
-PCA                     weighted Gram matrix by tree reduction       ``8 n_f^2`` in total
-                        (sums and cross-products: exact mean)
+PCA                     weighted sums, then the weighted Gram        ``8 n_f (n_f + 1)``
+                        matrix of every band (two rounds)             per band
 residual noise floor    min / max per tile                           16 per tile
 sigma filter            halo rows between neighbouring tiles          worker to worker
 scores                  the filtered scores, for the clustering       ``4 k`` per pixel
@@ -24,7 +24,8 @@ summary                 per-phase sums, white-line and score maps    8 per pixel
 (``k`` principal components, ``n_f`` feature energies, ``n_e`` window energies; sending the
 weights of the PCA rows costs another 8 bytes per clustered pixel.) The clustering itself
 (DBSCAN with its parameter estimate, the Gaussian-mixture refinement) runs here on the gathered
-``4 k``-byte scores with the in-process code.
+``4 k``-byte scores with the in-process code, except the k-nearest-neighbour queries of its
+parameter estimate, which run against each band's scores on the workers.
 
 Every per-tile step is a function of :mod:`txm_live.tiles` that calls the in-process stage
 function (normalization, whitening, projection, sigma filter) on the tile, so every pixel goes
@@ -85,6 +86,8 @@ class TiledEdge:
         self.F: list[Any] = []
         self.X: list[Any] = []
         self.proj: list[Any] = []
+        self.Ef = np.zeros(0)
+        self.scores: list[Any] = []  # the (filtered) scores clustered
         self.seconds: dict[str, float] = {}  # client seconds spent waiting per step
 
     # -- plumbing --------------------------------------------------------------------------
@@ -113,15 +116,6 @@ class TiledEdge:
             raise DistributedError(f"{self.what} scatter: no worker took the tile ({type(exc).__name__}: {exc})") from exc
         finally:
             self.seconds["scatter"] = self.seconds.get("scatter", 0.0) + time.perf_counter() - t
-
-    def _tree_sum(self, parts: list[Any], fn: Callable[[Any, Any], Any]) -> Any:
-        """Pairwise reduction of futures on the workers (depth log2 of the number of tiles)."""
-        while len(parts) > 1:
-            nxt = [self._submit(fn, parts[i], parts[i + 1]) for i in range(0, len(parts) - 1, 2)]
-            if len(parts) % 2:
-                nxt.append(parts[-1])
-            parts = nxt
-        return parts[0]
 
     def _on_tile(self, i: int, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(tile_data, *args)`` on the worker holding (or reading) tile ``i``."""
@@ -168,6 +162,7 @@ class TiledEdge:
         mean = np.sum(got[: len(sums)], axis=0) / pix.size
         noise = _noise_per_feature(np.concatenate(got[len(sums):], axis=1), np.asarray(Ef, dtype=np.float64))
         q32 = _feature_basis(mean, np.asarray(Ef, dtype=np.float64), e0)
+        self.Ef = np.asarray(Ef)
         self.X = [self._submit(T.tile_whiten, f, q32, noise) for f in self.F]
         return mean
 
@@ -180,24 +175,32 @@ class TiledEdge:
         noise_margin: float,
         spatial_filter: bool,
     ) -> tuple[Any, np.ndarray]:
-        """PCA of the whitened features by a tree-reduced Gram matrix, projection and sigma
+        """PCA of the whitened features from per-band weighted sums and Gram matrices, projection and sigma
         filter on the workers; returns the :class:`~txm_live.decompose.PcaResult` (empty
         ``scores``) and the (filtered) scores of the clustered pixels, gathered."""
-        from txm_live.decompose import _sample_weights, pca_from_covariance
+        from txm_live.decompose import _sample_weights, covariance_part, pca_from_covariance, weighted_sum_part
         from txm_live.phases import _floor_noise
 
         n = int(self.hi[-1])
         w = _sample_weights(1.0 / np.clip(pix_snr, 1e-3, None), n)
-        grams = [self._submit(T.tile_gram, x, w[a:b]) for x, a, b in zip(self.X, self.lo, self.hi)]
-        (g,) = self._gather([self._tree_sum(grams, T.add_grams)], "Gram matrix")
-        S, C, wsum, _ = g
-        mean = S / wsum
-        cov = (C - np.outer(S, mean)) / max(n - 1, 1)
+        w2 = w * w
+        bands = [(x, a, b) for x, a, b in zip(self.X, self.lo, self.hi) if b > a]
+        # the weighted mean and the covariance are summed band by band in band order, with the
+        # same per-band products as reduce_pca(row_chunks=bands) in process: bit-identical axes
+        mean = np.zeros(len(self.Ef))
+        for part in self._gather([self._submit(weighted_sum_part, x, w2[a:b]) for x, a, b in bands], "PCA mean"):
+            mean += part
+        mean /= w2.sum()
+        cov = np.zeros((mean.size, mean.size))
+        for part in self._gather([self._submit(covariance_part, x, mean, w[a:b]) for x, a, b in bands], "Gram matrix"):
+            cov += part
+        cov /= max(n - 1, 1)
         pca = pca_from_covariance(cov, mean, n_samples=n, n_components=n_components,
                                   max_components=max_components, noise_margin=noise_margin)
         self.proj = [self._submit(T.tile_project, x, pca) for x in self.X]
         if not spatial_filter:
-            return pca, np.concatenate(self._gather([self._submit(T.tile_scores, p) for p in self.proj], "scores"))
+            self.scores = [self._submit(T.tile_scores, p) for p in self.proj]
+            return pca, np.concatenate(self._gather(self.scores, "scores"))
         # the noise floor of the in-process residual noise: 1e-3 x the median positive value;
         # it changes nothing when every value is above 1e-3 x the largest (the usual case)
         ranges = np.array(self._gather([self._submit(T.tile_rms_range, p) for p in self.proj], "residual noise"))
@@ -217,7 +220,30 @@ class TiledEdge:
             above = edges[i - 1][1] if i > 0 else None
             below = edges[i + 1][0] if i + 1 < len(self.tiles) else None
             filtered.append(self._submit(T.tile_sigma_filter, p, c, t.stop - t.start, W, floor, above, below))
+        self.scores = filtered
         return pca, np.concatenate(self._gather(filtered, "sigma filter"))
+
+    def dbscan_params(self, scores: np.ndarray, min_samples: int | None) -> Any:
+        """:func:`txm_live.cluster.estimate_dbscan_params` of the clustered scores as
+        :class:`~txm_live.cluster.PhaseClusterer` calls it, with the k-nearest-neighbour queries of
+        the sample (the same points as in process) run against each band's scores on the workers
+        and the ``min_samples`` smallest distances kept: the same k-distances, hence the same eps."""
+        import inspect
+
+        from txm_live.cluster import (PhaseClusterer, _k_distance_sample, default_min_samples,
+                                      estimate_dbscan_params, params_from_k_distances)
+
+        n, d = scores.shape
+        defaults = inspect.signature(estimate_dbscan_params).parameters
+        ms = min(min_samples if min_samples is not None else default_min_samples(n, d), n)
+        sub = _k_distance_sample(n, defaults["sample_size"].default, PhaseClusterer().random_state)
+        points = np.ascontiguousarray(scores[sub], dtype=np.float64)
+        pts = self.client.scatter(points, broadcast=True, hash=False)
+        parts = self._gather([self._submit(T.tile_knn_distances, sc, pts, ms) for sc in self.scores], "DBSCAN eps")
+        dist = np.concatenate(parts, axis=1)
+        kd = np.sort(np.partition(dist, ms - 1, axis=1)[:, ms - 1])
+        return params_from_k_distances(kd, ms, tail_quantile=defaults["tail_quantile"].default,
+                                       span=lambda: float(np.max(scores.max(axis=0) - scores.min(axis=0))))
 
     def _labels_per_tile(self, idx: np.ndarray, lab: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """Split positions ``idx`` (increasing, into the clustered order) and labels by tile."""
@@ -254,7 +280,7 @@ class TiledEdge:
 
     def release(self) -> None:
         """Drop every future (the workers free the tiles)."""
-        for name in ("data", "norm", "F", "X", "proj"):
+        for name in ("data", "norm", "F", "X", "proj", "scores"):
             setattr(self, name, [])
 
 

@@ -107,19 +107,6 @@ def tile_whiten(F: np.ndarray, q32: np.ndarray, noise: np.ndarray) -> np.ndarray
     return _whiten(F, q32, noise)
 
 
-def tile_gram(X: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, int]:
-    """Partial sums of the weighted covariance: ``sum w^2 x``, ``sum w^2 x x^T`` (float64),
-    ``sum w^2`` and the row count."""
-    Xw = X.astype(np.float64)
-    Xw *= w[:, None]
-    return w @ Xw, Xw.T @ Xw, float(w @ w), X.shape[0]
-
-
-def add_grams(a: tuple, b: tuple) -> tuple:
-    """One node of the tree reduction of :func:`tile_gram` results."""
-    return a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3]
-
-
 def tile_project(X: np.ndarray, pca: Any) -> tuple[np.ndarray, np.ndarray]:
     """Scores of the tile's pixels and their residual rms outside the components (float64)."""
     from txm_live.phases import _residual_rms
@@ -229,3 +216,15 @@ def combine_phase_stats(parts: list[tuple], n_phases: int) -> tuple[np.ndarray, 
     for present, m, sd, n in parts:
         ss[present] += n[:, None] * (sd * sd + (m - mean[present]) ** 2)
     return mean, np.sqrt(ss / counts[:, None]), counts
+
+
+def tile_knn_distances(scores: np.ndarray, points: np.ndarray, k: int) -> np.ndarray:
+    """Distances (m, min(k, n_tile)) from each of ``points`` to its nearest scores of the tile
+    (float64, as :func:`txm_live.cluster.estimate_dbscan_params` computes them)."""
+    from scipy.spatial import cKDTree
+
+    kk = min(k, scores.shape[0])
+    if kk == 0:
+        return np.zeros((points.shape[0], 0))
+    dist, _ = cKDTree(np.asarray(scores, dtype=np.float64)).query(points, k=kk)
+    return np.asarray(dist).reshape(points.shape[0], kk)
