@@ -3,10 +3,12 @@
 Sections (``--sections``, default all; each prints a table):
 
 * ``l3``: full-size L3 (602 x 643 px, 641 energies) from "window complete" to phase maps: in
-  process, and with ``analyze_edge(client=...)`` on a LocalCluster of 1 and 2 worker processes
-  (the block is a numpy array shipped tile by tile, as in the live case). Each in-process stage
-  is printed next to its floor: the bytes it must read divided by the measured memory read
-  bandwidth of this machine.
+  process, and with ``analyze_edge(client=...)`` on a LocalCluster of 1 and 2 worker processes,
+  twice: a numpy block (scattered band by band by ``analyze_edge``, as in the live case) and a
+  block already on the workers (a dask array persisted in the analysis' row bands). Each row
+  prints the client's and every worker's CPU seconds and the load average, so that the result
+  can be read on a shared machine. Each in-process stage is printed next to its floor: the bytes
+  it must read divided by the measured memory read bandwidth of this machine.
 * ``dbscan``: exact DBSCAN of 10^7 points (d = 3, five blobs and uniform noise), single process
   against ``txm_live.dbscan(..., client=)`` on 2 workers; the labels must be identical.
 * ``replay``: 8 simulated runs recorded in an embedded Tiled catalog, replayed serially (the
