@@ -39,8 +39,9 @@ the L3 phases and measures how often the two edges agree.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
@@ -90,6 +91,9 @@ _BLAS_THREADS = 1
 #: calls): one, because on the beamline computer the analysis shares the machine with
 #: acquisition.
 DEFAULT_THREADS: int = 1
+_Tile = TypeVar("_Tile")
+#: Pixels per block of the feature projection (81 features x 8192 px float32 = 2.7 MB).
+_PIXEL_BLOCK = 8192
 #: Pixels used to estimate the noise level of each feature.
 _NOISE_SAMPLES = 50_000
 
@@ -150,7 +154,23 @@ def _count_in(energies: np.ndarray, e0: float, rng: tuple[float, float]) -> int:
     return int(np.count_nonzero((energies >= e0 + rng[0]) & (energies <= e0 + rng[1])))
 
 
-def _noise_per_feature(F: np.ndarray, x: np.ndarray) -> np.ndarray:
+def _row_medians(d: np.ndarray) -> np.ndarray:
+    """``np.median(d, axis=1)`` of a finite 2-D array, with one selection per row instead of two.
+
+    For an even row length the median is the mean of the order statistics ``n/2 - 1`` and
+    ``n/2``; after selecting the first, the second is the smallest value above it. Same
+    arithmetic as :func:`numpy.median` (``(a + b) / 2``), so the values are identical.
+    """
+    n = d.shape[1]
+    k = (n - 1) // 2
+    part = np.partition(d, k, axis=1)
+    lo = part[:, k]
+    if n % 2:
+        return lo.copy()
+    return np.add(lo, part[:, k + 1 :].min(axis=1)) / 2.0
+
+
+def _noise_per_feature(F: np.ndarray, x: np.ndarray, *, threads: int = 1) -> np.ndarray:
     """Noise standard deviation of every row of ``F`` (n_features, n_pixels) from second
     differences across energy (robust: median absolute deviation over pixels).
 
@@ -165,9 +185,16 @@ def _noise_per_feature(F: np.ndarray, x: np.ndarray) -> np.ndarray:
     wr = 1.0 - wl
     # all interior rows at once (float64, row by row the same arithmetic as a loop would do)
     d = F[1:-1] - (wl[:, None] * F[:-2] + wr[:, None] * F[2:])
-    d -= np.median(d, axis=1)[:, None]
-    np.abs(d, out=d)
-    mad = np.median(d, axis=1)
+    mad = np.empty(d.shape[0])
+
+    def mad_rows(r: slice) -> None:
+        dr = d[r]
+        dr -= _row_medians(dr)[:, None]
+        np.abs(dr, out=dr)
+        mad[r] = _row_medians(dr)
+
+    step = max(1, -(-d.shape[0] // max(threads, 1)))
+    _run_tiles(mad_rows, [slice(r, r + step) for r in range(0, d.shape[0], step)], threads)
     sig[1:-1] = 1.4826 * mad / np.sqrt(1.0 + wl**2 + wr**2)
     sig[0], sig[-1] = sig[1], sig[-2]
     positive = sig[sig > 0]
@@ -181,6 +208,7 @@ def build_features(
     *,
     e0: float,
     random_state: int = 0,
+    threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Noise-whitened near-edge features of the clustered pixels.
 
@@ -194,6 +222,9 @@ def build_features(
         Edge energy (eV).
     random_state : int
         Seed of the pixel subsample (at most 50 000 pixels) used for the noise estimate.
+    threads : int
+        Threads for the noise medians and the per-pixel-block projection (the result does not
+        depend on it).
 
     Returns
     -------
@@ -219,19 +250,24 @@ def build_features(
     mean = F.mean(axis=1, dtype=np.float64)
     if F.shape[1] > _NOISE_SAMPLES:
         sub = np.random.default_rng(random_state).choice(F.shape[1], _NOISE_SAMPLES, replace=False)
-        noise = _noise_per_feature(F[:, np.sort(sub)], x)
+        noise = _noise_per_feature(F[:, np.sort(sub)], x, threads=threads)
     else:
-        noise = _noise_per_feature(F, x)
+        noise = _noise_per_feature(F, x, threads=threads)
     basis = np.stack([mean, np.ones_like(mean), (x - e0) / max(float(np.ptp(x)), 1.0)], axis=1)
     q, _ = np.linalg.qr(basis)
     q32 = q.astype(np.float32)
-    R = q32 @ (q32.T @ F)
-    np.subtract(F, R, out=R)
-    R /= noise.astype(np.float32)[:, None]
-    # pixel-major copy in L2-sized column blocks (a plain transposed copy strides through memory)
-    X = np.empty((R.shape[1], R.shape[0]), dtype=R.dtype)
-    for b0 in range(0, R.shape[1], 4096):
-        X[b0 : b0 + 4096] = R[:, b0 : b0 + 4096].T
+    inv_noise = noise.astype(np.float32)[:, None]
+    X = np.empty((F.shape[1], F.shape[0]), dtype=np.float32)
+
+    def project(sl: slice) -> None:
+        # per block of pixels (the products are column-independent: identical to one product);
+        # the pixel-major copy of an L2-sized block avoids striding through memory
+        R = q32 @ (q32.T @ F[:, sl])
+        np.subtract(F[:, sl], R, out=R)
+        R /= inv_noise
+        X[sl] = R.T
+
+    _run_tiles(project, [slice(b, b + _PIXEL_BLOCK) for b in range(0, F.shape[1], _PIXEL_BLOCK)], threads)
     return X, mean, noise
 
 
@@ -352,9 +388,10 @@ def _row_tiles(H: int, W: int, n_rows: int) -> list[slice]:
     return [slice(r, min(r + step, H)) for r in range(0, H, step)]
 
 
-def _run_tiles(fn: Callable[[slice], None], tiles: list[slice], threads: int) -> None:
-    """``fn(tile)`` for every tile, on ``threads`` threads (numpy releases the GIL inside its
-    loops and BLAS calls, so the tiles of a memory-bound pass run in parallel)."""
+def _run_tiles(fn: Callable[[_Tile], object], tiles: Sequence[_Tile], threads: int) -> None:
+    """``fn(tile)`` for every tile (a slice of pixels or rows, or a group index), on ``threads``
+    threads (numpy releases the GIL inside its loops and BLAS calls, so the tiles of a
+    memory-bound pass run in parallel)."""
     if threads <= 1 or len(tiles) <= 1:
         for rs in tiles:
             fn(rs)
@@ -922,9 +959,12 @@ def _analyze_edge(
 
     # 4. features -------------------------------------------------------------------------
     t = stage("features")
-    F = np.take(feat_all, pix, axis=1)
+    F = np.empty((feat_all.shape[0], pix.size), dtype=np.float32)
+    step = max(1, -(-F.shape[0] // threads))
+    _run_tiles(lambda r: np.take(feat_all[r], pix, axis=1, out=F[r], mode="clip"),  # pix in range
+               [slice(r, r + step) for r in range(0, F.shape[0], step)], threads)
     del feat_all
-    X, mean_feat, _noise = build_features(F, Ef, e0=window.e0, random_state=random_state)
+    X, mean_feat, _noise = build_features(F, Ef, e0=window.e0, random_state=random_state, threads=threads)
     timings["features"] = time.perf_counter() - t
 
     # 5. pca ------------------------------------------------------------------------------
