@@ -39,9 +39,8 @@ the L3 phases and measures how often the two edges agree.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 import numpy as np
 
@@ -52,6 +51,7 @@ from txm_live.edges import MIN_POST_POINTS, MIN_PRE_POINTS, EdgeWindow, resolve_
 from txm_live.phase_order import edge_levels, edge_positions, edge_tolerance, phase_names
 from txm_live.errors import InsufficientDataError
 from txm_live.normalize import EdgeFeatures, athena_features
+from txm_live.threads import run_tiles
 from txm_live.results import EdgeResult
 from txm_live.tiles import map_tiles, normalize_tile
 
@@ -91,7 +91,6 @@ _BLAS_THREADS = 1
 #: calls): one, because on the beamline computer the analysis shares the machine with
 #: acquisition.
 DEFAULT_THREADS: int = 1
-_Tile = TypeVar("_Tile")
 #: Pixels per block of the feature projection (81 features x 8192 px float32 = 2.7 MB).
 _PIXEL_BLOCK = 8192
 #: Pixels used to estimate the noise level of each feature.
@@ -194,7 +193,7 @@ def _noise_per_feature(F: np.ndarray, x: np.ndarray, *, threads: int = 1) -> np.
         mad[r] = _row_medians(dr)
 
     step = max(1, -(-d.shape[0] // max(threads, 1)))
-    _run_tiles(mad_rows, [slice(r, r + step) for r in range(0, d.shape[0], step)], threads)
+    run_tiles(mad_rows, [slice(r, r + step) for r in range(0, d.shape[0], step)], threads)
     sig[1:-1] = 1.4826 * mad / np.sqrt(1.0 + wl**2 + wr**2)
     sig[0], sig[-1] = sig[1], sig[-2]
     positive = sig[sig > 0]
@@ -267,11 +266,11 @@ def build_features(
         R /= inv_noise
         X[sl] = R.T
 
-    _run_tiles(project, [slice(b, b + _PIXEL_BLOCK) for b in range(0, F.shape[1], _PIXEL_BLOCK)], threads)
+    run_tiles(project, [slice(b, b + _PIXEL_BLOCK) for b in range(0, F.shape[1], _PIXEL_BLOCK)], threads)
     return X, mean, noise
 
 
-def _residual_noise(X: np.ndarray, pca: PcaResult) -> np.ndarray:
+def _residual_noise(X: np.ndarray, pca: PcaResult, *, threads: int = 1) -> np.ndarray:
     """Per-row noise level (rms per feature) of ``X`` left after the retained components.
 
     ``|x - mean|^2 - |score|^2`` is the squared norm of the part of a row outside the retained
@@ -280,11 +279,14 @@ def _residual_noise(X: np.ndarray, pca: PcaResult) -> np.ndarray:
     n, p = X.shape
     k = pca.n_components
     out = np.empty(n, dtype=np.float64)
-    for start in range(0, n, 65536):
-        xc = X[start : start + 65536] - pca.mean
-        sc = pca.scores[start : start + 65536]
+
+    def rows(sl: slice) -> None:
+        xc = X[sl] - pca.mean
+        sc = pca.scores[sl]
         r2 = np.einsum("ij,ij->i", xc, xc, dtype=np.float64) - np.einsum("ij,ij->i", sc, sc, dtype=np.float64)
-        out[start : start + 65536] = np.sqrt(np.clip(r2, 0.0, None) / max(p - k, 1))
+        out[sl] = np.sqrt(np.clip(r2, 0.0, None) / max(p - k, 1))
+
+    run_tiles(rows, [slice(start, start + 65536) for start in range(0, n, 65536)], threads)
     positive = out[out > 0]
     floor = float(np.median(positive)) * 1e-3 if positive.size else 1.0
     return np.maximum(out, floor)
@@ -386,26 +388,6 @@ def _row_tiles(H: int, W: int, n_rows: int) -> list[slice]:
     (the pixel tiles of the normalization, in process and on Dask workers alike)."""
     step = max(1, int(_CHUNK_BYTES // (4 * max(n_rows, 1) * max(W, 1))))
     return [slice(r, min(r + step, H)) for r in range(0, H, step)]
-
-
-def _run_tiles(fn: Callable[[_Tile], object], tiles: Sequence[_Tile], threads: int) -> None:
-    """``fn(tile)`` for every tile (a slice of pixels or rows, or a group index), on ``threads``
-    threads (numpy releases the GIL inside its loops and BLAS calls, so the tiles of a
-    memory-bound pass run in parallel)."""
-    if threads <= 1 or len(tiles) <= 1:
-        for rs in tiles:
-            fn(rs)
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    from threadpoolctl import threadpool_limits
-
-    # one BLAS thread per tile thread: no oversubscription of the cores
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(
-        max_workers=min(threads, len(tiles)), thread_name_prefix="txm-live-tile"
-    ) as pool:
-        for fut in [pool.submit(fn, rs) for rs in tiles]:
-            fut.result()  # re-raises a tile's exception
 
 
 def _pixel_chunks(n_pix: int, n_rows: int) -> list[slice]:
@@ -549,7 +531,7 @@ def _athena_phase_moments(
                 np.multiply(yb, yb, out=yb)
                 acc[3, r0:r1] += yb @ wb[3]
 
-    _run_tiles(run, list(range(len(groups))), threads)
+    run_tiles(run, list(range(len(groups))), threads)
     S = sum(parts)[:, :, :P]
     counts = np.bincount(lab, minlength=P).astype(np.float64)
     w1 = np.zeros((3, P))  # sum of w g, w g c0, w g c1 per phase
@@ -915,7 +897,7 @@ def _analyze_edge(
                                               pre_coef[:, sl], feat_all[:, sl]),
             )
 
-        _run_tiles(athena_tile, tiles, threads)
+        run_tiles(athena_tile, tiles, threads)
         done = iter(())
     elif client is None:
         done = ((i, normalize_tile(Y2[:, rs.start * W : rs.stop * W], *tile_args)) for i, rs in enumerate(tiles))
@@ -961,7 +943,7 @@ def _analyze_edge(
     t = stage("features")
     F = np.empty((feat_all.shape[0], pix.size), dtype=np.float32)
     step = max(1, -(-F.shape[0] // threads))
-    _run_tiles(lambda r: np.take(feat_all[r], pix, axis=1, out=F[r], mode="clip"),  # pix in range
+    run_tiles(lambda r: np.take(feat_all[r], pix, axis=1, out=F[r], mode="clip"),  # pix in range
                [slice(r, r + step) for r in range(0, F.shape[0], step)], threads)
     del feat_all
     X, mean_feat, _noise = build_features(F, Ef, e0=window.e0, random_state=random_state, threads=threads)
@@ -977,9 +959,10 @@ def _analyze_edge(
         sample_noise=1.0 / np.clip(pix_snr, 1e-3, None),
         noise_margin=pca_noise_margin,
         random_state=random_state,
+        threads=threads,
     )
     scores = pca.scores
-    score_noise = _residual_noise(X, pca).astype(np.float32)
+    score_noise = _residual_noise(X, pca, threads=threads).astype(np.float32)
     if spatial_filter:
         scores, score_noise = sigma_filter(scores, pix, (H, W), score_noise, return_noise=True)
     del X
