@@ -364,7 +364,7 @@ def sigma_filter(
 
 
 def _fit_clusterer(
-    scores: np.ndarray, *, eps: float | None, min_samples: int | None
+    scores: np.ndarray, *, eps: float | None, min_samples: int | None, workers: int = -1
 ) -> tuple[np.ndarray, tuple[int, ...], float, int]:
     """Run :class:`txm_live.cluster.PhaseClusterer`.
 
@@ -373,7 +373,7 @@ def _fit_clusterer(
     """
     from txm_live.cluster import PhaseClusterer
 
-    clf = PhaseClusterer(eps=eps, min_samples=min_samples, split_minority=True).fit(scores)
+    clf = PhaseClusterer(eps=eps, min_samples=min_samples, split_minority=True, n_jobs=workers).fit(scores)
     labels = np.asarray(clf.labels_)
     ids = np.unique(labels[labels >= 0])
     pool = {int(v) for v in getattr(clf, "outlier_labels_", ())}
@@ -970,9 +970,9 @@ def _analyze_edge(
 
     # 6. cluster --------------------------------------------------------------------------
     t = stage("cluster")
-    raw, majority, eps_used, ms_used = _fit_clusterer(scores, eps=eps, min_samples=min_samples)
+    raw, majority, eps_used, ms_used = _fit_clusterer(scores, eps=eps, min_samples=min_samples, workers=threads)
     if refine:
-        raw, majority, minority = refine_phases(scores, raw, majority, random_state=random_state)
+        raw, majority, minority = refine_phases(scores, raw, majority, random_state=random_state, workers=threads)
     else:
         minority = tuple(int(i) for i in np.unique(raw[raw >= 0]) if int(i) not in majority)
     timings["cluster"] = time.perf_counter() - t
