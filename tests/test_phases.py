@@ -231,9 +231,9 @@ def test_threads_give_identical_results() -> None:
 
 
 def test_phase_moments_equal_the_normalized_spectra() -> None:
-    """The per-phase mean and spread from the linear expansion of the Athena normalization equal
+    """The per-phase mean and spread from the raw block (rank-3 baseline, float32 chunks) equal
     those of the explicitly normalized spectra (float64 reference), with chunks holding NaN
-    pixels outside the phases."""
+    pixels outside the phases, on one and two threads."""
     from txm_live.phases import _athena_phase_moments
 
     rng = np.random.default_rng(4)
@@ -249,11 +249,15 @@ def test_phase_moments_equal_the_normalized_spectra() -> None:
     pix = np.sort(rng.choice(np.flatnonzero(finite), 6000, replace=False))
     lab = rng.integers(0, 3, pix.size)
     mean, std = _athena_phase_moments(x, Y, pix, lab, 3, c0[pix], c1[pix], g[pix], finite=finite, threads=2)
+    one = _athena_phase_moments(x, Y, pix, lab, 3, c0[pix], c1[pix], g[pix], finite=finite, threads=1)
+    np.testing.assert_allclose(one[0], mean, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(one[1], std, rtol=0, atol=1e-12)
     zz = (Y[:, pix].astype(np.float64) - c0[pix] - np.outer(x, c1[pix].astype(np.float64))) * g[pix]
     for p in range(3):
         sel = zz[:, lab == p]
-        np.testing.assert_allclose(mean[p], sel.mean(axis=1), rtol=0, atol=1e-9)
-        np.testing.assert_allclose(std[p], sel.std(axis=1), rtol=1e-7, atol=1e-9)
+        # float32 chunks centred on a reference spectrum: errors ~1e-7 of values ~1
+        np.testing.assert_allclose(mean[p], sel.mean(axis=1), rtol=0, atol=1e-6)
+        np.testing.assert_allclose(std[p], sel.std(axis=1), rtol=1e-5, atol=0)
 
 
 def test_row_medians_equal_numpy() -> None:

@@ -445,11 +445,12 @@ def _window_phase_stats(
     return mean, np.sqrt(var), counts
 
 
-#: Pixel span and energy rows of one cache-resident float64 chunk of :func:`_athena_phase_moments`
-#: (16 x 4096 x 8 B = 0.5 MB, plus the span's weights, 0.5 MB: both stay in L2; rows of 16 kB
-#: keep the reads from memory streaming).
-_MOMENT_PIXELS = 4096
-_MOMENT_ROWS = 16
+#: Pixel span and energy rows of one cache-resident float32 chunk of :func:`_athena_phase_moments`
+#: (32 x 2048 x 4 B = 0.25 MB, plus the span's weights: L2-sized; rows of 8 kB keep the reads
+#: from memory streaming), and the pixels of its reference spectrum.
+_MOMENT_PIXELS = 2048
+_MOMENT_ROWS = 32
+_REFERENCE_PIXELS = 4096
 
 
 def _athena_phase_moments(
@@ -466,85 +467,86 @@ def _athena_phase_moments(
     threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-phase mean and standard deviation (P, n_e) of ``z = (y - c0 - c1 x) g`` over the
-    pixels ``pix`` (sorted, phase ``lab``) of ``Y2`` (n_e, n_pixels), without normalizing.
+    pixels ``pix`` (sorted, phase ``lab``) of ``Y2`` (n_e, n_pixels), in one pass over ``Y2``.
 
-    ``z`` is linear in the raw spectra ``y``, so with pixel weights ``w`` (one-hot phase)
-
-    * ``sum w z = Y (w g) - sum(w g c0) - x sum(w g c1)``,
-    * ``sum w z^2 = Y^2 (w g^2) - 2 [Y (w g^2 c0) + x Y (w g^2 c1)] + sum w g^2 (c0 + c1 x)^2``:
-
-    four matrix products of the block with thin weight matrices. They run in float64 on chunks
-    of :data:`_MOMENT_ROWS` energies x :data:`_MOMENT_PIXELS` pixels (converted in the cache),
-    so the block is read once and the expansion loses no precision that matters (relative error ~1e-13 of
-    the variance). Chunks whose pixels are all finite (``finite``) are used whole with zero
-    weight for the pixels outside ``pix``; other chunks gather their ``pix`` columns first (a
-    masked pixel may hold NaN). ``threads`` threads each take a contiguous share of the chunks.
+    ``z`` is linear in the raw spectra ``y``. With a reference spectrum ``rho`` (the mean ``z``
+    of at most :data:`_REFERENCE_PIXELS` pixels spread over ``pix``), ``z - rho = g d`` with
+    ``d = y - [1, x, rho] . [c0, c1, 1/g]``: a rank-3 product subtracted from the raw block.
+    Per chunk of :data:`_MOMENT_ROWS` energies x :data:`_MOMENT_PIXELS` pixels (L2-sized),
+    ``d`` is formed in float32 and two thin products with the one-hot phase weights ``w g`` and
+    ``w g^2`` give ``sum w (z - rho)`` and ``sum w (z - rho)^2``, accumulated over chunks in
+    float64. Centring on ``rho`` keeps ``d`` at the scale of the spread, so float32 loses
+    nothing that matters (relative error ~1e-6 of the spread). Spans whose pixels are all finite
+    (``finite``) are used whole with zero weight outside ``pix``; others gather their ``pix``
+    columns first (a masked pixel may hold NaN). ``threads`` threads each take a contiguous
+    share of the spans; their sums are added in a fixed order.
     """
     n_e, n_pix = Y2.shape
     x = np.asarray(x, dtype=np.float64)
     # the float32 coefficients of the normalization, as the feature rows used them
-    a = np.asarray(c0, dtype=np.float32).astype(np.float64)
-    b = np.asarray(c1, dtype=np.float32).astype(np.float64)
-    gg = np.asarray(g, dtype=np.float32).astype(np.float64)
+    a32 = np.asarray(c0, dtype=np.float32)
+    b32 = np.asarray(c1, dtype=np.float32)
+    g32 = np.asarray(g, dtype=np.float32)
+    a, b, gg = (v.astype(np.float64) for v in (a32, b32, g32))
     P = n_phases
-    g2 = gg * gg
-    # per-pixel weights for its phase column in four matrices [g], [g^2 c0], [g^2 c1], [g^2];
-    # phase columns padded to a multiple of 4 (OpenBLAS is fastest for thin products of N = 4)
-    Pp = -(-P // 4) * 4
-    r = np.arange(pix.size)
-    wts = []
-    for v in (gg, g2 * a, g2 * b, g2):
-        wm = np.zeros((pix.size, Pp))
-        wm[r, lab] = v
-        wts.append(wm)
-    chunks = [slice(i, min(i + _MOMENT_PIXELS, n_pix)) for i in range(0, n_pix, _MOMENT_PIXELS)]
-    lo = np.searchsorted(pix, [c.start for c in chunks])
-    hi = np.searchsorted(pix, [c.stop for c in chunks])
-    busy = [i for i in range(len(chunks)) if hi[i] > lo[i]]
+    Pp = -(-P // 4) * 4  # OpenBLAS is fastest for thin products of N = 4 columns
+    ref = np.linspace(0, pix.size - 1, min(_REFERENCE_PIXELS, pix.size)).astype(np.int64)
+    zr = np.take(Y2, pix[ref], axis=1).astype(np.float64)
+    zr -= a[ref]
+    zr -= np.outer(x, b[ref])
+    zr *= gg[ref]
+    rho = zr.mean(axis=1)
+    x3 = np.stack([np.ones(n_e), x, rho], axis=1).astype(np.float32)  # (n_e, 3)
+    coef = np.stack([a32, b32, (1.0 / gg).astype(np.float32)])  # (3, n) per pixel of ``pix``
+    w1 = (np.arange(Pp) == lab[:, None]) * g32[:, None]  # (n, Pp) float32
+    w2 = (np.arange(Pp) == lab[:, None]) * (g32 * g32)[:, None]
+    spans = [slice(i, min(i + _MOMENT_PIXELS, n_pix)) for i in range(0, n_pix, _MOMENT_PIXELS)]
+    lo = np.searchsorted(pix, [c.start for c in spans])
+    hi = np.searchsorted(pix, [c.stop for c in spans])
+    busy = [i for i in range(len(spans)) if hi[i] > lo[i]]
     n_groups = max(1, min(threads, len(busy)))
     groups = [busy[k * len(busy) // n_groups : (k + 1) * len(busy) // n_groups] for k in range(n_groups)]
-    parts: list[np.ndarray] = [np.zeros((4, n_e, Pp)) for _ in groups]
+    parts = [np.zeros((2, n_e, Pp)) for _ in groups]
 
     def run(k: int) -> None:
         acc = parts[k]
-        buf = np.empty((_MOMENT_ROWS, _MOMENT_PIXELS))
-        wfull = np.zeros((4, _MOMENT_PIXELS, Pp))
+        buf = np.empty((_MOMENT_ROWS, _MOMENT_PIXELS), dtype=np.float32)
+        cfull = np.zeros((3, _MOMENT_PIXELS), dtype=np.float32)
+        wfull = np.zeros((2, _MOMENT_PIXELS, Pp), dtype=np.float32)
         for i in groups[k]:
-            ch = chunks[i]
+            ch = spans[i]
             sel = slice(lo[i], hi[i])
             if finite is not None and finite[ch].all():  # whole span, zero weight off ``pix``
                 src = Y2[:, ch]
-                wb = wfull[:, : ch.stop - ch.start]
-                wb[:] = 0.0
-                for j in range(4):
-                    wb[j, pix[sel] - ch.start] = wts[j][sel]
+                m = ch.stop - ch.start
+                local = pix[sel] - ch.start
+                cm, wm = cfull[:, :m], wfull[:, :m]
+                cm[:] = 0.0
+                wm[:] = 0.0
+                cm[:, local] = coef[:, sel]
+                wm[0, local] = w1[sel]
+                wm[1, local] = w2[sel]
             else:  # a masked pixel may hold NaN: gather the span's ``pix`` columns
                 src = np.take(Y2[:, ch], pix[sel] - ch.start, axis=1)
-                wb = np.stack([w[sel] for w in wts])
-            m = src.shape[1]
-            for r0 in range(0, n_e, _MOMENT_ROWS):  # row bands: long contiguous reads, L2-sized
+                m = src.shape[1]
+                cm, wm = coef[:, sel], np.stack([w1[sel], w2[sel]])
+            for r0 in range(0, n_e, _MOMENT_ROWS):  # row bands: long contiguous reads
                 r1 = min(r0 + _MOMENT_ROWS, n_e)
-                yb = buf[: r1 - r0, :m]
-                np.copyto(yb, src[r0:r1])
-                for j in range(3):
-                    acc[j, r0:r1] += yb @ wb[j]
-                np.multiply(yb, yb, out=yb)
-                acc[3, r0:r1] += yb @ wb[3]
+                d = buf[: r1 - r0, :m]
+                np.matmul(x3[r0:r1], cm, out=d)
+                np.subtract(src[r0:r1], d, out=d)
+                acc[0, r0:r1] += d @ wm[0]
+                np.multiply(d, d, out=d)
+                acc[1, r0:r1] += d @ wm[1]
 
     run_tiles(run, list(range(len(groups))), threads)
-    S = sum(parts)[:, :, :P]
+    S = parts[0]
+    for part in parts[1:]:
+        S = S + part
     counts = np.bincount(lab, minlength=P).astype(np.float64)
-    w1 = np.zeros((3, P))  # sum of w g, w g c0, w g c1 per phase
-    w2 = np.zeros((3, P))  # sum of w g^2 c0^2, w g^2 c0 c1, w g^2 c1^2
-    for j, v in enumerate((gg, gg * a, gg * b)):
-        w1[j] = np.bincount(lab, weights=v, minlength=P)
-    for j, v in enumerate((g2 * a * a, g2 * a * b, g2 * b * b)):
-        w2[j] = np.bincount(lab, weights=v, minlength=P)
-    xc = x[:, None]
-    s1 = S[0] - w1[1] - xc * w1[2]
-    s2 = S[3] - 2.0 * (S[1] + xc * S[2]) + w2[0] + 2.0 * xc * w2[1] + xc * xc * w2[2]
-    mean = s1 / counts
-    var = np.clip(s2 / counts - mean * mean, 0.0, None)
+    m1 = S[0, :, :P] / counts
+    mean = rho[:, None] + m1
+    var = np.clip(S[1, :, :P] / counts - m1 * m1, 0.0, None)
     return mean.T, np.sqrt(var).T
 
 
