@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from txm_live.threads import map_ordered, run_tiles
+
 __all__ = [
     "PcaResult",
     "LcfComparison",
@@ -167,20 +169,28 @@ def _noise_variance(tail_sum: float, n_skipped: int, n_samples: int, n_features:
     return max(tail_sum, 0.0) / scale if scale > 0 else 0.0
 
 
-def _covariance_eigh(
-    X: np.ndarray, mean: np.ndarray, weights: np.ndarray | None = None, chunks: list[slice] | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenvalues (descending) and eigenvectors (rows) of the (row-weighted) covariance of ``X``."""
-    n, p = X.shape
-    cov = np.zeros((p, p), dtype=np.float64)
-    for sl in chunks if chunks is not None else _row_chunks(n):
-        cov += covariance_part(X[sl], mean, None if weights is None else weights[sl])
-    cov /= max(n - 1, 1)
-    return _eigh_descending(cov)
-
-
 def _row_chunks(n: int) -> list[slice]:
     return [slice(start, min(start + _CHUNK_ROWS, n)) for start in range(0, n, _CHUNK_ROWS)]
+
+
+def _covariance_eigh(
+    X: np.ndarray, mean: np.ndarray, weights: np.ndarray | None = None, threads: int = 1,
+    chunks: list[slice] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (descending) and eigenvectors (rows) of the (row-weighted) covariance of ``X``.
+
+    The chunk products run on ``threads`` threads and are summed in chunk order (the result
+    does not depend on ``threads``)."""
+    n, p = X.shape
+    cov = np.zeros((p, p), dtype=np.float64)
+
+    def chunk_product(sl: slice) -> np.ndarray:
+        return covariance_part(X[sl], mean, None if weights is None else weights[sl])
+
+    for part in map_ordered(chunk_product, chunks if chunks is not None else _row_chunks(n), threads):
+        cov += part
+    cov /= max(n - 1, 1)
+    return _eigh_descending(cov)
 
 
 def weighted_sum_part(X: np.ndarray, w2: np.ndarray) -> np.ndarray:
@@ -308,6 +318,7 @@ def reduce_pca(
     sample_noise: np.ndarray | None = None,
     noise_margin: float = 1.5,
     random_state: int = 0,
+    threads: int = 1,
     row_chunks: list[slice] | None = None,
 ) -> PcaResult:
     """Principal component analysis with the number of components chosen from the data.
@@ -339,6 +350,9 @@ def reduce_pca(
         on the white line), which spreads the noise eigenvalues ~10-20 % beyond the ideal edge.
     random_state : int
         Seed of the randomized solver.
+    threads : int
+        Threads for the row-chunk passes of the covariance solver (mean, covariance, scores);
+        chunk results are combined in chunk order, so the result does not depend on it.
     row_chunks : list of slice, optional
         Consecutive row blocks over which the weighted mean and the covariance are accumulated
         (covariance solver; default blocks of 65536 rows). The float32 products are rounded per
@@ -385,7 +399,8 @@ def reduce_pca(
         raise ValueError(f"noise_margin must be >= 1, got {noise_margin}")
     if svd_solver not in ("auto", "covariance", "randomized"):
         raise ValueError(f"svd_solver must be 'auto', 'covariance' or 'randomized', got {svd_solver!r}")
-    if not np.isfinite(X).all():
+    # finite: one sum (NaN/inf propagate); a non-finite sum is checked exactly (overflow)
+    if not (np.isfinite(X.sum()) or np.isfinite(X).all()):
         raise ValueError("X must be finite (mask NaN/inf samples before the PCA)")
 
     weights = None
@@ -393,8 +408,9 @@ def reduce_pca(
         weights = _sample_weights(sample_noise, n)
         w2 = weights * weights
         mean = np.zeros(p)
-        for sl in row_chunks if row_chunks is not None else _row_chunks(n):
-            mean += weighted_sum_part(X[sl], w2[sl])
+        blocks = row_chunks if row_chunks is not None else _row_chunks(n)
+        for part in map_ordered(lambda sl: weighted_sum_part(X[sl], w2[sl]), blocks, threads):
+            mean += part
         mean /= w2.sum()
     else:
         mean = X.mean(axis=0, dtype=np.float64)
@@ -404,7 +420,7 @@ def reduce_pca(
         solver = "covariance" if p <= _COVARIANCE_MAX_FEATURES else "randomized"
 
     if solver == "covariance":
-        evals, evecs = _covariance_eigh(X, mean, weights, row_chunks)
+        evals, evecs = _covariance_eigh(X, mean, weights, threads, row_chunks)
         total_var = float(evals.sum())
         noise_var = _noise_variance(float(evals[n_max:].sum()), n_max, n, p)
         evals, evecs = evals[:n_max], evecs[:n_max]
@@ -418,8 +434,11 @@ def reduce_pca(
     comps32 = comps.astype(X.dtype if X.dtype == np.float32 else np.float64)
     mean_out = mean.astype(comps32.dtype)
     scores = np.empty((n, k), dtype=np.float32)
-    for start in range(0, n, _CHUNK_ROWS):
-        scores[start : start + _CHUNK_ROWS] = (X[start : start + _CHUNK_ROWS] - mean_out) @ comps32.T
+
+    def project(sl: slice) -> None:
+        scores[sl] = (X[sl] - mean_out) @ comps32.T
+
+    run_tiles(project, _row_chunks(n), threads)
     return PcaResult(
         scores=scores,
         components=comps32.astype(np.float32),

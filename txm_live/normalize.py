@@ -691,8 +691,11 @@ def athena_features(
     Returns
     -------
     EdgeFeatures
-        Bit-identical to ``normalize_athena(..., rows=rows)`` (same float64 fits, same float32
-        arithmetic per element), plus the finiteness of every spectrum.
+        The values of ``normalize_athena(..., rows=rows)`` (same float64 fits, same float32
+        arithmetic per element), plus the finiteness of every spectrum. The float64 fits can
+        differ in the last bit where BLAS blocks the pixels differently, which the float32
+        results hide (bit-identical at full size and on the real STXM stack) except where the
+        fit is pure cancellation (e.g. a spectrum of constant 3e37).
 
     Notes
     -----

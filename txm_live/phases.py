@@ -51,6 +51,7 @@ from txm_live.edges import MIN_POST_POINTS, MIN_PRE_POINTS, EdgeWindow, resolve_
 from txm_live.phase_order import edge_levels, edge_positions, edge_tolerance, phase_names
 from txm_live.errors import InsufficientDataError
 from txm_live.normalize import EdgeFeatures, athena_features
+from txm_live.threads import run_tiles
 from txm_live.results import EdgeResult
 from txm_live.tiles import normalize_tile
 
@@ -90,6 +91,8 @@ _BLAS_THREADS = 1
 #: calls): one, because on the beamline computer the analysis shares the machine with
 #: acquisition.
 DEFAULT_THREADS: int = 1
+#: Pixels per block of the feature projection (81 features x 8192 px float32 = 2.7 MB).
+_PIXEL_BLOCK = 8192
 #: Pixels used to estimate the noise level of each feature.
 _NOISE_SAMPLES = 50_000
 
@@ -150,7 +153,23 @@ def _count_in(energies: np.ndarray, e0: float, rng: tuple[float, float]) -> int:
     return int(np.count_nonzero((energies >= e0 + rng[0]) & (energies <= e0 + rng[1])))
 
 
-def _noise_per_feature(F: np.ndarray, x: np.ndarray) -> np.ndarray:
+def _row_medians(d: np.ndarray) -> np.ndarray:
+    """``np.median(d, axis=1)`` of a finite 2-D array, with one selection per row instead of two.
+
+    For an even row length the median is the mean of the order statistics ``n/2 - 1`` and
+    ``n/2``; after selecting the first, the second is the smallest value above it. Same
+    arithmetic as :func:`numpy.median` (``(a + b) / 2``), so the values are identical.
+    """
+    n = d.shape[1]
+    k = (n - 1) // 2
+    part = np.partition(d, k, axis=1)
+    lo = part[:, k]
+    if n % 2:
+        return lo.copy()
+    return np.add(lo, part[:, k + 1 :].min(axis=1)) / 2.0
+
+
+def _noise_per_feature(F: np.ndarray, x: np.ndarray, *, threads: int = 1) -> np.ndarray:
     """Noise standard deviation of every row of ``F`` (n_features, n_pixels) from second
     differences across energy (robust: median absolute deviation over pixels).
 
@@ -165,9 +184,16 @@ def _noise_per_feature(F: np.ndarray, x: np.ndarray) -> np.ndarray:
     wr = 1.0 - wl
     # all interior rows at once (float64, row by row the same arithmetic as a loop would do)
     d = F[1:-1] - (wl[:, None] * F[:-2] + wr[:, None] * F[2:])
-    d -= np.median(d, axis=1)[:, None]
-    np.abs(d, out=d)
-    mad = np.median(d, axis=1)
+    mad = np.empty(d.shape[0])
+
+    def mad_rows(r: slice) -> None:
+        dr = d[r]
+        dr -= _row_medians(dr)[:, None]
+        np.abs(dr, out=dr)
+        mad[r] = _row_medians(dr)
+
+    step = max(1, -(-d.shape[0] // max(threads, 1)))
+    run_tiles(mad_rows, [slice(r, r + step) for r in range(0, d.shape[0], step)], threads)
     sig[1:-1] = 1.4826 * mad / np.sqrt(1.0 + wl**2 + wr**2)
     sig[0], sig[-1] = sig[1], sig[-2]
     positive = sig[sig > 0]
@@ -181,6 +207,7 @@ def build_features(
     *,
     e0: float,
     random_state: int = 0,
+    threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Noise-whitened near-edge features of the clustered pixels.
 
@@ -194,6 +221,9 @@ def build_features(
         Edge energy (eV).
     random_state : int
         Seed of the pixel subsample (at most 50 000 pixels) used for the noise estimate.
+    threads : int
+        Threads for the noise medians and the per-pixel-block projection (the result does not
+        depend on it).
 
     Returns
     -------
@@ -218,8 +248,17 @@ def build_features(
     x = np.asarray(feature_energies, dtype=np.float64)
     mean = F.mean(axis=1, dtype=np.float64)
     sub = _noise_sample(F.shape[1], random_state)
-    noise = _noise_per_feature(F if sub is None else F[:, sub], x)
-    return _whiten(F, _feature_basis(mean, x, e0), noise), mean, noise
+    noise = _noise_per_feature(F if sub is None else F[:, sub], x, threads=threads)
+    q32 = _feature_basis(mean, x, e0)
+    X = np.empty((F.shape[1], F.shape[0]), dtype=np.float32)
+
+    def project(sl: slice) -> None:
+        # per block of pixels (the products are column-independent: identical to one product);
+        # the pixel-major copy of an L2-sized block avoids striding through memory
+        X[sl] = _whitened_rows(F[:, sl], q32, noise).T
+
+    run_tiles(project, [slice(b, b + _PIXEL_BLOCK) for b in range(0, F.shape[1], _PIXEL_BLOCK)], threads)
+    return X, mean, noise
 
 
 def _noise_sample(n_pixels: int, random_state: int) -> np.ndarray | None:
@@ -236,38 +275,43 @@ def _feature_basis(mean: np.ndarray, x: np.ndarray, e0: float) -> np.ndarray:
     return q.astype(np.float32)
 
 
-def _whiten(F: np.ndarray, q32: np.ndarray, noise: np.ndarray) -> np.ndarray:
-    """Pixel-major features: ``F`` minus its projection on ``q32``, divided by the noise per row."""
+def _whitened_rows(F: np.ndarray, q32: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """``F`` (n_features, n) minus its projection on ``q32``, divided by the noise per row."""
     R = q32 @ (q32.T @ F)
     np.subtract(F, R, out=R)
     R /= noise.astype(np.float32)[:, None]
-    # pixel-major copy in L2-sized column blocks (a plain transposed copy strides through memory)
-    X = np.empty((R.shape[1], R.shape[0]), dtype=R.dtype)
-    for b0 in range(0, R.shape[1], 4096):
-        X[b0 : b0 + 4096] = R[:, b0 : b0 + 4096].T
+    return R
+
+
+def _whiten(F: np.ndarray, q32: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """Pixel-major whitened features of the columns of ``F`` (as :func:`build_features`)."""
+    X = np.empty((F.shape[1], F.shape[0]), dtype=np.float32)
+    for b in range(0, F.shape[1], _PIXEL_BLOCK):
+        X[b : b + _PIXEL_BLOCK] = _whitened_rows(F[:, b : b + _PIXEL_BLOCK], q32, noise).T
     return X
 
 
-def _residual_noise(X: np.ndarray, pca: PcaResult) -> np.ndarray:
+def _residual_noise(X: np.ndarray, pca: PcaResult, *, threads: int = 1) -> np.ndarray:
     """Per-row noise level (rms per feature) of ``X`` left after the retained components.
 
     ``|x - mean|^2 - |score|^2`` is the squared norm of the part of a row outside the retained
     components (orthonormal axes), which is noise spread over ``p - k`` features.
     """
-    return _floor_noise(_residual_rms(X, pca.mean, pca.scores))
+    out = np.empty(X.shape[0], dtype=np.float64)
+
+    def rows(sl: slice) -> None:
+        out[sl] = _residual_rms(X[sl], pca.mean, pca.scores[sl])
+
+    run_tiles(rows, [slice(start, start + 65536) for start in range(0, X.shape[0], 65536)], threads)
+    return _floor_noise(out)
 
 
 def _residual_rms(X: np.ndarray, mean: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """Per-row rms (float64) of ``X`` outside the components of ``scores`` (before the floor)."""
-    n, p = X.shape
-    k = scores.shape[1]
-    out = np.empty(n, dtype=np.float64)
-    for start in range(0, n, 65536):
-        xc = X[start : start + 65536] - mean
-        sc = scores[start : start + 65536]
-        r2 = np.einsum("ij,ij->i", xc, xc, dtype=np.float64) - np.einsum("ij,ij->i", sc, sc, dtype=np.float64)
-        out[start : start + 65536] = np.sqrt(np.clip(r2, 0.0, None) / max(p - k, 1))
-    return out
+    p, k = X.shape[1], scores.shape[1]
+    xc = X - mean
+    r2 = np.einsum("ij,ij->i", xc, xc, dtype=np.float64) - np.einsum("ij,ij->i", scores, scores, dtype=np.float64)
+    return np.sqrt(np.clip(r2, 0.0, None) / max(p - k, 1))
 
 
 def _floor_noise(out: np.ndarray) -> np.ndarray:
@@ -349,7 +393,7 @@ def sigma_filter(
 
 
 def _fit_clusterer(
-    scores: np.ndarray, *, eps: float | None, min_samples: int | None
+    scores: np.ndarray, *, eps: float | None, min_samples: int | None, workers: int = -1
 ) -> tuple[np.ndarray, tuple[int, ...], float, int]:
     """Run :class:`txm_live.cluster.PhaseClusterer`.
 
@@ -358,7 +402,7 @@ def _fit_clusterer(
     """
     from txm_live.cluster import PhaseClusterer
 
-    clf = PhaseClusterer(eps=eps, min_samples=min_samples, split_minority=True).fit(scores)
+    clf = PhaseClusterer(eps=eps, min_samples=min_samples, split_minority=True, n_jobs=workers).fit(scores)
     labels = np.asarray(clf.labels_)
     ids = np.unique(labels[labels >= 0])
     pool = {int(v) for v in getattr(clf, "outlier_labels_", ())}
@@ -373,25 +417,6 @@ def _row_tiles(H: int, W: int, n_rows: int) -> list[slice]:
     (the pixel tiles of the normalization, in process and on Dask workers alike)."""
     step = max(1, int(_CHUNK_BYTES // (4 * max(n_rows, 1) * max(W, 1))))
     return [slice(r, min(r + step, H)) for r in range(0, H, step)]
-
-
-def _run_tiles(fn: Callable[[slice], None], tiles: list[slice], threads: int) -> None:
-    """``fn(tile)`` for every tile, on ``threads`` threads (numpy releases the GIL inside its
-    loops and BLAS calls, so the tiles of a memory-bound pass run in parallel)."""
-    if threads <= 1 or len(tiles) <= 1:
-        for rs in tiles:
-            fn(rs)
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    from threadpoolctl import threadpool_limits
-
-    # one BLAS thread per tile thread: no oversubscription of the cores
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(
-        max_workers=min(threads, len(tiles)), thread_name_prefix="txm-live-tile"
-    ) as pool:
-        for fut in [pool.submit(fn, rs) for rs in tiles]:
-            fut.result()  # re-raises a tile's exception
 
 
 def _pixel_bands(pix: np.ndarray, tiles: list[slice], W: int) -> list[slice]:
@@ -456,11 +481,12 @@ def _window_phase_stats(
     return mean, np.sqrt(var), counts
 
 
-#: Pixel span and energy rows of one cache-resident float64 chunk of :func:`_athena_phase_moments`
-#: (16 x 4096 x 8 B = 0.5 MB, plus the span's weights, 0.5 MB: both stay in L2; rows of 16 kB
-#: keep the reads from memory streaming).
-_MOMENT_PIXELS = 4096
-_MOMENT_ROWS = 16
+#: Pixel span and energy rows of one cache-resident float32 chunk of :func:`_athena_phase_moments`
+#: (32 x 2048 x 4 B = 0.25 MB, plus the span's weights: L2-sized; rows of 8 kB keep the reads
+#: from memory streaming), and the pixels of its reference spectrum.
+_MOMENT_PIXELS = 2048
+_MOMENT_ROWS = 32
+_REFERENCE_PIXELS = 4096
 
 
 def _athena_phase_moments(
@@ -477,85 +503,86 @@ def _athena_phase_moments(
     threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-phase mean and standard deviation (P, n_e) of ``z = (y - c0 - c1 x) g`` over the
-    pixels ``pix`` (sorted, phase ``lab``) of ``Y2`` (n_e, n_pixels), without normalizing.
+    pixels ``pix`` (sorted, phase ``lab``) of ``Y2`` (n_e, n_pixels), in one pass over ``Y2``.
 
-    ``z`` is linear in the raw spectra ``y``, so with pixel weights ``w`` (one-hot phase)
-
-    * ``sum w z = Y (w g) - sum(w g c0) - x sum(w g c1)``,
-    * ``sum w z^2 = Y^2 (w g^2) - 2 [Y (w g^2 c0) + x Y (w g^2 c1)] + sum w g^2 (c0 + c1 x)^2``:
-
-    four matrix products of the block with thin weight matrices. They run in float64 on chunks
-    of :data:`_MOMENT_ROWS` energies x :data:`_MOMENT_PIXELS` pixels (converted in the cache),
-    so the block is read once and the expansion loses no precision that matters (relative error ~1e-13 of
-    the variance). Chunks whose pixels are all finite (``finite``) are used whole with zero
-    weight for the pixels outside ``pix``; other chunks gather their ``pix`` columns first (a
-    masked pixel may hold NaN). ``threads`` threads each take a contiguous share of the chunks.
+    ``z`` is linear in the raw spectra ``y``. With a reference spectrum ``rho`` (the mean ``z``
+    of at most :data:`_REFERENCE_PIXELS` pixels spread over ``pix``), ``z - rho = g d`` with
+    ``d = y - [1, x, rho] . [c0, c1, 1/g]``: a rank-3 product subtracted from the raw block.
+    Per chunk of :data:`_MOMENT_ROWS` energies x :data:`_MOMENT_PIXELS` pixels (L2-sized),
+    ``d`` is formed in float32 and two thin products with the one-hot phase weights ``w g`` and
+    ``w g^2`` give ``sum w (z - rho)`` and ``sum w (z - rho)^2``, accumulated over chunks in
+    float64. Centring on ``rho`` keeps ``d`` at the scale of the spread, so float32 loses
+    nothing that matters (relative error ~1e-6 of the spread). Spans whose pixels are all finite
+    (``finite``) are used whole with zero weight outside ``pix``; others gather their ``pix``
+    columns first (a masked pixel may hold NaN). ``threads`` threads each take a contiguous
+    share of the spans; their sums are added in a fixed order.
     """
     n_e, n_pix = Y2.shape
     x = np.asarray(x, dtype=np.float64)
     # the float32 coefficients of the normalization, as the feature rows used them
-    a = np.asarray(c0, dtype=np.float32).astype(np.float64)
-    b = np.asarray(c1, dtype=np.float32).astype(np.float64)
-    gg = np.asarray(g, dtype=np.float32).astype(np.float64)
+    a32 = np.asarray(c0, dtype=np.float32)
+    b32 = np.asarray(c1, dtype=np.float32)
+    g32 = np.asarray(g, dtype=np.float32)
+    a, b, gg = (v.astype(np.float64) for v in (a32, b32, g32))
     P = n_phases
-    g2 = gg * gg
-    # per-pixel weights for its phase column in four matrices [g], [g^2 c0], [g^2 c1], [g^2];
-    # phase columns padded to a multiple of 4 (OpenBLAS is fastest for thin products of N = 4)
-    Pp = -(-P // 4) * 4
-    r = np.arange(pix.size)
-    wts = []
-    for v in (gg, g2 * a, g2 * b, g2):
-        wm = np.zeros((pix.size, Pp))
-        wm[r, lab] = v
-        wts.append(wm)
-    chunks = [slice(i, min(i + _MOMENT_PIXELS, n_pix)) for i in range(0, n_pix, _MOMENT_PIXELS)]
-    lo = np.searchsorted(pix, [c.start for c in chunks])
-    hi = np.searchsorted(pix, [c.stop for c in chunks])
-    busy = [i for i in range(len(chunks)) if hi[i] > lo[i]]
+    Pp = -(-P // 4) * 4  # OpenBLAS is fastest for thin products of N = 4 columns
+    ref = np.linspace(0, pix.size - 1, min(_REFERENCE_PIXELS, pix.size)).astype(np.int64)
+    zr = np.take(Y2, pix[ref], axis=1).astype(np.float64)
+    zr -= a[ref]
+    zr -= np.outer(x, b[ref])
+    zr *= gg[ref]
+    rho = zr.mean(axis=1)
+    x3 = np.stack([np.ones(n_e), x, rho], axis=1).astype(np.float32)  # (n_e, 3)
+    coef = np.stack([a32, b32, (1.0 / gg).astype(np.float32)])  # (3, n) per pixel of ``pix``
+    w1 = (np.arange(Pp) == lab[:, None]) * g32[:, None]  # (n, Pp) float32
+    w2 = (np.arange(Pp) == lab[:, None]) * (g32 * g32)[:, None]
+    spans = [slice(i, min(i + _MOMENT_PIXELS, n_pix)) for i in range(0, n_pix, _MOMENT_PIXELS)]
+    lo = np.searchsorted(pix, [c.start for c in spans])
+    hi = np.searchsorted(pix, [c.stop for c in spans])
+    busy = [i for i in range(len(spans)) if hi[i] > lo[i]]
     n_groups = max(1, min(threads, len(busy)))
     groups = [busy[k * len(busy) // n_groups : (k + 1) * len(busy) // n_groups] for k in range(n_groups)]
-    parts: list[np.ndarray] = [np.zeros((4, n_e, Pp)) for _ in groups]
+    parts = [np.zeros((2, n_e, Pp)) for _ in groups]
 
     def run(k: int) -> None:
         acc = parts[k]
-        buf = np.empty((_MOMENT_ROWS, _MOMENT_PIXELS))
-        wfull = np.zeros((4, _MOMENT_PIXELS, Pp))
+        buf = np.empty((_MOMENT_ROWS, _MOMENT_PIXELS), dtype=np.float32)
+        cfull = np.zeros((3, _MOMENT_PIXELS), dtype=np.float32)
+        wfull = np.zeros((2, _MOMENT_PIXELS, Pp), dtype=np.float32)
         for i in groups[k]:
-            ch = chunks[i]
+            ch = spans[i]
             sel = slice(lo[i], hi[i])
             if finite is not None and finite[ch].all():  # whole span, zero weight off ``pix``
                 src = Y2[:, ch]
-                wb = wfull[:, : ch.stop - ch.start]
-                wb[:] = 0.0
-                for j in range(4):
-                    wb[j, pix[sel] - ch.start] = wts[j][sel]
+                m = ch.stop - ch.start
+                local = pix[sel] - ch.start
+                cm, wm = cfull[:, :m], wfull[:, :m]
+                cm[:] = 0.0
+                wm[:] = 0.0
+                cm[:, local] = coef[:, sel]
+                wm[0, local] = w1[sel]
+                wm[1, local] = w2[sel]
             else:  # a masked pixel may hold NaN: gather the span's ``pix`` columns
                 src = np.take(Y2[:, ch], pix[sel] - ch.start, axis=1)
-                wb = np.stack([w[sel] for w in wts])
-            m = src.shape[1]
-            for r0 in range(0, n_e, _MOMENT_ROWS):  # row bands: long contiguous reads, L2-sized
+                m = src.shape[1]
+                cm, wm = coef[:, sel], np.stack([w1[sel], w2[sel]])
+            for r0 in range(0, n_e, _MOMENT_ROWS):  # row bands: long contiguous reads
                 r1 = min(r0 + _MOMENT_ROWS, n_e)
-                yb = buf[: r1 - r0, :m]
-                np.copyto(yb, src[r0:r1])
-                for j in range(3):
-                    acc[j, r0:r1] += yb @ wb[j]
-                np.multiply(yb, yb, out=yb)
-                acc[3, r0:r1] += yb @ wb[3]
+                d = buf[: r1 - r0, :m]
+                np.matmul(x3[r0:r1], cm, out=d)
+                np.subtract(src[r0:r1], d, out=d)
+                acc[0, r0:r1] += d @ wm[0]
+                np.multiply(d, d, out=d)
+                acc[1, r0:r1] += d @ wm[1]
 
-    _run_tiles(run, list(range(len(groups))), threads)
-    S = sum(parts)[:, :, :P]
+    run_tiles(run, list(range(len(groups))), threads)
+    S = parts[0]
+    for part in parts[1:]:
+        S = S + part
     counts = np.bincount(lab, minlength=P).astype(np.float64)
-    w1 = np.zeros((3, P))  # sum of w g, w g c0, w g c1 per phase
-    w2 = np.zeros((3, P))  # sum of w g^2 c0^2, w g^2 c0 c1, w g^2 c1^2
-    for j, v in enumerate((gg, gg * a, gg * b)):
-        w1[j] = np.bincount(lab, weights=v, minlength=P)
-    for j, v in enumerate((g2 * a * a, g2 * a * b, g2 * b * b)):
-        w2[j] = np.bincount(lab, weights=v, minlength=P)
-    xc = x[:, None]
-    s1 = S[0] - w1[1] - xc * w1[2]
-    s2 = S[3] - 2.0 * (S[1] + xc * S[2]) + w2[0] + 2.0 * xc * w2[1] + xc * xc * w2[2]
-    mean = s1 / counts
-    var = np.clip(s2 / counts - mean * mean, 0.0, None)
+    m1 = S[0, :, :P] / counts
+    mean = rho[:, None] + m1
+    var = np.clip(S[1, :, :P] / counts - m1 * m1, 0.0, None)
     return mean.T, np.sqrt(var).T
 
 
@@ -879,7 +906,7 @@ def _analyze_edge(
                                               pre_coef[:, sl], feat_all[:, sl]),
             )
 
-        _run_tiles(athena_tile, tiles, threads)
+        run_tiles(athena_tile, tiles, threads)
     elif client is None:
         for i, rs in enumerate(tiles):
             res = normalize_tile(Y2[:, rs.start * W : rs.stop * W], *tile_args)
@@ -927,9 +954,12 @@ def _analyze_edge(
     # 4. features -------------------------------------------------------------------------
     t = stage("features")
     if client is None:
-        F = np.take(feat_all, pix, axis=1)
+        F = np.empty((feat_all.shape[0], pix.size), dtype=np.float32)
+        step = max(1, -(-F.shape[0] // threads))
+        run_tiles(lambda r: np.take(feat_all[r], pix, axis=1, out=F[r], mode="clip"),  # pix in range
+                  [slice(r, r + step) for r in range(0, F.shape[0], step)], threads)
         del feat_all
-        X, mean_feat, _noise = build_features(F, Ef, e0=window.e0, random_state=random_state)
+        X, mean_feat, _noise = build_features(F, Ef, e0=window.e0, random_state=random_state, threads=threads)
     else:
         mean_feat = tiled.features(pix, Ef, e0=window.e0, random_state=random_state)
     timings["features"] = time.perf_counter() - t
@@ -948,10 +978,11 @@ def _analyze_edge(
             sample_noise=1.0 / np.clip(pix_snr, 1e-3, None),
             noise_margin=pca_noise_margin,
             random_state=random_state,
+            threads=threads,
             row_chunks=_pixel_bands(pix, tiles, W),  # the bands a Dask run sums: identical axes
         )
         scores = pca.scores
-        score_noise = _residual_noise(X, pca).astype(np.float32)
+        score_noise = _residual_noise(X, pca, threads=threads).astype(np.float32)
         if spatial_filter:
             scores, score_noise = sigma_filter(scores, pix, (H, W), score_noise, return_noise=True)
         del X
@@ -961,11 +992,12 @@ def _analyze_edge(
     t = stage("cluster")
     if client is not None and eps is None:  # the parameter estimate's k-NN queries on the workers
         est = tiled.dbscan_params(scores, min_samples)
-        raw, majority, eps_used, ms_used = _fit_clusterer(scores, eps=est.eps, min_samples=est.min_samples)
+        raw, majority, eps_used, ms_used = _fit_clusterer(scores, eps=est.eps, min_samples=est.min_samples,
+                                                          workers=threads)
     else:
-        raw, majority, eps_used, ms_used = _fit_clusterer(scores, eps=eps, min_samples=min_samples)
+        raw, majority, eps_used, ms_used = _fit_clusterer(scores, eps=eps, min_samples=min_samples, workers=threads)
     if refine:
-        raw, majority, minority = refine_phases(scores, raw, majority, random_state=random_state)
+        raw, majority, minority = refine_phases(scores, raw, majority, random_state=random_state, workers=threads)
     else:
         minority = tuple(int(i) for i in np.unique(raw[raw >= 0]) if int(i) not in majority)
     timings["cluster"] = time.perf_counter() - t
