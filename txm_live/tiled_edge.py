@@ -5,33 +5,36 @@
 workers and only small things cross the network:
 
 ======================  ===========================================  ======================
-step                    what comes back to the client                bytes
+step                    what crosses the network                     bytes
 ======================  ===========================================  ======================
-data (numpy ``block``)  scattered once, tile by tile, to the workers  ``4 n_e`` per pixel out
-normalization           finite flag, edge step, pre-edge noise,      13 per pixel
-                        step significance (the SNR mask is global)
-feature mean            one sum per feature per tile                 ``8 n_f`` per tile
-noise estimate          the 50 000-pixel sample of the in-process    ``4 n_f`` per sample
-                        estimate (same pixels, same seed)
-PCA                     weighted sums, then the weighted Gram        ``8 n_f (n_f + 1)``
-                        matrix of every band (two rounds)             per band
-residual noise floor    min / max per tile                           16 per tile
-sigma filter            halo rows between neighbouring tiles          worker to worker
-scores                  the filtered scores, for the clustering       ``4 k`` per pixel
-summary                 per-phase sums, white-line and score maps    8 per pixel
+data (numpy ``block``)  scattered once, band by band, to the         ``4 n_e`` per pixel
+                        workers (none for a dask array)
+normalization           back: finite flag, edge step, pre-edge       13 per pixel
+                        noise, step significance (SNR mask: global)
+feature mean            back: one sum per feature per band           ``8 n_f`` per band
+noise estimate          back: the 50 000-pixel sample of the         ``4 n_f`` per sample
+                        in-process estimate (same pixels, same seed)  pixel
+PCA                     out: row weights; back: weighted sums, then  8 per pixel; ``8 n_f
+                        the weighted Gram matrix of every band        (n_f + 1)`` per band
+residual noise floor    back: min / max per band                     16 per band
+sigma filter            halo rows between neighbouring bands         worker to worker
+DBSCAN eps estimate     out: 10 000 sample scores; back: their       ``8 min_samples`` per
+                        nearest distances in each band                sample point and band
+scores                  back: the filtered scores, for DBSCAN         ``4 k`` per pixel
+summary                 out: pixel and phase indices; back:          ~40 per pixel
+                        per-phase sums, white-line and score maps
 ======================  ===========================================  ======================
 
-(``k`` principal components, ``n_f`` feature energies, ``n_e`` window energies; sending the
-weights of the PCA rows costs another 8 bytes per clustered pixel.) The clustering itself
-(DBSCAN with its parameter estimate, the Gaussian-mixture refinement) runs here on the gathered
-``4 k``-byte scores with the in-process code, except the k-nearest-neighbour queries of its
-parameter estimate, which run against each band's scores on the workers.
+(``k`` principal components, ``n_f`` feature energies, ``n_e`` window energies.) DBSCAN and the
+Gaussian-mixture refinement run here on the gathered ``4 k``-byte scores with the in-process code.
 
-Every per-tile step is a function of :mod:`txm_live.tiles` that calls the in-process stage
-function (normalization, whitening, projection, sigma filter) on the tile, so every pixel goes
-through the same arithmetic as in process. The global reductions add per-tile float64 partial
-sums, which round differently from the in-process sums; the covariance in particular is
-accumulated in float64 here and in float32 chunks in process (relative differences ~1e-7).
+Every per-band step is a function of :mod:`txm_live.tiles` that calls the in-process stage
+function (normalization, whitening, projection, residual noise, sigma filter, phase statistics)
+on the band, so every pixel goes through the same arithmetic as in process. The global sums are
+added on the client in band order; in process, :func:`~txm_live.decompose.reduce_pca` accumulates
+its mean and covariance over the same bands (``row_chunks``), so the principal axes, the scores,
+eps and the labels are bit-identical. (The feature mean is a float64 sum whose rounding differs
+from numpy's; it only enters through a float32 basis, which absorbs it.)
 """
 
 from __future__ import annotations
@@ -57,8 +60,10 @@ class TiledEdge:
     client : dask.distributed.Client
     Y : ndarray or dask array, shape (n_e, H, W)
         The edge window. A numpy array is scattered to the workers once, tile by tile
-        (round-robin); a dask array is sliced lazily and every tile is read by a worker (twice:
-        for the normalization and for the per-phase spectra, so nothing of the window is kept).
+        (round-robin); a dask array persisted in chunks equal to the tiles is used through its
+        chunks' futures; any other dask array is sliced lazily and every tile is read by a worker
+        (twice: for the normalization and for the per-phase spectra, so nothing of the window is
+        kept: out of core).
     tiles : list of slice
         Row bands (:func:`txm_live.phases._row_tiles`).
     what : str
