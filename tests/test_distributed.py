@@ -75,6 +75,22 @@ def test_analyze_edge_on_workers_equals_in_process(client, monkeypatch) -> None:
     np.testing.assert_array_equal(got.white_line, ref.white_line)
 
 
+@pytest.mark.parametrize("kw", [{"spatial_filter": False}, {"method": "mback"}])
+def test_analyze_edge_on_workers_other_options_equal_in_process(client, monkeypatch, kw) -> None:
+    """Without the sigma filter (scores straight from the projection) and with MBACK
+    normalization (the generic per-tile normalization and phase statistics)."""
+    import txm_live.phases as phases
+
+    monkeypatch.setattr(phases, "_CHUNK_BYTES", 1 << 20)
+    energies, cube = _cube(seed=5)
+    ref = analyze_edge(energies, cube, window=L3, **kw)
+    got = analyze_edge(energies, cube, window=L3, client=client, timeout=120, **kw)
+    assert ref.n_phases >= 2
+    np.testing.assert_array_equal(got.labels, ref.labels)
+    assert got.eps == ref.eps
+    np.testing.assert_allclose(got.mean_spectra, ref.mean_spectra, rtol=0, atol=1e-5)
+
+
 def test_analyze_edge_reads_a_dask_array_on_the_workers(client, monkeypatch) -> None:
     import dask.array as da
 
