@@ -355,9 +355,11 @@ def reduce_pca(
         chunk results are combined in chunk order, so the result does not depend on it.
     row_chunks : list of slice, optional
         Consecutive row blocks over which the weighted mean and the covariance are accumulated
-        (covariance solver; default blocks of 65536 rows). The float32 products are rounded per
-        block, so a caller that also accumulates the same blocks elsewhere (the bands of image rows
-        of :func:`txm_live.phases.analyze_edge` on Dask workers) gets bit-identical components.
+        (covariance solver) and the scores projected (default blocks of 65536 rows). The float32
+        products round differently for different blocks (BLAS kernels treat the rows at the end
+        of a block apart), so a caller that computes the same blocks elsewhere (the bands of image
+        rows of :func:`txm_live.phases.analyze_edge` on Dask workers) gets bit-identical
+        components and scores.
 
     Returns
     -------
@@ -438,7 +440,7 @@ def reduce_pca(
     def project(sl: slice) -> None:
         scores[sl] = (X[sl] - mean_out) @ comps32.T
 
-    run_tiles(project, _row_chunks(n), threads)
+    run_tiles(project, row_chunks if row_chunks is not None else _row_chunks(n), threads)
     return PcaResult(
         scores=scores,
         components=comps32.astype(np.float32),
