@@ -135,6 +135,10 @@ class RunIngest(event_model.DocumentRouter):
         return bool(inside)
 
     # -------------------------------------------------------------- helpers
+    def _stream_kind(self, name: str) -> str | None:
+        """``"sample"``, ``"flat"``, ``"dark"`` or None (not ours) for the stream ``name`` of this run."""
+        return ingest.stream_kind(name, primary=self.primary_stream, flat=self.flat_stream, dark=self.dark_stream)
+
     def _record(self, exc: BaseException) -> None:
         msg = _named(exc)
         self.state.add_error(msg)
@@ -171,9 +175,9 @@ class RunIngest(event_model.DocumentRouter):
         sub = _RunState(uid=self.state.uid, start_doc={}, t0=self.state.t0, windows=self.state.windows, n_expected=None)
         router = event_model.RunRouter(
             [lambda name, start: ([_ReferenceIngest(self, sub, kind, start)], [])], filler_class=_PassThroughFiller)
+
         def wanted(name: str) -> bool:
-            return ingest.stream_kind(name, primary=self.primary_stream, flat=self.flat_stream,
-                                      dark=self.dark_stream) == kind
+            return self._stream_kind(name) == kind
 
         try:
             if is_run(ref):
@@ -194,7 +198,7 @@ class RunIngest(event_model.DocumentRouter):
 
     def descriptor(self, doc: dict) -> None:
         name = doc.get("name", "primary")
-        kind = ingest.stream_kind(name, primary=self.primary_stream, flat=self.flat_stream, dark=self.dark_stream)
+        kind = self._stream_kind(name)
         if kind is None:
             return  # baseline, monitors...: not ours
         dks = doc.get("data_keys", {})
@@ -316,8 +320,7 @@ class RunIngest(event_model.DocumentRouter):
             # document that is ours by name (its descriptor may have been lost)
             ours = {self.primary_stream} | {d["name"] for d in self._desc.values()}
             if isinstance(num_events, dict):
-                ours |= {str(n) for n in num_events if ingest.stream_kind(
-                    str(n), primary=self.primary_stream, flat=self.flat_stream, dark=self.dark_stream)}
+                ours |= {str(n) for n in num_events if self._stream_kind(str(n))}
             for name in sorted(ours):
                 expected = num_events.get(name) if isinstance(num_events, dict) else None
                 got = self._n_events.get(name, 0)

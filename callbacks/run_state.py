@@ -172,3 +172,4 @@ def _pixel_size_md(start_doc: dict) -> float | None:
         v = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
+    return v if np.isfinite(v) and v > 0 else None

@@ -10,6 +10,7 @@ failure becomes a named error of the run; none is raised. No numerics here.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 from collections.abc import Callable
@@ -29,6 +30,15 @@ from txm_live.session import WindowData, XanesSession
 __all__ = ["AnalysisScheduling"]
 
 logger = logging.getLogger("txm_live.callbacks.live")  # one logger for the live callback (demo quiets it)
+
+
+#: The default of each analysis option (option -> module, function), imported at first use.
+_DEFAULTS: dict[str, tuple[str, str]] = {
+    "analysis": ("txm_live.phases", "analyze_edge"),
+    "preview": ("txm_live.preview", "preview_edge"),
+    "compare": ("txm_live.phases", "compare_edges"),
+    "exafs": ("txm_live.exafs", "extract_exafs"),
+}
 
 
 class AnalysisScheduling:
@@ -213,39 +223,16 @@ class AnalysisScheduling:
 
     # -------------------------------------------------------- analysis side
     def _resolve(self, which: str) -> Callable:
-        if which == "analysis":
-            if self.analysis is not None:
-                return self.analysis
-            try:
-                from txm_live.phases import analyze_edge
-            except ImportError as exc:
-                raise AnalysisError(f"default analysis txm_live.phases.analyze_edge unavailable: {exc}") from exc
-            return analyze_edge
-        if which == "preview":
-            if callable(self.preview):
-                return self.preview
-            try:
-                from txm_live.preview import preview_edge
-            except ImportError as exc:
-                raise AnalysisError(f"txm_live.preview.preview_edge unavailable: {exc}") from exc
-            return preview_edge
-        if which == "compare":
-            if self.compare is not None:
-                return self.compare
-            try:
-                from txm_live.phases import compare_edges
-            except ImportError as exc:
-                raise AnalysisError(f"txm_live.phases.compare_edges unavailable: {exc}") from exc
-            return compare_edges
-        if which == "exafs":
-            if callable(self.exafs):
-                return self.exafs
-            try:
-                from txm_live.exafs import extract_exafs
-            except ImportError as exc:
-                raise AnalysisError(f"txm_live.exafs.extract_exafs unavailable: {exc}") from exc
-            return extract_exafs
-        raise ValueError(which)
+        """The callable given for ``which`` (an option name of :data:`_DEFAULTS`), else the default one."""
+        module, name = _DEFAULTS[which]
+        given = getattr(self, which)
+        if callable(given):  # analysis and compare are validated: a callable or None
+            return given
+        try:
+            return getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as exc:
+            default = "default analysis " if which == "analysis" else ""
+            raise AnalysisError(f"{default}{module}.{name} unavailable: {exc}") from exc
 
     def _analyse(self, st: _RunState, data: WindowData) -> None:
         w = data.window
