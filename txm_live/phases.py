@@ -910,11 +910,12 @@ def _analyze_edge(
         # one fused pass over the block, written straight into the per-pixel arrays
         def athena_tile(rs: slice) -> None:
             sl = slice(rs.start * W, rs.stop * W)
-            athena_window_features(
-                E, Y2[:, sl], window, post_order=post_order, rows=f_rows,
-                out=EdgeFeatures(finite[sl], edge_step[sl], pre_noise[sl], step_z[sl], pre_coef[:, sl],
-                                 feat_all[:, sl]),
-            )
+            with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # those are masked
+                athena_window_features(
+                    E, Y2[:, sl], window, post_order=post_order, rows=f_rows,
+                    out=EdgeFeatures(finite[sl], edge_step[sl], pre_noise[sl], step_z[sl], pre_coef[:, sl],
+                                     feat_all[:, sl]),
+                )
 
         run_tiles(athena_tile, tiles, threads)
         done = iter(())
