@@ -408,3 +408,28 @@ def test_athena_features_validation() -> None:
     bad = EdgeFeatures(*(np.zeros(10) for _ in range(4)), np.zeros((2, 10)), np.zeros((5, 10)))
     with pytest.raises(ValueError, match="out.finite"):
         athena_features(e, y, rows=slice(0, 5), out=bad, **kw)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_athena_window_features_joint_window_equals_normalize_window(dtype: type) -> None:
+    """A joint window (Fe L2 normalized on the L3 ranges): the fused pass gives the values of
+    normalize_window, pre-edge line written about the L2 e0."""
+    from txm_live.edges import join_windows
+    from txm_live.normalize import athena_window_features
+
+    e = np.arange(690.0, 740.0, 0.25)
+    l3, l2 = join_windows(default_windows("Fe", ("L3", "L2"), energies=e))
+    assert l2.joint is not None
+    rng = np.random.default_rng(3)
+    n_pix = 700
+    step = rng.uniform(0.2, 1.0, n_pix)
+    mu = 0.3 + 2e-3 * (e[:, None] - 700) + step * (e[:, None] > l3.e0) + 0.01 * rng.standard_normal((e.size, n_pix))
+    y = mu.astype(dtype)
+    rows = slice(int(np.searchsorted(e, l2.e0 - 3)), int(np.searchsorted(e, l2.e0 + 6)))
+    with np.errstate(all="ignore"):
+        ref = normalize_window(e, y, l2, rows=rows)
+        got = athena_window_features(e, y, l2, rows=rows)
+    np.testing.assert_array_equal(got.pre_coefficients, ref.pre_coefficients.astype(np.float32))
+    np.testing.assert_array_equal(got.edge_step, ref.edge_step.astype(np.float32))
+    np.testing.assert_array_equal(got.pre_edge_noise, ref.pre_edge_noise.astype(np.float32))
+    np.testing.assert_array_equal(got.norm, ref.norm.astype(np.float32))

@@ -21,6 +21,7 @@ __all__ = [
     "Normalized",
     "POST_ORDER_SPANS",
     "athena_features",
+    "athena_window_features",
     "choose_post_order",
     "normalize_athena",
     "normalize_mback",
@@ -679,6 +680,7 @@ def athena_features(
     post_order: int,
     rows: slice,
     out: EdgeFeatures | None = None,
+    line_e0: float | None = None,
 ) -> EdgeFeatures:
     """:func:`normalize_athena` of every pixel reduced to what the phase analysis keeps, in one pass.
 
@@ -695,6 +697,11 @@ def athena_features(
     out : EdgeFeatures, optional
         Arrays to write into (float32, bool for ``finite``; views of larger arrays are fine, e.g.
         the columns of one tile of the whole image), returned filled.
+    line_e0 : float, optional
+        Write the returned pre-edge line about this energy, ``c0' + c1 (E - line_e0)``, as
+        :func:`txm_live.joint.rebase_normalized` does for a joint normalization (same
+        arithmetic, in the dtype of the normalization); the feature rows and the edge step are
+        those of ``e0``. Default: ``e0``.
 
     Returns
     -------
@@ -743,6 +750,7 @@ def athena_features(
     x_out = (energies - e0)[rows].astype(out_dtype)
     n_rows = x_out.size
     ones = np.ones(n_e, dtype=y.dtype)
+    shift = None if line_e0 is None or float(line_e0) == e0 else out_dtype.type(float(line_e0) - e0)
 
     if out is None:
         out = EdgeFeatures(
@@ -791,7 +799,8 @@ def athena_features(
         with np.errstate(invalid="ignore", divide="ignore"):
             z32[sl] = st / step_error.astype(out_dtype)
         cc = c.astype(out_dtype)
-        coef32[:, sl] = cc
+        coef32[1, sl] = cc[1]
+        coef32[0, sl] = cc[0] if shift is None else cc[0] + cc[1] * shift
         np.multiply.outer(x_out, cc[1], out=line)
         line += cc[0]
         dst = norm[:, sl]
@@ -803,3 +812,29 @@ def athena_features(
             tmp *= inv
             dst[...] = tmp
     return out
+
+
+def athena_window_features(
+    energies: np.ndarray,
+    spectra: np.ndarray,
+    window: EdgeWindow,
+    *,
+    rows: slice,
+    post_order: int | None = None,
+    out: EdgeFeatures | None = None,
+) -> EdgeFeatures:
+    """:func:`athena_features` with the ranges of an :class:`~txm_live.edges.EdgeWindow`.
+
+    A joint window (:func:`txm_live.edges.join_windows`) is normalized with the ranges of the
+    window it joins and its pre-edge line written about its own e0, as
+    :func:`normalize_window` does; ``post_order`` is resolved as there
+    (:func:`~txm_live.edges.resolve_post_order`).
+    """
+    if not isinstance(window, EdgeWindow):
+        raise ValueError(f"window must be an EdgeWindow, got {type(window).__name__}")
+    nw = window.normalization
+    return athena_features(
+        energies, spectra, e0=nw.e0, pre=nw.pre, post=nw.post,
+        post_order=resolve_post_order(energies, window, post_order), rows=rows, out=out,
+        line_e0=window.e0,
+    )

@@ -52,7 +52,7 @@ from txm_live.refine import refine_phases
 from txm_live.edges import FEATURE_RANGE, MIN_POST_POINTS, MIN_PRE_POINTS, EdgeWindow, resolve_post_order
 from txm_live.phase_order import edge_levels, edge_positions, edge_tolerance, phase_names
 from txm_live.errors import InsufficientDataError
-from txm_live.normalize import EdgeFeatures, athena_features
+from txm_live.normalize import EdgeFeatures, athena_window_features
 from txm_live.threads import run_tiles
 from txm_live.results import EdgeResult
 from txm_live.tiles import normalize_tile
@@ -917,11 +917,12 @@ def _analyze_edge(
         # one fused pass over the block, written straight into the per-pixel arrays
         def athena_tile(rs: slice) -> None:
             sl = slice(rs.start * W, rs.stop * W)
-            athena_features(
-                E, Y2[:, sl], e0=window.e0, pre=window.pre, post=window.post, post_order=post_order,
-                rows=f_rows, out=EdgeFeatures(finite[sl], edge_step[sl], pre_noise[sl], step_z[sl],
-                                              pre_coef[:, sl], feat_all[:, sl]),
-            )
+            with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # those are masked
+                athena_window_features(
+                    E, Y2[:, sl], window, post_order=post_order, rows=f_rows,
+                    out=EdgeFeatures(finite[sl], edge_step[sl], pre_noise[sl], step_z[sl], pre_coef[:, sl],
+                                     feat_all[:, sl]),
+                )
 
         run_tiles(athena_tile, tiles, threads)
     elif client is None:

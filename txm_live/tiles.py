@@ -34,14 +34,12 @@ def normalize_tile(
     ``edge_step / edge_step_error``, ``pre_coefficients`` (2, n) and the feature rows
     ``norm[f_rows]`` (float32), one column per pixel.
     """
-    from txm_live.edges import resolve_post_order
-    from txm_live.normalize import athena_features, normalize_window
+    from txm_live.normalize import athena_window_features, normalize_window
 
     Y2 = np.asarray(Yt).reshape(E.size, -1)
-    if method == "athena":  # one fused, cache-blocked pass; bit-identical to the generic path below
+    if method == "athena":  # one fused, cache-blocked pass; the values of the generic path below
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # those are masked
-            f = athena_features(E, Y2, e0=window.e0, pre=window.pre, post=window.post,
-                                post_order=resolve_post_order(E, window, post_order), rows=f_rows)
+            f = athena_window_features(E, Y2, window, post_order=post_order, rows=f_rows)
         return f.finite, f.edge_step, f.pre_edge_noise, f.step_significance, f.pre_coefficients, f.norm
     finite = np.isfinite(Y2).all(axis=0)  # NaN anywhere: never clustered
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # those are masked
