@@ -63,18 +63,9 @@ class TileNorm(NamedTuple):
 
 def tile_normalize(Yt: np.ndarray, E: np.ndarray, window: EdgeWindow, method: str, f_rows: slice,
                    post_order: int | None = None) -> TileNorm:
-    """The tile's normalization, kept on the worker: the in-process kernel (the fused
-    :func:`~txm_live.normalize.athena_features` for Athena, :func:`normalize_tile` otherwise);
-    ``ok`` folds in the finiteness of the feature rows."""
-    if method == "athena" and post_order is not None:
-        from txm_live.normalize import athena_features
-
-        Y2 = np.asarray(Yt).reshape(E.size, -1)
-        ef = athena_features(E, Y2, e0=window.e0, pre=window.pre, post=window.post, post_order=post_order, rows=f_rows)
-        finite, step, noise, z, coef, feat = (ef.finite, ef.edge_step, ef.pre_edge_noise, ef.step_significance,
-                                              ef.pre_coefficients, ef.norm)
-    else:
-        finite, step, noise, z, coef, feat = normalize_tile(Yt, E, window, method, f_rows, post_order)
+    """:func:`normalize_tile` (the in-process kernel), kept on the worker; ``ok`` folds in the
+    finiteness of the feature rows."""
+    finite, step, noise, z, coef, feat = normalize_tile(Yt, E, window, method, f_rows, post_order)
     return TileNorm(finite & np.isfinite(feat).all(axis=0), step, noise, z, coef, feat)
 
 
