@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from txm_live.edges import EdgeWindow, default_windows, fit_window
+from txm_live.edges import EdgeWindow, default_windows, fit_window, join_windows
 from txm_live.errors import DocumentError, EdgeDetectionError, InsufficientDataError
 
 __all__ = [
@@ -261,7 +261,7 @@ def windows_from_data(choice: EdgeChoice, energies: np.ndarray, mean_od: np.ndar
     windows = []
     for d in found:
         windows.extend(default_windows(d.element, (d.edge,)))
-    fitted = fit_windows(windows, energies, what="acquired")
+    fitted = fit_windows(join_windows(windows), energies, what="acquired")
     fitted.notes.insert(0, "detected from the mean spectrum: " + ", ".join(
         f"{d.element} {d.edge} (e0 {d.e0:.1f} eV, jump {d.jump:.3g})" for d in found))
     return fitted

@@ -30,15 +30,16 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from txm_live.sim.fields import LabelledFrame, cached_per_energy, check_energies, check_open_range, check_seed
+from txm_live.sim.fields import check_shape, elliptic_gaussian, frame_coordinates, particle_outline, rotated
+from txm_live.sim.fields import smooth_field, undulating_thickness
 from txm_live.sim.standards import FE3O4, FEPO4, LIFEPO4, Material
 
 __all__ = ["BatteryPhantom", "make_battery_phantom"]
 
-_MU_CACHE_SIZE: int = 8192
-
 
 @dataclass(frozen=True, eq=False)
-class BatteryPhantom:
+class BatteryPhantom(LabelledFrame):
     """Ground truth of a simulated battery particle.
 
     Attributes
@@ -70,11 +71,6 @@ class BatteryPhantom:
     _mu_cache: dict[float, NDArray[np.float32]] = field(default_factory=dict, init=False, repr=False)
 
     @property
-    def shape(self) -> tuple[int, int]:
-        """Frame shape ``(H, W)``."""
-        return (int(self.labels.shape[0]), int(self.labels.shape[1]))
-
-    @property
     def element(self) -> str:
         """Absorbing element (``"Fe"``)."""
         return self.materials[0].element
@@ -88,11 +84,6 @@ class BatteryPhantom:
     def label_names(self) -> dict[int, str]:
         """Names of the labels, 0 = background."""
         return {0: "background", **{k + 1: m.name for k, m in enumerate(self.materials)}}
-
-    @property
-    def particle(self) -> NDArray[np.bool_]:
-        """Boolean map of the particle pixels (label > 0)."""
-        return self.labels > 0
 
     @property
     def thickness_um(self) -> NDArray[np.float32]:
@@ -112,21 +103,12 @@ class BatteryPhantom:
 
     def phase_fractions(self) -> dict[int, float]:
         """Fraction of the particle pixels carrying each label 1..n_materials."""
-        n = max(int(np.count_nonzero(self.labels)), 1)
-        return {k + 1: float(np.count_nonzero(self.labels == k + 1)) / n for k in range(len(self.materials))}
+        return self._fractions(range(1, len(self.materials) + 1))
 
     def mu(self, energy: float) -> NDArray[np.float32]:
         """Linear attenuation coefficients (1/um) of the materials at ``energy`` (eV), cached."""
-        key = float(energy)
-        if not np.isfinite(key) or key <= 0:
-            raise ValueError(f"energy must be finite and > 0 eV, got {energy!r}")
-        cached = self._mu_cache.get(key)
-        if cached is None:
-            cached = np.array([m.mu(key) for m in self.materials], dtype=np.float32)
-            if len(self._mu_cache) >= _MU_CACHE_SIZE:
-                self._mu_cache.clear()
-            self._mu_cache[key] = cached
-        return cached
+        return cached_per_energy(
+            self._mu_cache, energy, lambda key: np.array([m.mu(key) for m in self.materials], dtype=np.float32))
 
     def optical_density(self, energy: float) -> NDArray[np.float32]:
         """Noise-free optical density ``-ln(I/I0)`` of every pixel at one energy (eV).
@@ -149,9 +131,7 @@ class BatteryPhantom:
         -----
         Memory: ``4 n_energies H W`` bytes.
         """
-        e = np.asarray(energies, dtype=np.float64)
-        if e.ndim != 1 or not np.all(np.isfinite(e)) or np.any(e <= 0):
-            raise ValueError("energies must be a 1-D array of finite energies > 0 eV")
+        e = check_energies(energies)
         return np.stack([self.optical_density(float(x)) for x in e])
 
     def ground_truth_spectra(self, energies: ArrayLike) -> NDArray[np.float64]:
@@ -162,25 +142,6 @@ class BatteryPhantom:
         if e.ndim != 1:
             raise ValueError(f"energies must be 1-D, got shape {e.shape}")
         return np.stack([load_standard(m.standard)(e) for m in self.materials])
-
-
-def _smooth_field(rng: np.random.Generator, u: NDArray[np.float64], v: NDArray[np.float64], *,
-                  n_waves: int, k_min: float, k_max: float) -> NDArray[np.float64]:
-    """Smooth random field of unit-order amplitude: a sum of random plane waves."""
-    out = np.zeros_like(u)
-    kk = rng.uniform(k_min, k_max, n_waves)
-    angle = rng.uniform(0.0, 2.0 * np.pi, n_waves)
-    phase = rng.uniform(0.0, 2.0 * np.pi, n_waves)
-    for j in range(n_waves):
-        out += np.cos(kk[j] * (np.cos(angle[j]) * u + np.sin(angle[j]) * v) + phase[j])
-    return out * np.sqrt(2.0 / n_waves)
-
-
-def _check(name: str, value: float, low: float, high: float) -> float:
-    value = float(value)
-    if not (np.isfinite(value) and low < value < high):
-        raise ValueError(f"{name} must be in ({low}, {high}), got {value!r}")
-    return value
 
 
 def make_battery_phantom(
@@ -262,54 +223,37 @@ def make_battery_phantom(
     against 0.29 between LiFePO4 and FePO4): the inclusions are a hard minority phase.
     Cost: ~10-40 ms to build at 128 x 128.
     """
-    if (not isinstance(shape, (tuple, list)) or len(shape) != 2
-            or not all(isinstance(n, (int, np.integer)) for n in shape) or min(shape) < 32):
-        raise ValueError(f"shape must be a pair of ints >= 32, got {shape!r}")
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    check_shape(shape, min_size=32)
+    check_seed(seed)
     materials = tuple(materials)
     if len(materials) not in (2, 3) or not all(isinstance(m, Material) for m in materials):
         raise ValueError("materials must be a tuple of 2 or 3 Material")
     if len({(m.element, m.edge) for m in materials}) != 1:
         raise ValueError("materials must share the absorbing element and edge")
-    area_fraction = _check("area_fraction", area_fraction, 0.05, 0.8)
-    aspect = _check("aspect", aspect, 0.999, 3.0)
-    max_thickness_um = _check("max_thickness_um", max_thickness_um, 0.0, 50.0)
-    rim_fraction = _check("rim_fraction", rim_fraction, 0.05, 0.8)
+    area_fraction = check_open_range("area_fraction", area_fraction, 0.05, 0.8)
+    aspect = check_open_range("aspect", aspect, 0.999, 3.0)
+    max_thickness_um = check_open_range("max_thickness_um", max_thickness_um, 0.0, 50.0)
+    rim_fraction = check_open_range("rim_fraction", rim_fraction, 0.05, 0.8)
     if not isinstance(n_cracks, (int, np.integer)) or not 0 <= n_cracks <= 6:
         raise ValueError(f"n_cracks must be an int in [0, 6], got {n_cracks!r}")
-    crack_halo_px = _check("crack_halo_px", crack_halo_px, 0.0, 10.0)
-    inclusion_fraction = _check("inclusion_fraction", inclusion_fraction, 0.0, 0.2)
-    inclusion_depth_fraction = _check("inclusion_depth_fraction", inclusion_depth_fraction, 0.3, 1.0001)
-    interface_width_px = _check("interface_width_px", interface_width_px, 0.0, 5.0)
-    pixel_size_nm = _check("pixel_size_nm", pixel_size_nm, 0.0, np.inf)
+    crack_halo_px = check_open_range("crack_halo_px", crack_halo_px, 0.0, 10.0)
+    inclusion_fraction = check_open_range("inclusion_fraction", inclusion_fraction, 0.0, 0.2)
+    inclusion_depth_fraction = check_open_range("inclusion_depth_fraction", inclusion_depth_fraction, 0.3, 1.0001)
+    interface_width_px = check_open_range("interface_width_px", interface_width_px, 0.0, 5.0)
+    pixel_size_nm = check_open_range("pixel_size_nm", pixel_size_nm, 0.0, np.inf)
     from scipy import ndimage
 
-    h, w = int(shape[0]), int(shape[1])
     rng = np.random.default_rng(int(seed))
-    scale = 0.5 * min(h, w)
-    cy = 0.5 * (h - 1) + rng.uniform(-0.03, 0.03) * scale
-    cx = 0.5 * (w - 1) + rng.uniform(-0.03, 0.03) * scale
-    yy, xx = np.mgrid[0:h, 0:w]
-    v = (yy - cy) / scale
-    u = (xx - cx) / scale
+    u, v, scale = frame_coordinates(shape, rng)
     tilt = rng.uniform(0.0, np.pi)
     a = np.cos(tilt) * u + np.sin(tilt) * v
     b = (-np.sin(tilt) * u + np.cos(tilt) * v) * aspect
     r = np.hypot(a, b)
     theta = np.arctan2(b, a)
-    outline = np.ones_like(r)
-    for k in range(2, 6):
-        outline += rng.normal(0.0, 0.06 / k) * np.cos(k * theta + rng.uniform(0.0, 2.0 * np.pi))
-    rho0 = r / np.maximum(outline, 0.5)
-    rho = rho0 / float(np.quantile(rho0, area_fraction))
-    particle = rho < 1.0
-    n_particle = int(np.count_nonzero(particle))
-    if n_particle < 200:
-        raise ValueError(f"shape {shape!r} is too small: only {n_particle} particle pixels")
-
-    undulation = 1.0 + 0.05 * np.tanh(_smooth_field(rng, u, v, n_waves=6, k_min=2.0, k_max=6.0))
-    thickness = np.where(particle, max_thickness_um * np.sqrt(np.clip(1.0 - rho**6, 0.0, 1.0)) * undulation / 1.05, 0.0)
+    rho, particle, n_particle = particle_outline(
+        rng, r, theta, harmonics=[(k, 0.06 / k) for k in range(2, 6)], floor=0.5,
+        area_fraction=area_fraction, min_pixels=200, shape=shape)
+    thickness = undulating_thickness(rng, u, v, rho, particle, max_thickness_um=max_thickness_um, power=6)
 
     # Through-cracks: chords through a point of the inner particle, with a gap and rim-material faces.
     crack_distance = np.full(r.shape, np.inf)
@@ -318,15 +262,14 @@ def make_battery_phantom(
         c = inner[rng.integers(inner.size)]
         ang = rng.uniform(0.0, np.pi)
         bend = rng.normal(0.0, 0.3)
-        du, dv = u - u.ravel()[c], v - v.ravel()[c]
-        along = np.cos(ang) * du + np.sin(ang) * dv
-        across = -np.sin(ang) * du + np.cos(ang) * dv - bend * along**2
+        along, across = rotated(u, v, c, ang)
+        across = across - bend * along**2
         crack_distance = np.minimum(crack_distance, np.abs(across) * scale)  # pixels
     gap = np.exp(-0.5 * (crack_distance / 0.5) ** 2)
     thickness *= 1.0 - 0.8 * gap
 
     # Rim material: outer rim of varying width plus the crack halos, rim_fraction of the particle.
-    rim_score = rho + 0.15 * _smooth_field(rng, u, v, n_waves=8, k_min=2.0, k_max=7.0)
+    rim_score = rho + 0.15 * smooth_field(rng, u, v, n_waves=8, k_min=2.0, k_max=7.0)
     halo = crack_distance <= crack_halo_px
     n_rim = int(round(rim_fraction * n_particle))
     scores = np.sort(rim_score[particle & ~halo])[::-1]
@@ -347,10 +290,7 @@ def make_battery_phantom(
             sa = max(rng.uniform(0.035, 0.06), min_sigma)
             sb = max(sa * rng.uniform(0.6, 1.0), min_sigma)
             ang = rng.uniform(0.0, np.pi)
-            du, dv = u - u.ravel()[c], v - v.ravel()[c]
-            a1 = np.cos(ang) * du + np.sin(ang) * dv
-            a2 = -np.sin(ang) * du + np.cos(ang) * dv
-            blobs = np.maximum(blobs, np.exp(-0.5 * ((a1 / sa) ** 2 + (a2 / sb) ** 2)))
+            blobs = np.maximum(blobs, elliptic_gaussian(u, v, c, ang, sa, sb))
         blobs = np.where(particle & (rho < 0.85), blobs, 0.0)
         cut = np.partition(blobs.ravel(), -n_incl)[-n_incl]
         inclusion = (blobs >= cut) & (blobs > 0)

@@ -25,6 +25,9 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from txm_live.sim.fields import LabelledFrame, cached_per_energy, check_energies, check_open_range, check_seed
+from txm_live.sim.fields import check_shape, elliptic_gaussian, frame_coordinates, particle_outline, rotated
+from txm_live.sim.fields import smooth_field, undulating_thickness
 from txm_live.sim.spectra import (
     METAL,
     OXIDE,
@@ -48,7 +51,6 @@ LABEL_NAMES: dict[int, str] = {0: "background", 1: "mixed", 2: "metal", 3: "oxid
 _DEFAULT_AREA_FRACTION: float = float(
     np.pi * (18.7e3 / PIXEL_SIZE_NM / 2.0) ** 2 / (FULL_SHAPE[0] * FULL_SHAPE[1])
 )
-_MU_CACHE_SIZE: int = 8192
 # Outline-relative radius beyond which the particle always belongs to the corroded zone.
 _RIM_RHO: float = 0.88
 # Share of a column's Nd that a pocket must hold for the pixel to count as phase 3 ("mixed").
@@ -56,7 +58,7 @@ _POCKET_ND_SHARE: float = 0.6
 
 
 @dataclass(frozen=True, eq=False)
-class Phantom:
+class Phantom(LabelledFrame):
     """Ground truth of a simulated corroded Nd2Fe14B particle.
 
     All arrays are read-only, shape ``(H, W)``.
@@ -117,20 +119,9 @@ class Phantom:
         default_factory=dict, init=False, repr=False, compare=False
     )
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        """Frame shape ``(H, W)``."""
-        return (int(self.labels.shape[0]), int(self.labels.shape[1]))
-
-    @property
-    def particle(self) -> NDArray[np.bool_]:
-        """Boolean map of the particle pixels (label > 0)."""
-        return self.labels > 0
-
     def phase_fractions(self) -> dict[int, float]:
         """Fraction of the particle pixels carrying each label 1, 2, 3."""
-        n = max(int(np.count_nonzero(self.labels)), 1)
-        return {k: float(np.count_nonzero(self.labels == k)) / n for k in (1, 2, 3)}
+        return self._fractions((1, 2, 3))
 
     def mean_oxidized_fraction(self) -> NDArray[np.float64]:
         """Mean oxidized (Nd) fraction of the pixels of label 1, 2, 3 (shape (3,))."""
@@ -142,20 +133,12 @@ class Phantom:
 
     def mu(self, energy: float) -> tuple[np.float32, np.float32]:
         """Linear attenuation coefficients (1/um) of metal and oxide at ``energy`` (eV), cached."""
-        key = float(energy)
-        if not np.isfinite(key) or key <= 0:
-            raise ValueError(f"energy must be finite and > 0 eV, got {energy!r}")
-        cached = self._mu_cache.get(key)
-        if cached is None:
+
+        def compute(key: float) -> tuple[np.float32, np.float32]:
             e = np.array([key])
-            cached = (
-                np.float32(absolute_mu(e, self.metal)[0]),
-                np.float32(absolute_mu(e, self.oxide)[0]),
-            )
-            if len(self._mu_cache) >= _MU_CACHE_SIZE:
-                self._mu_cache.clear()
-            self._mu_cache[key] = cached
-        return cached
+            return np.float32(absolute_mu(e, self.metal)[0]), np.float32(absolute_mu(e, self.oxide)[0])
+
+        return cached_per_energy(self._mu_cache, energy, compute)
 
     def optical_density(self, energy: float) -> NDArray[np.float32]:
         """Noise-free optical density ``-ln(I/I0)`` of every pixel at one energy.
@@ -191,11 +174,7 @@ class Phantom:
         -----
         Memory: ``4 n_energies H W`` bytes.
         """
-        e = np.asarray(energies, dtype=np.float64)
-        if e.ndim != 1:
-            raise ValueError(f"energies must be 1-D, got shape {e.shape}")
-        if not np.all(np.isfinite(e)) or np.any(e <= 0):
-            raise ValueError("energies must be finite and > 0 eV")
+        e = check_energies(energies)
         mu_m = absolute_mu(e, self.metal).astype(np.float32)
         mu_o = absolute_mu(e, self.oxide).astype(np.float32)
         out = np.empty((e.size, *self.shape), dtype=np.float32)
@@ -248,9 +227,7 @@ class Phantom:
         ndarray of float64, shape (3, n_energies)
             Row ``i`` is the mean over the pixels of label ``i + 1`` (NaN if there are none).
         """
-        e = np.asarray(energies, dtype=np.float64)
-        if e.ndim != 1 or not np.all(np.isfinite(e)) or np.any(e <= 0):
-            raise ValueError("energies must be a 1-D array of finite energies > 0 eV")
+        e = check_energies(energies)
         mu_m = absolute_mu(e, self.metal)
         mu_o = absolute_mu(e, self.oxide)
         out = np.full((3, e.size), np.nan)
@@ -263,37 +240,11 @@ class Phantom:
         return out
 
 
-def _check_fraction(name: str, value: float, low: float = 0.0, high: float = 1.0) -> float:
-    value = float(value)
-    if not np.isfinite(value) or not (low < value < high):
-        raise ValueError(f"{name} must be in ({low}, {high}), got {value}")
-    return value
-
-
 def _check_positive(name: str, value: float) -> float:
     value = float(value)
     if not np.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be finite and > 0, got {value}")
     return value
-
-
-def _smooth_field(
-    rng: np.random.Generator,
-    u: NDArray[np.float64],
-    v: NDArray[np.float64],
-    *,
-    n_waves: int,
-    k_min: float,
-    k_max: float,
-) -> NDArray[np.float64]:
-    """Smooth random field of unit-order amplitude: sum of random plane waves (frame units)."""
-    out = np.zeros_like(u)
-    kk = rng.uniform(k_min, k_max, n_waves)
-    angle = rng.uniform(0.0, 2.0 * np.pi, n_waves)
-    phase = rng.uniform(0.0, 2.0 * np.pi, n_waves)
-    for j in range(n_waves):
-        out += np.cos(kk[j] * (np.cos(angle[j]) * u + np.sin(angle[j]) * v) + phase[j])
-    return out * np.sqrt(2.0 / n_waves)
 
 
 def _soft_weight(
@@ -404,29 +355,22 @@ def make_phantom(
     Cost (2 shared cores, noisy): ~0.35-0.65 s to build at 602 x 643, ~1 ms per
     :meth:`Phantom.optical_density` frame (0.4 ms when the energy is cached).
     """
-    if (
-        not isinstance(shape, (tuple, list))
-        or len(shape) != 2
-        or not all(isinstance(n, (int, np.integer)) for n in shape)
-        or min(shape) < 16
-    ):
-        raise ValueError(f"shape must be a pair of ints >= 16, got {shape!r}")
+    check_shape(shape, min_size=16)
     if mode not in ("mixed", "pure"):
         raise ValueError(f"mode must be 'mixed' or 'pure', got {mode!r}")
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    area_fraction = _check_fraction("area_fraction", area_fraction, 0.05, 0.95)
+    check_seed(seed)
+    area_fraction = check_open_range("area_fraction", area_fraction, 0.05, 0.95)
     max_thickness_um = _check_positive("max_thickness_um", max_thickness_um)
     # the always-corroded rim is ~23 % of the particle
-    mixed_zone_fraction = _check_fraction("mixed_zone_fraction", mixed_zone_fraction, 0.25, 0.9)
-    oxide_pocket_fraction = _check_fraction("oxide_pocket_fraction", oxide_pocket_fraction, 0.0, 0.3)
+    mixed_zone_fraction = check_open_range("mixed_zone_fraction", mixed_zone_fraction, 0.25, 0.9)
+    oxide_pocket_fraction = check_open_range("oxide_pocket_fraction", oxide_pocket_fraction, 0.0, 0.3)
     if mixed_zone_fraction + oxide_pocket_fraction >= 0.95:
         raise ValueError("mixed_zone_fraction + oxide_pocket_fraction must be < 0.95")
-    mixed_oxide_fraction = _check_fraction("mixed_oxide_fraction", mixed_oxide_fraction)
+    mixed_oxide_fraction = check_open_range("mixed_oxide_fraction", mixed_oxide_fraction)
     skin_um = _check_positive("skin_um", skin_um)
     mixed_layer_um = _check_positive("mixed_layer_um", mixed_layer_um)
-    pocket_depth_fraction = _check_fraction("pocket_depth_fraction", pocket_depth_fraction, 0.5, 1.0)
-    corroded_depth_fraction = _check_fraction(
+    pocket_depth_fraction = check_open_range("pocket_depth_fraction", pocket_depth_fraction, 0.5, 1.0)
+    corroded_depth_fraction = check_open_range(
         "corroded_depth_fraction", corroded_depth_fraction, 0.5, 0.94
     )
     interface_width_px = _check_positive("interface_width_px", interface_width_px)
@@ -436,42 +380,21 @@ def make_phantom(
     if not isinstance(oxide, PhaseSpectrum):
         raise ValueError("oxide must be a PhaseSpectrum")
 
-    h, w = int(shape[0]), int(shape[1])
     rng = np.random.default_rng(int(seed))
-    scale = 0.5 * min(h, w)  # frame unit in pixels
-    cy = 0.5 * (h - 1) + rng.uniform(-0.03, 0.03) * scale
-    cx = 0.5 * (w - 1) + rng.uniform(-0.03, 0.03) * scale
-    yy, xx = np.mgrid[0:h, 0:w]
-    v = (yy - cy) / scale
-    u = (xx - cx) / scale
+    u, v, scale = frame_coordinates(shape, rng)
     r = np.hypot(u, v)
     theta = np.arctan2(v, u)
 
-    # Irregular outline; R0 chosen so that the particle covers exactly area_fraction.
-    outline = np.ones_like(r)
-    for k in range(2, 8):
-        amp = rng.normal(0.0, 0.10 / k**0.8)
-        outline += amp * np.cos(k * theta + rng.uniform(0.0, 2.0 * np.pi))
-    outline = np.maximum(outline, 0.4)
-    rho0 = r / outline
-    r0 = float(np.quantile(rho0, area_fraction))
-    rho = rho0 / r0
-    particle = rho < 1.0
-    n_particle = int(np.count_nonzero(particle))
-    if n_particle < 50:
-        raise ValueError(f"shape {shape!r} is too small: only {n_particle} particle pixels")
-
-    undulation = 1.0 + 0.05 * np.tanh(_smooth_field(rng, u, v, n_waves=6, k_min=2.0, k_max=6.0))
-    thickness = np.where(
-        particle,
-        max_thickness_um * np.sqrt(np.clip(1.0 - rho**2, 0.0, 1.0)) * undulation / 1.05,
-        0.0,
-    )
+    # Irregular outline, scaled so that the particle covers exactly area_fraction.
+    rho, particle, n_particle = particle_outline(
+        rng, r, theta, harmonics=[(k, 0.10 / k**0.8) for k in range(2, 8)], floor=0.4,
+        area_fraction=area_fraction, min_pixels=50, shape=shape)
+    thickness = undulating_thickness(rng, u, v, rho, particle, max_thickness_um=max_thickness_um, power=2)
 
     # Corroded zone (phase 1): outer rim of varying width with lobes reaching inwards.
     # The whole surface is corroded (rho > _RIM_RHO, where the particle is thinner than ~half its
     # maximum thickness), so uncorroded metal is never seen through a thin column.
-    corrosion = rho + 0.3 * _smooth_field(rng, u, v, n_waves=8, k_min=2.0, k_max=7.0)
+    corrosion = rho + 0.3 * smooth_field(rng, u, v, n_waves=8, k_min=2.0, k_max=7.0)
     corrosion += 5.0 * np.clip((rho - _RIM_RHO) / 0.02, 0.0, 1.0)
     zone_threshold = float(np.quantile(corrosion[particle], 1.0 - mixed_zone_fraction))
 
@@ -488,23 +411,16 @@ def make_phantom(
     min_sigma = 1.5 / scale  # >= 1.5 px so pockets survive small frames
     for _ in range(n_features - n_bands):  # compact pockets
         c = candidates[rng.integers(candidates.size)]
-        pu, pv = u.ravel()[c], v.ravel()[c]
         sa = max(rng.uniform(0.03, 0.07), min_sigma)
         sb = max(sa * rng.uniform(0.5, 1.0), min_sigma)
         ang = rng.uniform(0.0, np.pi)
-        du, dv = u - pu, v - pv
-        a1 = np.cos(ang) * du + np.sin(ang) * dv
-        a2 = -np.sin(ang) * du + np.cos(ang) * dv
-        pockets = np.maximum(pockets, np.exp(-0.5 * ((a1 / sa) ** 2 + (a2 / sb) ** 2)))
+        pockets = np.maximum(pockets, elliptic_gaussian(u, v, c, ang, sa, sb))
     for _ in range(n_bands):  # corrosion bands along cracks
         c = candidates[rng.integers(candidates.size)]
-        pu, pv = u.ravel()[c], v.ravel()[c]
         ang = rng.uniform(0.0, np.pi)
         half_length = rng.uniform(0.15, 0.3)
         width = max(0.012, min_sigma)
-        du, dv = u - pu, v - pv
-        along = np.cos(ang) * du + np.sin(ang) * dv
-        across = -np.sin(ang) * du + np.cos(ang) * dv
+        along, across = rotated(u, v, c, ang)
         band = np.exp(-0.5 * (across / width) ** 2) * np.exp(
             -0.5 * (np.maximum(np.abs(along) - half_length, 0.0) / width) ** 2
         )
@@ -528,7 +444,7 @@ def make_phantom(
     else:
         w_zone = _soft_weight(corrosion, zone_threshold, interface_width_px)
         w_pocket = np.where(pockets > 0, _soft_weight(pockets, pocket_threshold, interface_width_px), 0.0)
-        depth_var = 0.06 * np.tanh(_smooth_field(rng, u, v, n_waves=6, k_min=3.0, k_max=9.0))
+        depth_var = 0.06 * np.tanh(smooth_field(rng, u, v, n_waves=6, k_min=3.0, k_max=9.0))
         skin = np.minimum(thickness, 2.0 * skin_um)
         rest = thickness - skin
         pocket = w_pocket * pocket_depth_fraction * rest

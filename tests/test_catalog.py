@@ -32,17 +32,6 @@ ENERGIES = coarse_energies(12)
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("txm")
-
-
-@pytest.fixture(scope="module")
-def tiled(workdir):
-    with start_embedded_server(workdir) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def phantom():
     return make_phantom(shape=SHAPE, seed=0)
 

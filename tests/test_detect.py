@@ -2,48 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+import txm_live_test_helpers as helpers  # tests/helpers.py, loaded by tests/conftest.py
 from txm_live.detect import DetectedEdge, detect_edges, edges_in_range
 from txm_live.errors import EdgeDetectionError
 
 
-def _shared() -> Path:
-    """``../shared`` beside the repository root, or the nearest ``shared/`` above it (worktrees)."""
-    root = Path(__file__).resolve().parents[1]
-    for parent in root.parents:
-        if (parent / "shared" / "data").is_dir():
-            return parent / "shared"
-    return root.parent / "shared"
-
-
-REF = _shared() / "data" / "xas-reference"
-
-
-def _need(name: str) -> Path:
-    path = REF / name
-    if not path.exists():
-        pytest.skip(f"reference spectrum absent: {path}")
-    return path
-
-
 def _fe_k_lfp() -> tuple[np.ndarray, np.ndarray]:
-    data = np.loadtxt(_need("FeK_library_HXN.nor"), comments="#")
+    data = np.loadtxt(helpers.need(helpers.REFERENCE / "FeK_library_HXN.nor"), comments="#")
     return data[:, 0], 0.3 + 0.8 * data[:, 7]  # LiFePO4 column, as an optical density
-
-
-def _xdi_mu(name: str) -> tuple[np.ndarray, np.ndarray]:
-    path = _need(name)
-    cols = {}
-    for line in path.read_text().splitlines():
-        if line.startswith("# Column."):
-            key, _, value = line[len("# Column."):].partition(":")
-            cols[value.split()[0].lower()] = int(key) - 1
-    data = np.loadtxt(path, comments="#")
-    return data[:, cols["energy"]], np.log(data[:, cols["i0"]] / data[:, cols["itrans"]])
 
 
 def test_edges_in_range_in_acquisition_order() -> None:
@@ -67,16 +36,13 @@ def test_fe_k_standard_is_fe_k() -> None:
                                                ("Eu2O3_eu_l3_001.xdi", ("Eu", "L3")),
                                                ("EuO_eu_l3_001.xdi", ("Eu", "L3"))])  # Eu2+: 6.5 eV below e0
 def test_rare_earth_l3_standards(name: str, expected: tuple[str, str]) -> None:
-    e, mu = _xdi_mu(name)
+    e, mu = helpers.reference_xdi(name)
     found = detect_edges(e, mu)
     assert [(d.element, d.edge) for d in found] == [expected]
 
 
 def test_real_stxm_fe_l3_l2_with_and_without_element() -> None:
-    path = _shared() / "data" / "real-stxm-fe" / "als_stxm_fe_l23_71214098.npz"
-    if not path.exists():
-        pytest.skip(f"real STXM stack absent: {path}")
-    d = np.load(path)
+    d = np.load(helpers.need(helpers.STXM_FE_STACK))
     counts = d["counts"].reshape(d["counts"].shape[0], -1).astype(np.float64)
     i0 = np.sort(counts, axis=1)[:, -450:].mean(axis=1)
     mean_od = -np.log(counts / i0[:, None]).mean(axis=1)

@@ -48,19 +48,25 @@ def test_windows_never_reach_the_next_edge(element: str, edges: tuple[str, ...])
 
     all_edges = sorted(e.energy for e in xraydb.xray_edges(element).values())
     for w in default_windows(element, edges):
+        # the edge's own ranges; a joint window (join_windows) is normalized on its group's ranges,
+        # which start below the previous edge by design
+        start, end = w.e0 + w.pre[0], w.e0 + w.post[1]
         above = [e for e in all_edges if e > w.e0]
         if above:
-            assert w.end < min(above), f"{w.name} window ends at {w.end}, beyond the next edge {min(above)}"
+            assert end < min(above), f"{w.name} window ends at {end}, beyond the next edge {min(above)}"
         below = [e for e in all_edges if e < w.e0]
         if below:
-            assert w.start > max(below), f"{w.name} window starts below the previous edge"
+            assert start > max(below), f"{w.name} window starts below the previous edge"
         assert w.pre[0] < w.pre[1] < 0 < w.post[0] < w.post[1]
+        if w.joint is not None:
+            assert w.joint.element == element and w.joint.e0 < w.e0 and w.start == w.joint.start
 
 
 def test_soft_xray_windows_are_tens_of_ev() -> None:
     l3, l2 = default_windows("Fe", ("L3", "L2"))
-    assert l3.end - l3.start < 40.0 and l2.end - l2.start < 50.0, (l3, l2)
-    assert l3.end < l2.e0 and l2.start > l3.e0 + 2.0, "L2 pre-edge must stay out of the L3 white line"
+    assert l3.end - l3.start < 40.0 and l2.post[1] - l2.pre[0] < 50.0, (l3, l2)
+    assert l3.end < l2.e0 and l2.e0 + l2.pre[0] > l3.e0 + 2.0, "L2 pre-edge must stay out of the L3 white line"
+    assert l2.end - l2.start < 80.0, "the joint L2,3 window spans the pair, tens of eV"
     (k,) = default_windows("Fe", ("K",))
     assert k.end - k.start > 300.0, "a hard-X-ray window keeps the physics.md span"
 
@@ -106,3 +112,86 @@ def test_post_order_validation_and_unsupported_edges() -> None:
         default_windows("Fe", ("M5",))
     with pytest.raises(ValueError, match="edges"):
         default_windows("Fe", "K")
+
+
+# ----------------------------------------------------------------------------------------------
+# joint normalization of overlapping edges, feature range scaled with the edge
+
+
+def test_join_rule_is_on_the_windows_not_the_edge_names() -> None:
+    from dataclasses import replace
+
+    from txm_live.edges import join_windows
+
+    fe_l3, fe_l2 = default_windows("Fe", ("L3", "L2"))
+    assert fe_l3.joint is None and fe_l2.joint == fe_l3  # L2 pre-edge on the L3 post-edge
+    assert fe_l2.normalization is fe_l2.joint and fe_l3.normalization is fe_l3
+    m5, m4 = default_windows("Ce", ("M5", "M4"))
+    assert m4.joint == m5  # the same rule for a spin-orbit M pair
+    nd_l3, nd_l2 = default_windows("Nd", ("L3", "L2"))  # 514 eV apart: separate windows
+    assert nd_l2.joint is None and nd_l3.features is None and nd_l2.features is None
+    (k,) = default_windows("Fe", ("K",))
+    assert k.joint is None and k.features is None
+    # override: no joint
+    own = default_windows("Fe", ("L3", "L2"), joint=False)
+    assert all(w.joint is None and w.features is None for w in own)
+    # the rule is the overlap: Nd-like windows moved to overlap are joined, in any order
+    near = replace(nd_l2, pre=(-(nd_l2.e0 - nd_l3.end) - 10.0, -20.0))
+    assert join_windows([near, nd_l3])[0].joint == join_windows([near, nd_l3])[1]
+    # idempotent, and other elements untouched
+    plain = default_windows("Fe", ("L3", "L2"), joint=False)
+    once = join_windows([*plain, k])
+    assert once == (fe_l3, fe_l2, k) and join_windows(once) == once
+    with pytest.raises(ValueError, match="joint"):
+        EdgeWindow("Fe", "L2", 719.9, (-7.0, -2.0), (7.0, 10.0), joint=nd_l3)
+
+
+def test_feature_range_scales_with_the_edge_and_keeps_hard_x_ray_numbers() -> None:
+    nd_l3, nd_l2 = default_windows("Nd", ("L3", "L2"))
+    (fe_k,) = default_windows("Fe", ("K",))
+    for w in (nd_l3, nd_l2, fe_k):
+        assert w.feature_range == (-20.0, 60.0), w.name
+    fe_l3, fe_l2 = default_windows("Fe", ("L3", "L2"), joint=False)
+    s = fe_l3.e0 / 6000.0
+    assert fe_l3.feature_range == pytest.approx((-20.0 * s, 60.0 * s))  # 704.4 - 713.9 eV
+    assert fe_l3.pre[0] < fe_l3.feature_range[0] and fe_l3.feature_range[1] < fe_l3.post[1]
+    # joined: the lower edge's features run up to the upper edge's, tiling the L2,3 spectrum
+    j3, j2 = default_windows("Fe", ("L3", "L2"))
+    assert j3.feature_range[0] == fe_l3.feature_range[0]
+    assert j3.e0 + j3.feature_range[1] == pytest.approx(j2.e0 + j2.feature_range[0])
+    # explicit override, validated
+    w = EdgeWindow("Fe", "L3", 706.8, (-6.8, -2.0), (5.6, 11.3), features=(-3.0, 9.0))
+    assert w.feature_range == (-3.0, 9.0)
+    with pytest.raises(ValueError, match="features"):
+        EdgeWindow("Fe", "L3", 706.8, (-6.8, -2.0), (5.6, 11.3), features=(9.0, -3.0))
+
+
+def test_fit_window_keeps_features_and_fits_the_joint_window() -> None:
+    e = np.concatenate([np.arange(700.0, 703.0, 0.375), np.arange(703.0, 720.2, 0.2),
+                        np.arange(720.36, 730.4, 0.357)])
+    l3, l2 = default_windows("Fe", ("L3", "L2"))
+    f2 = fit_window(l2, e)
+    assert f2.joint == fit_window(l3, e) and f2.features == l2.features
+    assert f2.start == pytest.approx(700.0) and f2.end <= 730.4
+
+
+def test_joint_normalization_is_one_curve_across_the_pair() -> None:
+    """A two-step L2,3 spectrum on a sloping background: the joint L2 normalization is the L3
+    normalization of the same spectrum, written about the L2 e0; its post-edge is flat."""
+    from txm_live.normalize import normalize_window
+
+    e = np.arange(700.0, 730.4, 0.25)
+    l3, l2 = default_windows("Fe", ("L3", "L2"), energies=e)
+    step = lambda x, e0: 0.5 + np.arctan(2 * (e - e0) / 0.8) / np.pi  # noqa: E731
+    mu = (0.6 - 0.004 * (e - 700.0) + 0.10 * step(e, 706.8) + 0.05 * step(e, 719.9)
+          + 0.7 * np.exp(-0.5 * ((e - 708.0) / 0.8) ** 2) + 0.3 * np.exp(-0.5 * ((e - 721.0) / 0.9) ** 2))
+    spectra = np.stack([mu, 2.0 * mu], axis=1)
+    n3 = normalize_window(e, spectra, l3)
+    n2 = normalize_window(e, spectra, l2)
+    np.testing.assert_allclose(n2.norm, n3.norm)
+    np.testing.assert_allclose(n2.edge_step, n3.edge_step)
+    assert n2.e0 == l2.e0
+    np.testing.assert_allclose(n2.pre_edge_line(e), n3.pre_edge_line(e))
+    np.testing.assert_allclose(n2.post_edge_line(e), n3.post_edge_line(e))
+    post = (e >= l2.e0 + l2.post[0]) & (e <= l2.e0 + l2.post[1])
+    assert np.ptp(n2.norm[post, 0]) < 0.05 * n2.norm[post, 0].mean()

@@ -451,3 +451,23 @@ def test_many_phases_legend_stays_in_the_canvas(tmp_path, captured):
         box = leg.get_window_extent(renderer)
         assert box.y0 >= -1 and box.x0 >= -1 and box.x1 <= fig.bbox.x1 + 1, (box, fig.bbox)
         assert not _overlap(box, fig.axes[0].get_window_extent(renderer))
+
+
+def test_near_edge_band_scales_with_the_edge():
+    """-15 .. +35 eV at hard X-rays (the Nd numbers unchanged); scaled like the windows at soft
+    X-rays, where the hard-X-ray band (-15 .. +35 eV) covered the whole 30 eV Fe L2,3 stack."""
+    from dataclasses import replace
+
+    from txm_live.figures import near_edge_band
+
+    nd = make_edge("L3", 6208.0)
+    assert near_edge_band(nd) == (6208.0 - 15.0, 6208.0 + 35.0)
+    assert near_edge_band(nd, (-5.0, 5.0)) == (6203.0, 6213.0)
+    fe = replace(make_edge("L3", 706.8), energies=np.linspace(700.0, 717.9, 90))
+    lo, hi = near_edge_band(fe)
+    s = 706.8 / 6000.0
+    assert lo == pytest.approx(706.8 - 15.0 * s) and hi == pytest.approx(706.8 + 35.0 * s)
+    assert 700.0 < lo < 706.8 < hi < 717.9
+    # clipped to the spectrum's energies
+    short = replace(fe, energies=np.linspace(706.0, 709.0, 20))
+    assert near_edge_band(short) == (706.0, 709.0)

@@ -29,25 +29,9 @@ from hypothesis import strategies as st
 
 import txm_live.cube as cube_module
 import txm_live.errors as errors_module
+import txm_live_test_helpers as helpers  # tests/helpers.py, loaded by tests/conftest.py
 from txm_live.callbacks.live import XanesLiveCallback
 
-
-
-def load_helpers():  # noqa: ANN201 - a module
-    """``tests/reliability_helpers.py`` (the test folder is not a package)."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    name = "_txm_live_reliability_helpers"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("reliability_helpers.py"))
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-helpers = load_helpers()
 H, W, ENERGIES, WINDOW, PIXEL_NM = helpers.H, helpers.W, helpers.ENERGIES, helpers.WINDOW, helpers.PIXEL_NM
 make_run, step_analysis = helpers.make_run, helpers.step_analysis
 ERROR_NAMES = set(errors_module.__all__)
@@ -67,13 +51,8 @@ cube_module._reserved_segment = _recording_segment  # this module's tests only r
 
 def run_callback(docs: list[tuple[str, dict]]) -> XanesLiveCallback:
     # the cube in shared memory (as with the analysis process) to check it is always released
-    cb = XanesLiveCallback(windows=(WINDOW,), analysis=step_analysis, exafs=False, register=False,
-                           analysis_process=False, switch_interval=None,
-                           session_options={"shared_memory": True})
-    for name, doc in docs:
-        cb(name, doc)
-    cb.wait(timeout=60)
-    cb.close(timeout=60)
+    cb = helpers.small_callback(switch_interval=None, session_options={"shared_memory": True})
+    helpers.feed(cb, docs)
     return cb
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from sklearn.cluster import KMeans
 
+import txm_live_test_helpers as helpers  # tests/helpers.py, loaded by tests/conftest.py
 from txm_live.callbacks.live import ProgressEvent, XanesLiveCallback
 from txm_live.edges import EdgeWindow, default_windows
 from txm_live.results import EdgeResult, ExafsResult
@@ -245,10 +246,7 @@ def test_inline_documents_give_phase_maps_and_a_valid_derived_run():
     cb = make_cb()
     derived: list[tuple[str, dict]] = []
     cb.subscribe(lambda n, d: derived.append((n, d)))
-    for name, doc in make_documents():
-        cb(name, doc)
-    (res,) = cb.wait(timeout=30)
-    cb.close()
+    (res,) = helpers.feed(cb, make_documents(), timeout=30)
     assert res.errors == ()
     assert res.ok
     assert res.n_frames == len(ENERGIES)
@@ -281,10 +279,7 @@ def test_k_only_run_has_its_k_result_no_comparison_and_no_error():
     derived: list[tuple[str, dict]] = []
     cb.subscribe(lambda n, d: derived.append((n, d)))
     docs = make_documents(FE_K_ENERGIES, edges=FE_K_EDGES, contract_extra={"element": "Fe", "edges": ["K"]})
-    for name, doc in docs:
-        cb(name, doc)
-    (res,) = cb.wait(timeout=30)
-    cb.close()
+    (res,) = helpers.feed(cb, docs, timeout=30)
     assert res.errors == () and res.ok, res.errors
     assert res.element == "Fe" and res.requested_edges == ("K",) and list(res.edges) == ["K"]
     assert res.comparisons == () and res.l3 is None and res.l2 is None and res.l2_l3_agreement is None
@@ -298,10 +293,7 @@ def test_k_only_run_has_its_k_result_no_comparison_and_no_error():
 
 def test_edges_are_keyed_in_acquisition_order_whatever_the_option_order():
     cb = make_cb(edges=("L2", "L3"))
-    for name, doc in make_documents():
-        cb(name, doc)
-    (res,) = cb.wait(timeout=30)
-    cb.close()
+    (res,) = helpers.feed(cb, make_documents(), timeout=30)
     assert res.ok and list(res.edges) == ["L3", "L2"] and res.requested_edges == ("L3", "L2")
     assert [(c.reference, c.other) for c in res.comparisons] == [("L3", "L2")]
 
@@ -311,10 +303,7 @@ def test_a_failing_preview_is_a_labelled_note_not_the_edges_failure():
         raise RuntimeError("preview exploded")
 
     cb = make_cb(preview=broken_preview)
-    for name, doc in make_documents():
-        cb(name, doc)
-    (res,) = cb.wait(timeout=30)
-    cb.close()
+    (res,) = helpers.feed(cb, make_documents(), timeout=30)
     assert res.errors == () and res.ok and res.previews == {}
     assert list(res.edges) == ["L3", "L2"]
     assert any(n.startswith("Nd L3 preview failed (RuntimeError: preview exploded)") for n in res.notes), res.notes
@@ -324,10 +313,7 @@ def test_event_pages_give_identical_labels_to_events():
     results = []
     for pages in (False, True):
         cb = make_cb()
-        for name, doc in make_documents(pages=pages, seed=3):
-            cb(name, doc)
-        (res,) = cb.wait(timeout=30)
-        cb.close()
+        (res,) = helpers.feed(cb, make_documents(pages=pages, seed=3), timeout=30)
         assert res.errors == ()
         results.append(res)
     np.testing.assert_array_equal(results[0].l3.labels, results[1].l3.labels)
@@ -373,10 +359,7 @@ def test_failing_analysis_is_reported_not_raised():
     cb = make_cb(analysis=boom)
     derived = []
     cb.subscribe(lambda n, d: derived.append((n, d)))
-    for name, doc in make_documents():
-        cb(name, doc)  # never raises
-    (res,) = cb.wait(timeout=30)
-    cb.close()
+    (res,) = helpers.feed(cb, make_documents(), timeout=30)  # never raises
     assert res.l3 is None and res.l2 is None
     assert any(e.startswith("AnalysisError") and "deliberate failure" in e for e in res.errors)
     assert not res.ok
@@ -389,10 +372,7 @@ def test_failing_analysis_is_reported_not_raised():
 def test_corrupt_frames_are_skipped_with_named_errors():
     corrupt = {5: "shape", 30: "dtype", 60: "nan"}
     cb = make_cb()
-    for name, doc in make_documents(corrupt=corrupt):
-        cb(name, doc)
-    (res,) = cb.wait(timeout=30)
-    cb.close()
+    (res,) = helpers.feed(cb, make_documents(corrupt=corrupt), timeout=30)
     assert res.n_frames == len(ENERGIES) - 3
     frame_errors = [e for e in res.errors if e.startswith("FrameError")]
     assert any("shape" in e for e in frame_errors)
@@ -419,10 +399,7 @@ def test_missing_flats_reported_and_run_finishes():
     # no flat stream at all: the flat descriptor is dropped, so its events are not ours either
     docs = [(n, d) for n, d in make_documents() if not (n == "descriptor" and d["name"] == "flat")]
     cb = make_cb()
-    for name, doc in docs:
-        cb(name, doc)
-    (res,) = cb.wait(timeout=30)
-    cb.close()
+    (res,) = helpers.feed(cb, docs, timeout=30)
     assert res.n_frames == 0
     assert any(e.startswith("MissingFlatError") for e in res.errors)
     assert res.l3 is None
@@ -439,10 +416,7 @@ def test_aborted_and_unstopped_runs_and_several_runs_in_a_row():
     # 2: never sends stop; 3: normal run right after
     for name, doc in make_documents(ENERGIES[ENERGIES < 6400], exit_status=None, seed=1):
         cb(name, doc)
-    for name, doc in make_documents(seed=2):
-        cb(name, doc)
-    results = cb.wait(timeout=60)
-    cb.close()
+    results = helpers.feed(cb, make_documents(seed=2))
     assert len(results) == 3
     r1, r2, r3 = results
     assert r1.l3 is not None and r1.l2 is None
@@ -731,10 +705,7 @@ def test_analysis_process_runs_picklable_analyses_out_of_process():
     # an analysis raising in the child: named error, scan unaffected
     bad = functools.partial(preview_edge, feature_range=(1.0e6, 2.0e6))
     cb = XanesLiveCallback(analysis=bad, exafs=False, register=False)
-    for name, doc in make_documents(ENERGIES[ENERGIES < 6650], seed=7):
-        cb(name, doc)
-    (res,) = cb.wait(timeout=60)
-    cb.close()
+    (res,) = helpers.feed(cb, make_documents(ENERGIES[ENERGIES < 6650], seed=7))
     assert res.l3 is None
     assert any(e.startswith(("AnalysisError", "InsufficientDataError")) for e in res.errors), res.errors
 
@@ -747,68 +718,19 @@ def test_unpicklable_analysis_falls_back_to_the_analysis_thread():
         return kmeans_analysis(energies, block, window=window, valid=valid)
 
     cb = XanesLiveCallback(analysis=local, exafs=False, register=False)  # analysis_process on
-    for name, doc in make_documents(ENERGIES[ENERGIES < 6650]):
-        cb(name, doc)
-    (res,) = cb.wait(timeout=60)
-    cb.close()
+    (res,) = helpers.feed(cb, make_documents(ENERGIES[ENERGIES < 6650]))
     assert res.l3 is not None
     assert seen and seen[0].startswith("txm-live-analysis")
 
 
-def to_resource_datum(docs: list[tuple[str, dict]], directory) -> list[tuple[str, dict]]:
-    """The same run with images in AD_HDF5 files referenced by old-style resource/datum documents."""
-    import h5py
-
-    start = docs[0][1]
-    names = {d["uid"]: d["name"] for n, d in docs if n == "descriptor"}
-    images: dict[str, list[np.ndarray]] = {}
-    for n, d in docs:
-        if n == "event":
-            images.setdefault(names[d["descriptor"]], []).append(d["data"]["camera_image"])
-    resources = {}
-    for stream, frames in images.items():
-        path = directory / f"{stream}.h5"
-        with h5py.File(path, "w") as f:
-            f.create_dataset("/entry/data/data", data=np.stack(frames))
-        bundle = event_model.ComposeResource(start=start)(
-            "AD_HDF5", str(directory), path.name, {"frame_per_point": 1}
-        )
-        resources[stream] = bundle
-    out: list[tuple[str, dict]] = []
-    counters: dict[str, int] = {}
-    for n, d in docs:
-        if n == "descriptor":
-            d = dict(d)
-            d["data_keys"] = {k: dict(v) for k, v in d["data_keys"].items()}
-            d["data_keys"]["camera_image"]["external"] = "FILESTORE:"
-            out.append((n, d))
-            out.append(("resource", resources[d["name"]].resource_doc))
-        elif n == "event":
-            stream = names[d["descriptor"]]
-            i = counters.get(stream, 0)
-            counters[stream] = i + 1
-            datum = resources[stream].compose_datum(datum_kwargs={"point_number": i})
-            out.append(("datum", datum))
-            ev = dict(d)
-            ev["data"] = dict(d["data"], camera_image=datum["datum_id"])
-            ev["filled"] = {"camera_image": False}
-            out.append((n, ev))
-        else:
-            out.append((n, d))
-    return out
-
-
 def test_old_style_resource_datum_files_give_the_same_result(tmp_path):
     docs = make_documents(ENERGIES[ENERGIES < 6650], seed=11)
-    file_docs = to_resource_datum(docs, tmp_path)
+    file_docs = helpers.to_resource_datum(docs, tmp_path)
     validate_docs([(n, d) for n, d in file_docs if n != "event"])
     results = []
     for stream in (docs, file_docs):
         cb = make_cb()
-        for name, doc in stream:
-            cb(name, doc)
-        (res,) = cb.wait(timeout=30)
-        cb.close()
+        (res,) = helpers.feed(cb, stream, timeout=30)
         results.append(res)
     assert results[1].n_frames == results[0].n_frames == int(np.sum(ENERGIES < 6650))
     assert not any(e.startswith("FrameError") for e in results[1].errors), results[1].errors
@@ -834,10 +756,7 @@ def test_close_with_timeout_abandons_a_hung_analysis():
 
 # --------------------------------------------------------------------------- element and edge choice
 def _run(cb: XanesLiveCallback, docs: list[tuple[str, dict]]):
-    for name, doc in docs:
-        cb(name, doc)
-    (res,) = cb.wait(timeout=60)
-    cb.close()
+    (res,) = helpers.feed(cb, docs)
     return res
 
 

@@ -3,16 +3,12 @@ on measured Eu and Ce L3 spectra (XAS Data Library) and on synthetic pixel block
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+import txm_live_test_helpers as helpers  # tests/helpers.py, loaded by tests/conftest.py
 from txm_live.edges import EdgeWindow, default_windows
 from txm_live.normalize import Normalized, normalize_athena, normalize_mback, normalize_window
-
-DATA = Path("/work/shared/data/xas-reference")
 
 # (file, element, e0, pre, post): windows that fit the measured ranges (Ce has only 50 eV of pre-edge)
 CASES = [
@@ -24,18 +20,6 @@ CASES = [
     ("CePO4", "Ce", 5723.0, (-50.0, -15.0), (40.0, 370.0)),
 ]
 Z = {"Eu": 63, "Ce": 58}
-
-
-def read_xdi(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Energy and mu = ln(i0/itrans) of an XDI file, columns found from the ``Column.N`` header."""
-    cols: dict[str, int] = {}
-    with open(path) as fh:
-        for line in fh:
-            m = re.match(r"#\s*Column\.(\d+):\s*(\w+)", line)
-            if m:
-                cols[m.group(2).lower()] = int(m.group(1)) - 1
-    data = np.loadtxt(path, comments="#")
-    return data[:, cols["energy"]], np.log(data[:, cols["i0"]] / data[:, cols["itrans"]])
 
 
 def larch_window(energies: np.ndarray, e0: float, rng: tuple[float, float]) -> tuple[float, float]:
@@ -65,7 +49,7 @@ def _larch_pre_edge(larch, e, mu, e0, pre, post, nnorm):
 @pytest.mark.parametrize("name,element,e0,pre,post", CASES)
 @pytest.mark.parametrize("order", [1, 2])
 def test_athena_equals_larch_same_points(larch, name, element, e0, pre, post, order):
-    e, mu = read_xdi(DATA / f"{name}.xdi")
+    e, mu = helpers.reference_xdi(f"{name}.xdi")
     assert e0 in e  # larch evaluates the step at the grid point nearest e0; make that e0 itself
     pre, post = larch_window(e, e0, pre), larch_window(e, e0, post)
     ours = normalize_athena(e, mu, e0=e0, pre=pre, post=post, post_order=order)
@@ -76,7 +60,7 @@ def test_athena_equals_larch_same_points(larch, name, element, e0, pre, post, or
 
 @pytest.mark.parametrize("name,element,e0,pre,post", CASES)
 def test_flatten_equals_larch_flat(larch, name, element, e0, pre, post):
-    e, mu = read_xdi(DATA / f"{name}.xdi")
+    e, mu = helpers.reference_xdi(f"{name}.xdi")
     pre, post = larch_window(e, e0, pre), larch_window(e, e0, post)
     ours = normalize_athena(e, mu, e0=e0, pre=pre, post=post, post_order=2, flatten=True)
     g = _larch_pre_edge(larch, e, mu, e0, pre, post, 2)
@@ -88,7 +72,7 @@ def test_athena_vs_larch_nominal_windows(larch, name, element, e0, pre, post):
     """With the nominal windows the point selection differs at the window ends (larch: half-open,
     ours: closed); on the Eu grids this stays within 1 % / 0.01 rms. The Ce pre-edge has only 8
     points at 5 eV, where one point more or less moves the step by up to 2 %."""
-    e, mu = read_xdi(DATA / f"{name}.xdi")
+    e, mu = helpers.reference_xdi(f"{name}.xdi")
     ours = normalize_athena(e, mu, e0=e0, pre=pre, post=post, post_order=2)
     g = _larch_pre_edge(larch, e, mu, e0, pre, post, 2)
     rms = float(np.sqrt(np.mean((ours.norm - g.norm) ** 2)))
@@ -108,7 +92,7 @@ def test_mback_equals_larch_mback_norm(larch, name, element, e0, pre, post):
     _, _, mback_norm = larch
     from larch import Group
 
-    e, mu = read_xdi(DATA / f"{name}.xdi")
+    e, mu = helpers.reference_xdi(f"{name}.xdi")
     post = larch_window(e, e0, post)
     j = np.flatnonzero(e <= e0 + pre[1])[-1]
     g = Group(energy=e, mu=mu)
@@ -123,7 +107,7 @@ def test_mback_equals_larch_mback_norm(larch, name, element, e0, pre, post):
 @pytest.mark.parametrize("name,element,e0,pre,post", CASES)
 def test_mback_default_close_to_athena(name, element, e0, pre, post):
     """Default MBACK (uniform weights, fitted baseline) and Athena agree to a few % in step."""
-    e, mu = read_xdi(DATA / f"{name}.xdi")
+    e, mu = helpers.reference_xdi(f"{name}.xdi")
     mb = normalize_mback(e, mu, element=element, edge="L3", e0=e0, pre=pre, post=post)
     at = normalize_athena(e, mu, e0=e0, pre=pre, post=post, post_order=1)
     assert abs(float(mb.edge_step) / float(at.edge_step) - 1) < 0.05

@@ -16,21 +16,10 @@ import numpy as np
 import pytest
 from event_model import DocumentNames, schema_validators
 
+import txm_live_test_helpers as helpers  # tests/helpers.py, loaded by tests/conftest.py
 from txm_live.sim.stxm import STXM_IMAGE_KEY, blank_beam_level, load_stxm_stack, stxm_documents
 
-
-
-def _shared() -> Path:
-    """``../shared`` beside the repository root (the CI clone), or the nearest ``shared/`` above it
-    (a git worktree one level deeper)."""
-    root = Path(__file__).resolve().parents[1]
-    for parent in root.parents:
-        if (parent / "shared" / "data").is_dir():
-            return parent / "shared"
-    return root.parent / "shared"
-
-
-STACK = _shared() / "data" / "real-stxm-fe" / "als_stxm_fe_l23_71214098.npz"
+STACK = helpers.STXM_FE_STACK
 # Blank beam: stack-mean transmission >= 97 % (OD < 0.03); particle: stack-mean OD >= 0.1.
 BLANK_OD = 0.03
 PARTICLE_OD = 0.1
@@ -80,8 +69,7 @@ def test_documents_are_valid_and_carry_the_blank_beam_flat(tmp_path: Path) -> No
 
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory):
-    if not STACK.exists():
-        pytest.skip(f"real STXM stack absent: {STACK}")
+    helpers.need(STACK)
     from txm_live.callbacks.live import XanesLiveCallback
 
     cb = XanesLiveCallback(element="Fe", edges=("L3", "L2"))
@@ -139,3 +127,24 @@ def test_results_and_figures_written(real_run) -> None:
     assert h5.name == "phases.h5" and h5.stat().st_size > 0
     figures = save_report(result, out / result.run_uid, pixel_size_nm=result.pixel_size_nm)
     assert figures and all(p.suffix == ".png" and p.stat().st_size > 0 for p in figures)
+
+
+def test_l2_is_normalized_with_l3_and_clusters_the_particle(real_run) -> None:
+    """The L2 pre-edge is the L3 white-line tail: L2 is normalized jointly with L3
+    (txm_live.edges.join_windows), so it clusters the particle like L3 (before: 145 px against
+    3153) with a flat post-edge (before: rising to 4 edge steps), and agrees with L3."""
+    result, mean_od, _ = real_run
+    l3, l2 = result.l3, result.l2
+    particle = mean_od >= PARTICLE_OD
+    n3, n2 = np.count_nonzero(l3.labels[particle] >= 0), np.count_nonzero(l2.labels[particle] >= 0)
+    assert n3 >= 1000 and n2 >= 0.8 * n3, (n3, n2)
+    assert any("normalized jointly with Fe L3" in n for n in l2.notes)
+    post = l2.energies >= 727.0  # the L2 post-edge of the fitted window (727.1-730.4 eV)
+    assert np.any(l2.counts >= 100)
+    for p in np.flatnonzero(l2.counts >= 100):  # phase means of >= 100 px (noise ~0.01 per point)
+        m = l2.mean_spectra[p]
+        change = np.polyfit(l2.energies[post], m[post], 1)[0] * np.ptp(l2.energies[post])
+        white_line = m[(l2.energies >= 718.0) & (l2.energies <= 726.0)].max() - m[post].mean()
+        assert white_line > 0.2 and abs(change) <= 0.1 * white_line, (p, change, white_line)
+    (cmp,) = result.comparisons
+    assert cmp.agreement >= 0.8, cmp.agreement

@@ -21,40 +21,18 @@ import event_model
 import numpy as np
 import pytest
 
+import txm_live_test_helpers as helpers  # tests/helpers.py, loaded by tests/conftest.py
 from txm_live.callbacks.live import RunSummary, XanesLiveCallback
 from txm_live.errors import DocumentError, FrameError, ResultsWriteError
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def load_helpers():  # noqa: ANN201 - a module
-    """``tests/reliability_helpers.py`` (the test folder is not a package)."""
-    import importlib.util
-
-    name = "_txm_live_reliability_helpers"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("reliability_helpers.py"))
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-helpers = load_helpers()
-
-
-def make_cb(**kw) -> XanesLiveCallback:
-    opts = dict(windows=(helpers.WINDOW,), analysis=helpers.step_analysis, exafs=False, register=False,
-                analysis_process=False)
-    opts.update(kw)
-    return XanesLiveCallback(**opts)
+REPO = helpers.REPO
+make_cb = helpers.small_callback
+to_stream_datum = helpers.to_stream_datum
 
 
 def run_docs(docs, **kw):
     cb = make_cb(**kw)
-    for name, doc in docs:
-        cb(name, doc)
-    results = cb.wait(timeout=60)
-    cb.close(timeout=60)
+    results = helpers.feed(cb, docs)
     return cb, results
 
 
@@ -99,7 +77,7 @@ def test_small_dev_shm_falls_back_to_process_memory():
         import json, sys
         sys.path.insert(0, "tests")
         import numpy as np
-        import reliability_helpers as h
+        import helpers as h
         from txm_live.cube import IncrementalCube
         from txm_live.callbacks.live import XanesLiveCallback
 
@@ -139,24 +117,12 @@ def test_small_dev_shm_falls_back_to_process_memory():
 
 
 # ------------------------------------------------------------------ results on a full disk
-def _big_result(uid: str):
-    from txm_live.results import EdgeResult, RunResult
-
-    rng = np.random.default_rng(0)
-    labels = rng.integers(-1, 5, (700, 700)).astype(np.int32)  # incompressible: ~1 MB in the file
-    edge = EdgeResult(edge="L3", e0=6208.0, energies=np.arange(10.0), labels=labels, phase_names=("a",),
-                      mean_spectra=np.zeros((1, 10), np.float32), spread=np.zeros((1, 10), np.float32),
-                      counts=np.array([1]), snr=rng.random((700, 700), dtype=np.float32),
-                      mask=labels >= 0, eps=0.1, min_samples=5, n_components=2)
-    return RunResult(run_uid=uid, edges={"L3": edge})
-
-
 def test_full_results_disk_raises_results_write_error_and_leaves_nothing(tmp_path):
     code = """
         import os, sys
         from pathlib import Path
         sys.path.insert(0, "tests")
-        from test_reliability import _big_result
+        import helpers as h
         from txm_live.callbacks.results_file import read_results, write_results
         from txm_live.errors import ResultsWriteError
         from txm_live.results import RunResult
@@ -164,7 +130,7 @@ def test_full_results_disk_raises_results_write_error_and_leaves_nothing(tmp_pat
         out = Path(sys.argv[1])
         small = write_results(RunResult(run_uid="run-1"), out)
         try:
-            write_results(_big_result("run-1"), out)  # ~6 MB on a 2 MiB tmpfs
+            write_results(h.big_result("run-1"), out)  # ~6 MB on a 2 MiB tmpfs
         except ResultsWriteError as exc:
             print("RAISED", exc)
         leftovers = sorted(p.name for p in (out / "run-1").iterdir())
@@ -187,7 +153,7 @@ def test_unwritable_results_raise_a_named_error(tmp_path):
 
     (tmp_path / "run-2").write_text("a file where the run folder should be")
     with pytest.raises(ResultsWriteError, match="run-2"):
-        write_results(_big_result("run-2"), tmp_path)
+        write_results(helpers.big_result("run-2"), tmp_path)
 
 
 # ------------------------------------------------------------------ hostile documents
@@ -234,6 +200,28 @@ def test_pixel_size_far_from_the_median_skips_the_frame():
     assert res.n_frames == len(helpers.ENERGIES) - 1
 
 
+def test_first_frame_pixel_size_is_checked_against_the_start_document():
+    """The start document's ``txm_live.pixel_size_nm`` is the reference before any frame: a first
+    frame 10x off is skipped alone (the later, correct frames are kept)."""
+    docs = helpers.make_run(0)
+    events = [i for i, (n, d) in enumerate(docs) if n == "event" and "camera_pixel_size" in d["data"]]
+    name, ev = docs[events[0]]
+    docs[events[0]] = (name, dict(ev, data=dict(ev["data"], camera_pixel_size=10 * helpers.PIXEL_NM)))
+    _, (res,) = run_docs(docs)
+    assert [e for e in res.errors if "pixel size" in e] == [
+        f"FrameError: sample frame at {helpers.ENERGIES[0]} eV: pixel size 300 nm is 10 x the run's 30 nm; "
+        "frame skipped"], res.errors
+    assert res.n_frames == len(helpers.ENERGIES) - 1
+
+
+def test_pixel_size_of_the_maps_from_the_start_document_when_frames_carry_none():
+    docs = [(n, dict(d, data={k: v for k, v in d["data"].items() if k != "camera_pixel_size"}) if n == "event" else d)
+            for n, d in helpers.make_run(0)]
+    _, (res,) = run_docs(docs)
+    assert res.n_frames == len(helpers.ENERGIES)
+    assert res.pixel_size_nm == helpers.PIXEL_NM
+
+
 def test_ragged_event_page_is_a_named_error():
     docs = helpers.make_run(0, pages=True)
     i = next(i for i, (n, _) in enumerate(docs) if n == "event_page")
@@ -246,48 +234,6 @@ def test_ragged_event_page_is_a_named_error():
 
 
 # ------------------------------------------------------------------ file-backed frames
-def to_stream_datum(docs, directory: Path, *, constant_seq: bool = False, negative: int | None = None):
-    """The run with file-backed images (stream_resource/stream_datum, one per event, HDF5 files)."""
-    import h5py
-
-    start = docs[0][1]
-    names = {d["uid"]: d["name"] for n, d in docs if n == "descriptor"}
-    frames: dict[str, list] = {}
-    for n, d in docs:
-        if n == "event":
-            frames.setdefault(names[d["descriptor"]], []).append(d["data"]["camera_image"])
-    bundles = {}
-    for stream, imgs in frames.items():
-        path = directory / f"{stream}.h5"
-        with h5py.File(path, "w") as f:
-            f.create_dataset("/entry/data/data", data=np.stack(imgs))
-        bundles[stream] = event_model.compose_stream_resource(
-            mimetype="application/x-hdf5", uri=f"file://localhost{path}", data_key="camera_image",
-            parameters={"dataset": "/entry/data/data"}, start=start)
-    out, counters, descs = [], {}, {}
-    for n, d in docs:
-        if n == "descriptor":
-            d = dict(d, data_keys={k: dict(v) for k, v in d["data_keys"].items()})
-            d["data_keys"]["camera_image"]["external"] = "STREAM:"
-            descs[d["uid"]] = d
-            out += [(n, d), ("stream_resource", bundles[d["name"]].stream_resource_doc)]
-        elif n == "event":
-            stream = names[d["descriptor"]]
-            i = counters.get(stream, 0)
-            counters[stream] = i + 1
-            lo = i if negative is None or i != negative else -1
-            datum = bundles[stream].compose_stream_datum(
-                indices={"start": lo, "stop": lo + 1}, seq_nums={"start": i + 1, "stop": i + 2},
-                descriptor=descs[d["descriptor"]], validate=False)
-            ev = dict(d, data={k: v for k, v in d["data"].items() if k != "camera_image"},
-                      timestamps={k: v for k, v in d["timestamps"].items() if k != "camera_image"},
-                      seq_num=1 if constant_seq else i + 1)
-            out += [("stream_datum", datum), (n, ev)]
-        else:
-            out.append((n, d))
-    return out
-
-
 def test_constant_seq_num_file_backed_events_read_their_own_frames(tmp_path):
     docs = to_stream_datum(helpers.make_run(0), tmp_path, constant_seq=True)
     _, (res,) = run_docs(docs)

@@ -7,7 +7,7 @@ import pytest
 from bluesky import RunEngine
 from event_model import DocumentNames, schema_validators, unpack_event_page
 
-from txm_live.callbacks.catalog import make_writer, record_to, start_embedded_server
+from txm_live.callbacks.catalog import make_writer, record_to
 from txm_live.callbacks.live import XanesLiveCallback
 from txm_live.callbacks.replay import (
     find_catalog_directory,
@@ -29,17 +29,6 @@ ENERGIES = np.concatenate([np.arange(6000.0, 6190.0, 20.0), np.arange(6190.0, 62
 
 # the inline run only checks transport; the file-backed one (production path) is also analysed live
 ENERGIES_OF = {False: ENERGIES[::4], True: ENERGIES}
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("replay")
-
-
-@pytest.fixture(scope="module")
-def tiled(workdir):
-    with start_embedded_server(workdir) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

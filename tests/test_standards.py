@@ -15,29 +15,19 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
+import txm_live_test_helpers as helpers  # tests/helpers.py, loaded by tests/conftest.py
 from txm_live.edges import EdgeWindow, default_windows
 from txm_live.normalize import normalize_athena
 from txm_live.phases import analyze_edge
 
 
-def _shared() -> Path:
-    """``../shared`` beside the repository root, or the nearest ``shared/`` above it (worktrees)."""
-    root = Path(__file__).resolve().parents[1]
-    for parent in root.parents:
-        if (parent / "shared" / "data").is_dir():
-            return parent / "shared"
-    return root.parent / "shared"
-
-
-REF = _shared() / "data" / "xas-reference"
+REF = helpers.REFERENCE
 SIZE = 64
 I0 = 4000.0  # photons per pixel and energy: OD noise ~0.03 through the particle
 
 
 def _need(*names: str) -> None:
-    for name in names:
-        if not (REF / name).exists():
-            pytest.skip(f"reference spectrum absent: {REF / name}")
+    helpers.need(*(REF / name for name in names))
 
 
 def _grid(e0: float, lo: float, hi: float) -> np.ndarray:
@@ -48,14 +38,7 @@ def _grid(e0: float, lo: float, hi: float) -> np.ndarray:
 
 def _xdi_norm(path: Path, e0: float) -> tuple[np.ndarray, np.ndarray]:
     """mu = ln(i0/itrans) of an XDI file, edge-step normalized with hand-set ranges (not the defaults)."""
-    names = {}
-    for line in path.read_text().splitlines():
-        if line.startswith("# Column."):
-            key, _, value = line[len("# Column."):].partition(":")
-            names[value.split()[0].strip().lower()] = int(key) - 1
-    data = np.loadtxt(path, comments="#")
-    e, i0, it = (data[:, names[n]] for n in ("energy", "i0", "itrans"))  # column order differs per file
-    mu = np.log(i0 / it)
+    e, mu = helpers.read_xdi(path)
     e, idx = np.unique(e, return_index=True)
     nrm = normalize_athena(e, mu[idx], e0=e0, pre=(-45.0, -20.0), post=(60.0, 300.0), post_order=1)
     return e, nrm.norm

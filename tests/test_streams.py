@@ -8,19 +8,17 @@ tests/test_fxi_plan.py.
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import event_model
 import numpy as np
-import pytest
 
+import txm_live_test_helpers as helpers  # tests/helpers.py, loaded by tests/conftest.py
 from txm_live.callbacks.live import XanesLiveCallback
 from txm_live.edges import EdgeWindow
 from txm_live.results import EdgeResult
 from txm_live.session import XanesSession
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-NI_LIST = SHARED / "data" / "xas-reference" / "NiK_TXM_energy_list.txt"
+NI_LIST = helpers.REFERENCE / "NiK_TXM_energy_list.txt"
 
 
 class _Capture:
@@ -198,9 +196,7 @@ def test_file_backed_chunks_and_late_datum_documents(tmp_path) -> None:
 
 def test_ni_k_list_unitless_energy_key_follows_the_plan() -> None:
     """A real Ni K TXM energy list (keV, float32 rounding), motor without units or 'energy' in its name."""
-    if not NI_LIST.exists():
-        pytest.skip(f"shared data absent: {NI_LIST}")
-    eng = np.loadtxt(NI_LIST)
+    eng = np.loadtxt(helpers.need(NI_LIST))
     rng = np.random.default_rng(1)
     bundle = event_model.compose_run(metadata={"plan_name": "xanes_scan2", "eng_list": [float(e) for e in eng],
                                                "motors": ["dcm_th2", "XEng", "zps_sx"], "hints": {}})

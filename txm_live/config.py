@@ -54,7 +54,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from txm_live.edges import EdgeWindow, default_windows
+from txm_live.edges import EdgeWindow, default_windows, join_windows
 
 __all__ = ["TxmLiveConfig", "WindowOverride", "default_toml", "load_config", "DEMO_SIZES"]
 
@@ -182,7 +182,7 @@ class TxmLiveConfig:
             return ()
         by_edge = {w.edge: w for w in self.windows}
         out = []
-        for win in default_windows(self.element, self.edges):
+        for win in default_windows(self.element, self.edges, joint=False):
             o = by_edge.get(win.edge)
             if o is not None:
                 win = EdgeWindow(win.element, win.edge,
@@ -191,7 +191,7 @@ class TxmLiveConfig:
                                  win.post if o.post is None else tuple(o.post),
                                  win.post_order if o.post_order is None else int(o.post_order))
             out.append(win)
-        return tuple(out)
+        return join_windows(out)  # overlapping edges normalized together (txm_live.edges.join_windows)
 
     def analysis_options(self) -> dict[str, Any]:
         """Keyword options for the exact analysis (``analyze_edge``) that the user set."""

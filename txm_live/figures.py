@@ -52,6 +52,7 @@ __all__ = [
     "plot_difference_histogram",
     "plot_exafs",
     "plot_phase_areas",
+    "near_edge_band",
     "plot_phase_maps",
     "plot_phase_spectra",
     "plot_snr",
@@ -517,17 +518,43 @@ def plot_difference_histogram(
     return _save(fig, path)
 
 
+#: Near-edge band of the spectra figure at hard X-rays (eV relative to e0), scaled with the edge.
+_NEAR_EDGE: tuple[float, float] = (-15.0, 35.0)
+
+
+def near_edge_band(edge: EdgeResult, inset: tuple[float, float] | None = None) -> tuple[float, float]:
+    """Absolute energies (eV) of the near-edge band of the spectra figure for ``edge``.
+
+    ``inset`` (eV relative to e0) when given; else -15 .. +35 eV scaled with the edge like the
+    windows (:func:`txm_live.edges.scaled_range`; unchanged at and above 6 keV) and clipped to
+    the result's energies.
+    """
+    if inset is not None:
+        return edge.e0 + float(inset[0]), edge.e0 + float(inset[1])
+    from txm_live.edges import scaled_range
+
+    band = scaled_range(_NEAR_EDGE, edge.e0)
+    lo, hi = edge.e0 + band[0], edge.e0 + band[1]
+    energies = np.asarray(edge.energies, dtype=float)
+    if energies.size:
+        lo, hi = max(lo, float(energies.min())), min(hi, float(energies.max()))
+    return lo, hi
+
+
 def plot_phase_spectra(
     edges: Sequence[EdgeResult],
     path: str | os.PathLike[str],
     *,
-    inset: tuple[float, float] = (-15.0, 35.0),
+    inset: tuple[float, float] | None = None,
     ids: Sequence[Sequence[int] | np.ndarray] | None = None,
 ) -> Path:
     """Normalized mean spectrum of each phase with +/- 1 std bands (Duan et al. Fig. 3h).
 
     One row per edge: the whole window on the left, the near-edge region ``e0 + inset`` (eV),
     where the white lines of the phases differ, magnified on the right; the legend beside it.
+    ``inset=None`` (default): -15 .. +35 eV at hard X-rays, scaled with the edge like the windows
+    and feature ranges (:func:`txm_live.edges.scaled_range`: -1.8 .. +4.1 eV at Fe L3), and kept
+    inside the spectrum's energies.
     """
     edges = _edge_list(edges)
     idl = _ids_list(edges, ids)
@@ -535,7 +562,7 @@ def plot_phase_spectra(
     axes = fig.subplots(len(edges), 2, squeeze=False, gridspec_kw={"width_ratios": [1.5, 1.0]})
     for (ax, axz), e, i in zip(axes, edges, idl):
         energies = np.asarray(e.energies, dtype=float)
-        lo, hi = e.e0 + inset[0], e.e0 + inset[1]
+        lo, hi = near_edge_band(e, inset)
         for p in range(e.n_phases):
             mean = np.asarray(e.mean_spectra[p], dtype=float)
             spread = np.asarray(e.spread[p], dtype=float)

@@ -571,7 +571,9 @@ def normalize_window(
     energies, spectra
         As in :func:`normalize_athena`.
     window : EdgeWindow
-        Supplies ``e0``, ``pre``, ``post`` (and ``element``, ``edge`` for MBACK).
+        Supplies ``e0``, ``pre``, ``post`` (and ``element``, ``edge`` for MBACK). A window with
+        a ``joint`` window is normalized with the joint window's e0 and ranges, then re-expressed
+        about its own e0 (:func:`txm_live.joint.rebase_normalized`).
     method : {"athena", "mback"}
         Normalization method.
     post_order : int, optional
@@ -588,6 +590,12 @@ def normalize_window(
     """
     if not isinstance(window, EdgeWindow):
         raise ValueError(f"window must be an EdgeWindow, got {type(window).__name__}")
+    if window.joint is not None:  # joint normalization (txm_live.edges.join_windows), about window.e0
+        from txm_live.joint import rebase_normalized
+
+        nz = normalize_window(energies, spectra, window.joint, method=method, post_order=post_order, order=order,
+                              flatten=flatten, rows=rows)
+        return rebase_normalized(nz, window.e0)
     if method == "athena":
         post_order = resolve_post_order(energies, window, post_order)
         return normalize_athena(
