@@ -92,6 +92,7 @@ def estimate_dbscan_params(
     sample_size: int = 10_000,
     tail_quantile: float = 0.995,
     random_state: int | None = 0,
+    workers: int = -1,
 ) -> DbscanParams:
     """Choose DBSCAN ``eps`` (and ``min_samples``) from the data.
 
@@ -108,6 +109,9 @@ def estimate_dbscan_params(
         not flatten it; in (0.5, 1].
     random_state : int or None
         Seed of the subsample.
+    workers : int
+        Threads of the k-nearest-neighbour queries (-1: all cores); the result does not depend
+        on it.
 
     Returns
     -------
@@ -153,7 +157,7 @@ def estimate_dbscan_params(
     rank = np.empty(n, dtype=np.int64)
     rank[tree.indices] = np.arange(n)
     sub = sub[np.argsort(rank[sub])]  # tree order: neighbouring queries share cache
-    dist, _ = tree.query(X64[sub], k=ms, workers=-1)
+    dist, _ = tree.query(X64[sub], k=ms, workers=workers)
     kd = np.sort(np.asarray(dist).reshape(m, ms)[:, -1])
     top = max(2, int(math.ceil(tail_quantile * m)))
     knee = _knee(kd[:top])
@@ -200,6 +204,9 @@ class PhaseClusterer:
         0 keeps all DBSCAN noise in the minority pool as in Duan et al.).
     random_state : int or None
         Seed of the subsample used by the parameter estimate.
+    n_jobs : int
+        Threads of the KD-tree queries (-1: all cores, the default); the phases do not depend
+        on it.
 
     Attributes
     ----------
@@ -248,6 +255,7 @@ class PhaseClusterer:
         min_phase_fraction: float = 0.005,
         fringe_factor: float = 2.0,
         random_state: int | None = 0,
+        n_jobs: int = -1,
     ) -> None:
         self.eps = eps
         self.fringe_factor = fringe_factor
@@ -256,6 +264,7 @@ class PhaseClusterer:
         self.majority_fraction = majority_fraction
         self.min_phase_fraction = min_phase_fraction
         self.random_state = random_state
+        self.n_jobs = n_jobs
 
     def _check_options(self) -> None:
         if self.eps is not None and (
@@ -290,13 +299,13 @@ class PhaseClusterer:
         ms = self.min_samples if self.min_samples is not None else default_min_samples(n, d)
         if self.eps is None:
             self.params_ = estimate_dbscan_params(
-                arr, min_samples=ms, random_state=self.random_state
+                arr, min_samples=ms, random_state=self.random_state, workers=self.n_jobs
             )
             eps, ms = self.params_.eps, self.params_.min_samples
         else:
             eps = float(self.eps)
         self.eps_, self.min_samples_ = float(eps), int(ms)
-        raw, core_idx = dbscan(arr, eps=eps, min_samples=ms, return_core=True)
+        raw, core_idx = dbscan(arr, eps=eps, min_samples=ms, return_core=True, workers=self.n_jobs)
         self.dbscan_labels_ = raw
         self.core_sample_indices_ = core_idx
         self.n_features_in_ = d
@@ -335,7 +344,7 @@ class PhaseClusterer:
         # fringe of the majority phases: noise within reach of a majority core point
         noise = np.flatnonzero(raw < 0)
         if core_tree is not None and reach > 0 and noise.size:
-            dist, _ = core_tree.query(X64[noise], k=1, distance_upper_bound=reach, workers=-1)
+            dist, _ = core_tree.query(X64[noise], k=1, distance_upper_bound=reach, workers=self.n_jobs)
             unexplained = noise[~np.isfinite(dist)]
         else:
             unexplained = noise
@@ -345,7 +354,7 @@ class PhaseClusterer:
             cand = [members_of[c] for c in by_size[len(major):]]
             # (b) groups among the unexplained noise, at parameters estimated on it alone
             if unexplained.size >= max(min_size, 2 * ms + 2):
-                sub = dbscan_on_subset(X64[unexplained], ms, self.random_state)
+                sub = dbscan_on_subset(X64[unexplained], ms, self.random_state, workers=self.n_jobs)
                 cand += [unexplained[sub == c] for c in range(int(sub.max()) + 1)]
             # largest first; a group close to an accepted minority phase (same test as for the
             # majority phases) is part of it, e.g. the fringe of a minority DBSCAN cluster
@@ -374,7 +383,7 @@ class PhaseClusterer:
         anchors = np.concatenate([major_core, *minority]) if minority else major_core
         if anchors.size and reach > 0 and rest.size:
             dist, j = cKDTree(X64[anchors]).query(
-                X64[rest], k=1, distance_upper_bound=reach, workers=-1
+                X64[rest], k=1, distance_upper_bound=reach, workers=self.n_jobs
             )
             near = np.isfinite(dist)
             labels[rest[near]] = labels[anchors[j[near]]]
@@ -394,7 +403,8 @@ class PhaseClusterer:
         return self.fit(X).labels_
 
 
-def dbscan_on_subset(Xs: np.ndarray, ms: int, random_state: int | None) -> np.ndarray:
+def dbscan_on_subset(Xs: np.ndarray, ms: int, random_state: int | None, *, workers: int = -1) -> np.ndarray:
     """DBSCAN of a point subset at parameters estimated on that subset alone."""
-    params = estimate_dbscan_params(Xs, min_samples=min(ms, Xs.shape[0]), random_state=random_state)
-    return dbscan(Xs, eps=params.eps, min_samples=params.min_samples)
+    params = estimate_dbscan_params(Xs, min_samples=min(ms, Xs.shape[0]), random_state=random_state,
+                                    workers=workers)
+    return dbscan(Xs, eps=params.eps, min_samples=params.min_samples, workers=workers)

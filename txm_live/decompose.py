@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from txm_live.threads import map_ordered, run_tiles
+
 __all__ = [
     "PcaResult",
     "LcfComparison",
@@ -164,18 +166,29 @@ def _noise_variance(tail_sum: float, n_skipped: int, n_samples: int, n_features:
     return max(tail_sum, 0.0) / scale if scale > 0 else 0.0
 
 
+def _row_chunks(n: int) -> list[slice]:
+    return [slice(start, min(start + _CHUNK_ROWS, n)) for start in range(0, n, _CHUNK_ROWS)]
+
+
 def _covariance_eigh(
-    X: np.ndarray, mean: np.ndarray, weights: np.ndarray | None = None
+    X: np.ndarray, mean: np.ndarray, weights: np.ndarray | None = None, threads: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenvalues (descending) and eigenvectors (rows) of the (row-weighted) covariance of ``X``."""
+    """Eigenvalues (descending) and eigenvectors (rows) of the (row-weighted) covariance of ``X``.
+
+    The chunk products run on ``threads`` threads and are summed in chunk order (the result
+    does not depend on ``threads``)."""
     n, p = X.shape
     cov = np.zeros((p, p), dtype=np.float64)
     mean32 = mean.astype(X.dtype, copy=False)
-    for start in range(0, n, _CHUNK_ROWS):
-        chunk = X[start : start + _CHUNK_ROWS] - mean32
+
+    def chunk_product(sl: slice) -> np.ndarray:
+        chunk = X[sl] - mean32
         if weights is not None:
-            chunk *= weights[start : start + _CHUNK_ROWS, None].astype(chunk.dtype)
-        cov += (chunk.T @ chunk).astype(np.float64)
+            chunk *= weights[sl, None].astype(chunk.dtype)
+        return (chunk.T @ chunk).astype(np.float64)
+
+    for part in map_ordered(chunk_product, _row_chunks(n), threads):
+        cov += part
     cov /= max(n - 1, 1)
     evals, evecs = np.linalg.eigh(cov)
     order = np.argsort(evals)[::-1]
@@ -206,6 +219,7 @@ def reduce_pca(
     sample_noise: np.ndarray | None = None,
     noise_margin: float = 1.5,
     random_state: int = 0,
+    threads: int = 1,
 ) -> PcaResult:
     """Principal component analysis with the number of components chosen from the data.
 
@@ -236,6 +250,9 @@ def reduce_pca(
         on the white line), which spreads the noise eigenvalues ~10-20 % beyond the ideal edge.
     random_state : int
         Seed of the randomized solver.
+    threads : int
+        Threads for the row-chunk passes of the covariance solver (mean, covariance, scores);
+        chunk results are combined in chunk order, so the result does not depend on it.
 
     Returns
     -------
@@ -277,7 +294,8 @@ def reduce_pca(
         raise ValueError(f"noise_margin must be >= 1, got {noise_margin}")
     if svd_solver not in ("auto", "covariance", "randomized"):
         raise ValueError(f"svd_solver must be 'auto', 'covariance' or 'randomized', got {svd_solver!r}")
-    if not np.isfinite(X).all():
+    # finite: one sum (NaN/inf propagate); a non-finite sum is checked exactly (overflow)
+    if not (np.isfinite(X.sum()) or np.isfinite(X).all()):
         raise ValueError("X must be finite (mask NaN/inf samples before the PCA)")
 
     weights = None
@@ -289,8 +307,8 @@ def reduce_pca(
         weights /= np.median(weights)
         w2 = weights * weights
         mean = np.zeros(p)
-        for start in range(0, n, _CHUNK_ROWS):
-            mean += w2[start : start + _CHUNK_ROWS] @ X[start : start + _CHUNK_ROWS].astype(np.float64)
+        for part in map_ordered(lambda sl: w2[sl] @ X[sl].astype(np.float64), _row_chunks(n), threads):
+            mean += part
         mean /= w2.sum()
     else:
         mean = X.mean(axis=0, dtype=np.float64)
@@ -300,7 +318,7 @@ def reduce_pca(
         solver = "covariance" if p <= _COVARIANCE_MAX_FEATURES else "randomized"
 
     if solver == "covariance":
-        evals, evecs = _covariance_eigh(X, mean, weights)
+        evals, evecs = _covariance_eigh(X, mean, weights, threads)
         total_var = float(evals.sum())
         noise_var = _noise_variance(float(evals[n_max:].sum()), n_max, n, p)
         evals, evecs = evals[:n_max], evecs[:n_max]
@@ -324,8 +342,11 @@ def reduce_pca(
     comps32 = comps.astype(X.dtype if X.dtype == np.float32 else np.float64)
     mean_out = mean.astype(comps32.dtype)
     scores = np.empty((n, k), dtype=np.float32)
-    for start in range(0, n, _CHUNK_ROWS):
-        scores[start : start + _CHUNK_ROWS] = (X[start : start + _CHUNK_ROWS] - mean_out) @ comps32.T
+
+    def project(sl: slice) -> None:
+        scores[sl] = (X[sl] - mean_out) @ comps32.T
+
+    run_tiles(project, _row_chunks(n), threads)
     return PcaResult(
         scores=scores,
         components=comps32.astype(np.float32),

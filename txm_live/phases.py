@@ -52,6 +52,8 @@ from txm_live.refine import refine_phases
 from txm_live.edges import FEATURE_RANGE, MIN_POST_POINTS, MIN_PRE_POINTS, EdgeWindow, resolve_post_order
 from txm_live.phase_order import edge_levels, edge_positions, edge_tolerance, phase_names
 from txm_live.errors import InsufficientDataError
+from txm_live.normalize import EdgeFeatures, athena_window_features
+from txm_live.threads import run_tiles
 from txm_live.results import EdgeResult
 from txm_live.tiles import map_tiles, normalize_tile
 
@@ -84,9 +86,16 @@ MIN_FEATURE_ENERGIES: int = 8
 _ROW_CHUNK = 32
 #: Bytes of one float32 pixel chunk of the window block (bounds the normalization temporaries).
 _CHUNK_BYTES = 64 * 2**20
-#: BLAS threads inside :func:`analyze_edge`: its matrix products are thin and memory-bound, and
-#: on the beamline computer multi-threaded BLAS only competes with acquisition.
+#: BLAS threads inside :func:`analyze_edge`: its matrix products are thin (memory-bound) or tiny
+#: (the mixture's EM), where multi-threaded BLAS spins more than it computes (measured: 2 BLAS
+#: threads made the cluster stage 3-6x slower on a loaded 2-core machine).
 _BLAS_THREADS = 1
+#: Threads of :func:`analyze_edge` by default (its per-pixel passes over pixel tiles and its BLAS
+#: calls): one, because on the beamline computer the analysis shares the machine with
+#: acquisition.
+DEFAULT_THREADS: int = 1
+#: Pixels per block of the feature projection (81 features x 8192 px float32 = 2.7 MB).
+_PIXEL_BLOCK = 8192
 #: Pixels used to estimate the noise level of each feature.
 _NOISE_SAMPLES = 50_000
 
@@ -147,7 +156,23 @@ def _count_in(energies: np.ndarray, e0: float, rng: tuple[float, float]) -> int:
     return int(np.count_nonzero((energies >= e0 + rng[0]) & (energies <= e0 + rng[1])))
 
 
-def _noise_per_feature(F: np.ndarray, x: np.ndarray) -> np.ndarray:
+def _row_medians(d: np.ndarray) -> np.ndarray:
+    """``np.median(d, axis=1)`` of a finite 2-D array, with one selection per row instead of two.
+
+    For an even row length the median is the mean of the order statistics ``n/2 - 1`` and
+    ``n/2``; after selecting the first, the second is the smallest value above it. Same
+    arithmetic as :func:`numpy.median` (``(a + b) / 2``), so the values are identical.
+    """
+    n = d.shape[1]
+    k = (n - 1) // 2
+    part = np.partition(d, k, axis=1)
+    lo = part[:, k]
+    if n % 2:
+        return lo.copy()
+    return np.add(lo, part[:, k + 1 :].min(axis=1)) / 2.0
+
+
+def _noise_per_feature(F: np.ndarray, x: np.ndarray, *, threads: int = 1) -> np.ndarray:
     """Noise standard deviation of every row of ``F`` (n_features, n_pixels) from second
     differences across energy (robust: median absolute deviation over pixels).
 
@@ -160,10 +185,19 @@ def _noise_per_feature(F: np.ndarray, x: np.ndarray) -> np.ndarray:
     h = np.diff(x)
     wl = h[1:] / (h[:-1] + h[1:])  # weight of the left neighbour
     wr = 1.0 - wl
-    for j in range(1, n_f - 1):  # loop over energies (tens), vectorized over pixels
-        d = F[j] - (wl[j - 1] * F[j - 1] + wr[j - 1] * F[j + 1])
-        mad = float(np.median(np.abs(d - np.median(d))))
-        sig[j] = 1.4826 * mad / np.sqrt(1.0 + wl[j - 1] ** 2 + wr[j - 1] ** 2)
+    # all interior rows at once (float64, row by row the same arithmetic as a loop would do)
+    d = F[1:-1] - (wl[:, None] * F[:-2] + wr[:, None] * F[2:])
+    mad = np.empty(d.shape[0])
+
+    def mad_rows(r: slice) -> None:
+        dr = d[r]
+        dr -= _row_medians(dr)[:, None]
+        np.abs(dr, out=dr)
+        mad[r] = _row_medians(dr)
+
+    step = max(1, -(-d.shape[0] // max(threads, 1)))
+    run_tiles(mad_rows, [slice(r, r + step) for r in range(0, d.shape[0], step)], threads)
+    sig[1:-1] = 1.4826 * mad / np.sqrt(1.0 + wl**2 + wr**2)
     sig[0], sig[-1] = sig[1], sig[-2]
     positive = sig[sig > 0]
     floor = float(np.median(positive)) * 1e-3 if positive.size else 1.0
@@ -176,6 +210,7 @@ def build_features(
     *,
     e0: float,
     random_state: int = 0,
+    threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Noise-whitened near-edge features of the clustered pixels.
 
@@ -189,6 +224,9 @@ def build_features(
         Edge energy (eV).
     random_state : int
         Seed of the pixel subsample (at most 50 000 pixels) used for the noise estimate.
+    threads : int
+        Threads for the noise medians and the per-pixel-block projection (the result does not
+        depend on it).
 
     Returns
     -------
@@ -214,18 +252,28 @@ def build_features(
     mean = F.mean(axis=1, dtype=np.float64)
     if F.shape[1] > _NOISE_SAMPLES:
         sub = np.random.default_rng(random_state).choice(F.shape[1], _NOISE_SAMPLES, replace=False)
-        noise = _noise_per_feature(F[:, np.sort(sub)], x)
+        noise = _noise_per_feature(F[:, np.sort(sub)], x, threads=threads)
     else:
-        noise = _noise_per_feature(F, x)
+        noise = _noise_per_feature(F, x, threads=threads)
     basis = np.stack([mean, np.ones_like(mean), (x - e0) / max(float(np.ptp(x)), 1.0)], axis=1)
     q, _ = np.linalg.qr(basis)
     q32 = q.astype(np.float32)
-    R = F - q32 @ (q32.T @ F)
-    R /= noise.astype(np.float32)[:, None]
-    return np.ascontiguousarray(R.T), mean, noise
+    inv_noise = noise.astype(np.float32)[:, None]
+    X = np.empty((F.shape[1], F.shape[0]), dtype=np.float32)
+
+    def project(sl: slice) -> None:
+        # per block of pixels (the products are column-independent: identical to one product);
+        # the pixel-major copy of an L2-sized block avoids striding through memory
+        R = q32 @ (q32.T @ F[:, sl])
+        np.subtract(F[:, sl], R, out=R)
+        R /= inv_noise
+        X[sl] = R.T
+
+    run_tiles(project, [slice(b, b + _PIXEL_BLOCK) for b in range(0, F.shape[1], _PIXEL_BLOCK)], threads)
+    return X, mean, noise
 
 
-def _residual_noise(X: np.ndarray, pca: PcaResult) -> np.ndarray:
+def _residual_noise(X: np.ndarray, pca: PcaResult, *, threads: int = 1) -> np.ndarray:
     """Per-row noise level (rms per feature) of ``X`` left after the retained components.
 
     ``|x - mean|^2 - |score|^2`` is the squared norm of the part of a row outside the retained
@@ -234,11 +282,14 @@ def _residual_noise(X: np.ndarray, pca: PcaResult) -> np.ndarray:
     n, p = X.shape
     k = pca.n_components
     out = np.empty(n, dtype=np.float64)
-    for start in range(0, n, 65536):
-        xc = X[start : start + 65536] - pca.mean
-        sc = pca.scores[start : start + 65536]
+
+    def rows(sl: slice) -> None:
+        xc = X[sl] - pca.mean
+        sc = pca.scores[sl]
         r2 = np.einsum("ij,ij->i", xc, xc, dtype=np.float64) - np.einsum("ij,ij->i", sc, sc, dtype=np.float64)
-        out[start : start + 65536] = np.sqrt(np.clip(r2, 0.0, None) / max(p - k, 1))
+        out[sl] = np.sqrt(np.clip(r2, 0.0, None) / max(p - k, 1))
+
+    run_tiles(rows, [slice(start, start + 65536) for start in range(0, n, 65536)], threads)
     positive = out[out > 0]
     floor = float(np.median(positive)) * 1e-3 if positive.size else 1.0
     return np.maximum(out, floor)
@@ -316,7 +367,7 @@ def sigma_filter(
 
 
 def _fit_clusterer(
-    scores: np.ndarray, *, eps: float | None, min_samples: int | None
+    scores: np.ndarray, *, eps: float | None, min_samples: int | None, workers: int = -1
 ) -> tuple[np.ndarray, tuple[int, ...], float, int]:
     """Run :class:`txm_live.cluster.PhaseClusterer`.
 
@@ -325,7 +376,7 @@ def _fit_clusterer(
     """
     from txm_live.cluster import PhaseClusterer
 
-    clf = PhaseClusterer(eps=eps, min_samples=min_samples, split_minority=True).fit(scores)
+    clf = PhaseClusterer(eps=eps, min_samples=min_samples, split_minority=True, n_jobs=workers).fit(scores)
     labels = np.asarray(clf.labels_)
     ids = np.unique(labels[labels >= 0])
     pool = {int(v) for v in getattr(clf, "outlier_labels_", ())}
@@ -359,12 +410,16 @@ def _window_phase_stats(
     *,
     athena: tuple[np.ndarray, np.ndarray] | None = None,
     post_order: int | None = None,
+    finite: np.ndarray | None = None,
+    threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean and standard deviation of the normalized spectra of each phase over the window.
 
-    With ``athena=(pre_coefficients, edge_step)`` of the pixels ``pix`` the normalized spectra
-    ``(mu - c0 - c1 (E - e0)) / step`` are rebuilt row chunk by row chunk (one streaming pass
-    over the block); otherwise the pixels are normalized again in pixel chunks (normalization
+    With ``athena=(pre_coefficients, edge_step)`` of the pixels ``pix`` the per-phase moments
+    of the normalized spectra ``(mu - c0 - c1 (E - e0)) / step`` come from matrix products with
+    the raw block (:func:`_athena_phase_moments`, one streaming pass; ``finite`` marks the
+    pixels of ``Y2`` whose spectra are all finite, ``threads`` the threads of that pass);
+    otherwise the pixels are normalized again in pixel chunks (normalization
     is per pixel, so a subset normalizes exactly as in the full image). No normalized copy of
     the whole window is ever held.
     """
@@ -372,24 +427,14 @@ def _window_phase_stats(
 
     n_e = E.size
     onehot, counts = _onehot(lab, n_phases)
+    if athena is not None:
+        c, step = athena
+        mean, std = _athena_phase_moments(
+            E - window.e0, Y2, pix, lab, n_phases, c[0], c[1], 1.0 / step, finite=finite, threads=threads
+        )
+        return mean, std, counts
     s1 = np.zeros((n_e, n_phases))
     s2 = np.zeros((n_e, n_phases))
-    if athena is not None:
-        ref = np.zeros(n_e)
-        c, step = athena
-        c0 = c[0].astype(np.float32)
-        c1 = c[1].astype(np.float32)
-        g = (1.0 / step).astype(np.float32)
-        x = (E - window.e0).astype(np.float32)
-        for r0 in range(0, n_e, _ROW_CHUNK):
-            r = slice(r0, r0 + _ROW_CHUNK)
-            sub = np.take(Y2[r], pix, axis=1).astype(np.float32, copy=False)
-            sub -= c0
-            sub -= x[r, None] * c1
-            sub *= g
-            _accumulate(sub, onehot, s1[r], s2[r], ref[r])
-        mean, std = _finish(s1, s2, ref, counts)
-        return mean, std, counts
     # generic path: normalize pixel chunks again (float64 sums of values and squares)
     for sl in _pixel_chunks(pix.size, n_e):
         nz = normalize_window(
@@ -401,6 +446,111 @@ def _window_phase_stats(
     mean = (s1 / counts).T
     var = np.clip(s2 / counts - (s1 / counts) ** 2, 0.0, None).T
     return mean, np.sqrt(var), counts
+
+
+#: Pixel span and energy rows of one cache-resident float32 chunk of :func:`_athena_phase_moments`
+#: (32 x 2048 x 4 B = 0.25 MB, plus the span's weights: L2-sized; rows of 8 kB keep the reads
+#: from memory streaming), and the pixels of its reference spectrum.
+_MOMENT_PIXELS = 2048
+_MOMENT_ROWS = 32
+_REFERENCE_PIXELS = 4096
+
+
+def _athena_phase_moments(
+    x: np.ndarray,
+    Y2: np.ndarray,
+    pix: np.ndarray,
+    lab: np.ndarray,
+    n_phases: int,
+    c0: np.ndarray,
+    c1: np.ndarray,
+    g: np.ndarray,
+    *,
+    finite: np.ndarray | None = None,
+    threads: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-phase mean and standard deviation (P, n_e) of ``z = (y - c0 - c1 x) g`` over the
+    pixels ``pix`` (sorted, phase ``lab``) of ``Y2`` (n_e, n_pixels), in one pass over ``Y2``.
+
+    ``z`` is linear in the raw spectra ``y``. With a reference spectrum ``rho`` (the mean ``z``
+    of at most :data:`_REFERENCE_PIXELS` pixels spread over ``pix``), ``z - rho = g d`` with
+    ``d = y - [1, x, rho] . [c0, c1, 1/g]``: a rank-3 product subtracted from the raw block.
+    Per chunk of :data:`_MOMENT_ROWS` energies x :data:`_MOMENT_PIXELS` pixels (L2-sized),
+    ``d`` is formed in float32 and two thin products with the one-hot phase weights ``w g`` and
+    ``w g^2`` give ``sum w (z - rho)`` and ``sum w (z - rho)^2``, accumulated over chunks in
+    float64. Centring on ``rho`` keeps ``d`` at the scale of the spread, so float32 loses
+    nothing that matters (relative error ~1e-6 of the spread). Spans whose pixels are all finite
+    (``finite``) are used whole with zero weight outside ``pix``; others gather their ``pix``
+    columns first (a masked pixel may hold NaN). ``threads`` threads each take a contiguous
+    share of the spans; their sums are added in a fixed order.
+    """
+    n_e, n_pix = Y2.shape
+    x = np.asarray(x, dtype=np.float64)
+    # the float32 coefficients of the normalization, as the feature rows used them
+    a32 = np.asarray(c0, dtype=np.float32)
+    b32 = np.asarray(c1, dtype=np.float32)
+    g32 = np.asarray(g, dtype=np.float32)
+    a, b, gg = (v.astype(np.float64) for v in (a32, b32, g32))
+    P = n_phases
+    Pp = -(-P // 4) * 4  # OpenBLAS is fastest for thin products of N = 4 columns
+    ref = np.linspace(0, pix.size - 1, min(_REFERENCE_PIXELS, pix.size)).astype(np.int64)
+    zr = np.take(Y2, pix[ref], axis=1).astype(np.float64)
+    zr -= a[ref]
+    zr -= np.outer(x, b[ref])
+    zr *= gg[ref]
+    rho = zr.mean(axis=1)
+    x3 = np.stack([np.ones(n_e), x, rho], axis=1).astype(np.float32)  # (n_e, 3)
+    coef = np.stack([a32, b32, (1.0 / gg).astype(np.float32)])  # (3, n) per pixel of ``pix``
+    w1 = (np.arange(Pp) == lab[:, None]) * g32[:, None]  # (n, Pp) float32
+    w2 = (np.arange(Pp) == lab[:, None]) * (g32 * g32)[:, None]
+    spans = [slice(i, min(i + _MOMENT_PIXELS, n_pix)) for i in range(0, n_pix, _MOMENT_PIXELS)]
+    lo = np.searchsorted(pix, [c.start for c in spans])
+    hi = np.searchsorted(pix, [c.stop for c in spans])
+    busy = [i for i in range(len(spans)) if hi[i] > lo[i]]
+    n_groups = max(1, min(threads, len(busy)))
+    groups = [busy[k * len(busy) // n_groups : (k + 1) * len(busy) // n_groups] for k in range(n_groups)]
+    parts = [np.zeros((2, n_e, Pp)) for _ in groups]
+
+    def run(k: int) -> None:
+        acc = parts[k]
+        buf = np.empty((_MOMENT_ROWS, _MOMENT_PIXELS), dtype=np.float32)
+        cfull = np.zeros((3, _MOMENT_PIXELS), dtype=np.float32)
+        wfull = np.zeros((2, _MOMENT_PIXELS, Pp), dtype=np.float32)
+        for i in groups[k]:
+            ch = spans[i]
+            sel = slice(lo[i], hi[i])
+            if finite is not None and finite[ch].all():  # whole span, zero weight off ``pix``
+                src = Y2[:, ch]
+                m = ch.stop - ch.start
+                local = pix[sel] - ch.start
+                cm, wm = cfull[:, :m], wfull[:, :m]
+                cm[:] = 0.0
+                wm[:] = 0.0
+                cm[:, local] = coef[:, sel]
+                wm[0, local] = w1[sel]
+                wm[1, local] = w2[sel]
+            else:  # a masked pixel may hold NaN: gather the span's ``pix`` columns
+                src = np.take(Y2[:, ch], pix[sel] - ch.start, axis=1)
+                m = src.shape[1]
+                cm, wm = coef[:, sel], np.stack([w1[sel], w2[sel]])
+            for r0 in range(0, n_e, _MOMENT_ROWS):  # row bands: long contiguous reads
+                r1 = min(r0 + _MOMENT_ROWS, n_e)
+                d = buf[: r1 - r0, :m]
+                np.matmul(x3[r0:r1], cm, out=d)
+                np.subtract(src[r0:r1], d, out=d)
+                acc[0, r0:r1] += d @ wm[0]
+                np.multiply(d, d, out=d)
+                acc[1, r0:r1] += d @ wm[1]
+
+    run_tiles(run, list(range(len(groups))), threads)
+    S = parts[0]
+    for part in parts[1:]:
+        S = S + part
+    counts = np.bincount(lab, minlength=P).astype(np.float64)
+    m1 = S[0, :, :P] / counts
+    mean = rho[:, None] + m1
+    var = np.clip(S[1, :, :P] / counts - m1 * m1, 0.0, None)
+    return mean.T, np.sqrt(var).T
 
 
 def _distributed_phase_stats(
@@ -537,6 +687,7 @@ def analyze_edge(
     progress: Callable[[str], None] | None = None,
     client: object = None,
     timeout: float | None = None,
+    threads: int = DEFAULT_THREADS,
 ) -> PhaseAnalysis:
     """Phase map of one absorption edge from an energy-major block of optical density.
 
@@ -611,6 +762,12 @@ def analyze_edge(
     timeout : float, optional
         With ``client``: seconds to wait for a tile before raising
         :class:`~txm_live.errors.DistributedError`.
+    threads : int
+        Threads of the in-process analysis (default :data:`DEFAULT_THREADS` = 1): the two passes
+        over the block (normalization and the per-phase spectra) run on pixel tiles in this many
+        threads (BLAS stays single-threaded in each). 1 is gentle
+        with the cores acquisition needs; on an analysis server give it more. The result does
+        not depend on it (labels identical).
 
     Returns
     -------
@@ -631,14 +788,19 @@ def analyze_edge(
     Notes
     -----
     Memory: the block is not copied when ``energies`` are increasing. Pixels are normalized in
-    chunks of ~64 MB and only the edge step, the noise, the pre-edge line and the feature rows
-    are kept (``n_features x H W`` float32, 0.12 GB at 602 x 643 with 81 features); the
-    per-phase means and spreads over the whole window are accumulated in one streaming pass
-    over the block. Peak extra memory at full size is ~0.5 GB, not another copy of the cube.
-    BLAS runs single-threaded inside this function (``threadpoolctl``).
+    one fused pass (:func:`txm_live.normalize.athena_features`, cache-sized chunks) and only
+    the edge step, the noise, the pre-edge line and the feature rows are kept
+    (``n_features x H W`` float32, 0.12 GB at 602 x 643 with 81 features); the per-phase means
+    and spreads over the whole window come from a second streaming pass of thin matrix products
+    with the raw block (no normalized copy). Peak extra memory at full size is ~0.5 GB, not
+    another copy of the cube. BLAS runs single-threaded inside this function
+    (``threadpoolctl``); ``threads`` parallelizes the two passes over the block.
     """
     from threadpoolctl import threadpool_limits
 
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+    threads = int(threads)
     with threadpool_limits(limits=_BLAS_THREADS, user_api="blas"):
         return _analyze_edge(
             energies, block, window=window, valid=valid, method=method, post_order=post_order,
@@ -646,7 +808,7 @@ def analyze_edge(
             n_components=n_components, max_components=max_components, pca_noise_margin=pca_noise_margin,
             eps=eps, min_samples=min_samples,
             snr_threshold=snr_threshold, spatial_filter=spatial_filter, refine=refine, random_state=random_state,
-            progress=progress, client=client, timeout=timeout,
+            progress=progress, client=client, timeout=timeout, threads=threads,
         )
 
 
@@ -672,6 +834,7 @@ def _analyze_edge(
     progress: Callable[[str], None] | None,
     client: object = None,
     timeout: float | None = None,
+    threads: int = 1,
 ) -> PhaseAnalysis:
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -743,7 +906,20 @@ def _analyze_edge(
     finite = np.empty(n_pix, dtype=bool)
     tiles = _row_tiles(H, W, E.size)
     tile_args = (E, window, method, f_rows, post_order)
-    if client is None:
+    if client is None and method == "athena":
+        # one fused pass over the block, written straight into the per-pixel arrays
+        def athena_tile(rs: slice) -> None:
+            sl = slice(rs.start * W, rs.stop * W)
+            with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # those are masked
+                athena_window_features(
+                    E, Y2[:, sl], window, post_order=post_order, rows=f_rows,
+                    out=EdgeFeatures(finite[sl], edge_step[sl], pre_noise[sl], step_z[sl], pre_coef[:, sl],
+                                     feat_all[:, sl]),
+                )
+
+        run_tiles(athena_tile, tiles, threads)
+        done = iter(())
+    elif client is None:
         done = ((i, normalize_tile(Y2[:, rs.start * W : rs.stop * W], *tile_args)) for i, rs in enumerate(tiles))
     else:
         done = map_tiles(client, normalize_tile, Y, tiles, lambda i: tile_args,
@@ -765,9 +941,12 @@ def _analyze_edge(
     good &= significant
     if valid is not None:
         good &= valid.ravel()
-    pix = np.flatnonzero(good)
-    if pix.size:
-        pix = pix[np.isfinite(np.take(feat_all, pix, axis=1)).all(axis=0)]
+    # every feature finite: one sum per pixel, non-finite sums checked exactly (overflow)
+    feat_ok = np.isfinite(feat_all.sum(axis=0))
+    unsure = np.flatnonzero(~feat_ok & good)
+    if unsure.size:
+        feat_ok[unsure] = np.isfinite(feat_all[:, unsure]).all(axis=0)
+    pix = np.flatnonzero(good & feat_ok)
     mask = np.zeros(n_pix, dtype=bool)
     mask[pix] = True
     mask = mask.reshape(H, W)
@@ -782,9 +961,12 @@ def _analyze_edge(
 
     # 4. features -------------------------------------------------------------------------
     t = stage("features")
-    F = np.take(feat_all, pix, axis=1)
+    F = np.empty((feat_all.shape[0], pix.size), dtype=np.float32)
+    step = max(1, -(-F.shape[0] // threads))
+    run_tiles(lambda r: np.take(feat_all[r], pix, axis=1, out=F[r], mode="clip"),  # pix in range
+               [slice(r, r + step) for r in range(0, F.shape[0], step)], threads)
     del feat_all
-    X, mean_feat, _noise = build_features(F, Ef, e0=window.e0, random_state=random_state)
+    X, mean_feat, _noise = build_features(F, Ef, e0=window.e0, random_state=random_state, threads=threads)
     timings["features"] = time.perf_counter() - t
 
     # 5. pca ------------------------------------------------------------------------------
@@ -797,9 +979,10 @@ def _analyze_edge(
         sample_noise=1.0 / np.clip(pix_snr, 1e-3, None),
         noise_margin=pca_noise_margin,
         random_state=random_state,
+        threads=threads,
     )
     scores = pca.scores
-    score_noise = _residual_noise(X, pca).astype(np.float32)
+    score_noise = _residual_noise(X, pca, threads=threads).astype(np.float32)
     if spatial_filter:
         scores, score_noise = sigma_filter(scores, pix, (H, W), score_noise, return_noise=True)
     del X
@@ -807,9 +990,9 @@ def _analyze_edge(
 
     # 6. cluster --------------------------------------------------------------------------
     t = stage("cluster")
-    raw, majority, eps_used, ms_used = _fit_clusterer(scores, eps=eps, min_samples=min_samples)
+    raw, majority, eps_used, ms_used = _fit_clusterer(scores, eps=eps, min_samples=min_samples, workers=threads)
     if refine:
-        raw, majority, minority = refine_phases(scores, raw, majority, random_state=random_state)
+        raw, majority, minority = refine_phases(scores, raw, majority, random_state=random_state, workers=threads)
     else:
         minority = tuple(int(i) for i in np.unique(raw[raw >= 0]) if int(i) not in majority)
     timings["cluster"] = time.perf_counter() - t
@@ -844,7 +1027,8 @@ def _analyze_edge(
         athena = (pre_coef[:, cols], edge_step[cols]) if method == "athena" else None
         if client is None:
             mean_spectra, spread, counts = _window_phase_stats(
-                E, Y2, window, method, cols, phase_of_pix[assigned], n_phases, athena=athena, post_order=post_order
+                E, Y2, window, method, cols, phase_of_pix[assigned], n_phases, athena=athena, post_order=post_order,
+                finite=finite, threads=threads,
             )
         else:
             mean_spectra, spread, counts = _distributed_phase_stats(

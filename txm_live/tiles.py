@@ -39,9 +39,13 @@ def normalize_tile(
     ``edge_step / edge_step_error``, ``pre_coefficients`` (2, n) and the feature rows
     ``norm[f_rows]`` (float32), one column per pixel.
     """
-    from txm_live.normalize import normalize_window
+    from txm_live.normalize import athena_window_features, normalize_window
 
     Y2 = np.asarray(Yt).reshape(E.size, -1)
+    if method == "athena":  # one fused, cache-blocked pass; the values of the generic path below
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # those are masked
+            f = athena_window_features(E, Y2, window, post_order=post_order, rows=f_rows)
+        return f.finite, f.edge_step, f.pre_edge_noise, f.step_significance, f.pre_coefficients, f.norm
     finite = np.isfinite(Y2).all(axis=0)  # NaN anywhere: never clustered
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # those are masked
         nz = normalize_window(E, Y2, window, method=method, post_order=post_order, rows=f_rows)
