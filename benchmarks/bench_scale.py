@@ -3,10 +3,12 @@
 Sections (``--sections``, default all; each prints a table):
 
 * ``l3``: full-size L3 (602 x 643 px, 641 energies) from "window complete" to phase maps: in
-  process, and with ``analyze_edge(client=...)`` on a LocalCluster of 1 and 2 worker processes
-  (the block is a numpy array shipped tile by tile, as in the live case). Each in-process stage
-  is printed next to its floor: the bytes it must read divided by the measured memory read
-  bandwidth of this machine.
+  process, and with ``analyze_edge(client=...)`` on a LocalCluster of 1 and 2 worker processes,
+  twice: a numpy block (scattered band by band by ``analyze_edge``, as in the live case) and a
+  block already on the workers (a dask array persisted in the analysis' row bands). Each row
+  prints the client's and every worker's CPU seconds and the load average, so that the result
+  can be read on a shared machine. Each in-process stage is printed next to its floor: the bytes
+  it must read divided by the measured memory read bandwidth of this machine.
 * ``dbscan``: exact DBSCAN of 10^7 points (d = 3, five blobs and uniform noise), single process
   against ``txm_live.dbscan(..., client=)`` on 2 workers; the labels must be identical.
 * ``replay``: 8 simulated runs recorded in an embedded Tiled catalog, replayed serially (the
@@ -53,7 +55,7 @@ def _load() -> str:
     return "load average " + ", ".join(f"{v:.1f}" for v in os.getloadavg())
 
 
-def _cluster(n: int, memory_limit: str = "3GB"):
+def _cluster(n: int, memory_limit: str = "4GB"):
     from dask.distributed import Client
 
     from txm_live.distributed import local_cluster
@@ -103,7 +105,31 @@ def read_bandwidth() -> float:
 
 
 # ----------------------------------------------------------------------------------------------
+def _worker_cpu(client) -> dict[str, float]:
+    """CPU seconds (user + system) of every worker process so far."""
+    def cpu() -> float:
+        t = psutil.Process().cpu_times()
+        return t.user + t.system
+    return client.run(cpu)
+
+
+def _on_workers(client, cube: np.ndarray, tiles: list[slice]):
+    """``cube`` as a dask array whose row tiles were scattered to the workers (round robin)."""
+    import dask
+    import dask.array as da
+
+    workers = list(client.scheduler_info(n_workers=-1)["workers"])
+    parts = []
+    for i, rows in enumerate(tiles):
+        fut = client.scatter(np.ascontiguousarray(cube[:, rows, :]), hash=False, workers=[workers[i % len(workers)]])
+        parts.append(da.from_delayed(dask.delayed(fut), shape=(cube.shape[0], rows.stop - rows.start, cube.shape[2]),
+                                     dtype=cube.dtype))
+    return da.concatenate(parts, axis=1)
+
+
 def section_l3(args: argparse.Namespace) -> None:
+    from txm_live.phases import _row_tiles
+
     (l3,) = default_windows("Nd", ("L3",))
     shape = tuple(args.shape)
     phantom = make_phantom(shape, mode="mixed", seed=0)
@@ -116,21 +142,43 @@ def section_l3(args: argparse.Namespace) -> None:
     gc.collect()
     c0, t0 = time.process_time(), time.perf_counter()
     ref = analyze_edge(e3, cube, window=l3)
-    rows.append(("in process", time.perf_counter() - t0, time.process_time() - c0, True))
+    rows.append(("in process", time.perf_counter() - t0, time.process_time() - c0, [], True, _load()))
+    tiles = _row_tiles(shape[0], shape[1], e3.size)
     for n in (1, 2):
         cluster, client = _cluster(n)
         analyze_edge(e3[:], cube[:, :64], window=l3, client=client)  # warm the workers' imports
-        c0, t0 = time.process_time(), time.perf_counter()
-        got = analyze_edge(e3, cube, window=l3, client=client)
-        rows.append((f"{n} worker{'s' if n > 1 else ''}", time.perf_counter() - t0, time.process_time() - c0,
-                     bool(np.array_equal(got.labels, ref.labels))))
+        for how in ("numpy block (scattered by analyze_edge)", "block already on the workers"):
+            block = cube if how.startswith("numpy") else _on_workers(client, cube, tiles)
+            if not isinstance(block, np.ndarray):
+                from dask.distributed import wait
+
+                block = client.persist(block)
+                wait(block)
+            w0 = _worker_cpu(client)
+            c0, t0 = time.process_time(), time.perf_counter()
+            got = analyze_edge(e3, block, window=l3, client=client)
+            wall = time.perf_counter() - t0
+            cpu = time.process_time() - c0
+            w1 = _worker_cpu(client)
+            rows.append((f"{n} worker{'s' if n > 1 else ''}, {how}", wall, cpu, [w1[k] - w0[k] for k in w1],
+                         bool(np.array_equal(got.labels, ref.labels)), _load()))
+            del block
         client.close()
         cluster.close()
     base = rows[0][1]
-    print("| run | wall (s) | client CPU (s) | speedup vs in process | labels identical |")
-    print("|---|---|---|---|---|")
-    for name, wall, cpu, same in rows:
-        print(f"| {name} | {wall:.2f} | {cpu:.2f} | {base / wall:.2f}x | {same} |")
+    print("| run | wall (s) | client CPU (s) | worker CPU (s) | worker efficiency | speedup vs in process "
+          "| labels identical | load average (1, 5, 15 min) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, wall, cpu, wcpu, same, load in rows:
+        eff = ", ".join(f"{w / wall:.0%}" for w in wcpu) or "-"
+        ws = ", ".join(f"{w:.2f}" for w in wcpu) or "-"
+        print(f"| {name} | {wall:.2f} | {cpu:.2f} | {ws} | {eff} | {base / wall:.2f}x | {same} | {load[13:]} |")
+    for how in ("numpy", "already"):
+        one = [r for r in rows if r[0].startswith("1 worker,") and how in r[0]]
+        two = [r for r in rows if r[0].startswith("2 workers,") and how in r[0]]
+        if one and two:
+            print(f"speedup 2 vs 1 workers ({one[0][0].split(', ', 1)[1]}): {one[0][1] / two[0][1]:.2f}x "
+                  f"(worker CPU {sum(one[0][3]):.2f} s vs {sum(two[0][3]):.2f} s)")
     # stage times of the in-process run next to their floors (bytes read / read bandwidth)
     n_pix = cube.shape[1] * cube.shape[2]
     n_f = int(np.count_nonzero((e3 >= l3.e0 - 20) & (e3 <= l3.e0 + 60)))
@@ -170,24 +218,34 @@ def section_dbscan(args: argparse.Namespace) -> None:
     print(f"\n## exact DBSCAN: {n:,} points, d = 3, eps {eps:.4f}, min_samples {ms}; {_load()}")
     gc.collect()
     with PeakRss() as mem:
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         ref = dbscan(X, eps=eps, min_samples=ms)
         t_single = time.perf_counter() - t0
-    rows = [("single process", t_single, mem.peak - mem.start, True, int(ref.max()) + 1)]
+        c_single = time.process_time() - c0
+    rows = [("single process (k-d tree queries on all cores)", t_single, c_single, [], mem.peak - mem.start, True,
+             int(ref.max()) + 1, _load())]
     cluster, client = _cluster(2)
+    client.run(lambda: __import__("txm_live.dbscan_dist"))  # warm imports
     with PeakRss() as mem, WorkerPeak(client) as wp:
-        t0 = time.perf_counter()
+        w0 = _worker_cpu(client)
+        c0, t0 = time.process_time(), time.perf_counter()
         got = dbscan(X, eps=eps, min_samples=ms, client=client)
         t_dist = time.perf_counter() - t0
-    rows.append(("2 workers", t_dist, mem.peak - mem.start, bool(np.array_equal(got, ref)), int(got.max()) + 1))
+        c_dist = time.process_time() - c0
+        w1 = _worker_cpu(client)
+    rows.append(("2 workers", t_dist, c_dist, [w1[k] - w0[k] for k in w1], mem.peak - mem.start,
+                 bool(np.array_equal(got, ref)), int(got.max()) + 1, _load()))
     worker_peak = max(wp.peak.values()) if wp.peak else 0
     client.close()
     cluster.close()
-    print("| run | wall (s) | client peak RSS above start (GiB) | labels identical | clusters |")
-    print("|---|---|---|---|---|")
-    for name, wall, peak, same, k in rows:
-        print(f"| {name} | {wall:.2f} | {peak / 2**30:.2f} | {same} | {k} |")
-    print(f"(2 workers: peak worker RSS {worker_peak / 2**30:.2f} GiB; noise fraction {np.mean(ref < 0):.3f})")
+    print("| run | wall (s) | client CPU (s) | worker CPU (s) | client peak RSS above start (GiB) | labels identical "
+          "| clusters | load average (1, 5, 15 min) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, wall, cpu, wcpu, peak, same, k, load in rows:
+        ws = ", ".join(f"{w:.1f}" for w in wcpu) or "-"
+        print(f"| {name} | {wall:.1f} | {cpu:.1f} | {ws} | {peak / 2**30:.2f} | {same} | {k} | {load[13:]} |")
+    print(f"(2 workers: peak worker RSS {worker_peak / 2**30:.2f} GiB; noise fraction {np.mean(ref < 0):.3f}; "
+          f"speedup {t_single / t_dist:.2f}x)")
 
 
 def section_replay(args: argparse.Namespace) -> None:

@@ -223,3 +223,17 @@ def test_package_level_function_is_the_exact_dbscan() -> None:
     X = np.random.default_rng(7).normal(size=(1500, 3))
     expected = DBSCAN(eps=0.35, min_samples=6).fit_predict(X)
     np.testing.assert_array_equal(txm_live.dbscan(X, eps=0.35, min_samples=6), expected)
+
+
+def test_one_feature_equals_sklearn() -> None:
+    """d = 1 (the full-size Nd L3 case clusters one principal component): the group pairs are
+    decided from the interval ends; ties, duplicates and rounded values as scikit-learn."""
+    rng = np.random.default_rng(8)
+    for t in range(12):
+        X = np.concatenate([rng.normal(0, 1, 3000), rng.normal(6, 0.5, 2000), rng.uniform(-5, 12, 300)])
+        if t % 3 == 0:
+            X = np.round(X, 2)  # many exact ties and pairs at exactly eps
+        X = X[:, None]
+        eps = [0.01, 0.05, 0.1, 0.3][t % 4]
+        ms = [3, 5, 10][t % 3]
+        np.testing.assert_array_equal(dbscan(X, eps=eps, min_samples=ms), DBSCAN(eps=eps, min_samples=ms).fit(X).labels_)

@@ -65,6 +65,7 @@ def test_analyze_edge_on_workers_equals_in_process(client, monkeypatch) -> None:
     assert len(phases._row_tiles(*cube.shape[1:], cube.shape[0])) > 3
     assert ref.n_phases >= 2
     np.testing.assert_array_equal(got.labels, ref.labels)
+    assert (got.eps, got.min_samples) == (ref.eps, ref.min_samples)  # k-distances reduced from the workers
     np.testing.assert_array_equal(got.mask, ref.mask)
     assert got.phase_names == ref.phase_names
     np.testing.assert_array_equal(got.counts, ref.counts)
@@ -72,6 +73,22 @@ def test_analyze_edge_on_workers_equals_in_process(client, monkeypatch) -> None:
     np.testing.assert_allclose(got.mean_spectra, ref.mean_spectra, rtol=0, atol=1e-5)
     np.testing.assert_allclose(got.spread, ref.spread, rtol=0, atol=1e-4)
     np.testing.assert_array_equal(got.white_line, ref.white_line)
+
+
+@pytest.mark.parametrize("kw", [{"spatial_filter": False}, {"method": "mback"}])
+def test_analyze_edge_on_workers_other_options_equal_in_process(client, monkeypatch, kw) -> None:
+    """Without the sigma filter (scores straight from the projection) and with MBACK
+    normalization (the generic per-tile normalization and phase statistics)."""
+    import txm_live.phases as phases
+
+    monkeypatch.setattr(phases, "_CHUNK_BYTES", 1 << 20)
+    energies, cube = _cube(seed=5)
+    ref = analyze_edge(energies, cube, window=L3, **kw)
+    got = analyze_edge(energies, cube, window=L3, client=client, timeout=120, **kw)
+    assert ref.n_phases >= 2
+    np.testing.assert_array_equal(got.labels, ref.labels)
+    assert got.eps == ref.eps
+    np.testing.assert_allclose(got.mean_spectra, ref.mean_spectra, rtol=0, atol=1e-5)
 
 
 def test_analyze_edge_reads_a_dask_array_on_the_workers(client, monkeypatch) -> None:
@@ -157,3 +174,70 @@ def test_gather_names_a_timeout(client) -> None:
     fut = client.submit(time.sleep, 5, pure=False)
     with pytest.raises(DistributedError, match="did not answer"):
         gather(client, [fut], what="a sleeping task", timeout=0.5)
+
+
+def _scattered_block(client, cube, tiles):
+    """``cube`` as a dask array persisted on the workers in chunks equal to the row tiles."""
+    import dask
+    import dask.array as da
+
+    parts = []
+    for rows in tiles:
+        fut = client.scatter(np.ascontiguousarray(cube[:, rows, :]), hash=False)
+        parts.append(da.from_delayed(dask.delayed(fut), shape=(cube.shape[0], rows.stop - rows.start, cube.shape[2]),
+                                     dtype=cube.dtype))
+    return client.persist(da.concatenate(parts, axis=1))
+
+
+def test_analyze_edge_uses_a_block_already_on_the_workers(client, monkeypatch) -> None:
+    """A dask array persisted in row-tile chunks is analysed from its chunks' futures (no read,
+    no copy through the client) and gives the in-process labels."""
+    import txm_live.phases as phases
+    from txm_live.tiled_edge import _persisted_tiles
+
+    monkeypatch.setattr(phases, "_CHUNK_BYTES", 1 << 20)
+    energies, cube = _cube(seed=3)
+    ref = analyze_edge(energies, cube, window=L3)
+    tiles = phases._row_tiles(*cube.shape[1:], cube.shape[0])
+    block = _scattered_block(client, cube, tiles)
+    assert len(_persisted_tiles(client, block, tiles)) == len(tiles) > 3
+    got = analyze_edge(energies, block, window=L3, client=client, timeout=120)
+    np.testing.assert_array_equal(got.labels, ref.labels)
+    np.testing.assert_array_equal(got.white_line, ref.white_line)
+    np.testing.assert_allclose(got.mean_spectra, ref.mean_spectra, rtol=0, atol=1e-5)
+
+
+def test_worker_killed_mid_analyze_edge_is_retried_or_named(client, monkeypatch) -> None:
+    """SIGKILL a worker while the tiles are normalized: the scattered tiles it held are lost, so
+    either the analysis still ends with the in-process labels or a DistributedError names the
+    failure; never a hang."""
+    import time
+
+    import txm_live.phases as phases
+
+    monkeypatch.setattr(phases, "_CHUNK_BYTES", 1 << 20)
+    energies, cube = _cube(seed=4)
+    ref = analyze_edge(energies, cube, window=L3)
+    pids = list(client.run(os.getpid).values())
+    killed = threading.Event()
+
+    def killer() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(client.processing().values()):
+            time.sleep(0.005)
+        os.kill(pids[-1], signal.SIGKILL)
+        killed.set()
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    t0 = time.monotonic()
+    try:
+        got = analyze_edge(energies, cube, window=L3, client=client, timeout=120)
+    except DistributedError as exc:
+        assert "worker" in str(exc) or "did not answer" in str(exc) or "lost" in str(exc)
+    else:
+        np.testing.assert_array_equal(got.labels, ref.labels)
+    assert time.monotonic() - t0 < 120  # named or done well before the timeout backstop
+    t.join(60)
+    assert killed.is_set()
+    client.wait_for_workers(2, timeout=60)

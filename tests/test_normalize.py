@@ -8,7 +8,14 @@ import pytest
 
 import txm_live_test_helpers as helpers  # tests/helpers.py, loaded by tests/conftest.py
 from txm_live.edges import EdgeWindow, default_windows
-from txm_live.normalize import Normalized, normalize_athena, normalize_mback, normalize_window
+from txm_live.normalize import (
+    EdgeFeatures,
+    Normalized,
+    athena_features,
+    normalize_athena,
+    normalize_mback,
+    normalize_window,
+)
 
 # (file, element, e0, pre, post): windows that fit the measured ranges (Ce has only 50 eV of pre-edge)
 CASES = [
@@ -334,3 +341,95 @@ def test_edge_step_error_athena_and_mback():
         assert res.edge_step_error.shape == res.edge_step.shape
         assert np.all(res.edge_step_error > 0)
         assert np.median(res.edge_step / res.edge_step_error) > 20
+
+
+# ----------------------------------------------------------------------------------------------
+# athena_features: the fused pass of the phase analysis
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_athena_features_bit_identical_to_normalize_athena(dtype: type) -> None:
+    """Same float64 fits and float32 arithmetic per element as normalize_athena(rows=...), on a
+    strided view of a wider block, with non-finite and step-less pixels; finiteness exact."""
+    rng = np.random.default_rng(11)
+    e = np.arange(6008.0, 6649.0, 2.0)
+    e0 = 6208.0
+    n_pix = 1700  # not a multiple of the chunk size
+    step = rng.uniform(0.05, 1.0, n_pix)
+    mu = 0.5 + 1e-4 * (e[:, None] - e0) + step * (e[:, None] > e0) + 0.01 * rng.standard_normal((e.size, n_pix))
+    mu[:, 10] = 1.0  # flat: no edge step
+    mu[5, 11] = np.nan  # non-finite in the pre-edge
+    mu[120, 12] = np.inf  # non-finite between the feature range and the post-edge
+    mu[:, 13] = 3e37  # finite, but its sum overflows float32: still finite (its step is rounding noise)
+    wide = np.zeros((e.size, n_pix + 300), dtype=dtype)
+    wide[:, 100 : 100 + n_pix] = mu
+    y = wide[:, 100 : 100 + n_pix]  # a strided view
+    rows = slice(int(np.searchsorted(e, e0 - 20)), int(np.searchsorted(e, e0 + 60)) + 1)
+    kw = {"e0": e0, "pre": (-200.0, -60.0), "post": (90.0, 440.0), "post_order": 2}
+    with np.errstate(all="ignore"):
+        ref = normalize_athena(e, y, rows=rows, **kw)
+        got = athena_features(e, y, rows=rows, **kw)
+    np.testing.assert_array_equal(got.finite, np.isfinite(mu).all(axis=0))
+    assert got.finite[13] and not got.finite[11] and not got.finite[12]
+    # pixel 13's step is the float64 rounding noise of 3e37 - 3e37, which depends on the BLAS
+    # kernel's column blocking; every other pixel agrees to the bit
+    keep = np.arange(n_pix) != 13
+    got = EdgeFeatures(got.finite[keep], got.edge_step[keep], got.pre_edge_noise[keep],
+                       got.step_significance[keep], got.pre_coefficients[:, keep], got.norm[:, keep])
+    ref = Normalized(norm=ref.norm[:, keep], edge_step=ref.edge_step[keep], pre_edge_noise=ref.pre_edge_noise[keep],
+                     pre_coefficients=ref.pre_coefficients[:, keep], post_coefficients=ref.post_coefficients[:, keep],
+                     e0=ref.e0, edge_step_error=ref.edge_step_error[keep])
+    np.testing.assert_array_equal(got.edge_step, ref.edge_step.astype(np.float32))
+    np.testing.assert_array_equal(got.pre_edge_noise, ref.pre_edge_noise.astype(np.float32))
+    np.testing.assert_array_equal(got.pre_coefficients, ref.pre_coefficients.astype(np.float32))
+    np.testing.assert_array_equal(got.norm, ref.norm.astype(np.float32))
+    with np.errstate(all="ignore"):
+        z = (ref.edge_step / ref.edge_step_error).astype(np.float32)
+    np.testing.assert_array_equal(got.step_significance, z)
+    # written in place into views of larger arrays
+    out = EdgeFeatures(np.zeros(n_pix + 5, bool)[5:], *(np.zeros(n_pix + 5, np.float32)[5:] for _ in range(3)),
+                       np.zeros((2, n_pix + 5), np.float32)[:, 5:], np.zeros((got.norm.shape[0], n_pix + 5), np.float32)[:, 5:])
+    with np.errstate(all="ignore"):
+        back = athena_features(e, y, rows=rows, out=out, **kw)
+    assert back is out
+    np.testing.assert_array_equal(out.norm[:, keep], got.norm)
+
+
+def test_athena_features_validation() -> None:
+    e = np.arange(6008.0, 6649.0, 2.0)
+    y = np.ones((e.size, 10), dtype=np.float32)
+    kw = {"e0": 6208.0, "pre": (-200.0, -60.0), "post": (90.0, 440.0), "post_order": 2}
+    with pytest.raises(ValueError, match="rows"):
+        athena_features(e, y, rows=[1, 2], **kw)
+    with pytest.raises(ValueError, match="post_order"):
+        athena_features(e, y, rows=slice(0, 5), **{**kw, "post_order": 4})
+    with pytest.raises(ValueError, match="spectra must be 2-D"):
+        athena_features(e, y.reshape(e.size, 2, 5), rows=slice(0, 5), **kw)
+    bad = EdgeFeatures(*(np.zeros(10) for _ in range(4)), np.zeros((2, 10)), np.zeros((5, 10)))
+    with pytest.raises(ValueError, match="out.finite"):
+        athena_features(e, y, rows=slice(0, 5), out=bad, **kw)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_athena_window_features_joint_window_equals_normalize_window(dtype: type) -> None:
+    """A joint window (Fe L2 normalized on the L3 ranges): the fused pass gives the values of
+    normalize_window, pre-edge line written about the L2 e0."""
+    from txm_live.edges import join_windows
+    from txm_live.normalize import athena_window_features
+
+    e = np.arange(690.0, 740.0, 0.25)
+    l3, l2 = join_windows(default_windows("Fe", ("L3", "L2"), energies=e))
+    assert l2.joint is not None
+    rng = np.random.default_rng(3)
+    n_pix = 700
+    step = rng.uniform(0.2, 1.0, n_pix)
+    mu = 0.3 + 2e-3 * (e[:, None] - 700) + step * (e[:, None] > l3.e0) + 0.01 * rng.standard_normal((e.size, n_pix))
+    y = mu.astype(dtype)
+    rows = slice(int(np.searchsorted(e, l2.e0 - 3)), int(np.searchsorted(e, l2.e0 + 6)))
+    with np.errstate(all="ignore"):
+        ref = normalize_window(e, y, l2, rows=rows)
+        got = athena_window_features(e, y, l2, rows=rows)
+    np.testing.assert_array_equal(got.pre_coefficients, ref.pre_coefficients.astype(np.float32))
+    np.testing.assert_array_equal(got.edge_step, ref.edge_step.astype(np.float32))
+    np.testing.assert_array_equal(got.pre_edge_noise, ref.pre_edge_noise.astype(np.float32))
+    np.testing.assert_array_equal(got.norm, ref.norm.astype(np.float32))

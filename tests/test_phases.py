@@ -215,6 +215,60 @@ def test_non_finite_pixels_are_masked() -> None:
     assert np.isfinite(res.mean_spectra).all() and np.isfinite(res.spread).all()
 
 
+def test_threads_give_identical_results() -> None:
+    """Two tile threads (normalization, features, PCA, phase spectra) change nothing but speed:
+    labels and masks are identical, the phase spectra equal to float64 rounding."""
+    energies, cube = _cube("mixed", "L3")
+    bad = cube.copy()
+    bad[:, 5, 7] = np.nan  # a non-finite pixel: its tile of the phase spectra is gathered
+    one = analyze_edge(energies, bad, window=L3, threads=1)
+    two = analyze_edge(energies, bad, window=L3, threads=2)
+    np.testing.assert_array_equal(one.labels, two.labels)
+    np.testing.assert_array_equal(one.mask, two.mask)
+    np.testing.assert_array_equal(one.snr, two.snr)
+    np.testing.assert_allclose(two.mean_spectra, one.mean_spectra, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(two.spread, one.spread, rtol=0, atol=1e-12)
+
+
+def test_phase_moments_equal_the_normalized_spectra() -> None:
+    """The per-phase mean and spread from the raw block (rank-3 baseline, float32 chunks) equal
+    those of the explicitly normalized spectra (float64 reference), with chunks holding NaN
+    pixels outside the phases, on one and two threads."""
+    from txm_live.phases import _athena_phase_moments
+
+    rng = np.random.default_rng(4)
+    n_e, n_pix = 37, 9000
+    x = np.linspace(-100.0, 200.0, n_e)
+    c0 = rng.uniform(0.5, 2.0, n_pix).astype(np.float32)
+    c1 = rng.uniform(-1e-3, 1e-3, n_pix).astype(np.float32)
+    g = rng.uniform(1.0, 5.0, n_pix).astype(np.float32)
+    z = 1.0 + 0.3 * rng.standard_normal((n_e, n_pix))
+    Y = (z / g + c0 + np.outer(x, c1)).astype(np.float32)
+    Y[3, 4200] = np.nan  # a masked pixel: not in ``pix``
+    finite = np.isfinite(Y).all(axis=0)
+    pix = np.sort(rng.choice(np.flatnonzero(finite), 6000, replace=False))
+    lab = rng.integers(0, 3, pix.size)
+    mean, std = _athena_phase_moments(x, Y, pix, lab, 3, c0[pix], c1[pix], g[pix], finite=finite, threads=2)
+    one = _athena_phase_moments(x, Y, pix, lab, 3, c0[pix], c1[pix], g[pix], finite=finite, threads=1)
+    np.testing.assert_allclose(one[0], mean, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(one[1], std, rtol=0, atol=1e-12)
+    zz = (Y[:, pix].astype(np.float64) - c0[pix] - np.outer(x, c1[pix].astype(np.float64))) * g[pix]
+    for p in range(3):
+        sel = zz[:, lab == p]
+        # float32 chunks centred on a reference spectrum: errors ~1e-7 of values ~1
+        np.testing.assert_allclose(mean[p], sel.mean(axis=1), rtol=0, atol=1e-6)
+        np.testing.assert_allclose(std[p], sel.std(axis=1), rtol=1e-5, atol=0)
+
+
+def test_row_medians_equal_numpy() -> None:
+    from txm_live.phases import _row_medians
+
+    rng = np.random.default_rng(5)
+    for n in (1, 2, 3, 4, 1001, 1000):
+        for d in (rng.standard_normal((6, n)), np.round(rng.standard_normal((6, n)), 1), np.ones((6, n))):
+            np.testing.assert_array_equal(_row_medians(d), np.median(d, axis=1))
+
+
 def test_unordered_energies_and_wider_block() -> None:
     """A block wider than the window, with energies out of order, gives the same phases."""
     energies, cube = _cube("pure", "L3")
@@ -261,6 +315,8 @@ def test_insufficient_energies_and_pixels() -> None:
         ({"valid": np.ones((3, 3), dtype=bool)}, "valid must be a bool array"),
         ({"feature_range": (60.0, -20.0)}, "feature_range"),
         ({"method": "fancy"}, "method"),
+        ({"threads": 0}, "threads"),
+        ({"threads": 1.5}, "threads"),
     ],
 )
 def test_analyze_edge_validation(kwargs: dict, match: str) -> None:

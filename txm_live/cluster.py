@@ -14,6 +14,7 @@ producing dozens of phases.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 
@@ -92,6 +93,7 @@ def estimate_dbscan_params(
     sample_size: int = 10_000,
     tail_quantile: float = 0.995,
     random_state: int | None = 0,
+    workers: int = -1,
 ) -> DbscanParams:
     """Choose DBSCAN ``eps`` (and ``min_samples``) from the data.
 
@@ -108,6 +110,9 @@ def estimate_dbscan_params(
         not flatten it; in (0.5, 1].
     random_state : int or None
         Seed of the subsample.
+    workers : int
+        Threads of the k-nearest-neighbour queries (-1: all cores); the result does not depend
+        on it.
 
     Returns
     -------
@@ -146,15 +151,32 @@ def estimate_dbscan_params(
     if not (isinstance(tail_quantile, Real) and 0.5 < tail_quantile <= 1.0):
         raise ValueError(f"tail_quantile must be in (0.5, 1], got {tail_quantile!r}")
     X64 = np.ascontiguousarray(arr, dtype=np.float64)
-    rng = np.random.default_rng(random_state)
-    m = min(n, int(sample_size))
-    sub = rng.choice(n, m, replace=False) if m < n else np.arange(n)
+    sub = _k_distance_sample(n, sample_size, random_state)
+    m = sub.size
     tree = cKDTree(X64, balanced_tree=False, compact_nodes=False)
     rank = np.empty(n, dtype=np.int64)
     rank[tree.indices] = np.arange(n)
     sub = sub[np.argsort(rank[sub])]  # tree order: neighbouring queries share cache
-    dist, _ = tree.query(X64[sub], k=ms, workers=-1)
+    dist, _ = tree.query(X64[sub], k=ms, workers=workers)
     kd = np.sort(np.asarray(dist).reshape(m, ms)[:, -1])
+    return params_from_k_distances(kd, ms, tail_quantile=tail_quantile,
+                                   span=lambda: float(np.max(X64.max(axis=0) - X64.min(axis=0))))
+
+
+def _k_distance_sample(n: int, sample_size: int, random_state: int | None) -> np.ndarray:
+    """Indices of the points on the k-distance curve (all when ``n <= sample_size``)."""
+    m = min(n, int(sample_size))
+    return np.random.default_rng(random_state).choice(n, m, replace=False) if m < n else np.arange(n)
+
+
+def params_from_k_distances(
+    kd: np.ndarray, ms: int, *, tail_quantile: float = 0.995, span: Callable[[], float]
+) -> DbscanParams:
+    """:class:`DbscanParams` from the sorted k-distances of the sample (the knee step of
+    :func:`estimate_dbscan_params`, shared with the distributed analysis, which reduces the
+    k-distances from the workers). ``span`` gives the largest coordinate range of the points,
+    used only when every sampled point sits on ``ms`` exact duplicates."""
+    m = kd.size
     top = max(2, int(math.ceil(tail_quantile * m)))
     knee = _knee(kd[:top])
     eps = float(kd[knee])
@@ -164,8 +186,8 @@ def estimate_dbscan_params(
             eps = float(positive[0])
             knee = int(np.searchsorted(kd, eps))
         else:  # every sampled point sits on min_samples duplicates: separate the sites only
-            span = float(np.max(X64.max(axis=0) - X64.min(axis=0)))
-            eps = span * 1e-6 if span > 0 else 1.0
+            sp = span()
+            eps = sp * 1e-6 if sp > 0 else 1.0
     return DbscanParams(
         eps=eps,
         min_samples=ms,
@@ -200,6 +222,9 @@ class PhaseClusterer:
         0 keeps all DBSCAN noise in the minority pool as in Duan et al.).
     random_state : int or None
         Seed of the subsample used by the parameter estimate.
+    n_jobs : int
+        Threads of the KD-tree queries (-1: all cores, the default); the phases do not depend
+        on it.
 
     Attributes
     ----------
@@ -248,6 +273,7 @@ class PhaseClusterer:
         min_phase_fraction: float = 0.005,
         fringe_factor: float = 2.0,
         random_state: int | None = 0,
+        n_jobs: int = -1,
     ) -> None:
         self.eps = eps
         self.fringe_factor = fringe_factor
@@ -256,6 +282,7 @@ class PhaseClusterer:
         self.majority_fraction = majority_fraction
         self.min_phase_fraction = min_phase_fraction
         self.random_state = random_state
+        self.n_jobs = n_jobs
 
     def _check_options(self) -> None:
         if self.eps is not None and (
@@ -290,13 +317,13 @@ class PhaseClusterer:
         ms = self.min_samples if self.min_samples is not None else default_min_samples(n, d)
         if self.eps is None:
             self.params_ = estimate_dbscan_params(
-                arr, min_samples=ms, random_state=self.random_state
+                arr, min_samples=ms, random_state=self.random_state, workers=self.n_jobs
             )
             eps, ms = self.params_.eps, self.params_.min_samples
         else:
             eps = float(self.eps)
         self.eps_, self.min_samples_ = float(eps), int(ms)
-        raw, core_idx = dbscan(arr, eps=eps, min_samples=ms, return_core=True)
+        raw, core_idx = dbscan(arr, eps=eps, min_samples=ms, return_core=True, workers=self.n_jobs)
         self.dbscan_labels_ = raw
         self.core_sample_indices_ = core_idx
         self.n_features_in_ = d
@@ -335,7 +362,7 @@ class PhaseClusterer:
         # fringe of the majority phases: noise within reach of a majority core point
         noise = np.flatnonzero(raw < 0)
         if core_tree is not None and reach > 0 and noise.size:
-            dist, _ = core_tree.query(X64[noise], k=1, distance_upper_bound=reach, workers=-1)
+            dist, _ = core_tree.query(X64[noise], k=1, distance_upper_bound=reach, workers=self.n_jobs)
             unexplained = noise[~np.isfinite(dist)]
         else:
             unexplained = noise
@@ -345,7 +372,7 @@ class PhaseClusterer:
             cand = [members_of[c] for c in by_size[len(major):]]
             # (b) groups among the unexplained noise, at parameters estimated on it alone
             if unexplained.size >= max(min_size, 2 * ms + 2):
-                sub = dbscan_on_subset(X64[unexplained], ms, self.random_state)
+                sub = dbscan_on_subset(X64[unexplained], ms, self.random_state, workers=self.n_jobs)
                 cand += [unexplained[sub == c] for c in range(int(sub.max()) + 1)]
             # largest first; a group close to an accepted minority phase (same test as for the
             # majority phases) is part of it, e.g. the fringe of a minority DBSCAN cluster
@@ -374,7 +401,7 @@ class PhaseClusterer:
         anchors = np.concatenate([major_core, *minority]) if minority else major_core
         if anchors.size and reach > 0 and rest.size:
             dist, j = cKDTree(X64[anchors]).query(
-                X64[rest], k=1, distance_upper_bound=reach, workers=-1
+                X64[rest], k=1, distance_upper_bound=reach, workers=self.n_jobs
             )
             near = np.isfinite(dist)
             labels[rest[near]] = labels[anchors[j[near]]]
@@ -394,7 +421,8 @@ class PhaseClusterer:
         return self.fit(X).labels_
 
 
-def dbscan_on_subset(Xs: np.ndarray, ms: int, random_state: int | None) -> np.ndarray:
+def dbscan_on_subset(Xs: np.ndarray, ms: int, random_state: int | None, *, workers: int = -1) -> np.ndarray:
     """DBSCAN of a point subset at parameters estimated on that subset alone."""
-    params = estimate_dbscan_params(Xs, min_samples=min(ms, Xs.shape[0]), random_state=random_state)
-    return dbscan(Xs, eps=params.eps, min_samples=params.min_samples)
+    params = estimate_dbscan_params(Xs, min_samples=min(ms, Xs.shape[0]), random_state=random_state,
+                                    workers=workers)
+    return dbscan(Xs, eps=params.eps, min_samples=params.min_samples, workers=workers)

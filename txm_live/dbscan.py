@@ -181,7 +181,21 @@ def _exact_pairs_connected(
     h: np.ndarray,
     eps2: float,
 ) -> np.ndarray:
-    """For group pairs (g, h): is some point of g within eps of some point of h (exact)?"""
+    """For group pairs (g, h): is some point of g within eps of some point of h (exact)?
+
+    One feature: groups are grid cells, i.e. disjoint intervals, so the closest pair of two
+    groups is the end of one and the start of the other, and the rounded difference of that
+    pair is the smallest of all pairs (rounding is monotone): one pair per group pair decides.
+    """
+    if X.shape[1] == 1:
+        v = X[pts, 0]
+        vmin = np.minimum.reduceat(v, start)
+        vmax = np.maximum.reduceat(v, start)
+        below = vmax[g] < vmin[h]  # g lies left of h
+        a = np.where(below, vmax[g], vmin[g])
+        b = np.where(below, vmin[h], vmax[h])
+        t = a - b
+        return t * t <= eps2
     out = np.zeros(g.size, dtype=bool)
     work = size[g].astype(np.int64) * size[h]
     small = np.flatnonzero(work <= _PAIR_BUDGET)
@@ -229,7 +243,8 @@ def _exact_pairs_connected(
 
 
 def dbscan(
-    X: np.ndarray, *, eps: float, min_samples: int, return_core: bool = False, client: object = None
+    X: np.ndarray, *, eps: float, min_samples: int, return_core: bool = False, client: object = None,
+    workers: int = -1,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Exact DBSCAN, label for label identical to scikit-learn, in bounded memory.
 
@@ -248,6 +263,9 @@ def dbscan(
     client : dask.distributed.Client, optional
         Cluster the points on the workers of a Dask cluster: slabs with eps-wide halos, merged
         exactly (:func:`txm_live.dbscan_dist.dbscan_distributed`); same labels.
+    workers : int
+        Threads of the KD-tree queries (scipy's ``workers``): -1 all cores (default), 1 the
+        calling thread only. The labels do not depend on it.
 
     Returns
     -------
@@ -270,7 +288,7 @@ def dbscan(
     (scikit-learn stores all of them, O(n * mean neighbours): 1.5 GB at d=3 and 3.3 GB at d=5
     for 387k points, against about 0.2-0.4 GB here). Time is dominated by the k-nearest-neighbour
     queries of the points outside dense grid cells and not certified by a neighbour (about 20 %
-    of the points at d=3, 60 % at d=8); the KD-tree queries use all cores (``workers=-1``).
+    of the points at d=3, 60 % at d=8); the KD-tree queries use all cores by default (``workers=-1``).
     Measured on 387k synthetic phase scores at the automatic eps (2 cores shared with other
     work, load 1.4-1.9; ``benchmarks/bench_dbscan.py``, one call in a fresh process):
     0.25-0.35 s wall (0.33 s CPU) / 0.57 s / 2.1 s wall (3.5 s CPU) at d = 3 / 5 / 8, against
@@ -286,14 +304,16 @@ def dbscan(
         from txm_live.dbscan_dist import dbscan_distributed
 
         return dbscan_distributed(X, eps=eps, min_samples=min_samples, client=client, return_core=return_core)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers == 0 or workers < -1:
+        raise ValueError(f"workers must be -1 (all cores) or an integer >= 1, got {workers!r}")
     X, eps, ms = _validate(X, eps, min_samples)
-    labels, core = _dbscan(X, eps, ms)
+    labels, core = _dbscan(X, eps, ms, workers)
     if return_core:
         return labels, np.flatnonzero(core).astype(np.intp)
     return labels
 
 
-def _dbscan(X: np.ndarray, eps: float, ms: int) -> tuple[np.ndarray, np.ndarray]:
+def _dbscan(X: np.ndarray, eps: float, ms: int, workers: int = -1) -> tuple[np.ndarray, np.ndarray]:
     n, d = X.shape
     labels = np.full(n, -1, dtype=np.intp)
     if n < ms:  # nobody can have min_samples neighbours
@@ -320,7 +340,7 @@ def _dbscan(X: np.ndarray, eps: float, ms: int) -> tuple[np.ndarray, np.ndarray]
         cell_pad = np.append(cell, -1)  # idx == n marks a missing neighbour
         def _query_chunk(q: np.ndarray, approx: float) -> None:
             dist, idx = tree.query(
-                np.take(X, q, axis=0), k=k, eps=approx, distance_upper_bound=r_hi, workers=-1
+                np.take(X, q, axis=0), k=k, eps=approx, distance_upper_bound=r_hi, workers=workers
             )
             dist = dist.reshape(q.size, k)
             idx = idx.reshape(q.size, k)
@@ -458,7 +478,7 @@ def _dbscan(X: np.ndarray, eps: float, ms: int) -> tuple[np.ndarray, np.ndarray]
         kk = min(n_groups, 2 * d + 1)
         for c0 in range(0, dense_groups.size, _CHUNK):
             gq = dense_groups[c0 : c0 + _CHUNK]
-            _, j = rtree.query(X[rep[gq]], k=kk, distance_upper_bound=r_hi, workers=-1)
+            _, j = rtree.query(X[rep[gq]], k=kk, distance_upper_bound=r_hi, workers=workers)
             j = j.reshape(gq.size, kk)
             rows, cols = np.nonzero(j < n_groups)
             a, b = gq[rows], j[rows, cols]
@@ -510,15 +530,15 @@ def _dbscan(X: np.ndarray, eps: float, ms: int) -> tuple[np.ndarray, np.ndarray]
         for c0 in range(0, gq.size, _CHUNK):
             gg = gq[c0 : c0 + _CHUNK]
             # a cheap nearest-group test clears most groups
-            dist, _ = ptree.query(centre[gg], k=1, distance_upper_bound=reach, workers=-1)
+            dist, _ = ptree.query(centre[gg], k=1, distance_upper_bound=reach, workers=workers)
             gg = gg[np.isfinite(dist)]
             if gg.size == 0:
                 continue
-            lists = ptree.query_ball_point(centre[gg], reach, workers=-1)
+            lists = ptree.query_ball_point(centre[gg], reach, workers=workers)
             lens = np.fromiter((len(li) for li in lists), dtype=np.int64, count=gg.size)
             if lens.sum() == 0:
                 continue
-            hh = pool[np.concatenate([np.asarray(li, dtype=np.int64) for li in lists])]
+            hh = pool[np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64, count=int(lens.sum()))]
             g2 = np.repeat(gg, lens)
             ok = comp[g2] != comp[hh]
             g2, hh = g2[ok], hh[ok]
@@ -569,9 +589,10 @@ class _CallableModule(types.ModuleType):
     """Makes ``txm_live.dbscan(X, eps=..., min_samples=...)`` call :func:`dbscan`."""
 
     def __call__(
-        self, X: np.ndarray, *, eps: float, min_samples: int, return_core: bool = False, client: object = None
+        self, X: np.ndarray, *, eps: float, min_samples: int, return_core: bool = False, client: object = None,
+        workers: int = -1,
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        return dbscan(X, eps=eps, min_samples=min_samples, return_core=return_core, client=client)
+        return dbscan(X, eps=eps, min_samples=min_samples, return_core=return_core, client=client, workers=workers)
 
 
 sys.modules[__name__].__class__ = _CallableModule

@@ -12,10 +12,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from txm_live.threads import map_ordered, run_tiles
+
 __all__ = [
     "PcaResult",
     "LcfComparison",
     "reduce_pca",
+    "pca_from_covariance",
+    "covariance_part",
+    "weighted_sum_part",
     "marchenko_pastur_edge",
     "nnls_two_references",
     "pca_lcf_comparison",
@@ -164,22 +169,129 @@ def _noise_variance(tail_sum: float, n_skipped: int, n_samples: int, n_features:
     return max(tail_sum, 0.0) / scale if scale > 0 else 0.0
 
 
+def _row_chunks(n: int) -> list[slice]:
+    return [slice(start, min(start + _CHUNK_ROWS, n)) for start in range(0, n, _CHUNK_ROWS)]
+
+
 def _covariance_eigh(
-    X: np.ndarray, mean: np.ndarray, weights: np.ndarray | None = None
+    X: np.ndarray, mean: np.ndarray, weights: np.ndarray | None = None, threads: int = 1,
+    chunks: list[slice] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenvalues (descending) and eigenvectors (rows) of the (row-weighted) covariance of ``X``."""
+    """Eigenvalues (descending) and eigenvectors (rows) of the (row-weighted) covariance of ``X``.
+
+    The chunk products run on ``threads`` threads and are summed in chunk order (the result
+    does not depend on ``threads``)."""
     n, p = X.shape
     cov = np.zeros((p, p), dtype=np.float64)
-    mean32 = mean.astype(X.dtype, copy=False)
-    for start in range(0, n, _CHUNK_ROWS):
-        chunk = X[start : start + _CHUNK_ROWS] - mean32
-        if weights is not None:
-            chunk *= weights[start : start + _CHUNK_ROWS, None].astype(chunk.dtype)
-        cov += (chunk.T @ chunk).astype(np.float64)
+
+    def chunk_product(sl: slice) -> np.ndarray:
+        return covariance_part(X[sl], mean, None if weights is None else weights[sl])
+
+    for part in map_ordered(chunk_product, chunks if chunks is not None else _row_chunks(n), threads):
+        cov += part
     cov /= max(n - 1, 1)
+    return _eigh_descending(cov)
+
+
+def weighted_sum_part(X: np.ndarray, w2: np.ndarray) -> np.ndarray:
+    """``w2 @ X`` in float64: one block's share of the weighted mean of :func:`reduce_pca`."""
+    return w2 @ X.astype(np.float64)
+
+
+def covariance_part(X: np.ndarray, mean: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+    """One block's share (float64) of the (row-weighted) covariance sum of :func:`reduce_pca`:
+    the product of the centered, weighted block with itself in the data's precision."""
+    chunk = X - mean.astype(X.dtype, copy=False)
+    if weights is not None:
+        chunk *= weights[:, None].astype(chunk.dtype)
+    return (chunk.T @ chunk).astype(np.float64)
+
+
+def _eigh_descending(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (descending, clipped at 0) and eigenvectors (rows) of a covariance matrix."""
     evals, evecs = np.linalg.eigh(cov)
     order = np.argsort(evals)[::-1]
     return np.clip(evals[order], 0.0, None), evecs[:, order].T
+
+
+def _sample_weights(sample_noise: np.ndarray, n: int) -> np.ndarray:
+    """Row weights ``1 / sample_noise`` scaled to a median of 1 (see :func:`reduce_pca`)."""
+    sample_noise = np.asarray(sample_noise, dtype=np.float64)
+    if sample_noise.shape != (n,) or not np.all(np.isfinite(sample_noise)) or np.any(sample_noise <= 0):
+        raise ValueError(f"sample_noise must hold {n} finite positive values, got shape {sample_noise.shape}")
+    weights = 1.0 / sample_noise
+    weights /= np.median(weights)
+    return weights
+
+
+def _retained(
+    evals: np.ndarray,
+    evecs: np.ndarray,
+    noise_var: float,
+    n: int,
+    p: int,
+    *,
+    n_components: int | None,
+    max_components: int,
+    noise_margin: float,
+) -> tuple[int, np.ndarray, float]:
+    """Number of retained components, their axes (deterministic sign) and the threshold."""
+    if n_components is None:
+        threshold = noise_margin * marchenko_pastur_edge(noise_var, n, p)
+        k = int(np.count_nonzero(evals > threshold))
+        k = min(max(k, 1), max_components, evals.size)
+    else:
+        threshold = float("nan")
+        k = int(n_components)
+    # Deterministic sign: the largest-magnitude loading of each axis is positive.
+    comps = evecs[:k].copy()
+    flip = np.sign(comps[np.arange(k), np.abs(comps).argmax(axis=1)])
+    comps *= flip[:, None]
+    return k, comps, float(threshold)
+
+
+def pca_from_covariance(
+    cov: np.ndarray,
+    mean: np.ndarray,
+    *,
+    n_samples: int,
+    n_components: int | None = None,
+    max_components: int = 10,
+    noise_margin: float = 1.5,
+) -> PcaResult:
+    """:func:`reduce_pca` (covariance solver, float32 data) from an accumulated covariance.
+
+    For data that never sit in one process (e.g. pixel tiles on Dask workers): ``cov`` is the
+    (row-weighted) covariance ``(n_samples - 1)``-normalized and ``mean`` the (weighted) mean of
+    the rows, both reduced from partial sums. The components are chosen exactly as
+    :func:`reduce_pca` does; ``scores`` is empty (project with :meth:`PcaResult.transform`).
+    """
+    cov = np.asarray(cov, dtype=np.float64)
+    p = cov.shape[0]
+    if cov.shape != (p, p) or np.shape(mean) != (p,):
+        raise ValueError(f"cov must be square (p, p) and mean (p,), got {cov.shape} and {np.shape(mean)}")
+    n = int(n_samples)
+    if n < 2:
+        raise ValueError(f"n_samples must be >= 2, got {n_samples}")
+    if n_components is not None and not (1 <= n_components <= min(n, p)):
+        raise ValueError(f"n_components must be in [1, {min(n, p)}], got {n_components}")
+    n_max = min(n, p, max(max_components, n_components or 0))
+    evals, evecs = _eigh_descending(cov)
+    total_var = float(evals.sum())
+    noise_var = _noise_variance(float(evals[n_max:].sum()), n_max, n, p)
+    evals, evecs = evals[:n_max], evecs[:n_max]
+    k, comps, threshold = _retained(evals, evecs, noise_var, n, p, n_components=n_components,
+                                    max_components=max_components, noise_margin=noise_margin)
+    return PcaResult(
+        scores=np.zeros((0, k), dtype=np.float32),
+        components=comps.astype(np.float32),
+        mean=np.asarray(mean, dtype=np.float64).astype(np.float32),
+        explained_variance=np.asarray(evals, dtype=np.float64),
+        noise_variance=float(noise_var),
+        threshold=threshold,
+        n_components=k,
+        total_variance=total_var,
+    )
 
 
 def _randomized_eig(
@@ -206,6 +318,8 @@ def reduce_pca(
     sample_noise: np.ndarray | None = None,
     noise_margin: float = 1.5,
     random_state: int = 0,
+    threads: int = 1,
+    row_chunks: list[slice] | None = None,
 ) -> PcaResult:
     """Principal component analysis with the number of components chosen from the data.
 
@@ -236,6 +350,16 @@ def reduce_pca(
         on the white line), which spreads the noise eigenvalues ~10-20 % beyond the ideal edge.
     random_state : int
         Seed of the randomized solver.
+    threads : int
+        Threads for the row-chunk passes of the covariance solver (mean, covariance, scores);
+        chunk results are combined in chunk order, so the result does not depend on it.
+    row_chunks : list of slice, optional
+        Consecutive row blocks over which the weighted mean and the covariance are accumulated
+        (covariance solver) and the scores projected (default blocks of 65536 rows). The float32
+        products round differently for different blocks (BLAS kernels treat the rows at the end
+        of a block apart), so a caller that computes the same blocks elsewhere (the bands of image
+        rows of :func:`txm_live.phases.analyze_edge` on Dask workers) gets bit-identical
+        components and scores.
 
     Returns
     -------
@@ -277,20 +401,18 @@ def reduce_pca(
         raise ValueError(f"noise_margin must be >= 1, got {noise_margin}")
     if svd_solver not in ("auto", "covariance", "randomized"):
         raise ValueError(f"svd_solver must be 'auto', 'covariance' or 'randomized', got {svd_solver!r}")
-    if not np.isfinite(X).all():
+    # finite: one sum (NaN/inf propagate); a non-finite sum is checked exactly (overflow)
+    if not (np.isfinite(X.sum()) or np.isfinite(X).all()):
         raise ValueError("X must be finite (mask NaN/inf samples before the PCA)")
 
     weights = None
     if sample_noise is not None:
-        sample_noise = np.asarray(sample_noise, dtype=np.float64)
-        if sample_noise.shape != (n,) or not np.all(np.isfinite(sample_noise)) or np.any(sample_noise <= 0):
-            raise ValueError(f"sample_noise must hold {n} finite positive values, got shape {sample_noise.shape}")
-        weights = 1.0 / sample_noise
-        weights /= np.median(weights)
+        weights = _sample_weights(sample_noise, n)
         w2 = weights * weights
         mean = np.zeros(p)
-        for start in range(0, n, _CHUNK_ROWS):
-            mean += w2[start : start + _CHUNK_ROWS] @ X[start : start + _CHUNK_ROWS].astype(np.float64)
+        blocks = row_chunks if row_chunks is not None else _row_chunks(n)
+        for part in map_ordered(lambda sl: weighted_sum_part(X[sl], w2[sl]), blocks, threads):
+            mean += part
         mean /= w2.sum()
     else:
         mean = X.mean(axis=0, dtype=np.float64)
@@ -300,7 +422,7 @@ def reduce_pca(
         solver = "covariance" if p <= _COVARIANCE_MAX_FEATURES else "randomized"
 
     if solver == "covariance":
-        evals, evecs = _covariance_eigh(X, mean, weights)
+        evals, evecs = _covariance_eigh(X, mean, weights, threads, row_chunks)
         total_var = float(evals.sum())
         noise_var = _noise_variance(float(evals[n_max:].sum()), n_max, n, p)
         evals, evecs = evals[:n_max], evecs[:n_max]
@@ -309,23 +431,16 @@ def reduce_pca(
         evals, evecs, total_var = _randomized_eig(X, mean, max(n_compute, 1), random_state, weights)
         noise_var = _noise_variance(total_var - float(evals.sum()), evals.size, n, p)
 
-    if n_components is None:
-        threshold = noise_margin * marchenko_pastur_edge(noise_var, n, p)
-        k = int(np.count_nonzero(evals > threshold))
-        k = min(max(k, 1), max_components, evals.size)
-    else:
-        threshold = float("nan")
-        k = int(n_components)
-
-    # Deterministic sign: the largest-magnitude loading of each axis is positive.
-    comps = evecs[:k].copy()
-    flip = np.sign(comps[np.arange(k), np.abs(comps).argmax(axis=1)])
-    comps *= flip[:, None]
+    k, comps, threshold = _retained(evals, evecs, noise_var, n, p, n_components=n_components,
+                                    max_components=max_components, noise_margin=noise_margin)
     comps32 = comps.astype(X.dtype if X.dtype == np.float32 else np.float64)
     mean_out = mean.astype(comps32.dtype)
     scores = np.empty((n, k), dtype=np.float32)
-    for start in range(0, n, _CHUNK_ROWS):
-        scores[start : start + _CHUNK_ROWS] = (X[start : start + _CHUNK_ROWS] - mean_out) @ comps32.T
+
+    def project(sl: slice) -> None:
+        scores[sl] = (X[sl] - mean_out) @ comps32.T
+
+    run_tiles(project, row_chunks if row_chunks is not None else _row_chunks(n), threads)
     return PcaResult(
         scores=scores,
         components=comps32.astype(np.float32),

@@ -118,7 +118,7 @@ def gather(client: Any, futures: Sequence[Any], *, what: str, timeout: float | N
     :class:`~txm_live.errors.InsufficientDataError`) propagate unchanged.
     """
     from dask.distributed import wait
-    from distributed.client import FutureCancelledError
+    from distributed.client import FutureCancelledError, FuturesCancelledError
     from distributed.scheduler import KilledWorker
 
     try:
@@ -128,7 +128,10 @@ def gather(client: Any, futures: Sequence[Any], *, what: str, timeout: float | N
         _cancel(client, futures)
         raise DistributedError(f"{what}: a worker died while running {exc.args[0] if exc.args else 'a task'} "
                                f"(retried until the scheduler gave up): {exc}") from exc
-    except (TimeoutError, FutureCancelledError, OSError) as exc:
+    except (FutureCancelledError, FuturesCancelledError) as exc:  # e.g. scattered data lost with a worker
+        _cancel(client, futures)
+        raise DistributedError(f"{what}: tasks were cancelled, a worker was lost ({type(exc).__name__}: {exc})") from exc
+    except (TimeoutError, OSError) as exc:
         _cancel(client, futures)
         raise DistributedError(f"{what}: the Dask cluster did not answer ({type(exc).__name__}: {exc})") from exc
 

@@ -17,8 +17,11 @@ from scipy.special import erfc
 from txm_live.edges import POST_ORDER_SPANS, EdgeWindow, choose_post_order, resolve_post_order
 
 __all__ = [
+    "EdgeFeatures",
     "Normalized",
     "POST_ORDER_SPANS",
+    "athena_features",
+    "athena_window_features",
     "choose_post_order",
     "normalize_athena",
     "normalize_mback",
@@ -621,3 +624,217 @@ def normalize_window(
 
         return replace(nz, norm=nz.norm[rows])
     raise ValueError(f"method must be 'athena' or 'mback', got {method!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# fused single pass for the phase analysis
+
+
+@dataclass(frozen=True)
+class EdgeFeatures:
+    """What the phase analysis keeps of an Athena normalization, per pixel (all float32).
+
+    Attributes
+    ----------
+    finite : ndarray of bool, shape (n_pixels,)
+        Every energy of the pixel's spectrum is finite.
+    edge_step : ndarray, shape (n_pixels,)
+        As :attr:`Normalized.edge_step`.
+    pre_edge_noise : ndarray, shape (n_pixels,)
+        As :attr:`Normalized.pre_edge_noise`.
+    step_significance : ndarray, shape (n_pixels,)
+        ``edge_step / edge_step_error`` (float32 division of the float32 values).
+    pre_coefficients : ndarray, shape (2, n_pixels)
+        As :attr:`Normalized.pre_coefficients`.
+    norm : ndarray, shape (n_rows, n_pixels)
+        Normalized spectra on ``energies[rows]``.
+    """
+
+    finite: np.ndarray
+    edge_step: np.ndarray
+    pre_edge_noise: np.ndarray
+    step_significance: np.ndarray
+    pre_coefficients: np.ndarray
+    norm: np.ndarray
+
+
+#: Pixels per cache-resident chunk of :func:`athena_features` (the float64 pre- and post-edge
+#: windows of a chunk, ~(n_pre + n_post) x 8 B x this, stay in the per-core L2 cache).
+_CACHE_PIXELS = 512
+
+
+def _as_slice(idx: np.ndarray) -> slice | np.ndarray:
+    """A contiguous run of indices as a slice (basic indexing: a view), else the indices."""
+    if idx.size and int(idx[-1]) - int(idx[0]) + 1 == idx.size:
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx
+
+
+def athena_features(
+    energies: np.ndarray,
+    spectra: np.ndarray,
+    *,
+    e0: float,
+    pre: tuple[float, float],
+    post: tuple[float, float],
+    post_order: int,
+    rows: slice,
+    out: EdgeFeatures | None = None,
+    line_e0: float | None = None,
+) -> EdgeFeatures:
+    """:func:`normalize_athena` of every pixel reduced to what the phase analysis keeps, in one pass.
+
+    Parameters
+    ----------
+    energies : ndarray, shape (n_e,)
+        Energies (eV), strictly increasing.
+    spectra : ndarray, shape (n_e, n_pixels)
+        Optical density, energy-major; may be a strided view (a band of pixels of a larger block).
+    e0, pre, post, post_order
+        As in :func:`normalize_athena`.
+    rows : slice
+        Energies whose normalized values are returned (the feature range).
+    out : EdgeFeatures, optional
+        Arrays to write into (float32, bool for ``finite``; views of larger arrays are fine, e.g.
+        the columns of one tile of the whole image), returned filled.
+    line_e0 : float, optional
+        Write the returned pre-edge line about this energy, ``c0' + c1 (E - line_e0)``, as
+        :func:`txm_live.joint.rebase_normalized` does for a joint normalization (same
+        arithmetic, in the dtype of the normalization); the feature rows and the edge step are
+        those of ``e0``. Default: ``e0``.
+
+    Returns
+    -------
+    EdgeFeatures
+        The values of ``normalize_athena(..., rows=rows)`` (same float64 fits, same float32
+        arithmetic per element), plus the finiteness of every spectrum. The float64 fits can
+        differ in the last bit where BLAS blocks the pixels differently, which the float32
+        results hide (bit-identical at full size and on the real STXM stack) except where the
+        fit is pure cancellation (e.g. a spectrum of constant 3e37).
+
+    Notes
+    -----
+    The pixels are processed in chunks of :data:`_CACHE_PIXELS`: the float64 copies of a chunk's
+    pre- and post-edge rows, the residuals and the feature rows live in the core's cache, so
+    the block itself is read from memory once (``n_e x n_pixels x 4`` bytes) and only the
+    ``(n_rows + 6) x n_pixels x 4`` bytes of the results are written. Finiteness comes from one
+    sum over energies per pixel (``ones @ spectra``): a non-finite sum is checked exactly, so a
+    finite spectrum whose float32 sum overflows is still reported finite. No Python loop over
+    pixels beyond the chunks. The GIL is released inside every numpy operation, so chunks of
+    different pixel bands can run in threads.
+    """
+    energies, spectra, e0 = _check_inputs(energies, spectra, e0)
+    pre = _check_range("pre", pre, negative=True)
+    post = _check_range("post", post, negative=False)
+    if isinstance(post_order, bool) or not isinstance(post_order, (int, np.integer)) or not 0 <= post_order <= 3:
+        raise ValueError(f"post_order must be an integer in 0..3, got {post_order!r}")
+    if not isinstance(rows, slice):
+        raise ValueError(f"rows must be a slice of the energies, got {type(rows).__name__}")
+    if spectra.ndim != 2:
+        raise ValueError(f"spectra must be 2-D (n_energies, n_pixels), got shape {spectra.shape}")
+    post_order = int(post_order)
+    i_pre = _window_index("pre", energies, e0, pre, 3)
+    i_post = _window_index("post", energies, e0, post, post_order + 2)
+    y = spectra
+    out_dtype = np.dtype(np.float32) if y.dtype == np.float32 else np.dtype(np.float64)
+    n_e, n_pix = y.shape
+
+    x_pre = (energies[i_pre] - e0) / _X_SCALE
+    d_pre = np.stack([np.ones_like(x_pre), x_pre], axis=1)
+    p_pre = np.linalg.pinv(d_pre)
+    pre_var0 = float(p_pre[0] @ p_pre[0])
+    x_post = (energies[i_post] - e0) / _X_SCALE
+    p_post = np.linalg.pinv(np.vander(x_post, post_order + 1, increasing=True))
+    post_var = pre_var0 + float(p_post[0] @ p_post[0])
+    s_pre, s_post = _as_slice(i_pre), _as_slice(i_post)
+    x_out = (energies - e0)[rows].astype(out_dtype)
+    n_rows = x_out.size
+    ones = np.ones(n_e, dtype=y.dtype)
+    shift = None if line_e0 is None or float(line_e0) == e0 else out_dtype.type(float(line_e0) - e0)
+
+    if out is None:
+        out = EdgeFeatures(
+            finite=np.empty(n_pix, dtype=bool), edge_step=np.empty(n_pix, dtype=np.float32),
+            pre_edge_noise=np.empty(n_pix, dtype=np.float32), step_significance=np.empty(n_pix, dtype=np.float32),
+            pre_coefficients=np.empty((2, n_pix), dtype=np.float32), norm=np.empty((n_rows, n_pix), dtype=np.float32),
+        )
+    want = {"finite": (n_pix,), "edge_step": (n_pix,), "pre_edge_noise": (n_pix,), "step_significance": (n_pix,),
+            "pre_coefficients": (2, n_pix), "norm": (n_rows, n_pix)}
+    for name, shape in want.items():
+        arr = getattr(out, name)
+        if arr.shape != shape or arr.dtype != (bool if name == "finite" else np.float32):
+            raise ValueError(f"out.{name} must have shape {shape} and dtype "
+                             f"{'bool' if name == 'finite' else 'float32'}, got {arr.dtype} {arr.shape}")
+    finite, step32, noise32, z32 = out.finite, out.edge_step, out.pre_edge_noise, out.step_significance
+    coef32, norm = out.pre_coefficients, out.norm
+    bufs: dict[int, tuple[np.ndarray, ...]] = {}
+    for c0 in range(0, n_pix, _CACHE_PIXELS):
+        sl = slice(c0, min(c0 + _CACHE_PIXELS, n_pix))
+        m = sl.stop - sl.start
+        if m not in bufs:  # work buffers reused chunk after chunk (no page faults per chunk)
+            bufs[m] = (np.empty((x_pre.size, m)), np.empty((x_pre.size, m)), np.empty((x_post.size, m)),
+                       np.empty((2, m)), np.empty((n_rows, m), dtype=out_dtype))
+        win, resid, wpost, c, line = bufs[m]
+        yc = y[:, sl]
+        total = ones @ yc
+        fin = np.isfinite(total)
+        if not fin.all():  # exact: a finite spectrum whose sum overflowed is still finite
+            bad = np.flatnonzero(~fin)
+            fin[bad] = np.isfinite(yc[:, bad]).all(axis=0)
+        finite[sl] = fin
+        np.copyto(win, yc[s_pre])
+        np.matmul(p_pre, win, out=c)
+        np.matmul(d_pre, c, out=resid)
+        np.subtract(win, resid, out=resid)
+        noise = np.sqrt(np.einsum("ij,ij->j", resid, resid) / (x_pre.size - 2))
+        c[1] /= _X_SCALE
+        np.copyto(wpost, yc[s_post])
+        step = p_post[0] @ wpost
+        step -= c[0]
+        step_error = np.sqrt(noise * noise * post_var)
+        inv = _safe_inverse(step).astype(out_dtype)
+        st = step.astype(out_dtype)
+        step32[sl] = st
+        noise32[sl] = noise
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z32[sl] = st / step_error.astype(out_dtype)
+        cc = c.astype(out_dtype)
+        coef32[1, sl] = cc[1]
+        coef32[0, sl] = cc[0] if shift is None else cc[0] + cc[1] * shift
+        np.multiply.outer(x_out, cc[1], out=line)
+        line += cc[0]
+        dst = norm[:, sl]
+        if out_dtype == np.float32:
+            np.subtract(yc[rows], line, out=dst, dtype=out_dtype)
+            dst *= inv
+        else:  # float64 input: float64 arithmetic, float32 result (as normalize_athena + astype)
+            tmp = np.subtract(yc[rows], line, dtype=out_dtype)
+            tmp *= inv
+            dst[...] = tmp
+    return out
+
+
+def athena_window_features(
+    energies: np.ndarray,
+    spectra: np.ndarray,
+    window: EdgeWindow,
+    *,
+    rows: slice,
+    post_order: int | None = None,
+    out: EdgeFeatures | None = None,
+) -> EdgeFeatures:
+    """:func:`athena_features` with the ranges of an :class:`~txm_live.edges.EdgeWindow`.
+
+    A joint window (:func:`txm_live.edges.join_windows`) is normalized with the ranges of the
+    window it joins and its pre-edge line written about its own e0, as
+    :func:`normalize_window` does; ``post_order`` is resolved as there
+    (:func:`~txm_live.edges.resolve_post_order`).
+    """
+    if not isinstance(window, EdgeWindow):
+        raise ValueError(f"window must be an EdgeWindow, got {type(window).__name__}")
+    nw = window.normalization
+    return athena_features(
+        energies, spectra, e0=nw.e0, pre=nw.pre, post=nw.post,
+        post_order=resolve_post_order(energies, window, post_order), rows=rows, out=out,
+        line_e0=window.e0,
+    )

@@ -52,8 +52,10 @@ from txm_live.refine import refine_phases
 from txm_live.edges import FEATURE_RANGE, MIN_POST_POINTS, MIN_PRE_POINTS, EdgeWindow, resolve_post_order
 from txm_live.phase_order import edge_levels, edge_positions, edge_tolerance, phase_names
 from txm_live.errors import InsufficientDataError
+from txm_live.normalize import EdgeFeatures, athena_window_features
+from txm_live.threads import run_tiles
 from txm_live.results import EdgeResult
-from txm_live.tiles import map_tiles, normalize_tile
+from txm_live.tiles import normalize_tile
 
 __all__ = [
     "DEFAULT_FEATURE_RANGE",
@@ -84,9 +86,16 @@ MIN_FEATURE_ENERGIES: int = 8
 _ROW_CHUNK = 32
 #: Bytes of one float32 pixel chunk of the window block (bounds the normalization temporaries).
 _CHUNK_BYTES = 64 * 2**20
-#: BLAS threads inside :func:`analyze_edge`: its matrix products are thin and memory-bound, and
-#: on the beamline computer multi-threaded BLAS only competes with acquisition.
+#: BLAS threads inside :func:`analyze_edge`: its matrix products are thin (memory-bound) or tiny
+#: (the mixture's EM), where multi-threaded BLAS spins more than it computes (measured: 2 BLAS
+#: threads made the cluster stage 3-6x slower on a loaded 2-core machine).
 _BLAS_THREADS = 1
+#: Threads of :func:`analyze_edge` by default (its per-pixel passes over pixel tiles and its BLAS
+#: calls): one, because on the beamline computer the analysis shares the machine with
+#: acquisition.
+DEFAULT_THREADS: int = 1
+#: Pixels per block of the feature projection (81 features x 8192 px float32 = 2.7 MB).
+_PIXEL_BLOCK = 8192
 #: Pixels used to estimate the noise level of each feature.
 _NOISE_SAMPLES = 50_000
 
@@ -147,7 +156,23 @@ def _count_in(energies: np.ndarray, e0: float, rng: tuple[float, float]) -> int:
     return int(np.count_nonzero((energies >= e0 + rng[0]) & (energies <= e0 + rng[1])))
 
 
-def _noise_per_feature(F: np.ndarray, x: np.ndarray) -> np.ndarray:
+def _row_medians(d: np.ndarray) -> np.ndarray:
+    """``np.median(d, axis=1)`` of a finite 2-D array, with one selection per row instead of two.
+
+    For an even row length the median is the mean of the order statistics ``n/2 - 1`` and
+    ``n/2``; after selecting the first, the second is the smallest value above it. Same
+    arithmetic as :func:`numpy.median` (``(a + b) / 2``), so the values are identical.
+    """
+    n = d.shape[1]
+    k = (n - 1) // 2
+    part = np.partition(d, k, axis=1)
+    lo = part[:, k]
+    if n % 2:
+        return lo.copy()
+    return np.add(lo, part[:, k + 1 :].min(axis=1)) / 2.0
+
+
+def _noise_per_feature(F: np.ndarray, x: np.ndarray, *, threads: int = 1) -> np.ndarray:
     """Noise standard deviation of every row of ``F`` (n_features, n_pixels) from second
     differences across energy (robust: median absolute deviation over pixels).
 
@@ -160,10 +185,19 @@ def _noise_per_feature(F: np.ndarray, x: np.ndarray) -> np.ndarray:
     h = np.diff(x)
     wl = h[1:] / (h[:-1] + h[1:])  # weight of the left neighbour
     wr = 1.0 - wl
-    for j in range(1, n_f - 1):  # loop over energies (tens), vectorized over pixels
-        d = F[j] - (wl[j - 1] * F[j - 1] + wr[j - 1] * F[j + 1])
-        mad = float(np.median(np.abs(d - np.median(d))))
-        sig[j] = 1.4826 * mad / np.sqrt(1.0 + wl[j - 1] ** 2 + wr[j - 1] ** 2)
+    # all interior rows at once (float64, row by row the same arithmetic as a loop would do)
+    d = F[1:-1] - (wl[:, None] * F[:-2] + wr[:, None] * F[2:])
+    mad = np.empty(d.shape[0])
+
+    def mad_rows(r: slice) -> None:
+        dr = d[r]
+        dr -= _row_medians(dr)[:, None]
+        np.abs(dr, out=dr)
+        mad[r] = _row_medians(dr)
+
+    step = max(1, -(-d.shape[0] // max(threads, 1)))
+    run_tiles(mad_rows, [slice(r, r + step) for r in range(0, d.shape[0], step)], threads)
+    sig[1:-1] = 1.4826 * mad / np.sqrt(1.0 + wl**2 + wr**2)
     sig[0], sig[-1] = sig[1], sig[-2]
     positive = sig[sig > 0]
     floor = float(np.median(positive)) * 1e-3 if positive.size else 1.0
@@ -176,6 +210,7 @@ def build_features(
     *,
     e0: float,
     random_state: int = 0,
+    threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Noise-whitened near-edge features of the clustered pixels.
 
@@ -189,6 +224,9 @@ def build_features(
         Edge energy (eV).
     random_state : int
         Seed of the pixel subsample (at most 50 000 pixels) used for the noise estimate.
+    threads : int
+        Threads for the noise medians and the per-pixel-block projection (the result does not
+        depend on it).
 
     Returns
     -------
@@ -212,33 +250,75 @@ def build_features(
     F = np.asarray(norm_features, dtype=np.float32)
     x = np.asarray(feature_energies, dtype=np.float64)
     mean = F.mean(axis=1, dtype=np.float64)
-    if F.shape[1] > _NOISE_SAMPLES:
-        sub = np.random.default_rng(random_state).choice(F.shape[1], _NOISE_SAMPLES, replace=False)
-        noise = _noise_per_feature(F[:, np.sort(sub)], x)
-    else:
-        noise = _noise_per_feature(F, x)
+    sub = _noise_sample(F.shape[1], random_state)
+    noise = _noise_per_feature(F if sub is None else F[:, sub], x, threads=threads)
+    q32 = _feature_basis(mean, x, e0)
+    X = np.empty((F.shape[1], F.shape[0]), dtype=np.float32)
+
+    def project(sl: slice) -> None:
+        # per block of pixels (the products are column-independent: identical to one product);
+        # the pixel-major copy of an L2-sized block avoids striding through memory
+        X[sl] = _whitened_rows(F[:, sl], q32, noise).T
+
+    run_tiles(project, [slice(b, b + _PIXEL_BLOCK) for b in range(0, F.shape[1], _PIXEL_BLOCK)], threads)
+    return X, mean, noise
+
+
+def _noise_sample(n_pixels: int, random_state: int) -> np.ndarray | None:
+    """Sorted pixel subsample of :func:`build_features`' noise estimate (``None``: all pixels)."""
+    if n_pixels <= _NOISE_SAMPLES:
+        return None
+    return np.sort(np.random.default_rng(random_state).choice(n_pixels, _NOISE_SAMPLES, replace=False))
+
+
+def _feature_basis(mean: np.ndarray, x: np.ndarray, e0: float) -> np.ndarray:
+    """Orthonormal float32 basis (n_features, 3) of the mean spectrum, a constant and a line."""
     basis = np.stack([mean, np.ones_like(mean), (x - e0) / max(float(np.ptp(x)), 1.0)], axis=1)
     q, _ = np.linalg.qr(basis)
-    q32 = q.astype(np.float32)
-    R = F - q32 @ (q32.T @ F)
+    return q.astype(np.float32)
+
+
+def _whitened_rows(F: np.ndarray, q32: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """``F`` (n_features, n) minus its projection on ``q32``, divided by the noise per row."""
+    R = q32 @ (q32.T @ F)
+    np.subtract(F, R, out=R)
     R /= noise.astype(np.float32)[:, None]
-    return np.ascontiguousarray(R.T), mean, noise
+    return R
 
 
-def _residual_noise(X: np.ndarray, pca: PcaResult) -> np.ndarray:
+def _whiten(F: np.ndarray, q32: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """Pixel-major whitened features of the columns of ``F`` (as :func:`build_features`)."""
+    X = np.empty((F.shape[1], F.shape[0]), dtype=np.float32)
+    for b in range(0, F.shape[1], _PIXEL_BLOCK):
+        X[b : b + _PIXEL_BLOCK] = _whitened_rows(F[:, b : b + _PIXEL_BLOCK], q32, noise).T
+    return X
+
+
+def _residual_noise(X: np.ndarray, pca: PcaResult, *, threads: int = 1) -> np.ndarray:
     """Per-row noise level (rms per feature) of ``X`` left after the retained components.
 
     ``|x - mean|^2 - |score|^2`` is the squared norm of the part of a row outside the retained
     components (orthonormal axes), which is noise spread over ``p - k`` features.
     """
-    n, p = X.shape
-    k = pca.n_components
-    out = np.empty(n, dtype=np.float64)
-    for start in range(0, n, 65536):
-        xc = X[start : start + 65536] - pca.mean
-        sc = pca.scores[start : start + 65536]
-        r2 = np.einsum("ij,ij->i", xc, xc, dtype=np.float64) - np.einsum("ij,ij->i", sc, sc, dtype=np.float64)
-        out[start : start + 65536] = np.sqrt(np.clip(r2, 0.0, None) / max(p - k, 1))
+    out = np.empty(X.shape[0], dtype=np.float64)
+
+    def rows(sl: slice) -> None:
+        out[sl] = _residual_rms(X[sl], pca.mean, pca.scores[sl])
+
+    run_tiles(rows, [slice(start, start + 65536) for start in range(0, X.shape[0], 65536)], threads)
+    return _floor_noise(out)
+
+
+def _residual_rms(X: np.ndarray, mean: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Per-row rms (float64) of ``X`` outside the components of ``scores`` (before the floor)."""
+    p, k = X.shape[1], scores.shape[1]
+    xc = X - mean
+    r2 = np.einsum("ij,ij->i", xc, xc, dtype=np.float64) - np.einsum("ij,ij->i", scores, scores, dtype=np.float64)
+    return np.sqrt(np.clip(r2, 0.0, None) / max(p - k, 1))
+
+
+def _floor_noise(out: np.ndarray) -> np.ndarray:
+    """``out`` raised to 1e-3 times its median positive value (1 when none is positive)."""
     positive = out[out > 0]
     floor = float(np.median(positive)) * 1e-3 if positive.size else 1.0
     return np.maximum(out, floor)
@@ -316,7 +396,7 @@ def sigma_filter(
 
 
 def _fit_clusterer(
-    scores: np.ndarray, *, eps: float | None, min_samples: int | None
+    scores: np.ndarray, *, eps: float | None, min_samples: int | None, workers: int = -1
 ) -> tuple[np.ndarray, tuple[int, ...], float, int]:
     """Run :class:`txm_live.cluster.PhaseClusterer`.
 
@@ -325,7 +405,7 @@ def _fit_clusterer(
     """
     from txm_live.cluster import PhaseClusterer
 
-    clf = PhaseClusterer(eps=eps, min_samples=min_samples, split_minority=True).fit(scores)
+    clf = PhaseClusterer(eps=eps, min_samples=min_samples, split_minority=True, n_jobs=workers).fit(scores)
     labels = np.asarray(clf.labels_)
     ids = np.unique(labels[labels >= 0])
     pool = {int(v) for v in getattr(clf, "outlier_labels_", ())}
@@ -340,6 +420,13 @@ def _row_tiles(H: int, W: int, n_rows: int) -> list[slice]:
     (the pixel tiles of the normalization, in process and on Dask workers alike)."""
     step = max(1, int(_CHUNK_BYTES // (4 * max(n_rows, 1) * max(W, 1))))
     return [slice(r, min(r + step, H)) for r in range(0, H, step)]
+
+
+def _pixel_bands(pix: np.ndarray, tiles: list[slice], W: int) -> list[slice]:
+    """Ranges of the sorted flat pixel indices ``pix`` falling in each band of rows (non-empty)."""
+    lo = np.searchsorted(pix, [t.start * W for t in tiles])
+    hi = np.searchsorted(pix, [t.stop * W for t in tiles])
+    return [slice(int(a), int(b)) for a, b in zip(lo, hi) if b > a]
 
 
 def _pixel_chunks(n_pix: int, n_rows: int) -> list[slice]:
@@ -359,12 +446,16 @@ def _window_phase_stats(
     *,
     athena: tuple[np.ndarray, np.ndarray] | None = None,
     post_order: int | None = None,
+    finite: np.ndarray | None = None,
+    threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean and standard deviation of the normalized spectra of each phase over the window.
 
-    With ``athena=(pre_coefficients, edge_step)`` of the pixels ``pix`` the normalized spectra
-    ``(mu - c0 - c1 (E - e0)) / step`` are rebuilt row chunk by row chunk (one streaming pass
-    over the block); otherwise the pixels are normalized again in pixel chunks (normalization
+    With ``athena=(pre_coefficients, edge_step)`` of the pixels ``pix`` the per-phase moments
+    of the normalized spectra ``(mu - c0 - c1 (E - e0)) / step`` come from matrix products with
+    the raw block (:func:`_athena_phase_moments`, one streaming pass; ``finite`` marks the
+    pixels of ``Y2`` whose spectra are all finite, ``threads`` the threads of that pass);
+    otherwise the pixels are normalized again in pixel chunks (normalization
     is per pixel, so a subset normalizes exactly as in the full image). No normalized copy of
     the whole window is ever held.
     """
@@ -372,24 +463,14 @@ def _window_phase_stats(
 
     n_e = E.size
     onehot, counts = _onehot(lab, n_phases)
+    if athena is not None:
+        c, step = athena
+        mean, std = _athena_phase_moments(
+            E - window.e0, Y2, pix, lab, n_phases, c[0], c[1], 1.0 / step, finite=finite, threads=threads
+        )
+        return mean, std, counts
     s1 = np.zeros((n_e, n_phases))
     s2 = np.zeros((n_e, n_phases))
-    if athena is not None:
-        ref = np.zeros(n_e)
-        c, step = athena
-        c0 = c[0].astype(np.float32)
-        c1 = c[1].astype(np.float32)
-        g = (1.0 / step).astype(np.float32)
-        x = (E - window.e0).astype(np.float32)
-        for r0 in range(0, n_e, _ROW_CHUNK):
-            r = slice(r0, r0 + _ROW_CHUNK)
-            sub = np.take(Y2[r], pix, axis=1).astype(np.float32, copy=False)
-            sub -= c0
-            sub -= x[r, None] * c1
-            sub *= g
-            _accumulate(sub, onehot, s1[r], s2[r], ref[r])
-        mean, std = _finish(s1, s2, ref, counts)
-        return mean, std, counts
     # generic path: normalize pixel chunks again (float64 sums of values and squares)
     for sl in _pixel_chunks(pix.size, n_e):
         nz = normalize_window(
@@ -403,37 +484,109 @@ def _window_phase_stats(
     return mean, np.sqrt(var), counts
 
 
-def _distributed_phase_stats(
-    client: object,
-    E: np.ndarray,
-    Y: object,
-    window: EdgeWindow,
-    method: str,
-    cols: np.ndarray,
+#: Pixel span and energy rows of one cache-resident float32 chunk of :func:`_athena_phase_moments`
+#: (32 x 2048 x 4 B = 0.25 MB, plus the span's weights: L2-sized; rows of 8 kB keep the reads
+#: from memory streaming), and the pixels of its reference spectrum.
+_MOMENT_PIXELS = 2048
+_MOMENT_ROWS = 32
+_REFERENCE_PIXELS = 4096
+
+
+def _athena_phase_moments(
+    x: np.ndarray,
+    Y2: np.ndarray,
+    pix: np.ndarray,
     lab: np.ndarray,
     n_phases: int,
-    athena: tuple[np.ndarray, np.ndarray] | None,
-    timeout: float | None,
-    post_order: int | None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`_window_phase_stats` with one task per row tile on the Dask workers."""
-    from txm_live.tiles import combine_phase_sums, map_tiles, phase_sums_tile
+    c0: np.ndarray,
+    c1: np.ndarray,
+    g: np.ndarray,
+    *,
+    finite: np.ndarray | None = None,
+    threads: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-phase mean and standard deviation (P, n_e) of ``z = (y - c0 - c1 x) g`` over the
+    pixels ``pix`` (sorted, phase ``lab``) of ``Y2`` (n_e, n_pixels), in one pass over ``Y2``.
 
-    H, W = Y.shape[1:]
-    tiles = _row_tiles(H, W, E.size)
-    lo = np.searchsorted(cols, [t.start * W for t in tiles])
-    hi = np.searchsorted(cols, [t.stop * W for t in tiles])
-    keep = [i for i in range(len(tiles)) if hi[i] > lo[i]]
+    ``z`` is linear in the raw spectra ``y``. With a reference spectrum ``rho`` (the mean ``z``
+    of at most :data:`_REFERENCE_PIXELS` pixels spread over ``pix``), ``z - rho = g d`` with
+    ``d = y - [1, x, rho] . [c0, c1, 1/g]``: a rank-3 product subtracted from the raw block.
+    Per chunk of :data:`_MOMENT_ROWS` energies x :data:`_MOMENT_PIXELS` pixels (L2-sized),
+    ``d`` is formed in float32 and two thin products with the one-hot phase weights ``w g`` and
+    ``w g^2`` give ``sum w (z - rho)`` and ``sum w (z - rho)^2``, accumulated over chunks in
+    float64. Centring on ``rho`` keeps ``d`` at the scale of the spread, so float32 loses
+    nothing that matters (relative error ~1e-6 of the spread). Spans whose pixels are all finite
+    (``finite``) are used whole with zero weight outside ``pix``; others gather their ``pix``
+    columns first (a masked pixel may hold NaN). ``threads`` threads each take a contiguous
+    share of the spans; their sums are added in a fixed order.
+    """
+    n_e, n_pix = Y2.shape
+    x = np.asarray(x, dtype=np.float64)
+    # the float32 coefficients of the normalization, as the feature rows used them
+    a32 = np.asarray(c0, dtype=np.float32)
+    b32 = np.asarray(c1, dtype=np.float32)
+    g32 = np.asarray(g, dtype=np.float32)
+    a, b, gg = (v.astype(np.float64) for v in (a32, b32, g32))
+    P = n_phases
+    Pp = -(-P // 4) * 4  # OpenBLAS is fastest for thin products of N = 4 columns
+    ref = np.linspace(0, pix.size - 1, min(_REFERENCE_PIXELS, pix.size)).astype(np.int64)
+    zr = np.take(Y2, pix[ref], axis=1).astype(np.float64)
+    zr -= a[ref]
+    zr -= np.outer(x, b[ref])
+    zr *= gg[ref]
+    rho = zr.mean(axis=1)
+    x3 = np.stack([np.ones(n_e), x, rho], axis=1).astype(np.float32)  # (n_e, 3)
+    coef = np.stack([a32, b32, (1.0 / gg).astype(np.float32)])  # (3, n) per pixel of ``pix``
+    w1 = (np.arange(Pp) == lab[:, None]) * g32[:, None]  # (n, Pp) float32
+    w2 = (np.arange(Pp) == lab[:, None]) * (g32 * g32)[:, None]
+    spans = [slice(i, min(i + _MOMENT_PIXELS, n_pix)) for i in range(0, n_pix, _MOMENT_PIXELS)]
+    lo = np.searchsorted(pix, [c.start for c in spans])
+    hi = np.searchsorted(pix, [c.stop for c in spans])
+    busy = [i for i in range(len(spans)) if hi[i] > lo[i]]
+    n_groups = max(1, min(threads, len(busy)))
+    groups = [busy[k * len(busy) // n_groups : (k + 1) * len(busy) // n_groups] for k in range(n_groups)]
+    parts = [np.zeros((2, n_e, Pp)) for _ in groups]
 
-    def args(j: int) -> tuple:
-        i = keep[j]
-        sel = slice(lo[i], hi[i])
-        ath = None if athena is None else (athena[0][:, sel], athena[1][sel])
-        return (E, window, method, cols[sel] - tiles[i].start * W, lab[sel], n_phases, ath, post_order)
+    def run(k: int) -> None:
+        acc = parts[k]
+        buf = np.empty((_MOMENT_ROWS, _MOMENT_PIXELS), dtype=np.float32)
+        cfull = np.zeros((3, _MOMENT_PIXELS), dtype=np.float32)
+        wfull = np.zeros((2, _MOMENT_PIXELS, Pp), dtype=np.float32)
+        for i in groups[k]:
+            ch = spans[i]
+            sel = slice(lo[i], hi[i])
+            if finite is not None and finite[ch].all():  # whole span, zero weight off ``pix``
+                src = Y2[:, ch]
+                m = ch.stop - ch.start
+                local = pix[sel] - ch.start
+                cm, wm = cfull[:, :m], wfull[:, :m]
+                cm[:] = 0.0
+                wm[:] = 0.0
+                cm[:, local] = coef[:, sel]
+                wm[0, local] = w1[sel]
+                wm[1, local] = w2[sel]
+            else:  # a masked pixel may hold NaN: gather the span's ``pix`` columns
+                src = np.take(Y2[:, ch], pix[sel] - ch.start, axis=1)
+                m = src.shape[1]
+                cm, wm = coef[:, sel], np.stack([w1[sel], w2[sel]])
+            for r0 in range(0, n_e, _MOMENT_ROWS):  # row bands: long contiguous reads
+                r1 = min(r0 + _MOMENT_ROWS, n_e)
+                d = buf[: r1 - r0, :m]
+                np.matmul(x3[r0:r1], cm, out=d)
+                np.subtract(src[r0:r1], d, out=d)
+                acc[0, r0:r1] += d @ wm[0]
+                np.multiply(d, d, out=d)
+                acc[1, r0:r1] += d @ wm[1]
 
-    parts = [res for _, res in map_tiles(client, phase_sums_tile, Y, [tiles[i] for i in keep], args,
-                                         what=f"{window.name} phase spectra", timeout=timeout)]
-    return combine_phase_sums(parts)
+    run_tiles(run, list(range(len(groups))), threads)
+    S = parts[0]
+    for part in parts[1:]:
+        S = S + part
+    counts = np.bincount(lab, minlength=P).astype(np.float64)
+    m1 = S[0, :, :P] / counts
+    mean = rho[:, None] + m1
+    var = np.clip(S[1, :, :P] / counts - m1 * m1, 0.0, None)
+    return mean.T, np.sqrt(var).T
 
 
 def _onehot(lab: np.ndarray, n_phases: int) -> tuple[np.ndarray, np.ndarray]:
@@ -537,6 +690,7 @@ def analyze_edge(
     progress: Callable[[str], None] | None = None,
     client: object = None,
     timeout: float | None = None,
+    threads: int = DEFAULT_THREADS,
 ) -> PhaseAnalysis:
     """Phase map of one absorption edge from an energy-major block of optical density.
 
@@ -604,13 +758,22 @@ def analyze_edge(
     progress : callable, optional
         Called with the name of each stage when it starts.
     client : dask.distributed.Client, optional
-        Run the per-pixel stages (normalization and the per-phase sums of the summary) on pixel
-        tiles on the workers of this Dask cluster (:mod:`txm_live.tiles`); the global steps run
-        here on the gathered per-pixel results. The labels are identical to ``client=None``.
-        ``block`` may then be a dask array (e.g. over the run's HDF5 files), read by the workers.
+        Run the analysis on bands of image rows on the workers of this Dask cluster
+        (:mod:`txm_live.tiled_edge`): the bands and every per-pixel intermediate stay on the
+        workers, the global steps are reductions (feature mean, noise sample, PCA Gram matrix by
+        tree reduction, sigma filter with halo rows), and the clustering runs here on the gathered
+        scores. The labels are identical to ``client=None``. ``block`` may then be a dask array:
+        persisted in chunks of the row bands (used in place) or lazy, e.g. over the run's HDF5
+        files (:func:`txm_live.distributed.hdf5_block`, read by the workers).
     timeout : float, optional
         With ``client``: seconds to wait for a tile before raising
         :class:`~txm_live.errors.DistributedError`.
+    threads : int
+        Threads of the in-process analysis (default :data:`DEFAULT_THREADS` = 1): the two passes
+        over the block (normalization and the per-phase spectra) run on pixel tiles in this many
+        threads (BLAS stays single-threaded in each). 1 is gentle
+        with the cores acquisition needs; on an analysis server give it more. The result does
+        not depend on it (labels identical).
 
     Returns
     -------
@@ -631,14 +794,19 @@ def analyze_edge(
     Notes
     -----
     Memory: the block is not copied when ``energies`` are increasing. Pixels are normalized in
-    chunks of ~64 MB and only the edge step, the noise, the pre-edge line and the feature rows
-    are kept (``n_features x H W`` float32, 0.12 GB at 602 x 643 with 81 features); the
-    per-phase means and spreads over the whole window are accumulated in one streaming pass
-    over the block. Peak extra memory at full size is ~0.5 GB, not another copy of the cube.
-    BLAS runs single-threaded inside this function (``threadpoolctl``).
+    one fused pass (:func:`txm_live.normalize.athena_features`, cache-sized chunks) and only
+    the edge step, the noise, the pre-edge line and the feature rows are kept
+    (``n_features x H W`` float32, 0.12 GB at 602 x 643 with 81 features); the per-phase means
+    and spreads over the whole window come from a second streaming pass of thin matrix products
+    with the raw block (no normalized copy). Peak extra memory at full size is ~0.5 GB, not
+    another copy of the cube. BLAS runs single-threaded inside this function
+    (``threadpoolctl``); ``threads`` parallelizes the two passes over the block.
     """
     from threadpoolctl import threadpool_limits
 
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+    threads = int(threads)
     with threadpool_limits(limits=_BLAS_THREADS, user_api="blas"):
         return _analyze_edge(
             energies, block, window=window, valid=valid, method=method, post_order=post_order,
@@ -646,7 +814,7 @@ def analyze_edge(
             n_components=n_components, max_components=max_components, pca_noise_margin=pca_noise_margin,
             eps=eps, min_samples=min_samples,
             snr_threshold=snr_threshold, spatial_filter=spatial_filter, refine=refine, random_state=random_state,
-            progress=progress, client=client, timeout=timeout,
+            progress=progress, client=client, timeout=timeout, threads=threads,
         )
 
 
@@ -672,6 +840,7 @@ def _analyze_edge(
     progress: Callable[[str], None] | None,
     client: object = None,
     timeout: float | None = None,
+    threads: int = 1,
 ) -> PhaseAnalysis:
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -735,23 +904,38 @@ def _analyze_edge(
     fsel = np.flatnonzero((E >= window.e0 + f_lo) & (E <= window.e0 + f_hi))
     f_rows = slice(int(fsel[0]), int(fsel[-1]) + 1)
     Ef = E[f_rows]
-    edge_step = np.empty(n_pix, dtype=np.float32)
-    pre_noise = np.empty(n_pix, dtype=np.float32)
-    step_z = np.empty(n_pix, dtype=np.float32)
-    pre_coef = np.empty((2, n_pix), dtype=np.float32)
-    feat_all = np.empty((Ef.size, n_pix), dtype=np.float32)
-    finite = np.empty(n_pix, dtype=bool)
     tiles = _row_tiles(H, W, E.size)
     tile_args = (E, window, method, f_rows, post_order)
     if client is None:
-        done = ((i, normalize_tile(Y2[:, rs.start * W : rs.stop * W], *tile_args)) for i, rs in enumerate(tiles))
-    else:
-        done = map_tiles(client, normalize_tile, Y, tiles, lambda i: tile_args,
-                         what=f"{window.name} normalization", timeout=timeout)
-    for i, res in done:
-        sl = slice(tiles[i].start * W, tiles[i].stop * W)
-        finite[sl], edge_step[sl], pre_noise[sl], step_z[sl], pre_coef[:, sl], feat_all[:, sl] = res
-        del res
+        edge_step = np.empty(n_pix, dtype=np.float32)
+        pre_noise = np.empty(n_pix, dtype=np.float32)
+        step_z = np.empty(n_pix, dtype=np.float32)
+        pre_coef = np.empty((2, n_pix), dtype=np.float32)
+        feat_all = np.empty((Ef.size, n_pix), dtype=np.float32)
+        finite = np.empty(n_pix, dtype=bool)
+    if client is None and method == "athena":
+        # one fused pass over the block, written straight into the per-pixel arrays
+        def athena_tile(rs: slice) -> None:
+            sl = slice(rs.start * W, rs.stop * W)
+            with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # those are masked
+                athena_window_features(
+                    E, Y2[:, sl], window, post_order=post_order, rows=f_rows,
+                    out=EdgeFeatures(finite[sl], edge_step[sl], pre_noise[sl], step_z[sl], pre_coef[:, sl],
+                                     feat_all[:, sl]),
+                )
+
+        run_tiles(athena_tile, tiles, threads)
+    elif client is None:
+        for i, rs in enumerate(tiles):
+            res = normalize_tile(Y2[:, rs.start * W : rs.stop * W], *tile_args)
+            sl = slice(tiles[i].start * W, tiles[i].stop * W)
+            finite[sl], edge_step[sl], pre_noise[sl], step_z[sl], pre_coef[:, sl], feat_all[:, sl] = res
+            del res
+    else:  # the tiles and their feature rows stay on the workers (finite: features included)
+        from txm_live.tiled_edge import TiledEdge
+
+        tiled = TiledEdge(client, Y, tiles, what=window.name, timeout=timeout)
+        finite, edge_step, pre_noise, step_z = tiled.normalize(tile_args)
     timings["normalize"] = time.perf_counter() - t
 
     # 3. snr ------------------------------------------------------------------------------
@@ -765,9 +949,14 @@ def _analyze_edge(
     good &= significant
     if valid is not None:
         good &= valid.ravel()
+    if client is None:
+        # every feature finite: one sum per pixel, non-finite sums checked exactly (overflow)
+        feat_ok = np.isfinite(feat_all.sum(axis=0))
+        unsure = np.flatnonzero(~feat_ok & good)
+        if unsure.size:
+            feat_ok[unsure] = np.isfinite(feat_all[:, unsure]).all(axis=0)
+        good &= feat_ok
     pix = np.flatnonzero(good)
-    if pix.size:
-        pix = pix[np.isfinite(np.take(feat_all, pix, axis=1)).all(axis=0)]
     mask = np.zeros(n_pix, dtype=bool)
     mask[pix] = True
     mask = mask.reshape(H, W)
@@ -782,34 +971,51 @@ def _analyze_edge(
 
     # 4. features -------------------------------------------------------------------------
     t = stage("features")
-    F = np.take(feat_all, pix, axis=1)
-    del feat_all
-    X, mean_feat, _noise = build_features(F, Ef, e0=window.e0, random_state=random_state)
+    if client is None:
+        F = np.empty((feat_all.shape[0], pix.size), dtype=np.float32)
+        step = max(1, -(-F.shape[0] // threads))
+        run_tiles(lambda r: np.take(feat_all[r], pix, axis=1, out=F[r], mode="clip"),  # pix in range
+                  [slice(r, r + step) for r in range(0, F.shape[0], step)], threads)
+        del feat_all
+        X, mean_feat, _noise = build_features(F, Ef, e0=window.e0, random_state=random_state, threads=threads)
+    else:
+        mean_feat = tiled.features(pix, Ef, e0=window.e0, random_state=random_state)
     timings["features"] = time.perf_counter() - t
 
     # 5. pca ------------------------------------------------------------------------------
     t = stage("pca")
     pix_snr = np.asarray(sm.snr, dtype=np.float64).ravel()[pix]
-    pca: PcaResult = reduce_pca(
-        X,
-        n_components=n_components,
-        max_components=min(max_components, X.shape[1]),
-        sample_noise=1.0 / np.clip(pix_snr, 1e-3, None),
-        noise_margin=pca_noise_margin,
-        random_state=random_state,
-    )
-    scores = pca.scores
-    score_noise = _residual_noise(X, pca).astype(np.float32)
-    if spatial_filter:
-        scores, score_noise = sigma_filter(scores, pix, (H, W), score_noise, return_noise=True)
-    del X
+    if client is not None:
+        pca, scores = tiled.pca_scores(pix_snr, n_components=n_components, max_components=min(max_components, Ef.size),
+                                       noise_margin=pca_noise_margin, spatial_filter=spatial_filter)
+    else:
+        pca: PcaResult = reduce_pca(
+            X,
+            n_components=n_components,
+            max_components=min(max_components, X.shape[1]),
+            sample_noise=1.0 / np.clip(pix_snr, 1e-3, None),
+            noise_margin=pca_noise_margin,
+            random_state=random_state,
+            threads=threads,
+            row_chunks=_pixel_bands(pix, tiles, W),  # the bands a Dask run sums: identical axes
+        )
+        scores = pca.scores
+        score_noise = _residual_noise(X, pca, threads=threads).astype(np.float32)
+        if spatial_filter:
+            scores, score_noise = sigma_filter(scores, pix, (H, W), score_noise, return_noise=True)
+        del X
     timings["pca"] = time.perf_counter() - t
 
     # 6. cluster --------------------------------------------------------------------------
     t = stage("cluster")
-    raw, majority, eps_used, ms_used = _fit_clusterer(scores, eps=eps, min_samples=min_samples)
+    if client is not None and eps is None:  # the parameter estimate's k-NN queries on the workers
+        est = tiled.dbscan_params(scores, min_samples)
+        raw, majority, eps_used, ms_used = _fit_clusterer(scores, eps=est.eps, min_samples=est.min_samples,
+                                                          workers=threads)
+    else:
+        raw, majority, eps_used, ms_used = _fit_clusterer(scores, eps=eps, min_samples=min_samples, workers=threads)
     if refine:
-        raw, majority, minority = refine_phases(scores, raw, majority, random_state=random_state)
+        raw, majority, minority = refine_phases(scores, raw, majority, random_state=random_state, workers=threads)
     else:
         minority = tuple(int(i) for i in np.unique(raw[raw >= 0]) if int(i) not in majority)
     timings["cluster"] = time.perf_counter() - t
@@ -821,7 +1027,10 @@ def _analyze_edge(
     dense = np.searchsorted(ids, raw[assigned])  # 0..len(ids)-1
     n_phases = int(ids.size)
     if n_phases:
-        fmean, _, _ = _phase_sums(F, np.flatnonzero(assigned), dense, n_phases)
+        if client is None:
+            fmean, _, _ = _phase_sums(F, np.flatnonzero(assigned), dense, n_phases)
+        else:
+            fmean = tiled.feature_phase_means(np.flatnonzero(assigned), dense, n_phases)
         wl_height = fmean.max(axis=1)
         edge_pos = edge_positions(Ef, fmean)
     else:
@@ -841,15 +1050,14 @@ def _analyze_edge(
     labels[pix] = phase_of_pix
     if n_phases:
         cols = pix[assigned]
-        athena = (pre_coef[:, cols], edge_step[cols]) if method == "athena" else None
         if client is None:
+            athena = (pre_coef[:, cols], edge_step[cols]) if method == "athena" else None
             mean_spectra, spread, counts = _window_phase_stats(
-                E, Y2, window, method, cols, phase_of_pix[assigned], n_phases, athena=athena, post_order=post_order
+                E, Y2, window, method, cols, phase_of_pix[assigned], n_phases, athena=athena, post_order=post_order,
+                finite=finite, threads=threads,
             )
-        else:
-            mean_spectra, spread, counts = _distributed_phase_stats(
-                client, E, Y, window, method, cols, phase_of_pix[assigned], n_phases, athena, timeout, post_order
-            )
+        else:  # the pre-edge lines and steps are on the workers
+            mean_spectra, spread, counts = tiled.window_phase_stats(tile_args, cols, phase_of_pix[assigned], n_phases)
     else:
         mean_spectra = np.zeros((0, E.size))
         spread = np.zeros((0, E.size))
@@ -863,7 +1071,12 @@ def _analyze_edge(
     i_peak = int(np.argmax(mean_feat))
     near = np.flatnonzero(np.abs(Ef - Ef[i_peak]) <= 2.0 + 1e-9)
     white_line = np.full(n_pix, np.nan, dtype=np.float32)
-    white_line[pix] = F[near].mean(axis=0)
+    if client is None:
+        white_line[pix] = F[near].mean(axis=0)
+    else:
+        from txm_live.tiles import tile_line_score, tile_row_mean
+
+        white_line[pix] = tiled.per_pixel(tile_row_mean, near, step="white line")
     # majority score: projection on the line between the two majority means (feature range)
     score = np.full(n_pix, np.nan, dtype=np.float32)
     if major_idx.size >= 2:
@@ -871,7 +1084,13 @@ def _analyze_edge(
         d = (hi - lo).astype(np.float32)
         dd = float(d @ d)
         if dd > 0:
-            score[pix] = (d @ F - float(d @ lo.astype(np.float32))) / dd
+            offset = float(d @ lo.astype(np.float32))
+            if client is None:
+                score[pix] = (d @ F - offset) / dd
+            else:
+                score[pix] = tiled.per_pixel(tile_line_score, d, offset, dd, step="majority score")
+    if client is not None:
+        tiled.release()
     timings["summarize"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_start
 

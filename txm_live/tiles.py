@@ -4,30 +4,25 @@ A *tile* is a band of whole image rows, the same pixel chunks the in-process ana
 (:func:`txm_live.phases._pixel_chunks`), so every pixel goes through exactly the same arithmetic
 in both: the per-pixel outputs, hence the labels, are identical.
 
-* :func:`normalize_tile` (normalization, finiteness, the feature rows) runs per tile on the
-  workers; only the compact per-pixel results (edge step, pre-edge noise and line, feature
-  rows: ``4 (n_features + 5)`` bytes per pixel) come back.
-* :func:`phase_sums_tile` accumulates the per-phase sums of the normalized spectra over the
-  whole window for the summary; the client adds the tiles' sums (float64), shifting each
-  tile's sum of squares to the common reference.
-
-The global steps (SNR threshold, noise estimate on a pixel sample, PCA, spatial filter,
-clustering) run on the client on the gathered per-pixel arrays, with the in-process code.
+* :func:`normalize_tile` (normalization, finiteness, the feature rows) is the per-tile stage of
+  the in-process analysis too.
+* The ``tile_*`` functions are the per-tile steps of the distributed analysis
+  (:mod:`txm_live.tiled_edge` drives them): each takes what an earlier step left on the worker
+  and returns either a per-pixel intermediate that stays there (features, whitened features,
+  scores) or a small result for the client (per-pixel scalars, partial sums, a sample).
+* :func:`tile_window_phase_stats` gives the per-phase mean and spread over the whole window
+  of a tile's pixels (the in-process kernel); :func:`combine_phase_stats` pools the tiles.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from txm_live.edges import EdgeWindow
 
-__all__ = ["normalize_tile", "phase_sums_tile", "map_tiles"]
-
-#: Tiles in flight per worker (bounds the memory of a numpy block shipped to the workers).
-_IN_FLIGHT_PER_WORKER = 2
+__all__ = ["TileNorm", "normalize_tile", "tile_normalize", "combine_phase_stats"]
 
 
 def normalize_tile(
@@ -39,9 +34,13 @@ def normalize_tile(
     ``edge_step / edge_step_error``, ``pre_coefficients`` (2, n) and the feature rows
     ``norm[f_rows]`` (float32), one column per pixel.
     """
-    from txm_live.normalize import normalize_window
+    from txm_live.normalize import athena_window_features, normalize_window
 
     Y2 = np.asarray(Yt).reshape(E.size, -1)
+    if method == "athena":  # one fused, cache-blocked pass; the values of the generic path below
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # those are masked
+            f = athena_window_features(E, Y2, window, post_order=post_order, rows=f_rows)
+        return f.finite, f.edge_step, f.pre_edge_noise, f.step_significance, f.pre_coefficients, f.norm
     finite = np.isfinite(Y2).all(axis=0)  # NaN anywhere: never clustered
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # those are masked
         nz = normalize_window(E, Y2, window, method=method, post_order=post_order, rows=f_rows)
@@ -51,106 +50,170 @@ def normalize_tile(
             nz.pre_coefficients.astype(np.float32), np.ascontiguousarray(nz.norm, dtype=np.float32))
 
 
-def phase_sums_tile(
-    Yt: np.ndarray,
-    E: np.ndarray,
-    window: EdgeWindow,
-    method: str,
-    cols: np.ndarray,
-    lab: np.ndarray,
-    n_phases: int,
-    athena: tuple[np.ndarray, np.ndarray] | None,
-    post_order: int | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per-phase sums over one tile: ``s1`` (n_e, P), ``s2`` about the tile's per-row mean
-    ``ref`` (n_e,), and the counts (P,). ``cols`` index the tile's pixels, ``lab`` their phase."""
-    from txm_live.normalize import normalize_window
+class TileNorm(NamedTuple):
+    """What :func:`tile_normalize` leaves on a worker for one tile (one column per pixel)."""
 
-    Y2 = np.asarray(Yt).reshape(E.size, -1)
-    if athena is not None:
-        c, step = athena
-        sub = np.take(Y2, cols, axis=1).astype(np.float32, copy=True)
-        sub -= c[0].astype(np.float32)
-        sub -= (E - window.e0).astype(np.float32)[:, None] * c[1].astype(np.float32)
-        sub *= (1.0 / step).astype(np.float32)
-    else:
-        sub = normalize_window(E, np.take(Y2, cols, axis=1), window, method=method,
-                               post_order=post_order).norm.astype(np.float32)
+    ok: np.ndarray  #: bool: finite spectrum and finite feature rows
+    edge_step: np.ndarray  #: float32
+    pre_noise: np.ndarray  #: float32
+    step_z: np.ndarray  #: float32: edge step / its standard error
+    pre_coefficients: np.ndarray  #: float32 (2, n): pre-edge line
+    features: np.ndarray  #: float32 (n_features, n): normalized feature rows
+
+
+def tile_normalize(Yt: np.ndarray, E: np.ndarray, window: EdgeWindow, method: str, f_rows: slice,
+                   post_order: int | None = None) -> TileNorm:
+    """:func:`normalize_tile` (the in-process kernel), kept on the worker; ``ok`` folds in the
+    finiteness of the feature rows."""
+    finite, step, noise, z, coef, feat = normalize_tile(Yt, E, window, method, f_rows, post_order)
+    return TileNorm(finite & np.isfinite(feat).all(axis=0), step, noise, z, coef, feat)
+
+
+def tile_pixel_scalars(tn: TileNorm) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The per-pixel scalars the SNR mask needs (13 bytes per pixel)."""
+    return tn.ok, tn.edge_step, tn.pre_noise, tn.step_z
+
+
+def tile_take_features(tn: TileNorm, cols: np.ndarray) -> np.ndarray:
+    """Feature rows of the clustered pixels ``cols`` of the tile, (n_features, n_cols) float32."""
+    return np.take(tn.features, cols, axis=1)
+
+
+def tile_feature_sum(F: np.ndarray) -> np.ndarray:
+    """Sum over the tile's pixels of every feature row (float64)."""
+    return F.sum(axis=1, dtype=np.float64)
+
+
+def tile_columns(F: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Columns ``cols`` of ``F`` (the tile's part of a pixel sample)."""
+    return np.take(F, cols, axis=1)
+
+
+def tile_whiten(F: np.ndarray, q32: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """Whitened pixel-major features of the tile (:func:`txm_live.phases.build_features`)."""
+    from txm_live.phases import _whiten
+
+    return _whiten(F, q32, noise)
+
+
+def tile_project(X: np.ndarray, pca: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of the tile's pixels and their residual rms outside the components (float64)."""
+    from txm_live.phases import _residual_rms
+
+    scores = pca.transform(X)
+    return scores, _residual_rms(X, pca.mean, scores)
+
+
+def tile_rms_range(proj: tuple[np.ndarray, np.ndarray]) -> tuple[float, float]:
+    """Smallest residual rms and largest positive one of the tile (``nan`` when empty)."""
+    rms = proj[1]
+    pos = rms[rms > 0]
+    return (float(rms.min()) if rms.size else np.nan, float(pos.max()) if pos.size else np.nan)
+
+
+def tile_rms(proj: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    return proj[1]
+
+
+def tile_halo_row(proj: tuple[np.ndarray, np.ndarray], cols: np.ndarray, W: int, row: int) -> tuple:
+    """Scores, residual rms and in-tile columns of the clustered pixels of local image row ``row``."""
+    lo, hi = np.searchsorted(cols, [row * W, (row + 1) * W])
+    return proj[0][lo:hi], proj[1][lo:hi], cols[lo:hi] - row * W
+
+
+def tile_scores(proj: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    return proj[0]
+
+
+def tile_sigma_filter(
+    proj: tuple[np.ndarray, np.ndarray],
+    cols: np.ndarray,
+    n_rows: int,
+    W: int,
+    floor: float,
+    above: tuple | None,
+    below: tuple | None,
+) -> np.ndarray:
+    """:func:`txm_live.phases.sigma_filter` of the tile's scores with one halo row on each side.
+
+    ``above`` / ``below`` are :func:`tile_halo_row` of the neighbouring tiles (``None`` at the
+    image border, where the in-process filter sees no pixel either). The tile is filtered as an
+    image of ``n_rows + 2`` rows and only its own pixels are kept: each of them sees exactly the
+    neighbours it has in the whole image, so the result equals the in-process filter's.
+    """
+    from txm_live.phases import sigma_filter
+
+    parts_s, parts_n, parts_p = [], [], []
+    if above is not None:
+        parts_s.append(above[0]), parts_n.append(above[1]), parts_p.append(above[2])
+    parts_s.append(proj[0]), parts_n.append(proj[1]), parts_p.append(cols + W)
+    if below is not None:
+        parts_s.append(below[0]), parts_n.append(below[1]), parts_p.append(below[2] + (n_rows + 1) * W)
+    scores = np.concatenate(parts_s)
+    noise = np.maximum(np.concatenate(parts_n), floor).astype(np.float32)
+    pixels = np.concatenate(parts_p)
+    out = sigma_filter(scores, pixels, (n_rows + 2, W), noise)
+    first = parts_s[0].shape[0] if above is not None else 0
+    return out[first : first + proj[0].shape[0]]
+
+
+def tile_phase_feature_sums(F: np.ndarray, idx: np.ndarray, lab: np.ndarray, n_phases: int) -> np.ndarray:
+    """Per-phase sums (n_features, P) float64 of the feature rows of the tile's pixels ``idx``."""
     onehot = np.zeros((lab.size, n_phases), dtype=np.float32)
     onehot[np.arange(lab.size), lab] = 1.0
-    s1 = (sub @ onehot).astype(np.float64)
-    ref = s1.sum(axis=1) / max(sub.shape[1], 1)
-    sub -= ref[:, None].astype(np.float32)
-    np.multiply(sub, sub, out=sub)
-    s2 = (sub @ onehot).astype(np.float64)
-    return s1, s2, ref, np.bincount(lab, minlength=n_phases).astype(np.int64)
+    return (np.take(F, idx, axis=1) @ onehot).astype(np.float64)
 
 
-def combine_phase_sums(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean and standard deviation per phase (P, n_e) and the counts from the tiles' sums."""
-    s1 = sum(p[0] for p in parts)
-    counts = sum(p[3] for p in parts)
-    mean = s1 / counts  # (n_e, P)
-    # sum over a tile of (x - m)^2 = s2_t + 2 (ref_t - m) (s1_t - n_t ref_t) + n_t (ref_t - m)^2
-    ss = np.zeros_like(s1)
-    for t1, t2, ref, n in parts:
-        dr = ref[:, None] - mean
-        ss += t2 + 2.0 * dr * (t1 - n * ref[:, None]) + n * dr * dr
-    var = np.clip(ss / counts, 0.0, None)
-    return mean.T, np.sqrt(var).T, counts
+def tile_row_mean(F: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Mean over the feature rows ``rows`` of every pixel (the white-line map)."""
+    return F[rows].mean(axis=0)
 
 
-def _tile_data(Y: Any, rows: slice) -> Any:
-    """The rows of a tile: a contiguous numpy copy (shipped) or a lazy dask slice."""
-    part = Y[:, rows, :]
-    if hasattr(part, "dask"):
-        return part
-    return np.ascontiguousarray(part)
+def tile_line_score(F: np.ndarray, d: np.ndarray, offset: float, dd: float) -> np.ndarray:
+    """Position of every pixel on the line from one mean spectrum to another (majority score)."""
+    return (d @ F - offset) / dd
 
 
-def map_tiles(
-    client: Any,
-    fn: Callable[..., Any],
-    Y: Any,
-    tiles: list[slice],
-    args: Callable[[int], tuple],
-    *,
-    what: str,
-    timeout: float | None = None,
-) -> Iterator[tuple[int, Any]]:
-    """Run ``fn(tile_data, *args(i))`` for every tile on the cluster; yields ``(i, result)``.
+def tile_window_phase_stats(Yt: np.ndarray, tn: TileNorm, E: np.ndarray, window: EdgeWindow, method: str,
+                            cols: np.ndarray, lab: np.ndarray, post_order: int | None = None) -> tuple:
+    """Per-phase mean, spread and count over the window of the tile's pixels ``cols`` (phase
+    ``lab``), by the in-process :func:`txm_live.phases._window_phase_stats` (Athena: moments from
+    the raw tile with the pre-edge lines and steps kept on the worker). Returns the phases
+    present in the tile with their ``(mean, std)`` (P_t, n_e) and counts."""
+    from txm_live.phases import _window_phase_stats
 
-    ``tiles`` are row slices of ``Y`` (n_e, H, W). A numpy ``Y`` is shipped tile by tile with at
-    most a few tiles in flight per worker (bounded memory on the client and the workers); a
-    dask array is sliced lazily, so the workers read their tiles themselves (e.g. from HDF5).
-    """
-    import warnings
+    present = np.unique(lab)
+    local = np.searchsorted(present, lab)
+    Y2 = np.asarray(Yt).reshape(E.size, -1)
+    athena = (tn.pre_coefficients[:, cols], tn.edge_step[cols]) if method == "athena" else None
+    mean, std, counts = _window_phase_stats(E, Y2, window, method, cols, local, present.size, athena=athena,
+                                            post_order=post_order, finite=tn.ok)
+    return present, mean, std, counts
 
-    from dask.distributed import as_completed
 
-    from txm_live.distributed import gather, n_workers
+def combine_phase_stats(parts: list[tuple], n_phases: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and standard deviation (P, n_e) and counts over all tiles from the tiles'
+    :func:`tile_window_phase_stats` (pooled: ``N var = sum n_t (var_t + (m_t - m)^2)``)."""
+    n_e = parts[0][1].shape[1]
+    counts = np.zeros(n_phases, dtype=np.int64)
+    s1 = np.zeros((n_phases, n_e))
+    for present, mean, _, n in parts:
+        counts[present] += n
+        s1[present] += n[:, None] * mean
+    mean = s1 / counts[:, None]
+    ss = np.zeros((n_phases, n_e))
+    for present, m, sd, n in parts:
+        ss[present] += n[:, None] * (sd * sd + (m - mean[present]) ** 2)
+    return mean, np.sqrt(ss / counts[:, None]), counts
 
-    in_flight = _IN_FLIGHT_PER_WORKER * n_workers(client)
-    pending = iter(range(len(tiles)))
-    index: dict[Any, int] = {}
 
-    def submit(i: int) -> Any:
-        data = _tile_data(Y, tiles[i])
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*Large object.*")  # the tile is the payload
-            if hasattr(data, "dask"):
-                import dask
+def tile_knn_distances(scores: np.ndarray, points: np.ndarray, k: int) -> np.ndarray:
+    """Distances (m, min(k, n_tile)) from each of ``points`` to its nearest scores of the tile
+    (float64, as :func:`txm_live.cluster.estimate_dbscan_params` computes them)."""
+    from scipy.spatial import cKDTree
 
-                fut = client.compute(dask.delayed(fn)(data, *args(i)))
-            else:
-                fut = client.submit(fn, data, *args(i), pure=False)
-        index[fut.key] = i
-        return fut
-
-    ac = as_completed([submit(i) for _, i in zip(range(in_flight), pending)])
-    for fut in ac:
-        (res,) = gather(client, [fut], what=what, timeout=timeout)
-        yield index.pop(fut.key), res
-        nxt = next(pending, None)
-        if nxt is not None:
-            ac.add(submit(nxt))
+    kk = min(k, scores.shape[0])
+    if kk == 0:
+        return np.zeros((points.shape[0], 0))
+    dist, _ = cKDTree(np.asarray(scores, dtype=np.float64)).query(points, k=kk)
+    return np.asarray(dist).reshape(points.shape[0], kk)

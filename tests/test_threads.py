@@ -1,0 +1,44 @@
+"""Tests of txm_live.threads: ordered results, exceptions, validation."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from txm_live.threads import map_ordered, run_tiles
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_map_ordered_keeps_tile_order(threads: int) -> None:
+    tiles = [slice(i, i + 7) for i in range(0, 100, 7)]
+    out = map_ordered(lambda sl: np.arange(100)[sl].sum(), tiles, threads)
+    assert out == [np.arange(100)[sl].sum() for sl in tiles]
+
+
+def test_run_tiles_uses_threads_and_writes_disjoint_outputs() -> None:
+    seen: set[str] = set()
+    out = np.zeros(64)
+    gate = threading.Barrier(2, timeout=30)  # both threads must be inside at once
+
+    def fill(sl: slice) -> None:
+        seen.add(threading.current_thread().name)
+        gate.wait()
+        out[sl] = sl.start
+
+    run_tiles(fill, [slice(0, 32), slice(32, 64)], 2)
+    assert len(seen) == 2 and np.all(out[:32] == 0) and np.all(out[32:] == 32)
+
+
+def test_exceptions_propagate_and_validation() -> None:
+    def boom(i: int) -> int:
+        if i == 3:
+            raise RuntimeError("tile 3")
+        return i
+
+    with pytest.raises(RuntimeError, match="tile 3"):
+        map_ordered(boom, list(range(6)), 2)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="threads"):
+            map_ordered(boom, [1], bad)
