@@ -152,29 +152,30 @@ def test_live_derived_run_published_next_to_the_raw_run(tiled, recorded):
     np.testing.assert_array_equal(found["l3_phases"]["counts"].read()[0], live.l3.counts)
 
 
+class _FrameCounter:
+    """A minimal consumer for ``callback_factory``: counts the replayed frames of its run into
+    ``n_frames`` (run uid -> frames) and returns a RunResult carrying that count."""
+
+    def __init__(self, n_frames: dict) -> None:
+        self.docs: list = []
+        self.n_frames = n_frames
+
+    def __call__(self, name, doc):
+        self.docs.append((name, doc))
+
+    def wait(self, timeout=None):
+        from txm_live.results import RunResult
+
+        uid = self.docs[0][1]["uid"]
+        n = self.n_frames[uid] = sum(len(d["seq_num"]) for name, d in self.docs if name == "event_page")
+        return [RunResult(run_uid=uid, n_frames=n)]
+
+
 def test_replay_runs_from_a_local_directory_and_bad_uids(tiled, recorded, workdir):
     uid, _, _ = recorded[False]
-    seen = []
-
-    class Recorder:
-        """A minimal consumer: counts frames and returns an empty RunResult per run."""
-
-        def __init__(self):
-            self.docs = []
-
-        def __call__(self, name, doc):
-            self.docs.append((name, doc))
-
-        def wait(self, timeout=None):
-            from txm_live.results import RunResult
-
-            n = sum(len(d["seq_num"]) for n, d in self.docs if n == "event_page")
-            seen.append(n)
-            return [RunResult(run_uid=self.docs[0][1]["uid"], n_frames=n)]
-
     assert find_catalog_directory(tiled.directory) == workdir
     results = replay_runs(workdir, [uid[:8], "nonexistent-uid"], progress=False,
-                          callback_factory=Recorder)
+                          callback_factory=lambda: _FrameCounter({}))
     assert [r.run_uid for r in results] == [uid, "nonexistent-uid"]
     assert results[0].n_frames == 2 * ENERGIES_OF[False].size + 4 and not results[0].errors
     assert results[1].errors[0].startswith("KeyError:")
@@ -328,19 +329,8 @@ def test_runs_selected_by_content_not_plan_name(tmp_path, capsys):
 
         n_frames: dict = {}
 
-        class Recorder:
-            def __init__(self):
-                self.docs = []
-
-            def __call__(self, name, doc):
-                self.docs.append((name, doc))
-
-            def wait(self, timeout=None):
-                from txm_live.results import RunResult
-
-                uid = self.docs[0][1]["uid"]
-                n_frames[uid] = sum(len(d["seq_num"]) for n, d in self.docs if n == "event_page")
-                return [RunResult(run_uid=uid)]
+        def Recorder():
+            return _FrameCounter(n_frames)
 
         results = replay_runs(client, progress=False, callback_factory=Recorder)
         assert [r.run_uid for r in results] == [ours, fxi]
