@@ -423,9 +423,6 @@ def place_sample(
     )
 
 
-_PSF_TRUNCATE = 3.5  # Gaussian PSF kernel radius in sigmas
-
-
 def optical_image(
     od: np.ndarray,
     detector_shape: tuple[int, int],
@@ -472,10 +469,6 @@ def optical_image(
     the earlier model). The ground-truth labels stay an order-1 placement of the label fractions:
     that is what a pixel integrating a piecewise-constant map sees. The intensity (not the OD) is resampled: the
     detector integrates photons. Spline overshoot at sharp edges is clipped at 0 transmission.
-    Outside the map is vacuum: the map is padded with transmission 1 before the blur, so a
-    particle that touches the map's border is blurred into the vacuum there like at any other
-    edge, and the image does not depend on how much vacuum the map includes (extending the
-    border pixels outwards instead would add material beyond the map and cut it off sharply).
     Cost: one Gaussian filter of the map and one cubic resampling of the frame (~70 ms at
     730 x 771, scipy's generic affine path; the simulator is not on the live path).
     """
@@ -484,13 +477,9 @@ def optical_image(
     od = np.asarray(od)
     if od.ndim != 2:
         raise ValueError(f"od must be 2-D, got shape {od.shape}")
-    # vacuum (transmission 1) around the map, as far as the PSF reaches plus the cubic taps, so that
-    # the blur spills across the map's border as it does across any edge (symmetric: same centre)
-    pad = math.ceil(_PSF_TRUNCATE * psf_sigma_px) + 2
-    t = np.pad(np.exp(-od.astype(np.float32)), pad, mode="constant", constant_values=np.float32(1.0))
+    t = np.exp(-od.astype(np.float32))
     if psf_sigma_px > 0:
-        t = ndimage.gaussian_filter(t, sigma=psf_sigma_px, truncate=_PSF_TRUNCATE, mode="constant", cval=1.0,
-                                    output=np.float32)
+        t = ndimage.gaussian_filter(t, sigma=psf_sigma_px, truncate=3.5, mode="nearest", output=np.float32)
     out = place_sample(t, detector_shape, scale=scale, shift=shift, axis_offset=axis_offset, order=3, cval=1.0)
     return np.maximum(out, np.float32(0.0), out=out)
 
