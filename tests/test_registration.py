@@ -264,11 +264,11 @@ def test_registration_follows_random_walk_drift_and_two_10px_jumps(still_referen
     assert n_resampled > 100
 
 
-@pytest.mark.xfail(strict=True, reason="known gap (issue 9 item 8): measured ARI 0.864 vs 0.916 drift-free for "
-                   "seed 0 (seeds 1 / 2: 0.957 vs 0.925, 0.923 vs 0.926, within 0.03); with the true shifts 0.904 "
-                   "(0.934 with interpolation_order=3, which reaches 0.883 here). The 0.5 px mean tracking error "
-                   "of seed 0 comes from its low-contrast pre-edge frames (0.3-0.6 px standard error each) before "
-                   "the first jump, where a drift below the 5-sigma gate still moves the reference with the sample")
+@pytest.mark.xfail(strict=True, reason="known gap (issue 9 item 8): measured ARI 0.883 vs 0.916 drift-free for "
+                   "seed 0 (-0.034; seeds 1 / 2: 0.962 vs 0.925, 0.951 vs 0.926 pass); with the true shifts "
+                   "0.934 (the resampling is no longer the limit): the 0.5 px mean tracking error comes from "
+                   "the low-contrast pre-edge frames (0.3-0.6 px standard error each) before the first jump, "
+                   "where a drift below the 5-sigma gate still moves the reference with the sample")
 def test_registration_drift_within_003_of_drift_free(still_reference):
     ari_on, _, _ = _phantom_scan(0, register=True, drift=True)
     assert ari_on >= still_reference - 0.03

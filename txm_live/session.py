@@ -106,22 +106,12 @@ class XanesSession:
         Raw saturation level (see :func:`~txm_live.flatfield.optical_density`).
     registration_options : dict, optional
         Keyword arguments of :class:`~txm_live.registration.RunningRegistration`.
-    interpolation_order : {1, 3}
+    interpolation_order : {3, 1}
         Resampling of a frame that moved or whose pixel size differs from the reference (one
-        interpolation for both): 1, bilinear; 3, cubic B-spline with its interpolating prefilter
-        (near band-limited, see Notes of :func:`~txm_live.registration.transform_image`; ~10x the
-        cost). Frames that neither moved nor changed scale are not resampled. The choice is a
-        trade of resolution against noise: bilinear weights average neighbouring pixels, which
-        blurs a frame shifted by half a pixel but also lowers its photon noise (to ~0.67 of the
-        standard deviation on average over sub-pixel positions); the cubic spline keeps both the
-        resolution and the noise. Measured with every simulated instrument effect (jitter,
-        drift, jumps, energy-proportional magnification: every frame resampled), cubic / bilinear:
-        small Nd demo L3 ARI 0.906 / 0.895 but L2 0.650 / 0.809 (the weaker L2 jump is
-        noise-limited); FXI-style Nd 96 px L3 0.917 / 0.937, 0.850 / 0.866, 0.881 / 0.852 (seeds
-        0-2); Fe K battery 96 px 0.745 / 0.825, 0.816 / 0.769, 0.893 / 0.833; a 0.3 px/frame
-        random walk without magnification (tests/test_registration.py, seeds 0-2) 0.883 / 0.864,
-        0.962 / 0.957, 0.951 / 0.923. Bilinear is the default: it never lost more than 0.03
-        and cubic lost 0.16 on the demo's L2.
+        interpolation for both): 3, cubic B-spline with its interpolating prefilter (near
+        band-limited: TXM images are band-limited by the zone-plate optics, see Notes of
+        :func:`~txm_live.registration.transform_image`); 1, bilinear (blurs a frame shifted by
+        half a pixel, ~10x cheaper). Frames that neither moved nor changed scale are not resampled.
     min_valid_fraction : float
         A sample frame with fewer usable pixels than this fraction (beam off, shutter closed,
         saturated detector...) is skipped with a ``FrameError`` in :attr:`errors` instead of
@@ -177,7 +167,7 @@ class XanesSession:
         max_pending: int = 64,
         saturation: float | None = 65535,
         registration_options: dict | None = None,
-        interpolation_order: int = 1,
+        interpolation_order: int = 3,
         shared_memory: bool = False,
         min_valid_fraction: float = 0.5,
         max_usable_od: float = 6.0,
