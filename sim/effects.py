@@ -14,9 +14,8 @@ Frame model (one detector pixel ``x`` at monochromator energy ``E``, frame numbe
 (above ``poisson_gaussian_above`` photons the Poisson draw is replaced by a Gaussian of the same
 mean and variance, see :func:`detector_counts`)
 
-with ``PSF * T`` the optical image of the sample's transmission ``T = exp(-OD)`` placed on the detector
-grid (magnification about the optical axis plus drift, jitter and jumps, in ONE band-limited resampling,
-see :func:`optical_image`), ``F`` the
+with ``T(x) = exp(-OD)`` of the sample resampled onto the detector grid (magnification about the
+optical axis plus drift, jitter and jumps, all in ONE first-order affine resampling), ``F`` the
 flat-field structure (vignetting, structured pattern, dust), ``beam`` the top-up sawtooth on a
 virtual clock ``t_n = n * frame_time_s``, ``g(E)`` the monochromator glitch dips of the
 fundamental and ``leak`` the harmonic / scattered fraction that does not see the sample
@@ -51,7 +50,6 @@ __all__ = [
     "flat_field_pattern",
     "glitch_factor",
     "make_glitches",
-    "optical_image",
     "place_sample",
     "spectral_throughput",
 ]
@@ -123,8 +121,7 @@ class EffectsConfig:
     leak, leak_fraction : bool, float
         Harmonic / scattered photons that do not see the sample absorption, relative to the flat.
     psf, psf_sigma_px : bool, float
-        Gaussian point-spread function of the optics and scintillator (sigma in nominal pixels, applied
-        in the sample plane; see :func:`optical_image`).
+        Gaussian point-spread function of the optics and scintillator (pixels).
     poisson_gaussian_above : float
         Expected photon count above which the photon noise is drawn as a Gaussian of equal mean
         and variance (speed; see :func:`detector_counts`). ``float("inf")``: exact Poisson.
@@ -369,10 +366,8 @@ def place_sample(
     scale: float = 1.0,
     shift: tuple[float, float] = (0.0, 0.0),
     axis_offset: tuple[float, float] = (0.0, 0.0),
-    order: int = 1,
-    cval: float = 0.0,
 ) -> np.ndarray:
-    """Resample a sample-plane map onto the detector grid in ONE affine resampling.
+    """Resample a sample-plane map onto the detector grid in ONE order-1 affine resampling.
 
     Parameters
     ----------
@@ -387,24 +382,15 @@ def place_sample(
         Sample displacement in nominal pixels (positive moves it to larger indices).
     axis_offset : (dy, dx)
         Optical axis relative to the detector centre; the fixed point of the magnification.
-    order : {1, 3}
-        1: bilinear, the area fractions of a map that is constant over each nominal pixel
-        (material fractions, ground-truth labels: for a translation, a detector pixel integrating a
-        piecewise-constant map sees exactly the bilinear weights). 3: cubic B-spline with its
-        interpolating prefilter, for band-limited images (see :func:`optical_image`).
-    cval : float
-        Value outside the sample map (0 for an optical density, 1 for a transmission).
 
     Returns
     -------
-    ndarray of float32, shape detector_shape; ``cval`` outside the sample map.
+    ndarray of float32, shape detector_shape; 0 outside the sample map.
     """
     if od.ndim != 2:
         raise ValueError(f"od must be 2-D, got shape {od.shape}")
     if not scale > 0:
         raise ValueError(f"scale must be > 0, got {scale!r}")
-    if order not in (1, 3):
-        raise ValueError(f"order must be 1 or 3, got {order!r}")
     hd, wd = detector_shape
     dc = np.array([(hd - 1) / 2, (wd - 1) / 2])
     pc = np.array([(od.shape[0] - 1) / 2, (od.shape[1] - 1) / 2])
@@ -415,69 +401,12 @@ def place_sample(
         np.array([scale, scale]),
         offset=offset,
         output_shape=(int(hd), int(wd)),
-        order=order,
-        mode="constant" if order == 1 else "grid-constant",
-        cval=float(cval),
-        prefilter=order > 1,
+        order=1,
+        mode="constant",
+        cval=0.0,
+        prefilter=False,
         output=np.float32,
     )
-
-
-def optical_image(
-    od: np.ndarray,
-    detector_shape: tuple[int, int],
-    *,
-    scale: float = 1.0,
-    shift: tuple[float, float] = (0.0, 0.0),
-    axis_offset: tuple[float, float] = (0.0, 0.0),
-    psf_sigma_px: float = 0.0,
-) -> np.ndarray:
-    """Relative intensity the optics image of a sample-plane OD map on the detector grid.
-
-    The transmission ``exp(-od)`` is blurred by the optics' Gaussian point-spread function
-    (``psf_sigma_px`` nominal pixels, in the sample plane) and this band-limited optical image is
-    placed on the detector grid (magnification ``scale`` about the optical axis, displacement
-    ``shift``) by one cubic B-spline resampling with its interpolating prefilter
-    (:func:`place_sample` with ``order=3``). Float32, ``detector_shape``, 1 outside the map.
-
-    Parameters
-    ----------
-    od : ndarray, shape (H, W)
-        Optical density of the sample, one nominal pixel per element.
-    detector_shape, scale, shift, axis_offset
-        As :func:`place_sample`.
-    psf_sigma_px : float
-        Gaussian PSF sigma in nominal pixels; 0: no blur.
-
-    Notes
-    -----
-    A sample displacement translates the optical image in the detector plane, and the camera
-    samples that image: it does not blur it. A real sample has its edges at arbitrary sub-pixel
-    positions in every frame, so a moved frame is as sharp as a still one. The phantom, though,
-    is a map that is constant over each nominal pixel, its edges on the pixel boundaries at zero
-    displacement; resampling it with first-order interpolation (the bilinear model of the
-    earlier versions) makes a frame displaced by half a pixel visibly blurrier than one displaced
-    by a whole pixel, a shift-dependent blur no real frame shows, which then adds to any
-    interpolation of the analysis. Here the phantom is taken as the sampled object and the
-    zone-plate optics band-limit its image (the PSF, applied to the intensity transmission in
-    the sample plane, where the optics act); a band-limited image is determined by its samples,
-    and the cubic B-spline interpolant (prefiltered) reproduces its translates and magnifications
-    to better than 1 % of the modulation up to ~0.3 cycles per pixel. The same model gives every
-    frame, moved or not, the same resolution. The intensity (not the OD) is resampled: the
-    detector integrates photons. Spline overshoot at sharp edges is clipped at 0 transmission.
-    Cost: one Gaussian filter of the map and one cubic resampling of the frame (~70 ms at
-    730 x 771, scipy's generic affine path; the simulator is not on the live path).
-    """
-    if not (math.isfinite(psf_sigma_px) and psf_sigma_px >= 0):
-        raise ValueError(f"psf_sigma_px must be a finite number >= 0, got {psf_sigma_px!r}")
-    od = np.asarray(od)
-    if od.ndim != 2:
-        raise ValueError(f"od must be 2-D, got shape {od.shape}")
-    t = np.exp(-od.astype(np.float32))
-    if psf_sigma_px > 0:
-        t = ndimage.gaussian_filter(t, sigma=psf_sigma_px, truncate=3.5, mode="nearest", output=np.float32)
-    out = place_sample(t, detector_shape, scale=scale, shift=shift, axis_offset=axis_offset, order=3, cval=1.0)
-    return np.maximum(out, np.float32(0.0), out=out)
 
 
 def detector_counts(
@@ -545,9 +474,8 @@ class InstrumentModel:
     Notes
     -----
     Memory: one float32 flat pattern of the detector shape (~2.3 MB for 730 x 771) plus per-frame
-    temporaries of a few detector-sized float32 arrays. Rendering a sample frame costs one cubic
-    affine resampling and one Gaussian filter (if ``psf``) of the optical image
-    (:func:`optical_image`) and one Poisson draw of the detector size.
+    temporaries of a few detector-sized float32 arrays. Rendering a sample frame costs one affine
+    resampling, one Gaussian filter (if ``psf``) and one Poisson draw of the detector size.
     """
 
     def __init__(self, sample_shape: tuple[int, int], config: EffectsConfig | None = None, *, seed: int = 0):
@@ -656,8 +584,11 @@ class InstrumentModel:
             if od.shape != self.sample_shape:
                 raise ValueError(f"od must have shape {self.sample_shape}, got {od.shape}")
             shift = self.sample_offset(energy, frame_index) + np.asarray(stage_offset_px, dtype=np.float64)
-            rel = optical_image(od, self.detector_shape, scale=self.scale(energy), shift=tuple(shift),
-                                axis_offset=c.axis_offset_px, psf_sigma_px=c.psf_sigma_px if c.psf else 0.0)
+            od_det = place_sample(od, self.detector_shape, scale=self.scale(energy), shift=tuple(shift),
+                                  axis_offset=c.axis_offset_px)
+            rel = np.exp(-od_det, out=od_det)
+            if c.psf and c.psf_sigma_px > 0:
+                rel = ndimage.gaussian_filter(rel, sigma=c.psf_sigma_px, truncate=3.5, output=np.float32)
             rel *= np.float32(g)
             if leak:
                 rel += np.float32(leak)

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from txm_live.cube import IncrementalCube, SharedBlockRef
 from txm_live.edges import EdgeWindow, default_windows
@@ -106,12 +105,6 @@ class XanesSession:
         Raw saturation level (see :func:`~txm_live.flatfield.optical_density`).
     registration_options : dict, optional
         Keyword arguments of :class:`~txm_live.registration.RunningRegistration`.
-    interpolation_order : {3, 1}
-        Resampling of a frame that moved or whose pixel size differs from the reference (one
-        interpolation for both): 3, cubic B-spline with its interpolating prefilter (near
-        band-limited: TXM images are band-limited by the zone-plate optics, see Notes of
-        :func:`~txm_live.registration.transform_image`); 1, bilinear (blurs a frame shifted by
-        half a pixel, ~10x cheaper). Frames that neither moved nor changed scale are not resampled.
     min_valid_fraction : float
         A sample frame with fewer usable pixels than this fraction (beam off, shutter closed,
         saturated detector...) is skipped with a ``FrameError`` in :attr:`errors` instead of
@@ -167,7 +160,6 @@ class XanesSession:
         max_pending: int = 64,
         saturation: float | None = 65535,
         registration_options: dict | None = None,
-        interpolation_order: int = 3,
         shared_memory: bool = False,
         min_valid_fraction: float = 0.5,
         max_usable_od: float = 6.0,
@@ -177,8 +169,6 @@ class XanesSession:
             raise ValueError(f"flat_mode must be 'nearest' or 'interpolate', got {flat_mode!r}")
         if not 0.0 <= min_valid_fraction <= 1.0:
             raise ValueError(f"min_valid_fraction must be in [0, 1], got {min_valid_fraction}")
-        if interpolation_order not in (1, 3):
-            raise ValueError(f"interpolation_order must be 1 or 3, got {interpolation_order!r}")
         if max_pending < 0:
             raise ValueError(f"max_pending must be >= 0, got {max_pending}")
         if pixel_size_ref is not None and not (np.isfinite(pixel_size_ref) and pixel_size_ref > 0):
@@ -201,7 +191,6 @@ class XanesSession:
         self.max_pending = int(max_pending)
         self.saturation = saturation
         self.registration_options = dict(registration_options or {})
-        self.interpolation_order = int(interpolation_order)
         self.shared_memory = bool(shared_memory)
         self.min_valid_fraction = float(min_valid_fraction)
         if not max_usable_od > 0:
@@ -470,15 +459,11 @@ class XanesSession:
             pre = ff.od if scale == 1.0 else transform_image(ff.od, scale=scale, center=self.optical_axis)
             shift = self._registrar.update(pre)
         if scale != 1.0 or np.any(shift != 0):
-            order = self.interpolation_order
-            od = transform_image(ff.od, scale=scale, shift=shift, center=self.optical_axis, order=order)
+            od = transform_image(ff.od, scale=scale, shift=shift, center=self.optical_axis)
             valid = self._field_of_view(scale, shift)
             if ff.n_invalid:
                 moved = transform_image(ff.valid.astype(np.float32), scale=scale, shift=shift, center=self.optical_axis)
-                moved = moved > 0.999
-                if order == 3:  # cubic taps reach 1 px further, the prefilter's tail decays 0.27x per px
-                    moved = ndi.binary_erosion(moved, iterations=2, border_value=1)
-                valid &= moved
+                valid &= moved > 0.999
         else:
             od, valid = ff.od, ff.valid
         self.cube.update(p.energy, od, valid)
