@@ -87,7 +87,10 @@ def test_analyze_edge_on_workers_other_options_equal_in_process(client, monkeypa
     got = analyze_edge(energies, cube, window=L3, client=client, timeout=120, **kw)
     assert ref.n_phases >= 2
     np.testing.assert_array_equal(got.labels, ref.labels)
-    assert got.eps == ref.eps
+    # not bit for bit: the MBACK fits run through BLAS, whose float64 sums depend on how it splits
+    # the pixels (a tile vs the whole image), so eps may move in the 7th digit (measured 2e-5
+    # relative once in two fresh-clone runs); the labels above must still be identical
+    np.testing.assert_allclose(got.eps, ref.eps, rtol=1e-4)
     np.testing.assert_allclose(got.mean_spectra, ref.mean_spectra, rtol=0, atol=1e-5)
 
 
