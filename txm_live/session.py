@@ -114,14 +114,11 @@ class XanesSession:
         trade of resolution against noise: bilinear weights average neighbouring pixels, which
         blurs a frame shifted by half a pixel but also lowers its photon noise (to ~0.67 of the
         standard deviation on average over sub-pixel positions); the cubic spline keeps both the
-        resolution and the noise. Measured with every simulated instrument effect (jitter,
-        drift, jumps, energy-proportional magnification: every frame resampled), cubic / bilinear:
-        small Nd demo L3 ARI 0.906 / 0.895 but L2 0.650 / 0.809 (the weaker L2 jump is
-        noise-limited); FXI-style Nd 96 px L3 0.917 / 0.937, 0.850 / 0.866, 0.881 / 0.852 (seeds
-        0-2); Fe K battery 96 px 0.745 / 0.825, 0.816 / 0.769, 0.893 / 0.833; a 0.3 px/frame
-        random walk without magnification (tests/test_registration.py, seeds 0-2) 0.883 / 0.864,
-        0.962 / 0.957, 0.951 / 0.923. Bilinear is the default: it never lost more than 0.03
-        and cubic lost 0.16 on the demo's L2.
+        resolution and the noise. Measured on 2026-12-04 (with the earlier Laplacian-of-Gaussian
+        registration features and every simulated instrument effect), cubic / bilinear: small Nd
+        demo L3 ARI 0.906 / 0.895 but L2 0.650 / 0.809 (the weaker L2 jump is noise-limited); Fe K
+        battery 96 px 0.745 / 0.825, 0.816 / 0.769, 0.893 / 0.833 (seeds 0-2). Bilinear is the
+        default: it never lost more than 0.03 and cubic lost 0.16 on the demo's L2.
     min_valid_fraction : float
         A sample frame with fewer usable pixels than this fraction (beam off, shutter closed,
         saturated detector...) is skipped with a ``FrameError`` in :attr:`errors` instead of
