@@ -6,14 +6,15 @@ trigger, darks once, a background per energy, ion chambers, empty hints), inline
 StreamDatum, 5 collections per event) render the same frames from the same seed, so their live
 labels must be identical; the phase map is scored against the phantom's ground truth.
 
-Measured (96 x 96 px pure-mode phantom, 225 energies, 5 x 5000 photons per point), L3 ARI for
-instrument seeds 0 / 1 / 2: 0.708 / 0.799 / 0.868 with the current registration (rms tracking error
-0.10-0.12 px against the simulator's true offsets); 0.911 / 0.768 / 0.792 with the earlier
-registration (0.19-0.28 px rms). Without sample motion 0.997-0.999 whatever the registration. At
-this size the score is set by how the one-pixel interfaces of the grains are assigned, which moves
-with sub-0.3 px differences of the registered cube: the issue's target (ARI >= 0.9 with the
-minority flagged) is a known gap of the analysis at small sizes with sample motion, kept below as a
-strict expected failure. The ingest itself is checked by the identical labels of the three
+Measured (96 x 96 px pure-mode phantom, 225 energies, 5 x 5000 photons per point, 2026-12-05), L3
+ARI for instrument seeds 0 / 1 / 2: 0.937 / 0.89994 / 0.911, the minority flagged on all three
+(gradient-magnitude registration features against the mean of every registered frame, band-limited
+rendering of the moving sample); with the true shifts 0.905 / 0.908 / 0.781, without sample motion
+0.997-0.999 (benchmarks/bench_motion.py --cases fxi); 0.708 / 0.799 / 0.868 before (8-frame
+reference). At this size the score is set by how the one-pixel interfaces of the grains are
+assigned, which moves with sub-0.3 px differences of the registered cube: the issue's target (ARI
+>= 0.9 with the minority flagged) is met on seeds 0 and 2 and kept as a strict expected failure on
+seed 1. The ingest itself is checked by the identical labels of the three
 acquisition paths (and, frame by frame, in tests/test_streams.py).
 """
 
@@ -84,7 +85,16 @@ def test_fxi_plan_inline_gives_nd_phases(fxi_inline) -> None:
     assert result.l3.n_phases >= 2
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+_NOT_MET = pytest.mark.xfail(
+    strict=True,
+    reason="known gap (issue 10 target, analysis side): at 96 px with sample motion the L3 ARI of instrument "
+    "seed 1 is 0.89994 (minority flagged, recall 1.00); seeds 0 and 2 meet it (0.937, 0.911). 0.799 before "
+    "the gradient-feature registration with a cumulative reference; 0.997 without motion, 0.908 with the true "
+    "shifts (benchmarks/bench_motion.py --cases fxi)",
+)
+
+
+@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=_NOT_MET), 2])
 def test_fxi_plan_phase_accuracy(seed: int, fxi_inline) -> None:
     """The issue's target on instrument seeds 0-2 (seed 0 is the module's shared run)."""
     result, fxi, ph = fxi_inline if seed == 0 else _fxi_run(seed)
