@@ -439,7 +439,8 @@ class RunningRegistration:
         (below an absorption edge, OD ~0.1) and pulls their estimates towards the reference's
         position by up to 40 % of the shift, so a drift drags the running reference along;
         0.5 keeps the robustness to contrast changes (see Notes for the cross-check); 0.25
-        measured no better on the simulated scans and let a still Fe K sample be resampled.
+        measured no better on the simulated scans (with the earlier Laplacian features) and let
+        a still Fe K sample be resampled.
 
     Attributes
     ----------
@@ -498,11 +499,9 @@ class RunningRegistration:
     Full-size demo frames (730 x 771 px, every instrument effect, 62 frames across the L3 edge,
     tests/test_registration.py): 0.15 px rms, 0.31 px max tracking error (1.35 / 1.86 px with the
     Laplacian features); over the demo's whole L3 window (649 frames) 0.17 px rms with the 8-frame
-    reference and 1.6 px with the Laplacian features and the cumulative reference. Known limit: below the threshold, in the noisy pre-edge frames before
-    the first significant move, a drift still moves the reference with the sample.
-
-    Registering to recent frames instead of the first one follows contrast changes across an
-    edge.
+    reference and 1.6 px with the Laplacian features and the cumulative reference. Known limit:
+    below the threshold, in the noisy pre-edge frames before the first significant move, a drift
+    still moves the reference with the sample.
     """
 
     def __init__(
