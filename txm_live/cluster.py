@@ -400,9 +400,9 @@ class PhaseClusterer:
         rest = np.flatnonzero(labels < 0)
         anchors = np.concatenate([major_core, *minority]) if minority else major_core
         if anchors.size and reach > 0 and rest.size:
-            dist, j = cKDTree(X64[anchors]).query(
-                X64[rest], k=1, distance_upper_bound=reach, workers=self.n_jobs
-            )
+            # without minority phases the anchors are the majority core points: the same tree
+            anchor_tree = core_tree if not minority and core_tree is not None else cKDTree(X64[anchors])
+            dist, j = anchor_tree.query(X64[rest], k=1, distance_upper_bound=reach, workers=self.n_jobs)
             near = np.isfinite(dist)
             labels[rest[near]] = labels[anchors[j[near]]]
         kinds += ["minority"] * len(minority)
