@@ -98,6 +98,8 @@ DEFAULT_THREADS: int = 1
 _PIXEL_BLOCK = 8192
 #: Pixels used to estimate the noise level of each feature.
 _NOISE_SAMPLES = 50_000
+#: Pixels per block of :func:`sigma_filter`.
+_FILTER_PIXELS = 32768
 #: Feature rows per block of the noise estimate (8 x 50 000 float64 = 3.2 MB temporaries).
 _NOISE_ROWS = 8
 
@@ -335,6 +337,7 @@ def sigma_filter(
     *,
     confidence: float = 0.95,
     return_noise: bool = False,
+    threads: int = 1,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Edge-preserving spatial denoising of per-pixel scores (Lee's sigma filter, 3 x 3).
 
@@ -354,6 +357,9 @@ def sigma_filter(
     return_noise : bool
         Also return the noise standard deviation of each filtered pixel,
         ``1 / sqrt(sum of the weights)``.
+    threads : int
+        Threads sharing the pixels (blocks of :data:`_FILTER_PIXELS`); every pixel's
+        arithmetic is the same for any blocking, so the result does not depend on it.
 
     Returns
     -------
@@ -379,22 +385,30 @@ def sigma_filter(
     smap[:, rows + 1, cols + 1] = scores.T
     vmap[rows + 1, cols + 1] = noise.astype(np.float32) ** 2
     t2 = np.float32(2.0 * gammaincinv(0.5 * k, confidence))  # chi-square quantile, k dof
-    s0 = smap[:, rows + 1, cols + 1]
-    v0 = vmap[rows + 1, cols + 1]
-    acc = np.zeros((k, n), dtype=np.float32)
-    wsum = np.zeros(n, dtype=np.float32)
-    for dy in (-1, 0, 1):  # nine shifts, vectorized over pixels
-        for dx in (-1, 0, 1):
-            sj = smap[:, rows + 1 + dy, cols + 1 + dx]
-            vj = vmap[rows + 1 + dy, cols + 1 + dx]
-            d2 = ((sj - s0) ** 2).sum(axis=0)
-            ok = np.isfinite(vj) & (d2 <= t2 * (v0 + vj))
-            w = np.where(ok, 1.0 / np.where(ok, vj, 1.0), 0.0).astype(np.float32)
-            acc += sj * w
-            wsum += w
-    out = (acc / wsum).T.astype(np.float32)
+    out = np.empty((n, k), dtype=np.float32)
+    wsum_all = np.empty(n, dtype=np.float32)
+
+    def block(sl: slice) -> None:  # one block of pixels (cache-sized temporaries)
+        r1, c1 = rows[sl] + 1, cols[sl] + 1
+        s0 = smap[:, r1, c1]
+        v0 = vmap[r1, c1]
+        acc = np.zeros(s0.shape, dtype=np.float32)
+        wsum = np.zeros(v0.shape, dtype=np.float32)
+        for dy in (-1, 0, 1):  # nine shifts, vectorized over pixels
+            for dx in (-1, 0, 1):
+                sj = smap[:, r1 + dy, c1 + dx]
+                vj = vmap[r1 + dy, c1 + dx]
+                d2 = ((sj - s0) ** 2).sum(axis=0)
+                ok = np.isfinite(vj) & (d2 <= t2 * (v0 + vj))
+                w = np.where(ok, 1.0 / np.where(ok, vj, 1.0), 0.0).astype(np.float32)
+                acc += sj * w
+                wsum += w
+        out[sl] = (acc / wsum).T
+        wsum_all[sl] = wsum
+
+    run_tiles(block, [slice(b, b + _FILTER_PIXELS) for b in range(0, n, _FILTER_PIXELS)], threads)
     if return_noise:
-        return out, (1.0 / np.sqrt(wsum)).astype(np.float32)
+        return out, (1.0 / np.sqrt(wsum_all)).astype(np.float32)
     return out
 
 
@@ -1034,7 +1048,8 @@ def _analyze_edge(
         scores = pca.scores
         score_noise = _residual_noise(X, pca, threads=threads).astype(np.float32)
         if spatial_filter:
-            scores, score_noise = sigma_filter(scores, pix, (H, W), score_noise, return_noise=True)
+            scores, score_noise = sigma_filter(scores, pix, (H, W), score_noise, return_noise=True,
+                                               threads=threads)
         del X
     timings["pca"] = time.perf_counter() - t
 
