@@ -254,7 +254,13 @@ def build_features(
     """
     F = np.asarray(norm_features, dtype=np.float32)
     x = np.asarray(feature_energies, dtype=np.float64)
-    mean = F.mean(axis=1, dtype=np.float64)
+    mean = np.empty(F.shape[0])
+    step = max(1, -(-F.shape[0] // threads))
+
+    def row_means(r: slice) -> None:  # each row's own (pairwise) sum: any blocking gives the same
+        mean[r] = F[r].mean(axis=1, dtype=np.float64)
+
+    run_tiles(row_means, [slice(r, r + step) for r in range(0, F.shape[0], step)], threads)
     sub = _noise_sample(F.shape[1], random_state)
     noise = _noise_per_feature(F if sub is None else F[:, sub], x, threads=threads)
     q32 = _feature_basis(mean, x, e0)
@@ -548,7 +554,10 @@ def _athena_phase_moments(
     P = n_phases
     Pp = -(-P // 4) * 4  # OpenBLAS is fastest for thin products of N = 4 columns
     ref = np.linspace(0, pix.size - 1, min(_REFERENCE_PIXELS, pix.size)).astype(np.int64)
-    zr = np.take(Y2, pix[ref], axis=1).astype(np.float64)
+    zr = np.empty((n_e, ref.size))
+    band = max(1, -(-n_e // threads))
+    run_tiles(lambda r: np.copyto(zr[r], np.take(Y2[r], pix[ref], axis=1)),
+              [slice(r, r + band) for r in range(0, n_e, band)], threads)
     zr -= a[ref]
     zr -= np.outer(x, b[ref])
     zr *= gg[ref]
