@@ -325,7 +325,8 @@ def _residual_noise(X: np.ndarray, pca: PcaResult, *, threads: int = 1) -> np.nd
     def rows(sl: slice) -> None:
         out[sl] = _residual_rms(X[sl], pca.mean, pca.scores[sl])
 
-    run_tiles(rows, [slice(start, start + 65536) for start in range(0, X.shape[0], 65536)], threads)
+    # (blocks of _PIXEL_BLOCK rows: cache-sized temporaries; each row's sums are the same for any block)
+    run_tiles(rows, [slice(start, start + _PIXEL_BLOCK) for start in range(0, X.shape[0], _PIXEL_BLOCK)], threads)
     return _floor_noise(out)
 
 
