@@ -19,9 +19,11 @@ short spikes may be missed).
 Distance to the physical limit: the script measures the memory bandwidth of this machine
 (``np.copyto`` of a 512 MiB array, and a BLAS ``ones @ A`` read of the same array, with 1 and 2
 threads) and prints, for each stage of the L3 analysis and each thread count, its wall time,
-its process CPU time, the bytes the stage must at least move through memory, and its *floor* =
-bytes / read bandwidth (:func:`stage_bytes` says what is counted). Wall and CPU are the best of
-``--repeat`` runs; the machine is shared, so the load average is printed next to them.
+its process CPU time and the system (kernel) part of it, the bytes the stage must at least move
+through memory, and its *floor* = bytes / read bandwidth (:func:`stage_bytes` says what is
+counted). Wall and CPU are the best of ``--repeat`` runs; the machine is shared, so the load
+average is printed next to them. ``threads=2`` uses both cores of the 2-core machine
+(``analyze_edge``'s default, used by the live pipeline and the CLI, is 1).
 
 Noise model: ``I = N0 exp(-OD)`` transmitted and ``F = N0`` flat photons per pixel with Poisson
 statistics, drawn with the Gaussian approximation (exact mean and variance; at N0 = 5000 the
