@@ -1008,12 +1008,7 @@ def _analyze_edge(
 
     # 6. cluster --------------------------------------------------------------------------
     t = stage("cluster")
-    if client is not None and eps is None:  # the parameter estimate's k-NN queries on the workers
-        est = tiled.dbscan_params(scores, min_samples)
-        raw, majority, eps_used, ms_used = _fit_clusterer(scores, eps=est.eps, min_samples=est.min_samples,
-                                                          workers=threads)
-    else:
-        raw, majority, eps_used, ms_used = _fit_clusterer(scores, eps=eps, min_samples=min_samples, workers=threads)
+    raw, majority, eps_used, ms_used = _fit_clusterer(scores, eps=eps, min_samples=min_samples, workers=threads)
     if refine:
         raw, majority, minority = refine_phases(scores, raw, majority, random_state=random_state, workers=threads)
     else:
@@ -1026,11 +1021,16 @@ def _analyze_edge(
     assigned = raw >= 0
     dense = np.searchsorted(ids, raw[assigned])  # 0..len(ids)-1
     n_phases = int(ids.size)
+    # white-line map: mean normalized absorption within +-2 eV of the peak of the mean spectrum
+    i_peak = int(np.argmax(mean_feat))
+    near = np.flatnonzero(np.abs(Ef - Ef[i_peak]) <= 2.0 + 1e-9)
+    white_line = np.full(n_pix, np.nan, dtype=np.float32)
+    if client is not None:  # one round trip: per-phase sums, white line, window statistics (dense labels)
+        fmean, white_line[pix], dense_stats = tiled.phase_summary(tile_args, np.flatnonzero(assigned), dense,
+                                                                  n_phases, near)
     if n_phases:
         if client is None:
             fmean, _, _ = _phase_sums(F, np.flatnonzero(assigned), dense, n_phases)
-        else:
-            fmean = tiled.feature_phase_means(np.flatnonzero(assigned), dense, n_phases)
         wl_height = fmean.max(axis=1)
         edge_pos = edge_positions(Ef, fmean)
     else:
@@ -1056,8 +1056,8 @@ def _analyze_edge(
                 E, Y2, window, method, cols, phase_of_pix[assigned], n_phases, athena=athena, post_order=post_order,
                 finite=finite, threads=threads,
             )
-        else:  # the pre-edge lines and steps are on the workers
-            mean_spectra, spread, counts = tiled.window_phase_stats(tile_args, cols, phase_of_pix[assigned], n_phases)
+        else:  # computed on the workers per dense label: phase r is dense label order[r]
+            mean_spectra, spread, counts = (v[order] for v in dense_stats)
     else:
         mean_spectra = np.zeros((0, E.size))
         spread = np.zeros((0, E.size))
@@ -1067,16 +1067,8 @@ def _analyze_edge(
     )
     outlier_phases = tuple(range(major_idx.size, n_phases))
 
-    # white-line map: mean normalized absorption within +-2 eV of the peak of the mean spectrum
-    i_peak = int(np.argmax(mean_feat))
-    near = np.flatnonzero(np.abs(Ef - Ef[i_peak]) <= 2.0 + 1e-9)
-    white_line = np.full(n_pix, np.nan, dtype=np.float32)
     if client is None:
         white_line[pix] = F[near].mean(axis=0)
-    else:
-        from txm_live.tiles import tile_line_score, tile_row_mean
-
-        white_line[pix] = tiled.per_pixel(tile_row_mean, near, step="white line")
     # majority score: projection on the line between the two majority means (feature range)
     score = np.full(n_pix, np.nan, dtype=np.float32)
     if major_idx.size >= 2:
@@ -1088,6 +1080,8 @@ def _analyze_edge(
             if client is None:
                 score[pix] = (d @ F - offset) / dd
             else:
+                from txm_live.tiles import tile_line_score
+
                 score[pix] = tiled.per_pixel(tile_line_score, d, offset, dd, step="majority score")
     if client is not None:
         tiled.release()
