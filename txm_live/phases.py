@@ -807,8 +807,13 @@ def analyze_edge(
     if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
         raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
     threads = int(threads)
+    run = _analyze_edge
+    if client is not None:  # a worker lost mid-analysis: analysed again once on the others
+        from txm_live.tiled_edge import retry_lost_worker
+
+        run = retry_lost_worker(_analyze_edge, client, what=window.name, timeout=timeout)
     with threadpool_limits(limits=_BLAS_THREADS, user_api="blas"):
-        return _analyze_edge(
+        return run(
             energies, block, window=window, valid=valid, method=method, post_order=post_order,
             jump_significance=jump_significance, feature_range=feature_range,
             n_components=n_components, max_components=max_components, pca_noise_margin=pca_noise_margin,

@@ -49,7 +49,7 @@ import numpy as np
 from txm_live import tiles as T
 from txm_live.distributed import gather
 
-__all__ = ["TiledEdge"]
+__all__ = ["TiledEdge", "retry_lost_worker"]
 
 
 class TiledEdge:
@@ -281,6 +281,42 @@ class TiledEdge:
         """Drop every future (the workers free the tiles)."""
         for name in ("data", "norm", "F", "X", "proj", "scores"):
             setattr(self, name, [])
+
+
+def retry_lost_worker(
+    analyze: Callable[..., Any], client: Any, *, what: str, timeout: float | None
+) -> Callable[..., Any]:
+    """``analyze`` (the body of :func:`~txm_live.phases.analyze_edge`) run once more when a
+    worker is lost (:class:`~txm_live.errors.WorkerLostError`).
+
+    A scattered tile has no lineage: when its worker dies, Dask cancels everything computed
+    from it, and re-running the lost band's chain of futures would mean rebuilding every stage
+    up to the failed one. The client still holds the block (or the workers can read it again
+    from its file), so the edge is analysed again from the start on the workers that remain
+    (after waiting up to ``timeout`` s, default 60 s, for one); the result carries a note. A
+    second loss raises. Errors other than a lost worker (timeouts, the task functions' own
+    errors) are never retried.
+    """
+    import dataclasses
+    import logging
+
+    from txm_live.errors import DistributedError, WorkerLostError
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return analyze(*args, **kwargs)
+        except WorkerLostError as exc:
+            logging.getLogger(__name__).warning("%s: %s; analysing the edge again once", what, exc)
+            try:
+                client.wait_for_workers(1, timeout=timeout if timeout is not None else 60.0)
+            except (TimeoutError, OSError) as exc2:
+                raise DistributedError(f"{what}: a worker was lost ({exc}) and no worker is left to retry on "
+                                       f"({type(exc2).__name__}: {exc2})") from exc
+            res = analyze(*args, **kwargs)
+            return dataclasses.replace(res, notes=tuple(res.notes) + (
+                f"a Dask worker was lost during the analysis ({type(exc).__name__}); analysed again once",))
+
+    return run
 
 
 def _persisted_tiles(client: Any, Y: Any, tiles: list[slice]) -> list[Any]:
