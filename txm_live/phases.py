@@ -98,6 +98,10 @@ DEFAULT_THREADS: int = 1
 _PIXEL_BLOCK = 8192
 #: Pixels used to estimate the noise level of each feature.
 _NOISE_SAMPLES = 50_000
+#: Pixels per block of :func:`sigma_filter`.
+_FILTER_PIXELS = 32768
+#: Feature rows per block of the noise estimate (8 x 50 000 float64 = 3.2 MB temporaries).
+_NOISE_ROWS = 8
 
 
 @dataclass(frozen=True)
@@ -185,18 +189,19 @@ def _noise_per_feature(F: np.ndarray, x: np.ndarray, *, threads: int = 1) -> np.
     h = np.diff(x)
     wl = h[1:] / (h[:-1] + h[1:])  # weight of the left neighbour
     wr = 1.0 - wl
-    # all interior rows at once (float64, row by row the same arithmetic as a loop would do)
-    d = F[1:-1] - (wl[:, None] * F[:-2] + wr[:, None] * F[2:])
-    mad = np.empty(d.shape[0])
+    n_in = n_f - 2
+    mad = np.empty(n_in)
 
     def mad_rows(r: slice) -> None:
-        dr = d[r]
+        # interior rows r (float64, element by element the same arithmetic for any blocking),
+        # formed per block of rows: no n_features x n_pixels float64 temporary
+        a, b = r.start, min(r.stop, n_in)
+        dr = F[1 + a : 1 + b] - (wl[a:b, None] * F[a:b] + wr[a:b, None] * F[2 + a : 2 + b])
         dr -= _row_medians(dr)[:, None]
         np.abs(dr, out=dr)
-        mad[r] = _row_medians(dr)
+        mad[a:b] = _row_medians(dr)
 
-    step = max(1, -(-d.shape[0] // max(threads, 1)))
-    run_tiles(mad_rows, [slice(r, r + step) for r in range(0, d.shape[0], step)], threads)
+    run_tiles(mad_rows, [slice(r, r + _NOISE_ROWS) for r in range(0, n_in, _NOISE_ROWS)], threads)
     sig[1:-1] = 1.4826 * mad / np.sqrt(1.0 + wl**2 + wr**2)
     sig[0], sig[-1] = sig[1], sig[-2]
     positive = sig[sig > 0]
@@ -249,7 +254,13 @@ def build_features(
     """
     F = np.asarray(norm_features, dtype=np.float32)
     x = np.asarray(feature_energies, dtype=np.float64)
-    mean = F.mean(axis=1, dtype=np.float64)
+    mean = np.empty(F.shape[0])
+    step = max(1, -(-F.shape[0] // threads))
+
+    def row_means(r: slice) -> None:  # each row's own (pairwise) sum: any blocking gives the same
+        mean[r] = F[r].mean(axis=1, dtype=np.float64)
+
+    run_tiles(row_means, [slice(r, r + step) for r in range(0, F.shape[0], step)], threads)
     sub = _noise_sample(F.shape[1], random_state)
     noise = _noise_per_feature(F if sub is None else F[:, sub], x, threads=threads)
     q32 = _feature_basis(mean, x, e0)
@@ -332,6 +343,7 @@ def sigma_filter(
     *,
     confidence: float = 0.95,
     return_noise: bool = False,
+    threads: int = 1,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Edge-preserving spatial denoising of per-pixel scores (Lee's sigma filter, 3 x 3).
 
@@ -351,6 +363,9 @@ def sigma_filter(
     return_noise : bool
         Also return the noise standard deviation of each filtered pixel,
         ``1 / sqrt(sum of the weights)``.
+    threads : int
+        Threads sharing the pixels (blocks of :data:`_FILTER_PIXELS`); every pixel's
+        arithmetic is the same for any blocking, so the result does not depend on it.
 
     Returns
     -------
@@ -376,22 +391,30 @@ def sigma_filter(
     smap[:, rows + 1, cols + 1] = scores.T
     vmap[rows + 1, cols + 1] = noise.astype(np.float32) ** 2
     t2 = np.float32(2.0 * gammaincinv(0.5 * k, confidence))  # chi-square quantile, k dof
-    s0 = smap[:, rows + 1, cols + 1]
-    v0 = vmap[rows + 1, cols + 1]
-    acc = np.zeros((k, n), dtype=np.float32)
-    wsum = np.zeros(n, dtype=np.float32)
-    for dy in (-1, 0, 1):  # nine shifts, vectorized over pixels
-        for dx in (-1, 0, 1):
-            sj = smap[:, rows + 1 + dy, cols + 1 + dx]
-            vj = vmap[rows + 1 + dy, cols + 1 + dx]
-            d2 = ((sj - s0) ** 2).sum(axis=0)
-            ok = np.isfinite(vj) & (d2 <= t2 * (v0 + vj))
-            w = np.where(ok, 1.0 / np.where(ok, vj, 1.0), 0.0).astype(np.float32)
-            acc += sj * w
-            wsum += w
-    out = (acc / wsum).T.astype(np.float32)
+    out = np.empty((n, k), dtype=np.float32)
+    wsum_all = np.empty(n, dtype=np.float32)
+
+    def block(sl: slice) -> None:  # one block of pixels (cache-sized temporaries)
+        r1, c1 = rows[sl] + 1, cols[sl] + 1
+        s0 = smap[:, r1, c1]
+        v0 = vmap[r1, c1]
+        acc = np.zeros(s0.shape, dtype=np.float32)
+        wsum = np.zeros(v0.shape, dtype=np.float32)
+        for dy in (-1, 0, 1):  # nine shifts, vectorized over pixels
+            for dx in (-1, 0, 1):
+                sj = smap[:, r1 + dy, c1 + dx]
+                vj = vmap[r1 + dy, c1 + dx]
+                d2 = ((sj - s0) ** 2).sum(axis=0)
+                ok = np.isfinite(vj) & (d2 <= t2 * (v0 + vj))
+                w = np.where(ok, 1.0 / np.where(ok, vj, 1.0), 0.0).astype(np.float32)
+                acc += sj * w
+                wsum += w
+        out[sl] = (acc / wsum).T
+        wsum_all[sl] = wsum
+
+    run_tiles(block, [slice(b, b + _FILTER_PIXELS) for b in range(0, n, _FILTER_PIXELS)], threads)
     if return_noise:
-        return out, (1.0 / np.sqrt(wsum)).astype(np.float32)
+        return out, (1.0 / np.sqrt(wsum_all)).astype(np.float32)
     return out
 
 
@@ -462,13 +485,14 @@ def _window_phase_stats(
     from txm_live.normalize import normalize_window
 
     n_e = E.size
-    onehot, counts = _onehot(lab, n_phases)
     if athena is not None:
+        counts = _phase_counts(lab, n_phases)
         c, step = athena
         mean, std = _athena_phase_moments(
             E - window.e0, Y2, pix, lab, n_phases, c[0], c[1], 1.0 / step, finite=finite, threads=threads
         )
         return mean, std, counts
+    onehot, counts = _onehot(lab, n_phases)
     s1 = np.zeros((n_e, n_phases))
     s2 = np.zeros((n_e, n_phases))
     # generic path: normalize pixel chunks again (float64 sums of values and squares)
@@ -530,7 +554,10 @@ def _athena_phase_moments(
     P = n_phases
     Pp = -(-P // 4) * 4  # OpenBLAS is fastest for thin products of N = 4 columns
     ref = np.linspace(0, pix.size - 1, min(_REFERENCE_PIXELS, pix.size)).astype(np.int64)
-    zr = np.take(Y2, pix[ref], axis=1).astype(np.float64)
+    zr = np.empty((n_e, ref.size))
+    band = max(1, -(-n_e // threads))
+    run_tiles(lambda r: np.copyto(zr[r], np.take(Y2[r], pix[ref], axis=1)),
+              [slice(r, r + band) for r in range(0, n_e, band)], threads)
     zr -= a[ref]
     zr -= np.outer(x, b[ref])
     zr *= gg[ref]
@@ -589,11 +616,17 @@ def _athena_phase_moments(
     return mean.T, np.sqrt(var).T
 
 
-def _onehot(lab: np.ndarray, n_phases: int) -> tuple[np.ndarray, np.ndarray]:
-    """One-hot matrix (n_pixels, n_phases) float32 and the counts per phase (all > 0)."""
+def _phase_counts(lab: np.ndarray, n_phases: int) -> np.ndarray:
+    """Pixels per phase (int64), all > 0."""
     counts = np.bincount(lab, minlength=n_phases).astype(np.int64)
     if np.any(counts == 0):
         raise ValueError("every phase needs at least one pixel")
+    return counts
+
+
+def _onehot(lab: np.ndarray, n_phases: int) -> tuple[np.ndarray, np.ndarray]:
+    """One-hot matrix (n_pixels, n_phases) float32 and the counts per phase (all > 0)."""
+    counts = _phase_counts(lab, n_phases)
     onehot = np.zeros((lab.size, n_phases), dtype=np.float32)
     onehot[np.arange(lab.size), lab] = 1.0
     return onehot, counts
@@ -637,6 +670,28 @@ def _phase_sums(
         _accumulate(sub, onehot, s1[r], s2[r], ref[r])
     mean, std = _finish(s1, s2, ref, counts)
     return mean, std, counts
+
+
+def _phase_means(norm2: np.ndarray, pix: np.ndarray, lab: np.ndarray, n_phases: int, *, threads: int = 1) -> np.ndarray:
+    """Per-phase mean (n_phases, n_e) of the columns ``pix`` of ``norm2``: the mean of
+    :func:`_phase_sums` (same float32 products per chunk of :data:`_ROW_CHUNK` rows, so the
+    values are identical) without its second moments.
+
+    When ``pix`` holds every column in order (every clustered pixel got a phase) the chunks are
+    used in place instead of gathered. The chunks are independent products, so ``threads``
+    threads share them without changing a bit.
+    """
+    n_e, n = norm2.shape
+    onehot, counts = _onehot(lab, n_phases)
+    every = pix.size == n and (n == 0 or (int(pix[0]) == 0 and int(pix[-1]) == n - 1))  # sorted, unique
+    s1 = np.empty((n_e, n_phases))
+
+    def chunk(r: slice) -> None:
+        sub = norm2[r] if every else np.take(norm2[r], pix, axis=1)
+        s1[r] = sub.astype(np.float32, copy=False) @ onehot
+
+    run_tiles(chunk, [slice(r0, r0 + _ROW_CHUNK) for r0 in range(0, n_e, _ROW_CHUNK)], threads)
+    return (s1 / counts).T
 
 
 def _check_inputs(
@@ -1007,7 +1062,8 @@ def _analyze_edge(
         scores = pca.scores
         score_noise = _residual_noise(X, pca, threads=threads).astype(np.float32)
         if spatial_filter:
-            scores, score_noise = sigma_filter(scores, pix, (H, W), score_noise, return_noise=True)
+            scores, score_noise = sigma_filter(scores, pix, (H, W), score_noise, return_noise=True,
+                                               threads=threads)
         del X
     timings["pca"] = time.perf_counter() - t
 
@@ -1035,7 +1091,7 @@ def _analyze_edge(
                                                                   n_phases, near)
     if n_phases:
         if client is None:
-            fmean, _, _ = _phase_sums(F, np.flatnonzero(assigned), dense, n_phases)
+            fmean = _phase_means(F, np.flatnonzero(assigned), dense, n_phases, threads=threads)
         wl_height = fmean.max(axis=1)
         edge_pos = edge_positions(Ef, fmean)
     else:
