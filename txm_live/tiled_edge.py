@@ -2,31 +2,39 @@
 
 :class:`TiledEdge` holds one future per row tile and per stage; the per-pixel intermediates
 (the tile's optical density, normalized feature rows, whitened features, scores) stay on the
-workers and only small things cross the network:
+workers and only small things cross the network. Every stage is one ``client.map`` over the
+tiles (one message to the scheduler) and one gather; the tiles' steps that need no global
+value in between are fused into one task:
 
 ======================  ===========================================  ======================
-step                    what crosses the network                     bytes
+round trip              what crosses the network                     bytes
 ======================  ===========================================  ======================
 data (numpy ``block``)  scattered once, band by band, to the         ``4 n_e`` per pixel
                         workers (none for a dask array)
 normalization           back: finite flag, edge step, pre-edge       13 per pixel
                         noise, step significance (SNR mask: global)
-feature mean            back: one sum per feature per band           ``8 n_f`` per band
-noise estimate          back: the 50 000-pixel sample of the         ``4 n_f`` per sample
-                        in-process estimate (same pixels, same seed)  pixel
-PCA                     out: row weights; back: weighted sums, then  8 per pixel; ``8 n_f
-                        the weighted Gram matrix of every band        (n_f + 1)`` per band
-residual noise floor    back: min / max per band                     16 per band
-sigma filter            halo rows between neighbouring bands         worker to worker
-DBSCAN eps estimate     out: 10 000 sample scores; back: their       ``8 min_samples`` per
-                        nearest distances in each band                sample point and band
-scores                  back: the filtered scores, for DBSCAN         ``4 k`` per pixel
-summary                 out: pixel and phase indices; back:          ~40 per pixel
-                        per-phase sums, white-line and score maps
+feature mean and noise  out: clustered pixel indices; back: one sum  ``8 n_f`` per band,
+                        per feature and band, and the 50 000-pixel   ``4 n_f`` per sample
+                        sample of the in-process noise estimate      pixel
+PCA mean                out: row weights; back: weighted sums        8 per pixel; ``8 n_f``
+Gram matrix             back: the weighted Gram matrix of a band     ``8 n_f^2`` per band
+residual noise floor    back: min / max per band and the band's      16 per band, ``~40``
+                        first and last rows (the sigma filter's      per pixel of 2 rows
+                        halos, sent on to the neighbours)
+scores                  back: the filtered scores (DBSCAN, its       ``4 k`` per pixel
+                        parameter estimate and the mixture
+                        refinement run here, with the in-process
+                        code: the same eps and labels by
+                        construction)
+summary                 out: phase of every clustered pixel; back:   ~12 per pixel
+                        per-phase feature sums, the white-line map,
+                        per-phase window moments
+majority score          back: one value per pixel                    4 per pixel
 ======================  ===========================================  ======================
 
-(``k`` principal components, ``n_f`` feature energies, ``n_e`` window energies.) DBSCAN and the
-Gaussian-mixture refinement run here on the gathered ``4 k``-byte scores with the in-process code.
+(``k`` principal components, ``n_f`` feature energies, ``n_e`` window energies.) A worker lost
+mid-analysis loses the scattered tiles it held, which have no lineage:
+:func:`retry_lost_worker` analyses the edge again once on the remaining workers.
 
 Every per-band step is a function of :mod:`txm_live.tiles` that calls the in-process stage
 function (normalization, whitening, projection, residual noise, sigma filter, phase statistics)
