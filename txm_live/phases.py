@@ -815,11 +815,14 @@ def analyze_edge(
     client : dask.distributed.Client, optional
         Run the analysis on bands of image rows on the workers of this Dask cluster
         (:mod:`txm_live.tiled_edge`): the bands and every per-pixel intermediate stay on the
-        workers, the global steps are reductions (feature mean, noise sample, PCA Gram matrix by
-        tree reduction, sigma filter with halo rows), and the clustering runs here on the gathered
-        scores. The labels are identical to ``client=None``. ``block`` may then be a dask array:
-        persisted in chunks of the row bands (used in place) or lazy, e.g. over the run's HDF5
-        files (:func:`txm_live.distributed.hdf5_block`, read by the workers).
+        workers, the global steps are reductions (feature mean, noise sample, PCA Gram matrices
+        added in band order, sigma filter with halo rows, per-phase sums), and the clustering
+        runs here on the gathered scores. The labels are identical to ``client=None``. ``block``
+        may then be a dask array: persisted in chunks of the row bands (used in place) or lazy,
+        e.g. over the run's HDF5 files (:func:`txm_live.distributed.hdf5_block`, read by the
+        workers). A worker lost mid-analysis (:class:`~txm_live.errors.WorkerLostError`): the
+        edge is analysed again once on the remaining workers (a note says so); a second loss
+        raises.
     timeout : float, optional
         With ``client``: seconds to wait for a tile before raising
         :class:`~txm_live.errors.DistributedError`.
