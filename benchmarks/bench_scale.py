@@ -249,7 +249,7 @@ def section_dbscan(args: argparse.Namespace) -> None:
         t_dist = time.perf_counter() - t0
         c_dist = time.process_time() - c0
         w1 = _worker_cpu(client)
-    rows.append(("2 workers (one thread each)", t_dist, c_dist, [w1[k] - w0[k] for k in w1], mem.peak - mem.start,
+    rows.append(("2 worker processes (one task at a time each)", t_dist, c_dist, [w1[k] - w0[k] for k in w1], mem.peak - mem.start,
                  bool(np.array_equal(got, ref)), int(got.max()) + 1, _load()))
     worker_peak = max(wp.peak.values()) if wp.peak else 0
     client.close()
