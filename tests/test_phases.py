@@ -601,3 +601,16 @@ def test_one_feature_log_density_equals_the_matrix_formula() -> None:
         got, got_m2 = _log_gauss(X, mean, cov)
         np.testing.assert_array_equal(got, ref)
         np.testing.assert_array_equal(got_m2, m2)
+
+
+def test_pack_columns_in_place_equals_a_gather() -> None:
+    """Packing the clustered pixels' columns to the front of each row in place gives the values
+    of a gathered copy (sorted distinct columns, the first and last included)."""
+    from txm_live.phases import _pack_columns
+
+    rng = np.random.default_rng(14)
+    A = rng.standard_normal((9, 5000)).astype(np.float32)
+    for cols in (np.arange(5000), np.sort(rng.choice(5000, 3100, replace=False)), np.array([0, 4999]), np.array([7])):
+        B = A.copy()
+        _pack_columns(B, cols)
+        np.testing.assert_array_equal(B[:, : cols.size], A[:, cols])

@@ -53,7 +53,7 @@ from txm_live.edges import FEATURE_RANGE, MIN_POST_POINTS, MIN_PRE_POINTS, EdgeW
 from txm_live.phase_order import edge_levels, edge_positions, edge_tolerance, phase_names
 from txm_live.errors import InsufficientDataError
 from txm_live.normalize import EdgeFeatures, athena_window_features
-from txm_live.threads import run_tiles
+from txm_live.threads import limit_blas, run_tiles
 from txm_live.results import EdgeResult
 from txm_live.tiles import normalize_tile
 
@@ -154,6 +154,15 @@ def _select_window(energies: np.ndarray, block: np.ndarray, window: EdgeWindow) 
         return energies[sl], block[sl]  # a view: no copy of the cube
     keep = order[(energies[order] >= window.start - tol) & (energies[order] <= window.end + tol)]
     return energies[keep], block[keep]
+
+
+def _pack_columns(rows: np.ndarray, cols: np.ndarray) -> None:
+    """``rows[:, :cols.size] = rows[:, cols]`` in place, for sorted distinct ``cols`` (one row
+    at a time through a row-sized buffer: the gathered values are those of a copy)."""
+    buf = np.empty(cols.size, dtype=rows.dtype)
+    for row in rows:
+        np.take(row, cols, out=buf, mode="clip")  # cols are in range
+        row[: cols.size] = buf
 
 
 def _count_in(energies: np.ndarray, e0: float, rng: tuple[float, float]) -> int:
@@ -316,7 +325,8 @@ def _residual_noise(X: np.ndarray, pca: PcaResult, *, threads: int = 1) -> np.nd
     def rows(sl: slice) -> None:
         out[sl] = _residual_rms(X[sl], pca.mean, pca.scores[sl])
 
-    run_tiles(rows, [slice(start, start + 65536) for start in range(0, X.shape[0], 65536)], threads)
+    # (blocks of _PIXEL_BLOCK rows: cache-sized temporaries; each row's sums are the same for any block)
+    run_tiles(rows, [slice(start, start + _PIXEL_BLOCK) for start in range(0, X.shape[0], _PIXEL_BLOCK)], threads)
     return _floor_noise(out)
 
 
@@ -556,8 +566,9 @@ def _athena_phase_moments(
     ref = np.linspace(0, pix.size - 1, min(_REFERENCE_PIXELS, pix.size)).astype(np.int64)
     zr = np.empty((n_e, ref.size))
     band = max(1, -(-n_e // threads))
-    run_tiles(lambda r: np.copyto(zr[r], np.take(Y2[r], pix[ref], axis=1)),
-              [slice(r, r + band) for r in range(0, n_e, band)], threads)
+    cols = pix[ref]
+    # (indexing gathers these few scattered columns ~2x faster than np.take)
+    run_tiles(lambda r: np.copyto(zr[r], Y2[r][:, cols]), [slice(r, r + band) for r in range(0, n_e, band)], threads)
     zr -= a[ref]
     zr -= np.outer(x, b[ref])
     zr *= gg[ref]
@@ -860,8 +871,6 @@ def analyze_edge(
     another copy of the cube. BLAS runs single-threaded inside this function
     (``threadpoolctl``); ``threads`` parallelizes the two passes over the block.
     """
-    from threadpoolctl import threadpool_limits
-
     if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
         raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
     threads = int(threads)
@@ -870,7 +879,7 @@ def analyze_edge(
         from txm_live.tiled_edge import retry_lost_worker
 
         run = retry_lost_worker(_analyze_edge, client, what=window.name, timeout=timeout)
-    with threadpool_limits(limits=_BLAS_THREADS, user_api="blas"):
+    with limit_blas(_BLAS_THREADS):
         return run(
             energies, block, window=window, valid=valid, method=method, post_order=post_order,
             jump_significance=jump_significance, feature_range=feature_range,
@@ -1035,10 +1044,12 @@ def _analyze_edge(
     # 4. features -------------------------------------------------------------------------
     t = stage("features")
     if client is None:
-        F = np.empty((feat_all.shape[0], pix.size), dtype=np.float32)
+        # the clustered pixels' feature columns packed to the front of each row, in place: F is
+        # a view (rows of n_pix stride) and no new n_features x n_clustered array is faulted in
+        F = feat_all[:, : pix.size]
         step = max(1, -(-F.shape[0] // threads))
-        run_tiles(lambda r: np.take(feat_all[r], pix, axis=1, out=F[r], mode="clip"),  # pix in range
-                  [slice(r, r + step) for r in range(0, F.shape[0], step)], threads)
+        run_tiles(lambda r: _pack_columns(feat_all[r], pix), [slice(r, r + step) for r in range(0, F.shape[0], step)],
+                  threads)
         del feat_all
         X, mean_feat, _noise = build_features(F, Ef, e0=window.e0, random_state=random_state, threads=threads)
     else:
