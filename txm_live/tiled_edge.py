@@ -314,15 +314,18 @@ def retry_lost_worker(
         try:
             return analyze(*args, **kwargs)
         except WorkerLostError as exc:
-            logging.getLogger(__name__).warning("%s: %s; analysing the edge again once", what, exc)
-            try:
-                client.wait_for_workers(1, timeout=timeout if timeout is not None else 60.0)
-            except (TimeoutError, OSError) as exc2:
-                raise DistributedError(f"{what}: a worker was lost ({exc}) and no worker is left to retry on "
-                                       f"({type(exc2).__name__}: {exc2})") from exc
-            res = analyze(*args, **kwargs)
-            return dataclasses.replace(res, notes=tuple(res.notes) + (
-                f"a Dask worker was lost during the analysis ({type(exc).__name__}); analysed again once",))
+            lost = f"{type(exc).__name__}: {exc}"
+        # out of the except block: the failed attempt's traceback, and with it its futures (the
+        # surviving workers' tiles), is released before the edge is analysed again
+        logging.getLogger(__name__).warning("%s: %s; analysing the edge again once", what, lost)
+        try:
+            client.wait_for_workers(1, timeout=timeout if timeout is not None else 60.0)
+        except (TimeoutError, OSError) as exc2:
+            raise DistributedError(f"{what}: a worker was lost ({lost}) and no worker is left to retry on "
+                                   f"({type(exc2).__name__}: {exc2})") from exc2
+        res = analyze(*args, **kwargs)
+        return dataclasses.replace(res, notes=tuple(res.notes) + (
+            "a Dask worker was lost during the analysis (WorkerLostError); analysed again once",))
 
     return run
 
