@@ -202,8 +202,7 @@ def params_from_k_distances(
     kd: np.ndarray, ms: int, *, tail_quantile: float = 0.995, span: Callable[[], float]
 ) -> DbscanParams:
     """:class:`DbscanParams` from the sorted k-distances of the sample (the knee step of
-    :func:`estimate_dbscan_params`, shared with the distributed analysis, which reduces the
-    k-distances from the workers). ``span`` gives the largest coordinate range of the points,
+    :func:`estimate_dbscan_params`, for k-distances computed elsewhere). ``span`` gives the largest coordinate range of the points,
     used only when every sampled point sits on ``ms`` exact duplicates."""
     m = kd.size
     top = max(2, int(math.ceil(tail_quantile * m)))

@@ -826,11 +826,14 @@ def analyze_edge(
     client : dask.distributed.Client, optional
         Run the analysis on bands of image rows on the workers of this Dask cluster
         (:mod:`txm_live.tiled_edge`): the bands and every per-pixel intermediate stay on the
-        workers, the global steps are reductions (feature mean, noise sample, PCA Gram matrix by
-        tree reduction, sigma filter with halo rows), and the clustering runs here on the gathered
-        scores. The labels are identical to ``client=None``. ``block`` may then be a dask array:
-        persisted in chunks of the row bands (used in place) or lazy, e.g. over the run's HDF5
-        files (:func:`txm_live.distributed.hdf5_block`, read by the workers).
+        workers, the global steps are reductions (feature mean, noise sample, PCA Gram matrices
+        added in band order, sigma filter with halo rows, per-phase sums), and the clustering
+        runs here on the gathered scores. The labels are identical to ``client=None``. ``block``
+        may then be a dask array: persisted in chunks of the row bands (used in place) or lazy,
+        e.g. over the run's HDF5 files (:func:`txm_live.distributed.hdf5_block`, read by the
+        workers). A worker lost mid-analysis (:class:`~txm_live.errors.WorkerLostError`): the
+        edge is analysed again once on the remaining workers (a note says so); a second loss
+        raises.
     timeout : float, optional
         With ``client``: seconds to wait for a tile before raising
         :class:`~txm_live.errors.DistributedError`.
@@ -871,8 +874,13 @@ def analyze_edge(
     if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
         raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
     threads = int(threads)
+    run = _analyze_edge
+    if client is not None:  # a worker lost mid-analysis: analysed again once on the others
+        from txm_live.tiled_edge import retry_lost_worker
+
+        run = retry_lost_worker(_analyze_edge, client, what=window.name, timeout=timeout)
     with limit_blas(_BLAS_THREADS):
-        return _analyze_edge(
+        return run(
             energies, block, window=window, valid=valid, method=method, post_order=post_order,
             jump_significance=jump_significance, feature_range=feature_range,
             n_components=n_components, max_components=max_components, pca_noise_margin=pca_noise_margin,
@@ -1075,12 +1083,7 @@ def _analyze_edge(
 
     # 6. cluster --------------------------------------------------------------------------
     t = stage("cluster")
-    if client is not None and eps is None:  # the parameter estimate's k-NN queries on the workers
-        est = tiled.dbscan_params(scores, min_samples)
-        raw, majority, eps_used, ms_used = _fit_clusterer(scores, eps=est.eps, min_samples=est.min_samples,
-                                                          workers=threads)
-    else:
-        raw, majority, eps_used, ms_used = _fit_clusterer(scores, eps=eps, min_samples=min_samples, workers=threads)
+    raw, majority, eps_used, ms_used = _fit_clusterer(scores, eps=eps, min_samples=min_samples, workers=threads)
     if refine:
         raw, majority, minority = refine_phases(scores, raw, majority, random_state=random_state, workers=threads)
     else:
@@ -1093,11 +1096,16 @@ def _analyze_edge(
     assigned = raw >= 0
     dense = np.searchsorted(ids, raw[assigned])  # 0..len(ids)-1
     n_phases = int(ids.size)
+    # white-line map: mean normalized absorption within +-2 eV of the peak of the mean spectrum
+    i_peak = int(np.argmax(mean_feat))
+    near = np.flatnonzero(np.abs(Ef - Ef[i_peak]) <= 2.0 + 1e-9)
+    white_line = np.full(n_pix, np.nan, dtype=np.float32)
+    if client is not None:  # one round trip: per-phase sums, white line, window statistics (dense labels)
+        fmean, white_line[pix], dense_stats = tiled.phase_summary(tile_args, np.flatnonzero(assigned), dense,
+                                                                  n_phases, near)
     if n_phases:
         if client is None:
             fmean = _phase_means(F, np.flatnonzero(assigned), dense, n_phases, threads=threads)
-        else:
-            fmean = tiled.feature_phase_means(np.flatnonzero(assigned), dense, n_phases)
         wl_height = fmean.max(axis=1)
         edge_pos = edge_positions(Ef, fmean)
     else:
@@ -1123,8 +1131,8 @@ def _analyze_edge(
                 E, Y2, window, method, cols, phase_of_pix[assigned], n_phases, athena=athena, post_order=post_order,
                 finite=finite, threads=threads,
             )
-        else:  # the pre-edge lines and steps are on the workers
-            mean_spectra, spread, counts = tiled.window_phase_stats(tile_args, cols, phase_of_pix[assigned], n_phases)
+        else:  # computed on the workers per dense label: phase r is dense label order[r]
+            mean_spectra, spread, counts = (v[order] for v in dense_stats)
     else:
         mean_spectra = np.zeros((0, E.size))
         spread = np.zeros((0, E.size))
@@ -1134,16 +1142,8 @@ def _analyze_edge(
     )
     outlier_phases = tuple(range(major_idx.size, n_phases))
 
-    # white-line map: mean normalized absorption within +-2 eV of the peak of the mean spectrum
-    i_peak = int(np.argmax(mean_feat))
-    near = np.flatnonzero(np.abs(Ef - Ef[i_peak]) <= 2.0 + 1e-9)
-    white_line = np.full(n_pix, np.nan, dtype=np.float32)
     if client is None:
         white_line[pix] = F[near].mean(axis=0)
-    else:
-        from txm_live.tiles import tile_line_score, tile_row_mean
-
-        white_line[pix] = tiled.per_pixel(tile_row_mean, near, step="white line")
     # majority score: projection on the line between the two majority means (feature range)
     score = np.full(n_pix, np.nan, dtype=np.float32)
     if major_idx.size >= 2:
@@ -1155,6 +1155,8 @@ def _analyze_edge(
             if client is None:
                 score[pix] = (d @ F - offset) / dd
             else:
+                from txm_live.tiles import tile_line_score
+
                 score[pix] = tiled.per_pixel(tile_line_score, d, offset, dd, step="majority score")
     if client is not None:
         tiled.release()
