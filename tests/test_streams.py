@@ -470,6 +470,58 @@ def test_fxi_ion_chambers_ic3_ic4_upstream_monitor_decided_from_the_data() -> No
     np.testing.assert_array_equal(cube, off)
 
 
+def _async_i0_run(tmp_path, *, varying: bool, downstream: bool = False):
+    """The ophyd-async variant (StreamResource/StreamDatum, 2 collections per event) with its
+    ion chamber ``ic3`` (data key ``ic3-value``) on a real RunEngine, noise-free, 40 x 40 px;
+    the analysed L3 cube and the RunResult."""
+    from bluesky import RunEngine
+
+    from txm_live.phases import analyze_edge
+    from txm_live.sim.async_detector import make_async_txm, xanes_scan_async
+    from txm_live.sim.phantom import make_phantom
+
+    beam = dict(beam_decay=True, topup_period_s=4.5, topup_decay=0.3) if varying else dict(beam_decay=False)
+    RE = RunEngine({})
+    bl = make_async_txm(make_phantom((40, 40), mode="pure", seed=0), tmp_path, seed=0, margin_px=4, noise=False,
+                        jitter=False, drift=False, jumps=False, frames_per_event=2, ion_chamber_downstream=downstream,
+                        **beam)
+    eng = np.round(np.concatenate([np.arange(6010, 6150, 26), np.arange(6150, 6188, 10),
+                                   np.arange(6188, 6270, 4), np.arange(6290, 6650, 50)]) / 1000, 4)
+    cubes: dict = {}
+
+    def analysis(energies, block, *, window, valid=None):
+        cubes[window.edge] = np.array(block)
+        return analyze_edge(energies, block, window=window, valid=valid)
+
+    cb = XanesLiveCallback(element="Nd", edges=("L3",), analysis=analysis, exafs=False, analysis_process=False)
+    names: list = []
+    RE.subscribe(lambda name, doc: names.append(name))
+    RE.subscribe(cb)
+    RE(xanes_scan_async(bl, eng))
+    result = cb.wait(300)[-1]
+    cb.close()
+    assert "stream_datum" in names
+    return cubes.get("L3"), result
+
+
+def test_ophyd_async_ion_chamber_takes_the_same_i0_path(tmp_path) -> None:
+    """The ophyd-async variant's ion chamber (an ophyd-async StandardReadable over a soft signal,
+    gated by the camera's exposures) is decided from the data as FXI's ic3, and the varying
+    beam's optical density is the constant beam's within 1e-3; placed after the sample, it is
+    not used."""
+    truth, _ = _async_i0_run(tmp_path / "c", varying=False)
+    cube, result = _async_i0_run(tmp_path / "v", varying=True)
+    assert result.errors == (), result.errors
+    note = next(n for n in result.notes if n.startswith("sample I0 monitor"))
+    assert note.startswith("sample I0 monitor: 'ic3-value' (decided from the first 5 sample/flat pairs"), note
+    np.testing.assert_allclose(cube, truth, rtol=0, atol=1e-3)
+    cube, result = _async_i0_run(tmp_path / "d", varying=True, downstream=True)
+    note = next(n for n in result.notes if n.startswith("flat I0 monitor"))
+    assert "no upstream monitor" in note and "'ic3-value' sees 100 %" in note, note
+    assert np.abs(cube - truth).max() > 0.1  # the beam is then not corrected
+    assert any(e.startswith("InsufficientDataError: Nd L3") for e in result.errors), result.errors
+
+
 def test_i0_normalization_recovers_the_constant_beam_phase_map() -> None:
     """With photon noise: the phase map of the varying beam, normalized by I0, agrees with the
     sample's ground truth as well as the constant-beam map does; without I0 the jagged beam hides
