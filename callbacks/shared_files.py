@@ -38,8 +38,14 @@ __all__ = ["RemoteAssetFile", "SharedHdf5Array", "UnreadableSharedArray", "hdf5_
 
 logger = logging.getLogger("txm_live.callbacks.replay")
 
-#: Bytes fetched per HTTP request at least (h5py reads its metadata in small pieces).
-REMOTE_BUFFER = 1 << 20
+#: Bytes fetched per HTTP request at least while h5py reads the file's metadata (small pieces).
+METADATA_READAHEAD = 64 * 1024
+#: Events of one stream read through the asset endpoint are fetched in one request while the byte
+#: span covering them is at most this many times their own bytes (FXI: samples and backgrounds
+#: alternate, span = 2x) ...
+SPAN_FACTOR = 3
+#: ... and at most this many bytes.
+MAX_SPAN = 256 * 1024 * 1024
 
 
 class RemoteAssetFile(io.RawIOBase):
@@ -62,8 +68,19 @@ class RemoteAssetFile(io.RawIOBase):
         self._params = {"id": int(asset_id)}
         self._pos = 0
         self.size = self._size()
+        #: Bytes fetched per request at least; the bytes of one event's chunk once the
+        #: dataset is known (see SharedHdf5Array), so that one request serves one event.
+        self.readahead = METADATA_READAHEAD
+        self._cache_start = 0
+        self._cache = b""
+        self.n_requests = 0
+
+    def read_range(self, start: int, stop: int) -> bytes:
+        """Bytes ``start:stop`` of the file in one request (stateless: safe from several threads)."""
+        return self._get(int(start), int(stop))
 
     def _get(self, start: int, stop: int) -> bytes:
+        self.n_requests += 1
         response = self._http.get(self._url, params=self._params,
                                   headers={"Range": f"bytes={start}-{stop - 1}", "Accept-Encoding": "identity"})
         if response.status_code != 206:
@@ -99,31 +116,70 @@ class RemoteAssetFile(io.RawIOBase):
         stop = min(self._pos + len(view), self.size)
         if stop <= self._pos:
             return 0
-        data = self._get(self._pos, stop)
-        view[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
+        lo, hi = self._cache_start, self._cache_start + len(self._cache)
+        if not (lo <= self._pos and stop <= hi):  # one request: what h5py asks for, or the readahead
+            self._cache_start = self._pos
+            self._cache = self._get(self._pos, min(max(stop, self._pos + self.readahead), self.size))
+            lo = self._cache_start
+        n = stop - self._pos
+        view[:n] = self._cache[self._pos - lo: self._pos - lo + n]
+        self._pos = stop
+        return n
 
 
 class SharedHdf5Array:
     """The rows of one stream in an HDF5 dataset shared with other streams (module docstring).
 
     ``first[row]`` is the dataset index of the first frame of the stream's ``row``-th event;
-    ``opener()`` returns the open ``h5py.File`` (local, or remote through the asset endpoint).
+    ``opener()`` returns the open ``h5py.File`` and, when it is read through the asset endpoint,
+    its :class:`RemoteAssetFile`: the frames of one event, contiguous unfiltered chunks in the
+    file, are then fetched with one HTTP Range request (offsets from the chunk index, read once).
     """
 
-    def __init__(self, opener: Callable[[], Any], dataset: str, first: np.ndarray, shape: tuple[int, ...],
-                 *, kind: str) -> None:
+    def __init__(self, opener: Callable[[], tuple[Any, RemoteAssetFile | None]], dataset: str, first: np.ndarray,
+                 shape: tuple[int, ...], *, kind: str) -> None:
         self.kind = kind
         self.shape = shape
         self.first = np.asarray(first, dtype=np.int64)
         self.frames_per_row = int(np.prod(shape[1:-2], dtype=np.int64))
-        self._file = opener()
+        self._file, self._remote = opener()
         self._ds = self._file[dataset]
+        self._offsets, self._chunk_bytes = _frame_offsets(self._ds) if self._remote is not None else (None, 0)
+
+    def _start(self, f: int) -> int | None:
+        """File offset of event ``f``'s frames when they are contiguous raw chunks, else None."""
+        n = self.frames_per_row
+        offsets = None if self._offsets is None else self._offsets[f: f + n]
+        if (offsets is not None and offsets.size == n and offsets[0] >= 0
+                and np.all(np.diff(offsets) == self._chunk_bytes)):
+            return int(offsets[0])
+        return None
 
     def read(self, lo: int, hi: int) -> np.ndarray:
+        firsts = [int(f) for f in self.first[lo:hi]]
+        out: list[np.ndarray | None] = [None] * len(firsts)
+        nbytes = self.frames_per_row * self._chunk_bytes
+        # raw reads, grouped: each HTTP request costs far more than its bytes (the server looks the
+        # node up every time), so nearby events are fetched together when the span between them
+        # (other streams' chunks) stays below SPAN_FACTOR x their own bytes and MAX_SPAN
+        raw = sorted((start, i) for i, f in enumerate(firsts) if (start := self._start(f)) is not None)
+        g = 0
+        while g < len(raw):
+            h = g + 1
+            while (h < len(raw) and raw[h][0] + nbytes - raw[g][0] <= min(SPAN_FACTOR * (h - g + 1) * nbytes, MAX_SPAN)):
+                h += 1
+            assert self._remote is not None
+            base = raw[g][0]
+            data = self._remote.read_range(base, raw[h - 1][0] + nbytes)
+            for start, i in raw[g:h]:
+                out[i] = np.frombuffer(data, dtype=self._ds.dtype, count=nbytes // self._ds.dtype.itemsize,
+                                       offset=start - base).reshape(self.shape[1:])
+            g = h
         n = self.frames_per_row
-        return np.stack([self._ds[int(f): int(f) + n].reshape(self.shape[1:]) for f in self.first[lo:hi]])
+        for i, f in enumerate(firsts):
+            if out[i] is None:  # local file, or a layout h5py must decode
+                out[i] = self._ds[f: f + n].reshape(self.shape[1:])
+        return np.stack(out)  # type: ignore[arg-type]
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -150,21 +206,40 @@ class UnreadableSharedArray:
         raise DocumentError(self.reason)
 
 
-def _open_local(path: str) -> Any:
+def _frame_offsets(ds: Any) -> tuple[np.ndarray | None, int]:
+    """File offset of each frame's chunk of a dataset chunked one frame per chunk, unfiltered.
+
+    ``(offsets, chunk_bytes)``, offsets -1 for unwritten frames; ``(None, 0)`` when the layout
+    is anything else (then h5py reads the chunks itself).
+    """
+    if (ds.chunks is None or ds.chunks[0] != 1 or tuple(ds.chunks[1:]) != tuple(ds.shape[1:])
+            or ds.compression or ds.shuffle or ds.fletcher32 or ds.scaleoffset):
+        return None, 0
+    offsets = np.full(int(ds.shape[0]), -1, dtype=np.int64)
+    size = int(np.prod(ds.shape[1:], dtype=np.int64)) * ds.dtype.itemsize
+    for i in range(ds.id.get_num_chunks()):
+        info = ds.id.get_chunk_info(i)
+        if info.filter_mask or info.size != size:
+            return None, 0
+        offsets[info.chunk_offset[0]] = info.byte_offset
+    return offsets, size
+
+
+def _open_local(path: str) -> tuple[Any, None]:
     import h5py
 
-    return h5py.File(path, "r", swmr=True, locking=False)
+    return h5py.File(path, "r", swmr=True, locking=False), None
 
 
-def _open_remote(node: Any, asset_id: int) -> Any:
+def _open_remote(node: Any, asset_id: int) -> tuple[Any, RemoteAssetFile]:
     import h5py
 
     url = node.item["links"]["self"].replace("/metadata", "/asset/bytes", 1)
     raw = RemoteAssetFile(node.context.http_client, url, asset_id)
-    return h5py.File(io.BufferedReader(raw, buffer_size=REMOTE_BUFFER), "r")
+    return h5py.File(raw, "r"), raw
 
 
-def hdf5_source(node: Any, *, direct: bool) -> tuple[str, str, Callable[[], Any], str] | None:
+def hdf5_source(node: Any, *, direct: bool) -> tuple[str, str, Callable[[], tuple[Any, Any]], str] | None:
     """How to open the one HDF5 file behind an array node: ``(data_uri, dataset, opener, kind)``.
 
     ``kind`` is ``"hdf5-shared"`` (opened locally: ``direct`` and readable here) or
@@ -202,7 +277,7 @@ def split_shared_files(streams: Sequence[Any], nodes: Mapping[tuple[int, str], A
     named ``DocumentError`` of that run).
     """
     groups: dict[tuple[str, str], list[tuple[int, str]]] = {}
-    openers: dict[tuple[str, str], tuple[Callable[[], Any], str]] = {}
+    openers: dict[tuple[str, str], tuple[Callable[[], tuple[Any, Any]], str]] = {}
     for (si, key), node in nodes.items():
         src = hdf5_source(node, direct=direct)
         if src is not None and len(streams[si].arrays[key].shape) >= 3:
@@ -219,7 +294,7 @@ def split_shared_files(streams: Sequence[Any], nodes: Mapping[tuple[int, str], A
         rows = [streams[si].n_rows for si, _ in members]
         name = os.path.basename(uri)
         try:
-            f = opener()
+            f, _ = opener()
             try:
                 n_frames = int(f[dataset].shape[0])
             finally:
