@@ -8,8 +8,7 @@ light (no bluesky, tiled or zmq until a name is used)::
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from txm_live.lazy import lazy_exports
 
 _EXPORTS = {
     "XanesLiveCallback": "txm_live.callbacks.live",
@@ -29,13 +28,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'txm_live.callbacks' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -6,8 +6,7 @@ builds nothing; ophyd and bluesky are imported only with the devices and plans.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from txm_live.lazy import lazy_exports
 
 _EXPORTS = {
     "make_phantom": "txm_live.sim.phantom",
@@ -27,9 +26,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'txm_live.sim' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -6,6 +6,7 @@ import argparse
 import subprocess
 import sys
 import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -98,11 +99,12 @@ def test_no_command_prints_help_and_version(capsys):
 
 
 def test_console_script_installed():
+    """The console script of the environment running the tests (next to its interpreter, else on PATH)."""
     import shutil
 
-    exe = shutil.which("txm-live")
+    exe = shutil.which("txm-live", path=str(Path(sys.executable).parent)) or shutil.which("txm-live")
     if exe is None:
-        pytest.skip("console script not on PATH (package not installed in this environment)")
+        pytest.skip("console script not installed in this environment (pip install -e . creates it)")
     out = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
     assert "txm-live" in out
 
