@@ -78,6 +78,8 @@ class RunIngest(event_model.DocumentRouter):
         # the sample/flat frames held back until it decides (at most MAX_HELD_FRAMES)
         self._monitor: MonitorChoice | None = None
         self._monitor_done = False
+        self._monitor_key: str | None = None  # what it decided (for streams described afterwards)
+        self._monitor_note = ""
         self._held: list[tuple[dict, Any, Any, Any]] = []
         self.data_monitor = True  # False for reference runs (flats_from/darks_from): no pairs there
 
@@ -441,14 +443,18 @@ class RunIngest(event_model.DocumentRouter):
         if note:
             self._detected(f"{kind} I0 monitor", note)
             return key, []
-        if self._monitor_done or not self.data_monitor:
+        if not self.data_monitor:
             return None, []
         candidates = ingest.i0_candidates(self.state.start_doc, dks, exclude=exclude)
+        if self._monitor_done:  # a stream described after the decision follows it
+            if self._monitor_note and candidates:
+                self._detected(f"{kind} I0 monitor", self._monitor_note)
+            return (self._monitor_key if self._monitor_key in candidates else None), []
         if candidates:
             if self._monitor is None:
                 self._monitor = MonitorChoice(candidates, n_pairs=MONITOR_PAIRS)
             else:  # the union over the sample and flat streams: pairs use the keys read in both
-                self._monitor.candidates = tuple(dict.fromkeys([*self._monitor.candidates, *candidates]))
+                self._monitor.add_candidates(candidates)
         return None, candidates
 
     def _decide_monitor(self) -> None:
@@ -459,6 +465,7 @@ class RunIngest(event_model.DocumentRouter):
             return
         decision = monitor.decide()
         text = f"{decision.key!r} ({decision.reason})" if decision.key else decision.reason
+        self._monitor_key, self._monitor_note = decision.key, text
         for d in self._desc.values():
             if d.get("i0_candidates"):
                 d["i0_key"] = decision.key if decision.key in d["i0_candidates"] else None

@@ -126,6 +126,11 @@ class MonitorChoice:
         self._pairs: list[tuple[float, float, dict[str, float], dict[str, float]]] = []  # S, F, a, b
         self._flats: list[tuple[float, dict[str, float]]] = []  # every flat's level and readings, in order
 
+    def add_candidates(self, candidates: Sequence[str]) -> MonitorChoice:
+        """Evaluate these keys too (e.g. those of a stream described later); returns self."""
+        self.candidates = tuple(dict.fromkeys([*self.candidates, *(str(c) for c in candidates)]))
+        return self
+
     @property
     def ready(self) -> bool:
         """True once :attr:`n_pairs` sample/flat pairs were seen."""
