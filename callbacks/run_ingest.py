@@ -29,7 +29,7 @@ from txm_live.session import XanesSession
 if TYPE_CHECKING:
     from txm_live.callbacks.live import XanesLiveCallback
 
-__all__ = ["RunIngest", "MAX_HELD_FRAMES", "MONITOR_PAIRS", "PIXEL_SIZE_TOLERANCE"]
+__all__ = ["RunIngest", "MAX_HELD_BYTES", "MAX_HELD_FRAMES", "MONITOR_PAIRS", "PIXEL_SIZE_TOLERANCE"]
 
 logger = logging.getLogger("txm_live.callbacks.live")  # one logger for the live callback (demo quiets it)
 
@@ -39,9 +39,12 @@ logger = logging.getLogger("txm_live.callbacks.live")  # one logger for the live
 PIXEL_SIZE_TOLERANCE = 1.5
 #: Sample/flat pairs compared with the camera before an I0 monitor is chosen from the data.
 MONITOR_PAIRS = 5
-#: Sample and flat frames held back at most while the I0 monitor is undecided (then it is decided
-#: with the pairs seen so far, or none is used): at full size and 5 exposures per event ~80 MB.
+#: Sample and flat events held back at most while the I0 monitor is undecided (then it is decided
+#: with the pairs seen so far, or none is used) ...
 MAX_HELD_FRAMES = 4 * MONITOR_PAIRS
+#: ... and at most this many bytes of images (the demo's full size, 730 x 771 uint16 frames with 5
+#: exposures per event, holds 20 events in 113 MB; a 2048 x 2048 camera decides after 6).
+MAX_HELD_BYTES = 256 * 1024 * 1024
 
 
 class RunIngest(event_model.DocumentRouter):
@@ -81,6 +84,7 @@ class RunIngest(event_model.DocumentRouter):
         self._monitor_key: str | None = None  # what it decided (for streams described afterwards)
         self._monitor_note = ""
         self._held: list[tuple[dict, Any, Any, Any]] = []
+        self._held_bytes = 0
         self.data_monitor = True  # False for reference runs (flats_from/darks_from): no pairs there
 
     # ------------------------------------------------------------- ingest
@@ -408,7 +412,8 @@ class RunIngest(event_model.DocumentRouter):
         if self._monitor is not None and d.get("i0_candidates"):
             self._monitor.update(kind, energy, image, dark=session.darks.mean, readings=row)  # type: ignore[arg-type]
             self._held.append((d, image, energy, row))
-            if self._monitor.ready or len(self._held) >= MAX_HELD_FRAMES:
+            self._held_bytes += int(getattr(image, "nbytes", 0))
+            if self._monitor.ready or len(self._held) >= MAX_HELD_FRAMES or self._held_bytes >= MAX_HELD_BYTES:
                 self._decide_monitor()
             return
         self._add(d, image, energy, row)
@@ -470,7 +475,7 @@ class RunIngest(event_model.DocumentRouter):
             if d.get("i0_candidates"):
                 d["i0_key"] = decision.key if decision.key in d["i0_candidates"] else None
                 self._detected(f"{d['kind']} I0 monitor", text)
-        held, self._held = self._held, []
+        held, self._held, self._held_bytes = self._held, [], 0
         for d, image, energy, row in held:
             try:
                 self._add(d, image, energy, row)

@@ -360,6 +360,37 @@ def test_monitor_choice_tells_the_upstream_monitor_from_a_downstream_chamber() -
         MonitorChoice(["a"]).update("dark", 1.0, np.ones((2, 2)), readings={})
 
 
+def test_frames_held_for_the_monitor_are_bounded_and_never_lost() -> None:
+    """A plan taking every sample first, then every flat: no sample/flat pair within the first
+    MAX_HELD_FRAMES events, so the monitor is decided (none, the note says why) and the held
+    frames go on; every frame reaches the analysis, as with i0_key=False."""
+    from txm_live.callbacks.run_ingest import MAX_HELD_FRAMES
+
+    eng = np.arange(6150.0, 6290.0, 5.0)  # 28 energies: more samples than can be held
+    assert eng.size > MAX_HELD_FRAMES
+    rng = np.random.default_rng(2)
+    bundle = event_model.compose_run(metadata={"plan_name": "xanes_scan", "detectors": ["cam", "ic1"],
+                                               "motors": ["energy"]})
+    num = {"dtype": "number", "shape": [], "source": "sim"}
+    keys = {"cam_image": {"dtype": "array", "shape": [12, 12], "source": "sim"}, "energy": {**num, "units": "eV"},
+            "ic1": dict(num)}
+    prim = bundle.compose_descriptor(name="primary", data_keys=keys)
+    flat = bundle.compose_descriptor(name="flat", data_keys=keys)
+    docs = [("start", bundle.start_doc), ("descriptor", prim.descriptor_doc), ("descriptor", flat.descriptor_doc)]
+    for desc, od in ((prim, 0.5), (flat, 0.0)):
+        for e in eng:
+            data = {"energy": float(e), "ic1": 2.0, "cam_image": rng.poisson(4000 * np.exp(-od), (12, 12)).astype(np.uint16)}
+            docs.append(("event", desc.compose_event(data=data, timestamps={k: 0.0 for k in data})))
+    docs.append(("stop", bundle.compose_stop()))
+    result, cap = _run(docs, element="Nd", edges=("L3",))
+    note = next(n for n in result.notes if n.startswith("sample I0 monitor"))
+    assert note == "sample I0 monitor: no sample/flat pair at the same energy to compare ['ic1'] with the camera: " \
+                   "none used; pass i0_key= to normalize by one", note
+    off, cap_off = _run(docs, element="Nd", edges=("L3",), i0_key=False)
+    assert result.n_frames == off.n_frames == eng.size, (result.n_frames, off.n_frames)
+    np.testing.assert_array_equal(cap.calls["L3"][1], cap_off.calls["L3"][1])
+
+
 def test_optical_density_divides_each_image_by_its_own_i0_not_the_dark() -> None:
     from txm_live.flatfield import optical_density
 
