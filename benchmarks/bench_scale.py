@@ -148,21 +148,25 @@ def section_l3(args: argparse.Namespace) -> None:
         cluster, client = _cluster(n)
         analyze_edge(e3[:], cube[:, :64], window=l3, client=client)  # warm the workers' imports
         for how in ("numpy block (scattered by analyze_edge)", "block already on the workers"):
-            block = cube if how.startswith("numpy") else _on_workers(client, cube, tiles)
-            if not isinstance(block, np.ndarray):
-                from dask.distributed import wait
+            best = None
+            for _ in range(max(1, args.repeat)):  # best of --repeat runs (the machine is shared)
+                block = cube if how.startswith("numpy") else _on_workers(client, cube, tiles)
+                if not isinstance(block, np.ndarray):
+                    from dask.distributed import wait
 
-                block = client.persist(block)
-                wait(block)
-            w0 = _worker_cpu(client)
-            c0, t0 = time.process_time(), time.perf_counter()
-            got = analyze_edge(e3, block, window=l3, client=client)
-            wall = time.perf_counter() - t0
-            cpu = time.process_time() - c0
-            w1 = _worker_cpu(client)
-            rows.append((f"{n} worker{'s' if n > 1 else ''}, {how}", wall, cpu, [w1[k] - w0[k] for k in w1],
-                         bool(np.array_equal(got.labels, ref.labels)), _load()))
-            del block
+                    block = client.persist(block)
+                    wait(block)
+                w0 = _worker_cpu(client)
+                c0, t0 = time.process_time(), time.perf_counter()
+                got = analyze_edge(e3, block, window=l3, client=client)
+                wall = time.perf_counter() - t0
+                cpu = time.process_time() - c0
+                w1 = _worker_cpu(client)
+                row = (f"{n} worker{'s' if n > 1 else ''}, {how}", wall, cpu, [w1[k] - w0[k] for k in w1],
+                       bool(np.array_equal(got.labels, ref.labels)), _load())
+                best = row if best is None or wall < best[1] else best
+                del block
+            rows.append(best)
         client.close()
         cluster.close()
     base = rows[0][1]
@@ -177,8 +181,13 @@ def section_l3(args: argparse.Namespace) -> None:
         one = [r for r in rows if r[0].startswith("1 worker,") and how in r[0]]
         two = [r for r in rows if r[0].startswith("2 workers,") and how in r[0]]
         if one and two:
+            # Amdahl from the 1-worker CPU times: the client's work (scatter, DBSCAN, refinement,
+            # noise estimate, the in-process scheduler) is serial, the workers' is split in two
+            c1, w1 = one[0][2], sum(one[0][3])
             print(f"speedup 2 vs 1 workers ({one[0][0].split(', ', 1)[1]}): {one[0][1] / two[0][1]:.2f}x "
-                  f"(worker CPU {sum(one[0][3]):.2f} s vs {sum(two[0][3]):.2f} s)")
+                  f"(worker CPU {w1:.2f} s vs {sum(two[0][3]):.2f} s; client CPU {c1:.2f} s; "
+                  f"bound on idle cores from the 1-worker CPU times (c + w) / (c + w / 2) = "
+                  f"{(c1 + w1) / (c1 + w1 / 2):.2f}x)")
     # stage times of the in-process run next to their floors (bytes read / read bandwidth)
     n_pix = cube.shape[1] * cube.shape[2]
     n_f = int(np.count_nonzero((e3 >= l3.e0 - 20) & (e3 <= l3.e0 + 60)))
@@ -222,8 +231,15 @@ def section_dbscan(args: argparse.Namespace) -> None:
         ref = dbscan(X, eps=eps, min_samples=ms)
         t_single = time.perf_counter() - t0
         c_single = time.process_time() - c0
-    rows = [("single process (k-d tree queries on all cores)", t_single, c_single, [], mem.peak - mem.start, True,
-             int(ref.max()) + 1, _load())]
+    rows = [(f"single process, k-d tree queries on all {os.cpu_count()} cores (workers=-1, the default)", t_single,
+             c_single, [], mem.peak - mem.start, True, int(ref.max()) + 1, _load())]
+    gc.collect()
+    with PeakRss() as mem:  # the same engine on one core: what one worker process is given
+        c0, t0 = time.process_time(), time.perf_counter()
+        one = dbscan(X, eps=eps, min_samples=ms, workers=1)
+        rows.append(("single process, one core (workers=1)", time.perf_counter() - t0, time.process_time() - c0, [],
+                     mem.peak - mem.start, bool(np.array_equal(one, ref)), int(one.max()) + 1, _load()))
+    del one
     cluster, client = _cluster(2)
     client.run(lambda: __import__("txm_live.dbscan_dist"))  # warm imports
     with PeakRss() as mem, WorkerPeak(client) as wp:
@@ -233,7 +249,7 @@ def section_dbscan(args: argparse.Namespace) -> None:
         t_dist = time.perf_counter() - t0
         c_dist = time.process_time() - c0
         w1 = _worker_cpu(client)
-    rows.append(("2 workers", t_dist, c_dist, [w1[k] - w0[k] for k in w1], mem.peak - mem.start,
+    rows.append(("2 worker processes (one task at a time each)", t_dist, c_dist, [w1[k] - w0[k] for k in w1], mem.peak - mem.start,
                  bool(np.array_equal(got, ref)), int(got.max()) + 1, _load()))
     worker_peak = max(wp.peak.values()) if wp.peak else 0
     client.close()
@@ -245,7 +261,7 @@ def section_dbscan(args: argparse.Namespace) -> None:
         ws = ", ".join(f"{w:.1f}" for w in wcpu) or "-"
         print(f"| {name} | {wall:.1f} | {cpu:.1f} | {ws} | {peak / 2**30:.2f} | {same} | {k} | {load[13:]} |")
     print(f"(2 workers: peak worker RSS {worker_peak / 2**30:.2f} GiB; noise fraction {np.mean(ref < 0):.3f}; "
-          f"speedup {t_single / t_dist:.2f}x)")
+          f"speedup vs all cores {t_single / t_dist:.2f}x, vs one core {rows[1][1] / t_dist:.2f}x)")
 
 
 def section_replay(args: argparse.Namespace) -> None:
@@ -387,6 +403,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sections", nargs="+", default=["l3", "dbscan", "replay", "big"],
                         choices=["l3", "dbscan", "replay", "big"])
     parser.add_argument("--shape", type=int, nargs=2, default=list(FULL_SHAPE), metavar=("H", "W"))
+    parser.add_argument("--repeat", type=int, default=2, help="l3: best of this many runs per row")
     parser.add_argument("--dbscan-points", type=float, default=1e7)
     parser.add_argument("--runs", type=int, default=8)
     parser.add_argument("--replay-shape", type=int, nargs=2, default=[96, 96], metavar=("H", "W"))

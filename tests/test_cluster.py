@@ -144,3 +144,19 @@ def test_duplicated_sites() -> None:
     assert pc.phase_kinds_ == ("majority", "majority")
     np.testing.assert_array_equal(pc.labels_, np.r_[np.zeros(100), np.ones(60)])
     assert PhaseClusterer().fit(np.zeros((50, 3))).phase_kinds_ == ("majority",)
+
+
+def test_one_feature_k_distances_equal_scipy() -> None:
+    """The sorted-window k-distances of one feature equal scipy's exact k-NN distances (ties,
+    duplicates, a large offset), so the estimated eps is the same as with the KD-tree."""
+    from scipy.spatial import cKDTree
+
+    from txm_live.cluster import _k_distances_1d
+
+    rng = np.random.default_rng(3)
+    for x in (rng.normal(size=4000), np.round(rng.normal(size=3000), 2), rng.integers(0, 5, 200).astype(float),
+              1e6 + rng.normal(size=2000) * 1e-3):
+        for k in (1, 2, 5, 11):
+            sub = rng.choice(x.size, min(500, x.size), replace=False)
+            ref = cKDTree(x[:, None]).query(x[sub][:, None], k=k)[0].reshape(sub.size, k)[:, -1]
+            np.testing.assert_array_equal(_k_distances_1d(x, sub, k), ref)

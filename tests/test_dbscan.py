@@ -237,3 +237,29 @@ def test_one_feature_equals_sklearn() -> None:
         eps = [0.01, 0.05, 0.1, 0.3][t % 4]
         ms = [3, 5, 10][t % 3]
         np.testing.assert_array_equal(dbscan(X, eps=eps, min_samples=ms), DBSCAN(eps=eps, min_samples=ms).fit(X).labels_)
+
+
+def test_one_feature_engine_equals_the_general_engine_and_sklearn() -> None:
+    """The sorted one-feature engine (``_dbscan_1d``) against scikit-learn (labels and core points)
+    and against the general grid/KD-tree engine run on the same points with a zero second feature
+    (identical distances): duplicates, pairs at exactly eps, a large offset (eps tiny against the
+    values), min_samples 1 and a sample of 40 000 points."""
+    rng = np.random.default_rng(21)
+    cases = []
+    for t in range(24):
+        n = int(rng.integers(5, 600))
+        x = [rng.normal(size=n), rng.integers(0, 40, n) * 0.25, np.round(rng.normal(size=n), 2),
+             1e7 + np.round(rng.normal(size=n), 3)][t % 4]
+        cases.append((x, [0.25, 0.01, 0.5, 0.002][t % 4], [1, 3, 7, 12][t % 4]))
+    big = np.concatenate([rng.normal(0, 1, 25000), rng.normal(5, 0.3, 15000)]).astype(np.float32).astype(np.float64)
+    cases.append((big, 0.01, 11))
+    for x, eps, ms in cases:
+        X = x[:, None]
+        labels, core = dbscan(X, eps=eps, min_samples=ms, return_core=True)
+        general = dbscan(np.c_[x, np.zeros_like(x)], eps=eps, min_samples=ms, return_core=True)
+        np.testing.assert_array_equal(labels, general[0])
+        np.testing.assert_array_equal(core, general[1])
+        if x.size < 1000:
+            sk = DBSCAN(eps=eps, min_samples=ms).fit(X)
+            np.testing.assert_array_equal(labels, sk.labels_)
+            np.testing.assert_array_equal(core, sk.core_sample_indices_)

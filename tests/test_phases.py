@@ -511,3 +511,106 @@ def test_options_without_filter_and_refinement_and_fixed_components() -> None:
     assert res.n_components == 2 and res.n_phases >= 2
     assert np.all(res.labels[res.mask] >= 0) and res.counts.sum() == res.mask.sum()
     assert res.explained_variance_ratio.shape == (2,)
+
+
+def test_sigma_filter_blocks_and_threads_equal_one_pass() -> None:
+    """The blocked, threaded sigma filter equals the straightforward one-pass filter (nine
+    shifted copies over all pixels at once), for one and three components."""
+    from scipy.special import gammaincinv
+
+    from txm_live.phases import sigma_filter
+
+    def reference(scores, pixels, shape, noise, confidence=0.95):
+        H, W = shape
+        n, k = scores.shape
+        smap = np.zeros((k, H + 2, W + 2), dtype=np.float32)
+        vmap = np.full((H + 2, W + 2), np.inf, dtype=np.float32)
+        rows, cols = np.divmod(pixels, W)
+        smap[:, rows + 1, cols + 1] = scores.T
+        vmap[rows + 1, cols + 1] = noise.astype(np.float32) ** 2
+        t2 = np.float32(2.0 * gammaincinv(0.5 * k, confidence))
+        s0, v0 = smap[:, rows + 1, cols + 1], vmap[rows + 1, cols + 1]
+        acc = np.zeros((k, n), dtype=np.float32)
+        wsum = np.zeros(n, dtype=np.float32)
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                sj, vj = smap[:, rows + 1 + dy, cols + 1 + dx], vmap[rows + 1 + dy, cols + 1 + dx]
+                d2 = ((sj - s0) ** 2).sum(axis=0)
+                ok = np.isfinite(vj) & (d2 <= t2 * (v0 + vj))
+                w = np.where(ok, 1.0 / np.where(ok, vj, 1.0), 0.0).astype(np.float32)
+                acc += sj * w
+                wsum += w
+        return (acc / wsum).T.astype(np.float32), (1.0 / np.sqrt(wsum)).astype(np.float32)
+
+    rng = np.random.default_rng(11)
+    H, W = 300, 250  # 75 000 pixels: three blocks
+    pixels = np.sort(rng.choice(H * W, 60000, replace=False))
+    for k in (1, 3):
+        scores = (rng.integers(0, 3, (pixels.size, 1)) + 0.3 * rng.standard_normal((pixels.size, k))).astype(np.float32)
+        noise = rng.uniform(0.1, 0.4, pixels.size).astype(np.float32)
+        ref = reference(scores, pixels, (H, W), noise)
+        for threads in (1, 2):
+            out, sd = sigma_filter(scores, pixels, (H, W), noise, return_noise=True, threads=threads)
+            np.testing.assert_array_equal(out, ref[0])
+            np.testing.assert_array_equal(sd, ref[1])
+
+
+def test_phase_means_and_noise_blocks_equal_the_references() -> None:
+    """``_phase_means`` equals the means of ``_phase_sums`` (in place and gathered, 1 and 2
+    threads); the row-blocked feature noise equals the all-rows-at-once formula."""
+    from txm_live.phases import _noise_per_feature, _phase_means, _phase_sums, _row_medians
+
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(12)
+    F = rng.standard_normal((81, 20000)).astype(np.float32)
+    for pix in (np.arange(F.shape[1]), np.sort(rng.choice(F.shape[1], 15000, replace=False))):
+        lab = rng.integers(0, 3, pix.size)
+        # single-threaded BLAS, as inside analyze_edge (a multi-threaded product splits its sums)
+        with threadpool_limits(limits=1, user_api="blas"):
+            ref = _phase_sums(F, pix, lab, 3)[0]
+            for threads in (1, 2):
+                np.testing.assert_array_equal(_phase_means(F, pix, lab, 3, threads=threads), ref)
+    x = np.cumsum(rng.uniform(0.5, 1.5, F.shape[0]))
+    h = np.diff(x)
+    wl = h[1:] / (h[:-1] + h[1:])
+    wr = 1.0 - wl
+    d = F[1:-1] - (wl[:, None] * F[:-2] + wr[:, None] * F[2:])
+    mad = _row_medians(np.abs(d - _row_medians(d)[:, None]))
+    sig = np.empty(F.shape[0])
+    sig[1:-1] = 1.4826 * mad / np.sqrt(1.0 + wl**2 + wr**2)
+    sig[0], sig[-1] = sig[1], sig[-2]
+    sig = np.maximum(sig, float(np.median(sig[sig > 0])) * 1e-3)
+    for threads in (1, 2):
+        np.testing.assert_array_equal(_noise_per_feature(F, x, threads=threads), sig)
+
+
+def test_one_feature_log_density_equals_the_matrix_formula() -> None:
+    """The one-feature shortcut of the mixture's Gaussian log-density gives the values of the
+    general whitening product (inverse Cholesky factor times the centred points, einsum)."""
+    from txm_live.refine import _log_gauss
+
+    rng = np.random.default_rng(13)
+    X = rng.normal(0.3, 2.0, (50000, 1))
+    for mean, var in ((np.array([0.1]), 0.7), (np.array([-3.0]), 1e-4), (np.array([5.0]), 40.0)):
+        cov = np.array([[var]])
+        L = np.linalg.cholesky(cov)
+        z = np.linalg.inv(L) @ (X - mean).T
+        m2 = np.einsum("ij,ij->j", z, z)
+        ref = -0.5 * (m2 + 2.0 * float(np.log(np.diag(L)).sum()) + np.log(2.0 * np.pi))
+        got, got_m2 = _log_gauss(X, mean, cov)
+        np.testing.assert_array_equal(got, ref)
+        np.testing.assert_array_equal(got_m2, m2)
+
+
+def test_pack_columns_in_place_equals_a_gather() -> None:
+    """Packing the clustered pixels' columns to the front of each row in place gives the values
+    of a gathered copy (sorted distinct columns, the first and last included)."""
+    from txm_live.phases import _pack_columns
+
+    rng = np.random.default_rng(14)
+    A = rng.standard_normal((9, 5000)).astype(np.float32)
+    for cols in (np.arange(5000), np.sort(rng.choice(5000, 3100, replace=False)), np.array([0, 4999]), np.array([7])):
+        B = A.copy()
+        _pack_columns(B, cols)
+        np.testing.assert_array_equal(B[:, : cols.size], A[:, cols])

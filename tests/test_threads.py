@@ -42,3 +42,19 @@ def test_exceptions_propagate_and_validation() -> None:
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="threads"):
             map_ordered(boom, [1], bad)
+
+
+def test_limit_blas_limits_and_restores() -> None:
+    """``limit_blas`` (one library scan, then cheap limits) sets every BLAS library to the given
+    thread count inside the block and restores the previous counts after it."""
+    from threadpoolctl import threadpool_info
+
+    from txm_live.threads import limit_blas
+
+    def blas_threads() -> list[int]:
+        return [d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas"]
+
+    before = blas_threads()
+    with limit_blas(1):
+        assert blas_threads() and all(n == 1 for n in blas_threads())
+    assert blas_threads() == before

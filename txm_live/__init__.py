@@ -25,6 +25,7 @@ from txm_live.errors import (
     MissingFlatError,
     RunIncompleteError,
     TxmLiveError,
+    WorkerLostError,
 )
 
 __version__ = "0.1.0"
@@ -41,6 +42,7 @@ __all__ = [
     "MissingFlatError",
     "RunIncompleteError",
     "TxmLiveError",
+    "WorkerLostError",
     "__version__",
 ]
 

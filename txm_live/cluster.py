@@ -153,14 +153,43 @@ def estimate_dbscan_params(
     X64 = np.ascontiguousarray(arr, dtype=np.float64)
     sub = _k_distance_sample(n, sample_size, random_state)
     m = sub.size
-    tree = cKDTree(X64, balanced_tree=False, compact_nodes=False)
-    rank = np.empty(n, dtype=np.int64)
-    rank[tree.indices] = np.arange(n)
-    sub = sub[np.argsort(rank[sub])]  # tree order: neighbouring queries share cache
-    dist, _ = tree.query(X64[sub], k=ms, workers=workers)
-    kd = np.sort(np.asarray(dist).reshape(m, ms)[:, -1])
+    if d == 1:
+        kd = np.sort(_k_distances_1d(X64[:, 0], sub, ms))
+    else:
+        tree = cKDTree(X64, balanced_tree=False, compact_nodes=False)
+        rank = np.empty(n, dtype=np.int64)
+        rank[tree.indices] = np.arange(n)
+        sub = sub[np.argsort(rank[sub])]  # tree order: neighbouring queries share cache
+        dist, _ = tree.query(X64[sub], k=ms, workers=workers)
+        kd = np.sort(np.asarray(dist).reshape(m, ms)[:, -1])
     return params_from_k_distances(kd, ms, tail_quantile=tail_quantile,
                                    span=lambda: float(np.max(X64.max(axis=0) - X64.min(axis=0))))
+
+
+def _k_distances_1d(x: np.ndarray, sub: np.ndarray, k: int) -> np.ndarray:
+    """Distance of each point ``x[sub]`` to its ``k``-th nearest point of ``x`` (itself
+    included), one feature, by sorting: the values of scipy's exact k-NN query.
+
+    The ``k`` nearest points of a point form a window of ``k`` consecutive sorted values that
+    contains it (the computed distance ``sqrt((a - b)**2)``, scipy's formula, is monotone in the
+    sorted position on each side), so the ``k``-th distance is the smallest, over the ``k``
+    windows containing the point, of the larger distance to the window's two ends. Which of
+    several equal values stands for the point changes no distance.
+    """
+    order = np.argsort(x)
+    s = x[order]
+    where = np.empty(x.size, dtype=np.int64)
+    where[order] = np.arange(x.size)
+    p = where[sub]
+    start = p[:, None] - np.arange(k)[None, :]  # windows [start, start + k - 1] holding p
+    valid = (start >= 0) & (start + k - 1 < x.size)
+    start = np.clip(start, 0, x.size - k)
+    a = s[p][:, None] - s[start]
+    b = s[start + k - 1] - s[p][:, None]
+    da = np.sqrt(a * a)
+    db = np.sqrt(b * b)
+    far = np.where(valid, np.maximum(da, db), np.inf)
+    return far.min(axis=1)
 
 
 def _k_distance_sample(n: int, sample_size: int, random_state: int | None) -> np.ndarray:
@@ -173,8 +202,7 @@ def params_from_k_distances(
     kd: np.ndarray, ms: int, *, tail_quantile: float = 0.995, span: Callable[[], float]
 ) -> DbscanParams:
     """:class:`DbscanParams` from the sorted k-distances of the sample (the knee step of
-    :func:`estimate_dbscan_params`, shared with the distributed analysis, which reduces the
-    k-distances from the workers). ``span`` gives the largest coordinate range of the points,
+    :func:`estimate_dbscan_params`, for k-distances computed elsewhere). ``span`` gives the largest coordinate range of the points,
     used only when every sampled point sits on ``ms`` exact duplicates."""
     m = kd.size
     top = max(2, int(math.ceil(tail_quantile * m)))
@@ -400,9 +428,9 @@ class PhaseClusterer:
         rest = np.flatnonzero(labels < 0)
         anchors = np.concatenate([major_core, *minority]) if minority else major_core
         if anchors.size and reach > 0 and rest.size:
-            dist, j = cKDTree(X64[anchors]).query(
-                X64[rest], k=1, distance_upper_bound=reach, workers=self.n_jobs
-            )
+            # without minority phases the anchors are the majority core points: the same tree
+            anchor_tree = core_tree if not minority and core_tree is not None else cKDTree(X64[anchors])
+            dist, j = anchor_tree.query(X64[rest], k=1, distance_upper_bound=reach, workers=self.n_jobs)
             near = np.isfinite(dist)
             labels[rest[near]] = labels[anchors[j[near]]]
         kinds += ["minority"] * len(minority)

@@ -17,7 +17,7 @@ from typing import Any
 
 import logging
 
-from txm_live.errors import DistributedError
+from txm_live.errors import DistributedError, WorkerLostError
 
 logger = logging.getLogger(__name__)
 
@@ -112,9 +112,10 @@ def gather(client: Any, futures: Sequence[Any], *, what: str, timeout: float | N
     """Results of ``futures``; a failure on the cluster becomes a :class:`DistributedError`.
 
     A worker lost mid-task has its tasks rescheduled by Dask (up to the scheduler's
-    ``allowed-failures``); beyond that, or when the scheduler is gone, or after ``timeout``
-    seconds, the remaining futures are cancelled and a ``DistributedError`` naming ``what``
-    is raised. Exceptions raised by the task functions themselves (e.g. ``ValueError``,
+    ``allowed-failures``); beyond that, or when data only the lost worker held is needed
+    (:class:`~txm_live.errors.WorkerLostError`), or when the scheduler is gone, or after
+    ``timeout`` seconds, the remaining futures are cancelled and a ``DistributedError`` naming
+    ``what`` is raised. Exceptions raised by the task functions themselves (e.g. ``ValueError``,
     :class:`~txm_live.errors.InsufficientDataError`) propagate unchanged.
     """
     from dask.distributed import wait
@@ -126,11 +127,11 @@ def gather(client: Any, futures: Sequence[Any], *, what: str, timeout: float | N
         return client.gather(list(futures))
     except KilledWorker as exc:
         _cancel(client, futures)
-        raise DistributedError(f"{what}: a worker died while running {exc.args[0] if exc.args else 'a task'} "
+        raise WorkerLostError(f"{what}: a worker died while running {exc.args[0] if exc.args else 'a task'} "
                                f"(retried until the scheduler gave up): {exc}") from exc
     except (FutureCancelledError, FuturesCancelledError) as exc:  # e.g. scattered data lost with a worker
         _cancel(client, futures)
-        raise DistributedError(f"{what}: tasks were cancelled, a worker was lost ({type(exc).__name__}: {exc})") from exc
+        raise WorkerLostError(f"{what}: tasks were cancelled, a worker was lost ({type(exc).__name__}: {exc})") from exc
     except (TimeoutError, OSError) as exc:
         _cancel(client, futures)
         raise DistributedError(f"{what}: the Dask cluster did not answer ({type(exc).__name__}: {exc})") from exc

@@ -17,6 +17,7 @@ __all__ = [
     "EdgeDetectionError",
     "ExafsUnavailableError",
     "DistributedError",
+    "WorkerLostError",
     "IlluminatedDarkError",
     "EnergyRangeError",
     "ResultsWriteError",
@@ -73,6 +74,13 @@ class DistributedError(AnalysisError):
     scheduler retries a task (``KilledWorker``), the scheduler went away, or the wait timed out.
     The message names the task and the cause; nothing is retried silently beyond Dask's own
     rescheduling of a lost worker's tasks.
+    """
+
+
+class WorkerLostError(DistributedError):
+    """A Dask worker died during the work (its tasks failed too often, or data only it held,
+    such as a scattered tile, is gone). :func:`txm_live.phases.analyze_edge` analyses the edge
+    again once on the remaining workers before raising it.
     """
 
 

@@ -53,7 +53,7 @@ from txm_live.edges import FEATURE_RANGE, MIN_POST_POINTS, MIN_PRE_POINTS, EdgeW
 from txm_live.phase_order import edge_levels, edge_positions, edge_tolerance, phase_names
 from txm_live.errors import InsufficientDataError
 from txm_live.normalize import EdgeFeatures, athena_window_features
-from txm_live.threads import run_tiles
+from txm_live.threads import limit_blas, run_tiles
 from txm_live.results import EdgeResult
 from txm_live.tiles import normalize_tile
 
@@ -98,6 +98,10 @@ DEFAULT_THREADS: int = 1
 _PIXEL_BLOCK = 8192
 #: Pixels used to estimate the noise level of each feature.
 _NOISE_SAMPLES = 50_000
+#: Pixels per block of :func:`sigma_filter`.
+_FILTER_PIXELS = 32768
+#: Feature rows per block of the noise estimate (8 x 50 000 float64 = 3.2 MB temporaries).
+_NOISE_ROWS = 8
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,15 @@ def _select_window(energies: np.ndarray, block: np.ndarray, window: EdgeWindow) 
     return energies[keep], block[keep]
 
 
+def _pack_columns(rows: np.ndarray, cols: np.ndarray) -> None:
+    """``rows[:, :cols.size] = rows[:, cols]`` in place, for sorted distinct ``cols`` (one row
+    at a time through a row-sized buffer: the gathered values are those of a copy)."""
+    buf = np.empty(cols.size, dtype=rows.dtype)
+    for row in rows:
+        np.take(row, cols, out=buf, mode="clip")  # cols are in range
+        row[: cols.size] = buf
+
+
 def _count_in(energies: np.ndarray, e0: float, rng: tuple[float, float]) -> int:
     return int(np.count_nonzero((energies >= e0 + rng[0]) & (energies <= e0 + rng[1])))
 
@@ -185,18 +198,19 @@ def _noise_per_feature(F: np.ndarray, x: np.ndarray, *, threads: int = 1) -> np.
     h = np.diff(x)
     wl = h[1:] / (h[:-1] + h[1:])  # weight of the left neighbour
     wr = 1.0 - wl
-    # all interior rows at once (float64, row by row the same arithmetic as a loop would do)
-    d = F[1:-1] - (wl[:, None] * F[:-2] + wr[:, None] * F[2:])
-    mad = np.empty(d.shape[0])
+    n_in = n_f - 2
+    mad = np.empty(n_in)
 
     def mad_rows(r: slice) -> None:
-        dr = d[r]
+        # interior rows r (float64, element by element the same arithmetic for any blocking),
+        # formed per block of rows: no n_features x n_pixels float64 temporary
+        a, b = r.start, min(r.stop, n_in)
+        dr = F[1 + a : 1 + b] - (wl[a:b, None] * F[a:b] + wr[a:b, None] * F[2 + a : 2 + b])
         dr -= _row_medians(dr)[:, None]
         np.abs(dr, out=dr)
-        mad[r] = _row_medians(dr)
+        mad[a:b] = _row_medians(dr)
 
-    step = max(1, -(-d.shape[0] // max(threads, 1)))
-    run_tiles(mad_rows, [slice(r, r + step) for r in range(0, d.shape[0], step)], threads)
+    run_tiles(mad_rows, [slice(r, r + _NOISE_ROWS) for r in range(0, n_in, _NOISE_ROWS)], threads)
     sig[1:-1] = 1.4826 * mad / np.sqrt(1.0 + wl**2 + wr**2)
     sig[0], sig[-1] = sig[1], sig[-2]
     positive = sig[sig > 0]
@@ -249,7 +263,13 @@ def build_features(
     """
     F = np.asarray(norm_features, dtype=np.float32)
     x = np.asarray(feature_energies, dtype=np.float64)
-    mean = F.mean(axis=1, dtype=np.float64)
+    mean = np.empty(F.shape[0])
+    step = max(1, -(-F.shape[0] // threads))
+
+    def row_means(r: slice) -> None:  # each row's own (pairwise) sum: any blocking gives the same
+        mean[r] = F[r].mean(axis=1, dtype=np.float64)
+
+    run_tiles(row_means, [slice(r, r + step) for r in range(0, F.shape[0], step)], threads)
     sub = _noise_sample(F.shape[1], random_state)
     noise = _noise_per_feature(F if sub is None else F[:, sub], x, threads=threads)
     q32 = _feature_basis(mean, x, e0)
@@ -305,7 +325,8 @@ def _residual_noise(X: np.ndarray, pca: PcaResult, *, threads: int = 1) -> np.nd
     def rows(sl: slice) -> None:
         out[sl] = _residual_rms(X[sl], pca.mean, pca.scores[sl])
 
-    run_tiles(rows, [slice(start, start + 65536) for start in range(0, X.shape[0], 65536)], threads)
+    # (blocks of _PIXEL_BLOCK rows: cache-sized temporaries; each row's sums are the same for any block)
+    run_tiles(rows, [slice(start, start + _PIXEL_BLOCK) for start in range(0, X.shape[0], _PIXEL_BLOCK)], threads)
     return _floor_noise(out)
 
 
@@ -332,6 +353,7 @@ def sigma_filter(
     *,
     confidence: float = 0.95,
     return_noise: bool = False,
+    threads: int = 1,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Edge-preserving spatial denoising of per-pixel scores (Lee's sigma filter, 3 x 3).
 
@@ -351,6 +373,9 @@ def sigma_filter(
     return_noise : bool
         Also return the noise standard deviation of each filtered pixel,
         ``1 / sqrt(sum of the weights)``.
+    threads : int
+        Threads sharing the pixels (blocks of :data:`_FILTER_PIXELS`); every pixel's
+        arithmetic is the same for any blocking, so the result does not depend on it.
 
     Returns
     -------
@@ -376,22 +401,30 @@ def sigma_filter(
     smap[:, rows + 1, cols + 1] = scores.T
     vmap[rows + 1, cols + 1] = noise.astype(np.float32) ** 2
     t2 = np.float32(2.0 * gammaincinv(0.5 * k, confidence))  # chi-square quantile, k dof
-    s0 = smap[:, rows + 1, cols + 1]
-    v0 = vmap[rows + 1, cols + 1]
-    acc = np.zeros((k, n), dtype=np.float32)
-    wsum = np.zeros(n, dtype=np.float32)
-    for dy in (-1, 0, 1):  # nine shifts, vectorized over pixels
-        for dx in (-1, 0, 1):
-            sj = smap[:, rows + 1 + dy, cols + 1 + dx]
-            vj = vmap[rows + 1 + dy, cols + 1 + dx]
-            d2 = ((sj - s0) ** 2).sum(axis=0)
-            ok = np.isfinite(vj) & (d2 <= t2 * (v0 + vj))
-            w = np.where(ok, 1.0 / np.where(ok, vj, 1.0), 0.0).astype(np.float32)
-            acc += sj * w
-            wsum += w
-    out = (acc / wsum).T.astype(np.float32)
+    out = np.empty((n, k), dtype=np.float32)
+    wsum_all = np.empty(n, dtype=np.float32)
+
+    def block(sl: slice) -> None:  # one block of pixels (cache-sized temporaries)
+        r1, c1 = rows[sl] + 1, cols[sl] + 1
+        s0 = smap[:, r1, c1]
+        v0 = vmap[r1, c1]
+        acc = np.zeros(s0.shape, dtype=np.float32)
+        wsum = np.zeros(v0.shape, dtype=np.float32)
+        for dy in (-1, 0, 1):  # nine shifts, vectorized over pixels
+            for dx in (-1, 0, 1):
+                sj = smap[:, r1 + dy, c1 + dx]
+                vj = vmap[r1 + dy, c1 + dx]
+                d2 = ((sj - s0) ** 2).sum(axis=0)
+                ok = np.isfinite(vj) & (d2 <= t2 * (v0 + vj))
+                w = np.where(ok, 1.0 / np.where(ok, vj, 1.0), 0.0).astype(np.float32)
+                acc += sj * w
+                wsum += w
+        out[sl] = (acc / wsum).T
+        wsum_all[sl] = wsum
+
+    run_tiles(block, [slice(b, b + _FILTER_PIXELS) for b in range(0, n, _FILTER_PIXELS)], threads)
     if return_noise:
-        return out, (1.0 / np.sqrt(wsum)).astype(np.float32)
+        return out, (1.0 / np.sqrt(wsum_all)).astype(np.float32)
     return out
 
 
@@ -462,13 +495,14 @@ def _window_phase_stats(
     from txm_live.normalize import normalize_window
 
     n_e = E.size
-    onehot, counts = _onehot(lab, n_phases)
     if athena is not None:
+        counts = _phase_counts(lab, n_phases)
         c, step = athena
         mean, std = _athena_phase_moments(
             E - window.e0, Y2, pix, lab, n_phases, c[0], c[1], 1.0 / step, finite=finite, threads=threads
         )
         return mean, std, counts
+    onehot, counts = _onehot(lab, n_phases)
     s1 = np.zeros((n_e, n_phases))
     s2 = np.zeros((n_e, n_phases))
     # generic path: normalize pixel chunks again (float64 sums of values and squares)
@@ -530,7 +564,11 @@ def _athena_phase_moments(
     P = n_phases
     Pp = -(-P // 4) * 4  # OpenBLAS is fastest for thin products of N = 4 columns
     ref = np.linspace(0, pix.size - 1, min(_REFERENCE_PIXELS, pix.size)).astype(np.int64)
-    zr = np.take(Y2, pix[ref], axis=1).astype(np.float64)
+    zr = np.empty((n_e, ref.size))
+    band = max(1, -(-n_e // threads))
+    cols = pix[ref]
+    # (indexing gathers these few scattered columns ~2x faster than np.take)
+    run_tiles(lambda r: np.copyto(zr[r], Y2[r][:, cols]), [slice(r, r + band) for r in range(0, n_e, band)], threads)
     zr -= a[ref]
     zr -= np.outer(x, b[ref])
     zr *= gg[ref]
@@ -589,11 +627,17 @@ def _athena_phase_moments(
     return mean.T, np.sqrt(var).T
 
 
-def _onehot(lab: np.ndarray, n_phases: int) -> tuple[np.ndarray, np.ndarray]:
-    """One-hot matrix (n_pixels, n_phases) float32 and the counts per phase (all > 0)."""
+def _phase_counts(lab: np.ndarray, n_phases: int) -> np.ndarray:
+    """Pixels per phase (int64), all > 0."""
     counts = np.bincount(lab, minlength=n_phases).astype(np.int64)
     if np.any(counts == 0):
         raise ValueError("every phase needs at least one pixel")
+    return counts
+
+
+def _onehot(lab: np.ndarray, n_phases: int) -> tuple[np.ndarray, np.ndarray]:
+    """One-hot matrix (n_pixels, n_phases) float32 and the counts per phase (all > 0)."""
+    counts = _phase_counts(lab, n_phases)
     onehot = np.zeros((lab.size, n_phases), dtype=np.float32)
     onehot[np.arange(lab.size), lab] = 1.0
     return onehot, counts
@@ -637,6 +681,28 @@ def _phase_sums(
         _accumulate(sub, onehot, s1[r], s2[r], ref[r])
     mean, std = _finish(s1, s2, ref, counts)
     return mean, std, counts
+
+
+def _phase_means(norm2: np.ndarray, pix: np.ndarray, lab: np.ndarray, n_phases: int, *, threads: int = 1) -> np.ndarray:
+    """Per-phase mean (n_phases, n_e) of the columns ``pix`` of ``norm2``: the mean of
+    :func:`_phase_sums` (same float32 products per chunk of :data:`_ROW_CHUNK` rows, so the
+    values are identical) without its second moments.
+
+    When ``pix`` holds every column in order (every clustered pixel got a phase) the chunks are
+    used in place instead of gathered. The chunks are independent products, so ``threads``
+    threads share them without changing a bit.
+    """
+    n_e, n = norm2.shape
+    onehot, counts = _onehot(lab, n_phases)
+    every = pix.size == n and (n == 0 or (int(pix[0]) == 0 and int(pix[-1]) == n - 1))  # sorted, unique
+    s1 = np.empty((n_e, n_phases))
+
+    def chunk(r: slice) -> None:
+        sub = norm2[r] if every else np.take(norm2[r], pix, axis=1)
+        s1[r] = sub.astype(np.float32, copy=False) @ onehot
+
+    run_tiles(chunk, [slice(r0, r0 + _ROW_CHUNK) for r0 in range(0, n_e, _ROW_CHUNK)], threads)
+    return (s1 / counts).T
 
 
 def _check_inputs(
@@ -760,11 +826,14 @@ def analyze_edge(
     client : dask.distributed.Client, optional
         Run the analysis on bands of image rows on the workers of this Dask cluster
         (:mod:`txm_live.tiled_edge`): the bands and every per-pixel intermediate stay on the
-        workers, the global steps are reductions (feature mean, noise sample, PCA Gram matrix by
-        tree reduction, sigma filter with halo rows), and the clustering runs here on the gathered
-        scores. The labels are identical to ``client=None``. ``block`` may then be a dask array:
-        persisted in chunks of the row bands (used in place) or lazy, e.g. over the run's HDF5
-        files (:func:`txm_live.distributed.hdf5_block`, read by the workers).
+        workers, the global steps are reductions (feature mean, noise sample, PCA Gram matrices
+        added in band order, sigma filter with halo rows, per-phase sums), and the clustering
+        runs here on the gathered scores. The labels are identical to ``client=None``. ``block``
+        may then be a dask array: persisted in chunks of the row bands (used in place) or lazy,
+        e.g. over the run's HDF5 files (:func:`txm_live.distributed.hdf5_block`, read by the
+        workers). A worker lost mid-analysis (:class:`~txm_live.errors.WorkerLostError`): the
+        edge is analysed again once on the remaining workers (a note says so); a second loss
+        raises.
     timeout : float, optional
         With ``client``: seconds to wait for a tile before raising
         :class:`~txm_live.errors.DistributedError`.
@@ -802,13 +871,16 @@ def analyze_edge(
     another copy of the cube. BLAS runs single-threaded inside this function
     (``threadpoolctl``); ``threads`` parallelizes the two passes over the block.
     """
-    from threadpoolctl import threadpool_limits
-
     if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
         raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
     threads = int(threads)
-    with threadpool_limits(limits=_BLAS_THREADS, user_api="blas"):
-        return _analyze_edge(
+    run = _analyze_edge
+    if client is not None:  # a worker lost mid-analysis: analysed again once on the others
+        from txm_live.tiled_edge import retry_lost_worker
+
+        run = retry_lost_worker(_analyze_edge, client, what=window.name, timeout=timeout)
+    with limit_blas(_BLAS_THREADS):
+        return run(
             energies, block, window=window, valid=valid, method=method, post_order=post_order,
             jump_significance=jump_significance, feature_range=feature_range,
             n_components=n_components, max_components=max_components, pca_noise_margin=pca_noise_margin,
@@ -972,10 +1044,12 @@ def _analyze_edge(
     # 4. features -------------------------------------------------------------------------
     t = stage("features")
     if client is None:
-        F = np.empty((feat_all.shape[0], pix.size), dtype=np.float32)
+        # the clustered pixels' feature columns packed to the front of each row, in place: F is
+        # a view (rows of n_pix stride) and no new n_features x n_clustered array is faulted in
+        F = feat_all[:, : pix.size]
         step = max(1, -(-F.shape[0] // threads))
-        run_tiles(lambda r: np.take(feat_all[r], pix, axis=1, out=F[r], mode="clip"),  # pix in range
-                  [slice(r, r + step) for r in range(0, F.shape[0], step)], threads)
+        run_tiles(lambda r: _pack_columns(feat_all[r], pix), [slice(r, r + step) for r in range(0, F.shape[0], step)],
+                  threads)
         del feat_all
         X, mean_feat, _noise = build_features(F, Ef, e0=window.e0, random_state=random_state, threads=threads)
     else:
@@ -1002,18 +1076,14 @@ def _analyze_edge(
         scores = pca.scores
         score_noise = _residual_noise(X, pca, threads=threads).astype(np.float32)
         if spatial_filter:
-            scores, score_noise = sigma_filter(scores, pix, (H, W), score_noise, return_noise=True)
+            scores, score_noise = sigma_filter(scores, pix, (H, W), score_noise, return_noise=True,
+                                               threads=threads)
         del X
     timings["pca"] = time.perf_counter() - t
 
     # 6. cluster --------------------------------------------------------------------------
     t = stage("cluster")
-    if client is not None and eps is None:  # the parameter estimate's k-NN queries on the workers
-        est = tiled.dbscan_params(scores, min_samples)
-        raw, majority, eps_used, ms_used = _fit_clusterer(scores, eps=est.eps, min_samples=est.min_samples,
-                                                          workers=threads)
-    else:
-        raw, majority, eps_used, ms_used = _fit_clusterer(scores, eps=eps, min_samples=min_samples, workers=threads)
+    raw, majority, eps_used, ms_used = _fit_clusterer(scores, eps=eps, min_samples=min_samples, workers=threads)
     if refine:
         raw, majority, minority = refine_phases(scores, raw, majority, random_state=random_state, workers=threads)
     else:
@@ -1026,11 +1096,16 @@ def _analyze_edge(
     assigned = raw >= 0
     dense = np.searchsorted(ids, raw[assigned])  # 0..len(ids)-1
     n_phases = int(ids.size)
+    # white-line map: mean normalized absorption within +-2 eV of the peak of the mean spectrum
+    i_peak = int(np.argmax(mean_feat))
+    near = np.flatnonzero(np.abs(Ef - Ef[i_peak]) <= 2.0 + 1e-9)
+    white_line = np.full(n_pix, np.nan, dtype=np.float32)
+    if client is not None:  # one round trip: per-phase sums, white line, window statistics (dense labels)
+        fmean, white_line[pix], dense_stats = tiled.phase_summary(tile_args, np.flatnonzero(assigned), dense,
+                                                                  n_phases, near)
     if n_phases:
         if client is None:
-            fmean, _, _ = _phase_sums(F, np.flatnonzero(assigned), dense, n_phases)
-        else:
-            fmean = tiled.feature_phase_means(np.flatnonzero(assigned), dense, n_phases)
+            fmean = _phase_means(F, np.flatnonzero(assigned), dense, n_phases, threads=threads)
         wl_height = fmean.max(axis=1)
         edge_pos = edge_positions(Ef, fmean)
     else:
@@ -1056,8 +1131,8 @@ def _analyze_edge(
                 E, Y2, window, method, cols, phase_of_pix[assigned], n_phases, athena=athena, post_order=post_order,
                 finite=finite, threads=threads,
             )
-        else:  # the pre-edge lines and steps are on the workers
-            mean_spectra, spread, counts = tiled.window_phase_stats(tile_args, cols, phase_of_pix[assigned], n_phases)
+        else:  # computed on the workers per dense label: phase r is dense label order[r]
+            mean_spectra, spread, counts = (v[order] for v in dense_stats)
     else:
         mean_spectra = np.zeros((0, E.size))
         spread = np.zeros((0, E.size))
@@ -1067,16 +1142,8 @@ def _analyze_edge(
     )
     outlier_phases = tuple(range(major_idx.size, n_phases))
 
-    # white-line map: mean normalized absorption within +-2 eV of the peak of the mean spectrum
-    i_peak = int(np.argmax(mean_feat))
-    near = np.flatnonzero(np.abs(Ef - Ef[i_peak]) <= 2.0 + 1e-9)
-    white_line = np.full(n_pix, np.nan, dtype=np.float32)
     if client is None:
         white_line[pix] = F[near].mean(axis=0)
-    else:
-        from txm_live.tiles import tile_line_score, tile_row_mean
-
-        white_line[pix] = tiled.per_pixel(tile_row_mean, near, step="white line")
     # majority score: projection on the line between the two majority means (feature range)
     score = np.full(n_pix, np.nan, dtype=np.float32)
     if major_idx.size >= 2:
@@ -1088,6 +1155,8 @@ def _analyze_edge(
             if client is None:
                 score[pix] = (d @ F - offset) / dd
             else:
+                from txm_live.tiles import tile_line_score
+
                 score[pix] = tiled.per_pixel(tile_line_score, d, offset, dd, step="majority score")
     if client is not None:
         tiled.release()

@@ -44,15 +44,23 @@ def _segment_distance(m: np.ndarray, c: np.ndarray, means: np.ndarray, covs: np.
 
 
 def _log_gauss(X: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Log-density of a Gaussian at every row of ``X`` and the Mahalanobis distance."""
+    """Log-density of a Gaussian at every row of ``X`` and the squared Mahalanobis distance."""
     d = X.shape[1]
     L = np.linalg.cholesky(cov)
-    # whitening by the inverse Cholesky factor (d x d): one thin matrix product; LAPACK's
-    # triangular solve with n = 10^4..10^5 right-hand sides is ~100x slower for d of 1-3
-    z = np.linalg.inv(L) @ (X - mean).T  # (d, n)
-    m2 = np.einsum("ij,ij->j", z, z)
     logdet = 2.0 * float(np.log(np.diag(L)).sum())
-    return -0.5 * (m2 + logdet + d * np.log(2.0 * np.pi)), np.sqrt(m2)
+    if d == 1:
+        # one feature: the whitening product below is one multiplication per point (a single
+        # rounding either way, so the values are identical), without matmul's transposed
+        # operand and einsum (4-5x faster at 50 000 points)
+        z = X[:, 0] - mean[0]
+        z *= np.linalg.inv(L)[0, 0]
+        m2 = np.multiply(z, z, out=z)
+    else:
+        # whitening by the inverse Cholesky factor (d x d): one thin matrix product; LAPACK's
+        # triangular solve with n = 10^4..10^5 right-hand sides is ~100x slower for d of 1-3
+        z = np.linalg.inv(L) @ (X - mean).T  # (d, n)
+        m2 = np.einsum("ij,ij->j", z, z)
+    return -0.5 * (m2 + logdet + d * np.log(2.0 * np.pi)), m2
 
 
 def _robust_em(

@@ -2,31 +2,39 @@
 
 :class:`TiledEdge` holds one future per row tile and per stage; the per-pixel intermediates
 (the tile's optical density, normalized feature rows, whitened features, scores) stay on the
-workers and only small things cross the network:
+workers and only small things cross the network. Every stage is one ``client.map`` over the
+tiles (one message to the scheduler) and one gather; the tiles' steps that need no global
+value in between are fused into one task:
 
 ======================  ===========================================  ======================
-step                    what crosses the network                     bytes
+round trip              what crosses the network                     bytes
 ======================  ===========================================  ======================
 data (numpy ``block``)  scattered once, band by band, to the         ``4 n_e`` per pixel
                         workers (none for a dask array)
 normalization           back: finite flag, edge step, pre-edge       13 per pixel
                         noise, step significance (SNR mask: global)
-feature mean            back: one sum per feature per band           ``8 n_f`` per band
-noise estimate          back: the 50 000-pixel sample of the         ``4 n_f`` per sample
-                        in-process estimate (same pixels, same seed)  pixel
-PCA                     out: row weights; back: weighted sums, then  8 per pixel; ``8 n_f
-                        the weighted Gram matrix of every band        (n_f + 1)`` per band
-residual noise floor    back: min / max per band                     16 per band
-sigma filter            halo rows between neighbouring bands         worker to worker
-DBSCAN eps estimate     out: 10 000 sample scores; back: their       ``8 min_samples`` per
-                        nearest distances in each band                sample point and band
-scores                  back: the filtered scores, for DBSCAN         ``4 k`` per pixel
-summary                 out: pixel and phase indices; back:          ~40 per pixel
-                        per-phase sums, white-line and score maps
+feature mean and noise  out: clustered pixel indices; back: one sum  ``8 n_f`` per band,
+                        per feature and band, and the 50 000-pixel   ``4 n_f`` per sample
+                        sample of the in-process noise estimate      pixel
+PCA mean                out: row weights; back: weighted sums        8 per pixel; ``8 n_f``
+Gram matrix             back: the weighted Gram matrix of a band     ``8 n_f^2`` per band
+residual noise floor    back: min / max per band and the band's      16 per band, ``~40``
+                        first and last rows (the sigma filter's      per pixel of 2 rows
+                        halos, sent on to the neighbours)
+scores                  back: the filtered scores (DBSCAN, its       ``4 k`` per pixel
+                        parameter estimate and the mixture
+                        refinement run here, with the in-process
+                        code: the same eps and labels by
+                        construction)
+summary                 out: phase of every clustered pixel; back:   ~12 per pixel
+                        per-phase feature sums, the white-line map,
+                        per-phase window moments
+majority score          back: one value per pixel                    4 per pixel
 ======================  ===========================================  ======================
 
-(``k`` principal components, ``n_f`` feature energies, ``n_e`` window energies.) DBSCAN and the
-Gaussian-mixture refinement run here on the gathered ``4 k``-byte scores with the in-process code.
+(``k`` principal components, ``n_f`` feature energies, ``n_e`` window energies.) A worker lost
+mid-analysis loses the scattered tiles it held, which have no lineage:
+:func:`retry_lost_worker` analyses the edge again once on the remaining workers.
 
 Every per-band step is a function of :mod:`txm_live.tiles` that calls the in-process stage
 function (normalization, whitening, projection, residual noise, sigma filter, phase statistics)
@@ -49,7 +57,7 @@ import numpy as np
 from txm_live import tiles as T
 from txm_live.distributed import gather
 
-__all__ = ["TiledEdge"]
+__all__ = ["TiledEdge", "retry_lost_worker"]
 
 
 class TiledEdge:
@@ -101,6 +109,15 @@ class TiledEdge:
             warnings.filterwarnings("ignore", message=".*Large object.*")
             return self.client.submit(fn, *args, pure=False, **kwargs)
 
+    def _map(self, fn: Callable[..., Any], *per_tile: Sequence[Any], **same: Any) -> list[Any]:
+        """``fn(a_i, b_i, ..., **same)`` for every tile ``i``: one message to the scheduler for all
+        tiles (``per_tile`` hold one value or future per tile; ``same`` is shared)."""
+        if not per_tile or not len(per_tile[0]):
+            return []
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Large object.*")
+            return list(self.client.map(fn, *per_tile, pure=False, **same))
+
     def _gather(self, futures: Sequence[Any], step: str) -> list[Any]:
         t = time.perf_counter()
         out = gather(self.client, futures, what=f"{self.what} {step}", timeout=self.timeout)
@@ -122,13 +139,17 @@ class TiledEdge:
         finally:
             self.seconds["scatter"] = self.seconds.get("scatter", 0.0) + time.perf_counter() - t
 
-    def _on_tile(self, i: int, fn: Callable[..., Any], *args: Any) -> Any:
-        """``fn(tile_data, *args)`` on the worker holding (or reading) tile ``i``."""
-        if self.lazy:
-            import dask
+    def _on_tiles(self, fn: Callable[..., Any], *per_tile: Sequence[Any], tiles: Sequence[int] | None = None,
+                  **same: Any) -> list[Any]:
+        """``fn(tile_data, *per_tile_args, **same)`` on the worker holding (or reading) each tile
+        of ``tiles`` (default: all)."""
+        idx = list(range(len(self.tiles))) if tiles is None else list(tiles)
+        if not self.lazy:
+            return self._map(fn, [self.data[i] for i in idx], *per_tile, **same)
+        import dask
 
-            return self.client.compute(dask.delayed(fn)(self.Y[:, self.tiles[i], :], *args))
-        return self._submit(fn, self.data[i], *args)
+        return [self.client.compute(dask.delayed(fn)(self.Y[:, self.tiles[i], :], *(a[j] for a in per_tile), **same))
+                for j, i in enumerate(idx)]
 
     # -- steps -----------------------------------------------------------------------------
     def normalize(self, tile_args: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -136,15 +157,19 @@ class TiledEdge:
         step significance (flat, ``H W``). The feature rows stay on the workers."""
         from txm_live.distributed import n_workers
 
-        workers = list(self.client.scheduler_info(n_workers=-1)["workers"])
-        nw = max(1, min(len(workers), n_workers(self.client)))
-        for i, rows in enumerate(self.tiles):
-            if not hasattr(self.Y, "dask"):  # one tile in client memory at a time; normalization starts at once
+        E, window, method, f_rows, post_order = tile_args
+        same = dict(E=E, window=window, method=method, f_rows=f_rows, post_order=post_order)
+        if hasattr(self.Y, "dask"):
+            self.norm = self._on_tiles(T.tile_normalize, **same)
+        else:
+            workers = list(self.client.scheduler_info(n_workers=-1)["workers"])
+            nw = max(1, min(len(workers), n_workers(self.client)))
+            for i, rows in enumerate(self.tiles):  # one tile in client memory at a time; normalization starts at once
                 part = np.ascontiguousarray(self.Y[:, rows, :])
                 self.data.append(self._scatter(part, workers[i % nw]))
                 del part
-            self.norm.append(self._on_tile(i, T.tile_normalize, *tile_args))
-        small = self._gather([self._submit(T.tile_pixel_scalars, f) for f in self.norm], "normalization")
+                self.norm.append(self._submit(T.tile_normalize, self.data[i], **same))
+        small = self._gather(self._map(T.tile_pixel_scalars, self.norm), "normalization")
         return tuple(np.concatenate([s[j] for s in small]) for j in range(4))  # type: ignore[return-value]
 
     def features(self, pix: np.ndarray, Ef: np.ndarray, *, e0: float, random_state: int) -> np.ndarray:
@@ -156,19 +181,16 @@ class TiledEdge:
         self.lo = np.searchsorted(pix, [t.start * W for t in self.tiles])
         self.hi = np.searchsorted(pix, [t.stop * W for t in self.tiles])
         self.cols = [pix[a:b] - t.start * W for a, b, t in zip(self.lo, self.hi, self.tiles)]
-        self.F = [self._submit(T.tile_take_features, tn, c) for tn, c in zip(self.norm, self.cols)]
-        sums = [self._submit(T.tile_feature_sum, f) for f in self.F]
+        self.F = self._map(T.tile_take_features, self.norm, self.cols)
         sub = _noise_sample(pix.size, random_state)
-        samples = []
-        for f, a, b in zip(self.F, self.lo, self.hi):
-            loc = np.arange(b - a) if sub is None else sub[np.searchsorted(sub, a): np.searchsorted(sub, b)] - a
-            samples.append(self._submit(T.tile_columns, f, loc))
-        got = self._gather(sums + samples, "feature mean and noise sample")
-        mean = np.sum(got[: len(sums)], axis=0) / pix.size
-        noise = _noise_per_feature(np.concatenate(got[len(sums):], axis=1), np.asarray(Ef, dtype=np.float64))
+        locs = [np.arange(b - a) if sub is None else sub[np.searchsorted(sub, a): np.searchsorted(sub, b)] - a
+                for a, b in zip(self.lo, self.hi)]
+        got = self._gather(self._map(T.tile_feature_stats, self.F, locs), "feature mean and noise sample")
+        mean = np.sum([g[0] for g in got], axis=0) / pix.size
+        noise = _noise_per_feature(np.concatenate([g[1] for g in got], axis=1), np.asarray(Ef, dtype=np.float64))
         q32 = _feature_basis(mean, np.asarray(Ef, dtype=np.float64), e0)
         self.Ef = np.asarray(Ef)
-        self.X = [self._submit(T.tile_whiten, f, q32, noise) for f in self.F]
+        self.X = self._map(T.tile_whiten, self.F, q32=q32, noise=noise)
         return mean
 
     def pca_scores(
@@ -189,66 +211,43 @@ class TiledEdge:
         n = int(self.hi[-1])
         w = _sample_weights(1.0 / np.clip(pix_snr, 1e-3, None), n)
         w2 = w * w
-        bands = [(x, a, b) for x, a, b in zip(self.X, self.lo, self.hi) if b > a]
+        busy = [i for i in range(len(self.tiles)) if self.hi[i] > self.lo[i]]
+        X = [self.X[i] for i in busy]
         # the weighted mean and the covariance are summed band by band in band order, with the
         # same per-band products as reduce_pca(row_chunks=bands) in process: bit-identical axes
         mean = np.zeros(len(self.Ef))
-        for part in self._gather([self._submit(weighted_sum_part, x, w2[a:b]) for x, a, b in bands], "PCA mean"):
+        for part in self._gather(self._map(weighted_sum_part, X, [w2[self.lo[i]:self.hi[i]] for i in busy]),
+                                 "PCA mean"):
             mean += part
         mean /= w2.sum()
         cov = np.zeros((mean.size, mean.size))
-        for part in self._gather([self._submit(covariance_part, x, mean, w[a:b]) for x, a, b in bands], "Gram matrix"):
+        for part in self._gather(self._map(covariance_part, X, [mean] * len(X), [w[self.lo[i]:self.hi[i]] for i in busy]),
+                                 "Gram matrix"):
             cov += part
         cov /= max(n - 1, 1)
         pca = pca_from_covariance(cov, mean, n_samples=n, n_components=n_components,
                                   max_components=max_components, noise_margin=noise_margin)
-        self.proj = [self._submit(T.tile_project, x, pca) for x in self.X]
+        self.proj = self._map(T.tile_project, self.X, pca=pca)
         if not spatial_filter:
-            self.scores = [self._submit(T.tile_scores, p) for p in self.proj]
+            self.scores = self._map(T.tile_scores, self.proj)
             return pca, np.concatenate(self._gather(self.scores, "scores"))
+        # one round trip: the residual-noise range of every tile and its first and last rows
+        n_rows = [t.stop - t.start for t in self.tiles]
+        border = self._gather(self._map(T.tile_border, self.proj, self.cols, [self.W] * len(n_rows), n_rows), "residual noise")
         # the noise floor of the in-process residual noise: 1e-3 x the median positive value;
         # it changes nothing when every value is above 1e-3 x the largest (the usual case)
-        ranges = np.array(self._gather([self._submit(T.tile_rms_range, p) for p in self.proj], "residual noise"))
+        ranges = np.array([b[0] for b in border])
         floor = -np.inf
         if not (np.nanmin(ranges[:, 0]) >= 1e-3 * np.nanmax(ranges[:, 1])):
-            raw = np.concatenate(self._gather([self._submit(T.tile_rms, p) for p in self.proj], "residual noise"))
+            raw = np.concatenate(self._gather(self._map(T.tile_rms, self.proj), "residual noise"))
             floored = _floor_noise(raw)
             if np.any(floored != raw):
                 floor = float(floored[floored != raw].max())
-        W = self.W
-        edges = []
-        for p, c, t in zip(self.proj, self.cols, self.tiles):
-            n_rows = t.stop - t.start
-            edges.append((self._submit(T.tile_halo_row, p, c, W, 0), self._submit(T.tile_halo_row, p, c, W, n_rows - 1)))
-        filtered = []
-        for i, (p, c, t) in enumerate(zip(self.proj, self.cols, self.tiles)):
-            above = edges[i - 1][1] if i > 0 else None
-            below = edges[i + 1][0] if i + 1 < len(self.tiles) else None
-            filtered.append(self._submit(T.tile_sigma_filter, p, c, t.stop - t.start, W, floor, above, below))
-        self.scores = filtered
-        return pca, np.concatenate(self._gather(filtered, "sigma filter"))
-
-    def dbscan_params(self, scores: np.ndarray, min_samples: int | None) -> Any:
-        """:func:`txm_live.cluster.estimate_dbscan_params` of the clustered scores as
-        :class:`~txm_live.cluster.PhaseClusterer` calls it, with the k-nearest-neighbour queries of
-        the sample (the same points as in process) run against each band's scores on the workers
-        and the ``min_samples`` smallest distances kept: the same k-distances, hence the same eps."""
-        import inspect
-
-        from txm_live.cluster import (PhaseClusterer, _k_distance_sample, default_min_samples,
-                                      estimate_dbscan_params, params_from_k_distances)
-
-        n, d = scores.shape
-        defaults = inspect.signature(estimate_dbscan_params).parameters
-        ms = min(min_samples if min_samples is not None else default_min_samples(n, d), n)
-        sub = _k_distance_sample(n, defaults["sample_size"].default, PhaseClusterer().random_state)
-        points = np.ascontiguousarray(scores[sub], dtype=np.float64)
-        pts = self.client.scatter(points, broadcast=True, hash=False)
-        parts = self._gather([self._submit(T.tile_knn_distances, sc, pts, ms) for sc in self.scores], "DBSCAN eps")
-        dist = np.concatenate(parts, axis=1)
-        kd = np.sort(np.partition(dist, ms - 1, axis=1)[:, ms - 1])
-        return params_from_k_distances(kd, ms, tail_quantile=defaults["tail_quantile"].default,
-                                       span=lambda: float(np.max(scores.max(axis=0) - scores.min(axis=0))))
+        k = len(self.tiles)
+        above = [border[i - 1][2] if i > 0 else None for i in range(k)]
+        below = [border[i + 1][1] if i + 1 < k else None for i in range(k)]
+        self.scores = self._map(T.tile_sigma_filter, self.proj, self.cols, n_rows, [self.W] * k, [floor] * k, above, below)
+        return pca, np.concatenate(self._gather(self.scores, "sigma filter"))
 
     def _labels_per_tile(self, idx: np.ndarray, lab: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """Split positions ``idx`` (increasing, into the clustered order) and labels by tile."""
@@ -256,37 +255,79 @@ class TiledEdge:
         b = np.searchsorted(idx, self.hi)
         return [(idx[i:j] - lo, lab[i:j]) for i, j, lo in zip(a, b, self.lo)]
 
-    def feature_phase_means(self, idx: np.ndarray, lab: np.ndarray, n_phases: int) -> np.ndarray:
-        """Mean feature spectrum (P, n_features) of every phase; ``idx`` index the clustered pixels."""
-        parts = [self._submit(T.tile_phase_feature_sums, f, i, l, n_phases)
-                 for f, (i, l) in zip(self.F, self._labels_per_tile(idx, lab)) if i.size]
-        s1 = np.sum(self._gather(parts, "phase feature sums"), axis=0)
-        return (s1 / np.bincount(lab, minlength=n_phases)).T
+    def phase_summary(
+        self, tile_args: tuple, idx: np.ndarray, lab: np.ndarray, n_phases: int, near: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """One round trip for three per-phase and per-pixel reductions of the clustered pixels:
+        ``idx`` index the clustered pixels, ``lab`` their phases (``0..n_phases-1``).
+
+        Returns the mean feature spectrum of every phase (P, n_features), the white-line value
+        of every clustered pixel (mean of the feature rows ``near``) and the per-phase mean,
+        spread and count over the whole window (:func:`txm_live.phases._window_phase_stats`)."""
+        E, window, method, _, post_order = tile_args
+        per_tile = self._labels_per_tile(idx, lab)
+        sums = self._map(T.tile_phase_feature_sums, self.F, [i for i, _ in per_tile], [l for _, l in per_tile],
+                         n_phases=n_phases, rows=near)
+        busy = [i for i, (j, _) in enumerate(per_tile) if j.size]
+        m = len(busy)
+        stats = self._on_tiles(T.tile_window_phase_stats, [self.norm[i] for i in busy], [E] * m, [window] * m,
+                               [method] * m, [self.cols[i][per_tile[i][0]] for i in busy],
+                               [per_tile[i][1] for i in busy], [post_order] * m, tiles=busy)
+        got = self._gather(sums + stats, "phase spectra")
+        s1 = np.sum([g[0] for g in got[: len(sums)]], axis=0)
+        fmean = (s1 / np.bincount(lab, minlength=n_phases)).T
+        white = np.concatenate([g[1] for g in got[: len(sums)]])
+        if not stats:  # no phase
+            return fmean, white, (np.zeros((0, E.size)), np.zeros((0, E.size)), np.zeros(0, dtype=np.int64))
+        return fmean, white, T.combine_phase_stats(got[len(sums):], n_phases)
 
     def per_pixel(self, fn: Callable[..., Any], *args: Any, step: str) -> np.ndarray:
         """``fn(F_tile, *args)`` (one value per clustered pixel) gathered in the clustered order."""
-        return np.concatenate(self._gather([self._submit(fn, f, *args) for f in self.F], step))
-
-    def window_phase_stats(
-        self, tile_args: tuple, cols: np.ndarray, lab: np.ndarray, n_phases: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per-phase mean and spread over the whole window (:func:`txm_live.phases._window_phase_stats`):
-        ``cols`` are flat pixel indices (increasing) and ``lab`` their phases."""
-        E, window, method, _, post_order = tile_args
-        W = self.W
-        a = np.searchsorted(cols, [t.start * W for t in self.tiles])
-        b = np.searchsorted(cols, [t.stop * W for t in self.tiles])
-        futures = []
-        for i, t in enumerate(self.tiles):
-            if b[i] > a[i]:
-                futures.append(self._on_tile(i, T.tile_window_phase_stats, self.norm[i], E, window, method,
-                                             cols[a[i]:b[i]] - t.start * W, lab[a[i]:b[i]], post_order))
-        return T.combine_phase_stats(self._gather(futures, "phase spectra"), n_phases)
+        return np.concatenate(self._gather(self._map(fn, self.F, *([a] * len(self.F) for a in args)), step))
 
     def release(self) -> None:
         """Drop every future (the workers free the tiles)."""
         for name in ("data", "norm", "F", "X", "proj", "scores"):
             setattr(self, name, [])
+
+
+def retry_lost_worker(
+    analyze: Callable[..., Any], client: Any, *, what: str, timeout: float | None
+) -> Callable[..., Any]:
+    """``analyze`` (the body of :func:`~txm_live.phases.analyze_edge`) run once more when a
+    worker is lost (:class:`~txm_live.errors.WorkerLostError`).
+
+    A scattered tile has no lineage: when its worker dies, Dask cancels everything computed
+    from it, and re-running the lost band's chain of futures would mean rebuilding every stage
+    up to the failed one. The client still holds the block (or the workers can read it again
+    from its file), so the edge is analysed again from the start on the workers that remain
+    (after waiting up to ``timeout`` s, default 60 s, for one); the result carries a note. A
+    second loss raises. Errors other than a lost worker (timeouts, the task functions' own
+    errors) are never retried.
+    """
+    import dataclasses
+    import logging
+
+    from txm_live.errors import DistributedError, WorkerLostError
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return analyze(*args, **kwargs)
+        except WorkerLostError as exc:
+            lost = f"{type(exc).__name__}: {exc}"
+        # out of the except block: the failed attempt's traceback, and with it its futures (the
+        # surviving workers' tiles), is released before the edge is analysed again
+        logging.getLogger(__name__).warning("%s: %s; analysing the edge again once", what, lost)
+        try:
+            client.wait_for_workers(1, timeout=timeout if timeout is not None else 60.0)
+        except (TimeoutError, OSError) as exc2:
+            raise DistributedError(f"{what}: a worker was lost ({lost}) and no worker is left to retry on "
+                                   f"({type(exc2).__name__}: {exc2})") from exc2
+        res = analyze(*args, **kwargs)
+        return dataclasses.replace(res, notes=tuple(res.notes) + (
+            "a Dask worker was lost during the analysis (WorkerLostError); analysed again once",))
+
+    return run
 
 
 def _persisted_tiles(client: Any, Y: Any, tiles: list[slice]) -> list[Any]:

@@ -54,6 +54,7 @@ class TileNorm(NamedTuple):
     """What :func:`tile_normalize` leaves on a worker for one tile (one column per pixel)."""
 
     ok: np.ndarray  #: bool: finite spectrum and finite feature rows
+    finite: np.ndarray  #: bool: finite spectrum (the raw block's columns; the phase moments read them)
     edge_step: np.ndarray  #: float32
     pre_noise: np.ndarray  #: float32
     step_z: np.ndarray  #: float32: edge step / its standard error
@@ -66,7 +67,7 @@ def tile_normalize(Yt: np.ndarray, E: np.ndarray, window: EdgeWindow, method: st
     """:func:`normalize_tile` (the in-process kernel), kept on the worker; ``ok`` folds in the
     finiteness of the feature rows."""
     finite, step, noise, z, coef, feat = normalize_tile(Yt, E, window, method, f_rows, post_order)
-    return TileNorm(finite & np.isfinite(feat).all(axis=0), step, noise, z, coef, feat)
+    return TileNorm(finite & np.isfinite(feat).all(axis=0), finite, step, noise, z, coef, feat)
 
 
 def tile_pixel_scalars(tn: TileNorm) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -79,14 +80,10 @@ def tile_take_features(tn: TileNorm, cols: np.ndarray) -> np.ndarray:
     return np.take(tn.features, cols, axis=1)
 
 
-def tile_feature_sum(F: np.ndarray) -> np.ndarray:
-    """Sum over the tile's pixels of every feature row (float64)."""
-    return F.sum(axis=1, dtype=np.float64)
-
-
-def tile_columns(F: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Columns ``cols`` of ``F`` (the tile's part of a pixel sample)."""
-    return np.take(F, cols, axis=1)
+def tile_feature_stats(F: np.ndarray, sample: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sum over the tile's pixels of every feature row (float64) and the columns ``sample`` of
+    ``F`` (the tile's part of the noise-estimate pixel sample), in one task."""
+    return F.sum(axis=1, dtype=np.float64), np.take(F, sample, axis=1)
 
 
 def tile_whiten(F: np.ndarray, q32: np.ndarray, noise: np.ndarray) -> np.ndarray:
@@ -104,11 +101,14 @@ def tile_project(X: np.ndarray, pca: Any) -> tuple[np.ndarray, np.ndarray]:
     return scores, _residual_rms(X, pca.mean, scores)
 
 
-def tile_rms_range(proj: tuple[np.ndarray, np.ndarray]) -> tuple[float, float]:
-    """Smallest residual rms and largest positive one of the tile (``nan`` when empty)."""
+def tile_border(proj: tuple[np.ndarray, np.ndarray], cols: np.ndarray, W: int, n_rows: int) -> tuple:
+    """What the client needs of a projected tile before the sigma filter, in one task: the
+    smallest residual rms and the largest positive one (``nan`` when empty; the noise floor) and
+    the tile's first and last image rows (:func:`tile_halo_row`; the halos of its neighbours)."""
     rms = proj[1]
     pos = rms[rms > 0]
-    return (float(rms.min()) if rms.size else np.nan, float(pos.max()) if pos.size else np.nan)
+    span = (float(rms.min()) if rms.size else np.nan, float(pos.max()) if pos.size else np.nan)
+    return span, tile_halo_row(proj, cols, W, 0), tile_halo_row(proj, cols, W, n_rows - 1)
 
 
 def tile_rms(proj: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
@@ -157,16 +157,15 @@ def tile_sigma_filter(
     return out[first : first + proj[0].shape[0]]
 
 
-def tile_phase_feature_sums(F: np.ndarray, idx: np.ndarray, lab: np.ndarray, n_phases: int) -> np.ndarray:
-    """Per-phase sums (n_features, P) float64 of the feature rows of the tile's pixels ``idx``."""
+def tile_phase_feature_sums(
+    F: np.ndarray, idx: np.ndarray, lab: np.ndarray, n_phases: int, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-phase sums (n_features, P) float64 of the feature rows of the tile's pixels ``idx``
+    (phase ``lab``), and the mean over the feature rows ``rows`` of every pixel of the tile (the
+    white-line map), in one task."""
     onehot = np.zeros((lab.size, n_phases), dtype=np.float32)
     onehot[np.arange(lab.size), lab] = 1.0
-    return (np.take(F, idx, axis=1) @ onehot).astype(np.float64)
-
-
-def tile_row_mean(F: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Mean over the feature rows ``rows`` of every pixel (the white-line map)."""
-    return F[rows].mean(axis=0)
+    return (np.take(F, idx, axis=1) @ onehot).astype(np.float64), F[rows].mean(axis=0)
 
 
 def tile_line_score(F: np.ndarray, d: np.ndarray, offset: float, dd: float) -> np.ndarray:
@@ -186,8 +185,10 @@ def tile_window_phase_stats(Yt: np.ndarray, tn: TileNorm, E: np.ndarray, window:
     local = np.searchsorted(present, lab)
     Y2 = np.asarray(Yt).reshape(E.size, -1)
     athena = (tn.pre_coefficients[:, cols], tn.edge_step[cols]) if method == "athena" else None
+    # ``finite``: the raw spectra, as in process (a pixel whose feature rows overflow still has a
+    # finite raw spectrum, so its span is read whole rather than gathered column by column)
     mean, std, counts = _window_phase_stats(E, Y2, window, method, cols, local, present.size, athena=athena,
-                                            post_order=post_order, finite=tn.ok)
+                                            post_order=post_order, finite=tn.finite)
     return present, mean, std, counts
 
 
@@ -205,15 +206,3 @@ def combine_phase_stats(parts: list[tuple], n_phases: int) -> tuple[np.ndarray, 
     for present, m, sd, n in parts:
         ss[present] += n[:, None] * (sd * sd + (m - mean[present]) ** 2)
     return mean, np.sqrt(ss / counts[:, None]), counts
-
-
-def tile_knn_distances(scores: np.ndarray, points: np.ndarray, k: int) -> np.ndarray:
-    """Distances (m, min(k, n_tile)) from each of ``points`` to its nearest scores of the tile
-    (float64, as :func:`txm_live.cluster.estimate_dbscan_params` computes them)."""
-    from scipy.spatial import cKDTree
-
-    kk = min(k, scores.shape[0])
-    if kk == 0:
-        return np.zeros((points.shape[0], 0))
-    dist, _ = cKDTree(np.asarray(scores, dtype=np.float64)).query(points, k=kk)
-    return np.asarray(dist).reshape(points.shape[0], kk)
