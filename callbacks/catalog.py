@@ -166,6 +166,7 @@ def start_embedded_server(
     readable_storage: Sequence[str | os.PathLike[str]] = (),
     api_key: str | None = None,
     in_process: bool = False,
+    expose_raw_assets: bool = True,
 ) -> EmbeddedTiled:
     """Start a real Tiled server on 127.0.0.1 serving a writable catalog under ``directory``.
 
@@ -194,6 +195,10 @@ def start_embedded_server(
         Run uvicorn in a background thread of this process instead of a subprocess. The
         subprocess (default) keeps the server's work off this process's GIL, so it cannot slow
         the RunEngine or the analysis.
+    expose_raw_assets : bool
+        Serve the registered files themselves (``/asset/bytes``, Tiled's ``expose_raw_assets``);
+        the replay of an area-detector file shared by several streams needs it when the file is
+        not readable on the client's machine.
 
     Returns
     -------
@@ -223,7 +228,8 @@ def start_embedded_server(
     base_url = f"http://127.0.0.1:{port}"
 
     config = {"catalog_uri": catalog_uri, "writable": [str(data_dir), tables_uri],
-              "readable": readable, "api_key": api_key, "port": port, "log_path": str(log_path)}
+              "readable": readable, "api_key": api_key, "port": port, "log_path": str(log_path),
+              "expose_raw_assets": bool(expose_raw_assets)}
     if in_process:
         close = _start_thread(config, base_url, log_path)
     else:
@@ -291,8 +297,8 @@ def _make_server(config: dict[str, Any]) -> Any:
         log_config["handlers"][name]["filename"] = config["log_path"]
     catalog = catalog_from_uri(config["catalog_uri"], writable_storage=config["writable"],
                                readable_storage=config["readable"])
-    app = build_app(catalog,
-                    authentication=Authentication(single_user_api_key=config["api_key"]))
+    app = build_app(catalog, authentication=Authentication(single_user_api_key=config["api_key"]),
+                    server_settings={"expose_raw_assets": config.get("expose_raw_assets", True)})
 
     class _Server(uvicorn.Server):
         def install_signal_handlers(self) -> None:  # only the subprocess entry installs them

@@ -61,7 +61,7 @@ def _add_references(p: argparse.ArgumentParser, *, catalog_option: bool = False)
     i0 = p.add_mutually_exclusive_group()
     i0.add_argument("--i0-key", metavar="KEY", default=None,
                     help="incident-intensity monitor (ion chamber) to normalize each sample and flat by "
-                         "(default: a key named I0, i0, ic0, ic1, *_i0)")
+                         "(default: a key named I0, i0, *_i0, else the upstream chamber decided from the data)")
     i0.add_argument("--no-i0", dest="i0_key", action="store_const", const=False,
                     help="no I0 normalization, even with a monitor-like key")
     if catalog_option:

@@ -19,10 +19,14 @@ Rules (explicit options always win; see the README section "At your beamline"):
 * **units**: the data key's ``units`` (``eV``, ``keV``); without units, keV when every planned
   (else the first) value is below 100.
 * **I0 monitor** (sample and flat streams): ``i0_key=`` (``False`` turns it off), else the start
-  document's ``txm_live.i0_key`` (``null``/``false`` turns it off), else the one scalar key named
-  like an incident-intensity monitor: ``I0``, ``i0``, ``ic0``, ``ic1``, ``*_i0``, ``i0_*`` (case
-  ignored; among several, the one named ``I0``). Each sample and flat is then divided by its own
-  reading (darks are not).
+  document's ``txm_live.i0_key`` (``null``/``false`` turns it off), else the key the start
+  document names as ``ion_chamber`` (NSLS-II FXI), else the one scalar key named ``I0``/``i0``
+  (``*_i0``, ``i0_*``, ``*-i0``; case ignored; among several, the one named ``I0``). Otherwise the
+  name is not conclusive (``ic3``, ``ion_chamber1``, ``sclr1_channels_chan2``...): the scalar
+  readings of the plan's detectors (:func:`i0_candidates`) are compared with the camera over the
+  first sample/flat pairs and the upstream monitor is chosen from the data, never a chamber that
+  follows the sample's absorption (:mod:`txm_live.monitor`). Each sample and flat is then divided
+  by its own reading (darks are not).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ __all__ = [
     "FLAT_STREAM_NAMES",
     "energy_candidates",
     "energy_scale",
+    "i0_candidates",
     "i0_monitor",
     "key_following_plan",
     "image_key",
@@ -55,8 +60,12 @@ FLAT_STREAM_NAMES = ("flat", "flats", "bkg", "background", "reference", "ref")
 DARK_STREAM_NAMES = ("dark", "darks")
 #: Values below this without units are taken as keV.
 KEV_BELOW = 100.0
-#: Usual names of incident-intensity monitors (ion chambers upstream of the sample), lower case.
-I0_NAMES = ("i0", "ic0", "ic1")
+#: Names that say "incident-intensity monitor" (lower case, whole name or a ``_``/``-``/``.``-separated
+#: part at either end). Numbered ion chambers (``ic1``...) are not conclusive: decided from the data.
+I0_NAMES = ("i0",)
+#: Units of scalar readings that are positions, angles, energies, times or temperatures: never a monitor.
+_NOT_MONITOR_UNITS = {"ev", "kev", "um", "mm", "nm", "m", "deg", "degrees", "rad", "mrad", "urad", "s", "sec", "ms",
+                      "k", "degc", "c"}
 
 
 def stream_kind(name: str, *, primary: str | None, flat: str | None, dark: str | None) -> str | None:
@@ -257,8 +266,12 @@ def i0_monitor(
         if given in data_keys:
             return str(given), f"{given!r} ({where})"
         return None, f"{given!r} ({where}) is not in stream {stream!r}: its frames are not normalized by I0"
-    found = [k for k, v in data_keys.items() if _is_scalar(v) and (
-        k.lower() in I0_NAMES or k.lower().endswith("_i0") or k.lower().startswith("i0_"))]
+    named = start.get("ion_chamber")
+    if isinstance(named, str) and named:
+        keys = [k for k in data_keys if _is_scalar(data_keys[k]) and _belongs(k, named)]
+        if len(keys) == 1:
+            return keys[0], f"{keys[0]!r} (the start document's 'ion_chamber')"
+    found = [k for k, v in data_keys.items() if _is_scalar(v) and _named_i0(k)]
     if len(found) > 1:
         exact = [k for k in found if k.lower() == "i0"]
         if len(exact) != 1:
@@ -268,3 +281,42 @@ def i0_monitor(
     if not found:
         return None, ""
     return found[0], f"{found[0]!r} (a scalar key named like an incident-intensity monitor)"
+
+
+def _named_i0(key: str) -> bool:
+    low = key.lower()
+    return any(low == n or low.endswith(sep + n) or low.startswith(n + sep) for n in I0_NAMES for sep in "_-.")
+
+
+def _belongs(key: str, device: str) -> bool:
+    """Whether data key ``key`` is read from the device named ``device`` (ophyd ``_``, ophyd-async ``-``)."""
+    return key == device or any(key.startswith(device + sep) for sep in "_-")
+
+
+def i0_candidates(
+    start: Mapping[str, Any], data_keys: Mapping[str, Mapping[str, Any]], *, exclude: Sequence[str | None] = ()
+) -> list[str]:
+    """Scalar readings of a descriptor that may be an I0 monitor, to be decided from the data.
+
+    The numeric scalar keys read from the plan's ``detectors`` (every scalar when the start
+    document lists none), minus the scanned motors (``motors``, ``hints.dimensions``), the keys
+    in ``exclude`` (energy, pixel size) and readings in units of position, angle, energy, time or
+    temperature. Which of them is upstream of the sample is decided by :class:`txm_live.monitor.MonitorChoice`.
+    """
+    dets = start.get("detectors")
+    detectors = [str(d) for d in dets] if isinstance(dets, (list, tuple)) else []
+    mot = start.get("motors")
+    motors = [str(m) for m in mot] if isinstance(mot, (list, tuple)) else []
+    motors += _dimension_fields(start, "primary")
+    out = []
+    for key, spec in data_keys.items():
+        if not _is_scalar(spec) or key in exclude:
+            continue
+        if str(spec.get("units") or "").strip().lower() in _NOT_MONITOR_UNITS:
+            continue
+        if any(_belongs(key, m) for m in motors):
+            continue
+        if detectors and not any(_belongs(key, d) for d in detectors):
+            continue
+        out.append(key)
+    return out

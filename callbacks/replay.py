@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from event_model import DocumentNames, schema_validators
 
+from txm_live.callbacks.shared_files import split_shared_files
 from txm_live.errors import DocumentError, RunIncompleteError
 from txm_live.results import RunResult
 
@@ -60,7 +61,9 @@ class ReplayStats:
         Inconsistencies met (e.g. fewer images than events in an aborted run); the replay went on.
     sources : dict of str to str
         How each ``stream/data_key`` array was read: ``"hdf5"`` (directly from the registered
-        files) or ``"http"`` (through the Tiled server).
+        files), ``"http"`` (through the Tiled server), ``"hdf5-shared"`` / ``"hdf5-asset"``
+        (the stream's chunks of an area-detector file shared by several streams, read from the
+        file or through the server's raw asset endpoint: see :mod:`txm_live.callbacks.shared_files`).
     """
 
     run_uid: str
@@ -313,107 +316,6 @@ class _LocalHdf5Array:
                 f.close()
 
 
-class _SharedHdf5Array:
-    """The rows of one stream in an HDF5 dataset shared with other streams (AreaDetector style).
-
-    An area detector staged once for a whole plan writes one file for every stream (darks,
-    samples, backgrounds), one chunk of ``frames_per_row`` frames per trigger, and announces it
-    with a single ``AD_HDF5`` Resource whose datums count the triggers across the streams. Tiled
-    registers that file whole under each stream and cannot serve such a node (it would reshape
-    the whole dataset to the stream's rows); the replay reads the stream's own chunks from the
-    file: ``first[row]`` is the dataset index of the first frame of the stream's ``row``-th event.
-    """
-
-    kind = "hdf5-shared"
-
-    def __init__(self, path: str, dataset: str, first: np.ndarray, shape: tuple[int, ...]) -> None:
-        import h5py
-
-        self.shape = shape
-        self.first = np.asarray(first, dtype=np.int64)
-        self.frames_per_row = int(np.prod(shape[1:-2], dtype=np.int64))
-        self._file = h5py.File(path, "r", swmr=True, locking=False)
-        self._ds = self._file[dataset]
-
-    def read(self, lo: int, hi: int) -> np.ndarray:
-        n = self.frames_per_row
-        return np.stack([self._ds[int(f): int(f) + n].reshape(self.shape[1:]) for f in self.first[lo:hi]])
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._file.close()
-
-
-def _hdf5_source(node: Any) -> tuple[str, str] | None:
-    """``(path, dataset)`` of an array node backed by one local HDF5 file, else None."""
-    from urllib.parse import unquote, urlparse
-
-    try:
-        (source,) = node.data_sources()
-        params = source.parameters or {}
-        (asset,) = source.assets
-        path = unquote(urlparse(asset.data_uri).path)
-        if (source.mimetype == "application/x-hdf5" and asset.data_uri.startswith("file://")
-                and "dataset" in params and not params.get("slice") and os.access(path, os.R_OK)):
-            return path, str(params["dataset"])
-    except Exception as exc:  # noqa: BLE001 - any doubt: not a shared local file
-        logger.debug("no local HDF5 source for %s: %s", getattr(node, "uri", node), exc)
-    return None
-
-
-def _split_shared_files(streams: Sequence[_Stream], nodes: Mapping[tuple[int, str], Any]) -> list[str]:
-    """Read the streams that share one HDF5 dataset from their own chunks (see _SharedHdf5Array).
-
-    Applies to nodes read through the server and to nodes read straight from their file (which
-    would otherwise read every stream from the start of the shared dataset).
-
-    The chunks are in trigger order, i.e. the order of the events of those streams by time (then
-    ``seq_num``). Done only when the dataset holds exactly the frames of those events; otherwise
-    the nodes stay as they are (a read through the server then fails with a ``DocumentError``).
-
-    Returns notes on what was done.
-    """
-    import h5py
-
-    groups: dict[tuple[str, str], list[tuple[int, str]]] = {}
-    for (si, key), node in nodes.items():
-        src = _hdf5_source(node)
-        if src is not None and len(streams[si].arrays[key].shape) >= 3:
-            groups.setdefault(src, []).append((si, key))
-    notes: list[str] = []
-    for (path, dataset), members in groups.items():
-        per_row = [int(np.prod(streams[si].arrays[key].shape[1:-2], dtype=np.int64)) for si, key in members]
-        rows = [streams[si].n_rows for si, _ in members]
-        try:
-            with h5py.File(path, "r", swmr=True, locking=False) as f:
-                n_frames = int(f[dataset].shape[0])
-        except (OSError, KeyError) as exc:
-            logger.debug("cannot open %s:%s: %s", path, dataset, exc)
-            continue
-        if len(members) < 2 or n_frames != sum(r * n for r, n in zip(rows, per_row)):
-            continue
-        # every event of the sharing streams, in acquisition order: (time, seq_num, member)
-        times = np.concatenate([streams[si].columns["time"][:r] for (si, _), r in zip(members, rows)])
-        seqs = np.concatenate([streams[si].columns["seq_num"][:r] for (si, _), r in zip(members, rows)])
-        who = np.concatenate([np.full(r, m) for m, r in enumerate(rows)])
-        order = np.lexsort((seqs, times))
-        sizes = np.asarray(per_row, dtype=np.int64)[who[order]]
-        first_sorted = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        first = np.empty_like(first_sorted)
-        first[order] = first_sorted
-        for m, (si, key) in enumerate(members):
-            s = streams[si]
-            old = s.arrays[key]
-            s.arrays[key] = _SharedHdf5Array(path, dataset, first[who == m], old.shape)
-            close = getattr(old, "close", None)
-            if close is not None:
-                close()
-        names = ", ".join(repr(streams[si].name) for si, _ in members)
-        notes.append(f"{os.path.basename(path)}:{dataset} holds the frames of streams {names} "
-                     "(one AreaDetector file): read from the file in trigger order")
-    return notes
-
-
 def _array_reader(node: Any, *, direct: bool) -> _HttpArray | _LocalHdf5Array:
     if direct:
         from urllib.parse import unquote, urlparse
@@ -647,7 +549,10 @@ def replay_run(
     direct_files : bool
         Read images of file-backed runs straight from the HDF5 files the catalog registered when
         they are readable on this machine (3-5x faster than through the server); otherwise, and
-        for inline images, read block-wise through the Tiled server.
+        for inline images, read block-wise through the Tiled server. An area-detector file shared
+        by several streams, which the server cannot serve per stream, is read from the file
+        (``direct_files`` and readable here) or through the server's raw asset endpoint with
+        HTTP Range requests (see :mod:`txm_live.callbacks.shared_files`).
     api_key : str, optional
         For a URI.
     streams : callable, optional
@@ -706,14 +611,17 @@ def replay_run(
     # descriptors in the order they were created
     streams.sort(key=lambda s: (s.descriptor.get("time", 0.0), s.name))
     try:
-        shared = _split_shared_files(streams, {(si, key): arr.node for si, s in enumerate(streams)
-                                               for key, arr in s.arrays.items()
-                                               if isinstance(arr, (_HttpArray, _LocalHdf5Array))})
+        shared, unreadable = split_shared_files(
+            streams, {(si, key): arr.node for si, s in enumerate(streams) for key, arr in s.arrays.items()
+                      if isinstance(arr, (_HttpArray, _LocalHdf5Array))}, direct=direct_files)
     except BaseException:
         _close_streams(streams)
         raise
     for note in shared:
         logger.info("replay %s: %s", run_uid, note)
+    for note in unreadable:
+        notes.append(note)
+        logger.warning("replay %s: %s", run_uid, note)
     schedule = _schedule(streams)
 
     counts = {s.name: 0 for s in streams}

@@ -23,12 +23,13 @@ from txm_live.callbacks.assets import AssetRegistry
 from txm_live.callbacks.edge_choice import windows_for
 from txm_live.callbacks.run_state import _named, _pixel_size_md, _RunState
 from txm_live.errors import DataLossError, DocumentError, EnergyRangeError, FrameError, TxmLiveError
+from txm_live.monitor import MonitorChoice
 from txm_live.session import XanesSession
 
 if TYPE_CHECKING:
     from txm_live.callbacks.live import XanesLiveCallback
 
-__all__ = ["RunIngest", "PIXEL_SIZE_TOLERANCE"]
+__all__ = ["RunIngest", "MAX_HELD_BYTES", "MAX_HELD_FRAMES", "MONITOR_PAIRS", "PIXEL_SIZE_TOLERANCE"]
 
 logger = logging.getLogger("txm_live.callbacks.live")  # one logger for the live callback (demo quiets it)
 
@@ -36,6 +37,14 @@ logger = logging.getLogger("txm_live.callbacks.live")  # one logger for the live
 #: median of the frames so far) by more than this factor is skipped. Magnification drifts by a
 #: few per cent per 100 eV in a TXM; a factor 1.5 is far outside any scan, a 10x slip is caught.
 PIXEL_SIZE_TOLERANCE = 1.5
+#: Sample/flat pairs compared with the camera before an I0 monitor is chosen from the data.
+MONITOR_PAIRS = 5
+#: Sample and flat events held back at most while the I0 monitor is undecided (then it is decided
+#: with the pairs seen so far, or none is used) ...
+MAX_HELD_FRAMES = 4 * MONITOR_PAIRS
+#: ... and at most this many bytes of images (the demo's full size, 730 x 771 uint16 frames with 5
+#: exposures per event, holds 20 events in 113 MB; a 2048 x 2048 camera decides after 6).
+MAX_HELD_BYTES = 256 * 1024 * 1024
 
 
 class RunIngest(event_model.DocumentRouter):
@@ -68,6 +77,15 @@ class RunIngest(event_model.DocumentRouter):
         self.plan, self.plan_source = ingest.planned_energies(state.start_doc)
         self.scale: float | None = None  # energy units -> eV, decided once per run
         self._range_checked = False
+        # I0 monitor decided from the data (txm_live.monitor): the chooser while undecided, and
+        # the sample/flat frames held back until it decides (at most MAX_HELD_FRAMES)
+        self._monitor: MonitorChoice | None = None
+        self._monitor_done = False
+        self._monitor_key: str | None = None  # what it decided (for streams described afterwards)
+        self._monitor_note = ""
+        self._held: list[tuple[dict, Any, Any, Any]] = []
+        self._held_bytes = 0
+        self.data_monitor = True  # False for reference runs (flats_from/darks_from): no pairs there
 
     # ------------------------------------------------------------- ingest
     def _detected(self, what: str, text: str) -> None:
@@ -230,6 +248,7 @@ class RunIngest(event_model.DocumentRouter):
             pixel_key = cands[0] if cands else None
         ext = dks[image_key].get("external")
         self._detected(f"{kind} stream", repr(name))
+        i0_key, i0_candidates = self._i0_key(kind, name, dks, exclude=(energy_key, pixel_key))
         self._desc[doc["uid"]] = {
             "kind": kind,
             "name": name,
@@ -239,7 +258,8 @@ class RunIngest(event_model.DocumentRouter):
             "energy_units": (dks.get(energy_key) or {}).get("units") if energy_key else None,
             "units": {k: v.get("units") for k, v in dks.items()},
             "pixel_key": pixel_key if pixel_key in dks else None,
-            "i0_key": self._i0_key(kind, name, dks),
+            "i0_key": i0_key,
+            "i0_candidates": i0_candidates,  # decided from the data (txm_live.monitor) when not empty
             "stream_external": ext == "STREAM:",
             # StreamDatum indices count events: a (N, H, W) key holds N dataset rows per index
             "rows_per_index": int(shape3[0]) if len(shape3 := dks[image_key].get("shape") or []) == 3 else 1,
@@ -310,6 +330,8 @@ class RunIngest(event_model.DocumentRouter):
         st.stopped = True
         try:
             st.exit_status = doc.get("exit_status")
+            if self._monitor is not None:  # fewer pairs than MONITOR_PAIRS: decide with those
+                self._decide_monitor()
             if self._waiting:
                 st.add_error(f"FrameError: {len(self._waiting)} file-backed frames never got their "
                              "stream_datum/datum document; skipped")
@@ -385,15 +407,27 @@ class RunIngest(event_model.DocumentRouter):
         energy = self._to_ev(row.get(d["energy_key"]), d["energy_units"]) if d["energy_key"] else None
         if kind == "sample" and not self._range_checked and isinstance(energy, float):
             self._check_range(energy, d["energy_units"])
+        if kind == "sample":
+            self._check_pixel_size(row.get(d["pixel_key"]) if d["pixel_key"] else None, energy)
+        if self._monitor is not None and d.get("i0_candidates"):
+            self._monitor.update(kind, energy, image, dark=session.darks.mean, readings=row)  # type: ignore[arg-type]
+            self._held.append((d, image, energy, row))
+            self._held_bytes += int(getattr(image, "nbytes", 0))
+            if self._monitor.ready or len(self._held) >= MAX_HELD_FRAMES or self._held_bytes >= MAX_HELD_BYTES:
+                self._decide_monitor()
+            return
+        self._add(d, image, energy, row)
+
+    def _add(self, d: dict, image: Any, energy: Any, row: dict) -> None:
+        """Pass one sample or flat frame, with its I0 reading, to the session."""
+        session = self._session()
         n_before = session.n_frames
-        if kind == "flat":
-            i0 = row.get(d["i0_key"]) if d["i0_key"] else None
-            done = session.add_flat(energy, image, i0=i0)  # type: ignore[arg-type]
+        i0 = row.get(d["i0_key"]) if d["i0_key"] else None
+        if d["kind"] == "flat":
+            done = session.add_flat(energy, image, i0=i0)
         else:
             pixel = row.get(d["pixel_key"]) if d["pixel_key"] else None
-            self._check_pixel_size(pixel, energy)
-            i0 = row.get(d["i0_key"]) if d["i0_key"] else None
-            done = session.add_sample(energy, image, pixel_size=pixel, i0=i0)  # type: ignore[arg-type]
+            done = session.add_sample(energy, image, pixel_size=pixel, i0=i0)
         if session.n_frames != n_before:
             self.owner._progress(self.state, "frame")
         for window in done:
@@ -401,14 +435,52 @@ class RunIngest(event_model.DocumentRouter):
         if self.state.pending_detection:
             self.owner._plan_acquired(self.state)
 
-    def _i0_key(self, kind: str, name: str, dks: dict) -> str | None:
-        """The I0 monitor of a sample or flat stream (see callbacks.ingest.i0_monitor), noted."""
+    def _i0_key(self, kind: str, name: str, dks: dict, *, exclude: tuple = ()) -> tuple[str | None, list[str]]:
+        """The I0 monitor of a sample or flat stream (see callbacks.ingest.i0_monitor), noted, and
+        the candidate readings to decide from the data when no key is conclusive.
+
+        Candidates (see ingest.i0_candidates) go to the run's :class:`MonitorChoice`, which decides
+        from the first sample/flat pairs (the frames are held back until then).
+        """
         if kind == "dark":
-            return None  # darks are not normalized by I0
+            return None, []  # darks are not normalized by I0
         key, note = ingest.i0_monitor(self.state.start_doc, dks, name, option=self.owner.i0_key)
         if note:
             self._detected(f"{kind} I0 monitor", note)
-        return key
+            return key, []
+        if not self.data_monitor:
+            return None, []
+        candidates = ingest.i0_candidates(self.state.start_doc, dks, exclude=exclude)
+        if self._monitor_done:  # a stream described after the decision follows it
+            if self._monitor_note and candidates:
+                self._detected(f"{kind} I0 monitor", self._monitor_note)
+            return (self._monitor_key if self._monitor_key in candidates else None), []
+        if candidates:
+            if self._monitor is None:
+                self._monitor = MonitorChoice(candidates, n_pairs=MONITOR_PAIRS)
+            else:  # the union over the sample and flat streams: pairs use the keys read in both
+                self._monitor.add_candidates(candidates)
+        return None, candidates
+
+    def _decide_monitor(self) -> None:
+        """Decide the I0 monitor from the pairs seen so far, note why, release the held frames."""
+        monitor, self._monitor = self._monitor, None
+        self._monitor_done = True
+        if monitor is None:
+            return
+        decision = monitor.decide()
+        text = f"{decision.key!r} ({decision.reason})" if decision.key else decision.reason
+        self._monitor_key, self._monitor_note = decision.key, text
+        for d in self._desc.values():
+            if d.get("i0_candidates"):
+                d["i0_key"] = decision.key if decision.key in d["i0_candidates"] else None
+                self._detected(f"{d['kind']} I0 monitor", text)
+        held, self._held, self._held_bytes = self._held, [], 0
+        for d, image, energy, row in held:
+            try:
+                self._add(d, image, energy, row)
+            except TxmLiveError as exc:
+                self._record(exc)
 
     def _check_pixel_size(self, value: Any, energy: Any) -> None:
         """Raise FrameError when ``value`` is far from the run's pixel size (see PIXEL_SIZE_TOLERANCE).
@@ -464,6 +536,7 @@ class _ReferenceIngest(RunIngest):
         super().__init__(target.owner, state)
         self.kind = kind
         self.target = target
+        self.data_monitor = False
         self.n = 0
 
     def _session(self) -> XanesSession:

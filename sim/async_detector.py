@@ -12,7 +12,9 @@ sample stage) and shutter.
 
 :func:`make_async_txm` returns the devices (to be connected in the RunEngine's event loop, which
 it does), :func:`xanes_scan_async` is an FXI-style plan over them (darks once at the start,
-a background per energy with the sample moved out, energies in keV).
+a background per energy with the sample moved out, energies in keV). An ophyd-async ion chamber
+(a :class:`~ophyd_async.core.StandardReadable` over a soft signal, gated by the camera's
+exposures) reads the beam of each exposure, so that this variant exercises the I0 path too.
 """
 
 from __future__ import annotations
@@ -29,9 +31,12 @@ from bluesky import preprocessors as bpp
 from bluesky.utils import Msg
 
 from txm_live.sim.devices import CLOSED, HDF5_DATASET, OPEN, SimTXM, make_txm
-from txm_live.sim.fxi import render_chunk
+from txm_live.sim.fxi import incident_reading, render_chunk
 
 __all__ = ["AsyncTXM", "make_async_txm", "xanes_scan_async"]
+
+#: Gain of the simulated ion chamber (reading per incident photon and pixel), as FXI's ``ic3``.
+ION_CHAMBER_GAIN = 1e-3
 
 
 class _FrameFile:
@@ -88,6 +93,9 @@ def _detector_classes() -> Any:
                 raise RuntimeError("open_file not run")
             await self.beamline.sync()
             chunk = render_chunk(self.beamline.txm, self.n_frames, self.frame_index)
+            chamber = self.beamline.ion_chamber
+            if chamber is not None:  # gated by this exposure: the beam of the same trigger
+                chamber.expose(self.beamline.txm, self.frame_index)
             self.frame_index += 1
             for frame in chunk:  # exposures of one trigger: same geometry, independent noise
                 self.file.append(frame)
@@ -169,6 +177,38 @@ def _detector_classes() -> Any:
     return SimTxmDetector
 
 
+def _ion_chamber_class() -> Any:
+    """The ophyd-async ion chamber class (imported lazily, as the detector classes)."""
+    from ophyd_async.core import AsyncStatus, StandardReadable, soft_signal_r_and_setter
+    from ophyd_async.core import StandardReadableFormat as Format
+
+    class SimIonChamber(StandardReadable):
+        """Ion chamber gated by the camera's exposures (as an electrometer gated by the camera's trigger).
+
+        Its ``value`` (data key ``<name>-value``) is the beam integrated during the camera's last
+        exposure (:func:`txm_live.sim.fxi.incident_reading`: upstream of the sample, or after it
+        with ``downstream=True``); read it with the camera in the same ``trigger_and_read``.
+        ``trigger()`` completes at once: the camera's exposure sets the reading.
+        """
+
+        def __init__(self, name: str = "", *, gain: float = ION_CHAMBER_GAIN, downstream: bool = False) -> None:
+            with self.add_children_as_readables(Format.HINTED_SIGNAL):
+                self.value, self._set_value = soft_signal_r_and_setter(float, 0.0)
+            self.gain = float(gain)
+            self.downstream = bool(downstream)
+            super().__init__(name=name)
+
+        def expose(self, txm: SimTXM, frame_index: int) -> None:
+            """Set the reading for the exposure ``frame_index`` of ``txm`` in its current state."""
+            self._set_value(incident_reading(txm, frame_index, gain=self.gain, downstream=self.downstream))
+
+        @AsyncStatus.wrap
+        async def trigger(self) -> None:
+            return None
+
+    return SimIonChamber
+
+
 @dataclass(eq=False)
 class AsyncTXM:
     """ophyd-async devices of the simulated TXM.
@@ -183,6 +223,8 @@ class AsyncTXM:
         1 open, 0 closed.
     camera : StandardDetector
         The ophyd-async camera.
+    ion_chamber : ophyd_async StandardReadable or None
+        Ion chamber gated by the camera (data key ``<name>-value``), or None.
     frames_per_event : int
         Exposures per trigger, prepared by :func:`xanes_scan_async`.
     txm : SimTXM
@@ -194,6 +236,7 @@ class AsyncTXM:
     sample_x: Any = None
     shutter: Any = None
     camera: Any = None
+    ion_chamber: Any = None
     frames_per_event: int = 1
 
     async def sync(self) -> None:
@@ -215,6 +258,8 @@ def make_async_txm(
     energy_name: str = "dcm_energy",
     energy_range_ev: tuple[float, float] = (6000.0, 7023.0),
     frames_per_event: int = 1,
+    ion_chamber: str | None = "ic3",
+    ion_chamber_downstream: bool = False,
     **overrides: Any,
 ) -> AsyncTXM:
     """Build and connect the ophyd-async TXM (in bluesky's event loop: make the RunEngine first).
@@ -233,6 +278,11 @@ def make_async_txm(
     frames_per_event : int
         Exposures per trigger (ophyd-async ``collections_per_event``): the data key has shape
         ``(N, H, W)`` and each StreamDatum index covers N rows of the dataset.
+    ion_chamber : str or None
+        Name of the ion chamber read with the camera (data key ``<name>-value``; a name that
+        does not say "I0", so txm-live decides from the data), None for none.
+    ion_chamber_downstream : bool
+        Place the chamber after the sample (it then follows the sample's absorption).
     **overrides
         :class:`~txm_live.sim.effects.EffectsConfig` fields; ``magnification`` defaults to False.
     """
@@ -251,10 +301,13 @@ def make_async_txm(
         raise ValueError(f"frames_per_event must be an int >= 1, got {frames_per_event!r}")
     bl.frames_per_event = int(frames_per_event)
     bl.camera = _detector_classes()(bl, Path(write_path), name=camera_name, frames_per_event=int(frames_per_event))
+    if ion_chamber is not None:
+        bl.ion_chamber = _ion_chamber_class()(name=ion_chamber, downstream=ion_chamber_downstream)
 
     async def connect() -> None:
-        for dev in (bl.energy, bl.sample_x, bl.shutter, bl.camera):
-            await dev.connect()
+        for dev in (bl.energy, bl.sample_x, bl.shutter, bl.camera, bl.ion_chamber):
+            if dev is not None:
+                await dev.connect()
 
     call_in_bluesky_event_loop(connect())
     return bl
@@ -284,10 +337,11 @@ def xanes_scan_async(
         raise ValueError(f"eng_list must be a non-empty 1-D list of finite energies (keV), got shape {eng.shape}")
     values = [float(x) for x in eng]
     motors = [bl.energy, bl.sample_x]
-    start_md = {"plan_name": "xanes_scan_async", "motors": [m.name for m in motors], "detectors": [bl.camera.name],
-                "eng_list": values, "num_points": len(values), **(md or {})}
+    detectors = [bl.camera] + ([bl.ion_chamber] if bl.ion_chamber is not None else [])
+    start_md = {"plan_name": "xanes_scan_async", "motors": [m.name for m in motors],
+                "detectors": [d.name for d in detectors], "eng_list": values, "num_points": len(values), **(md or {})}
 
-    @bpp.stage_decorator([bl.camera])
+    @bpp.stage_decorator(detectors)
     @bpp.run_decorator(md=start_md)
     def inner() -> Generator[Msg, Any, None]:
         from ophyd_async.core import TriggerInfo
@@ -295,13 +349,13 @@ def xanes_scan_async(
         # N exposures per trigger (ophyd-async collections per event), prepared once after staging
         yield from bps.prepare(bl.camera, TriggerInfo(collections_per_event=bl.frames_per_event), wait=True)
         yield from bps.mv(bl.shutter, CLOSED)
-        yield from bps.trigger_and_read([bl.camera, *motors], name="dark")
+        yield from bps.trigger_and_read([*detectors, *motors], name="dark")
         yield from bps.mv(bl.shutter, OPEN)
         for e in values:
             yield from bps.mv(bl.energy, e)
-            yield from bps.trigger_and_read([bl.camera, *motors], name="primary")
+            yield from bps.trigger_and_read([*detectors, *motors], name="primary")
             yield from bps.mv(bl.sample_x, out_x)
-            yield from bps.trigger_and_read([bl.camera, *motors], name="background")
+            yield from bps.trigger_and_read([*detectors, *motors], name="background")
             yield from bps.mv(bl.sample_x, 0.0)
             yield from bps.checkpoint()
         yield from bps.mv(bl.shutter, CLOSED)

@@ -15,7 +15,9 @@ not the txm-live stream contract:
   mode (``simu=True``) the shutter is NOT closed, so the "darks" are illuminated;
 * per energy: a ``primary`` chunk, then the sample is moved out (``zps.sx`` by ``out_x``) for a
   background chunk (stream ``flat``) and moved back;
-* ion chambers ``ic3``, ``ic4`` (scalar I0 readings) are read in every event.
+* ion chambers ``ic3``, ``ic4`` (channels of one electrometer, scalar readings; FXI's scans
+  name ``ic3`` their ion chamber) are read in every event; both upstream of the sample unless
+  ``make_fxi(downstream=...)`` places one after it.
 
 The frames come from the same seeded phantom and instrument model as :mod:`txm_live.sim.devices`
 (noise, flat-field structure, drift, beam decay...), with magnification off: FXI moves the zone
@@ -44,7 +46,8 @@ from ophyd.status import DeviceStatus
 from txm_live.sim.devices import CLOSED, HDF5_DATASET, OPEN, DescribedSignal, SimTXM, StagedFileWriter, make_txm
 from txm_live.sim.effects import detector_counts
 
-__all__ = ["FxiTXM", "KinetixCamera", "fxi_nd_energies", "make_fxi", "ni_k_energies", "render_chunk", "xanes_scan2"]
+__all__ = ["FxiTXM", "KinetixCamera", "exposure_photons", "fxi_nd_energies", "incident_reading", "make_fxi",
+           "ni_k_energies", "render_chunk", "xanes_scan2"]
 
 
 def fxi_nd_energies() -> np.ndarray:
@@ -69,6 +72,19 @@ def ni_k_energies(path: str | Path) -> np.ndarray:
     return arr
 
 
+def exposure_photons(txm: SimTXM, frame_index: int, *, sample: bool = True) -> np.ndarray:
+    """Noise-free photons per detector pixel of trigger ``frame_index`` in ``txm``'s current state.
+
+    ``sample=False``: the same exposure with the sample out of the beam.
+    """
+    model = txm.model
+    energy = float(txm.mono.position)
+    kind = txm.camera.frame_kind() if txm.camera is not None else "sample"
+    od = np.asarray(txm.phantom.optical_density(energy), dtype=np.float32) if kind == "sample" and sample else None
+    return model.expected_photons(od, energy, frame_index, shutter_open=(kind != "dark"),
+                                  stage_offset_px=txm.stage_offset_px())
+
+
 def render_chunk(txm: SimTXM, n: int, frame_index: int) -> np.ndarray:
     """``n`` independent exposures (uint16, (n, H, W)) of ``txm`` in its current state.
 
@@ -76,11 +92,7 @@ def render_chunk(txm: SimTXM, n: int, frame_index: int) -> np.ndarray:
     exposures; the noise of each is drawn independently (seeded by model seed, trigger, exposure).
     """
     model = txm.model
-    energy = float(txm.mono.position)
-    kind = txm.camera.frame_kind() if txm.camera is not None else "sample"
-    od = np.asarray(txm.phantom.optical_density(energy), dtype=np.float32) if kind == "sample" else None
-    photons = model.expected_photons(od, energy, frame_index, shutter_open=(kind != "dark"),
-                                     stage_offset_px=txm.stage_offset_px())
+    photons = exposure_photons(txm, frame_index)
     c = model.config
     chunk = np.empty((int(n), *photons.shape), dtype=np.uint16)
     for j in range(int(n)):
@@ -112,25 +124,46 @@ class Zps(Device):
 
 
 class IonChamber(DescribedSignal):
-    """Ion chamber: ``trigger()`` reads the incident intensity (arbitrary units) at the current state."""
+    """Ion chamber: ``trigger()`` reads the beam of the camera's next exposure (arbitrary units).
 
-    def __init__(self, *args: Any, fxi: FxiTXM | None = None, gain: float = 1e-3, **kwargs: Any):
+    Upstream of the sample (``downstream=False``) it reads the incident intensity: flux, top-up
+    decay, throughput and glitches. Downstream (an I1/It chamber) it reads that beam after the
+    sample: times the sample's mean transmission over the field of view (1 with the sample out).
+    """
+
+    def __init__(self, *args: Any, fxi: FxiTXM | None = None, gain: float = 1e-3, downstream: bool = False,
+                 **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._fxi = fxi
         self._gain = float(gain)
+        self.downstream = bool(downstream)
 
     def trigger(self) -> DeviceStatus:
         status = DeviceStatus(self)
         fxi = self._fxi
         if fxi is not None:
             fxi.sync()
-            model = fxi.txm.model
-            e = float(fxi.txm.mono.position)
-            on = fxi.shutter.get() == OPEN
-            self.put(self._gain * model.config.flux * model.beam_factor(e, fxi.camera.frame_index) * model.glitch(e)
-                     if on else 0.0)
+            self.put(incident_reading(fxi.txm, fxi.camera.frame_index, gain=self._gain, downstream=self.downstream))
         status.set_finished()
         return status
+
+
+def incident_reading(txm: SimTXM, frame_index: int, *, gain: float, downstream: bool = False) -> float:
+    """An ion chamber's reading during trigger ``frame_index`` (0 with the shutter closed).
+
+    Upstream: ``gain x flux x beam x glitch``; downstream: times the sample's mean transmission
+    (the exposure's mean photons with the sample over those without it).
+    """
+    model = txm.model
+    if txm.shutter.get() != OPEN:
+        return 0.0
+    e = float(txm.mono.position)
+    value = gain * model.config.flux * model.beam_factor(e, frame_index) * model.glitch(e)
+    if downstream:
+        with_sample = float(np.mean(exposure_photons(txm, frame_index), dtype=np.float64))
+        without = float(np.mean(exposure_photons(txm, frame_index, sample=False), dtype=np.float64))
+        value *= with_sample / without if without > 0 else 0.0
+    return value
 
 
 class _AdHdf5Writer:
@@ -289,6 +322,7 @@ def make_fxi(
     energy_units: str | None = "keV",
     energy_range_ev: tuple[float, float] = (6000.0, 7023.0),
     ion_chamber_names: tuple[str, str] = ("ic3", "ic4"),
+    downstream: Sequence[str] = (),
     **overrides: Any,
 ) -> FxiTXM:
     """Build the FXI-style beamline around ``phantom``.
@@ -313,6 +347,9 @@ def make_fxi(
         Data keys of the two ion chambers (``fxi.ic3``, ``fxi.ic4``); they read the incident beam
         of each exposure (top-up decay, throughput, glitches). ``("I0", "ic4")`` makes the first one
         an I0 monitor that txm-live finds by its name.
+    downstream : sequence of str
+        Names among ``ion_chamber_names`` placed after the sample (I1/It chambers: their reading
+        follows the sample's absorption). Default: both upstream, as FXI reads them.
     **overrides
         :class:`~txm_live.sim.effects.EffectsConfig` fields (``flux``, ``noise``, ``margin_px``...).
         ``magnification`` defaults to False (FXI keeps it constant).
@@ -329,8 +366,11 @@ def make_fxi(
     shutter = Signal(name="shutter_open", value=OPEN)
     fxi = FxiTXM(txm=txm, XEng=xeng, zps=zps, shutter=shutter)
     ic_a, ic_b = ion_chamber_names
-    fxi.ic3 = IonChamber(name=ic_a, value=0.0, dtype_numpy="<f8", fxi=fxi)
-    fxi.ic4 = IonChamber(name=ic_b, value=0.0, dtype_numpy="<f8", fxi=fxi, gain=2e-3)
+    unknown = set(downstream) - {ic_a, ic_b}
+    if unknown:
+        raise ValueError(f"downstream: {sorted(unknown)} not among ion_chamber_names {ion_chamber_names}")
+    fxi.ic3 = IonChamber(name=ic_a, value=0.0, dtype_numpy="<f8", fxi=fxi, downstream=ic_a in downstream)
+    fxi.ic4 = IonChamber(name=ic_b, value=0.0, dtype_numpy="<f8", fxi=fxi, gain=2e-3, downstream=ic_b in downstream)
     fxi.KinetixU = KinetixCamera(name="KinetixU", fxi=fxi, chunk_size=chunk_size, file_backed=file_backed,
                                  write_path=Path(write_path) if write_path is not None else None)
     return fxi

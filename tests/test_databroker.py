@@ -76,15 +76,20 @@ def test_databroker_replay_gives_the_live_labels(recorded, form) -> None:
 
 
 def test_flats_from_another_run(recorded) -> None:
-    """A run without flats, analysed with flats_from=<uid> of the catalog, equals the run with its own."""
+    """A run without flats, analysed with flats_from=<uid> of the catalog, equals the run with its own.
+
+    The live run chose its I0 monitor from its own sample/flat pairs ('ic3'); a run without flats
+    has no such pair, so the monitor is given (i0_key=) to normalize both runs' frames alike;
+    without it, no monitor is used and the note says why."""
     db, uid, live, docs = recorded
+    assert any(n.startswith("sample I0 monitor: 'ic3' (decided") for n in live.notes), live.notes
     flat_desc = {d["uid"] for n, d in docs if n == "descriptor" and d["name"] == "flat"}
     no_flats = [(n, d) for n, d in docs
                 if not (n == "descriptor" and d["uid"] in flat_desc)
                 and not (n == "event" and d["descriptor"] in flat_desc)]
     name, stop = no_flats[-1]  # a run without flats: its stop counts no flat events
     no_flats[-1] = (name, dict(stop, num_events={k: v for k, v in stop["num_events"].items() if k != "flat"}))
-    cb = XanesLiveCallback(flats_from=uid, reference_catalog=db, **KW)
+    cb = XanesLiveCallback(flats_from=uid, reference_catalog=db, i0_key="ic3", **KW)
     for name, doc in no_flats:
         cb(name, doc)
     r = cb.wait(600)[-1]
@@ -92,6 +97,12 @@ def test_flats_from_another_run(recorded) -> None:
     assert r.errors == (), r.errors
     assert any(n.startswith("flats from: run ") for n in r.notes), r.notes
     np.testing.assert_array_equal(r.l3.labels, live.l3.labels)
+    cb = XanesLiveCallback(flats_from=uid, reference_catalog=db, **KW)
+    for name, doc in no_flats:
+        cb(name, doc)
+    undecided = cb.wait(600)[-1]
+    cb.close()
+    assert any(n.startswith("sample I0 monitor: no sample/flat pair") for n in undecided.notes), undecided.notes
     # without them: no flat, every frame dropped
     cb = XanesLiveCallback(**KW)
     for name, doc in no_flats:

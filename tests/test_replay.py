@@ -16,6 +16,7 @@ from txm_live.callbacks.replay import (
     resolve_run,
 )
 from txm_live.callbacks.results_file import collect_documents, publish_results, read_results
+from txm_live.errors import DocumentError
 from txm_live.sim.devices import make_txm
 from txm_live.sim.phantom import make_phantom
 from txm_live.sim.plans import xanes_scan
@@ -277,6 +278,23 @@ def test_ad_hdf5_file_shared_by_all_streams_replays_to_the_live_labels(tmp_path)
         assert r.errors == (), r.errors
         np.testing.assert_array_equal(r.l3.labels, live.l3.labels)
 
+        # as a client on another machine: the file through the server's raw asset endpoint
+        # (HTTP Range requests, the client's API key), never opened here
+        remote: list = []
+        stats = replay_run(server.client(), uid, lambda n, d: remote.append((n, d)), progress=False,
+                           direct_files=False)
+        assert set(stats.sources.values()) == {"hdf5-asset"} and stats.warnings == (), stats
+        got = _events(remote)
+        assert [(s, n) for s, n, _ in got] == [(s, n) for s, n, _ in want]
+        for (_, _, a), (_, _, b) in zip(got, want):
+            np.testing.assert_array_equal(a["KinetixU_image"], b["KinetixU_image"])
+        cb = XanesLiveCallback(**kw)
+        replay_run(server.client(), uid, cb, progress=False, direct_files=False)
+        (r,) = cb.wait(300)
+        cb.close()
+        assert r.errors == (), r.errors
+        np.testing.assert_array_equal(r.l3.labels, live.l3.labels)
+
         # a file that no longer holds exactly those frames: not split; the server's refusal is a
         # named error of that run, not an exception out of replay_runs
         import h5py
@@ -288,6 +306,17 @@ def test_ad_hdf5_file_shared_by_all_streams_replays_to_the_live_labels(tmp_path)
         (bad,) = replay_runs(server.client(), [uid], progress=False,
                              callback_factory=lambda: XanesLiveCallback(**kw))
         assert bad.errors and bad.errors[0].startswith("DocumentError: cannot read rows"), bad.errors
+
+    # a server that does not expose raw assets, the file not readable here: a named error of that
+    # run saying why, never the server's reshape of other streams' frames
+    with start_embedded_server(tmp_path, expose_raw_assets=False) as server:
+        with h5py.File(path, "a") as f:  # back to exactly the run's frames
+            ds = f["/entry/data/data"]
+            ds.resize(ds.shape[0] - 1, axis=0)
+        cb = XanesLiveCallback(**kw)
+        with pytest.raises(DocumentError, match="cannot be opened through the server asset endpoint: .*HTTP 403"):
+            replay_run(server.client(), uid, cb, progress=False, direct_files=False)
+        cb.close()
 
 
 def test_runs_selected_by_content_not_plan_name(tmp_path, capsys):

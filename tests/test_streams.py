@@ -259,14 +259,19 @@ def test_i0_monitor_detection_rules() -> None:
     image = {"dtype": "array", "shape": [5, 8, 8]}
     start: dict = {"uid": "u"}
     dks = {"KinetixU_image": image, "XEng": scalar, "ic3": scalar}
-    assert i0_monitor(start, dks, "primary", option=None) == (None, "")  # ic3: not an I0 name
-    for name in ("I0", "i0", "ic1", "Ic0", "dcm_i0", "I0_current"):
+    assert i0_monitor(start, dks, "primary", option=None) == (None, "")  # ic3: not conclusive by its name
+    for name in ("I0", "i0", "dcm_i0", "I0_current", "mon-i0"):
         key, note = i0_monitor(start, {**dks, name: scalar}, "primary", option=None)
         assert key == name and "incident-intensity monitor" in note, (name, note)
+    for name in ("ic1", "Ic0", "ion_chamber1", "sclr1_channels_chan2", "Io"):  # numbered chambers: the data decide
+        assert i0_monitor(start, {**dks, name: scalar}, "primary", option=None) == (None, ""), name
     assert i0_monitor(start, {**dks, "i0": image}, "primary", option=None)[0] is None  # not a scalar
-    assert i0_monitor(start, {**dks, "I0": scalar, "ic1": scalar}, "primary", option=None)[0] == "I0"
-    key, note = i0_monitor(start, {**dks, "ic0": scalar, "ic1": scalar}, "flat", option=None)
-    assert key is None and "several monitor-like keys ['ic0', 'ic1'] in stream 'flat'" in note
+    assert i0_monitor(start, {**dks, "I0": scalar, "dcm_i0": scalar}, "primary", option=None)[0] == "I0"
+    key, note = i0_monitor(start, {**dks, "dcm_i0": scalar, "bpm_i0": scalar}, "flat", option=None)
+    assert key is None and "several monitor-like keys ['bpm_i0', 'dcm_i0'] in stream 'flat'" in note
+    # the plan names its ion chamber (FXI's fly_scan: md "ion_chamber": ic3.name)
+    assert i0_monitor({"uid": "u", "ion_chamber": "ic3"}, {**dks, "ic4": scalar}, "primary", option=None) == (
+        "ic3", "'ic3' (the start document's 'ion_chamber')")
     # explicit option wins; False turns it off; the start document's contract in between
     assert i0_monitor(start, {**dks, "I0": scalar}, "primary", option="ic3") == ("ic3", "'ic3' (i0_key=)")
     assert i0_monitor(start, {**dks, "I0": scalar}, "primary", option=False) == (None, "off (i0_key=False)")
@@ -276,6 +281,114 @@ def test_i0_monitor_detection_rules() -> None:
     assert i0_monitor(off, {**dks, "I0": scalar}, "primary", option=None)[0] is None
     key, note = i0_monitor(start, dks, "flat", option="I0")
     assert key is None and "not in stream 'flat'" in note
+
+
+def test_i0_candidates_are_the_detectors_scalar_readings() -> None:
+    from txm_live.callbacks.ingest import i0_candidates
+
+    num = {"dtype": "number", "shape": []}
+    dks = {"KinetixU_image": {"dtype": "array", "shape": [5, 8, 8]}, "XEng": {**num, "units": "keV"},
+           "zps_sx": {**num, "units": "um"}, "ic3": num, "ic4": num, "sclr1_channels_chan2": num,
+           "sclr1_time": {**num, "units": "s"}, "cam_temperature": {**num, "units": "degC"},
+           "pixel_size": num, "ring_current": num}
+    fxi = {"uid": "u", "detectors": ["ic3", "ic4", "KinetixU", "sclr1"], "motors": ["XEng", "zps_sx"]}
+    assert i0_candidates(fxi, dks, exclude=("XEng", "pixel_size")) == ["ic3", "ic4", "sclr1_channels_chan2"]
+    # no detectors list: every scalar that is not a motor, an excluded key, or in non-monitor units
+    assert i0_candidates({"uid": "u", "motors": ["XEng"]}, dks, exclude=("pixel_size",)) == [
+        "ic3", "ic4", "sclr1_channels_chan2", "ring_current"]
+    # ophyd-async names: <device>-<signal>
+    assert i0_candidates({"uid": "u", "detectors": ["ic1"]}, {"ic1-value": num, "ic10": num}) == ["ic1-value"]
+
+
+def _pairs(choice, n, *, od, beam, readings, noise=0.0, seed=0):
+    """Feed ``n`` sample/flat pairs (4 x 4 frames, dark 100) to a MonitorChoice; ``beam(i, kind)``
+    gives the beam of each exposure, ``readings(i, kind, b, transmission)`` the candidates'."""
+    rng = np.random.default_rng(seed)
+    dark = np.full((4, 4), 100.0)
+    for i in range(n):
+        for kind in ("sample", "flat"):
+            b = beam(i, kind)
+            trans = np.exp(-od) if kind == "sample" else 1.0
+            eff = 1.0 + 0.02 * i  # the camera's efficiency changes with the energy
+            image = dark + 5000.0 * b * eff * trans * np.ones((4, 4))
+            r = readings(i, kind, b, trans)
+            r = {k: v * (1 + noise * rng.standard_normal()) for k, v in r.items()}
+            choice.update(kind, 6000.0 + i, image, dark=dark, readings=r)
+    return choice
+
+
+def test_monitor_choice_tells_the_upstream_monitor_from_a_downstream_chamber() -> None:
+    """Beam-free statistic: ln(a/b) - ln(S/F) = (1 - kappa) OD for a chamber seeing a fraction
+    kappa of the sample's absorption (0 upstream, 1 downstream); a random reading does not
+    follow the flats; a thin sample or no pair: none used, and the reason says why."""
+    from txm_live.monitor import MonitorChoice
+
+    def beam(i, kind):  # top-up sawtooth: a 30 % jump between some samples and their flats
+        return 0.7 ** ((2 * i + (kind == "flat")) // 3)
+
+    rng = np.random.default_rng(3)
+    noise_reading = {i: rng.uniform(0.5, 1.5) for i in range(20)}
+
+    def readings(i, kind, b, trans):
+        return {"ic3": 2.0 * b, "ic4": 1.0 * b * trans, "temp": noise_reading[2 * i + (kind == "flat")],
+                "ic_half": b * np.sqrt(trans)}
+
+    od = 0.4
+    ch = _pairs(MonitorChoice(["ic4", "ic3", "temp", "ic_half"], n_pairs=5), 5, od=od, beam=beam,
+                readings=readings, noise=1e-3)
+    assert ch.ready
+    d = ch.decide()
+    assert d.key == "ic3" and d.n_pairs == 5, d
+    assert abs(d.mean_od - od) < 0.01, d.mean_od
+    assert abs(d.seen["ic3"]) < 0.02 and abs(d.seen["ic4"] - 1) < 0.02 and abs(d.seen["ic_half"] - 0.5) < 0.02
+    assert "'ic4' sees 100 %" in d.reason and "downstream" in d.reason, d.reason
+    assert "'temp' does not follow the flats' counts" in d.reason and "unclear" in d.reason, d.reason
+    # only a downstream chamber: never used
+    d = _pairs(MonitorChoice(["ic4"]), 5, od=od, beam=beam, readings=readings).decide()
+    assert d.key is None and "no upstream monitor" in d.reason and "'ic4' sees 100 %" in d.reason, d.reason
+    # a sample absorbing nothing: the two cannot be told apart
+    d = _pairs(MonitorChoice(["ic3", "ic4"]), 5, od=0.01, beam=beam, readings=readings).decide()
+    assert d.key is None and "absorbs too little" in d.reason, d.reason
+    # no flat at a sample's energy
+    ch = MonitorChoice(["ic3"])
+    ch.update("sample", 6000.0, np.full((2, 2), 900.0), readings={"ic3": 1.0})
+    ch.update("flat", 6001.0, np.full((2, 2), 999.0), readings={"ic3": 1.0})
+    assert not ch.ready and ch.decide().key is None and "no sample/flat pair" in ch.decide().reason
+    with pytest.raises(ValueError, match="candidates"):
+        MonitorChoice([])
+    with pytest.raises(ValueError, match="kind"):
+        MonitorChoice(["a"]).update("dark", 1.0, np.ones((2, 2)), readings={})
+
+
+def test_frames_held_for_the_monitor_are_bounded_and_never_lost() -> None:
+    """A plan taking every sample first, then every flat: no sample/flat pair within the first
+    MAX_HELD_FRAMES events, so the monitor is decided (none, the note says why) and the held
+    frames go on; every frame reaches the analysis, as with i0_key=False."""
+    from txm_live.callbacks.run_ingest import MAX_HELD_FRAMES
+
+    eng = np.arange(6150.0, 6290.0, 5.0)  # 28 energies: more samples than can be held
+    assert eng.size > MAX_HELD_FRAMES
+    rng = np.random.default_rng(2)
+    bundle = event_model.compose_run(metadata={"plan_name": "xanes_scan", "detectors": ["cam", "ic1"],
+                                               "motors": ["energy"]})
+    num = {"dtype": "number", "shape": [], "source": "sim"}
+    keys = {"cam_image": {"dtype": "array", "shape": [12, 12], "source": "sim"}, "energy": {**num, "units": "eV"},
+            "ic1": dict(num)}
+    prim = bundle.compose_descriptor(name="primary", data_keys=keys)
+    flat = bundle.compose_descriptor(name="flat", data_keys=keys)
+    docs = [("start", bundle.start_doc), ("descriptor", prim.descriptor_doc), ("descriptor", flat.descriptor_doc)]
+    for desc, od in ((prim, 0.5), (flat, 0.0)):
+        for e in eng:
+            data = {"energy": float(e), "ic1": 2.0, "cam_image": rng.poisson(4000 * np.exp(-od), (12, 12)).astype(np.uint16)}
+            docs.append(("event", desc.compose_event(data=data, timestamps={k: 0.0 for k in data})))
+    docs.append(("stop", bundle.compose_stop()))
+    result, cap = _run(docs, element="Nd", edges=("L3",))
+    note = next(n for n in result.notes if n.startswith("sample I0 monitor"))
+    assert note == "sample I0 monitor: no sample/flat pair at the same energy to compare ['ic1'] with the camera: " \
+                   "none used; pass i0_key= to normalize by one", note
+    off, cap_off = _run(docs, element="Nd", edges=("L3",), i0_key=False)
+    assert result.n_frames == off.n_frames == eng.size, (result.n_frames, off.n_frames)
+    np.testing.assert_array_equal(cap.calls["L3"][1], cap_off.calls["L3"][1])
 
 
 def test_optical_density_divides_each_image_by_its_own_i0_not_the_dark() -> None:
@@ -296,7 +409,8 @@ def test_optical_density_divides_each_image_by_its_own_i0_not_the_dark() -> None
         optical_density(sample, 5000.0, dark, i0=(1.0, 1.0))
 
 
-def _i0_run(*, varying: bool, noise: bool, **cb_kw):
+def _i0_run(*, varying: bool, noise: bool, names: tuple[str, str] = ("I0", "ic4"), downstream: tuple = (),
+            **cb_kw):
     """The FXI plan with an I0 ion chamber on a real RunEngine (40 x 40 px, Nd L3); the analysed
     L3 cube (None if no window was analysed), the RunResult and the ground-truth phase map.
 
@@ -314,7 +428,7 @@ def _i0_run(*, varying: bool, noise: bool, **cb_kw):
     beam = dict(beam_decay=True, topup_period_s=4.5, topup_decay=0.3) if varying else dict(beam_decay=False)
     phantom = make_phantom((40, 40), mode="pure", seed=0)
     fxi = make_fxi(phantom, seed=0, margin_px=4, noise=noise, jitter=False, drift=False, jumps=False,
-                   ion_chamber_names=("I0", "ic4"), **beam)
+                   ion_chamber_names=names, downstream=downstream, **beam)
     eng = np.round(np.concatenate([np.arange(6010, 6150, 26), np.arange(6150, 6188, 10),
                                    np.arange(6188, 6270, 4), np.arange(6290, 6650, 50)]) / 1000, 4)
     cubes: dict = {}
@@ -333,8 +447,9 @@ def _i0_run(*, varying: bool, noise: bool, **cb_kw):
     result = cb.wait(300)[-1]
     cb.close()
     if cb_kw.get("i0_key") is None:  # the derived run's start document records the ingest decisions
-        assert derived[0]["txm_live"]["ingest"]["sample I0 monitor"] == next(
-            n.split(": ", 1)[1] for n in result.notes if n.startswith("sample I0 monitor"))
+        for kind in ("sample", "flat"):
+            assert derived[0]["txm_live"]["ingest"][f"{kind} I0 monitor"] == next(
+                n.split(": ", 1)[1] for n in result.notes if n.startswith(f"{kind} I0 monitor"))
     return cubes.get("L3"), result, ground_truth_labels(fxi.txm, phantom, 6000.0, 1)
 
 
@@ -357,6 +472,85 @@ def test_i0_normalization_gives_the_constant_beam_optical_density() -> None:
     # a constant beam: the I0 ratio is 1, normalizing changes nothing beyond float32 rounding
     truth_off, _, _ = _i0_run(varying=False, noise=False, i0_key=False)
     np.testing.assert_allclose(truth_off, truth, rtol=0, atol=1e-5)
+
+
+def test_fxi_ion_chambers_ic3_ic4_upstream_monitor_decided_from_the_data() -> None:
+    """FXI's plan reads ``ic3`` and ``ic4``: names that say nothing about where they sit. With
+    the beam losing 30 % every 3 frames, the monitor is decided from the first sample/flat pairs
+    (both chambers upstream: either is right, the one following the flats best is used) and the
+    optical density is the constant beam's within 1e-3 (noise-free). A chamber placed after the
+    sample follows its absorption and is never chosen; with only such chambers, none is used
+    and the optical density is the one without I0."""
+    truth, _, _ = _i0_run(varying=False, noise=False, names=("ic3", "ic4"))
+    cube, result, _ = _i0_run(varying=True, noise=False, names=("ic3", "ic4"))
+    note = next(n for n in result.notes if n.startswith("sample I0 monitor"))
+    assert note.startswith("sample I0 monitor: 'ic3' (decided from the first 5 sample/flat pairs"), note
+    assert "an upstream monitor" in note and "['ic4'] also qualifies" in note, note
+    np.testing.assert_allclose(cube, truth, rtol=0, atol=1e-3)  # see the test above for 1e-3
+    # ic3 after the sample: ic4 is the monitor, ic3 is named as following the sample's absorption
+    cube, result, _ = _i0_run(varying=True, noise=False, names=("ic3", "ic4"), downstream=("ic3",))
+    note = next(n for n in result.notes if n.startswith("flat I0 monitor"))
+    assert note.startswith("flat I0 monitor: 'ic4' (decided"), note
+    assert "'ic3' sees 100 % (it follows the sample's absorption" in note, note
+    np.testing.assert_allclose(cube, truth, rtol=0, atol=1e-3)
+    # both after the sample: none is used (the beam is then not corrected, as with i0_key=False)
+    cube, result, _ = _i0_run(varying=True, noise=False, names=("ic3", "ic4"), downstream=("ic3", "ic4"))
+    note = next(n for n in result.notes if n.startswith("sample I0 monitor"))
+    assert note.startswith("sample I0 monitor: no upstream monitor from the first 5 sample/flat pairs"), note
+    off, _, _ = _i0_run(varying=True, noise=False, names=("ic3", "ic4"), i0_key=False)
+    np.testing.assert_array_equal(cube, off)
+
+
+def _async_i0_run(tmp_path, *, varying: bool, downstream: bool = False):
+    """The ophyd-async variant (StreamResource/StreamDatum, 2 collections per event) with its
+    ion chamber ``ic3`` (data key ``ic3-value``) on a real RunEngine, noise-free, 40 x 40 px;
+    the analysed L3 cube and the RunResult."""
+    from bluesky import RunEngine
+
+    from txm_live.phases import analyze_edge
+    from txm_live.sim.async_detector import make_async_txm, xanes_scan_async
+    from txm_live.sim.phantom import make_phantom
+
+    beam = dict(beam_decay=True, topup_period_s=4.5, topup_decay=0.3) if varying else dict(beam_decay=False)
+    RE = RunEngine({})
+    bl = make_async_txm(make_phantom((40, 40), mode="pure", seed=0), tmp_path, seed=0, margin_px=4, noise=False,
+                        jitter=False, drift=False, jumps=False, frames_per_event=2, ion_chamber_downstream=downstream,
+                        **beam)
+    eng = np.round(np.concatenate([np.arange(6010, 6150, 26), np.arange(6150, 6188, 10),
+                                   np.arange(6188, 6270, 4), np.arange(6290, 6650, 50)]) / 1000, 4)
+    cubes: dict = {}
+
+    def analysis(energies, block, *, window, valid=None):
+        cubes[window.edge] = np.array(block)
+        return analyze_edge(energies, block, window=window, valid=valid)
+
+    cb = XanesLiveCallback(element="Nd", edges=("L3",), analysis=analysis, exafs=False, analysis_process=False)
+    names: list = []
+    RE.subscribe(lambda name, doc: names.append(name))
+    RE.subscribe(cb)
+    RE(xanes_scan_async(bl, eng))
+    result = cb.wait(300)[-1]
+    cb.close()
+    assert "stream_datum" in names
+    return cubes.get("L3"), result
+
+
+def test_ophyd_async_ion_chamber_takes_the_same_i0_path(tmp_path) -> None:
+    """The ophyd-async variant's ion chamber (an ophyd-async StandardReadable over a soft signal,
+    gated by the camera's exposures) is decided from the data as FXI's ic3, and the varying
+    beam's optical density is the constant beam's within 1e-3; placed after the sample, it is
+    not used."""
+    truth, _ = _async_i0_run(tmp_path / "c", varying=False)
+    cube, result = _async_i0_run(tmp_path / "v", varying=True)
+    assert result.errors == (), result.errors
+    note = next(n for n in result.notes if n.startswith("sample I0 monitor"))
+    assert note.startswith("sample I0 monitor: 'ic3-value' (decided from the first 5 sample/flat pairs"), note
+    np.testing.assert_allclose(cube, truth, rtol=0, atol=1e-3)
+    cube, result = _async_i0_run(tmp_path / "d", varying=True, downstream=True)
+    note = next(n for n in result.notes if n.startswith("flat I0 monitor"))
+    assert "no upstream monitor" in note and "'ic3-value' sees 100 %" in note, note
+    assert np.abs(cube - truth).max() > 0.1  # the beam is then not corrected
+    assert any(e.startswith("InsufficientDataError: Nd L3") for e in result.errors), result.errors
 
 
 def test_i0_normalization_recovers_the_constant_beam_phase_map() -> None:
