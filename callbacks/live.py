@@ -74,7 +74,10 @@ class XanesLiveCallback(AnalysisScheduling, RunFinalization):
         Data keys of the monochromator energy, the camera image, the per-frame pixel size and a
         scalar I0 monitor. Default: the start document's ``txm_live`` dict, else autodetected
         (the only 2-D array key; a scalar key containing ``energy``; a key containing
-        ``pixel_size``; a scalar named like an I0 monitor, see :func:`txm_live.callbacks.ingest.i0_monitor`).
+        ``pixel_size``; the I0 monitor by name (``I0``, ``i0``, ``*_i0``, the start document's
+        ``ion_chamber``), else decided from the data among the plan's scalar detector readings by
+        :class:`txm_live.monitor.MonitorChoice`: the chamber that follows the flats' counts and not
+        the sample's absorption; an undecided case uses no I0 and says why in the notes).
         With an I0 monitor in the sample and flat streams, each is divided by its own reading
         (darks are not); ``i0_key=False`` turns that off.
     primary_stream, flat_stream, dark_stream : str, optional
