@@ -18,6 +18,8 @@ test modules ``import txm_live_test_helpers as helpers``. A subprocess started b
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import event_model
@@ -264,3 +266,19 @@ def to_stream_datum(docs: list[tuple[str, dict]], directory: Path, *, constant_s
         else:
             out.append((n, d))
     return out
+
+
+@contextmanager
+def local_client(n_workers: int = 2) -> Iterator:
+    """A real Dask ``LocalCluster`` (worker processes on 127.0.0.1) and its ``Client``, closed after."""
+    from dask.distributed import Client
+
+    from txm_live.distributed import local_cluster
+
+    cluster = local_cluster(n_workers)
+    client = Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()

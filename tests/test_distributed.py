@@ -11,6 +11,7 @@ import threading
 
 import numpy as np
 import pytest
+import txm_live_test_helpers as helpers
 
 pytest.importorskip("distributed")
 
@@ -25,15 +26,8 @@ L3 = default_windows("Nd", ("L3",))[0]
 
 @pytest.fixture(scope="module")
 def client():
-    from dask.distributed import Client
-
-    from txm_live.distributed import local_cluster
-
-    cluster = local_cluster(2)
-    c = Client(cluster)
-    yield c
-    c.close()
-    cluster.close()
+    with helpers.local_client(2) as c:
+        yield c
 
 
 def _cube(shape=(96, 80), seed=1):
@@ -213,15 +207,8 @@ def test_analyze_edge_uses_a_block_already_on_the_workers(client, monkeypatch) -
 @pytest.fixture
 def own_client():
     """A LocalCluster of 2 workers of its own, for tests that kill workers."""
-    from dask.distributed import Client
-
-    from txm_live.distributed import local_cluster
-
-    cluster = local_cluster(2)
-    c = Client(cluster)
-    yield c
-    c.close()
-    cluster.close()
+    with helpers.local_client(2) as c:
+        yield c
 
 
 def _busiest_pid(client) -> int:

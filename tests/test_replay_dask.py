@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import txm_live_test_helpers as helpers
 
 pytest.importorskip("distributed")
 
@@ -41,15 +42,8 @@ def catalog(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dask_client():
-    from dask.distributed import Client
-
-    from txm_live.distributed import local_cluster
-
-    cluster = local_cluster(2)
-    client = Client(cluster)
-    yield client
-    client.close()
-    cluster.close()
+    with helpers.local_client(2) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")

@@ -409,6 +409,22 @@ def test_optical_density_divides_each_image_by_its_own_i0_not_the_dark() -> None
         optical_density(sample, 5000.0, dark, i0=(1.0, 1.0))
 
 
+# the Nd L3 energies (keV) of the I0 tests: coarse pre-edge, 4 eV across the edge
+_I0_ENERGIES_KEV = np.round(np.concatenate([np.arange(6010, 6150, 26), np.arange(6150, 6188, 10),
+                                            np.arange(6188, 6270, 4), np.arange(6290, 6650, 50)]) / 1000, 4)
+
+
+def _keeping_cubes(cubes: dict):  # noqa: ANN202 - an analysis callable
+    """``analyze_edge`` that also keeps each edge's optical-density block in ``cubes``."""
+    from txm_live.phases import analyze_edge
+
+    def analysis(energies, block, *, window, valid=None):
+        cubes[window.edge] = np.array(block)
+        return analyze_edge(energies, block, window=window, valid=valid)
+
+    return analysis
+
+
 def _i0_run(*, varying: bool, noise: bool, names: tuple[str, str] = ("I0", "ic4"), downstream: tuple = (),
             **cb_kw):
     """The FXI plan with an I0 ion chamber on a real RunEngine (40 x 40 px, Nd L3); the analysed
@@ -421,7 +437,6 @@ def _i0_run(*, varying: bool, noise: bool, names: tuple[str, str] = ("I0", "ic4"
     from bluesky import RunEngine
 
     from txm_live.callbacks.demo import ground_truth_labels
-    from txm_live.phases import analyze_edge
     from txm_live.sim.fxi import make_fxi, xanes_scan2
     from txm_live.sim.phantom import make_phantom
 
@@ -429,14 +444,9 @@ def _i0_run(*, varying: bool, noise: bool, names: tuple[str, str] = ("I0", "ic4"
     phantom = make_phantom((40, 40), mode="pure", seed=0)
     fxi = make_fxi(phantom, seed=0, margin_px=4, noise=noise, jitter=False, drift=False, jumps=False,
                    ion_chamber_names=names, downstream=downstream, **beam)
-    eng = np.round(np.concatenate([np.arange(6010, 6150, 26), np.arange(6150, 6188, 10),
-                                   np.arange(6188, 6270, 4), np.arange(6290, 6650, 50)]) / 1000, 4)
+    eng = _I0_ENERGIES_KEV
     cubes: dict = {}
-
-    def analysis(energies, block, *, window, valid=None):
-        cubes[window.edge] = np.array(block)
-        return analyze_edge(energies, block, window=window, valid=valid)
-
+    analysis = _keeping_cubes(cubes)
     cb = XanesLiveCallback(element="Nd", edges=("L3",), analysis=analysis, exafs=False,
                            analysis_process=False, **cb_kw)
     derived: list = []
@@ -507,7 +517,6 @@ def _async_i0_run(tmp_path, *, varying: bool, downstream: bool = False):
     the analysed L3 cube and the RunResult."""
     from bluesky import RunEngine
 
-    from txm_live.phases import analyze_edge
     from txm_live.sim.async_detector import make_async_txm, xanes_scan_async
     from txm_live.sim.phantom import make_phantom
 
@@ -516,14 +525,9 @@ def _async_i0_run(tmp_path, *, varying: bool, downstream: bool = False):
     bl = make_async_txm(make_phantom((40, 40), mode="pure", seed=0), tmp_path, seed=0, margin_px=4, noise=False,
                         jitter=False, drift=False, jumps=False, frames_per_event=2, ion_chamber_downstream=downstream,
                         **beam)
-    eng = np.round(np.concatenate([np.arange(6010, 6150, 26), np.arange(6150, 6188, 10),
-                                   np.arange(6188, 6270, 4), np.arange(6290, 6650, 50)]) / 1000, 4)
+    eng = _I0_ENERGIES_KEV
     cubes: dict = {}
-
-    def analysis(energies, block, *, window, valid=None):
-        cubes[window.edge] = np.array(block)
-        return analyze_edge(energies, block, window=window, valid=valid)
-
+    analysis = _keeping_cubes(cubes)
     cb = XanesLiveCallback(element="Nd", edges=("L3",), analysis=analysis, exafs=False, analysis_process=False)
     names: list = []
     RE.subscribe(lambda name, doc: names.append(name))
