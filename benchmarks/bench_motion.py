@@ -35,6 +35,13 @@ Run::
 
     python benchmarks/bench_motion.py                        # every case, seeds 0-2 (30-60 min loaded)
     python benchmarks/bench_motion.py --cases medium --seeds 0
+    python benchmarks/bench_motion.py --cases battery --interpolation-order 3 --modes registered oracle
+    python benchmarks/bench_motion.py --cases battery fxi --without noise     # noise-free renders
+
+``--interpolation-order`` sets the ``interpolation_order`` of every :class:`~txm_live.session.XanesSession`
+the cases build (their helpers build the session or the live callback themselves and do not pass
+``session_options``, so the benchmark changes the constructor's default for the run; a session given
+the option explicitly keeps it). ``still`` frames are not resampled, so ``still`` does not depend on it.
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MOTION = ("jitter", "drift", "jumps", "magnification")
 STILL = {name: False for name in MOTION}
 MODES = ("still", "registered", "oracle")
+WITHOUT: dict[str, bool] = {}  # simulator effects turned off in every mode (--without), e.g. {"noise": False}
 
 
 def _module(relpath: str) -> types.ModuleType:
@@ -127,6 +135,29 @@ def simulator_oracle(*, axis_known: bool) -> Iterator[None]:
         InstrumentModel.expected_photons = render
 
 
+@contextmanager
+def interpolation(order: int) -> Iterator[list[int]]:
+    """Every ``XanesSession`` built inside uses ``interpolation_order=order`` unless told otherwise.
+
+    Yields the list of the orders of the sessions built, so the run can check the option reached them.
+    """
+    from txm_live.session import XanesSession
+
+    built: list[int] = []
+    init = XanesSession.__init__
+
+    def patched(self, *args, **kwargs):
+        kwargs.setdefault("interpolation_order", order)
+        init(self, *args, **kwargs)
+        built.append(self.interpolation_order)
+
+    XanesSession.__init__ = patched
+    try:
+        yield built
+    finally:
+        XanesSession.__init__ = init
+
+
 # --- cases: (seed, mode) -> (ari, minority found or None) -------------------------------------------
 
 
@@ -163,9 +194,9 @@ def case_battery(seed: int, mode: str) -> tuple[float, bool | None]:
     bench = _module("benchmarks/bench_battery.py")
     if mode == "oracle":
         with simulator_oracle(axis_known=False):
-            r = bench.run(96, seed, {})
+            r = bench.run(96, seed, dict(WITHOUT))
     else:
-        r = bench.run(96, seed, STILL if mode == "still" else {})
+        r = bench.run(96, seed, {**WITHOUT, **(STILL if mode == "still" else {})})
     if "error" in r:
         return float("nan"), False
     return r["ari"], bool(r["recall"] >= 0.5 and r["precision"] >= 0.5)
@@ -180,7 +211,7 @@ def case_fxi(seed: int, mode: str) -> tuple[float, bool | None]:
     ph = test._phantom()
 
     def scan():
-        fxi = make_fxi(ph, seed=seed, margin_px=20, **(STILL if mode == "still" else {}))
+        fxi = make_fxi(ph, seed=seed, margin_px=20, **{**WITHOUT, **(STILL if mode == "still" else {})})
         result = test._live(RunEngine({}), xanes_scan2(fxi, fxi_nd_energies(), chunk_size=5))
         return result, fxi
 
@@ -208,7 +239,7 @@ def case_medium(seed: int, mode: str) -> tuple[float, bool | None]:
     phantom = make_phantom(MEDIUM_SHAPE, mode="mixed", seed=seed)
     (l3,) = default_windows("Nd", ("L3",))
     energies = np.arange(6008.0, 6649.0, 1.0)  # the full demo's grid over the L3 window
-    cfg = EffectsConfig(margin_px=64)
+    cfg = EffectsConfig(margin_px=64).with_overrides(**WITHOUT)
     if mode == "still":
         cfg = cfg.with_overrides(**STILL)
     n_dark = 3
@@ -248,7 +279,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", choices=tuple(CASES), default=list(CASES))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--interpolation-order", type=int, choices=(1, 3), default=1,
+                        help="XanesSession interpolation_order of every session the cases build (default 1)")
+    parser.add_argument("--without", nargs="+", default=[], metavar="EFFECT",
+                        help="simulator effects (EffectsConfig flags, e.g. noise psf) turned off in every mode "
+                             "of battery, fxi and medium; drift renders its own frames and refuses it")
     args = parser.parse_args(argv)
+    from txm_live.sim.effects import EffectsConfig
+
+    for effect in args.without:
+        if not isinstance(getattr(EffectsConfig(), effect, None), bool):
+            parser.error(f"--without: {effect!r} is not an EffectsConfig flag")
+        WITHOUT[effect] = False
+    if WITHOUT and "drift" in args.cases:
+        parser.error("--without does not apply to the drift case (the test renders its frames)")
     import logging
 
     logging.getLogger("txm_live").setLevel(logging.ERROR)
@@ -259,8 +304,15 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.cases:
         for seed in args.seeds:
             t = time.perf_counter()
-            scores = {mode: CASES[name](seed, mode) for mode in MODES}
-            found = "/".join("-" if scores[m][1] is None else ("yes" if scores[m][1] else "no") for m in MODES)
+            scores = {mode: (float("nan"), None) for mode in MODES}
+            for mode in args.modes:
+                with interpolation(args.interpolation_order) as built:
+                    scores[mode] = CASES[name](seed, mode)
+                if not built or set(built) != {args.interpolation_order}:
+                    raise RuntimeError(f"{name} {mode}: sessions built with orders {built}, "
+                                       f"expected {args.interpolation_order}")
+            found = "/".join("." if m not in args.modes else "-" if scores[m][1] is None
+                             else ("yes" if scores[m][1] else "no") for m in MODES)
             print(f"{name:8s} {SIZES[name]:8s} {seed:4d} | {scores['still'][0]:6.3f} {scores['registered'][0]:10.3f} "
                   f"{scores['oracle'][0]:6.3f} | {found:14s} | {time.perf_counter() - t:7.0f}", flush=True)
     return 0
