@@ -386,6 +386,12 @@ def _check_geometry(scale: float, shift: tuple[float, float], axis_offset: tuple
         raise ValueError(f"axis_offset must be two finite numbers (dy, dx), got {axis_offset!r}")
 
 
+def _tap_matrix(k: np.ndarray, weight: np.ndarray, keep: np.ndarray, n_in: int) -> sparse.csr_matrix:
+    """(n_out, n_in) float32 sparse matrix with ``weight[j, t]`` at column ``k[j, t]`` of row ``j``, where ``keep``."""
+    rows = np.broadcast_to(np.arange(k.shape[0])[:, None], k.shape)
+    return sparse.csr_matrix((weight[keep].astype(np.float32), (rows[keep], k[keep])), shape=(k.shape[0], n_in))
+
+
 def _pixel_overlaps(n_out: int, n_in: int, scale: float, offset: float) -> sparse.csr_matrix:
     """Fraction of each output pixel's area (one axis) that each input pixel covers.
 
@@ -400,9 +406,7 @@ def _pixel_overlaps(n_out: int, n_in: int, scale: float, offset: float) -> spars
     taps = int(math.ceil(scale)) + 1
     k = np.floor(lo + 0.5).astype(np.intp)[:, None] + np.arange(taps)[None, :]
     weight = (np.clip(hi[:, None], k - 0.5, k + 0.5) - np.clip(lo[:, None], k - 0.5, k + 0.5)) / scale
-    keep = (k >= 0) & (k < n_in) & (weight > 1e-9)
-    rows = np.broadcast_to(np.arange(n_out)[:, None], k.shape)
-    return sparse.csr_matrix((weight[keep].astype(np.float32), (rows[keep], k[keep])), shape=(n_out, n_in))
+    return _tap_matrix(k, weight, (k >= 0) & (k < n_in) & (weight > 1e-9), n_in)
 
 
 def place_sample(
@@ -489,10 +493,7 @@ def _cubic_taps(n_out: int, n_in: int, scale: float, offset: float) -> tuple[spa
     a = -0.5
     weight = np.where(d <= 1.0, ((a + 2.0) * d - (a + 3.0)) * d * d + 1.0,
                       np.where(d < 2.0, ((a * d - 5.0 * a) * d + 8.0 * a) * d - 4.0 * a, 0.0))
-    keep = (k >= 0) & (k < n_in) & (weight != 0.0)
-    rows = np.broadcast_to(np.arange(n_out)[:, None], k.shape)
-    matrix = sparse.csr_matrix((weight[keep].astype(np.float32), (rows[keep], k[keep])), shape=(n_out, n_in))
-    return matrix, base
+    return _tap_matrix(k, weight, (k >= 0) & (k < n_in) & (weight != 0.0), n_in), base
 
 
 def optical_image(
