@@ -315,11 +315,20 @@ def dbscan(
 
 def _dbscan(X: np.ndarray, eps: float, ms: int, workers: int = -1) -> tuple[np.ndarray, np.ndarray]:
     n, d = X.shape
-    labels = np.full(n, -1, dtype=np.intp)
     if n < ms:  # nobody can have min_samples neighbours
-        return labels, np.zeros(n, dtype=bool)
+        return np.full(n, -1, dtype=np.intp), np.zeros(n, dtype=bool)
     if d == 1:
         return _dbscan_1d(X[:, 0], eps, ms)
+    labels, core, _, _ = _dbscan_nd(X, eps, ms, workers)
+    return labels, core
+
+
+def _dbscan_nd(X: np.ndarray, eps: float, ms: int, workers: int = -1) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The engine at d >= 2 (``n >= ms``): labels, core flags and the border pairs ``(src, dst)``
+    (every non-core point ``src`` within eps of a core point ``dst``, all such pairs; the
+    distributed engine assigns the border points of a slab from them)."""
+    n, d = X.shape
+    labels = np.full(n, -1, dtype=np.intp)
     eps2 = eps * eps
     r_lo = eps * (1.0 - _REL)
     r_hi = eps * (1.0 + _REL)
@@ -419,7 +428,7 @@ def _dbscan(X: np.ndarray, eps: float, ms: int, workers: int = -1) -> tuple[np.n
     dst = np.concatenate(nb_dst) if nb_dst else np.zeros(0, dtype=np.int64)
     core_idx = np.flatnonzero(core)
     if core_idx.size == 0:
-        return labels, core
+        return labels, core, src[:0], dst[:0]
 
     # ---- 2. groups of core points (grid cells) and their connectivity ----------------------
     # group id of every core point = its cell, renumbered over cells that hold core points
@@ -584,7 +593,7 @@ def _dbscan(X: np.ndarray, eps: float, ms: int, workers: int = -1) -> tuple[np.n
         np.minimum.at(bl, src[border], labels[dst[border]])
         hit = bl < np.iinfo(np.intp).max
         labels[hit] = bl[hit]
-    return labels, core
+    return labels, core, src[border], dst[border]
 
 
 def _first_within(s: np.ndarray, r: float, eps2: float) -> np.ndarray:

@@ -32,13 +32,14 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from txm_live.dbscan import _sqdist, _validate, dbscan
+from txm_live.dbscan import _validate
 
-__all__ = ["dbscan_distributed"]
+__all__ = ["DbscanProfile", "SlabStats", "dbscan_distributed"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,126 +47,152 @@ logger = logging.getLogger(__name__)
 _HALO_REL = 1e-6
 #: Points sampled to place the slab boundaries.
 _BOUNDARY_SAMPLE = 200_000
+#: A boundary may move this far (in quantile) from its equal-count position to a sparser plane.
+_CUT_WINDOW = 0.02
 
 
-def _slab_task(Xl: np.ndarray, inner: np.ndarray, owned: np.ndarray, eps: float, ms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Local exact DBSCAN of one slab (runs on a worker).
+@dataclass(frozen=True)
+class SlabStats:
+    """What one slab cost (measured on its worker)."""
 
-    Parameters
-    ----------
-    Xl : points of the slab and its halo.
-    inner : bool, points within ``h`` of the owned range (exact core flags).
-    owned : bool, points the slab owns.
+    points: int  #: points clustered by the slab (owned + halo)
+    owned: int  #: points the slab labels
+    core_points: int  #: locally core points
+    boundary_cores: int  #: owned core points within ``2 h`` of a slab edge (sent for the merge)
+    halo_cores: int  #: core points of the halo (sent for the merge)
+    cpu_s: float  #: CPU seconds of the slab task (thread time: the engine runs single-threaded)
+    wall_s: float  #: wall seconds of the slab task
+    worker: str  #: address of the worker that ran it
 
-    Returns
-    -------
-    core : bool, locally core (exact for ``inner``; true core wherever True).
-    labels : int32, local cluster of each point (-1: none).
-    border_src, border_dst : int64, local indices: owned non-core point, core neighbour
-        (within eps, exact), for every owned non-core point with a local label.
-    """
-    labels, core_idx = dbscan(Xl, eps=eps, min_samples=ms, return_core=True)
-    core = np.zeros(Xl.shape[0], dtype=bool)
-    core[core_idx] = True
-    cand = np.flatnonzero(owned & ~core & (labels >= 0))
-    src: list[np.ndarray] = []
-    dst: list[np.ndarray] = []
-    if cand.size:
-        from scipy.spatial import cKDTree
 
-        cores = np.flatnonzero(core & inner)  # a border point's neighbours lie within h
-        tree = cKDTree(Xl[cores])
-        lists = tree.query_ball_point(Xl[cand], eps * (1 + 1e-9), workers=-1)
-        lens = np.fromiter((len(li) for li in lists), dtype=np.int64, count=cand.size)
-        if lens.sum():
-            s = np.repeat(cand, lens)
-            t = cores[np.concatenate([np.asarray(li, dtype=np.int64) for li in lists])]
-            keep = _sqdist(Xl[s], Xl[t]) <= eps * eps
-            src.append(s[keep])
-            dst.append(t[keep])
-    empty = np.zeros(0, dtype=np.int64)
-    return (core, labels.astype(np.int32),
-            np.concatenate(src) if src else empty, np.concatenate(dst) if dst else empty)
+@dataclass(frozen=True)
+class DbscanProfile:
+    """Where a :func:`dbscan_distributed` call spent its time and what crossed the network."""
+
+    axis: int  #: coordinate the slabs are cut along
+    boundaries: tuple[float, ...]  #: inner slab boundaries along ``axis``
+    halo_fraction: float  #: halo points / points (the duplicated work)
+    slabs: tuple[SlabStats, ...]
+    bytes_to_workers: int  #: slab coordinates plus the merge's cluster maps
+    bytes_from_workers: int  #: merge summaries plus labels (and core flags)
+    split_s: float  #: client: choosing the cuts and copying and sending the slabs
+    merge_s: float  #: client: union-find over the local clusters and their numbering
+    wall_s: float  #: the whole call
 
 
 class _Slab(NamedTuple):
-    """What a slab task leaves on its worker."""
+    """What a slab task leaves on its worker (positions are local: the slab's points are in
+    increasing global index order, so local order is global order)."""
 
-    idx: np.ndarray  #: int64 global index of every local point (increasing)
-    x: np.ndarray  #: coordinate along the cut axis
-    core: np.ndarray  #: bool, locally core
-    labels: np.ndarray  #: int32 local cluster (-1: none)
     owned: np.ndarray  #: bool
-    border_src: np.ndarray  #: int64 local index of an owned non-core point ...
-    border_dst: np.ndarray  #: ... and of one of its core neighbours
+    core: np.ndarray  #: bool, locally core (exact for owned points and within ``h`` of them)
+    labels: np.ndarray  #: int32 local cluster of every locally core point (-1 elsewhere)
+    edge: np.ndarray  #: int32 positions of the owned core points within ``2 h`` of a slab edge
+    border_src: np.ndarray  #: int32 position of an owned non-core point ...
+    border_cl: np.ndarray  #: ... and the local cluster of one of its core neighbours
+    cpu_s: float
+    wall_s: float
+    worker: str
 
 
-def _split_block(Xb: np.ndarray, offset: int, axis: int, edges: np.ndarray, h: float) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Cut one row block of ``X`` into the pieces of every slab (with their ``2 h`` halos):
-    ``(global index, points)`` per slab; runs where the block was scattered."""
-    x = Xb[:, axis]
-    out = []
-    for p in range(edges.size - 1):
-        sel = np.flatnonzero((x >= edges[p] - 2 * h) & (x < edges[p + 1] + 2 * h))
-        out.append((sel.astype(np.int64) + offset, Xb[sel]))
-    return out
+def _run_slab(Xs: np.ndarray, lo: float, hi: float, axis: int, h: float, eps: float, ms: int) -> _Slab:
+    """Exact local DBSCAN of the slab ``[lo, hi)`` and its ``2 h`` halo (runs on a worker).
 
+    The single-process engine runs on one thread (the workers are the parallelism). An owned
+    point has its whole eps-neighbourhood in the slab, so its core flag is exact, and so is that
+    of every point within ``h`` of the owned range; a point farther out may be missed as core,
+    never wrongly made core. An owned non-core point's neighbour list (complete, from the
+    engine's exact query) names the core points it borders, whose flags are exact.
+    """
+    import time
 
-def _piece(pieces: list[tuple[np.ndarray, np.ndarray]], p: int) -> tuple[np.ndarray, np.ndarray]:
-    return pieces[p]
+    from txm_live.dbscan import _dbscan_nd
 
-
-def _run_slab(lo: float, hi: float, axis: int, h: float, eps: float, ms: int, *pieces: tuple[np.ndarray, np.ndarray]) -> _Slab:
-    """Local exact DBSCAN of the slab ``[lo, hi)`` from its pieces (runs on a worker)."""
-    idx = np.concatenate([pc[0] for pc in pieces])
-    Xl = np.concatenate([pc[1] for pc in pieces])
-    xl = Xl[:, axis]
+    c0, t0 = time.thread_time(), time.perf_counter()
+    m = Xs.shape[0]
+    xl = Xs[:, axis]
     owned = (xl >= lo) & (xl < hi)
-    inner = (xl >= lo - h) & (xl < hi + h)
-    core, labels, src, dst = _slab_task(Xl, inner, owned, eps, ms)
-    return _Slab(idx, xl, core, labels, owned, src, dst)
+    if m < ms:
+        lab = np.full(m, -1, dtype=np.intp)
+        core = np.zeros(m, dtype=bool)
+        src = dst = np.zeros(0, dtype=np.int64)
+    else:
+        # one feature: a zero second column keeps every squared distance bit for bit
+        # (t * t + 0.0) and lets the d >= 2 engine give the border pairs
+        Xw = Xs if Xs.shape[1] > 1 else np.column_stack([Xs, np.zeros(m)])
+        lab, core, src, dst = _dbscan_nd(Xw, eps, ms, workers=1)
+    keep = owned[src]
+    src, dst = src[keep], dst[keep]
+    labels = np.where(core, lab, -1).astype(np.int32)
+    edge = np.flatnonzero(owned & core & ((xl < lo + 2 * h) | (xl >= hi - 2 * h))).astype(np.int32)
+    try:
+        from distributed import get_worker
+
+        where = get_worker().address
+    except (ImportError, ValueError):  # called outside a worker
+        where = ""
+    return _Slab(owned, core, labels, edge, src.astype(np.int32), labels[dst],
+                 time.thread_time() - c0, time.perf_counter() - t0, where)
 
 
-def _slab_boundary(slab: _Slab, lo: float, hi: float, h: float, n: int) -> tuple:
-    """What the merge needs from one slab: the number of local clusters; the lowest owned core
-    index of each local cluster (``n`` if none); the owned core points within ``2 h`` of an edge,
-    the only ones another slab's halo can hold (global index, local label); and the core points
-    of the halo (global index, local label)."""
+def _slab_summary(slab: _Slab) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple]:
+    """What the merge needs from one slab: the number of local clusters; the position of the
+    lowest owned core point of each local cluster (``-1``: none); the owned core points near an
+    edge (the only ones another slab's halo can hold) and the core points of the halo, as
+    (position, local cluster); and the slab's statistics."""
     lab = slab.labels
     n_local = int(lab.max()) + 1 if lab.size else 0
-    first = np.full(n_local, n, dtype=np.int64)
-    mine = slab.owned & slab.core
-    np.minimum.at(first, lab[mine], slab.idx[mine])
-    edge = mine & ((slab.x < lo + 2 * h) | (slab.x >= hi - 2 * h))
-    halo = ~slab.owned & slab.core
-    return n_local, first, slab.idx[edge], lab[edge], slab.idx[halo], lab[halo]
+    mine = np.flatnonzero(slab.owned & slab.core)  # increasing: the first hit is the lowest
+    first = np.full(n_local, lab.size, dtype=np.int64)
+    np.minimum.at(first, lab[mine], mine)
+    first[first == lab.size] = -1
+    halo = np.flatnonzero(~slab.owned & slab.core).astype(np.int32)
+    stats = (int(lab.size), int(slab.owned.sum()), int(slab.core.sum()), int(slab.edge.size), int(halo.size),
+             slab.cpu_s, slab.wall_s, slab.worker)
+    return n_local, first, slab.edge, lab[slab.edge], halo, lab[halo], stats
 
 
 def _slab_labels(slab: _Slab, final: np.ndarray, return_core: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """Final labels of the owned points (index order) from the local-to-final cluster map;
-    an owned border point takes the lowest label among its core neighbours."""
-    lab = np.full(slab.labels.size, -1, dtype=np.int64)
+    """Final labels of the owned points (index order) from the local-to-final cluster map; an
+    owned border point takes the lowest label among the clusters of its core neighbours (the
+    single-process rule)."""
+    lab = np.full(slab.labels.size, -1, dtype=np.int32)
     c = slab.core
     lab[c] = final[slab.labels[c]]
     if slab.border_src.size:
-        big = np.iinfo(np.int64).max
-        bl = np.full(slab.labels.size, big, dtype=np.int64)
-        np.minimum.at(bl, slab.border_src, lab[slab.border_dst])
+        big = np.iinfo(np.int32).max
+        bl = np.full(slab.labels.size, big, dtype=np.int32)
+        np.minimum.at(bl, slab.border_src, final[slab.border_cl])
         hit = bl < big
         lab[hit] = bl[hit]
     own = slab.owned
-    return lab[own].astype(np.int32), (slab.core[own] if return_core else None)
+    return lab[own], (slab.core[own] if return_core else None)
 
 
 def _boundaries(x: np.ndarray, n_parts: int, h: float, rng: np.random.Generator) -> np.ndarray:
-    """Inner slab boundaries (increasing), at quantiles of ``x``, at least ``4 h`` apart."""
+    """Inner slab boundaries (increasing), at least ``4 h`` apart and from the data's ends.
+
+    Each starts at an equal-count quantile of a sample of ``x`` and moves, within
+    ``_CUT_WINDOW`` in quantile, to the plane with the fewest sample points within ``2 h``
+    (the halo it creates). The labels never depend on where the cuts are.
+    """
+    if n_parts < 2:
+        return np.zeros(0)
     sample = x if x.size <= _BOUNDARY_SAMPLE else x[rng.choice(x.size, _BOUNDARY_SAMPLE, replace=False)]
-    qs = np.quantile(sample, np.arange(1, n_parts) / n_parts) if n_parts > 1 else np.zeros(0)
+    sample = np.sort(sample)
+    m = sample.size
     out: list[float] = []
     lo = float(x.min())
-    for b in qs:
-        if b - (out[-1] if out else lo) >= 4 * h:
-            out.append(float(b))
+    for i in range(1, n_parts):
+        q = i / n_parts
+        a = sample[max(0, int((q - _CUT_WINDOW) * m))]
+        b = sample[min(m - 1, int((q + _CUT_WINDOW) * m))]
+        cand = np.linspace(a, b, int(min(512, max(1, (b - a) / (h / 4)))) + 1)
+        halo = np.searchsorted(sample, cand + 2 * h) - np.searchsorted(sample, cand - 2 * h)
+        target = sample[min(m - 1, int(q * m))]
+        best = cand[np.lexsort((np.abs(cand - target), halo))[0]]
+        if best - (out[-1] if out else lo) >= 4 * h:
+            out.append(float(best))
     hi = float(x.max())
     while out and hi - out[-1] < 4 * h:
         out.pop()
@@ -180,8 +207,9 @@ def dbscan_distributed(
     client: Any,
     n_partitions: int | None = None,
     return_core: bool = False,
+    return_profile: bool = False,
     timeout: float | None = None,
-) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+) -> np.ndarray | tuple[np.ndarray, ...]:
     """Exact DBSCAN with the slabs of the points clustered on the workers of ``client``.
 
     Parameters
@@ -191,10 +219,12 @@ def dbscan_distributed(
         As :func:`txm_live.dbscan.dbscan`.
     client : dask.distributed.Client
     n_partitions : int, optional
-        Slabs (default: twice the number of workers). Fewer are used when the data are too
-        narrow for slabs at least ``4 eps`` wide. The labels never depend on it.
+        Slabs (default: one per worker thread). Fewer are used when the data are too narrow for
+        slabs at least ``4 eps`` wide. The labels never depend on it.
     return_core : bool
         Also return the sorted indices of the core points.
+    return_profile : bool
+        Also return a :class:`DbscanProfile` (per-slab CPU, halo fraction, bytes, merge time).
     timeout : float, optional
         Seconds to wait for the cluster before raising :class:`~txm_live.errors.DistributedError`.
 
@@ -204,119 +234,136 @@ def dbscan_distributed(
         Identical to ``txm_live.dbscan.dbscan(X, eps=eps, min_samples=min_samples)``.
     core_indices : ndarray of intp
         Only with ``return_core``.
+    profile : DbscanProfile
+        Only with ``return_profile`` (last).
 
     Notes
     -----
-    A worker lost while the slabs are clustered loses the row block scattered to it; the whole
+    A worker lost while the slabs are clustered loses the slab sent to it; the whole
     computation then runs once more (``X`` is still here), and a second loss raises
     :class:`~txm_live.errors.DistributedError`.
 
-    Memory on the client: ``X`` plus O(n) int32 labels and one column; on a worker: its row block,
-    its slabs and the single-process engine's O(slab * (d + min_samples)). Work grows by the
-    halo fraction (``4 eps`` over the slab width along the cut axis).
+    What crosses the network: each slab's points once (``8 d`` bytes per point and halo
+    point); back, per slab, the boundary core points (4-byte position and local cluster) and one
+    number per local cluster; out, one int32 per local cluster; back, the int32 labels of the
+    owned points. Memory on the client: ``X``, one slab copy at a time, the slab index arrays
+    (8 bytes per point and halo point) and the labels; on a worker: its slab and the
+    single-process engine's O(slab * (d + min_samples)). Work grows by the halo fraction
+    (``4 eps`` times the density at each cut, which is placed at a sparse plane).
     """
     X, eps, ms = _validate(X, eps, min_samples)
     if n_partitions is not None and (isinstance(n_partitions, bool) or not isinstance(n_partitions, int) or n_partitions < 1):
         raise ValueError(f"n_partitions must be an integer >= 1, got {n_partitions!r}")
-    n, d = X.shape
-    labels = np.full(n, -1, dtype=np.intp)
-    if n < ms:
-        return (labels, np.zeros(0, dtype=np.intp)) if return_core else labels
     from concurrent.futures import CancelledError
 
     from txm_live.errors import DistributedError
 
     try:
-        return _dbscan_on_cluster(X, eps, ms, client, n_partitions, return_core, timeout)
+        return _dbscan_on_cluster(X, eps, ms, client, n_partitions, return_core, return_profile, timeout)
     except DistributedError as exc:
         if not isinstance(exc.__cause__, CancelledError):
             raise
-        # the scattered points were lost with a worker: they are still here, so once more
+        # the scattered slabs were lost with a worker: the points are still here, so once more
         logger.warning("distributed DBSCAN: %s; running it once more", exc)
-        return _dbscan_on_cluster(X, eps, ms, client, n_partitions, return_core, timeout)
+        return _dbscan_on_cluster(X, eps, ms, client, n_partitions, return_core, return_profile, timeout)
 
 
 def _dbscan_on_cluster(X: np.ndarray, eps: float, ms: int, client: Any, n_partitions: int | None,
-                       return_core: bool, timeout: float | None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+                       return_core: bool, return_profile: bool, timeout: float | None) -> np.ndarray | tuple:
+    import time
     import uuid
     import warnings
 
-    from txm_live.distributed import gather, n_workers
+    from txm_live.dbscan import _components
+    from txm_live.distributed import gather
 
+    t_start = time.perf_counter()
     n, d = X.shape
     labels = np.full(n, -1, dtype=np.intp)
-    nw = n_workers(client)
-    parts = n_partitions if n_partitions is not None else 2 * nw
-    spread = np.array([float(np.ptp(X[:, j])) for j in range(d)])
-    axis = int(np.argmax(spread))
+    info = client.scheduler_info(n_workers=-1)["workers"]
+    slots = [w for w, v in sorted(info.items()) for _ in range(max(1, int(v.get("nthreads", 1))))] or [None]
+    parts = n_partitions if n_partitions is not None else len(slots)
+    lo_, hi_ = np.empty(d), np.empty(d)
+    for j in range(d):
+        lo_[j], hi_[j] = X[:, j].min(), X[:, j].max()
+    axis = int(np.argmax(hi_ - lo_))
     x = X[:, axis]
-    h = eps * (1.0 + _HALO_REL) + 1e-12 * max(float(np.abs(x).max()), 1.0)
+    h = eps * (1.0 + _HALO_REL) + 1e-12 * max(abs(float(lo_[axis])), abs(float(hi_[axis])), 1.0)
     bounds = _boundaries(x, parts, h, np.random.default_rng(0))
     edges = np.concatenate(([-math.inf], bounds, [math.inf]))
     n_slabs = edges.size - 1
     what = f"distributed DBSCAN ({n_slabs} slabs)"
     call = uuid.uuid4().hex
 
-    def submit(fn: Any, *args: Any, key: str) -> Any:
-        return client.submit(fn, *args, pure=False, key=f"txm-live-dbscan-{key}-{call}")
-
-    # ---- the points go to the workers once, in row blocks; slabs are cut there -------------
-    workers = list(client.scheduler_info(n_workers=-1)["workers"]) or [None]
-    n_blocks = max(1, min(len(workers), n))
-    starts = np.linspace(0, n, n_blocks + 1).astype(np.int64)
+    # ---- each slab (with its 2 h halo) goes straight to its worker, and starts there --------
+    sel: list[np.ndarray] = []
+    slabs = []
+    sent = 0
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Large object.*")
-        blocks = []
-        for b in range(n_blocks):
-            part = X[starts[b]: starts[b + 1]]
+        for p in range(n_slabs):
+            idx = np.flatnonzero((x >= edges[p] - 2 * h) & (x < edges[p + 1] + 2 * h))
+            sel.append(idx)
+            Xs = np.take(X, idx, axis=0)
+            sent += Xs.nbytes
+            w = slots[p % len(slots)]
             try:
-                blocks.append(client.scatter(part, hash=False, workers=[workers[b % len(workers)]]))
+                fut = client.scatter(Xs, hash=False, workers=None if w is None else [w])
             except (OSError, TimeoutError, KeyError):  # that worker is gone: any other one
-                blocks.append(client.scatter(part, hash=False))
-    pieces = [submit(_split_block, blk, int(starts[b]), axis, edges, h, key=f"split-{b}") for b, blk in enumerate(blocks)]
-    slabs = []
-    for p in range(n_slabs):
-        mine = [submit(_piece, pc, p, key=f"piece-{b}-{p}") for b, pc in enumerate(pieces)]
-        slabs.append(submit(_run_slab, edges[p], edges[p + 1], axis, h, eps, ms, *mine, key=f"slab-{p}"))
-    summaries = gather(client, [submit(_slab_boundary, s, edges[p], edges[p + 1], h, n, key=f"boundary-{p}")
+                fut = client.scatter(Xs, hash=False)
+            del Xs
+            slabs.append(client.submit(_run_slab, fut, edges[p], edges[p + 1], axis, h, eps, ms, pure=False,
+                                       key=f"txm-live-dbscan-slab-{p}-{call}"))
+    t_split = time.perf_counter() - t_start
+    summaries = gather(client, [client.submit(_slab_summary, s, pure=False, key=f"txm-live-dbscan-summary-{p}-{call}")
                                 for p, s in enumerate(slabs)], what=what, timeout=timeout)
-    del blocks, pieces
 
     # ---- merge local clusters that share core points (boundary points only) -----------------
+    t0 = time.perf_counter()
     offsets = np.zeros(n_slabs + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([sm[0] for sm in summaries])
     n_nodes = int(offsets[-1])
-    own_idx = np.concatenate([sm[2] for sm in summaries])
-    own_node = np.concatenate([offsets[p] + sm[3].astype(np.int64) for p, sm in enumerate(summaries)])
-    order = np.argsort(own_idx, kind="stable")
+    own_idx = np.concatenate([sel[p][sm[2]] for p, sm in enumerate(summaries)])
+    own_node = np.concatenate([offsets[p] + sm[3] for p, sm in enumerate(summaries)])
+    order = np.argsort(own_idx)
     own_idx, own_node = own_idx[order], own_node[order]
-    halo_idx = np.concatenate([sm[4] for sm in summaries])
-    halo_node = np.concatenate([offsets[p] + sm[5].astype(np.int64) for p, sm in enumerate(summaries)])
-    # a core point seen in a halo is a true core point, owned (and core) in its own slab
+    halo_idx = np.concatenate([sel[p][sm[4]] for p, sm in enumerate(summaries)])
+    halo_node = np.concatenate([offsets[p] + sm[5] for p, sm in enumerate(summaries)])
+    # a core point seen in a halo is a true core point, owned (and core) near an edge of its slab
     b_node = own_node[np.searchsorted(own_idx, halo_idx)]
-    first = np.concatenate([sm[1] for sm in summaries])
-    finals: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * n_slabs
+    first = np.concatenate([np.where(sm[1] >= 0, sel[p][np.maximum(sm[1], 0)], n) for p, sm in enumerate(summaries)])
+    finals: list[np.ndarray] = [np.zeros(0, dtype=np.int32)] * n_slabs
     if n_nodes:
-        from txm_live.dbscan import _components
-
         comp = _components(n_nodes, halo_node, b_node) if halo_node.size else np.arange(n_nodes)
         # clusters numbered by their lowest core point index (the single-process numbering)
         n_comp = int(comp.max()) + 1
         cfirst = np.full(n_comp, n, dtype=np.int64)
         np.minimum.at(cfirst, comp, first)
         used = np.flatnonzero(cfirst < n)
-        number = np.full(n_comp, -1, dtype=np.int64)
-        number[used[np.argsort(cfirst[used])]] = np.arange(used.size)
+        number = np.full(n_comp, -1, dtype=np.int32)
+        number[used[np.argsort(cfirst[used])]] = np.arange(used.size, dtype=np.int32)
         finals = [number[comp[offsets[p]: offsets[p + 1]]] for p in range(n_slabs)]
-    done = gather(client, [submit(_slab_labels, s, finals[p], return_core, key=f"labels-{p}")
+    t_merge = time.perf_counter() - t0
+    done = gather(client, [client.submit(_slab_labels, s, finals[p], return_core, pure=False,
+                                         key=f"txm-live-dbscan-labels-{p}-{call}")
                            for p, s in enumerate(slabs)], what=what, timeout=timeout)
     del slabs
     core = np.zeros(n, dtype=bool) if return_core else None
     for p, (lab, c) in enumerate(done):
-        own = np.flatnonzero((x >= edges[p]) & (x < edges[p + 1]))
+        own = sel[p][(x[sel[p]] >= edges[p]) & (x[sel[p]] < edges[p + 1])]
         labels[own] = lab
         if core is not None:
             core[own] = c
+    out: list[Any] = [labels]
     if return_core:
-        return labels, np.flatnonzero(core).astype(np.intp)
-    return labels
+        out.append(np.flatnonzero(core).astype(np.intp))
+    if return_profile:
+        received = sum(sum(a.nbytes for a in sm[1:6]) for sm in summaries)
+        received += sum(lab.nbytes + (0 if c is None else c.nbytes) for lab, c in done)
+        stats = tuple(SlabStats(*sm[6]) for sm in summaries)
+        out.append(DbscanProfile(axis=axis, boundaries=tuple(float(b) for b in bounds),
+                                 halo_fraction=sum(s.size for s in sel) / n - 1.0, slabs=stats,
+                                 bytes_to_workers=sent + sum(f.nbytes for f in finals),
+                                 bytes_from_workers=received, split_s=t_split, merge_s=t_merge,
+                                 wall_s=time.perf_counter() - t_start))
+    return out[0] if len(out) == 1 else tuple(out)
