@@ -10,7 +10,10 @@ Sections (``--sections``, default all; each prints a table):
   can be read on a shared machine. Each in-process stage is printed next to its floor: the bytes
   it must read divided by the measured memory read bandwidth of this machine.
 * ``dbscan``: exact DBSCAN of 10^7 points (d = 3, five blobs and uniform noise), single process
-  against ``txm_live.dbscan(..., client=)`` on 2 workers; the labels must be identical.
+  (all cores, then one core) against ``txm_live.dbscan(..., client=)`` on 2 workers (one slab
+  each); the labels must be identical. Prints wall and CPU per process, then the distributed
+  call's profile: the cuts, halo fraction, bytes sent and received, the client's cut/send and
+  merge times, and every slab's points, boundary core points, task CPU and wall time.
 * ``replay``: 8 simulated runs recorded in an embedded Tiled catalog, replayed serially (the
   default live callback with its analysis process) and with ``replay_runs(client=)`` on 1 and 2
   workers.
@@ -220,48 +223,57 @@ def _blobs(n: int, seed: int) -> np.ndarray:
 
 def section_dbscan(args: argparse.Namespace) -> None:
     from txm_live.dbscan import dbscan
+    from txm_live.dbscan_dist import dbscan_distributed
 
     n = int(args.dbscan_points)
     X = _blobs(n, seed=7)
     eps, ms = 0.15 * (1e6 / n) ** (1 / 3), 8  # the same neighbour counts as 0.15 at 10^6 points
     print(f"\n## exact DBSCAN: {n:,} points, d = 3, eps {eps:.4f}, min_samples {ms}; {_load()}")
-    gc.collect()
-    with PeakRss() as mem:
-        c0, t0 = time.process_time(), time.perf_counter()
-        ref = dbscan(X, eps=eps, min_samples=ms)
-        t_single = time.perf_counter() - t0
-        c_single = time.process_time() - c0
-    rows = [(f"single process, k-d tree queries on all {os.cpu_count()} cores (workers=-1, the default)", t_single,
-             c_single, [], mem.peak - mem.start, True, int(ref.max()) + 1, _load())]
-    gc.collect()
-    with PeakRss() as mem:  # the same engine on one core: what one worker process is given
-        c0, t0 = time.process_time(), time.perf_counter()
-        one = dbscan(X, eps=eps, min_samples=ms, workers=1)
-        rows.append(("single process, one core (workers=1)", time.perf_counter() - t0, time.process_time() - c0, [],
-                     mem.peak - mem.start, bool(np.array_equal(one, ref)), int(one.max()) + 1, _load()))
-    del one
+    rows = []
+    ref = None
+    for name, workers in ((f"single process, k-d tree queries on all {os.cpu_count()} cores (workers=-1, the default)", -1),
+                          ("single process, one core (workers=1)", 1)):
+        gc.collect()
+        with PeakRss() as mem:
+            c0, t0 = time.process_time(), time.perf_counter()
+            lab = dbscan(X, eps=eps, min_samples=ms, workers=workers)
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        ref = lab if ref is None else ref
+        rows.append((name, wall, cpu, [], mem.peak - mem.start, bool(np.array_equal(lab, ref)), int(lab.max()) + 1, _load()))
+        del lab
     cluster, client = _cluster(2)
     client.run(lambda: __import__("txm_live.dbscan_dist"))  # warm imports
     with PeakRss() as mem, WorkerPeak(client) as wp:
         w0 = _worker_cpu(client)
         c0, t0 = time.process_time(), time.perf_counter()
-        got = dbscan(X, eps=eps, min_samples=ms, client=client)
+        got, prof = dbscan_distributed(X, eps=eps, min_samples=ms, client=client, return_profile=True)
         t_dist = time.perf_counter() - t0
         c_dist = time.process_time() - c0
         w1 = _worker_cpu(client)
-    rows.append(("2 worker processes (one task at a time each)", t_dist, c_dist, [w1[k] - w0[k] for k in w1], mem.peak - mem.start,
-                 bool(np.array_equal(got, ref)), int(got.max()) + 1, _load()))
+    rows.append(("2 worker processes, one slab each (txm_live.dbscan(..., client=))", t_dist, c_dist,
+                 [w1[k] - w0[k] for k in w1], mem.peak - mem.start, bool(np.array_equal(got, ref)), int(got.max()) + 1,
+                 _load()))
     worker_peak = max(wp.peak.values()) if wp.peak else 0
     client.close()
     cluster.close()
-    print("| run | wall (s) | client CPU (s) | worker CPU (s) | client peak RSS above start (GiB) | labels identical "
-          "| clusters | load average (1, 5, 15 min) |")
+    print("| run | wall (s) | client CPU (s) | worker process CPU (s) | client peak RSS above start (GiB) "
+          "| labels identical | clusters | load average (1, 5, 15 min) |")
     print("|---|---|---|---|---|---|---|---|")
     for name, wall, cpu, wcpu, peak, same, k, load in rows:
         ws = ", ".join(f"{w:.1f}" for w in wcpu) or "-"
         print(f"| {name} | {wall:.1f} | {cpu:.1f} | {ws} | {peak / 2**30:.2f} | {same} | {k} | {load[13:]} |")
-    print(f"(2 workers: peak worker RSS {worker_peak / 2**30:.2f} GiB; noise fraction {np.mean(ref < 0):.3f}; "
-          f"speedup vs all cores {t_single / t_dist:.2f}x, vs one core {rows[1][1] / t_dist:.2f}x)")
+    print(f"(noise fraction {np.mean(ref < 0):.3f}; 2 workers: peak worker RSS {worker_peak / 2**30:.2f} GiB; "
+          f"speedup vs all cores {rows[0][1] / t_dist:.2f}x, vs one core {rows[1][1] / t_dist:.2f}x; "
+          f"CPU (client + workers) / one-core CPU {(c_dist + sum(rows[2][3])) / rows[1][2]:.2f})")
+    print(f"\nslabs along axis {prof.axis}, cuts at {', '.join(f'{b:.3f}' for b in prof.boundaries)}; "
+          f"halo fraction {prof.halo_fraction:.3f}; sent to workers {prof.bytes_to_workers / 2**20:.0f} MiB "
+          f"(X is {X.nbytes / 2**20:.0f} MiB), received {prof.bytes_from_workers / 2**20:.1f} MiB; client: cut and send "
+          f"{prof.split_s:.2f} s, merge {prof.merge_s * 1e3:.0f} ms; call {prof.wall_s:.1f} s")
+    print("| slab | points | owned | core | boundary cores sent | halo cores sent | task CPU (s) | task wall (s) | worker |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for i, sl in enumerate(prof.slabs):
+        print(f"| {i} | {sl.points:,} | {sl.owned:,} | {sl.core_points:,} | {sl.boundary_cores:,} | {sl.halo_cores:,} "
+              f"| {sl.cpu_s:.1f} | {sl.wall_s:.1f} | {sl.worker} |")
 
 
 def section_replay(args: argparse.Namespace) -> None:

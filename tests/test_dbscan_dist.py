@@ -59,8 +59,6 @@ def _contested_borders(units: int, ms: int, seed: int) -> tuple[np.ndarray, np.n
 def test_a_million_points_on_two_workers_equal_the_single_engine(client) -> None:
     from txm_live.dbscan_dist import dbscan_distributed
 
-    import txm_live
-
     eps, ms = 0.15, 8
     X = _blobs(1_000_000, 3, seed=7)
     ref, ref_core = dbscan(X, eps=eps, min_samples=ms, return_core=True)
@@ -75,8 +73,7 @@ def test_a_million_points_on_two_workers_equal_the_single_engine(client) -> None
     assert sum(s.points for s in prof.slabs) == round(X.shape[0] * (1 + prof.halo_fraction))
     assert 0 < prof.halo_fraction < 0.15  # one cut, 4 eps wide, at a sparse plane
     assert prof.bytes_to_workers >= X.nbytes
-    # many slabs (clusters cut several times) through the public entry point
-    np.testing.assert_array_equal(txm_live.dbscan(X, eps=eps, min_samples=ms, client=client), ref)
+    # many slabs: clusters cut several times
     five = dbscan_distributed(X, eps=eps, min_samples=ms, client=client, n_partitions=5, return_profile=True)
     np.testing.assert_array_equal(five[0], ref)
     assert len(five[1].slabs) == 5
@@ -133,9 +130,12 @@ def test_small_sets_equal_sklearn_for_any_number_of_slabs(client, d) -> None:
 
 
 def test_degenerate_inputs(client) -> None:
+    import txm_live
     from txm_live.dbscan_dist import dbscan_distributed
 
     X = _blobs(500, 2, seed=1)
+    np.testing.assert_array_equal(txm_live.dbscan(X, eps=0.5, min_samples=5, client=client),
+                                  dbscan(X, eps=0.5, min_samples=5))  # the public entry point
     # fewer points than min_samples; eps wider than the data (one slab); nothing dense
     np.testing.assert_array_equal(dbscan_distributed(X[:3], eps=0.5, min_samples=5, client=client), [-1] * 3)
     np.testing.assert_array_equal(dbscan_distributed(X, eps=100.0, min_samples=5, client=client), np.zeros(500))
