@@ -104,6 +104,32 @@ def _keep_freed_memory() -> Any:
         libc.malloc_trim(0)
 
 
+@contextlib.contextmanager
+def _no_huge_pages() -> Any:
+    """numpy's transparent-huge-page advice off for the duration of a slab task, then restored.
+
+    numpy advises the kernel to back every array of 4 MiB or more with 2 MiB huge pages. Where
+    the kernel honours that advice by compacting memory at fault time (``defrag = madvise``, the
+    common default, on a machine whose memory other processes have fragmented), the slab's many
+    large temporaries stall in the kernel. Measured on a 2.3 M-point slab at load 9-11, with the
+    dask worker's malloc settings: system time 6.5 / 4.5 s with the advice and 1.7 / 0.7 s
+    without (user time 4.5-4.8 s in all four runs; wall 23 / 26 s against 17 / 11 s). The flag
+    is per process (other tasks running meanwhile on the worker share it); numpy without the
+    switch is left alone.
+    """
+    from numpy._core import multiarray
+
+    switch = getattr(multiarray, "_set_madvise_hugepage", None)
+    if switch is None:
+        yield
+        return
+    before = switch(False)
+    try:
+        yield
+    finally:
+        switch(before)
+
+
 @dataclass(frozen=True)
 class SlabStats:
     """What one slab cost (measured on its worker)."""
@@ -173,7 +199,7 @@ def _run_slab(Xs: np.ndarray, lo: float, hi: float, axis: int, h: float, eps: fl
         # one feature: a zero second column keeps every squared distance bit for bit
         # (t * t + 0.0) and lets the d >= 2 engine give the border pairs
         Xw = Xs if Xs.shape[1] > 1 else np.column_stack([Xs, np.zeros(m)])
-        with _keep_freed_memory():
+        with _keep_freed_memory(), _no_huge_pages():
             lab, core, src, dst = _dbscan_nd(Xw, eps, ms, workers=1)
     keep = owned[src]
     src, dst = src[keep], dst[keep]
