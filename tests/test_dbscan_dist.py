@@ -138,6 +138,8 @@ def test_degenerate_inputs(client) -> None:
                                   dbscan(X, eps=0.5, min_samples=5))  # the public entry point
     # fewer points than min_samples; eps wider than the data (one slab); nothing dense
     np.testing.assert_array_equal(dbscan_distributed(X[:3], eps=0.5, min_samples=5, client=client), [-1] * 3)
+    labels, core = dbscan_distributed(X[:0], eps=0.5, min_samples=5, client=client, return_core=True)
+    assert labels.shape == core.shape == (0,)
     np.testing.assert_array_equal(dbscan_distributed(X, eps=100.0, min_samples=5, client=client), np.zeros(500))
     np.testing.assert_array_equal(dbscan_distributed(X, eps=1e-6, min_samples=3, client=client), -np.ones(500))
     with pytest.raises(ValueError, match="n_partitions"):

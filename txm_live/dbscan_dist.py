@@ -334,6 +334,13 @@ def dbscan_distributed(
     X, eps, ms = _validate(X, eps, min_samples)
     if n_partitions is not None and (isinstance(n_partitions, bool) or not isinstance(n_partitions, int) or n_partitions < 1):
         raise ValueError(f"n_partitions must be an integer >= 1, got {n_partitions!r}")
+    if X.shape[0] < ms:  # nobody can have min_samples neighbours (an empty X included)
+        labels = np.full(X.shape[0], -1, dtype=np.intp)
+        out: list[Any] = [labels] + [np.zeros(0, dtype=np.intp)] * return_core
+        if return_profile:
+            out.append(DbscanProfile(axis=0, boundaries=(), halo_fraction=0.0, slabs=(), bytes_to_workers=0,
+                                     bytes_from_workers=0, split_s=0.0, merge_s=0.0, wall_s=0.0))
+        return out[0] if len(out) == 1 else tuple(out)
     from concurrent.futures import CancelledError
 
     from txm_live.errors import DistributedError
