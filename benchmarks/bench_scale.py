@@ -6,9 +6,15 @@ Sections (``--sections``, default all; each prints a table):
   process, and with ``analyze_edge(client=...)`` on a LocalCluster of 1 and 2 worker processes,
   twice: a numpy block (scattered band by band by ``analyze_edge``, as in the live case) and a
   block already on the workers (a dask array persisted in the analysis' row bands). Each row
-  prints the client's and every worker's CPU seconds and the load average, so that the result
-  can be read on a shared machine. Each in-process stage is printed next to its floor: the bytes
-  it must read divided by the measured memory read bandwidth of this machine.
+  prints the client's and every worker's CPU seconds (user + system) and the load average, so
+  that the result can be read on a shared machine, and the 2-vs-1 speedup next to its bound on
+  idle cores from the 1-worker CPU times. Each in-process stage is printed next to its floor: the
+  bytes it must read divided by the measured memory read bandwidth of this machine.
+  Measured 2026-12-05 04:00 UTC at load 7-10 (README "Scaling out"): worker CPU per edge 1.75 s
+  with the block on the worker, 2.4 s with a numpy block (previous commit 2.8 / 8.3 s: Dask's
+  ``MALLOC_TRIM_THRESHOLD_`` made every temporary a fresh mmap, now off in ``local_cluster``);
+  bound 1.51x / 1.48x, target 1.7x not met (the client's serial 0.84 s: clusterer, refinement,
+  the LocalCluster's scheduler).
 * ``dbscan``: exact DBSCAN of 10^7 points (d = 3, five blobs and uniform noise), single process
   against ``txm_live.dbscan(..., client=)`` on 2 workers; the labels must be identical.
 * ``replay``: 8 simulated runs recorded in an embedded Tiled catalog, replayed serially (the
