@@ -10,11 +10,12 @@ Sections (``--sections``, default all; each prints a table):
   that the result can be read on a shared machine, and the 2-vs-1 speedup next to its bound on
   idle cores from the 1-worker CPU times. Each in-process stage is printed next to its floor: the
   bytes it must read divided by the measured memory read bandwidth of this machine.
-  Measured 2026-12-05 04:00 UTC at load 7-10 (README "Scaling out"): worker CPU per edge 1.75 s
-  with the block on the worker, 2.4 s with a numpy block (previous commit 2.8 / 8.3 s: Dask's
-  ``MALLOC_TRIM_THRESHOLD_`` made every temporary a fresh mmap, now off in ``local_cluster``);
-  bound 1.51x / 1.48x, target 1.7x not met (the client's serial 0.84 s: clusterer, refinement,
-  the LocalCluster's scheduler).
+  Measured 2026-12-05 04:23 UTC at load 1.3-1.8 (README "Scaling out"): 1 / 2 workers 2.08 /
+  1.49 s with the block on the workers (1.40x; previous commit 4.16 / 2.80 s), 3.13 / 2.44 s with
+  a numpy block (1.28x; previous 3.86 / 3.50 s), in process 1.60 s; worker CPU per edge 1.55 s
+  (previous 3.6 s: Dask's ``MALLOC_TRIM_THRESHOLD_`` made every temporary a fresh mmap, now off in
+  ``local_cluster``). Bound on idle cores 1.54x; target 1.7x not met (the client's serial 0.66 s:
+  clusterer, refinement, the LocalCluster's scheduler).
 * ``dbscan``: exact DBSCAN of 10^7 points (d = 3, five blobs and uniform noise), single process
   against ``txm_live.dbscan(..., client=)`` on 2 workers; the labels must be identical.
 * ``replay``: 8 simulated runs recorded in an embedded Tiled catalog, replayed serially (the
