@@ -6,9 +6,16 @@ Sections (``--sections``, default all; each prints a table):
   process, and with ``analyze_edge(client=...)`` on a LocalCluster of 1 and 2 worker processes,
   twice: a numpy block (scattered band by band by ``analyze_edge``, as in the live case) and a
   block already on the workers (a dask array persisted in the analysis' row bands). Each row
-  prints the client's and every worker's CPU seconds and the load average, so that the result
-  can be read on a shared machine. Each in-process stage is printed next to its floor: the bytes
-  it must read divided by the measured memory read bandwidth of this machine.
+  prints the client's and every worker's CPU seconds (user + system) and the load average, so
+  that the result can be read on a shared machine, and the 2-vs-1 speedup next to its bound on
+  idle cores from the 1-worker CPU times. Each in-process stage is printed next to its floor: the
+  bytes it must read divided by the measured memory read bandwidth of this machine.
+  Measured 2026-12-05 04:23 UTC at load 1.3-1.8 (README "Scaling out"): 1 / 2 workers 2.08 /
+  1.49 s with the block on the workers (1.40x; previous commit 4.16 / 2.80 s), 3.13 / 2.44 s with
+  a numpy block (1.28x; previous 3.86 / 3.50 s), in process 1.60 s; worker CPU per edge 1.55 s
+  (previous 3.6 s: Dask's ``MALLOC_TRIM_THRESHOLD_`` made every temporary a fresh mmap, now off in
+  ``local_cluster``). Bound on idle cores 1.54x; target 1.7x not met (the client's serial 0.66 s:
+  clusterer, refinement, the LocalCluster's scheduler).
 * ``dbscan``: exact DBSCAN of 10^7 points (d = 3, five blobs and uniform noise), single process
   (all cores, then one core) against ``txm_live.dbscan(..., client=)`` on 2 workers (one slab
   each); the labels must be identical. Prints wall and CPU per process, then the distributed
@@ -110,10 +117,21 @@ def read_bandwidth() -> float:
 # ----------------------------------------------------------------------------------------------
 def _worker_cpu(client) -> dict[str, float]:
     """CPU seconds (user + system) of every worker process so far."""
-    def cpu() -> float:
+    return {k: u + s for k, (u, s) in _worker_times(client).items()}
+
+
+def _worker_times(client) -> dict[str, tuple[float, float]]:
+    """User and system CPU seconds of every worker process so far."""
+    def cpu() -> tuple[float, float]:
         t = psutil.Process().cpu_times()
-        return t.user + t.system
+        return t.user, t.system
     return client.run(cpu)
+
+
+def _client_times() -> tuple[float, float]:
+    """User and system CPU seconds of this process (the client, and a LocalCluster's scheduler)."""
+    t = os.times()
+    return t.user, t.system
 
 
 def _on_workers(client, cube: np.ndarray, tiles: list[slice]):
@@ -143,9 +161,10 @@ def section_l3(args: argparse.Namespace) -> None:
           f"read bandwidth {bw / 2**30:.1f} GiB/s; {_load()}")
     rows = []
     gc.collect()
-    c0, t0 = time.process_time(), time.perf_counter()
+    c0, t0 = _client_times(), time.perf_counter()
     ref = analyze_edge(e3, cube, window=l3)
-    rows.append(("in process", time.perf_counter() - t0, time.process_time() - c0, [], True, _load()))
+    c1 = _client_times()
+    rows.append(("in process", time.perf_counter() - t0, (c1[0] - c0[0], c1[1] - c0[1]), [], True, _load()))
     tiles = _row_tiles(shape[0], shape[1], e3.size)
     for n in (1, 2):
         cluster, client = _cluster(n)
@@ -159,13 +178,14 @@ def section_l3(args: argparse.Namespace) -> None:
 
                     block = client.persist(block)
                     wait(block)
-                w0 = _worker_cpu(client)
-                c0, t0 = time.process_time(), time.perf_counter()
+                w0 = _worker_times(client)
+                c0, t0 = _client_times(), time.perf_counter()
                 got = analyze_edge(e3, block, window=l3, client=client)
                 wall = time.perf_counter() - t0
-                cpu = time.process_time() - c0
-                w1 = _worker_cpu(client)
-                row = (f"{n} worker{'s' if n > 1 else ''}, {how}", wall, cpu, [w1[k] - w0[k] for k in w1],
+                c1 = _client_times()
+                w1 = _worker_times(client)
+                row = (f"{n} worker{'s' if n > 1 else ''}, {how}", wall, (c1[0] - c0[0], c1[1] - c0[1]),
+                       [(w1[k][0] - w0[k][0], w1[k][1] - w0[k][1]) for k in w1],
                        bool(np.array_equal(got.labels, ref.labels)), _load())
                 best = row if best is None or wall < best[1] else best
                 del block
@@ -173,22 +193,24 @@ def section_l3(args: argparse.Namespace) -> None:
         client.close()
         cluster.close()
     base = rows[0][1]
-    print("| run | wall (s) | client CPU (s) | worker CPU (s) | worker efficiency | speedup vs in process "
-          "| labels identical | load average (1, 5, 15 min) |")
+    # CPU seconds as user + system (system time is mostly page faults and socket copies)
+    print("| run | wall (s) | client CPU (s, user + sys) | worker CPU (s, user + sys) | worker efficiency "
+          "| speedup vs in process | labels identical | load average (1, 5, 15 min) |")
     print("|---|---|---|---|---|---|---|---|")
     for name, wall, cpu, wcpu, same, load in rows:
-        eff = ", ".join(f"{w / wall:.0%}" for w in wcpu) or "-"
-        ws = ", ".join(f"{w:.2f}" for w in wcpu) or "-"
-        print(f"| {name} | {wall:.2f} | {cpu:.2f} | {ws} | {eff} | {base / wall:.2f}x | {same} | {load[13:]} |")
+        eff = ", ".join(f"{sum(w) / wall:.0%}" for w in wcpu) or "-"
+        ws = ", ".join(f"{u:.2f} + {s:.2f}" for u, s in wcpu) or "-"
+        print(f"| {name} | {wall:.2f} | {cpu[0]:.2f} + {cpu[1]:.2f} | {ws} | {eff} | {base / wall:.2f}x | {same} "
+              f"| {load[13:]} |")
     for how in ("numpy", "already"):
         one = [r for r in rows if r[0].startswith("1 worker,") and how in r[0]]
         two = [r for r in rows if r[0].startswith("2 workers,") and how in r[0]]
         if one and two:
             # Amdahl from the 1-worker CPU times: the client's work (scatter, DBSCAN, refinement,
             # noise estimate, the in-process scheduler) is serial, the workers' is split in two
-            c1, w1 = one[0][2], sum(one[0][3])
+            c1, w1 = sum(one[0][2]), sum(sum(w) for w in one[0][3])
             print(f"speedup 2 vs 1 workers ({one[0][0].split(', ', 1)[1]}): {one[0][1] / two[0][1]:.2f}x "
-                  f"(worker CPU {w1:.2f} s vs {sum(two[0][3]):.2f} s; client CPU {c1:.2f} s; "
+                  f"(worker CPU {w1:.2f} s vs {sum(sum(w) for w in two[0][3]):.2f} s; client CPU {c1:.2f} s; "
                   f"bound on idle cores from the 1-worker CPU times (c + w) / (c + w / 2) = "
                   f"{(c1 + w1) / (c1 + w1 / 2):.2f}x)")
     # stage times of the in-process run next to their floors (bytes read / read bandwidth)

@@ -273,3 +273,69 @@ def test_worker_lost_twice_is_named(own_client, monkeypatch) -> None:
         analyze_edge(energies, cube, window=L3, client=own_client, timeout=120, progress=progress)
     assert time.monotonic() - t0 < 200
     assert kills == ["pca", "pca"]
+
+
+def test_local_cluster_workers_keep_the_default_allocator(client) -> None:
+    """``local_cluster`` starts its workers without Dask's ``MALLOC_TRIM_THRESHOLD_`` (it turns
+    off glibc's dynamic mmap threshold: every temporary of a band is faulted in again), with one
+    BLAS thread each as Dask sets it."""
+    if "MALLOC_TRIM_THRESHOLD_" in os.environ:
+        pytest.skip("MALLOC_TRIM_THRESHOLD_ is set in this process's environment (respected by design)")
+
+    def environ() -> dict:
+        import os
+
+        return {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+
+    got = client.run(environ)
+    assert len(got) == 2
+    for env in got.values():
+        assert env == {"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
+def test_tile_phase_moments_with_a_smaller_reference_agree() -> None:
+    """The tiles' per-phase moments take a reference spectrum of TILE_REFERENCE_PIXELS pixels
+    (the in-process pass 4096): the reference only centres the float32 differences, so mean and
+    spread agree to float32 rounding of the spread (here ~1e-7 of values ~1)."""
+    import txm_live.phases as phases
+    from txm_live.tiles import TILE_REFERENCE_PIXELS
+
+    energies, cube = _cube(shape=(64, 64), seed=3)
+    ref = analyze_edge(energies, cube, window=L3)
+    E = ref.energies
+    Y2 = cube[np.isin(energies, E)].reshape(E.size, -1)
+    pix = np.flatnonzero(ref.labels.ravel() >= 0)
+    lab = ref.labels.ravel()[pix]
+    from txm_live.tiles import normalize_tile
+
+    f_rows = slice(0, 4)
+    finite, step, _, _, coef, _ = normalize_tile(Y2, E, L3, "athena", f_rows)
+    args = (E, Y2, L3, "athena", pix, lab, ref.n_phases)
+    kw = dict(athena=(coef[:, pix], step[pix]), finite=finite)
+    m0, s0, c0 = phases._window_phase_stats(*args, **kw)
+    assert TILE_REFERENCE_PIXELS < pix.size
+    m1, s1, c1 = phases._window_phase_stats(*args, reference_pixels=TILE_REFERENCE_PIXELS, **kw)
+    np.testing.assert_array_equal(c1, c0)
+    np.testing.assert_allclose(m1, m0, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(s1, s0, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(m0, ref.mean_spectra, rtol=0, atol=1e-6)  # the in-process path itself
+
+
+def test_analyze_edge_on_in_process_workers_equals_in_process(monkeypatch) -> None:
+    """Workers in the client's own process (``LocalCluster(processes=False)``) hold the scattered
+    tiles themselves: each tile gets a buffer of its own (with worker processes, one client
+    buffer is reused, since the scatter returns once the worker has its copy)."""
+    from dask.distributed import Client, LocalCluster
+
+    import txm_live.phases as phases
+
+    monkeypatch.setattr(phases, "_CHUNK_BYTES", 1 << 20)
+    energies, cube = _cube(seed=6)
+    ref = analyze_edge(energies, cube, window=L3)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as c:
+        assert all(w.startswith("inproc://") for w in c.scheduler_info(n_workers=-1)["workers"])
+        got = analyze_edge(energies, cube, window=L3, client=c, timeout=120)
+    assert len(phases._row_tiles(*cube.shape[1:], cube.shape[0])) > 3
+    np.testing.assert_array_equal(got.labels, ref.labels)
+    np.testing.assert_array_equal(got.white_line, ref.white_line)

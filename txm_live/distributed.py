@@ -78,11 +78,24 @@ def local_cluster(n_workers: int, **kwargs: Any) -> Any:
     analysis threads, scipy's k-d tree workers; CPython gh-106883, fixed in 3.12). A replay task
     was seen hung that way. On a cluster of your own running Python 3.11, set
     ``DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False`` in the workers' environment.
+
+    The workers keep glibc's default memory allocation: Dask's nanny otherwise starts them with
+    ``MALLOC_TRIM_THRESHOLD_=65536``, and setting any malloc threshold turns off glibc's dynamic
+    mmap threshold, so every temporary above 128 KiB (a band's float64 copy, the blocks of the
+    whitening and of the per-phase moments) is a fresh ``mmap`` whose pages are faulted in and
+    zeroed again at every use and given back at every ``free``. Measured on full-size L3 with one
+    worker and the block on it: 1.6-2.9 s of system CPU per analysis with the nanny's setting
+    (135 000-170 000 page faults), 0.04-0.06 s without, for the same 1.9 s of user CPU (the
+    in-process analysis takes 1.5 s). A ``MALLOC_TRIM_THRESHOLD_`` already in this process's
+    environment is respected (and inherited by the workers). On a cluster of your own, start the
+    workers with ``distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_: null`` in the
+    Dask configuration for the same effect.
     """
     import dask
     from dask.distributed import LocalCluster
 
-    with dask.config.set({"distributed.worker.profile.enabled": False}):
+    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), "MALLOC_TRIM_THRESHOLD_": None}
+    with dask.config.set({"distributed.worker.profile.enabled": False, "distributed.nanny.pre-spawn-environ": environ}):
         return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
                             host="127.0.0.1", dashboard_address=None, **kwargs)
 

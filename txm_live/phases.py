@@ -481,14 +481,16 @@ def _window_phase_stats(
     post_order: int | None = None,
     finite: np.ndarray | None = None,
     threads: int = 1,
+    reference_pixels: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean and standard deviation of the normalized spectra of each phase over the window.
 
     With ``athena=(pre_coefficients, edge_step)`` of the pixels ``pix`` the per-phase moments
     of the normalized spectra ``(mu - c0 - c1 (E - e0)) / step`` come from matrix products with
     the raw block (:func:`_athena_phase_moments`, one streaming pass; ``finite`` marks the
-    pixels of ``Y2`` whose spectra are all finite, ``threads`` the threads of that pass);
-    otherwise the pixels are normalized again in pixel chunks (normalization
+    pixels of ``Y2`` whose spectra are all finite, ``threads`` the threads of that pass,
+    ``reference_pixels`` the pixels of its reference spectrum, default
+    :data:`_REFERENCE_PIXELS`); otherwise the pixels are normalized again in pixel chunks (normalization
     is per pixel, so a subset normalizes exactly as in the full image). No normalized copy of
     the whole window is ever held.
     """
@@ -499,7 +501,8 @@ def _window_phase_stats(
         counts = _phase_counts(lab, n_phases)
         c, step = athena
         mean, std = _athena_phase_moments(
-            E - window.e0, Y2, pix, lab, n_phases, c[0], c[1], 1.0 / step, finite=finite, threads=threads
+            E - window.e0, Y2, pix, lab, n_phases, c[0], c[1], 1.0 / step, finite=finite, threads=threads,
+            reference_pixels=reference_pixels,
         )
         return mean, std, counts
     onehot, counts = _onehot(lab, n_phases)
@@ -538,12 +541,15 @@ def _athena_phase_moments(
     *,
     finite: np.ndarray | None = None,
     threads: int = 1,
+    reference_pixels: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-phase mean and standard deviation (P, n_e) of ``z = (y - c0 - c1 x) g`` over the
     pixels ``pix`` (sorted, phase ``lab``) of ``Y2`` (n_e, n_pixels), in one pass over ``Y2``.
 
     ``z`` is linear in the raw spectra ``y``. With a reference spectrum ``rho`` (the mean ``z``
-    of at most :data:`_REFERENCE_PIXELS` pixels spread over ``pix``), ``z - rho = g d`` with
+    of at most ``reference_pixels`` (default :data:`_REFERENCE_PIXELS`) pixels spread over ``pix``;
+    its columns are gathered from the whole block, so a row tile of a Dask worker takes fewer),
+    ``z - rho = g d`` with
     ``d = y - [1, x, rho] . [c0, c1, 1/g]``: a rank-3 product subtracted from the raw block.
     Per chunk of :data:`_MOMENT_ROWS` energies x :data:`_MOMENT_PIXELS` pixels (L2-sized),
     ``d`` is formed in float32 and two thin products with the one-hot phase weights ``w g`` and
@@ -563,7 +569,8 @@ def _athena_phase_moments(
     a, b, gg = (v.astype(np.float64) for v in (a32, b32, g32))
     P = n_phases
     Pp = -(-P // 4) * 4  # OpenBLAS is fastest for thin products of N = 4 columns
-    ref = np.linspace(0, pix.size - 1, min(_REFERENCE_PIXELS, pix.size)).astype(np.int64)
+    n_ref = _REFERENCE_PIXELS if reference_pixels is None else max(1, int(reference_pixels))
+    ref = np.linspace(0, pix.size - 1, min(n_ref, pix.size)).astype(np.int64)
     zr = np.empty((n_e, ref.size))
     band = max(1, -(-n_e // threads))
     cols = pix[ref]

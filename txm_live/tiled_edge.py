@@ -59,6 +59,10 @@ from txm_live.distributed import gather
 
 __all__ = ["TiledEdge", "retry_lost_worker"]
 
+#: Seconds a direct scatter waits for the scheduler to list its worker as running (a worker
+#: lost meanwhile then costs this once, not Dask's 30 s connect timeout per tile).
+_DIRECT_WAIT = 2.0
+
 
 class TiledEdge:
     """Futures of one edge analysis, one per row tile and stage.
@@ -124,16 +128,21 @@ class TiledEdge:
         self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - t
         return out
 
-    def _scatter(self, part: np.ndarray, worker: str) -> Any:
-        """Send one tile to ``worker`` (to any worker if that one is gone)."""
+    def _scatter(self, part: np.ndarray, worker: str, gone: set[str]) -> Any:
+        """Send one tile to ``worker``, or to any worker through the scheduler if that one is
+        gone (it is then added to ``gone``)."""
         from txm_live.errors import DistributedError
 
         t = time.perf_counter()
         try:
-            try:
-                return self.client.scatter(part, hash=False, workers=[worker])
-            except (OSError, TimeoutError, KeyError):  # the worker died (unknown to the scheduler): any other one
-                return self.client.scatter(part, hash=False)
+            if worker not in gone:
+                try:  # straight to the worker: through the scheduler, every byte is copied twice more
+                    # (timeout: how long to wait for the scheduler to list the worker as running;
+                    # a worker it has dropped is not waited for)
+                    return self.client.scatter(part, hash=False, workers=[worker], direct=True, timeout=_DIRECT_WAIT)
+                except (OSError, TimeoutError, KeyError, ValueError):  # the worker died or cannot be reached
+                    gone.add(worker)
+            return self.client.scatter(part, hash=False)
         except (OSError, TimeoutError, KeyError) as exc:
             raise DistributedError(f"{self.what} scatter: no worker took the tile ({type(exc).__name__}: {exc})") from exc
         finally:
@@ -164,11 +173,18 @@ class TiledEdge:
         else:
             workers = list(self.client.scheduler_info(n_workers=-1)["workers"])
             nw = max(1, min(len(workers), n_workers(self.client)))
-            for i, rows in enumerate(self.tiles):  # one tile in client memory at a time; normalization starts at once
-                part = np.ascontiguousarray(self.Y[:, rows, :])
-                self.data.append(self._scatter(part, workers[i % nw]))
-                del part
+            # one tile buffer in client memory, reused: the scatter returns once the worker holds
+            # its copy of the tile, and a fresh 64 MiB buffer per tile would be faulted in page by
+            # page (not with in-process workers, which would hold the buffer itself)
+            reuse = not any(w.startswith("inproc://") for w in workers)
+            buf = np.empty((self.Y.shape[0], max(t.stop - t.start for t in self.tiles), self.W), dtype=self.Y.dtype)
+            gone: set[str] = set()
+            for i, rows in enumerate(self.tiles):  # normalization starts as soon as a tile is there
+                part = buf[:, : rows.stop - rows.start] if reuse else np.empty_like(buf[:, : rows.stop - rows.start])
+                np.copyto(part, self.Y[:, rows, :])
+                self.data.append(self._scatter(part, workers[i % nw], gone))
                 self.norm.append(self._submit(T.tile_normalize, self.data[i], **same))
+            del buf
         small = self._gather(self._map(T.tile_pixel_scalars, self.norm), "normalization")
         return tuple(np.concatenate([s[j] for s in small]) for j in range(4))  # type: ignore[return-value]
 
