@@ -1,11 +1,12 @@
-"""Likelihood refinement of DBSCAN phases: every pixel to its most probable phase.
+"""Refinement of DBSCAN phases: every pixel to its dominant phase, and the distinct minority phases.
 
 DBSCAN (:class:`txm_live.cluster.PhaseClusterer`) finds the dense cores of the majority phases;
 :func:`refine_phases` fits a robust Gaussian mixture seeded by those cores (plus a uniform
-background for points no phase explains), assigns every pixel, finds dense groups among the
-unexplained points, keeps a candidate minority phase only if it is not a mixture of the majority
-phases (Duan et al. 2016, Fig. S1 reasoning), and splits a majority phase that is clearly two
-Gaussians (Ashman's D > 3).
+background for points no phase explains), finds dense groups among the unexplained points, keeps
+a candidate minority phase only if its points are not mixtures of two phases (Duan et al. 2016,
+Fig. S1 reasoning), splits a majority phase that is clearly two Gaussians (Ashman's D > 3) unless
+one half is the interface mixtures of the other half and another phase, and assigns every pixel
+to its dominant phase (nearest phase mean in the pooled within-phase metric).
 """
 
 from __future__ import annotations
@@ -22,6 +23,19 @@ _SPLIT_SEPARATION = 3.0
 _SPLIT_SAMPLES = 10_000
 #: Points the mixture of :func:`refine_phases` is fitted on.
 _EM_SAMPLES = 50_000
+
+
+def _segment_distance(m: np.ndarray, c: np.ndarray, means: np.ndarray, covs: np.ndarray) -> float:
+    """Smallest Mahalanobis distance from ``m`` (covariance ``c``) to the phase means and the
+    segments between pairs of them (the mixtures of two phases), covariances summed."""
+    best = np.inf
+    k = means.shape[0]
+    for a in range(k):  # loops over the kept phases (a few)
+        dv = m - means[a]
+        best = min(best, float(np.sqrt(max(dv @ np.linalg.pinv(c + covs[a]) @ dv, 0.0))))
+        for b in range(a + 1, k):
+            best = min(best, _segment_point_distance(m, c, means[a], covs[a], means[b], covs[b]))
+    return best
 
 
 def _segment_point_distance(
@@ -188,11 +202,14 @@ def _distinct_minorities(
     own (:func:`_mixture_distance`): is it within ``separation`` of a kept phase or of the segment
     between two kept phases? The component is kept when at least ``min_points`` members, and at
     least half of them, are not: a group whose points are all well explained as mixtures of two
-    phases is an interface artefact. Candidates are tested in decreasing number of members no
+    phases is an interface artefact. The unexplained members must also be a group: their mean,
+    their covariance added, lies beyond ``separation`` from every kept phase and segment (the
+    scattered tails around a phase are not). Candidates are tested in decreasing number of members no
     majority mixture explains, and every kept minority joins the phases the next candidates are
     tested against (a mixture of the minority and a majority phase is not a phase either).
     """
     member = resp.argmax(axis=0)
+    d = Xs.shape[1]
     candidates = [j for j in range(n_major, len(means)) if w[j] >= min_fraction]
     if not candidates:
         return []
@@ -201,10 +218,16 @@ def _distinct_minorities(
     kept: list[int] = []
     for j in candidates:
         inside = member == j
-        phases = list(range(n_major)) + kept
-        off = np.count_nonzero(_mixture_distance(Xs[inside], np.stack([means[i] for i in phases]),
-                                                 np.stack([covs[i] for i in phases])) > separation)
-        if off >= min_points and 2 * off >= np.count_nonzero(inside):
+        pm = np.stack([means[i] for i in list(range(n_major)) + kept])
+        pc = np.stack([covs[i] for i in list(range(n_major)) + kept])
+        off = _mixture_distance(Xs[inside], pm, pc) > separation
+        n_off = np.count_nonzero(off)
+        if n_off < max(min_points, d + 2) or 2 * n_off < np.count_nonzero(inside):
+            continue
+        # the unexplained members must form a group of their own, not the scattered tails around a
+        # phase: their mean lies beyond separation from every phase and segment (their spread added)
+        P = Xs[inside][off]
+        if _segment_distance(P.mean(axis=0), np.atleast_2d(np.cov(P.T)), pm, pc) > separation:
             kept.append(j)
     return kept
 
@@ -255,18 +278,38 @@ def refine_phases(
     Notes
     -----
     DBSCAN at one density threshold finds the dense cores of the majority phases; which phase
-    the remaining points (noise tails, interfaces, the sparse minority) belong to is a question
-    of likelihood. Each majority phase becomes a full-covariance Gaussian, seeded with its DBSCAN
+    the remaining points (noise tails, interfaces, the sparse minority) belong to is decided
+    here. Each majority phase becomes a full-covariance Gaussian, seeded with its DBSCAN
     cluster, in a mixture with a uniform background (EM). Points the background takes (no phase
     explains them) are clustered on their own (DBSCAN, parameters estimated on them) and each
     dense group seeds one more Gaussian, for up to three rounds: the minority phase, which
     DBSCAN scatters over its noise pool, is recovered this way. A majority Gaussian whose points
     are two well separated Gaussians (two-component fit, Ashman's D > 3, each >= 10 %) is split:
-    two phases DBSCAN merged across a shallow valley (low SNR, e.g. the L2 edge). A new component is kept as a minority
-    phase only when it cannot be a mixture of the majority phases: interfaces between two
-    majority phases and noise tails lie on or near the segment between their means (the
-    argument of the non-negative linear-combination test of Duan et al., Fig. S1), the oxide
-    minority beyond it. Every point finally joins the phase of highest posterior probability.
+    two phases DBSCAN merged across a shallow valley (low SNR, e.g. the L2 edge), unless one
+    half lies within ``separation`` of the segment between the other half and another majority
+    phase (then it is their interface mixtures).
+
+    Interface pixels are mixtures ``w A + (1 - w) B`` of two phases (features and scores are
+    linear in the normalized spectrum), and with sample motion ``w`` even varies with energy
+    (every frame is resampled at a different sub-pixel phase): they lie on or near the segment
+    between the two phase means (the argument of the non-negative linear-combination test of
+    Duan et al., Fig. S1). Hence:
+
+    - a new component is kept as a minority phase only when at least half of its members, and at
+      least ``min_fraction`` of the points, lie farther than ``separation`` from every kept phase
+      and every segment between two kept phases (tested point by point, candidates in
+      decreasing number of such members; a kept minority joins the phases the next candidates
+      are tested against), and when the mean of those unexplained members, their spread added,
+      lies farther than ``separation`` from every kept phase and segment (scattered tails around
+      a phase are not a group). A group of mixtures is an interface artefact, not a phase; small
+      inclusions whose rim pixels are mixed with the surrounding phase are still found;
+    - every point joins its dominant phase: the nearest phase mean in the pooled within-phase
+      covariance of the majority phases, without priors or per-phase widths. A likelihood rule
+      would hand the mixtures to the widest phase: a thin phase (a rim, cracks) is mostly
+      interface pixels, so its Gaussian is stretched along the mixing line. A point explained
+      as a mixture of two majority phases (within ``separation`` of their segment) goes to one
+      of them, never to a minority phase that happens to lie near their midpoint.
+
     Cost: ``O(n_iter m k d^2)`` on a subsample of ``m <= 50 000`` points, plus one pass over
     all points for the assignment; vectorized over points.
     """
