@@ -474,6 +474,74 @@ def test_refine_phases_splits_two_phases_dbscan_merged() -> None:
     assert len(major1) == 1
 
 
+def _mixtures(rng: np.random.Generator, a: np.ndarray, b: np.ndarray, fractions: np.ndarray,
+              noise: float) -> np.ndarray:
+    """Points ``(1 - f) a + f b`` plus isotropic noise: interface pixels of phases a and b."""
+    return (1.0 - fractions)[:, None] * a + fractions[:, None] * b + rng.normal(0.0, noise, (fractions.size, a.size))
+
+
+def _core_labels(x: np.ndarray, centres: list[tuple[float, float]]) -> np.ndarray:
+    """DBSCAN-like input: the dense core around each centre, everything else one noise pool."""
+    labels = np.full(x.shape[0], len(centres))
+    for i, c in enumerate(centres):
+        labels[np.hypot(*(x - np.asarray(c)).T) < 1.5] = i
+    return labels
+
+
+def test_refine_phases_gives_interface_mixtures_their_dominant_phase() -> None:
+    """A thin phase (a rim, cracks) is mostly interface pixels, so its Gaussian is stretched along
+    the mixing line; a likelihood rule then hands it the pixels that are mostly the other phase
+    (measured before: 32 % of them). The dominant fraction decides, and the mixtures are no phase."""
+    from txm_live.phases import refine_phases
+
+    rng = np.random.default_rng(3)
+    a, b = np.array([0.0, 0.0]), np.array([20.0, 0.0])
+    f = rng.uniform(0.0, 1.0, 1500)
+    x = np.concatenate([rng.normal(0.0, 1.0, (4000, 2)), b + rng.normal(0.0, 1.0, (600, 2)),
+                        _mixtures(rng, a, b, f, 1.0)])
+    truth = np.concatenate([np.zeros(4000), np.ones(600), (f > 0.5).astype(float)])
+    out, major, minor = refine_phases(x, _core_labels(x, [(0, 0), (20, 0)]), (0, 1))
+    assert major == (0, 1) and minor == ()
+    mixed = slice(4600, None)
+    clear = np.abs(f - 0.5) > 0.1  # the noise decides within +-0.1 of an even mixture
+    assert np.mean(out[mixed][clear] == truth[mixed][clear]) > 0.97
+
+
+def test_refine_phases_keeps_a_minority_and_rejects_a_clump_of_mixtures() -> None:
+    """Both directions of the interface test: small inclusions (half of their pixels mixed with the
+    phase around them) stay a minority phase; a dense clump of even mixtures of the two majority
+    phases (an interface band) does not become one."""
+    from txm_live.phases import refine_phases
+
+    rng = np.random.default_rng(4)
+    a, b, m = np.array([0.0, 0.0]), np.array([20.0, 0.0]), np.array([10.0, 8.0])
+    x = np.concatenate([
+        rng.normal(0.0, 1.0, (4000, 2)), b + rng.normal(0.0, 1.0, (3000, 2)),
+        m + rng.normal(0.0, 0.7, (150, 2)), _mixtures(rng, a, m, rng.uniform(0.2, 0.5, 150), 0.7),
+        _mixtures(rng, a, b, rng.normal(0.5, 0.03, 250), 0.7),
+    ])
+    out, major, minor = refine_phases(x, _core_labels(x, [(0, 0), (20, 0)]), (0, 1))
+    assert major == (0, 1) and len(minor) == 1
+    found = out == minor[0]
+    assert np.count_nonzero(found[7000:7150]) >= 0.95 * 150  # the inclusions
+    assert np.count_nonzero(found[7300:]) == 0  # the interface band is not the minority
+    assert np.isin(out[7300:], major).all()  # nor a phase of its own
+
+
+def test_refine_phases_does_not_split_off_interface_mixtures() -> None:
+    """A majority cluster holding its phase and a band of mixtures with another phase is bimodal,
+    but the band is not a phase (its mean lies on the segment between the two)."""
+    from txm_live.phases import refine_phases
+
+    rng = np.random.default_rng(5)
+    a, b = np.array([0.0, 0.0]), np.array([20.0, 0.0])
+    x = np.concatenate([rng.normal(0.0, 1.0, (4000, 2)), b + rng.normal(0.0, 1.0, (2000, 2)),
+                        _mixtures(rng, a, b, rng.normal(0.6, 0.03, 800), 1.0)])
+    labels = np.repeat([0, 1, 1], [4000, 2000, 800])  # DBSCAN chained the band to b
+    out, major, minor = refine_phases(x, labels, (0, 1))
+    assert len(major) == 2 and minor == ()
+
+
 def _homogeneous_cube(kind: str) -> tuple[np.ndarray, np.ndarray]:
     from txm_live.sim.spectra import METAL, OXIDE, absolute_mu
 

@@ -20,10 +20,11 @@ map without anyone choosing the number of phases (Duan et al., Sci. Rep. 6, 3440
    (pixels weighted by their SNR); an edge-preserving 3 x 3 sigma filter (:func:`sigma_filter`)
    then averages each pixel's scores with the neighbours that agree with it within the noise;
 6. **cluster**: :class:`txm_live.cluster.PhaseClusterer` (DBSCAN with parameters estimated
-   from the data) finds the dense cores of the majority phases; :func:`refine_phases` assigns
-   every pixel to its most probable phase (robust Gaussian mixture seeded by those cores) and
-   finds the minority phase among the pixels no majority phase explains, keeping it only if it
-   is not a mixture of the majority phases;
+   from the data) finds the dense cores of the majority phases; :func:`refine_phases` finds
+   the minority phase among the pixels no majority phase explains (robust Gaussian mixture
+   seeded by those cores), keeping it only if its pixels are not two-phase mixtures, and
+   assigns every pixel to its dominant phase (nearest phase mean in the pooled within-phase
+   metric: interface pixels, mixtures of two phases, go to the larger fraction);
 7. **summarize**: phases in a stable order, mean spectra, spread, counts, names, white-line
    and majority-score maps.
 
@@ -823,9 +824,9 @@ def analyze_edge(
         scores agree with the pixel's within their noise, so phase boundaries and one-pixel
         features survive while noise inside a phase drops up to 3x. Labels stay per pixel.
     refine : bool
-        Assign every pixel to the most probable phase with a robust Gaussian mixture seeded by
-        the DBSCAN majority phases, and keep only minority phases that are not mixtures of the
-        majority phases (:func:`refine_phases`). ``False`` keeps the clusterer's phases.
+        Find the minority phases with a robust Gaussian mixture seeded by the DBSCAN majority
+        phases, keep only those whose pixels are not two-phase mixtures, and assign every pixel
+        to its dominant phase (:func:`refine_phases`). ``False`` keeps the clusterer's phases.
     random_state : int
         Seed of the randomized parts.
     progress : callable, optional

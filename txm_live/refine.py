@@ -1,11 +1,12 @@
-"""Likelihood refinement of DBSCAN phases: every pixel to its most probable phase.
+"""Refinement of DBSCAN phases: every pixel to its dominant phase, and the distinct minority phases.
 
 DBSCAN (:class:`txm_live.cluster.PhaseClusterer`) finds the dense cores of the majority phases;
 :func:`refine_phases` fits a robust Gaussian mixture seeded by those cores (plus a uniform
-background for points no phase explains), assigns every pixel, finds dense groups among the
-unexplained points, keeps a candidate minority phase only if it is not a mixture of the majority
-phases (Duan et al. 2016, Fig. S1 reasoning), and splits a majority phase that is clearly two
-Gaussians (Ashman's D > 3).
+background for points no phase explains), finds dense groups among the unexplained points, keeps
+a candidate minority phase only if its points are not mixtures of two phases (Duan et al. 2016,
+Fig. S1 reasoning), splits a majority phase that is clearly two Gaussians (Ashman's D > 3) unless
+one half is the interface mixtures of the other half and another phase, and assigns every pixel
+to its dominant phase (nearest phase mean in the pooled within-phase metric).
 """
 
 from __future__ import annotations
@@ -25,22 +26,50 @@ _EM_SAMPLES = 50_000
 
 
 def _segment_distance(m: np.ndarray, c: np.ndarray, means: np.ndarray, covs: np.ndarray) -> float:
-    """Smallest Mahalanobis distance from ``m`` (covariance ``c``) to the majority means and the
-    segments between pairs of them (the mixtures of two majority phases)."""
+    """Smallest Mahalanobis distance from ``m`` (covariance ``c``) to the phase means and the
+    segments between pairs of them (the mixtures of two phases), covariances summed."""
     best = np.inf
     k = means.shape[0]
-    for a in range(k):  # loops over majority phases (two or three)
-        P = np.linalg.pinv(c + covs[a])
-        d = m - means[a]
-        best = min(best, float(np.sqrt(max(d @ P @ d, 0.0))))
+    for a in range(k):  # loops over the kept phases (a few)
+        dv = m - means[a]
+        best = min(best, float(np.sqrt(max(dv @ np.linalg.pinv(c + covs[a]) @ dv, 0.0))))
         for b in range(a + 1, k):
-            P = np.linalg.pinv(c + 0.5 * (covs[a] + covs[b]))
-            u = means[b] - means[a]
-            uu = float(u @ P @ u)
-            t = float(np.clip((d @ P @ u) / uu, 0.0, 1.0)) if uu > 0 else 0.0
-            r = d - t * u
-            best = min(best, float(np.sqrt(max(r @ P @ r, 0.0))))
+            best = min(best, _segment_point_distance(m, c, means[a], covs[a], means[b], covs[b]))
     return best
+
+
+def _segment_point_distance(
+    m: np.ndarray, c: np.ndarray, a: np.ndarray, ca: np.ndarray, b: np.ndarray, cb: np.ndarray
+) -> float:
+    """Mahalanobis distance from ``m`` (covariance ``c``) to the segment between the means ``a``
+    and ``b`` (the mixtures of those two phases), with the summed covariance ``c + (ca + cb) / 2``."""
+    P = np.linalg.pinv(c + 0.5 * (ca + cb))
+    u = b - a
+    d = m - a
+    uu = float(u @ P @ u)
+    t = float(np.clip((d @ P @ u) / uu, 0.0, 1.0)) if uu > 0 else 0.0
+    r = d - t * u
+    return float(np.sqrt(max(r @ P @ r, 0.0)))
+
+
+def _mixture_distance(X: np.ndarray, means: np.ndarray, covs: np.ndarray) -> np.ndarray:
+    """Per point of ``X`` (n, d): the smallest Mahalanobis distance to a phase mean (that phase's
+    covariance) or to the segment between two phase means (their mean covariance), i.e. how far
+    the point is from being one phase or a two-phase mixture. Vectorized over points; loops over
+    the pairs of phases (a few)."""
+    best = np.full(X.shape[0], np.inf)
+    k = means.shape[0]
+    for a in range(k):
+        best = np.minimum(best, _log_gauss(X, means[a], covs[a])[1])
+        for b in range(a + 1, k):
+            P = np.linalg.pinv(0.5 * (covs[a] + covs[b]))
+            u = means[b] - means[a]
+            D = X - means[a]
+            uu = float(u @ P @ u)
+            t = np.clip((D @ (P @ u)) / uu, 0.0, 1.0) if uu > 0 else np.zeros(X.shape[0])
+            D -= t[:, None] * u
+            best = np.minimum(best, np.einsum("ij,jk,ik->i", D, P, D))
+    return np.sqrt(np.maximum(best, 0.0))
 
 
 def _log_gauss(X: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -108,14 +137,18 @@ def _robust_em(
 
 
 def _split_bimodal(
-    Xs: np.ndarray, assign: np.ndarray, n_major: int, explained: np.ndarray, random_state: int
+    Xs: np.ndarray, assign: np.ndarray, means_major: list[np.ndarray], covs_major: list[np.ndarray],
+    explained: np.ndarray, random_state: int, separation: float,
 ) -> dict[int, tuple[list[np.ndarray], list[np.ndarray]]]:
     """Majority components whose points form two well separated Gaussians (Ashman's D > 3).
 
     Returns, per component to split, the two means and covariances of a two-component mixture
     fitted to its points (EM seeded by the halves on either side of the median along the
-    principal axis).
+    principal axis). A split is refused when one half lies within ``separation`` of the segment
+    between the other half and another majority phase: those points are the interface mixtures of
+    two phases, not a phase of their own.
     """
+    n_major = len(means_major)
     out = {}
     d = Xs.shape[1]
     for j in range(n_major):
@@ -137,7 +170,11 @@ def _split_bimodal(
             continue
         dv = means[1] - means[0]
         D = float(np.sqrt(max(dv @ np.linalg.pinv(0.5 * (covs[0] + covs[1])) @ dv, 0.0)))
-        if D > _SPLIT_SEPARATION:
+        if D > _SPLIT_SEPARATION and not any(
+            _segment_point_distance(means[h], covs[h], means[1 - h], covs[1 - h], means_major[o], covs_major[o])
+            <= separation
+            for h in (0, 1) for o in range(n_major) if o != j
+        ):
             out[j] = (means, covs)
     return out
 
@@ -153,6 +190,46 @@ def _dense_groups(Xu: np.ndarray, min_points: int, workers: int = -1) -> list[np
     lab = dbscan(Xu, eps=params.eps, min_samples=params.min_samples, workers=workers)
     sizes = np.bincount(lab[lab >= 0]) if np.any(lab >= 0) else np.zeros(0, dtype=np.int64)
     return [Xu[lab == g] for g in np.flatnonzero(sizes >= min_points)]
+
+
+def _distinct_minorities(
+    Xs: np.ndarray, resp: np.ndarray, means: list[np.ndarray], covs: list[np.ndarray], w: np.ndarray,
+    n_major: int, *, separation: float, min_fraction: float, min_points: int,
+) -> list[int]:
+    """The added components that are phases: not interface mixtures of the phases already kept.
+
+    A component's members are the points it is most responsible for. Each member is tested on its
+    own (:func:`_mixture_distance`): is it within ``separation`` of a kept phase or of the segment
+    between two kept phases? The component is kept when at least ``min_points`` members, and at
+    least half of them, are not: a group whose points are all well explained as mixtures of two
+    phases is an interface artefact. The unexplained members must also be a group: their mean,
+    their covariance added, lies beyond ``separation`` from every kept phase and segment (the
+    scattered tails around a phase are not). Candidates are tested in decreasing number of members no
+    majority mixture explains, and every kept minority joins the phases the next candidates are
+    tested against (a mixture of the minority and a majority phase is not a phase either).
+    """
+    member = resp.argmax(axis=0)
+    d = Xs.shape[1]
+    candidates = [j for j in range(n_major, len(means)) if w[j] >= min_fraction]
+    if not candidates:
+        return []
+    off_major = _mixture_distance(Xs, np.stack(means[:n_major]), np.stack(covs[:n_major])) > separation
+    candidates.sort(key=lambda j: -np.count_nonzero((member == j) & off_major))
+    kept: list[int] = []
+    for j in candidates:
+        inside = member == j
+        pm = np.stack([means[i] for i in list(range(n_major)) + kept])
+        pc = np.stack([covs[i] for i in list(range(n_major)) + kept])
+        off = _mixture_distance(Xs[inside], pm, pc) > separation
+        n_off = np.count_nonzero(off)
+        if n_off < max(min_points, d + 2) or 2 * n_off < np.count_nonzero(inside):
+            continue
+        # the unexplained members must form a group of their own, not the scattered tails around a
+        # phase: their mean lies beyond separation from every phase and segment (their spread added)
+        P = Xs[inside][off]
+        if _segment_distance(P.mean(axis=0), np.atleast_2d(np.cov(P.T)), pm, pc) > separation:
+            kept.append(j)
+    return kept
 
 
 def refine_phases(
@@ -201,18 +278,38 @@ def refine_phases(
     Notes
     -----
     DBSCAN at one density threshold finds the dense cores of the majority phases; which phase
-    the remaining points (noise tails, interfaces, the sparse minority) belong to is a question
-    of likelihood. Each majority phase becomes a full-covariance Gaussian, seeded with its DBSCAN
+    the remaining points (noise tails, interfaces, the sparse minority) belong to is decided
+    here. Each majority phase becomes a full-covariance Gaussian, seeded with its DBSCAN
     cluster, in a mixture with a uniform background (EM). Points the background takes (no phase
     explains them) are clustered on their own (DBSCAN, parameters estimated on them) and each
     dense group seeds one more Gaussian, for up to three rounds: the minority phase, which
     DBSCAN scatters over its noise pool, is recovered this way. A majority Gaussian whose points
     are two well separated Gaussians (two-component fit, Ashman's D > 3, each >= 10 %) is split:
-    two phases DBSCAN merged across a shallow valley (low SNR, e.g. the L2 edge). A new component is kept as a minority
-    phase only when it cannot be a mixture of the majority phases: interfaces between two
-    majority phases and noise tails lie on or near the segment between their means (the
-    argument of the non-negative linear-combination test of Duan et al., Fig. S1), the oxide
-    minority beyond it. Every point finally joins the phase of highest posterior probability.
+    two phases DBSCAN merged across a shallow valley (low SNR, e.g. the L2 edge), unless one
+    half lies within ``separation`` of the segment between the other half and another majority
+    phase (then it is their interface mixtures).
+
+    Interface pixels are mixtures ``w A + (1 - w) B`` of two phases (features and scores are
+    linear in the normalized spectrum), and with sample motion ``w`` even varies with energy
+    (every frame is resampled at a different sub-pixel phase): they lie on or near the segment
+    between the two phase means (the argument of the non-negative linear-combination test of
+    Duan et al., Fig. S1). Hence:
+
+    - a new component is kept as a minority phase only when at least half of its members, and at
+      least ``min_fraction`` of the points, lie farther than ``separation`` from every kept phase
+      and every segment between two kept phases (tested point by point, candidates in
+      decreasing number of such members; a kept minority joins the phases the next candidates
+      are tested against), and when the mean of those unexplained members, their spread added,
+      lies farther than ``separation`` from every kept phase and segment (scattered tails around
+      a phase are not a group). A group of mixtures is an interface artefact, not a phase; small
+      inclusions whose rim pixels are mixed with the surrounding phase are still found;
+    - every point joins its dominant phase: the nearest phase mean in the pooled within-phase
+      covariance of the majority phases, without priors or per-phase widths. A likelihood rule
+      would hand the mixtures to the widest phase: a thin phase (a rim, cracks) is mostly
+      interface pixels, so its Gaussian is stretched along the mixing line. A point explained
+      as a mixture of two majority phases (within ``separation`` of their segment) goes to one
+      of them, never to a minority phase that happens to lie near their midpoint.
+
     Cost: ``O(n_iter m k d^2)`` on a subsample of ``m <= 50 000`` points, plus one pass over
     all points for the assignment; vectorized over points.
     """
@@ -245,7 +342,8 @@ def refine_phases(
         covs = covs + [np.atleast_2d(np.cov(g.T)) + 1e-6 * np.eye(d) for g in groups]
         weights = list(w[:-1] * Xs.shape[0]) + [float(g.shape[0]) for g in groups]
     # a majority Gaussian that is really two phases DBSCAN did not separate (a shallow valley)
-    split = _split_bimodal(Xs, resp[:n_major].argmax(axis=0), n_major, resp.argmax(axis=0) < n_major, random_state)
+    split = _split_bimodal(Xs, resp[:n_major].argmax(axis=0), means[:n_major], covs[:n_major],
+                           resp.argmax(axis=0) < n_major, random_state, separation)
     if split:
         for j, (m2, c2) in split.items():
             means[j], covs[j] = m2[0], c2[0]
@@ -255,9 +353,8 @@ def refine_phases(
         weights = [1.0] * len(means)
         means, covs, w, resp = _robust_em(Xs, means, covs, weights, n_iter)
     k = len(means)
-    minor = [j for j in range(n_major, k) if w[j] >= min_fraction]
-    mm, mc = np.stack(means[:n_major]), np.stack(covs[:n_major])
-    minor = [j for j in minor if _segment_distance(means[j], covs[j], mm, mc) > separation]
+    minor = _distinct_minorities(Xs, resp, means, covs, w, n_major, separation=separation,
+                                 min_fraction=min_fraction, min_points=min_points_s)
     minor.sort(key=lambda j: -w[j])
     heads: list[list[int]] = []
     for j in minor:
@@ -270,13 +367,16 @@ def refine_phases(
         else:
             heads.append([j])
     final = [[j] for j in range(n_major)] + heads
-    # posterior of each final phase (sum over its Gaussians); the background is left out
-    logp = np.stack(
-        [np.logaddexp.reduce([np.log(w[j] + 1e-300) + _log_gauss(X, means[j], covs[j])[0] for j in f], axis=0)
-         for f in final],
-        axis=1,
-    )
-    new = logp.argmax(axis=1)
+    # every point to its dominant phase: the nearest phase mean in the pooled within-phase metric
+    # (no priors, no per-phase widths); a point explained as a mixture of two majority phases
+    # goes to one of them, never to a minority phase that lies near their midpoint
+    pooled = sum(w[j] * covs[j] for j in range(n_major)) / float(sum(w[j] for j in range(n_major)))
+    dist2 = np.stack([np.min([_log_gauss(X, means[j], pooled)[1] for j in f], axis=0) for f in final], axis=1)
+    if len(final) > n_major:
+        pooled_k = np.broadcast_to(pooled, (n_major, d, d))
+        mixture = _mixture_distance(X, np.stack(means[:n_major]), pooled_k) <= separation
+        dist2[np.ix_(mixture, np.arange(n_major, len(final)))] = np.inf
+    new = dist2.argmin(axis=1)
     present = np.unique(new)
     remap = np.full(len(final), -1, dtype=np.int64)
     remap[present] = np.arange(present.size)
