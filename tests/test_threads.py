@@ -58,3 +58,38 @@ def test_limit_blas_limits_and_restores() -> None:
     with limit_blas(1):
         assert blas_threads() and all(n == 1 for n in blas_threads())
     assert blas_threads() == before
+
+
+_LATE_LIBRARY = """
+import json
+import numpy  # its BLAS only
+from threadpoolctl import threadpool_info
+from txm_live.threads import limit_blas
+
+def blas():
+    return [d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas"]
+
+with limit_blas(1):  # the first call scans: only numpy's BLAS is loaded
+    pass
+n_before = len(blas())
+import scipy.linalg  # noqa: E402  loads scipy's own BLAS in a pip install
+with limit_blas(1):
+    inside = blas()
+print(json.dumps({"n_before": n_before, "inside": inside}))
+"""
+
+
+def test_limit_blas_sees_a_library_loaded_after_its_first_call() -> None:
+    """The controller is cached between calls, but a BLAS library loaded by a later import is
+    limited too (the cache is renewed when ``sys.modules`` grew). Run in a fresh interpreter,
+    where scipy's BLAS is not loaded yet."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _LATE_LIBRARY], capture_output=True, text=True, timeout=120,
+                         check=True)
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    if len(seen["inside"]) <= seen["n_before"]:
+        pytest.skip(f"scipy shares numpy's BLAS in this environment ({seen}): no late library to limit")
+    assert seen["inside"] == [1] * len(seen["inside"]), seen

@@ -18,12 +18,12 @@ B-spline with its prefilter: near band-limited).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 import scipy.fft as sfft
 from scipy import ndimage as ndi
+
+from txm_live.threads import limit_blas
 
 __all__ = [
     "phase_cross_correlation",
@@ -47,36 +47,8 @@ def _upsampled_dft(
     for n_items, offset in zip(data.shape, offsets):
         k = (np.arange(region_size) - offset)[:, None] * sfft.fftfreq(n_items, upsample_factor)
         kernels.append(np.exp(-2j * np.pi * k).astype(np.complex64))
-    with _single_threaded_blas():
+    with limit_blas(1):
         return kernels[0] @ data @ kernels[1].T
-
-
-_BLAS_CONTROLLER: list = []
-
-
-@contextmanager
-def _single_threaded_blas() -> Iterator[None]:
-    """One BLAS thread for the small products here.
-
-    Multi-threaded OpenBLAS turns a 1 ms product into 10-30 ms when the cores are busy (worker
-    threads waiting to be scheduled), and the live consumer always runs next to other work.
-    """
-    if not _BLAS_CONTROLLER:
-        try:
-            from threadpoolctl import ThreadpoolController  # scikit-learn dependency
-        except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
-            _BLAS_CONTROLLER.append(None)
-        else:
-            _BLAS_CONTROLLER.append(ThreadpoolController())
-    controller = _BLAS_CONTROLLER[0]
-    if controller is None:
-        yield
-        return
-    limiter = controller.limit(limits=1, user_api="blas")
-    try:
-        yield
-    finally:
-        limiter.restore_original_limits()
 
 
 def _check_image(image: np.ndarray, name: str) -> np.ndarray:
@@ -145,7 +117,7 @@ def _upsampled_dft_half(
     kx = (np.arange(region_size) - offsets[1])[:, None] * sfft.rfftfreq(nx, upsample_factor)
     ky = np.exp(2j * np.pi * ky).astype(np.complex64)
     kx = np.exp(2j * np.pi * kx).astype(np.complex64)
-    with _single_threaded_blas():
+    with limit_blas(1):
         return (ky @ (half * weights[None, :]) @ kx.T).real
 
 

@@ -10,7 +10,8 @@ results in tile order so that a caller sums them in a fixed order.
 
 from __future__ import annotations
 
-import functools
+import sys
+import threading
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import TypeVar
@@ -21,21 +22,36 @@ _T = TypeVar("_T")
 _R = TypeVar("_R")
 
 
-@functools.cache
-def _blas_controller() -> object:
-    from threadpoolctl import ThreadpoolController
+_CONTROLLER_LOCK = threading.Lock()
+_CONTROLLER: list = []  # [(len(sys.modules) at the scan, ThreadpoolController)]
 
-    return ThreadpoolController()
+
+def _blas_controller() -> object:
+    """The ``ThreadpoolController`` of the loaded libraries, rescanned when modules were imported.
+
+    A BLAS library is only loaded with an extension module (numpy, scipy.linalg, scikit-learn
+    ...), and every import grows ``sys.modules``: comparing its length with the length at the
+    last scan is an O(1) test that catches a library loaded after the first call, without the
+    ~2.5 ms scan of every shared object at each call.
+    """
+    n_modules = len(sys.modules)
+    with _CONTROLLER_LOCK:
+        if not _CONTROLLER or _CONTROLLER[0][0] != n_modules:
+            from threadpoolctl import ThreadpoolController  # a scikit-learn dependency
+
+            _CONTROLLER[:] = [(n_modules, ThreadpoolController())]
+        return _CONTROLLER[0][1]
 
 
 def limit_blas(threads: int) -> AbstractContextManager:
     """Context manager limiting the BLAS libraries to ``threads`` threads.
 
     Same effect as ``threadpoolctl.threadpool_limits(limits=threads, user_api="blas")``, but
-    the shared libraries are inspected once, at the first call (numpy's and scipy's OpenBLAS are
-    loaded by then), instead of at every call: ``threadpool_limits`` scans every loaded library
-    each time (~2.5 ms, half of it system time), which added up over the dozen tile passes of an
-    analysis.
+    the shared libraries are scanned again only when modules were imported since the last scan
+    (see :func:`_blas_controller`): ``threadpool_limits`` scans every loaded library each time
+    (~2.5 ms, half of it system time), which added up over the dozen tile passes of an analysis
+    and the two small products of every registered frame. Multi-threaded OpenBLAS also turns a
+    1 ms product into 10-30 ms when the cores are busy, as they are next to acquisition.
     """
     return _blas_controller().limit(limits=threads, user_api="blas")
 
