@@ -38,6 +38,15 @@ Run::
     python benchmarks/bench_motion.py --cases battery --interpolation-order 3 --modes registered oracle
     python benchmarks/bench_motion.py --cases battery fxi --without noise     # noise-free renders
 
+Measured 2026-12-05 (loaded 2-core machine, registered column, bilinear default):
+drift 0.871 / 0.928 / 0.895 (seeds 0-2; still 0.929 / 0.937 / 0.944, oracle 0.887 / 0.949 / 0.908;
+mean 0.876 over seeds 0-9), battery 0.719 / 0.775 / 0.846 (mean 0.776 over seeds 0-9, oracle 0.819 /
+0.791 / 0.830, still 0.986 / 0.963 / 0.934), FXI 0.937 / 0.89994 / 0.911. With
+``--interpolation-order 3`` (mean over seeds): battery 0.821 (seeds 0-9), drift 0.887 (seeds 0-9),
+FXI 0.908 (seeds 0-5, against 0.892 bilinear; seed 1 drops to 0.785); with magnification as the only
+motion (battery, oracle, seeds 0-2) 0.874 / 0.879 / 0.824 against bilinear 0.807 / 0.782 / 0.765.
+Cubic is not the default because it loses the noise-limited Nd L2 edge (README, registration).
+
 ``--interpolation-order`` sets the ``interpolation_order`` of every :class:`~txm_live.session.XanesSession`
 the cases build (their helpers build the session or the live callback themselves and do not pass
 ``session_options``, so the benchmark changes the constructor's default for the run; a session given
