@@ -108,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run a simulated beamtime end to end (RunEngine, live analysis, catalog, figures)",
                           description="Simulate a corroded NdFeB particle, scan it across the Nd L3 and L2 edges "
                                       "through a real RunEngine, analyse it live, record it in an embedded Tiled "
-                                      "catalog, write phases.h5 and figures, and compare with the ground truth.")
+                                      "catalog, write phases.h5 and figures, and compare with the ground truth "
+                                      "(--sample lfp / lno: a battery particle across the Fe / Ni K edge). "
+                                      "Exit code 1 when the run has errors.")
     demo.add_argument("--size", choices=("small", "full"), default=None,
                       help="small: a 128x128 px sample in a 176x176 px detector frame (the maps' size), "
                            "225 energies, 10-15 s on an idle 2-core machine; full: 602x643 px sample in a "
@@ -211,8 +213,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                       live_plot=args.live_plot, figures=args.figures, **_analysis_flags(args))
     from txm_live.callbacks.demo import run_demo
 
-    run_demo(config=cfg, progress=args.progress, sample=args.sample, keep_raw=args.keep_raw)
-    return 0
+    summary = run_demo(config=cfg, progress=args.progress, sample=args.sample, keep_raw=args.keep_raw)
+    return 0 if summary.result.ok else 1  # as replay: a run with errors is not a success
 
 
 #: Default output folder of ``replay`` (kept apart from the demo's and live results).

@@ -550,9 +550,10 @@ def format_summary(s: DemoSummary) -> str:
     tagged = [(f"{k} preview", e) for k, e in r.previews.items()] + list(r.edges.items())
     for tag, e in tagged:
         lines.append(f"  {tag}: {e.n_phases} phase{'' if e.n_phases == 1 else 's'} (eps {e.eps:.3g}, min_samples {e.min_samples}, "
-                     f"{e.n_components} components)")
+                     f"{e.n_components} component{'' if e.n_components == 1 else 's'})")
+        width = max([34, *(len(n) for n in e.phase_names)])  # keep the counts in one column
         for p in range(e.n_phases):
-            lines.append(f"    {p}: {e.phase_names[p]:<34} {int(e.counts[p]):>8,} px")
+            lines.append(f"    {p}: {e.phase_names[p]:<{width}} {int(e.counts[p]):>8,} px")
         if tag in s.ari:
             lines.append(f"    agreement with the ground truth (ARI): {s.ari[tag]:.3f}")
     for c in r.comparisons:
@@ -571,12 +572,17 @@ def format_summary(s: DemoSummary) -> str:
                                            if k in t))
     lines.append(f"  maps: {s.detector_shape[0]}x{s.detector_shape[1]} px (the detector frame; simulated sample "
                  f"{s.sample_shape[0]}x{s.sample_shape[1]} px)")
-    lines.append(f"  results: {s.output}  ({len(s.files)} files: " + ", ".join(p.name for p in s.files) + ")")
+    lines.append(f"  results: {s.output}  ({len(s.files)} file{'' if len(s.files) == 1 else 's'}: "
+                 + ", ".join(p.name for p in s.files) + ")")
     if s.raw is not None:
         lines.append(f"  raw frames: {s.raw}  ({s.raw_bytes / 1e9:.2f} GB; --no-keep-raw deletes them)")
     elif s.raw_bytes:
         lines.append(f"  raw frames: {s.raw_bytes / 1e9:.2f} GB deleted (--no-keep-raw)")
     else:
         lines.append(f"  raw frames: inline in the catalog {s.output.parent / 'catalog'}")
-    lines.append(f"  open first: {s.output / 'phase_maps.png'}")
+    first = s.output / "phase_maps.png"
+    if any(p.name == first.name for p in s.files):
+        lines.append(f"  open first: {first}")
+    elif not r.ok:
+        lines.append("  no phase maps: see the errors above")
     return "\n".join(lines)

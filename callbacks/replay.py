@@ -243,8 +243,14 @@ class _HttpArray:
         self.shape = tuple(node.shape)
 
     def read(self, lo: int, hi: int) -> np.ndarray:
+        # Tiled's ArrayClient.read() computes a dask array with the default scheduler. In a Dask
+        # worker (``txm-live replay --dask``) that is the cluster itself: the chunk reads would be
+        # queued behind the replay task that waits for them, a deadlock. Threads, as in-process.
+        import dask
+
         try:
-            return np.asarray(self.node.read(slice(lo, hi)))
+            with dask.config.set(scheduler="threads"):
+                return np.asarray(self.node.read(slice(lo, hi)))
         except Exception as exc:  # noqa: BLE001 - the server's own reason, named for this run
             raise DocumentError(f"cannot read rows {lo}:{hi} of {getattr(self.node, 'uri', self.node)} from the catalog: "
                                 f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc

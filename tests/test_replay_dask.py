@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import txm_live_test_helpers as helpers
@@ -99,3 +101,28 @@ def test_cli_replay_with_dask_address(catalog, serial, dask_client, tmp_path, ca
     assert code == (0 if serial[0].ok else 1)
     on_disk = read_results(tmp_path / uids[0] / "phases.h5")
     np.testing.assert_array_equal(on_disk.l3.labels, serial[0].l3.labels)
+
+
+def test_replay_of_inline_images_on_workers_does_not_deadlock(dask_client, tmp_path):
+    """Inline (non file-backed) frames are read through Tiled, whose reads compute a dask array:
+    on a worker they must not be sent to the cluster the replay task is occupying (it hung)."""
+    with start_embedded_server(tmp_path / "inline") as server:
+        RE = RunEngine({})
+        recording = record_to(RE, server.client())
+        txm = make_txm(make_phantom(shape=SHAPE, seed=3), seed=13, margin_px=4)
+        (uid,) = RE(xanes_scan(txm, ENERGIES, n_dark=2))
+        assert recording.flush(timeout=120) and recording.errors == []
+        recording.close()
+        serial = replay_runs(server.client(), [uid], progress=False, timeout=300)
+        box: list = []
+        worker = threading.Thread(target=lambda: box.extend(replay_runs(
+            server.client(), [uid], out=None, progress=False, timeout=300, client=dask_client)), daemon=True)
+        worker.start()
+        worker.join(timeout=300)  # generous: ~10 s on an idle machine; a deadlock never returns
+        assert not worker.is_alive(), "replay of inline images on a Dask worker did not finish (deadlock)"
+    (got,) = box
+    assert got.n_frames == serial[0].n_frames > 0, got.errors
+    assert got.errors == serial[0].errors
+    assert (got.l3 is None) == (serial[0].l3 is None)
+    if got.l3 is not None:
+        np.testing.assert_array_equal(got.l3.labels, serial[0].l3.labels)

@@ -586,7 +586,7 @@ def plot_phase_spectra(
             top, bot = float(np.max(m + sd)), float(np.min(m - sd))
             pad = 0.05 * (top - bot) if top > bot else 0.1
             axz.set_ylim(bot - pad, top + pad)
-        axz.set_title(f"{label} near edge (grey band at left)", fontsize="medium")
+        axz.set_title(f"{label} near edge (the grey range at left, magnified)", fontsize="medium")
         if e.n_phases:
             axz.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize="small", borderaxespad=0.0)
     return _save(fig, path)
