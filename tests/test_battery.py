@@ -229,14 +229,13 @@ def test_fe_k_phases_match_the_ground_truth_on_a_still_sample() -> None:
 @pytest.mark.xfail(
     strict=True,
     reason="known gap (issue 9): with sample motion (jitter, drift, jumps, energy-proportional magnification) at "
-    "96 px, measured ARI 0.719 / 0.775 / 0.846 for seeds 0-2 (benchmarks/bench_motion.py --cases battery, "
-    "2026-12-05), mean 0.776 over seeds 0-9, magnetite found (recall and precision >= 0.5) on 3 of 10; with the "
-    "TRUE shifts applied 0.819 / 0.791 / 0.830, still sample 0.986 / 0.963 / 0.934: the loss is the resampling of "
-    "frames at different sub-pixel phases at the one-pixel LiFePO4/FePO4 interfaces, not the shift estimates. "
-    "Magnification as the only motion, true shifts, seeds 0-2: bilinear 0.807 / 0.782 / 0.765, cubic 0.874 / "
-    "0.879 / 0.824, quintic 0.891 / 0.879 / 0.919. With every motion, seeds 0-9: cubic mean 0.821 (best 0.910, "
-    "magnetite on 7 of 10), quintic 0.820; cubic is not the default: it loses the noise-limited Nd L2 edge "
-    "(small demo L2, seeds 0-2, 0.821 / 0.813 / 0.834 -> 0.738 / 0.466 / 0.399; full demo 0.937 -> 0.909)",
+    "96 px, measured 2026-12-05 (benchmarks/bench_motion.py --cases battery): ARI 0.829 / 0.901 / 0.909 for "
+    "seeds 0-2 (0.719 / 0.775 / 0.846 before interface pixels went to their dominant phase), magnetite found on "
+    "seeds 1 and 2 but with precision 0.77-0.79 (< 0.8); this test (seed 0) gives 0.829 with no magnetite phase. "
+    "TRUE shifts 0.918 / 0.903 / 0.969, still sample 0.992 / 0.995 / 0.992: what remains is the resampling of "
+    "frames at different sub-pixel phases (magnification only, true shifts: bilinear 0.807 / 0.782 / 0.765, "
+    "cubic 0.874 / 0.879 / 0.824), and cubic is not the default because it loses the noise-limited Nd L2 edge "
+    "(full demo 0.937 -> 0.909)",
 )
 def test_fe_k_phases_match_the_ground_truth(fe_k_run) -> None:
     _check_phases(*fe_k_run)
