@@ -10,12 +10,13 @@ Sections (``--sections``, default all; each prints a table):
   that the result can be read on a shared machine, and the 2-vs-1 speedup next to its bound on
   idle cores from the 1-worker CPU times. Each in-process stage is printed next to its floor: the
   bytes it must read divided by the measured memory read bandwidth of this machine.
-  Measured 2026-12-05 04:23 UTC at load 1.3-1.8 (README "Scaling out"): 1 / 2 workers 2.08 /
-  1.49 s with the block on the workers (1.40x; previous commit 4.16 / 2.80 s), 3.13 / 2.44 s with
-  a numpy block (1.28x; previous 3.86 / 3.50 s), in process 1.60 s; worker CPU per edge 1.55 s
-  (previous 3.6 s: Dask's ``MALLOC_TRIM_THRESHOLD_`` made every temporary a fresh mmap, now off in
-  ``local_cluster``). Bound on idle cores 1.54x; target 1.7x not met (the client's serial 0.66 s:
-  clusterer, refinement, the LocalCluster's scheduler).
+  Measured 2026-12-05 05:02 UTC at load 1.2-1.5 (README "Scaling out"): 1 / 2 workers 2.34 /
+  1.58 s with the block on the workers (1.48x; previous commit 20450c8 right after: 2.30 / 2.22
+  s), 2.96 / 2.48 s with a numpy block (1.19x; previous 3.18 / 2.23 s), in process 1.67 s; worker
+  CPU per edge with 2 workers and the block on them 1.70-1.84 s over four pairs, previous
+  1.90-2.63 s (numpy's transparent-huge-page advice, now off in ``local_cluster``). Bound on
+  idle cores 1.55x; target 1.7x not met (the client's serial 0.74 s: refinement, clusterer, the
+  LocalCluster's scheduler).
 * ``dbscan``: exact DBSCAN of 10^7 points (d = 3, five blobs and uniform noise), single process
   (all cores, then one core) against ``txm_live.dbscan(..., client=)`` on 2 workers (one slab
   each); the labels must be identical. Prints wall and CPU per process, then the distributed

@@ -293,6 +293,26 @@ def test_local_cluster_workers_keep_the_default_allocator(client) -> None:
         assert env == {"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
+def test_local_cluster_workers_do_not_ask_for_huge_pages(client) -> None:
+    """``local_cluster`` starts its workers with ``NUMPY_MADVISE_HUGEPAGE=0``: numpy's advice to
+    back arrays >= 4 MiB with transparent huge pages makes the kernel compact memory at every
+    fresh tile-sized temporary (system CPU per band); the workers' numpy must not give it."""
+    if os.environ.get("NUMPY_MADVISE_HUGEPAGE", "0") != "0":  # (Dask's nanny leaves the workers'
+        # pre-spawn variables in this process's environment: "0" is the value local_cluster set)
+        pytest.skip("NUMPY_MADVISE_HUGEPAGE is set in this process's environment (respected by design)")
+
+    def state() -> tuple:
+        import os
+
+        from numpy._core import multiarray
+
+        return os.environ.get("NUMPY_MADVISE_HUGEPAGE"), bool(multiarray._get_madvise_hugepage())
+
+    got = client.run(state)
+    assert len(got) == 2
+    assert all(v == ("0", False) for v in got.values()), got
+
+
 def test_tile_phase_moments_with_a_smaller_reference_agree() -> None:
     """The tiles' per-phase moments take a reference spectrum of TILE_REFERENCE_PIXELS pixels
     (the in-process pass 4096): the reference only centres the float32 differences, so mean and
