@@ -282,3 +282,13 @@ def local_client(n_workers: int = 2) -> Iterator:
     finally:
         client.close()
         cluster.close()
+
+
+def blobs(n: int, d: int, seed: int) -> np.ndarray:
+    """Five Gaussian blobs of different widths in uniform noise, shuffled."""
+    rng = np.random.default_rng(seed)
+    c = rng.normal(size=(5, d)) * 3
+    parts = [rng.normal(c[i], 0.6 + 0.2 * i, (n // 6, d)) for i in range(5)]
+    parts.append(rng.uniform(-8, 8, (n - 5 * (n // 6), d)))
+    X = np.concatenate(parts)
+    return X[rng.permutation(len(X))]

@@ -21,16 +21,6 @@ def client():
         yield c
 
 
-def _blobs(n: int, d: int, seed: int) -> np.ndarray:
-    """Five Gaussian blobs of different widths in uniform noise, shuffled."""
-    rng = np.random.default_rng(seed)
-    c = rng.normal(size=(5, d)) * 3
-    parts = [rng.normal(c[i], 0.6 + 0.2 * i, (n // 6, d)) for i in range(5)]
-    parts.append(rng.uniform(-8, 8, (n - 5 * (n // 6), d)))
-    X = np.concatenate(parts)
-    return X[rng.permutation(len(X))]
-
-
 def _contested_borders(units: int, ms: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Points along x (eps = 0.4): every 2.0 a unit of two clusters A and B, each a blob of ``ms``
     points plus a core "tip" 0.35 from a lone border point between them (0.7 from each other).
@@ -60,7 +50,7 @@ def test_a_million_points_on_two_workers_equal_the_single_engine(client) -> None
     from txm_live.dbscan_dist import dbscan_distributed
 
     eps, ms = 0.15, 8
-    X = _blobs(1_000_000, 3, seed=7)
+    X = helpers.blobs(1_000_000, 3, seed=7)
     ref, ref_core = dbscan(X, eps=eps, min_samples=ms, return_core=True)
     got, core, prof = dbscan_distributed(X, eps=eps, min_samples=ms, client=client, return_core=True,
                                          return_profile=True)
@@ -118,7 +108,7 @@ def test_small_sets_equal_sklearn_for_any_number_of_slabs(client, d) -> None:
     from txm_live.dbscan_dist import dbscan_distributed
 
     rng = np.random.default_rng(d)
-    X = _blobs(3000, d, seed=d)
+    X = helpers.blobs(3000, d, seed=d)
     X[:200] = np.round(X[:200], 1)  # duplicated coordinates, some exactly on grid planes
     for eps, ms in ((0.3, 4), (0.8, 12)):
         ref = DBSCAN(eps=eps, min_samples=ms).fit_predict(X)
@@ -133,7 +123,7 @@ def test_degenerate_inputs(client) -> None:
     import txm_live
     from txm_live.dbscan_dist import dbscan_distributed
 
-    X = _blobs(500, 2, seed=1)
+    X = helpers.blobs(500, 2, seed=1)
     np.testing.assert_array_equal(txm_live.dbscan(X, eps=0.5, min_samples=5, client=client),
                                   dbscan(X, eps=0.5, min_samples=5))  # the public entry point
     # fewer points than min_samples; eps wider than the data (one slab); nothing dense

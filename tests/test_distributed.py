@@ -40,15 +40,6 @@ def _cube(shape=(96, 80), seed=1):
     return energies, od
 
 
-def _blobs(n: int, d: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    c = rng.normal(size=(5, d)) * 3
-    parts = [rng.normal(c[i], 0.6 + 0.2 * i, (n // 6, d)) for i in range(5)]
-    parts.append(rng.uniform(-8, 8, (n - 5 * (n // 6), d)))
-    X = np.concatenate(parts)
-    return X[rng.permutation(len(X))]
-
-
 def test_analyze_edge_on_workers_equals_in_process(client, monkeypatch) -> None:
     import txm_live.phases as phases
 
@@ -102,24 +93,12 @@ def test_analyze_edge_reads_a_dask_array_on_the_workers(client, monkeypatch) -> 
     np.testing.assert_allclose(got.mean_spectra, ref.mean_spectra, rtol=0, atol=1e-5)
 
 
-def test_dbscan_on_workers_equals_single_process_at_a_million_points(client) -> None:
-    eps, ms = 0.15, 8
-    X = _blobs(1_000_000, 3, seed=7)
-    ref, ref_core = dbscan(X, eps=eps, min_samples=ms, return_core=True)
-    import txm_live
-
-    got, core = txm_live.dbscan(X, eps=eps, min_samples=ms, return_core=True, client=client)
-    assert ref.max() >= 10  # many clusters cross the slab boundaries
-    np.testing.assert_array_equal(got, ref)
-    np.testing.assert_array_equal(core, ref_core)
-
-
 def test_dbscan_on_workers_equals_sklearn_small(client) -> None:
     from sklearn.cluster import DBSCAN
 
     from txm_live.dbscan_dist import dbscan_distributed
 
-    X = _blobs(6000, 2, seed=3)
+    X = helpers.blobs(6000, 2, seed=3)
     for eps, ms in ((0.2, 5), (0.5, 12)):
         ref = DBSCAN(eps=eps, min_samples=ms).fit_predict(X)
         got = dbscan_distributed(X, eps=eps, min_samples=ms, client=client, n_partitions=5)
@@ -132,7 +111,7 @@ def test_worker_killed_mid_dbscan_is_retried_or_named(client) -> None:
     up, a DistributedError is raised. Never a hang (timeout)."""
     from txm_live.dbscan_dist import dbscan_distributed
 
-    X = _blobs(400_000, 3, seed=11)
+    X = helpers.blobs(400_000, 3, seed=11)
     ref = dbscan(X, eps=0.1, min_samples=6)
     pids = list(client.run(os.getpid).values())
     started = threading.Event()
