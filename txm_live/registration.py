@@ -522,6 +522,9 @@ class RunningRegistration:
         self._noise: deque[np.ndarray] = deque(maxlen=self.noise_window)
         self.last_shift = np.zeros(2)
         self.last_estimate = np.zeros(2)
+        self.reference_offset = np.zeros(2)
+        self._anchor: np.ndarray | None = None
+        self._decided = np.zeros(2)
         self.uncertainty = np.full(2, np.inf)
         self.n_frames = 0
         self.n_jumps = 0
@@ -561,8 +564,10 @@ class RunningRegistration:
         f = self.features_fft(image)
         fe = self._rows_fft(image[0::2])
         fo = self._rows_fft(image[1::2])
-        shift = self.last_shift.copy()
-        if self._ref.total is not None:
+        shift = self._decided.copy()
+        if self._ref.total is None:
+            self._anchor = f.copy()  # the first frame: the registration's frame of reference
+        else:
             est = self._estimate(self._ref.total, f, self._fshape)
             self._cross_check = (self._ref.total, f)
             self.last_estimate = est
@@ -575,6 +580,10 @@ class RunningRegistration:
             self.uncertainty = np.maximum(np.sqrt(var), floor)
             shift = self._decide(est)
         ref_shift = shift
+        out = shift
+        if np.any(shift != 0):
+            self.reference_offset = self._estimate(self._ref.total, self._anchor, self._fshape)
+            out = shift - self.reference_offset
         if np.any(ref_shift != 0):
             f = _fourier_shift(f, ref_shift, self._ramp_y, self._ramp_x)
             fe = _fourier_shift(fe, (ref_shift[0] / 2.0, ref_shift[1]), self._hramp_y, self._hramp_x)
@@ -582,9 +591,10 @@ class RunningRegistration:
         self._ref.push(f)
         self._ref_even.push(fe)
         self._ref_odd.push(fo)
-        self.last_shift = shift
+        self._decided = shift
+        self.last_shift = out
         self.n_frames += 1
-        return shift.copy()
+        return out.copy()
 
     def _significant(self, change: np.ndarray) -> bool:
         return self.significance is None or bool(np.any(np.abs(change) > self.significance * self.uncertainty))
@@ -619,7 +629,7 @@ class RunningRegistration:
             if np.max(np.abs(whitened - est)) >= np.max(np.abs(whitened - self._confirmed)):
                 self.n_rejected += 1  # the phase-correlation estimate stays with the shift in use
                 return self._confirmed.copy()
-        change = est - self.last_shift
+        change = est - self._decided
         if self.max_jump is not None and np.max(np.abs(change)) > self.max_jump:
             self.n_jumps += 1
         self.n_applied += 1
