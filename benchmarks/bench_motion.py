@@ -288,8 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", nargs="+", choices=tuple(CASES), default=list(CASES))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
-    parser.add_argument("--interpolation-order", type=int, choices=(1, 3), default=1,
-                        help="XanesSession interpolation_order of every session the cases build (default 1)")
+    parser.add_argument("--interpolation-order", type=int, choices=(1, 3), default=3,
+                        help="XanesSession interpolation_order of every session the cases build (default 3, the session default)")
     parser.add_argument("--without", nargs="+", default=[], metavar="EFFECT",
                         help="simulator effects (EffectsConfig flags, e.g. noise psf) turned off in every mode "
                              "of battery, fxi and medium; drift renders its own frames and refuses it")

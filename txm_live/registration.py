@@ -523,7 +523,8 @@ class RunningRegistration:
         self.last_shift = np.zeros(2)
         self.last_estimate = np.zeros(2)
         self.reference_offset = np.zeros(2)
-        self._anchor: np.ndarray | None = None
+        self._weight = 0.0
+        self._gated = False
         self._decided = np.zeros(2)
         self.uncertainty = np.full(2, np.inf)
         self.n_frames = 0
@@ -565,9 +566,9 @@ class RunningRegistration:
         fe = self._rows_fft(image[0::2])
         fo = self._rows_fft(image[1::2])
         shift = self._decided.copy()
-        if self._ref.total is None:
-            self._anchor = f.copy()  # the first frame: the registration's frame of reference
-        else:
+        weight = float(np.sqrt(np.vdot(f, f).real))
+        self._gated = False
+        if self._ref.total is not None:
             est = self._estimate(self._ref.total, f, self._fshape)
             self._cross_check = (self._ref.total, f)
             self.last_estimate = est
@@ -580,10 +581,12 @@ class RunningRegistration:
             self.uncertainty = np.maximum(np.sqrt(var), floor)
             shift = self._decide(est)
         ref_shift = shift
-        out = shift
-        if np.any(shift != 0):
-            self.reference_offset = self._estimate(self._ref.total, self._anchor, self._fshape)
-            out = shift - self.reference_offset
+        self._weight += weight
+        if self._gated and self.n_reference is None:
+            # placed at (0, 0) although estimated at ``est``: the reference's sample position moves
+            # by that frame's share of -est (see Notes)
+            self.reference_offset = self.reference_offset - (weight / self._weight) * self.last_estimate
+        out = shift - self.reference_offset if np.any(shift != 0) else shift
         if np.any(ref_shift != 0):
             f = _fourier_shift(f, ref_shift, self._ramp_y, self._ramp_x)
             fe = _fourier_shift(fe, (ref_shift[0] / 2.0, ref_shift[1]), self._hramp_y, self._hramp_x)
@@ -640,6 +643,7 @@ class RunningRegistration:
         """Shift to apply for an estimate consistent with the confirmed shift."""
         if self.significance is not None and not self._significant(est) and not self._moved:
             self._confirmed = np.zeros(2)
+            self._gated = True
             return self._confirmed.copy()  # not moved from the reference position: exactly (0, 0)
         self._confirmed = est.copy()
         return est.copy()

@@ -174,7 +174,7 @@ class XanesSession:
         max_pending: int = 64,
         saturation: float | None = 65535,
         registration_options: dict | None = None,
-        interpolation_order: int = 1,
+        interpolation_order: int = 3,
         shared_memory: bool = False,
         min_valid_fraction: float = 0.5,
         max_usable_od: float = 6.0,
