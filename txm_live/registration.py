@@ -428,6 +428,10 @@ class RunningRegistration:
     n_rejected : int
         Significant changes not applied because the phase-correlation estimate (full whitening)
         was closer to the shift in use than to the change (``whitening < 1`` only).
+    reference_offset : ndarray, shape (2,)
+        Where the running reference's sample sits relative to the first frame's (px), from the
+        frames that entered it at ``(0, 0)`` before the sample was seen to move (see Notes);
+        subtracted from every applied shift.
 
     Notes
     -----
@@ -466,19 +470,41 @@ class RunningRegistration:
     pre-edge set a 0.3 px offset of the whole reference on a still Fe K scan, which then became
     significant above the edge).
 
+    Frame of reference: the shifts register every frame onto the first one. The reference is the
+    mean of the frames' features at their applied shifts, so a frame that entered it at ``(0, 0)``
+    while its estimate was ``est`` (below the threshold, before the sample was seen to move: a
+    slow drift in the first frames) moved the reference's sample by ``-est`` times that frame's
+    share of the reference (its feature amplitude over the total). That offset is accumulated in
+    :attr:`reference_offset` (no image kept) and, once shifts are applied, subtracted from them:
+    the still frames are not resampled, the moved ones land on the first frame's position and not
+    on wherever the early drift left the reference. Frames applied at their estimate do not move
+    the reference. Without it, a 0.3 px/frame random walk left every later frame ~0.25 px off
+    (seeds 0-5 of the drift scans: a constant error of (0.23, 0.24), (0.35, -0.03), (0.05,
+    -0.26)... px; the same constant offset added to the TRUE shifts costs as much ARI, 0.931 ->
+    0.899 on seed 0). Estimating the offset instead by registering the first frame's features to
+    the reference (tried) rests on one low-contrast frame's estimate: mean tracking error 1.52 px
+    on seed 9 of the drift scans, Fe K battery seeds 4 / 5 ARI 0.830 / 0.839 against 0.986 /
+    0.959. With a finite ``n_reference`` frames leave the
+    reference and the offset is not tracked (it stays zero).
+
     Measured (2026-12-05, loaded machine): simulated 96 px Nd L3 scans of
-    tests/test_registration.py, seeds 0-2: a still sample has 0 of 160 frames resampled (1 for
-    seed 2, undone) and the ARI of ``register=False``; a 0.3 px/frame random walk plus two 10 px
-    jumps gives ARI 0.871 / 0.928 / 0.895 against 0.929 / 0.937 / 0.944 drift-free, mean tracking
-    error 0.36 / 0.49 / 0.14 px (seeds 0-9: mean ARI 0.876, 0.862 when a drift back within the
-    threshold of zero was snapped to ``(0, 0)``; the 8-frame reference gave 0.859 / 0.889 / 0.843
-    on seeds 0-2).
+    tests/test_registration.py (the drift rendered as the simulator renders a displaced sample),
+    cubic resampling: a still sample has 0 / 0 / 1 of 160 frames resampled (seeds 0-2; at most 2
+    over seeds 0-5) and the ARI of ``register=False``; a 0.3 px/frame random walk plus two 10 px
+    jumps gives ARI 0.912 / 0.945 / 0.943 against 0.930 / 0.937 / 0.945 drift-free, mean
+    tracking error 0.25 / 0.47 / 0.24 px (seeds 0-9: mean ARI difference +0.001, worst -0.028,
+    mean tracking error 0.32 px; without the reference offset -0.045, worst -0.386, 0.40 px; with
+    the TRUE shifts 0.931 / 0.976 / 0.953). What remains is the estimator's own bias: noise-free
+    frames with every estimate applied are still 0.21 px off on average (seeds 0-5), more after
+    the white line, where the features of a frame differ from the reference's by more than a
+    translation. The 8-frame reference gave 0.859 / 0.889 / 0.843 on seeds 0-2 (with the earlier
+    bilinear rendering of the drift).
     Full-size demo frames (730 x 771 px, every instrument effect, 62 frames across the L3 edge,
     tests/test_registration.py): 0.15 px rms, 0.31 px max tracking error (1.35 / 1.86 px with the
     Laplacian features); over the demo's whole L3 window (649 frames) 0.17 px rms with the 8-frame
     reference and 1.6 px with the Laplacian features and the cumulative reference. Known limit:
-    below the threshold, in the noisy pre-edge frames before the first significant move, a drift
-    still moves the reference with the sample.
+    below the threshold, in the noisy pre-edge frames before the first significant move, the
+    drifting frames themselves are not resampled (they are off by up to the threshold).
     """
 
     def __init__(
@@ -555,9 +581,10 @@ class RunningRegistration:
     def update(self, image: np.ndarray) -> np.ndarray:
         """Shift ``(dy, dx)`` registering ``image`` to the running reference; adds it to the reference.
 
-        The first frame defines the reference frame and returns ``(0, 0)``. The shift changes only
-        when the change is significant (``significance``); an unchanged zero shift is exactly
-        ``(0, 0)``.
+        The first frame defines the frame of reference and returns ``(0, 0)``. The shift changes
+        only when the change is significant (``significance``); an unchanged zero shift is
+        exactly ``(0, 0)``. A non-zero shift registers onto the first frame's position
+        (:attr:`reference_offset` removed).
         """
         image = _check_image(image, "image")
         if image.shape != self.shape:
