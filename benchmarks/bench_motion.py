@@ -6,7 +6,7 @@ For each case and seed the same scan is analysed three ways, scored against the 
 - ``still``: the sample does not move (no jitter, drift, jumps, magnification);
 - ``registered``: every motion effect, the current registration (:mod:`txm_live.registration`);
 - ``oracle``: every motion effect, and the registration replaced by the TRUE shifts. The session
-  still resamples each frame (magnification correction and shift, one bilinear interpolation),
+  still resamples each frame (magnification correction and shift, one interpolation, cubic by default),
   so ``still - oracle`` is what the simulator's rendering plus the analysis's resampling cost,
   and ``oracle - registered`` what the shift estimates cost.
 
@@ -41,14 +41,16 @@ Run::
     python benchmarks/bench_motion.py --cases battery --interpolation-order 3 --modes registered oracle
     python benchmarks/bench_motion.py --cases battery fxi --without noise     # noise-free renders
 
-Measured 2026-12-05 (loaded 2-core machine, registered column, bilinear default):
-drift 0.871 / 0.928 / 0.895 (seeds 0-2; still 0.929 / 0.937 / 0.944, oracle 0.887 / 0.949 / 0.908;
-mean 0.876 over seeds 0-9), battery 0.719 / 0.775 / 0.846 (mean 0.776 over seeds 0-9, oracle 0.819 /
-0.791 / 0.830, still 0.986 / 0.963 / 0.934), FXI 0.937 / 0.89994 / 0.911. With
-``--interpolation-order 3`` (mean over seeds): battery 0.821 (seeds 0-9), drift 0.887 (seeds 0-9),
-FXI 0.908 (seeds 0-5, against 0.892 bilinear; seed 1 drops to 0.785); with magnification as the only
-motion (battery, oracle, seeds 0-2) 0.874 / 0.879 / 0.824 against bilinear 0.807 / 0.782 / 0.765.
-Cubic is not the default because it loses the noise-limited Nd L2 edge (README, registration).
+Measured 2026-12-05 ~07:00-07:30 UTC (loaded 2-core machine), registered (oracle), seeds 0-2,
+``--interpolation-order 3`` (the session default since then) / ``1``: drift 0.912 / 0.945 / 0.943
+(0.931 / 0.976 / 0.953; still 0.930 / 0.937 / 0.945) / bilinear 0.898 / 0.942 / 0.900 (0.895 / 0.977
+/ 0.938); battery 0.902 / 0.885 / 0.840 (0.920 / 0.839 / 0.848; still 0.992 / 0.995 / 0.992) / 0.829
+/ 0.901 / 0.880, seeds 0-9 mean 0.926 / 0.886, magnetite on 8 / 3 of 10; FXI 0.928 / 0.939 / 0.923 /
+0.933 / 0.941 / 0.922, seeds 3-5 0.931 / 0.910 / 0.989 / 0.897 / 0.941 / 0.970; medium 0.956 / 0.960
+/ 0.968 (0.957 / 0.962 / 0.969) / 0.955 / 0.959 / 0.964 (0.956 / 0.959 / 0.965). Before 2026-12-05
+the drift case's motion was a bilinear ``ndimage.shift`` of the OD and the registration ended ~0.25
+px off the first frame on drifting scans (see :class:`~txm_live.registration.RunningRegistration`,
+reference offset).
 
 ``--interpolation-order`` sets the ``interpolation_order`` of every :class:`~txm_live.session.XanesSession`
 the cases build (their helpers build the session or the live callback themselves and do not pass

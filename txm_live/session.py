@@ -108,17 +108,23 @@ class XanesSession:
         Keyword arguments of :class:`~txm_live.registration.RunningRegistration`.
     interpolation_order : {1, 3}
         Resampling of a frame that moved or whose pixel size differs from the reference (one
-        interpolation for both): 1, bilinear; 3, cubic B-spline with its interpolating prefilter
-        (near band-limited, see Notes of :func:`~txm_live.registration.transform_image`; ~10x the
-        cost). Frames that neither moved nor changed scale are not resampled. The choice is a
-        trade of resolution against noise: bilinear weights average neighbouring pixels, which
-        blurs a frame shifted by half a pixel but also lowers its photon noise (to ~0.67 of the
-        standard deviation on average over sub-pixel positions); the cubic spline keeps both the
-        resolution and the noise. Measured on 2026-12-04 (with the earlier Laplacian-of-Gaussian
-        registration features and every simulated instrument effect), cubic / bilinear: small Nd
-        demo L3 ARI 0.906 / 0.895 but L2 0.650 / 0.809 (the weaker L2 jump is noise-limited); Fe K
-        battery 96 px 0.745 / 0.825, 0.816 / 0.769, 0.893 / 0.833 (seeds 0-2). Bilinear is the
-        default: it never lost more than 0.03 and cubic lost 0.16 on the demo's L2.
+        interpolation for both): 3 (default), cubic B-spline with its interpolating prefilter
+        (near band-limited, see Notes of :func:`~txm_live.registration.transform_image`; ~6x the
+        cost of bilinear); 1, bilinear. Frames that neither moved nor changed scale are not
+        resampled. The choice is a trade of resolution against noise: bilinear weights average
+        neighbouring pixels with weights that depend on the sub-pixel shift, so every moved frame
+        gets its own blur (at a half-pixel shift 59 % of the modulation at 0.3 cycles/px, the
+        cubic spline 93 %) but also a lower photon noise (~0.67 of the standard deviation on
+        average over sub-pixel positions); the cubic spline keeps both the resolution and the
+        noise. Measured 2026-12-05 (``benchmarks/bench_motion.py``, registered, cubic / bilinear):
+        96 px Nd drift scans (the motion rendered as the simulator renders it) seeds 0-2 0.912 /
+        0.945 / 0.943 against 0.898 / 0.942 / 0.900 (drift-free 0.930 / 0.937 / 0.945; bilinear
+        cannot reach 0.900 on seed 0 even with the true shifts, 0.895); Fe K battery seeds 0-9 mean
+        0.926 (magnetite found on 8) against 0.886 (3); FXI Nd plan seeds 0-2 0.928 / 0.939 / 0.923
+        against 0.933 / 0.941 / 0.922 (seeds 0-5 mean 0.937 / 0.934); 301 x 322 px Nd particle 0.956
+        / 0.960 / 0.968 against 0.955 / 0.959 / 0.964. The cost: the noise-limited Nd L2 edge of the
+        full-size demo, where every frame moves, L2 ARI 0.916 against 0.937 (L3 0.973 / 0.972):
+        cubic keeps the photon noise that bilinear weights average away.
     min_valid_fraction : float
         A sample frame with fewer usable pixels than this fraction (beam off, shutter closed,
         saturated detector...) is skipped with a ``FrameError`` in :attr:`errors` instead of
