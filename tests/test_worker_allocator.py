@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ import pytest
 pytest.importorskip("distributed")
 
 from txm_live.dbscan import dbscan  # noqa: E402
-from txm_live.distributed import connect  # noqa: E402
+from txm_live.distributed import connect, local_cluster  # noqa: E402
 from txm_live.edges import default_windows  # noqa: E402
 from txm_live.phases import analyze_edge  # noqa: E402
 from txm_live.sim.phantom import make_phantom  # noqa: E402
@@ -130,3 +131,21 @@ def test_explicit_worker_environment_is_respected() -> None:
     flags, reason = out.stdout.split("|")
     assert flags.split() == ["False", "False", "True"]
     assert "MALLOC_MMAP_THRESHOLD_" in reason and "NUMPY_MADVISE_HUGEPAGE" in reason
+
+
+def test_local_cluster_takes_no_fixed_http_port() -> None:
+    """Two local_clusters at once: no "Port 8787 is already in use" warning, neither on 8787,
+    both on 127.0.0.1 (Dask's scheduler starts an HTTP server even without a dashboard)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        first = local_cluster(1)
+        try:
+            second = local_cluster(1)
+            try:
+                for c in (first, second):
+                    assert c.scheduler.http_server.port != 8787
+                    assert c.scheduler.http_server.address == "127.0.0.1"
+            finally:
+                second.close()
+        finally:
+            first.close()

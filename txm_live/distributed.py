@@ -90,13 +90,22 @@ def local_cluster(n_workers: int, **kwargs: Any) -> Any:
     :func:`txm_live.worker_allocator.prepare_workers` when txm-live receives a client of the
     cluster (:func:`connect`, ``analyze_edge(client=)``, ``dbscan(client=)``), the same for this
     cluster and for clusters you start yourself.
+
+    No dashboard, and the scheduler's remaining HTTP server (health and metrics routes) listens
+    on a free port of 127.0.0.1 instead of Dask's fixed 8787: two clusters on one machine do
+    not collide ("Port 8787 is already in use"). Pass ``dashboard_address=":8787"`` (or any
+    address) for a dashboard.
     """
     import dask
     from dask.distributed import LocalCluster
 
+    dashboard = kwargs.pop("dashboard_address", None)
+    scheduler_kwargs = kwargs.pop("scheduler_kwargs", None) or {}
+    if dashboard is None:  # the scheduler starts its HTTP server anyway, by default on port 8787
+        scheduler_kwargs = {"dashboard_address": "127.0.0.1:0", **scheduler_kwargs}
     with dask.config.set({"distributed.worker.profile.enabled": False}):
-        return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                            host="127.0.0.1", dashboard_address=None, **kwargs)
+        return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                            dashboard_address=dashboard, scheduler_kwargs=scheduler_kwargs, **kwargs)
 
 
 def close_client(client: Any) -> None:
