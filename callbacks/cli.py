@@ -414,6 +414,8 @@ def _serve_progress(ev: Any) -> None:
         print(f"run {uid}: started{expected}", flush=True)
     elif ev.stage == "window-complete":
         print(f"run {uid}: {ev.edge} window complete after {_plural(ev.n_frames, 'frame')}", flush=True)
+    elif ev.stage == "window-incomplete":
+        print(f"run {uid}: {ev.edge} {ev.message} after {_plural(ev.n_frames, 'frame')}", flush=True)
     elif ev.stage == "analysis-finished" and ev.result is not None:
         secs = f" in {ev.seconds:.1f} s" if ev.seconds is not None else ""
         print(f"run {uid}: {ev.edge} {ev.message} analysis: {_plural(ev.result.n_phases, 'phase')}{secs}",

@@ -130,11 +130,13 @@ def test_serve_prints_each_run_event(capsys):
     uid = "0123456789abcdef"
     for ev in (ProgressEvent(uid, "start", 0, 225), ProgressEvent(uid, "frame", 1, 225),
                ProgressEvent(uid, "window-complete", 1, 225, "L3"),
+               ProgressEvent(uid, "window-incomplete", 1, 225, "L2", "window closed at stop (incomplete)"),
                ProgressEvent(uid, "stop", 1, 225)):
         _serve_progress(ev)
     lines = capsys.readouterr().out.splitlines()
     assert lines == ["run 01234567: started, 225 energies planned",
                      "run 01234567: L3 window complete after 1 frame",
+                     "run 01234567: L2 window closed at stop (incomplete) after 1 frame",
                      "run 01234567: stopped after 1 frame, finishing the analysis"]
 
 
