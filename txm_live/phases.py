@@ -17,8 +17,9 @@ map without anyone choosing the number of phases (Duan et al., Sci. Rep. 6, 3440
    divided by its noise level (estimated from second differences across energy) so the noise
    is isotropic;
 5. **pca**: :func:`txm_live.decompose.reduce_pca` keeps the components above the noise floor
-   (pixels weighted by their SNR); an edge-preserving 3 x 3 sigma filter (:func:`sigma_filter`)
-   then averages each pixel's scores with the neighbours that agree with it within the noise;
+   (pixels weighted by their SNR); an edge-preserving 3 x 3 sigma filter (:func:`sigma_filter`,
+   two passes) then averages each pixel's scores with the neighbours that agree with it within
+   the noise;
 6. **cluster**: :class:`txm_live.cluster.PhaseClusterer` (DBSCAN with parameters estimated
    from the data) finds the dense cores of the majority phases; :func:`refine_phases` finds
    the minority phase among the pixels no majority phase explains (robust Gaussian mixture
@@ -62,6 +63,7 @@ __all__ = [
     "DEFAULT_FEATURE_RANGE",
     "DEFAULT_JUMP_SIGNIFICANCE",
     "MIN_PIXELS",
+    "SIGMA_FILTER_PASSES",
     "PhaseAnalysis",
     "EdgeComparison",
     "analyze_edge",
@@ -346,6 +348,10 @@ def _floor_noise(out: np.ndarray) -> np.ndarray:
     return np.maximum(out, floor)
 
 
+#: Passes of :func:`sigma_filter` in :func:`analyze_edge` (see its Notes).
+SIGMA_FILTER_PASSES: int = 2
+
+
 def sigma_filter(
     scores: np.ndarray,
     pixels: np.ndarray,
@@ -353,10 +359,11 @@ def sigma_filter(
     noise: np.ndarray,
     *,
     confidence: float = 0.95,
+    passes: int = SIGMA_FILTER_PASSES,
     return_noise: bool = False,
     threads: int = 1,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """Edge-preserving spatial denoising of per-pixel scores (Lee's sigma filter, 3 x 3).
+    """Edge-preserving spatial denoising of per-pixel scores (Lee's sigma filter, 3 x 3, iterated).
 
     Parameters
     ----------
@@ -370,9 +377,11 @@ def sigma_filter(
         A neighbour ``j`` joins the average of pixel ``i`` when
         ``|s_j - s_i|^2 <= chi2_k(confidence) (noise_i^2 + noise_j^2)``, i.e. when the two
         could be the same chemistry given their noise.
-
+    passes : int
+        Times the filter is applied, each pass to the previous pass's scores with their reduced
+        noise (default :data:`SIGMA_FILTER_PASSES` = 2, see Notes); 1 is the plain 3 x 3 filter.
     return_noise : bool
-        Also return the noise standard deviation of each filtered pixel,
+        Also return the noise standard deviation of each filtered pixel after the last pass,
         ``1 / sqrt(sum of the weights)``.
     threads : int
         Threads sharing the pixels (blocks of :data:`_FILTER_PIXELS`); every pixel's
@@ -391,7 +400,36 @@ def sigma_filter(
     boundaries and thin features (oxide bands one or two pixels wide) keep their contrast,
     while inside a phase the noise drops by up to 3x (nine pixels). Only pixels in ``pixels``
     take part. Vectorized over pixels: nine shifted copies of the score map.
+
+    Why a second pass: where the per-pixel noise is comparable to the contrast between two
+    phases (a weak edge such as Nd L2, or frames resampled without the smoothing of bilinear
+    interpolation), one pass cannot tell a neighbour of the other phase from a noisy
+    neighbour of the same phase (the test's tolerance, ``2.8 sqrt(2)`` noise for one score, is
+    about the contrast) and leaves much of the noise. The second pass tests the once-filtered
+    scores against their own, up to 3x smaller noise, so its test separates the phases better,
+    and averages over the 5 x 5 support of the accepted neighbours: the noise inside a phase
+    drops further where it is large, while a neighbour that differs by more than the reduced
+    noise is still left out. Two filtered neighbours share pixels (positively correlated
+    errors), so ``noise_i^2 + noise_j^2`` bounds the variance of their difference from above:
+    the test stays conservative. Measured on the full-size Nd demo (cubic resampling) L2 ARI
+    0.916 -> 0.949, L3 0.973 -> 0.976; the plain 5 x 5 window instead fragmented the
+    low-noise phases of the standards (test_standards) into DBSCAN clusters.
     """
+    if isinstance(passes, bool) or not isinstance(passes, (int, np.integer)) or passes < 1:
+        raise ValueError(f"passes must be an integer >= 1, got {passes!r}")
+    out = np.asarray(scores, dtype=np.float32)
+    sd = np.asarray(noise, dtype=np.float32)
+    for _ in range(int(passes)):
+        out, sd = _sigma_pass(out, pixels, shape, sd, confidence, threads)
+    if return_noise:
+        return out, sd
+    return out
+
+
+def _sigma_pass(
+    scores: np.ndarray, pixels: np.ndarray, shape: tuple[int, int], noise: np.ndarray, confidence: float, threads: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One 3 x 3 pass of :func:`sigma_filter`: filtered scores and their noise (float32)."""
     from scipy.special import gammaincinv
 
     H, W = shape
@@ -424,9 +462,7 @@ def sigma_filter(
         wsum_all[sl] = wsum
 
     run_tiles(block, [slice(b, b + _FILTER_PIXELS) for b in range(0, n, _FILTER_PIXELS)], threads)
-    if return_noise:
-        return out, (1.0 / np.sqrt(wsum_all)).astype(np.float32)
-    return out
+    return out, (1.0 / np.sqrt(wsum_all)).astype(np.float32)
 
 
 def _fit_clusterer(
@@ -820,9 +856,11 @@ def analyze_edge(
         (:func:`txm_live.snr.snr_mask`).
     spatial_filter : bool
         Denoise the principal-component scores with an edge-preserving 3 x 3 sigma filter
-        (:func:`sigma_filter`) before clustering: a neighbour is averaged in only when its
-        scores agree with the pixel's within their noise, so phase boundaries and one-pixel
-        features survive while noise inside a phase drops up to 3x. Labels stay per pixel.
+        (:func:`sigma_filter`, :data:`SIGMA_FILTER_PASSES` = 2 passes, the second on the
+        filtered scores with their reduced noise) before clustering: a neighbour is averaged in
+        only when its scores agree with the pixel's within their noise, so phase boundaries and
+        one-pixel features survive while noise inside a phase drops (up to 3x per pass). Labels
+        stay per pixel.
     refine : bool
         Find the minority phases with a robust Gaussian mixture seeded by the DBSCAN majority
         phases, keep only those whose pixels are not two-phase mixtures, and assign every pixel
