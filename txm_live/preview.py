@@ -17,9 +17,11 @@ How it works
    principal axes of a subsample of ``smooth`` x ``smooth`` neighbourhood-averaged spectra, taken
    orthogonal to the mean spectrum, a constant and a line (the directions normalization errors
    take, as in :func:`txm_live.phases.build_features`); the
-   score maps are then averaged over the same neighbourhood of masked pixels (a preview trades
-   a little resolution for 3x less noise; projecting first costs ``n_components / n_energies``
-   of smoothing the spectra) and scaled by the robust spread of the first component.
+   score maps are then denoised by the exact analysis's edge-preserving sigma filter
+   (:func:`txm_live.denoise.sigma_filter`: each pixel averaged with the 3 x 3 neighbours that
+   agree within their noise, two passes; ``spatial_filter=False``: the plain ``smooth`` x
+   ``smooth`` mean of the masked neighbours) and scaled by the robust spread of the first
+   component.
    Normalization is affine per pixel, so the raw near-edge rows (a view of the block) are
    projected by one product and the k scores normalized afterwards.
 3. river's :class:`~river.cluster.DBSTREAM` learns ``n_learn`` pixels in random order (the only
@@ -296,6 +298,7 @@ def preview_edge(
     feature_range: tuple[float, float] | None = None,
     n_components: int = 3,
     smooth: int = 3,
+    spatial_filter: bool = True,
     n_learn: int = 3000,
     clustering_threshold: float = 0.3,
     bandwidth: float = 0.2,
@@ -327,7 +330,16 @@ def preview_edge(
     n_components : int
         Principal components kept as features (white-line height, position and width).
     smooth : int
-        Side of the pixel neighbourhood averaged before clustering (1 disables it).
+        Side of the pixel neighbourhood averaged for the sample mask, the edge-step level and the
+        spectra the principal axes are learnt from, and for the scores when ``spatial_filter``
+        is false (1 disables it).
+    spatial_filter : bool
+        Denoise the scores with :func:`txm_live.denoise.sigma_filter` (edge-preserving, two 3 x 3
+        passes; the noise of a pixel's scores is its pre-edge noise per energy times its
+        normalization gain) instead of the plain ``smooth`` x ``smooth`` mean, which blurs
+        boundaries and leaves more noise where the noise is high (measured on the full-size
+        demo, L3 / L2 preview ARI with bilinear resampling 0.963 / 0.928 -> 0.973 / 0.951, with
+        cubic 0.964 / 0.900 -> 0.974 / 0.939; the filter costs ~0.1-0.3 s at full size).
     n_learn : int
         Pixels DBSTREAM learns from; bounds the Python time (tens of us per pixel).
     clustering_threshold : float
@@ -488,8 +500,8 @@ def preview_edge(
     axes = _leading_axes(np.einsum("ni,nj->ij", sub, sub), k)  # n_f x n_f scatter matrix
     comps = np.ascontiguousarray(axes, dtype=np.float32)  # leading principal axes, (n_f, k)
     # project the raw rows (one float32 matrix product over the rows, no normalized copy), then
-    # normalize the k scores per pixel, then smooth the k score maps: the same linear operations
-    # as normalizing and smoothing the n_f spectra first, at k / n_f of the cost
+    # normalize the k scores per pixel, then denoise the k score maps: the same linear operations
+    # as normalizing the n_f spectra first, at k / n_f of the cost
     raw = np.einsum("fk,fp->kp", comps, Yf)  # (k, H*W)
     del Yf
     off0, off1 = comps.sum(axis=0), comps.T @ ef  # projections of the pre-edge line's terms
@@ -498,7 +510,19 @@ def preview_edge(
     scores[:, pix] = ((raw[:, pix] - off0[:, None] * c0[pix] - off1[:, None] * c1[pix]) * gain[pix]
                       - cmean[:, None])
     del raw
-    Z = _box_mean(scores.reshape(k, H, W), mask, int(smooth)).reshape(k, -1)[:, pix].T.copy()
+    if spatial_filter:
+        # edge-preserving, as the exact analysis: each pixel's scores averaged with the 3 x 3
+        # neighbours that agree within their noise, twice (txm_live.denoise.sigma_filter). The
+        # noise of a score is the pixel's pre-edge noise per energy times its gain (orthonormal
+        # axes: white noise keeps its level in every component)
+        from txm_live.denoise import sigma_filter
+
+        sd = noise[pix] * gain[pix]
+        positive = sd[sd > 0]  # a noise-free pixel (simulated data) must not take all the weight
+        sd = np.maximum(sd, np.float32(1e-3 * np.median(positive)) if positive.size else np.float32(1.0))
+        Z = sigma_filter(np.ascontiguousarray(scores[:, pix].T), pix, (H, W), sd)
+    else:
+        Z = _box_mean(scores.reshape(k, H, W), mask, int(smooth)).reshape(k, -1)[:, pix].T.copy()
     # one isotropic scale, the robust spread (median absolute deviation) of the first component:
     # the weaker components keep their smaller (mostly noise) spread instead of being blown up
     scale = float(1.4826 * np.median(np.abs(Z[:, 0] - np.median(Z[:, 0]))))
