@@ -124,7 +124,7 @@ def sigma_filter(
     noise is still left out. Two filtered neighbours share pixels (positively correlated
     errors), so ``noise_i^2 + noise_j^2`` bounds the variance of their difference from above:
     the test stays conservative. Measured on the full-size Nd demo (cubic resampling) L2 ARI
-    0.916 -> 0.949, L3 0.973 -> 0.976; the plain 5 x 5 window instead fragmented the
+    0.916 -> 0.949, L3 0.973 -> 0.975; the plain 5 x 5 window instead fragmented the
     low-noise phases of the standards (test_standards) into DBSCAN clusters.
     """
     if isinstance(passes, bool) or not isinstance(passes, (int, np.integer)) or passes < 1:

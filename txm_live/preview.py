@@ -42,10 +42,12 @@ place when they are consecutive float32 rows of a C-contiguous block (otherwise 
 shapes: faster single-threaded than multi-threaded BLAS, and no BLAS worker threads left
 spinning on the other core while acquisition runs): CPU time equals wall time.
 Only numpy and river are imported (no scipy.ndimage/special: a fresh analysis process pays none of
-their imports, about 0.25 s).
+their imports, about 0.25 s; :mod:`txm_live.denoise` is numpy-only).
 Time at 602 x 643 x 641 energies (float32, 2 cores shared with other jobs): 0.32-0.36 s wall
 (= CPU) warm; 0.41-0.42 s for the first call in a fresh process on a shared-memory block (the
-analysis process), imports included. river's updates, bounded by ``n_learn``, take about 0.1 s.
+analysis process), imports included, both measured with the box-mean smoothing of the scores; the
+two-pass sigma filter that replaced it adds about 0.2 s of CPU (measured at load 6: 0.98 against
+0.76 s CPU per call, minimum of 4). river's updates, bounded by ``n_learn``, take about 0.1 s.
 """
 
 from __future__ import annotations
@@ -384,10 +386,10 @@ def preview_edge(
     -----
     Measured on the simulator (phantom + photon noise at 5000 photons/pixel, 96-128 px):
     adjusted Rand index 0.80-0.89 against the ground truth (0.96 at 602 x 643) (tests/test_preview.py).
-    Time at 602 x 643 x 641 energies: about 0.35 s warm, 0.42 s as the first call of a fresh
-    process (imports included), single-threaded (see the module docstring).
-    The preview is deliberately approximate: smoothing blurs phase boundaries over ``smooth``
-    pixels and the pixel subsample may miss a phase rarer than about ``1 / n_learn``.
+    Time at 602 x 643 x 641 energies: about 0.55 s warm (0.35 s with ``spatial_filter=False``),
+    single-threaded (see the module docstring).
+    The preview is deliberately approximate: the mask and the principal axes use the ``smooth``
+    neighbourhood mean, and the pixel subsample may miss a phase rarer than about ``1 / n_learn``.
     """
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
