@@ -611,8 +611,8 @@ def test_options_without_filter_and_refinement_and_fixed_components() -> None:
 
 def test_sigma_filter_blocks_and_threads_equal_one_pass() -> None:
     """The blocked, threaded sigma filter equals the straightforward one-pass filter (nine
-    shifted copies over all pixels at once), for one and three components; the default two
-    passes equal that filter applied to its own output and noise."""
+    shifted copies over all pixels at once), for one and three components; two passes equal
+    that filter applied to its own output and noise."""
     from scipy.special import gammaincinv
 
     from txm_live.phases import sigma_filter
@@ -648,10 +648,10 @@ def test_sigma_filter_blocks_and_threads_equal_one_pass() -> None:
         ref = reference(scores, pixels, (H, W), noise)
         twice = reference(*ref[:1], pixels, (H, W), ref[1])  # the second pass: filtered scores, their noise
         for threads in (1, 2):
-            out, sd = sigma_filter(scores, pixels, (H, W), noise, passes=1, return_noise=True, threads=threads)
+            out, sd = sigma_filter(scores, pixels, (H, W), noise, return_noise=True, threads=threads)  # default: 1
             np.testing.assert_array_equal(out, ref[0])
             np.testing.assert_array_equal(sd, ref[1])
-            out, sd = sigma_filter(scores, pixels, (H, W), noise, return_noise=True, threads=threads)  # default: 2
+            out, sd = sigma_filter(scores, pixels, (H, W), noise, passes=2, return_noise=True, threads=threads)
             np.testing.assert_array_equal(out, twice[0])
             np.testing.assert_array_equal(sd, twice[1])
 

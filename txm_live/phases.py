@@ -17,8 +17,8 @@ map without anyone choosing the number of phases (Duan et al., Sci. Rep. 6, 3440
    divided by its noise level (estimated from second differences across energy) so the noise
    is isotropic;
 5. **pca**: :func:`txm_live.decompose.reduce_pca` keeps the components above the noise floor
-   (pixels weighted by their SNR); an edge-preserving 3 x 3 sigma filter (:func:`sigma_filter`,
-   two passes) then averages each pixel's scores with the neighbours that agree with it within
+   (pixels weighted by their SNR); an edge-preserving 3 x 3 sigma filter (:func:`sigma_filter`)
+   then averages each pixel's scores with the neighbours that agree with it within
    the noise;
 6. **cluster**: :class:`txm_live.cluster.PhaseClusterer` (DBSCAN with parameters estimated
    from the data) finds the dense cores of the majority phases; :func:`refine_phases` finds
@@ -738,10 +738,9 @@ def analyze_edge(
         (:func:`txm_live.snr.snr_mask`).
     spatial_filter : bool
         Denoise the principal-component scores with an edge-preserving 3 x 3 sigma filter
-        (:func:`sigma_filter`, :data:`SIGMA_FILTER_PASSES` = 2 passes, the second on the
-        filtered scores with their reduced noise) before clustering: a neighbour is averaged in
+        (:func:`sigma_filter`, :data:`SIGMA_FILTER_PASSES` passes, 1 by default) before clustering: a neighbour is averaged in
         only when its scores agree with the pixel's within their noise, so phase boundaries and
-        one-pixel features survive while noise inside a phase drops (up to 3x per pass). Labels
+        one-pixel features survive while noise inside a phase drops (up to 3x). Labels
         stay per pixel.
     refine : bool
         Find the minority phases with a robust Gaussian mixture seeded by the DBSCAN majority

@@ -517,12 +517,12 @@ def preview_edge(
         # neighbours that agree within their noise, twice (txm_live.denoise.sigma_filter). The
         # noise of a score is the pixel's pre-edge noise per energy times its gain (orthonormal
         # axes: white noise keeps its level in every component)
-        from txm_live.denoise import sigma_filter
+        from txm_live.denoise import PREVIEW_FILTER_PASSES, sigma_filter
 
         sd = noise[pix] * gain[pix]
         positive = sd[sd > 0]  # a noise-free pixel (simulated data) must not take all the weight
         sd = np.maximum(sd, np.float32(1e-3 * np.median(positive)) if positive.size else np.float32(1.0))
-        Z = sigma_filter(np.ascontiguousarray(scores[:, pix].T), pix, (H, W), sd)
+        Z = sigma_filter(np.ascontiguousarray(scores[:, pix].T), pix, (H, W), sd, passes=PREVIEW_FILTER_PASSES)
     else:
         Z = _box_mean(scores.reshape(k, H, W), mask, int(smooth)).reshape(k, -1)[:, pix].T.copy()
     # one isotropic scale, the robust spread (median absolute deviation) of the first component:
