@@ -424,6 +424,34 @@ def test_sigma_filter_denoises_but_keeps_edges_and_thin_lines() -> None:
     assert abs((sub[:, 0].reshape(H, 20) - truth[:, :20])[rows, 19].mean()) < 0.15
 
 
+def test_second_sigma_pass_separates_a_low_contrast_step_better() -> None:
+    """Two phases 3 noise sigmas apart (a weak edge, frames resampled without bilinear smoothing):
+    one pass cannot tell a neighbour across the step from a noisy one (its tolerance is ~3.9
+    sigma for a difference). The second pass, on the filtered scores and their reduced noise,
+    lowers the noise inside the phases by more than a quarter, biases the columns next to the
+    step no more than one pass, and misclassifies fewer pixels (threshold halfway). Measured
+    (seed 0): interior noise 0.40 -> 0.27, errors 0.60 % -> 0.40 % of the pixels."""
+    from txm_live.phases import sigma_filter
+
+    rng = np.random.default_rng(0)
+    H, W = 200, 40
+    truth = np.zeros((H, W), dtype=np.float32)
+    truth[:, 20:] = 3.0
+    noisy = truth + rng.normal(size=(H, W)).astype(np.float32)
+    pix = np.arange(H * W)
+    got = {}
+    for passes in (1, 2):
+        out = sigma_filter(noisy.reshape(-1, 1), pix, (H, W), np.ones(H * W), passes=passes)[:, 0].reshape(H, W)
+        err = out - truth
+        got[passes] = (np.std(err[:, 2:17]), abs(err[:, 19].mean()) + abs(err[:, 20].mean()),
+                       np.mean((out > 1.5) != (truth > 1.5)))
+    assert got[2][0] < 0.75 * got[1][0], got
+    assert got[2][1] <= got[1][1], got
+    assert got[2][2] < got[1][2], got
+    with pytest.raises(ValueError, match="passes"):
+        sigma_filter(noisy.reshape(-1, 1), pix, (H, W), np.ones(H * W), passes=0)
+
+
 def test_mback_normalization_gives_the_same_phases() -> None:
     energies, cube = _cube("pure", "L3")
     res = analyze_edge(energies, cube[:, :64, :], window=L3, method="mback")
@@ -583,7 +611,8 @@ def test_options_without_filter_and_refinement_and_fixed_components() -> None:
 
 def test_sigma_filter_blocks_and_threads_equal_one_pass() -> None:
     """The blocked, threaded sigma filter equals the straightforward one-pass filter (nine
-    shifted copies over all pixels at once), for one and three components."""
+    shifted copies over all pixels at once), for one and three components; two passes equal
+    that filter applied to its own output and noise."""
     from scipy.special import gammaincinv
 
     from txm_live.phases import sigma_filter
@@ -617,10 +646,14 @@ def test_sigma_filter_blocks_and_threads_equal_one_pass() -> None:
         scores = (rng.integers(0, 3, (pixels.size, 1)) + 0.3 * rng.standard_normal((pixels.size, k))).astype(np.float32)
         noise = rng.uniform(0.1, 0.4, pixels.size).astype(np.float32)
         ref = reference(scores, pixels, (H, W), noise)
+        twice = reference(*ref[:1], pixels, (H, W), ref[1])  # the second pass: filtered scores, their noise
         for threads in (1, 2):
-            out, sd = sigma_filter(scores, pixels, (H, W), noise, return_noise=True, threads=threads)
+            out, sd = sigma_filter(scores, pixels, (H, W), noise, return_noise=True, threads=threads)  # default: 1
             np.testing.assert_array_equal(out, ref[0])
             np.testing.assert_array_equal(sd, ref[1])
+            out, sd = sigma_filter(scores, pixels, (H, W), noise, passes=2, return_noise=True, threads=threads)
+            np.testing.assert_array_equal(out, twice[0])
+            np.testing.assert_array_equal(sd, twice[1])
 
 
 def test_phase_means_and_noise_blocks_equal_the_references() -> None:

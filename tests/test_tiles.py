@@ -75,10 +75,12 @@ def test_tile_phase_stats_combine_to_the_whole_image_statistics() -> None:
             assert np.isfinite(got_mean).all() and (got_std >= 0).all()
 
 def test_tile_sigma_filter_with_halo_rows_equals_the_whole_image_filter() -> None:
-    """Each row band filtered with one halo row above and below (tile_halo_row of its
-    neighbours) gives exactly the in-process sigma filter of the whole image."""
+    """Each row band filtered with the halo rows of its neighbours (tile_border, assembled as the
+    client does, across a band of a single row) gives exactly the in-process sigma filter of the
+    whole image, at every number of passes' halo (SIGMA_FILTER_PASSES rows)."""
     from txm_live.phases import sigma_filter
-    from txm_live.tiles import tile_halo_row, tile_sigma_filter
+    from txm_live.tiled_edge import _halo
+    from txm_live.tiles import tile_border, tile_sigma_filter
 
     rng = np.random.default_rng(5)
     H, W, k = 23, 17, 3
@@ -92,12 +94,9 @@ def test_tile_sigma_filter_with_halo_rows_equals_the_whole_image_filter() -> Non
         sel = (pix >= b.start * W) & (pix < b.stop * W)
         parts.append((scores[sel], rms[sel]))
         cols.append(pix[sel] - b.start * W)
-    got = []
-    for i, b in enumerate(bands):
-        n_rows = b.stop - b.start
-        above = tile_halo_row(parts[i - 1], cols[i - 1], W, bands[i - 1].stop - bands[i - 1].start - 1) if i else None
-        below = tile_halo_row(parts[i + 1], cols[i + 1], W, 0) if i + 1 < len(bands) else None
-        got.append(tile_sigma_filter(parts[i], cols[i], n_rows, W, -np.inf, above, below))
+    border = [tile_border(parts[i], cols[i], W, b.stop - b.start) for i, b in enumerate(bands)]
+    got = [tile_sigma_filter(parts[i], cols[i], b.stop - b.start, W, -np.inf, _halo(border, i, -1), _halo(border, i, +1))
+           for i, b in enumerate(bands)]
     np.testing.assert_array_equal(np.concatenate(got), ref)
 
 

@@ -18,7 +18,8 @@ map without anyone choosing the number of phases (Duan et al., Sci. Rep. 6, 3440
    is isotropic;
 5. **pca**: :func:`txm_live.decompose.reduce_pca` keeps the components above the noise floor
    (pixels weighted by their SNR); an edge-preserving 3 x 3 sigma filter (:func:`sigma_filter`)
-   then averages each pixel's scores with the neighbours that agree with it within the noise;
+   then averages each pixel's scores with the neighbours that agree with it within
+   the noise;
 6. **cluster**: :class:`txm_live.cluster.PhaseClusterer` (DBSCAN with parameters estimated
    from the data) finds the dense cores of the majority phases; :func:`refine_phases` finds
    the minority phase among the pixels no majority phase explains (robust Gaussian mixture
@@ -49,6 +50,7 @@ import numpy as np
 
 from txm_live.compare import EdgeComparison, compare_edges, l2_l3_agreement, match_phases
 from txm_live.decompose import PcaResult, reduce_pca
+from txm_live.denoise import SIGMA_FILTER_PASSES, sigma_filter
 from txm_live.refine import refine_phases
 from txm_live.edges import FEATURE_RANGE, MIN_POST_POINTS, MIN_PRE_POINTS, EdgeWindow, resolve_post_order
 from txm_live.phase_order import edge_levels, edge_positions, edge_tolerance, phase_names
@@ -62,6 +64,7 @@ __all__ = [
     "DEFAULT_FEATURE_RANGE",
     "DEFAULT_JUMP_SIGNIFICANCE",
     "MIN_PIXELS",
+    "SIGMA_FILTER_PASSES",
     "PhaseAnalysis",
     "EdgeComparison",
     "analyze_edge",
@@ -99,8 +102,6 @@ DEFAULT_THREADS: int = 1
 _PIXEL_BLOCK = 8192
 #: Pixels used to estimate the noise level of each feature.
 _NOISE_SAMPLES = 50_000
-#: Pixels per block of :func:`sigma_filter`.
-_FILTER_PIXELS = 32768
 #: Feature rows per block of the noise estimate (8 x 50 000 float64 = 3.2 MB temporaries).
 _NOISE_ROWS = 8
 
@@ -344,89 +345,6 @@ def _floor_noise(out: np.ndarray) -> np.ndarray:
     positive = out[out > 0]
     floor = float(np.median(positive)) * 1e-3 if positive.size else 1.0
     return np.maximum(out, floor)
-
-
-def sigma_filter(
-    scores: np.ndarray,
-    pixels: np.ndarray,
-    shape: tuple[int, int],
-    noise: np.ndarray,
-    *,
-    confidence: float = 0.95,
-    return_noise: bool = False,
-    threads: int = 1,
-) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """Edge-preserving spatial denoising of per-pixel scores (Lee's sigma filter, 3 x 3).
-
-    Parameters
-    ----------
-    scores : ndarray, shape (n, k)
-        Scores of the ``n`` pixels ``pixels`` (flat indices into an image of ``shape``).
-    pixels : ndarray of int, shape (n,)
-    shape : (int, int)
-    noise : ndarray, shape (n,)
-        Noise standard deviation of each pixel's scores (per component).
-    confidence : float
-        A neighbour ``j`` joins the average of pixel ``i`` when
-        ``|s_j - s_i|^2 <= chi2_k(confidence) (noise_i^2 + noise_j^2)``, i.e. when the two
-        could be the same chemistry given their noise.
-
-    return_noise : bool
-        Also return the noise standard deviation of each filtered pixel,
-        ``1 / sqrt(sum of the weights)``.
-    threads : int
-        Threads sharing the pixels (blocks of :data:`_FILTER_PIXELS`); every pixel's
-        arithmetic is the same for any blocking, so the result does not depend on it.
-
-    Returns
-    -------
-    ndarray of float32, shape (n, k)
-        Inverse-variance weighted mean of the accepted neighbours (the pixel itself included).
-    ndarray of float32, shape (n,)
-        Only with ``return_noise``.
-
-    Notes
-    -----
-    Neighbours across a phase boundary differ by more than their noise and are left out, so
-    boundaries and thin features (oxide bands one or two pixels wide) keep their contrast,
-    while inside a phase the noise drops by up to 3x (nine pixels). Only pixels in ``pixels``
-    take part. Vectorized over pixels: nine shifted copies of the score map.
-    """
-    from scipy.special import gammaincinv
-
-    H, W = shape
-    n, k = scores.shape
-    smap = np.zeros((k, H + 2, W + 2), dtype=np.float32)
-    vmap = np.full((H + 2, W + 2), np.inf, dtype=np.float32)
-    rows, cols = np.divmod(pixels, W)
-    smap[:, rows + 1, cols + 1] = scores.T
-    vmap[rows + 1, cols + 1] = noise.astype(np.float32) ** 2
-    t2 = np.float32(2.0 * gammaincinv(0.5 * k, confidence))  # chi-square quantile, k dof
-    out = np.empty((n, k), dtype=np.float32)
-    wsum_all = np.empty(n, dtype=np.float32)
-
-    def block(sl: slice) -> None:  # one block of pixels (cache-sized temporaries)
-        r1, c1 = rows[sl] + 1, cols[sl] + 1
-        s0 = smap[:, r1, c1]
-        v0 = vmap[r1, c1]
-        acc = np.zeros(s0.shape, dtype=np.float32)
-        wsum = np.zeros(v0.shape, dtype=np.float32)
-        for dy in (-1, 0, 1):  # nine shifts, vectorized over pixels
-            for dx in (-1, 0, 1):
-                sj = smap[:, r1 + dy, c1 + dx]
-                vj = vmap[r1 + dy, c1 + dx]
-                d2 = ((sj - s0) ** 2).sum(axis=0)
-                ok = np.isfinite(vj) & (d2 <= t2 * (v0 + vj))
-                w = np.where(ok, 1.0 / np.where(ok, vj, 1.0), 0.0).astype(np.float32)
-                acc += sj * w
-                wsum += w
-        out[sl] = (acc / wsum).T
-        wsum_all[sl] = wsum
-
-    run_tiles(block, [slice(b, b + _FILTER_PIXELS) for b in range(0, n, _FILTER_PIXELS)], threads)
-    if return_noise:
-        return out, (1.0 / np.sqrt(wsum_all)).astype(np.float32)
-    return out
 
 
 def _fit_clusterer(
@@ -820,9 +738,10 @@ def analyze_edge(
         (:func:`txm_live.snr.snr_mask`).
     spatial_filter : bool
         Denoise the principal-component scores with an edge-preserving 3 x 3 sigma filter
-        (:func:`sigma_filter`) before clustering: a neighbour is averaged in only when its
-        scores agree with the pixel's within their noise, so phase boundaries and one-pixel
-        features survive while noise inside a phase drops up to 3x. Labels stay per pixel.
+        (:func:`sigma_filter`, :data:`SIGMA_FILTER_PASSES` passes, 1 by default) before clustering: a neighbour is averaged in
+        only when its scores agree with the pixel's within their noise, so phase boundaries and
+        one-pixel features survive while noise inside a phase drops (up to 3x). Labels
+        stay per pixel.
     refine : bool
         Find the minority phases with a robust Gaussian mixture seeded by the DBSCAN majority
         phases, keep only those whose pixels are not two-phase mixtures, and assign every pixel

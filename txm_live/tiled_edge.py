@@ -260,8 +260,8 @@ class TiledEdge:
             if np.any(floored != raw):
                 floor = float(floored[floored != raw].max())
         k = len(self.tiles)
-        above = [border[i - 1][2] if i > 0 else None for i in range(k)]
-        below = [border[i + 1][1] if i + 1 < k else None for i in range(k)]
+        above = [_halo(border, i, -1) for i in range(k)]
+        below = [_halo(border, i, +1) for i in range(k)]
         self.scores = self._map(T.tile_sigma_filter, self.proj, self.cols, n_rows, [self.W] * k, [floor] * k, above, below)
         return pca, np.concatenate(self._gather(self.scores, "sigma filter"))
 
@@ -305,6 +305,22 @@ class TiledEdge:
         """Drop every future (the workers free the tiles)."""
         for name in ("data", "norm", "F", "X", "proj", "scores"):
             setattr(self, name, [])
+
+
+def _halo(border: list[tuple], i: int, side: int) -> list[tuple] | None:
+    """The :data:`txm_live.phases.SIGMA_FILTER_PASSES` image rows just above (``side=-1``) or
+    below (``+1``) tile ``i``, top to bottom, from the tiles' border rows (:func:`txm_live.tiles.tile_border`;
+    a tile shorter than that lends all its rows and the next tile the rest); ``None`` at the image
+    border."""
+    from txm_live.phases import SIGMA_FILTER_PASSES
+
+    rows: list[tuple] = []
+    j = i + side
+    while 0 <= j < len(border) and len(rows) < SIGMA_FILTER_PASSES:
+        need = SIGMA_FILTER_PASSES - len(rows)
+        rows = list(border[j][2][-need:]) + rows if side < 0 else rows + list(border[j][1][:need])
+        j += side
+    return rows or None
 
 
 def retry_lost_worker(

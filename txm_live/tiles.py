@@ -112,11 +112,16 @@ def tile_project(X: np.ndarray, pca: Any) -> tuple[np.ndarray, np.ndarray]:
 def tile_border(proj: tuple[np.ndarray, np.ndarray], cols: np.ndarray, W: int, n_rows: int) -> tuple:
     """What the client needs of a projected tile before the sigma filter, in one task: the
     smallest residual rms and the largest positive one (``nan`` when empty; the noise floor) and
-    the tile's first and last image rows (:func:`tile_halo_row`; the halos of its neighbours)."""
+    the tile's first and last :data:`txm_live.phases.SIGMA_FILTER_PASSES` image rows (fewer when
+    the tile is shorter; :func:`tile_halo_row` each, top to bottom: the halos of its neighbours)."""
+    from txm_live.phases import SIGMA_FILTER_PASSES
+
     rms = proj[1]
     pos = rms[rms > 0]
     span = (float(rms.min()) if rms.size else np.nan, float(pos.max()) if pos.size else np.nan)
-    return span, tile_halo_row(proj, cols, W, 0), tile_halo_row(proj, cols, W, n_rows - 1)
+    m = min(SIGMA_FILTER_PASSES, n_rows)
+    return (span, [tile_halo_row(proj, cols, W, r) for r in range(m)],
+            [tile_halo_row(proj, cols, W, r) for r in range(n_rows - m, n_rows)])
 
 
 def tile_rms(proj: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
@@ -139,29 +144,34 @@ def tile_sigma_filter(
     n_rows: int,
     W: int,
     floor: float,
-    above: tuple | None,
-    below: tuple | None,
+    above: list[tuple] | None,
+    below: list[tuple] | None,
 ) -> np.ndarray:
-    """:func:`txm_live.phases.sigma_filter` of the tile's scores with one halo row on each side.
+    """:func:`txm_live.phases.sigma_filter` of the tile's scores with halo rows on each side.
 
-    ``above`` / ``below`` are :func:`tile_halo_row` of the neighbouring tiles (``None`` at the
-    image border, where the in-process filter sees no pixel either). The tile is filtered as an
-    image of ``n_rows + 2`` rows and only its own pixels are kept: each of them sees exactly the
-    neighbours it has in the whole image, so the result equals the in-process filter's.
+    ``above`` / ``below`` are the :func:`tile_halo_row` of the image rows just above and below
+    the tile, top to bottom: :data:`txm_live.phases.SIGMA_FILTER_PASSES` rows (each pass of the
+    3 x 3 filter reads one row further), fewer only at the image border, where the in-process
+    filter sees no pixel either (``None``: none). The tile is filtered as an image of its rows
+    plus the halos and only its own pixels are kept: each of them sees exactly the neighbours it
+    has in the whole image, at every pass, so the result equals the in-process filter's.
     """
     from txm_live.phases import sigma_filter
 
+    above = list(above or [])
+    below = list(below or [])
     parts_s, parts_n, parts_p = [], [], []
-    if above is not None:
-        parts_s.append(above[0]), parts_n.append(above[1]), parts_p.append(above[2])
-    parts_s.append(proj[0]), parts_n.append(proj[1]), parts_p.append(cols + W)
-    if below is not None:
-        parts_s.append(below[0]), parts_n.append(below[1]), parts_p.append(below[2] + (n_rows + 1) * W)
+    for i, h in enumerate(above):
+        parts_s.append(h[0]), parts_n.append(h[1]), parts_p.append(h[2] + i * W)
+    top = len(above)
+    parts_s.append(proj[0]), parts_n.append(proj[1]), parts_p.append(cols + top * W)
+    for i, h in enumerate(below):
+        parts_s.append(h[0]), parts_n.append(h[1]), parts_p.append(h[2] + (top + n_rows + i) * W)
     scores = np.concatenate(parts_s)
     noise = np.maximum(np.concatenate(parts_n), floor).astype(np.float32)
     pixels = np.concatenate(parts_p)
-    out = sigma_filter(scores, pixels, (n_rows + 2, W), noise)
-    first = parts_s[0].shape[0] if above is not None else 0
+    out = sigma_filter(scores, pixels, (top + n_rows + len(below), W), noise)
+    first = sum(h[0].shape[0] for h in above)
     return out[first : first + proj[0].shape[0]]
 
 
