@@ -849,8 +849,10 @@ def analyze_edge(
         Threads of the in-process analysis (default :data:`DEFAULT_THREADS` = 1): the two passes
         over the block (normalization and the per-phase spectra) run on pixel tiles in this many
         threads (BLAS stays single-threaded in each). 1 is gentle
-        with the cores acquisition needs; on an analysis server give it more. The result does
-        not depend on it (labels identical).
+        with the cores acquisition needs; on an analysis server give it more. With ``client``,
+        the steps that run here (the noise medians of the gathered sample, the neighbour queries
+        of the clusterer and of the refinement) use this many threads while the workers wait.
+        The result does not depend on it (labels identical).
 
     Returns
     -------
@@ -1061,7 +1063,7 @@ def _analyze_edge(
         del feat_all
         X, mean_feat, _noise = build_features(F, Ef, e0=window.e0, random_state=random_state, threads=threads)
     else:
-        mean_feat = tiled.features(pix, Ef, e0=window.e0, random_state=random_state)
+        mean_feat = tiled.features(pix, Ef, e0=window.e0, random_state=random_state, threads=threads)
     timings["features"] = time.perf_counter() - t
 
     # 5. pca ------------------------------------------------------------------------------

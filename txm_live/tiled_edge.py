@@ -188,9 +188,10 @@ class TiledEdge:
         small = self._gather(self._map(T.tile_pixel_scalars, self.norm), "normalization")
         return tuple(np.concatenate([s[j] for s in small]) for j in range(4))  # type: ignore[return-value]
 
-    def features(self, pix: np.ndarray, Ef: np.ndarray, *, e0: float, random_state: int) -> np.ndarray:
+    def features(self, pix: np.ndarray, Ef: np.ndarray, *, e0: float, random_state: int, threads: int = 1) -> np.ndarray:
         """Whitened features of the clustered pixels ``pix`` (flat, increasing) on the workers
-        (:func:`txm_live.phases.build_features`); returns the mean feature spectrum."""
+        (:func:`txm_live.phases.build_features`); returns the mean feature spectrum. The noise
+        medians of the gathered sample run here on ``threads`` threads (the same values)."""
         from txm_live.phases import _feature_basis, _noise_per_feature, _noise_sample
 
         W = self.W
@@ -203,7 +204,8 @@ class TiledEdge:
                 for a, b in zip(self.lo, self.hi)]
         got = self._gather(self._map(T.tile_feature_stats, self.F, locs), "feature mean and noise sample")
         mean = np.sum([g[0] for g in got], axis=0) / pix.size
-        noise = _noise_per_feature(np.concatenate([g[1] for g in got], axis=1), np.asarray(Ef, dtype=np.float64))
+        noise = _noise_per_feature(np.concatenate([g[1] for g in got], axis=1), np.asarray(Ef, dtype=np.float64),
+                                   threads=threads)
         q32 = _feature_basis(mean, np.asarray(Ef, dtype=np.float64), e0)
         self.Ef = np.asarray(Ef)
         self.X = self._map(T.tile_whiten, self.F, q32=q32, noise=noise)
@@ -282,20 +284,25 @@ class TiledEdge:
         spread and count over the whole window (:func:`txm_live.phases._window_phase_stats`)."""
         E, window, method, _, post_order = tile_args
         per_tile = self._labels_per_tile(idx, lab)
-        sums = self._map(T.tile_phase_feature_sums, self.F, [i for i, _ in per_tile], [l for _, l in per_tile],
-                         n_phases=n_phases, rows=near)
         busy = [i for i, (j, _) in enumerate(per_tile) if j.size]
+        rest = [i for i, (j, _) in enumerate(per_tile) if not j.size]
         m = len(busy)
-        stats = self._on_tiles(T.tile_window_phase_stats, [self.norm[i] for i in busy], [E] * m, [window] * m,
-                               [method] * m, [self.cols[i][per_tile[i][0]] for i in busy],
-                               [per_tile[i][1] for i in busy], [post_order] * m, tiles=busy)
-        got = self._gather(sums + stats, "phase spectra")
-        s1 = np.sum([g[0] for g in got[: len(sums)]], axis=0)
+        # one task per tile with a phase pixel (feature sums, white line and window moments);
+        # the feature sums and white line alone for the others
+        fused = self._on_tiles(T.tile_phase_summary, [self.norm[i] for i in busy], [self.F[i] for i in busy],
+                               [per_tile[i][0] for i in busy], [self.cols[i][per_tile[i][0]] for i in busy],
+                               [per_tile[i][1] for i in busy], [n_phases] * m, [near] * m, [E] * m, [window] * m,
+                               [method] * m, [post_order] * m, tiles=busy)
+        sums = self._map(T.tile_phase_feature_sums, [self.F[i] for i in rest], [per_tile[i][0] for i in rest],
+                         [per_tile[i][1] for i in rest], n_phases=n_phases, rows=near)
+        got = dict(zip(busy + rest, self._gather(fused + sums, "phase spectra")))
+        got = [got[i] for i in range(len(self.tiles))]
+        s1 = np.sum([g[0] for g in got], axis=0)
         fmean = (s1 / np.bincount(lab, minlength=n_phases)).T
-        white = np.concatenate([g[1] for g in got[: len(sums)]])
-        if not stats:  # no phase
+        white = np.concatenate([g[1] for g in got])
+        if not busy:  # no phase
             return fmean, white, (np.zeros((0, E.size)), np.zeros((0, E.size)), np.zeros(0, dtype=np.int64))
-        return fmean, white, T.combine_phase_stats(got[len(sums):], n_phases)
+        return fmean, white, T.combine_phase_stats([got[i][2] for i in busy], n_phases)
 
     def per_pixel(self, fn: Callable[..., Any], *args: Any, step: str) -> np.ndarray:
         """``fn(F_tile, *args)`` (one value per clustered pixel) gathered in the clustered order."""

@@ -176,6 +176,18 @@ def tile_phase_feature_sums(
     return (np.take(F, idx, axis=1) @ onehot).astype(np.float64), F[rows].mean(axis=0)
 
 
+def tile_phase_summary(Yt: np.ndarray, tn: TileNorm, F: np.ndarray, idx: np.ndarray, cols: np.ndarray, lab: np.ndarray,
+                       n_phases: int, rows: np.ndarray, E: np.ndarray, window: EdgeWindow, method: str,
+                       post_order: int | None = None) -> tuple:
+    """:func:`tile_phase_feature_sums` and :func:`tile_window_phase_stats` of one tile in one task
+    (one task and one result per tile instead of two): ``idx`` index the tile's clustered
+    pixels with a phase (columns of ``F``), ``cols`` are the same pixels in the tile, ``lab``
+    their phases. Returns the per-phase feature sums, the white-line value of every clustered
+    pixel of the tile and the tile's window statistics."""
+    sums, white = tile_phase_feature_sums(F, idx, lab, n_phases, rows)
+    return sums, white, tile_window_phase_stats(Yt, tn, E, window, method, cols, lab, post_order)
+
+
 def tile_line_score(F: np.ndarray, d: np.ndarray, offset: float, dd: float) -> np.ndarray:
     """Position of every pixel on the line from one mean spectrum to another (majority score)."""
     return (d @ F - offset) / dd
