@@ -104,6 +104,8 @@ class TiledEdge:
         self.X: list[Any] = []
         self.proj: list[Any] = []
         self.Ef = np.zeros(0)
+        self.basis: Any = None  # future: mean feature spectrum, basis, noise (tiles.feature_basis)
+        self.mean_feature = np.zeros(0)  # the mean feature spectrum, gathered with the PCA
         self.scores: list[Any] = []  # the (filtered) scores clustered
         self.seconds: dict[str, float] = {}  # client seconds spent waiting per step
 
@@ -188,11 +190,13 @@ class TiledEdge:
         small = self._gather(self._map(T.tile_pixel_scalars, self.norm), "normalization")
         return tuple(np.concatenate([s[j] for s in small]) for j in range(4))  # type: ignore[return-value]
 
-    def features(self, pix: np.ndarray, Ef: np.ndarray, *, e0: float, random_state: int, threads: int = 1) -> np.ndarray:
-        """Whitened features of the clustered pixels ``pix`` (flat, increasing) on the workers
-        (:func:`txm_live.phases.build_features`); returns the mean feature spectrum. The noise
-        medians of the gathered sample run here on ``threads`` threads (the same values)."""
-        from txm_live.phases import _feature_basis, _noise_per_feature, _noise_sample
+    def features(self, pix: np.ndarray, Ef: np.ndarray, *, e0: float, random_state: int) -> None:
+        """Submit the whitened features of the clustered pixels ``pix`` (flat, increasing)
+        (:func:`txm_live.phases.build_features`): each tile's feature sums and share of the noise
+        sample, their reduction on a worker (:func:`txm_live.tiles.feature_basis`) and the
+        whitening. Nothing is gathered here: :meth:`pca_scores` gathers the mean feature
+        spectrum (:attr:`mean_feature`) with the PCA."""
+        from txm_live.phases import _noise_sample
 
         W = self.W
         self.lo = np.searchsorted(pix, [t.start * W for t in self.tiles])
@@ -202,14 +206,10 @@ class TiledEdge:
         sub = _noise_sample(pix.size, random_state)
         locs = [np.arange(b - a) if sub is None else sub[np.searchsorted(sub, a): np.searchsorted(sub, b)] - a
                 for a, b in zip(self.lo, self.hi)]
-        got = self._gather(self._map(T.tile_feature_stats, self.F, locs), "feature mean and noise sample")
-        mean = np.sum([g[0] for g in got], axis=0) / pix.size
-        noise = _noise_per_feature(np.concatenate([g[1] for g in got], axis=1), np.asarray(Ef, dtype=np.float64),
-                                   threads=threads)
-        q32 = _feature_basis(mean, np.asarray(Ef, dtype=np.float64), e0)
+        self.basis = self._submit(T.feature_basis, self._map(T.tile_feature_stats, self.F, locs), int(pix.size),
+                                  np.asarray(Ef, dtype=np.float64), float(e0))
         self.Ef = np.asarray(Ef)
-        self.X = self._map(T.tile_whiten, self.F, q32=q32, noise=noise)
-        return mean
+        self.X = self._map(T.tile_whiten_basis, self.F, basis=self.basis)
 
     def pca_scores(
         self,
@@ -222,8 +222,11 @@ class TiledEdge:
     ) -> tuple[Any, np.ndarray]:
         """PCA of the whitened features from per-band weighted sums and Gram matrices, projection and sigma
         filter on the workers; returns the :class:`~txm_live.decompose.PcaResult` (empty
-        ``scores``) and the (filtered) scores of the clustered pixels, gathered."""
-        from txm_live.decompose import _sample_weights, covariance_part, pca_from_covariance, weighted_sum_part
+        ``scores``) and the (filtered) scores of the clustered pixels, gathered. The feature
+        basis, the weighted mean and the PCA itself are tasks too (:mod:`txm_live.tiles`), so the
+        chain from the feature rows to the projected bands runs without a round trip to the
+        client; their arithmetic and order of summation are the client's former ones."""
+        from txm_live.decompose import _sample_weights, covariance_part, weighted_sum_part
         from txm_live.phases import _floor_noise
 
         n = int(self.hi[-1])
@@ -233,25 +236,22 @@ class TiledEdge:
         X = [self.X[i] for i in busy]
         # the weighted mean and the covariance are summed band by band in band order, with the
         # same per-band products as reduce_pca(row_chunks=bands) in process: bit-identical axes
-        mean = np.zeros(len(self.Ef))
-        for part in self._gather(self._map(weighted_sum_part, X, [w2[self.lo[i]:self.hi[i]] for i in busy]),
-                                 "PCA mean"):
-            mean += part
-        mean /= w2.sum()
-        cov = np.zeros((mean.size, mean.size))
-        for part in self._gather(self._map(covariance_part, X, [mean] * len(X), [w[self.lo[i]:self.hi[i]] for i in busy]),
-                                 "Gram matrix"):
-            cov += part
-        cov /= max(n - 1, 1)
-        pca = pca_from_covariance(cov, mean, n_samples=n, n_components=n_components,
-                                  max_components=max_components, noise_margin=noise_margin)
-        self.proj = self._map(T.tile_project, self.X, pca=pca)
+        mean = self._submit(T.weighted_mean, self._map(weighted_sum_part, X, [w2[self.lo[i]:self.hi[i]] for i in busy]),
+                            float(w2.sum()))
+        grams = self._map(covariance_part, X, [mean] * len(X), [w[self.lo[i]:self.hi[i]] for i in busy])
+        pca_f = self._submit(T.pca_of_parts, grams, mean, n, n_components=n_components,
+                             max_components=max_components, noise_margin=noise_margin)
+        self.proj = self._map(T.tile_project, self.X, pca=pca_f)
         if not spatial_filter:
             self.scores = self._map(T.tile_scores, self.proj)
-            return pca, np.concatenate(self._gather(self.scores, "scores"))
-        # one round trip: the residual-noise range of every tile and its first and last rows
+            got = self._gather([self.basis, pca_f] + self.scores, "PCA and scores")
+            self.mean_feature = got[0][0]
+            return got[1], np.concatenate(got[2:])
+        # one round trip: the PCA, the residual-noise range of every tile and its first and last rows
         n_rows = [t.stop - t.start for t in self.tiles]
-        border = self._gather(self._map(T.tile_border, self.proj, self.cols, [self.W] * len(n_rows), n_rows), "residual noise")
+        got = self._gather([self.basis, pca_f] + self._map(T.tile_border, self.proj, self.cols, [self.W] * len(n_rows),
+                                                            n_rows), "PCA and residual noise")
+        self.mean_feature, pca, border = got[0][0], got[1], got[2:]
         # the noise floor of the in-process residual noise: 1e-3 x the median positive value;
         # it changes nothing when every value is above 1e-3 x the largest (the usual case)
         ranges = np.array([b[0] for b in border])
@@ -312,6 +312,7 @@ class TiledEdge:
         """Drop every future (the workers free the tiles)."""
         for name in ("data", "norm", "F", "X", "proj", "scores"):
             setattr(self, name, [])
+        self.basis = None
 
 
 def retry_lost_worker(

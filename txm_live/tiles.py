@@ -101,6 +101,49 @@ def tile_whiten(F: np.ndarray, q32: np.ndarray, noise: np.ndarray) -> np.ndarray
     return _whiten(F, q32, noise)
 
 
+# -- global steps run as tasks: the workers chain them without a round trip to the client ------
+def feature_basis(stats: list[tuple[np.ndarray, np.ndarray]], n_pixels: int, Ef: np.ndarray,
+                  e0: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The mean feature spectrum, the float32 basis projected out and the noise of every feature
+    (:func:`txm_live.phases.build_features`) from all tiles' :func:`tile_feature_stats` in tile
+    order: sums added in that order, the noise medians of the concatenated 50 000-pixel sample."""
+    from txm_live.phases import _feature_basis, _noise_per_feature
+
+    x = np.asarray(Ef, dtype=np.float64)
+    mean = np.sum([g[0] for g in stats], axis=0) / n_pixels
+    noise = _noise_per_feature(np.concatenate([g[1] for g in stats], axis=1), x)
+    return mean, _feature_basis(mean, x, e0), noise
+
+
+def tile_whiten_basis(F: np.ndarray, basis: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    """:func:`tile_whiten` with the basis and noise of :func:`feature_basis`."""
+    return tile_whiten(F, basis[1], basis[2])
+
+
+def weighted_mean(parts: list[np.ndarray], total_weight: float) -> np.ndarray:
+    """The PCA's weighted mean from the bands' :func:`txm_live.decompose.weighted_sum_part`,
+    added in band order (as :func:`txm_live.decompose.reduce_pca` adds them in process)."""
+    mean = np.zeros(parts[0].shape[0])
+    for part in parts:
+        mean += part
+    mean /= total_weight
+    return mean
+
+
+def pca_of_parts(parts: list[np.ndarray], mean: np.ndarray, n_samples: int, *, n_components: int | None,
+                 max_components: int, noise_margin: float) -> Any:
+    """:func:`txm_live.decompose.pca_from_covariance` of the bands' Gram matrices
+    (:func:`txm_live.decompose.covariance_part`) added in band order."""
+    from txm_live.decompose import pca_from_covariance
+
+    cov = np.zeros((mean.size, mean.size))
+    for part in parts:
+        cov += part
+    cov /= max(n_samples - 1, 1)
+    return pca_from_covariance(cov, mean, n_samples=n_samples, n_components=n_components,
+                               max_components=max_components, noise_margin=noise_margin)
+
+
 def tile_project(X: np.ndarray, pca: Any) -> tuple[np.ndarray, np.ndarray]:
     """Scores of the tile's pixels and their residual rms outside the components (float64)."""
     from txm_live.phases import _residual_rms
