@@ -2,9 +2,11 @@
 
 :class:`TiledEdge` holds one future per row tile and per stage; the per-pixel intermediates
 (the tile's optical density, normalized feature rows, whitened features, scores) stay on the
-workers and only small things cross the network. Every stage is one ``client.map`` over the
-tiles (one message to the scheduler) and one gather; the tiles' steps that need no global
-value in between are fused into one task:
+workers and only small things cross the network. A stage is one ``client.map`` over the tiles
+(one message to the scheduler); the tiles' steps that need no global value in between are one
+task, and a global step the client does not need to see (the feature basis and noise, the PCA's
+weighted mean, the PCA itself) is a task that the next map depends on, so the workers chain them
+without a round trip to the client. Five round trips per edge:
 
 ======================  ===========================================  ======================
 round trip              what crosses the network                     bytes
@@ -13,22 +15,27 @@ data (numpy ``block``)  scattered once, band by band, to the         ``4 n_e`` p
                         workers (none for a dask array)
 normalization           back: finite flag, edge step, pre-edge       13 per pixel
                         noise, step significance (SNR mask: global)
-feature mean and noise  out: clustered pixel indices; back: one sum  ``8 n_f`` per band,
-                        per feature and band, and the 50 000-pixel   ``4 n_f`` per sample
-                        sample of the in-process noise estimate      pixel
-PCA mean                out: row weights; back: weighted sums        8 per pixel; ``8 n_f``
-Gram matrix             back: the weighted Gram matrix of a band     ``8 n_f^2`` per band
-residual noise floor    back: min / max per band and the band's      16 per band, ``~40``
-                        first and last rows (the sigma filter's      per pixel of 2 rows
-                        halos, sent on to the neighbours)
+features, PCA and       out: clustered pixel indices, row weights.   ``8 n_f`` per band,
+residual noise          On the workers: one sum per feature and      ``4 n_f`` per sample
+                        band and the 50 000-pixel sample of the      pixel (worker to
+                        in-process noise estimate, reduced by one    worker), ``8 n_f^2``
+                        task (:func:`~txm_live.tiles.feature_basis`) per band
+                        to the basis and noise; whitening; weighted
+                        sums and one task for the mean; Gram
+                        matrices and one task for the PCA;
+                        projection. Back: the PCA, the mean feature
+                        spectrum, min / max of the residual noise    16 per band, ``~40``
+                        per band (noise floor) and the band's first  per pixel of 2 rows
+                        and last rows (the sigma filter's halos,
+                        sent on to the neighbours)
 scores                  back: the filtered scores (DBSCAN, its       ``4 k`` per pixel
                         parameter estimate and the mixture
                         refinement run here, with the in-process
                         code: the same eps and labels by
                         construction)
-summary                 out: phase of every clustered pixel; back:   ~12 per pixel
-                        per-phase feature sums, the white-line map,
-                        per-phase window moments
+summary                 out: phase of every clustered pixel; back,   ~12 per pixel
+                        one task per band: per-phase feature sums,
+                        the white-line map, per-phase window moments
 majority score          back: one value per pixel                    4 per pixel
 ======================  ===========================================  ======================
 
@@ -39,7 +46,7 @@ mid-analysis loses the scattered tiles it held, which have no lineage:
 Every per-band step is a function of :mod:`txm_live.tiles` that calls the in-process stage
 function (normalization, whitening, projection, residual noise, sigma filter, phase statistics)
 on the band, so every pixel goes through the same arithmetic as in process. The global sums are
-added on the client in band order; in process, :func:`~txm_live.decompose.reduce_pca` accumulates
+added in band order (by the reduction tasks of :mod:`txm_live.tiles`); in process, :func:`~txm_live.decompose.reduce_pca` accumulates
 its mean and covariance over the same bands (``row_chunks``), so the principal axes, the scores,
 eps and the labels are bit-identical. (The feature mean is a float64 sum whose rounding differs
 from numpy's; it only enters through a float32 basis, which absorbs it.)

@@ -10,6 +10,9 @@ in both: the per-pixel outputs, hence the labels, are identical.
   (:mod:`txm_live.tiled_edge` drives them): each takes what an earlier step left on the worker
   and returns either a per-pixel intermediate that stays there (features, whitened features,
   scores) or a small result for the client (per-pixel scalars, partial sums, a sample).
+* :func:`feature_basis`, :func:`weighted_mean` and :func:`pca_of_parts` are the global steps
+  between the per-tile ones, run as tasks that take every tile's partial result (in tile
+  order) so that the workers chain the stages without a round trip to the client.
 * :func:`tile_window_phase_stats` gives the per-phase mean and spread over the whole window
   of a tile's pixels (the in-process kernel); :func:`combine_phase_stats` pools the tiles.
 """
