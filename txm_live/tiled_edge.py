@@ -46,10 +46,11 @@ mid-analysis loses the scattered tiles it held, which have no lineage:
 Every per-band step is a function of :mod:`txm_live.tiles` that calls the in-process stage
 function (normalization, whitening, projection, residual noise, sigma filter, phase statistics)
 on the band, so every pixel goes through the same arithmetic as in process. The global sums are
-added in band order (by the reduction tasks of :mod:`txm_live.tiles`); in process, :func:`~txm_live.decompose.reduce_pca` accumulates
-its mean and covariance over the same bands (``row_chunks``), so the principal axes, the scores,
-eps and the labels are bit-identical. (The feature mean is a float64 sum whose rounding differs
-from numpy's; it only enters through a float32 basis, which absorbs it.)
+added in band order (by the reduction tasks of :mod:`txm_live.tiles`); in process,
+:func:`~txm_live.decompose.reduce_pca` accumulates its mean and covariance over the same bands
+(``row_chunks``), so the principal axes, the scores, eps and the labels are bit-identical. (The
+feature mean is a float64 sum whose rounding differs from numpy's; it only enters through a
+float32 basis, which absorbs it.)
 """
 
 from __future__ import annotations
