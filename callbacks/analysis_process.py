@@ -143,16 +143,18 @@ class NotTransferable(Exception):
     """The analysis function cannot be sent to the analysis process."""
 
 
-def _die_with_parent(parent_pid: int) -> None:
+def _die_with_parent(parent_pid: int, *, kernel_signal: bool = True) -> None:
     """End this process as soon as ``parent_pid`` is gone, even in the middle of an analysis.
 
     Linux: the kernel sends SIGKILL when the parent exits (``prctl(PR_SET_PDEATHSIG)``). The
     kernel ties it to the parent *thread* that started the child, so a daemon thread also polls
     the parent pid (every 0.5 s) everywhere: a child never outlives its parent by seconds.
+    ``kernel_signal=False`` leaves the kernel's signal out (a child started from a thread that
+    may end before the parent process does: only the poll).
     """
     import signal
 
-    if sys.platform.startswith("linux"):
+    if kernel_signal and sys.platform.startswith("linux"):
         try:
             import ctypes
 

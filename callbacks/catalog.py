@@ -314,6 +314,11 @@ def _serve_main() -> None:
     import json
 
     config = json.loads(os.environ.pop("TXM_LIVE_TILED_CONFIG"))
+    parent = config.get("parent_pid")
+    if parent is not None:  # never outlive the process that started the server (killed, crashed)
+        from txm_live.callbacks.analysis_process import _die_with_parent
+
+        _die_with_parent(int(parent), kernel_signal=bool(config.get("parent_main_thread")))
     config["signals"] = True
     _make_server(config).run()
 
@@ -322,7 +327,16 @@ def _start_subprocess(config: dict[str, Any], base_url: str,
                       log_path: Path) -> Callable[[], None]:
     import json
 
+    import threading
+
     code = "from txm_live.callbacks.catalog import _serve_main; _serve_main()"
+    # The server ends with this process, even when it is killed (SIGKILL, or SIGTERM, which ends
+    # Python without cleanup): the child polls this pid, and on Linux also asks the kernel for a
+    # SIGKILL when the starting thread ends, when that thread is the main thread (which ends
+    # only with the process; another thread may end while the server is still in use).
+    # Done in the child, not in a preexec_fn (unsafe in a process with threads).
+    config = dict(config, parent_pid=os.getpid(),
+                  parent_main_thread=threading.current_thread() is threading.main_thread())
     # The key goes through the environment, not the command line (visible in `ps`).
     env = dict(os.environ, TXM_LIVE_TILED_CONFIG=json.dumps(config))
     log = open(log_path, "ab")  # noqa: SIM115 (closed in close())

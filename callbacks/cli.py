@@ -11,7 +11,8 @@ Subcommands::
 Everything heavy (numpy, bluesky, tiled, matplotlib) is imported inside the subcommand, so
 ``txm-live --help`` answers at once. Exit codes: 0 success, 1 a txm-live error or a run that
 failed (message on stderr, no traceback), 2 bad command line (including an unknown run, a
-results folder that exists without ``--overwrite`` and an address that does not resolve),
+results folder that exists without ``--overwrite``, an address that does not resolve and an
+``--element``/``--edges`` that cannot give analysis windows, refused before anything starts),
 130 interrupted.
 """
 
@@ -94,6 +95,39 @@ def _analysis_flags(args: argparse.Namespace) -> dict[str, Any]:
     return {"element": args.element, "edges": args.edges, "method": args.method, "post_order": args.post_order}
 
 
+def _refuse_unknown_edges(args: argparse.Namespace, cfg: Any, *, element: str | None = None,
+                          edges: Sequence[str] | None = None) -> int | None:
+    """Exit code (and message) when the element/edges cannot give analysis windows, else None.
+
+    Checked before anything is scanned or replayed, with the message the analysis would give.
+    ``element``/``edges`` are what the run's start document will say when it is known (the
+    demo's sample); the options win over them, as in the analysis
+    (:func:`txm_live.callbacks.edge_choice.choose`). With only one of the two known (replay,
+    serve: the start document is not read yet) the element must be tabulated and every edge
+    name one that txm-live has default windows for. Exit code 2 when ``--element``/``--edges``
+    were given on the command line (a bad option, like argparse's), 1 when the values come from
+    the ``--config`` file (as every other configuration error).
+    """
+    from txm_live.detect import EDGE_KINDS, edges_in_range
+    from txm_live.edges import default_windows
+
+    el = cfg.element or element
+    ed = tuple(cfg.edges) if cfg.edges else (tuple(edges) if edges else None)
+    try:
+        if el is not None and ed is not None:
+            default_windows(el, ed, joint=False)
+        elif el is not None:
+            edges_in_range(el, 1.0, 1e7)
+        elif ed is not None:
+            unknown = [e for e in ed if e not in EDGE_KINDS]
+            if unknown:
+                raise ValueError(f"edges: no default window for edge {unknown[0]!r} (known: {', '.join(EDGE_KINDS)})")
+    except ValueError as exc:
+        _err(f"cannot build edge windows: {exc}")
+        return 2 if args.element is not None or args.edges is not None else 1
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``txm-live`` (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(
@@ -110,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "through a real RunEngine, analyse it live, record it in an embedded Tiled "
                                       "catalog, write phases.h5 and figures, and compare with the ground truth "
                                       "(--sample lfp / lno: a battery particle across the Fe / Ni K edge). "
-                                      "Exit code 1 when the run has errors.")
+                                      "Exit code 1 when the run has errors; 2 when --element/--edges cannot give "
+                                      "analysis windows (refused before the scan starts).")
     demo.add_argument("--size", choices=("small", "full"), default=None,
                       help="small: a 128x128 px sample in a 176x176 px detector frame (the maps' size), "
                            "225 energies, 10-15 s on an idle 2-core machine; full: 602x643 px sample in a "
@@ -211,7 +246,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, size=args.size, out=args.out, seed=args.seed, flux=args.flux,
                       live_plot=args.live_plot, figures=args.figures, **_analysis_flags(args))
-    from txm_live.callbacks.demo import run_demo
+    from txm_live.callbacks.demo import DEMO_SAMPLES, run_demo
+
+    spec = DEMO_SAMPLES[args.sample]
+    refused = _refuse_unknown_edges(args, cfg, element=spec.element, edges=spec.edges)
+    if refused is not None:
+        return refused
 
     summary = run_demo(config=cfg, progress=args.progress, sample=args.sample, keep_raw=args.keep_raw)
     return 0 if summary.result.ok else 1  # as replay: a run with errors is not a success
@@ -229,6 +269,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from txm_live.config import load_config
 
     cfg = load_config(args.config, figures=args.figures, dask=args.dask, **_analysis_flags(args))
+    refused = _refuse_unknown_edges(args, cfg)
+    if refused is not None:
+        return refused
     out = Path(args.out if args.out is not None else REPLAY_OUT)
     try:
         opened = catalog_client(args.catalog)
@@ -371,6 +414,8 @@ def _serve_progress(ev: Any) -> None:
         print(f"run {uid}: started{expected}", flush=True)
     elif ev.stage == "window-complete":
         print(f"run {uid}: {ev.edge} window complete after {_plural(ev.n_frames, 'frame')}", flush=True)
+    elif ev.stage == "window-incomplete":
+        print(f"run {uid}: {ev.edge} {ev.message} after {_plural(ev.n_frames, 'frame')}", flush=True)
     elif ev.stage == "analysis-finished" and ev.result is not None:
         secs = f" in {ev.seconds:.1f} s" if ev.seconds is not None else ""
         print(f"run {uid}: {ev.edge} {ev.message} analysis: {_plural(ev.result.n_phases, 'phase')}{secs}",
@@ -387,6 +432,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from txm_live.config import load_config
 
     cfg = load_config(args.config, out=args.out, figures=args.figures, dask=args.dask, **_analysis_flags(args))
+    refused = _refuse_unknown_edges(args, cfg)
+    if refused is not None:
+        return refused
     if args.serializer == "pickle" and not args.allow_pickle:
         _err("--serializer pickle needs --allow-pickle (unpickling runs arbitrary code)")
         return 2

@@ -207,6 +207,10 @@ class DemoSummary:
     timings : dict of str to float
         Wall-clock seconds: ``"scan"`` (RunEngine), ``"analysis after scan"``, ``"figures"``,
         ``"total"``, plus each analysis stage reported by the edge results.
+    sample : str
+        The demo sample (a key of :data:`DEMO_SAMPLES`).
+    exafs : bool
+        Whether EXAFS was extracted for this sample (:attr:`DemoSample.exafs`).
     """
 
     run_uid: str
@@ -220,6 +224,8 @@ class DemoSummary:
     sample_shape: tuple[int, int] = (0, 0)
     raw: Path | None = None
     raw_bytes: int = 0
+    sample: str = "nd"
+    exafs: bool = True
 
 
 class _Progress:
@@ -537,14 +543,24 @@ def run_demo(
         raw_dir = None
     summary = DemoSummary(run_uid=uid, result=result, output=out_dir / uid, files=tuple(files),
                           catalog_uri=catalog_uri, ari=ari, timings=timings, detector_shape=frame,
-                          sample_shape=shape, raw=raw_dir, raw_bytes=raw_bytes)
+                          sample_shape=shape, raw=raw_dir, raw_bytes=raw_bytes, sample=sample, exafs=spec.exafs)
     if print_summary:
         print(format_summary(summary))
     return summary
 
 
+#: Reading order of the summary's notes, by how a note starts: what was analysed (element and
+#: edges, windows), then the streams in the order a scan uses them, then the units; any other
+#: note after these, in the order the run gave it.
+_NOTE_ORDER = ("element", "windows", "sample stream", "flat stream", "dark stream", "energy units")
+
+
+def _note_rank(note: str) -> int:
+    return next((i for i, head in enumerate(_NOTE_ORDER) if note.startswith(head)), len(_NOTE_ORDER))
+
+
 def format_summary(s: DemoSummary) -> str:
-    """Human-readable report of a demo run."""
+    """Human-readable report of a demo run (notes in reading order: :data:`_NOTE_ORDER`)."""
     r = s.result
     lines = [f"run {s.run_uid}: {r.n_frames} frames, {'ok' if r.ok else 'with errors'}"]
     tagged = [(f"{k} preview", e) for k, e in r.previews.items()] + list(r.edges.items())
@@ -563,7 +579,10 @@ def format_summary(s: DemoSummary) -> str:
         for x in items:
             name = edge.phase_names[x.phase] if edge is not None and x.phase < edge.n_phases else f"phase {x.phase}"
             lines.append(f"  EXAFS {key} {name}: first shell at {x.first_shell_r:.2f} A (apparent)")
-    for note in r.notes:
+    if not s.exafs:
+        lines.append(f"  EXAFS: off for the {s.sample} sample (its simulated spectra carry no EXAFS "
+                     "oscillations to extract)")
+    for note in sorted(r.notes, key=_note_rank):  # stable: other notes keep their order
         lines.append(f"  note: {note}")
     for err in r.errors:
         lines.append(f"  error: {err}")

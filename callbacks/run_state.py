@@ -69,8 +69,10 @@ class ProgressEvent:
     run_uid : str
         Raw run uid.
     stage : str
-        ``"start"``, ``"frame"``, ``"window-complete"``, ``"analysis-started"``,
-        ``"analysis-finished"``, ``"analysis-failed"``, ``"error"``, ``"stop"`` or ``"finished"``.
+        ``"start"``, ``"frame"``, ``"window-complete"``, ``"window-incomplete"`` (a window closed
+        at stop by a run that stopped before completing it; analysed as is),
+        ``"analysis-started"``, ``"analysis-finished"``, ``"analysis-failed"``, ``"error"``,
+        ``"stop"`` or ``"finished"``.
     n_frames : int
         Sample frames stored so far.
     n_expected : int or None

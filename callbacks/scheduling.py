@@ -140,16 +140,21 @@ class AnalysisScheduling:
             **opts,
         )
 
-    def _window_complete(self, st: _RunState, window: EdgeWindow) -> None:
+    def _window_complete(self, st: _RunState, window: EdgeWindow, *, closed_at_stop: bool = False) -> None:
+        """Start the analysis of ``window``: complete, or ``closed_at_stop`` by a run that stopped
+        before completing it (progress stage ``"window-incomplete"``)."""
         if window.edge in st.submitted:
             return
         st.submitted.add(window.edge)
-        self._progress(st, "window-complete", edge=window.edge)
+        if closed_at_stop:
+            self._progress(st, "window-incomplete", edge=window.edge, message="window closed at stop (incomplete)")
+        else:
+            self._progress(st, "window-complete", edge=window.edge)
         assert st.session is not None
         try:
             if st.session.cube is not None and st.session.n_frames:
                 # what was acquired may hold fewer points than planned: a named error now, not at analysis
-                fitted = fit_window(window, st.session.cube.energies)
+                fitted = fit_window(window, st.session.cube.energies, scan_stopped=closed_at_stop)
                 if fitted != window:
                     st.windows = tuple(fitted if w.edge == window.edge else w for w in st.windows)
                     window = fitted
@@ -211,6 +216,8 @@ class AnalysisScheduling:
                 if st.plan is not None:
                     st.incomplete = True
                     st.add_error(f"RunIncompleteError: {window.name} window incomplete at stop; analysed as is")
+                    self._window_complete(st, window, closed_at_stop=True)
+                    continue
                 else:  # nothing announced where the scan would end: its end is the window's end
                     st.notes.append(
                         f"{window.name}: the scan ended at {float(session.cube.energies.max()):.1f} eV, "  # type: ignore[union-attr]

@@ -212,3 +212,54 @@ def test_publish_derived_run_is_searchable(tiled):
         publish_results(client, docs[:-1])
     with pytest.raises(DocumentError, match="start"):
         publish_results(client, docs[1:])
+
+
+_SERVE_THEN_WAIT = """
+import sys, threading, time
+from txm_live.callbacks.catalog import start_embedded_server
+started = []
+def start():
+    started.append(start_embedded_server(sys.argv[1]))
+if sys.argv[2] == "thread":  # started from a thread that ends: only the parent-pid watch applies
+    t = threading.Thread(target=start); t.start(); t.join()
+else:
+    start()
+print(started[0].uri, flush=True)
+time.sleep(600)  # hung: never closes the server
+"""
+
+
+@pytest.mark.parametrize(("sig", "where"), [("SIGKILL", "main"), ("SIGTERM", "main"), ("SIGKILL", "thread")])
+def test_embedded_server_does_not_outlive_a_killed_parent(tmp_path, sig, where):
+    """A process that started an embedded server and is then killed (SIGKILL, or SIGTERM, which
+    ends Python without cleanup; a hung replay was seen leaving its servers as orphans): the
+    server process ends too. Real subprocesses, real Tiled server."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    parent = subprocess.Popen([sys.executable, "-c", _SERVE_THEN_WAIT, str(tmp_path), where],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        uri = parent.stdout.readline().strip()
+        assert uri.startswith("http://127.0.0.1:"), uri
+        servers = psutil.Process(parent.pid).children()
+        assert len(servers) == 1 and servers[0].is_running()
+        if where == "thread":  # the starting thread has ended: the server must stay up
+            with pytest.raises(psutil.TimeoutExpired):
+                servers[0].wait(timeout=2)
+            with httpx.Client(trust_env=False) as http:
+                assert http.get(uri.rsplit("/api/v1", 1)[0] + "/healthz", timeout=30).status_code == 200
+        os.kill(parent.pid, getattr(signal, sig))
+        parent.wait(timeout=30)
+        gone, alive = psutil.wait_procs(servers, timeout=60)
+        for p in alive:  # do not leave it behind when the test fails
+            p.kill()
+        assert not alive, f"server {alive[0].pid} outlived its parent ({sig})"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(timeout=30)

@@ -130,11 +130,13 @@ def test_serve_prints_each_run_event(capsys):
     uid = "0123456789abcdef"
     for ev in (ProgressEvent(uid, "start", 0, 225), ProgressEvent(uid, "frame", 1, 225),
                ProgressEvent(uid, "window-complete", 1, 225, "L3"),
+               ProgressEvent(uid, "window-incomplete", 1, 225, "L2", "window closed at stop (incomplete)"),
                ProgressEvent(uid, "stop", 1, 225)):
         _serve_progress(ev)
     lines = capsys.readouterr().out.splitlines()
     assert lines == ["run 01234567: started, 225 energies planned",
                      "run 01234567: L3 window complete after 1 frame",
+                     "run 01234567: L2 window closed at stop (incomplete) after 1 frame",
                      "run 01234567: stopped after 1 frame, finishing the analysis"]
 
 
@@ -164,6 +166,36 @@ def test_bad_config_values_name_file_key_type_and_value(tmp_path, capsys, text, 
 def test_bad_seed_flag_is_refused_before_the_demo_runs(tmp_path, capsys):
     assert main(["demo", "--seed", "-3", "--out", str(tmp_path / "o")]) == 1
     assert "seed" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["demo", "--element", "Xx"], "cannot build edge windows: element: unknown element 'Xx'"),
+    (["demo", "--edges", "L9"], "cannot build edge windows: edges: no default window for edge 'L9'"),
+    (["demo", "--sample", "lfp", "--edges", "K,L9"], "no default window for edge 'L9'"),
+    (["demo", "--element", "Fe", "--edges", "M5"], "edges:"),  # Fe M5: not tabulated above 250 eV
+    (["replay", "--catalog", "{tmp}/absent", "--element", "Xx"], "element: unknown element 'Xx'"),
+    (["replay", "--catalog", "{tmp}/absent", "--edges", "L9"], "no default window for edge 'L9'"),
+    (["serve", "--zmq", "127.0.0.1:5568", "--edges", "L3,L9"], "no default window for edge 'L9'"),
+])
+def test_unknown_element_or_edge_is_refused_before_the_scan(tmp_path, capsys, argv, expected):
+    """--element/--edges that cannot give windows: the analysis' message, exit 2, nothing scanned,
+    replayed or listened to (before: the whole demo scan ran and the error came at the end)."""
+    out = tmp_path / "o"
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main([*argv, "--out", str(out)]) == 2
+    cap = capsys.readouterr()
+    assert expected in cap.err, cap.err
+    assert "listening" not in cap.out and "replaying" not in cap.out and "detector frame" not in cap.out
+    assert not out.exists()
+
+
+def test_unknown_element_from_the_config_file_exits_1(tmp_path, capsys):
+    """The same refusal for values from --config exits 1, as every configuration-file error."""
+    f = tmp_path / "c.toml"
+    f.write_text('[analysis]\nelement = "Xx"\n')
+    assert main(["demo", "--config", str(f), "--out", str(tmp_path / "o")]) == 1
+    assert "unknown element 'Xx'" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 

@@ -71,6 +71,25 @@ def test_demo_scores_against_ground_truth(demo):
 
     text = format_summary(s)
     assert "agreement with the ground truth (ARI)" in text and "first shell" in text
+    assert "EXAFS: off" not in text
+
+
+def test_demo_summary_notes_in_reading_order(demo):
+    """Notes come in ingest order (dark stream, energy units, sample stream, flat stream...); the
+    summary reads: element and edges, windows, sample, flat, dark, units, then any other note."""
+    import dataclasses
+
+    from txm_live.callbacks.demo import format_summary
+
+    _, s = demo
+    notes = ("dark stream: 'dark'", "energy units: eV", "something else", "sample stream: 'primary'",
+             "flat stream: 'flat'", "windows fitted to the 225 planned energies", "element Nd, edges L3, L2",
+             "another one")
+    text = format_summary(dataclasses.replace(s, result=dataclasses.replace(s.result, notes=notes)))
+    got = [line.removeprefix("  note: ") for line in text.splitlines() if line.startswith("  note: ")]
+    assert got == ["element Nd, edges L3, L2", "windows fitted to the 225 planned energies", "sample stream: 'primary'",
+                   "flat stream: 'flat'", "dark stream: 'dark'", "energy units: eV", "something else", "another one"]
+    assert set(s.result.notes) >= {"sample stream: 'primary'", "flat stream: 'flat'"}  # the real notes' wording
 
 
 def test_cli_replay_of_the_recorded_run(demo, tmp_path, capsys):

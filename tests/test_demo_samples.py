@@ -37,6 +37,10 @@ def test_lfp_demo_end_to_end(tmp_path) -> None:
     assert r.element == "Fe" and tuple(r.edges) == ("K",), (r.errors, r.notes)
     assert r.edges["K"].element == "Fe" and r.comparisons == ()
     assert r.exafs == {} or all(not v for v in r.exafs.values())  # standards end at 7200 eV: no EXAFS
+    from txm_live.callbacks.demo import format_summary
+
+    text = format_summary(s)  # one line says why there is no EXAFS section
+    assert sum(line.startswith("  EXAFS: off for the lfp sample") for line in text.splitlines()) == 1, text
     assert "K" in s.ari  # scored against the phantom's ground truth (accuracy: tests/test_battery.py)
     h5 = s.output / "phases.h5"
     assert h5 in s.files and any(p.suffix == ".png" for p in s.files)

@@ -266,44 +266,6 @@ def test_worker_lost_twice_is_named(own_client, monkeypatch) -> None:
     assert kills == ["pca", "pca"]
 
 
-def test_local_cluster_workers_keep_the_default_allocator(client) -> None:
-    """``local_cluster`` starts its workers without Dask's ``MALLOC_TRIM_THRESHOLD_`` (it turns
-    off glibc's dynamic mmap threshold: every temporary of a band is faulted in again), with one
-    BLAS thread each as Dask sets it."""
-    if "MALLOC_TRIM_THRESHOLD_" in os.environ:
-        pytest.skip("MALLOC_TRIM_THRESHOLD_ is set in this process's environment (respected by design)")
-
-    def environ() -> dict:
-        import os
-
-        return {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
-
-    got = client.run(environ)
-    assert len(got) == 2
-    for env in got.values():
-        assert env == {"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-
-
-def test_local_cluster_workers_do_not_ask_for_huge_pages(client) -> None:
-    """``local_cluster`` starts its workers with ``NUMPY_MADVISE_HUGEPAGE=0``: numpy's advice to
-    back arrays >= 4 MiB with transparent huge pages makes the kernel compact memory at every
-    fresh tile-sized temporary (system CPU per band); the workers' numpy must not give it."""
-    if os.environ.get("NUMPY_MADVISE_HUGEPAGE", "0") != "0":  # (Dask's nanny leaves the workers'
-        # pre-spawn variables in this process's environment: "0" is the value local_cluster set)
-        pytest.skip("NUMPY_MADVISE_HUGEPAGE is set in this process's environment (respected by design)")
-
-    def state() -> tuple:
-        import os
-
-        from numpy._core import multiarray
-
-        return os.environ.get("NUMPY_MADVISE_HUGEPAGE"), bool(multiarray._get_madvise_hugepage())
-
-    got = client.run(state)
-    assert len(got) == 2
-    assert all(v == ("0", False) for v in got.values()), got
-
-
 def test_tile_phase_moments_with_a_smaller_reference_agree() -> None:
     """The tiles' per-phase moments take a reference spectrum of TILE_REFERENCE_PIXELS pixels
     (the in-process pass 4096): the reference only centres the float32 differences, so mean and

@@ -471,3 +471,40 @@ def test_near_edge_band_scales_with_the_edge():
     # clipped to the spectrum's energies
     short = replace(fe, energies=np.linspace(706.0, 709.0, 20))
     assert near_edge_band(short) == (706.0, 709.0)
+
+
+def test_pixels_without_data_are_grey_with_a_legend_entry_in_every_map(tmp_path, captured):
+    """NaN SNR rows (no data after registration/cropping; never clustered) were drawn white like
+    masked pixels, unexplained: every map figure draws them grey and names them in its legend."""
+    import matplotlib.image as mpimg
+
+    from txm_live.figures import _NO_DATA_RGB, LivePlot, plot_composite, plot_phase_maps, plot_snr
+    from txm_live.phases import PhaseAnalysis
+
+    e = make_edge()
+    labels, snr = e.labels.copy(), e.snr.copy()
+    labels[-6:] = -1
+    snr[-6:] = np.nan
+    e = PhaseAnalysis(**{**e.__dict__, "labels": labels, "snr": snr, "mask": labels >= 0}, snr_threshold=4.0)
+    n = 6 * W
+    paths = {"maps": plot_phase_maps([e], tmp_path / "m.png", pixel_size_nm=31.2),
+             "composite": plot_composite(e, tmp_path / "c.png", pixel_size_nm=31.2),
+             "snr": plot_snr(e, tmp_path / "s.png", pixel_size_nm=31.2)}
+    lp = LivePlot(snapshot=tmp_path / "live.png")
+    lp.show_edge(e)
+    lp.pump()
+    paths["live"] = tmp_path / "live.png"
+    for what, p in paths.items():
+        rgb = mpimg.imread(p)[..., :3]
+        grey = np.all(np.abs(rgb - np.asarray(_NO_DATA_RGB)) < 0.02, axis=-1)
+        # the rows are drawn scaled: at least half their pixel count, in any figure
+        assert grey.sum() > n / 2, (what, int(grey.sum()))
+    texts = []
+    for name in ("m.png", "c.png", "s.png"):
+        fig = captured[name]
+        texts += [t.get_text() for leg in _legends(fig) for t in leg.get_texts()]
+        texts += [t.get_text() for ax in fig.axes for t in ax.texts]
+        assert any(t == f"no data ({n:,} px)" for t in texts), (name, texts)
+        texts = []
+    assert "masked" in captured["m.png"].axes[0].get_title()
+    assert f"{int(np.count_nonzero(labels < 0)) - n:,} px masked" in captured["m.png"].axes[0].get_title()

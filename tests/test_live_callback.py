@@ -432,6 +432,32 @@ def test_aborted_and_unstopped_runs_and_several_runs_in_a_row():
     assert cb._runs == {}
 
 
+@pytest.mark.parametrize("stop_at", [6740.0, 6900.0])
+def test_a_run_stopped_inside_a_window_says_so(stop_at):
+    """A run aborted inside the L2 window (the plan goes on): its progress says "window closed at
+    stop (incomplete)", never "window-complete L2"; when too few points were acquired the
+    InsufficientDataError says the scan stopped, not "pass an EdgeWindow that fits the scan"
+    (wrong advice for an aborted scan); with enough points L2 is analysed as is."""
+    events: list[ProgressEvent] = []
+    cb = make_cb(progress=events.append)
+    docs = make_documents(ENERGIES[ENERGIES < stop_at], exit_status="abort",
+                          contract_extra={"energies": [float(e) for e in ENERGIES]})
+    res = _run(cb, docs)
+    stages = [(e.stage, e.edge) for e in events if e.stage.startswith("window")]
+    assert stages == [("window-complete", "L3"), ("window-incomplete", "L2")], stages
+    (closed,) = [e for e in events if e.stage == "window-incomplete"]
+    assert closed.message == "window closed at stop (incomplete)"
+    assert res.incomplete and res.l3 is not None
+    assert any(e.startswith("RunIncompleteError: Nd L2 window incomplete at stop") for e in res.errors), res.errors
+    assert not any("pass an EdgeWindow" in e for e in res.errors), res.errors
+    short = [e for e in res.errors if e.startswith("InsufficientDataError")]
+    if stop_at < 6750:
+        assert res.l2 is None
+        assert len(short) == 1 and short[0].endswith("the scan stopped before the window was complete"), short
+    else:
+        assert res.l2 is not None and not short
+
+
 def test_new_run_while_previous_analysis_is_running():
     release = threading.Event()
     calls = []

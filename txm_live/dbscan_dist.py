@@ -33,10 +33,8 @@ owned points come back, in index order.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -54,80 +52,6 @@ _HALO_REL = 1e-6
 _BOUNDARY_SAMPLE = 200_000
 #: A boundary may move this far (in quantile) from its equal-count position to a sparser plane.
 _CUT_WINDOW = 0.02
-
-
-#: glibc ``mallopt`` parameters.
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-#: glibc's static mmap threshold, and the ceiling of its dynamic one (64-bit).
-_MMAP_DEFAULT, _MMAP_DYNAMIC_MAX = 128 * 1024, 32 * 1024 * 1024
-
-
-@contextlib.contextmanager
-def _keep_freed_memory() -> Any:
-    """Let glibc reuse freed memory during a slab task when ``MALLOC_TRIM_THRESHOLD_`` is set.
-
-    Dask's nanny starts its workers with ``MALLOC_TRIM_THRESHOLD_=65536``
-    (``distributed.nanny.pre-spawn-environ``) so that they hand freed memory back to the OS.
-    Setting it also switches off glibc's dynamic mmap threshold: every allocation above 128 KiB
-    becomes a fresh ``mmap`` whose pages fault in (zeroed) on first touch, and the engine
-    allocates such temporaries chunk after chunk. Measured on a 2.3 M-point slab in one process
-    with that variable (load 4-8): 0.25 / 2.2 s of system time with this context against
-    4.7 / 5.2 s without (user time 4.0 s in all runs). Here, for the duration of the task only,
-    the thresholds are those glibc's dynamic mode reaches (mmap above 32 MiB, no trimming);
-    afterwards the worker's settings are restored and freed memory is returned
-    (``malloc_trim``), as the nanny intends. Elsewhere (no such variable, an explicit
-    ``MALLOC_MMAP_THRESHOLD_``, not glibc) nothing is touched. The settings are per process:
-    other tasks running meanwhile on the same worker share them.
-    """
-    trim = os.environ.get("MALLOC_TRIM_THRESHOLD_")
-    libc = None
-    if trim is not None and trim.isdigit() and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
-        import ctypes
-        import ctypes.util
-
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            libc.mallopt  # noqa: B018 - glibc only
-            libc.malloc_trim  # noqa: B018
-        except (OSError, AttributeError):
-            libc = None
-    if libc is None:
-        yield
-        return
-    libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_DYNAMIC_MAX)
-    libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
-    try:
-        yield
-    finally:
-        libc.mallopt(_M_TRIM_THRESHOLD, int(trim))
-        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_DEFAULT)
-        libc.malloc_trim(0)
-
-
-@contextlib.contextmanager
-def _no_huge_pages() -> Any:
-    """numpy's transparent-huge-page advice off for the duration of a slab task, then restored.
-
-    numpy advises the kernel to back every array of 4 MiB or more with 2 MiB huge pages. Where
-    the kernel honours that advice by compacting memory at fault time (``defrag = madvise``, the
-    common default, on a machine whose memory other processes have fragmented), the slab's many
-    large temporaries stall in the kernel. Measured on a 2.3 M-point slab at load 9-11, with the
-    dask worker's malloc settings: system time 6.5 / 4.5 s with the advice and 1.7 / 0.7 s
-    without (user time 4.5-4.8 s in all four runs; wall 23 / 26 s against 17 / 11 s). The flag
-    is per process (other tasks running meanwhile on the worker share it); numpy without the
-    switch is left alone.
-    """
-    from numpy._core import multiarray
-
-    switch = getattr(multiarray, "_set_madvise_hugepage", None)
-    if switch is None:
-        yield
-        return
-    before = switch(False)
-    try:
-        yield
-    finally:
-        switch(before)
 
 
 @dataclass(frozen=True)
@@ -199,8 +123,7 @@ def _run_slab(Xs: np.ndarray, lo: float, hi: float, axis: int, h: float, eps: fl
         # one feature: a zero second column keeps every squared distance bit for bit
         # (t * t + 0.0) and lets the d >= 2 engine give the border pairs
         Xw = Xs if Xs.shape[1] > 1 else np.column_stack([Xs, np.zeros(m)])
-        with _keep_freed_memory(), _no_huge_pages():
-            lab, core, src, dst = _dbscan_nd(Xw, eps, ms, workers=1)
+        lab, core, src, dst = _dbscan_nd(Xw, eps, ms, workers=1)
     keep = owned[src]
     src, dst = src[keep], dst[keep]
     labels = np.where(core, lab, -1).astype(np.int32)
@@ -363,8 +286,10 @@ def _dbscan_on_cluster(X: np.ndarray, eps: float, ms: int, client: Any, n_partit
 
     from txm_live.dbscan import _components
     from txm_live.distributed import gather
+    from txm_live.worker_allocator import prepare_workers
 
     t_start = time.perf_counter()
+    prepare_workers(client)  # the slabs' many large temporaries: see txm_live.worker_allocator
     n, d = X.shape
     labels = np.full(n, -1, dtype=np.intp)
     info = client.scheduler_info(n_workers=-1)["workers"]

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import logging
-import os
 
 from txm_live.errors import DistributedError, WorkerLostError
 
@@ -37,6 +36,8 @@ def connect(address: Any, *, timeout: float = _CONNECT_TIMEOUT) -> Any:
         ``"tcp://host:8786"`` (a running scheduler), ``"local"`` or ``"local:N"`` (a
         :class:`~dask.distributed.LocalCluster` of N worker processes on 127.0.0.1, one thread
         each, dashboard off; N defaults to the number of cores), or a Client (returned as is).
+        The workers of the client's cluster get txm-live's allocator setup
+        (:func:`txm_live.worker_allocator.prepare_workers`).
     timeout : float
         Seconds to wait for the scheduler.
 
@@ -49,7 +50,10 @@ def connect(address: Any, *, timeout: float = _CONNECT_TIMEOUT) -> Any:
     """
     from dask.distributed import Client
 
+    from txm_live.worker_allocator import prepare_workers
+
     if isinstance(address, Client):
+        prepare_workers(address)
         return address
     if not isinstance(address, str) or not address:
         raise ValueError(f"address must be a scheduler address, 'local[:N]' or a Client, got {address!r}")
@@ -62,11 +66,13 @@ def connect(address: Any, *, timeout: float = _CONNECT_TIMEOUT) -> Any:
         cluster = local_cluster(n)
         client = Client(cluster, timeout=timeout)
         client._txm_live_owns_cluster = cluster  # closed by close_client
-        return client
-    try:
-        return Client(address, timeout=timeout)
-    except (OSError, TimeoutError) as exc:
-        raise DistributedError(f"cannot reach the Dask scheduler at {address}: {exc}") from exc
+    else:
+        try:
+            client = Client(address, timeout=timeout)
+        except (OSError, TimeoutError) as exc:
+            raise DistributedError(f"cannot reach the Dask scheduler at {address}: {exc}") from exc
+    prepare_workers(client)
+    return client
 
 
 def local_cluster(n_workers: int, **kwargs: Any) -> Any:
@@ -80,38 +86,26 @@ def local_cluster(n_workers: int, **kwargs: Any) -> Any:
     was seen hung that way. On a cluster of your own running Python 3.11, set
     ``DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False`` in the workers' environment.
 
-    The workers keep glibc's default memory allocation: Dask's nanny otherwise starts them with
-    ``MALLOC_TRIM_THRESHOLD_=65536``, and setting any malloc threshold turns off glibc's dynamic
-    mmap threshold, so every temporary above 128 KiB (a band's float64 copy, the blocks of the
-    whitening and of the per-phase moments) is a fresh ``mmap`` whose pages are faulted in and
-    zeroed again at every use and given back at every ``free``. Measured on full-size L3 with one
-    worker and the block on it: 1.6-2.9 s of system CPU per analysis with the nanny's setting
-    (135 000-170 000 page faults), 0.04-0.06 s without, for the same 1.9 s of user CPU (the
-    in-process analysis takes 1.5 s). A ``MALLOC_TRIM_THRESHOLD_`` already in this process's
-    environment is respected (and inherited by the workers). On a cluster of your own, start the
-    workers with ``distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_: null`` in the
-    Dask configuration for the same effect.
+    The workers' memory allocation (glibc's mmap threshold, numpy's huge-page advice) is set by
+    :func:`txm_live.worker_allocator.prepare_workers` when txm-live receives a client of the
+    cluster (:func:`connect`, ``analyze_edge(client=)``, ``dbscan(client=)``), the same for this
+    cluster and for clusters you start yourself.
 
-    The workers' numpy does not ask for transparent huge pages (``NUMPY_MADVISE_HUGEPAGE=0``):
-    numpy advises the kernel to back every array of 4 MiB or more with 2 MiB pages, and where
-    the kernel honours that advice by compacting memory at fault time (``defrag = madvise``,
-    the default of this machine) every fresh tile-sized temporary (a band's whitened features,
-    its float64 copy for the PCA mean, the per-phase moments' blocks) stalls in the kernel.
-    Measured on full-size L3 with 2 workers and the block on them (load ~2): worker system CPU
-    0.3-0.8 s per worker and analysis with the advice, 0.04-0.1 s without; wall 2.7-3.0 s
-    against 1.7-1.8 s. A ``NUMPY_MADVISE_HUGEPAGE`` already in this process's environment is
-    respected (and inherited by the workers); on a cluster of your own, set it in the workers'
-    environment (or ``distributed.nanny.pre-spawn-environ``) for the same effect.
+    No dashboard, and the scheduler's remaining HTTP server (health and metrics routes) listens
+    on a free port of 127.0.0.1 instead of Dask's fixed 8787: two clusters on one machine do
+    not collide ("Port 8787 is already in use"). Pass ``dashboard_address=":8787"`` (or any
+    address) for a dashboard.
     """
     import dask
     from dask.distributed import LocalCluster
 
-    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), "MALLOC_TRIM_THRESHOLD_": None}
-    if "NUMPY_MADVISE_HUGEPAGE" not in os.environ:  # respected when set here (inherited)
-        environ["NUMPY_MADVISE_HUGEPAGE"] = "0"
-    with dask.config.set({"distributed.worker.profile.enabled": False, "distributed.nanny.pre-spawn-environ": environ}):
-        return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                            host="127.0.0.1", dashboard_address=None, **kwargs)
+    dashboard = kwargs.pop("dashboard_address", None)
+    scheduler_kwargs = kwargs.pop("scheduler_kwargs", None) or {}
+    if dashboard is None:  # the scheduler starts its HTTP server anyway, by default on port 8787
+        scheduler_kwargs = {"dashboard_address": "127.0.0.1:0", **scheduler_kwargs}
+    with dask.config.set({"distributed.worker.profile.enabled": False}):
+        return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                            dashboard_address=dashboard, scheduler_kwargs=scheduler_kwargs, **kwargs)
 
 
 def close_client(client: Any) -> None:

@@ -416,7 +416,7 @@ def core_width(element: str, edge: str) -> float:
         return 0.0
 
 
-def fit_window(window: EdgeWindow, energies: np.ndarray | Sequence[float]) -> EdgeWindow:
+def fit_window(window: EdgeWindow, energies: np.ndarray | Sequence[float], *, scan_stopped: bool = False) -> EdgeWindow:
     """Fit ``window`` into the energies a scan plans or acquired.
 
     Parameters
@@ -425,6 +425,9 @@ def fit_window(window: EdgeWindow, energies: np.ndarray | Sequence[float]) -> Ed
         The window (default or explicit).
     energies : array-like of float
         Energies (eV), any order; duplicates are fine.
+    scan_stopped : bool
+        The energies are those of a scan stopped before it completed the window (aborted,
+        interrupted): a shortfall then says so instead of advising another window.
 
     Returns
     -------
@@ -467,11 +470,13 @@ def fit_window(window: EdgeWindow, energies: np.ndarray | Sequence[float]) -> Ed
             f"{pre_pts.size} energies in the pre-edge range [{window.e0 + window.pre[0]:.1f}, "
             f"{window.e0 + pre_limit:.1f}] eV (need {MIN_PRE_POINTS}) and {post_pts.size} in the "
             f"post-edge range [{window.e0 + post_limit:.1f}, {window.e0 + window.post[1]:.1f}] eV "
-            f"(need {MIN_POST_POINTS}); pass an EdgeWindow that fits the scan"
+            f"(need {MIN_POST_POINTS}); "
+            + ("the scan stopped before the window was complete" if scan_stopped
+               else "pass an EdgeWindow that fits the scan")
         )
     pre = (float(pre_pts[0]), float(max(window.pre[1], pre_pts[-1])))
     post = (float(min(window.post[0], post_pts[0])), float(post_pts[-1]))
-    joint = None if window.joint is None else fit_window(window.joint, energies)
+    joint = None if window.joint is None else fit_window(window.joint, energies, scan_stopped=scan_stopped)
     return replace(window, pre=pre, post=post, joint=joint)
 
 

@@ -66,6 +66,9 @@ _PALETTE = ("#004488", "#DDAA33", "#BB5566", "#000000", "#6699CC", "#997700", "#
 _LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)), (0, (8, 2)), (0, (3, 1, 1, 1)))
 _HATCHES = ("", "////", "xxxx", "....", "\\\\\\\\", "oo", "++", "--")
 _MASKED_RGB = (1.0, 1.0, 1.0)
+#: Pixels without data (SNR not finite: outside the registered overlap, cropped, dead): mid grey,
+#: apart from white (masked) and from every palette colour (they all have chroma).
+_NO_DATA_RGB = (0.6, 0.6, 0.6)
 _DPI = 100
 
 
@@ -222,8 +225,19 @@ def _default_ids(edge: EdgeResult, ids: Sequence[int] | np.ndarray | None) -> np
 # ---------------------------------------------------------------------------------------------
 
 
-def _label_rgb(labels: np.ndarray, ids: np.ndarray, brightness: np.ndarray | None = None) -> np.ndarray:
-    """RGB image of a label map coloured by identity; masked pixels (-1) white.
+def _no_data(edge: EdgeResult) -> np.ndarray:
+    """Pixels without data: their edge-step SNR is not finite (no spectrum after registration,
+    cropping or flat/dark correction). Never clustered."""
+    snr = np.asarray(edge.snr)
+    if snr.shape != np.shape(edge.labels):
+        return np.zeros(np.shape(edge.labels), dtype=bool)
+    return ~np.isfinite(snr)
+
+
+def _label_rgb(labels: np.ndarray, ids: np.ndarray, brightness: np.ndarray | None = None,
+               no_data: np.ndarray | None = None) -> np.ndarray:
+    """RGB image of a label map coloured by identity; masked pixels (-1) white, pixels without
+    data (``no_data``, unlabelled) grey.
 
     ``brightness`` (0..1 per pixel) blends each colour towards white, so dim pixels fade into
     the white background like masked ones and every map keeps the same colours.
@@ -236,7 +250,16 @@ def _label_rgb(labels: np.ndarray, ids: np.ndarray, brightness: np.ndarray | Non
     if brightness is not None:
         b = np.clip(np.asarray(brightness, dtype=float), 0.0, 1.0)[ok, None]
         rgb[ok] = rgb[ok] * b + (1.0 - b) * np.asarray(_MASKED_RGB)
+    if no_data is not None:
+        rgb[no_data & ~ok] = _NO_DATA_RGB
     return rgb
+
+
+def _no_data_handle(n: int) -> Any:
+    """Legend entry of the grey no-data pixels."""
+    from matplotlib.patches import Patch
+
+    return Patch(facecolor=_NO_DATA_RGB, edgecolor="black", label=f"no data ({n:,} px)")
 
 
 def _hatch_phases(ax: Axes, labels: np.ndarray, ids: np.ndarray) -> None:
@@ -296,6 +319,7 @@ def _decorate_map(ax: Axes, shape: tuple[int, ...], pixel_size_nm: float | None)
 
 
 def _phase_handles(edge: EdgeResult, ids: np.ndarray, *, with_counts: bool = True, masked: bool = True) -> list[Any]:
+    """Legend entries: every phase, then "masked" and, when the map has any, "no data"."""
     from matplotlib.patches import Patch
 
     handles = []
@@ -306,6 +330,9 @@ def _phase_handles(edge: EdgeResult, ids: np.ndarray, *, with_counts: bool = Tru
         handles.append(Patch(facecolor=_color(ids[p]), edgecolor="black", hatch=phase_hatch(ids[p]), label=text))
     if masked:
         handles.append(Patch(facecolor=_MASKED_RGB, edgecolor="black", label="masked"))
+        n_no_data = int(np.count_nonzero(_no_data(edge) & (np.asarray(edge.labels) < 0)))
+        if n_no_data:
+            handles.append(_no_data_handle(n_no_data))
     return handles
 
 
@@ -375,14 +402,15 @@ def plot_phase_maps(
     idl = _ids_list(edges, ids)
     h, w = edges[0].labels.shape
     panel_w = 4.6
-    n_rows = max(e.n_phases for e in edges) + 1  # legend entries, one per row (width stays the panel's)
+    n_rows = max(e.n_phases for e in edges) + 2  # legend entries, one per row (width stays the panel's)
     panel_h = max(3.0, min(6.0, panel_w * h / max(w, 1))) + 1.1 + 0.3 * n_rows
     fig = _new_figure(panel_w * len(edges), panel_h)
     axes = fig.subplots(1, len(edges), squeeze=False)[0]
     for ax, e, i in zip(axes, edges, idl):
-        ax.imshow(_label_rgb(e.labels, i), interpolation="nearest")
+        no_data = _no_data(e) & (e.labels < 0)
+        ax.imshow(_label_rgb(e.labels, i, no_data=no_data), interpolation="nearest")
         _hatch_phases(ax, e.labels, i)
-        n_masked = int(np.count_nonzero(e.labels < 0))
+        n_masked = int(np.count_nonzero(e.labels < 0)) - int(np.count_nonzero(no_data))
         ax.set_title(f"{e.element + ' ' if e.element else ''}{e.edge} phases (E0 = {e.e0:.1f} eV)\n"
                      f"{e.n_phases} phases, {n_masked:,} px masked", fontsize="medium")
         _decorate_map(ax, e.labels.shape, pixel_size_nm)
@@ -682,11 +710,14 @@ def plot_composite(
     The colours are the phase identities' colours of every other figure; a pixel with a weak
     edge step fades towards the white background (brightness = SNR / its 99th percentile over
     the clustered pixels, from 25 % to full colour), so thick, reliable regions stand out.
-    The scale under the map gives, per phase, the colour at each SNR. Masked pixels are white.
+    The scale under the map gives, per phase, the colour at each SNR. Masked pixels are white;
+    pixels without data (no finite SNR) are grey, with a row of their own under the scale.
     """
     _check_edge(edge, "edge")
     ident = _default_ids(edge, ids)
     labels = edge.labels
+    no_data = _no_data(edge) & (labels < 0)
+    n_no_data = int(np.count_nonzero(no_data))
     snr = np.nan_to_num(np.asarray(edge.snr, dtype=float), nan=0.0)
     ok = labels >= 0
     scale = float(np.percentile(snr[ok], 99)) if np.any(ok) else 1.0
@@ -694,9 +725,10 @@ def plot_composite(
     bright = 0.25 + 0.75 * np.clip(snr / scale, 0.0, 1.0)
     h, w = labels.shape
     map_h = max(3.0, min(6.5, 5.0 * h / max(w, 1)))
-    fig = _new_figure(6.2, map_h + 1.3 + 0.3 * max(edge.n_phases, 1))
-    ax, axs = fig.subplots(2, 1, gridspec_kw={"height_ratios": [map_h, 0.3 * max(edge.n_phases, 1) + 0.2]})
-    ax.imshow(_label_rgb(labels, ident, bright), interpolation="nearest")
+    n_rows = max(edge.n_phases, 1) + (1 if n_no_data else 0)
+    fig = _new_figure(6.2, map_h + 1.3 + 0.3 * n_rows)
+    ax, axs = fig.subplots(2, 1, gridspec_kw={"height_ratios": [map_h, 0.3 * n_rows + 0.2]})
+    ax.imshow(_label_rgb(labels, ident, bright, no_data=no_data), interpolation="nearest")
     label = f"{edge.element + ' ' if edge.element else ''}{edge.edge}"
     ax.set_title(f"{label} composite: colour = phase, intensity = edge-step SNR", fontsize="medium")
     _decorate_map(ax, labels.shape, pixel_size_nm)
@@ -705,10 +737,15 @@ def plot_composite(
     b = 0.25 + 0.75 * np.clip(ramp / scale, 0.0, 1.0)
     rows = np.stack([_color(ident[p])[None, :] * b[:, None] + (1 - b[:, None]) * np.asarray(_MASKED_RGB)
                      for p in range(edge.n_phases)]) if edge.n_phases else np.ones((1, 128, 3))
+    if n_no_data:  # the grey of the pixels without data: a row of its own (its legend entry)
+        rows = np.concatenate([rows, np.broadcast_to(np.asarray(_NO_DATA_RGB), (1, 128, 3))])
     axs.imshow(rows, aspect="auto", extent=(0.0, scale, rows.shape[0] - 0.5, -0.5), interpolation="nearest")
     axs.set_yticks([])
     for p in range(edge.n_phases):  # names on the faint end of each row, so the map keeps the full width
         axs.text(0.01 * scale, p, f"{ident[p]}: {_phase_name(edge, p)}", va="center", ha="left", fontsize="small")
+    if n_no_data:
+        axs.text(0.01 * scale, rows.shape[0] - 1, f"no data ({n_no_data:,} px)", va="center", ha="left",
+                 fontsize="small")
     axs.set_xlabel("edge-step SNR (brightness scale)")
     return _save(fig, path)
 
@@ -723,7 +760,8 @@ def plot_snr(
 
     The threshold (``snr_threshold`` of a :class:`~txm_live.phases.PhaseAnalysis`) is drawn as a
     contour on the map and as a line on the colour bar; a result that does not record it (read
-    back from an old file) says so in the title.
+    back from an old file) says so in the title. Pixels without data (SNR not finite) are grey in
+    both panels, with a legend entry under the map.
     """
     _check_edge(edge, "edge")
     snr = np.asarray(edge.snr, dtype=float)
@@ -732,9 +770,13 @@ def plot_snr(
     fig = _new_figure(10.0, max(3.5, min(6.5, 5.0 * h / max(w, 1))) + 1.2)
     ax, axm = fig.subplots(1, 2)
     finite = np.isfinite(snr)
+    n_no_data = int(np.count_nonzero(~finite))
     vmax = float(np.percentile(snr[finite], 99.5)) if np.any(finite) else 1.0
     vmax = max(vmax, threshold * 1.2 if np.isfinite(threshold) else 0.0, 1e-6)
-    im = ax.imshow(snr, cmap="viridis", vmin=0, vmax=vmax, interpolation="nearest")
+    import matplotlib as mpl
+
+    cmap = mpl.colormaps["viridis"].with_extremes(bad=_NO_DATA_RGB)
+    im = ax.imshow(np.ma.masked_invalid(snr), cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest")
     cbar = fig.colorbar(im, ax=ax, shrink=0.85, label="edge-step SNR")
     median = float(np.median(snr[edge.mask])) if np.any(edge.mask) else float("nan")
     label = f"{edge.element + ' ' if edge.element else ''}{edge.edge}"
@@ -748,9 +790,14 @@ def plot_snr(
         ax.set_title(f"{label} edge-step SNR (threshold not recorded)\nmedian in mask {median:.1f}",
                      fontsize="medium")
     _decorate_map(ax, snr.shape, pixel_size_nm)
-    axm.imshow(np.asarray(edge.mask, dtype=float), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    if n_no_data:
+        _legend_below(ax, [_no_data_handle(n_no_data)])
+    mask_rgb = np.where(np.asarray(edge.mask, dtype=bool)[..., None], 1.0, 0.0) * np.ones(3)
+    mask_rgb[~finite & ~np.asarray(edge.mask, dtype=bool)] = _NO_DATA_RGB
+    axm.imshow(mask_rgb, interpolation="nearest")
     frac = float(np.mean(edge.mask)) if edge.mask.size else 0.0
-    axm.set_title(f"clustered pixels (white): {int(np.count_nonzero(edge.mask)):,} ({frac:.1%})", fontsize="medium")
+    axm.set_title(f"clustered pixels (white): {int(np.count_nonzero(edge.mask)):,} ({frac:.1%})"
+                  + ("\nno data: grey" if n_no_data else ""), fontsize="medium")
     _decorate_map(axm, snr.shape, pixel_size_nm)
     return _save(fig, path)
 
@@ -967,7 +1014,8 @@ class LivePlot:
         ax = fig.subplots()
         if self._edge is not None:
             ident = np.arange(self._edge.n_phases)
-            ax.imshow(_label_rgb(self._edge.labels, ident), interpolation="nearest")
+            no_data = _no_data(self._edge) & (self._edge.labels < 0)
+            ax.imshow(_label_rgb(self._edge.labels, ident, no_data=no_data), interpolation="nearest")
             _decorate_map(ax, self._edge.labels.shape, self.pixel_size_nm)
             _legend_below(ax, _phase_handles(self._edge, ident))
             ax.set_title(f"{self._edge.edge}: {self._edge.n_phases} phases\n{self._text}", fontsize="small")

@@ -887,6 +887,9 @@ def analyze_edge(
     run = _analyze_edge
     if client is not None:  # a worker lost mid-analysis: analysed again once on the others
         from txm_live.tiled_edge import retry_lost_worker
+        from txm_live.worker_allocator import prepare_workers
+
+        prepare_workers(client)
 
         run = retry_lost_worker(_analyze_edge, client, what=window.name, timeout=timeout)
     with limit_blas(_BLAS_THREADS):
