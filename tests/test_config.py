@@ -125,3 +125,24 @@ post_order = 2
     again.write_text(cfg.to_toml())
     assert load_config(again).edge_windows() == cfg.edge_windows()
     assert load_config(again).analysis_options() == cfg.analysis_options()
+
+
+def test_analysis_threads_from_the_file_reach_analyze_edge(tmp_path):
+    """``[analysis] threads`` (an analysis server, a replay) is passed to every edge analysis;
+    the default 1 passes nothing (analyze_edge's own default, gentle with acquisition)."""
+    import inspect
+
+    from txm_live.phases import analyze_edge
+
+    path = tmp_path / "c.toml"
+    path.write_text("[analysis]\nthreads = 2\n")
+    opts = load_config(path).analysis_options()
+    assert opts == {"threads": 2}
+    assert "threads" in inspect.signature(analyze_edge).parameters
+    assert "threads" not in load_config().analysis_options()
+    path.write_text("[analysis]\nthreads = 0\n")
+    with pytest.raises(ValueError, match=r"\[analysis\] threads"):
+        load_config(path)
+    path.write_text("[analysis]\nthreads = 1.5\n")
+    with pytest.raises(ValueError, match=r"\[analysis\] threads.*integer"):
+        load_config(path)

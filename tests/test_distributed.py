@@ -152,6 +152,18 @@ def test_gather_names_a_timeout(client) -> None:
         gather(client, [fut], what="a sleeping task", timeout=0.5)
 
 
+def test_gather_goes_straight_to_loopback_workers(client) -> None:
+    """A LocalCluster's workers (127.0.0.1) are gathered from directly, not through the scheduler
+    that lives in this process; the results are the tasks' results."""
+    from txm_live.distributed import _direct, gather
+
+    assert client.scheduler.address.startswith("tcp://127.0.0.1:")
+    assert _direct(client) is True
+    futs = client.map(np.arange, [3, 5], pure=False)
+    got = gather(client, futs, what="two ranges", timeout=60)
+    assert [g.tolist() for g in got] == [[0, 1, 2], [0, 1, 2, 3, 4]]
+
+
 def _scattered_block(client, cube, tiles):
     """``cube`` as a dask array persisted on the workers in chunks equal to the row tiles."""
     import dask

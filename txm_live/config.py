@@ -11,6 +11,7 @@ keeps its default (``None`` means "decide from the data or the start document"):
     snr_threshold = 3.0        # omit: chosen automatically
     register = true
     correct_magnification = true
+    threads = 1                # threads of each edge analysis (2+: an analysis server, replay)
 
     [analysis.dbscan]          # omit: eps and min_samples estimated from the data
     eps = 0.35
@@ -98,6 +99,9 @@ class TxmLiveConfig:
     n_components: int | None = field(default=None, metadata=_opt(
         "analysis", "n_components", "PCA components clustered (omit: automatic)"))
     register: bool = field(default=True, metadata=_opt("analysis", "register", "register frames (drift, jitter)"))
+    threads: int = field(default=1, metadata=_opt(
+        "analysis", "threads", "threads of each edge analysis (1: leaves the other cores to acquisition; "
+        "more on an analysis server or for replay; results do not depend on it)"))
     correct_magnification: bool = field(default=True, metadata=_opt(
         "analysis", "correct_magnification", "correct the energy-dependent magnification"))
     dbscan_eps: float | None = field(default=None, metadata=_opt(
@@ -149,6 +153,8 @@ class TxmLiveConfig:
             raise bad("snr_threshold", ">= 0")
         if self.n_components is not None and self.n_components < 1:
             raise bad("n_components", ">= 1")
+        if self.threads < 1:
+            raise bad("threads", ">= 1")
         if self.dbscan_eps is not None and not self.dbscan_eps > 0:
             raise bad("dbscan_eps", "> 0")
         if self.dbscan_min_samples is not None and self.dbscan_min_samples < 1:
@@ -197,7 +203,8 @@ class TxmLiveConfig:
         """Keyword options for the exact analysis (``analyze_edge``) that the user set."""
         opts = {"eps": self.dbscan_eps, "min_samples": self.dbscan_min_samples,
                 "snr_threshold": self.snr_threshold, "n_components": self.n_components,
-                "method": None if self.method == "athena" else self.method, "post_order": self.post_order}
+                "method": None if self.method == "athena" else self.method, "post_order": self.post_order,
+                "threads": None if self.threads == 1 else self.threads}
         return {k: v for k, v in opts.items() if v is not None}
 
     def replace(self, **overrides: Any) -> TxmLiveConfig:

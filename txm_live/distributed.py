@@ -129,6 +129,20 @@ def n_workers(client: Any) -> int:
     return max(1, len(client.scheduler_info(n_workers=-1).get("workers", {})))
 
 
+def _direct(client: Any) -> bool | None:
+    """Gather straight from the workers when they all listen on this machine's loopback (a
+    LocalCluster): Dask's default for a client outside the cluster is to gather through the
+    scheduler, one more copy of every result (with a LocalCluster, in this very process).
+    Elsewhere the client's own setting holds (``None``: ``direct_to_workers``, default off,
+    since workers of a remote cluster may not be reachable from the client)."""
+    workers = client.scheduler_info(n_workers=-1).get("workers", {})
+    local = ("tcp://127.0.0.1:", "tcp://localhost:", "tcp://[::1]:", "inproc://")
+    on_loopback = str(getattr(client.scheduler, "address", "")).startswith(local)  # and the scheduler too
+    if on_loopback and workers and all(str(w).startswith(local) for w in workers):
+        return True
+    return None
+
+
 def gather(client: Any, futures: Sequence[Any], *, what: str, timeout: float | None = None) -> list[Any]:
     """Results of ``futures``; a failure on the cluster becomes a :class:`DistributedError`.
 
@@ -145,7 +159,7 @@ def gather(client: Any, futures: Sequence[Any], *, what: str, timeout: float | N
 
     try:
         wait(list(futures), timeout=timeout)
-        return client.gather(list(futures))
+        return client.gather(list(futures), direct=_direct(client))
     except KilledWorker as exc:
         _cancel(client, futures)
         raise WorkerLostError(f"{what}: a worker died while running {exc.args[0] if exc.args else 'a task'} "

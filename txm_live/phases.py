@@ -768,8 +768,10 @@ def analyze_edge(
         Threads of the in-process analysis (default :data:`DEFAULT_THREADS` = 1): the two passes
         over the block (normalization and the per-phase spectra) run on pixel tiles in this many
         threads (BLAS stays single-threaded in each). 1 is gentle
-        with the cores acquisition needs; on an analysis server give it more. The result does
-        not depend on it (labels identical).
+        with the cores acquisition needs; on an analysis server give it more. With ``client``,
+        the neighbour queries of the clusterer and of the refinement, which run here, use this
+        many threads while the workers wait.
+        The result does not depend on it (labels identical).
 
     Returns
     -------
@@ -983,7 +985,7 @@ def _analyze_edge(
         del feat_all
         X, mean_feat, _noise = build_features(F, Ef, e0=window.e0, random_state=random_state, threads=threads)
     else:
-        mean_feat = tiled.features(pix, Ef, e0=window.e0, random_state=random_state)
+        tiled.features(pix, Ef, e0=window.e0, random_state=random_state)  # submitted; gathered with the PCA
     timings["features"] = time.perf_counter() - t
 
     # 5. pca ------------------------------------------------------------------------------
@@ -992,6 +994,7 @@ def _analyze_edge(
     if client is not None:
         pca, scores = tiled.pca_scores(pix_snr, n_components=n_components, max_components=min(max_components, Ef.size),
                                        noise_margin=pca_noise_margin, spatial_filter=spatial_filter)
+        mean_feat = tiled.mean_feature
     else:
         pca: PcaResult = reduce_pca(
             X,

@@ -2,9 +2,11 @@
 
 :class:`TiledEdge` holds one future per row tile and per stage; the per-pixel intermediates
 (the tile's optical density, normalized feature rows, whitened features, scores) stay on the
-workers and only small things cross the network. Every stage is one ``client.map`` over the
-tiles (one message to the scheduler) and one gather; the tiles' steps that need no global
-value in between are fused into one task:
+workers and only small things cross the network. A stage is one ``client.map`` over the tiles
+(one message to the scheduler); the tiles' steps that need no global value in between are one
+task, and a global step the client does not need to see (the feature basis and noise, the PCA's
+weighted mean, the PCA itself) is a task that the next map depends on, so the workers chain them
+without a round trip to the client. Five round trips per edge:
 
 ======================  ===========================================  ======================
 round trip              what crosses the network                     bytes
@@ -13,22 +15,27 @@ data (numpy ``block``)  scattered once, band by band, to the         ``4 n_e`` p
                         workers (none for a dask array)
 normalization           back: finite flag, edge step, pre-edge       13 per pixel
                         noise, step significance (SNR mask: global)
-feature mean and noise  out: clustered pixel indices; back: one sum  ``8 n_f`` per band,
-                        per feature and band, and the 50 000-pixel   ``4 n_f`` per sample
-                        sample of the in-process noise estimate      pixel
-PCA mean                out: row weights; back: weighted sums        8 per pixel; ``8 n_f``
-Gram matrix             back: the weighted Gram matrix of a band     ``8 n_f^2`` per band
-residual noise floor    back: min / max per band and the band's      16 per band, ``~40``
-                        first and last rows (the sigma filter's      per pixel of 2 rows
-                        halos, sent on to the neighbours)
+features, PCA and       out: clustered pixel indices, row weights.   ``8 n_f`` per band,
+residual noise          On the workers: one sum per feature and      ``4 n_f`` per sample
+                        band and the 50 000-pixel sample of the      pixel (worker to
+                        in-process noise estimate, reduced by one    worker), ``8 n_f^2``
+                        task (:func:`~txm_live.tiles.feature_basis`) per band
+                        to the basis and noise; whitening; weighted
+                        sums and one task for the mean; Gram
+                        matrices and one task for the PCA;
+                        projection. Back: the PCA, the mean feature
+                        spectrum, min / max of the residual noise    16 per band, ``~40``
+                        per band (noise floor) and the band's first  per pixel of 2 rows
+                        and last rows (the sigma filter's halos,
+                        sent on to the neighbours)
 scores                  back: the filtered scores (DBSCAN, its       ``4 k`` per pixel
                         parameter estimate and the mixture
                         refinement run here, with the in-process
                         code: the same eps and labels by
                         construction)
-summary                 out: phase of every clustered pixel; back:   ~12 per pixel
-                        per-phase feature sums, the white-line map,
-                        per-phase window moments
+summary                 out: phase of every clustered pixel; back,   ~12 per pixel
+                        one task per band: per-phase feature sums,
+                        the white-line map, per-phase window moments
 majority score          back: one value per pixel                    4 per pixel
 ======================  ===========================================  ======================
 
@@ -39,10 +46,11 @@ mid-analysis loses the scattered tiles it held, which have no lineage:
 Every per-band step is a function of :mod:`txm_live.tiles` that calls the in-process stage
 function (normalization, whitening, projection, residual noise, sigma filter, phase statistics)
 on the band, so every pixel goes through the same arithmetic as in process. The global sums are
-added on the client in band order; in process, :func:`~txm_live.decompose.reduce_pca` accumulates
-its mean and covariance over the same bands (``row_chunks``), so the principal axes, the scores,
-eps and the labels are bit-identical. (The feature mean is a float64 sum whose rounding differs
-from numpy's; it only enters through a float32 basis, which absorbs it.)
+added in band order (by the reduction tasks of :mod:`txm_live.tiles`); in process,
+:func:`~txm_live.decompose.reduce_pca` accumulates its mean and covariance over the same bands
+(``row_chunks``), so the principal axes, the scores, eps and the labels are bit-identical. (The
+feature mean is a float64 sum whose rounding differs from numpy's; it only enters through a
+float32 basis, which absorbs it.)
 """
 
 from __future__ import annotations
@@ -104,6 +112,8 @@ class TiledEdge:
         self.X: list[Any] = []
         self.proj: list[Any] = []
         self.Ef = np.zeros(0)
+        self.basis: Any = None  # future: mean feature spectrum, basis, noise (tiles.feature_basis)
+        self.mean_feature = np.zeros(0)  # the mean feature spectrum, gathered with the PCA
         self.scores: list[Any] = []  # the (filtered) scores clustered
         self.seconds: dict[str, float] = {}  # client seconds spent waiting per step
 
@@ -188,10 +198,13 @@ class TiledEdge:
         small = self._gather(self._map(T.tile_pixel_scalars, self.norm), "normalization")
         return tuple(np.concatenate([s[j] for s in small]) for j in range(4))  # type: ignore[return-value]
 
-    def features(self, pix: np.ndarray, Ef: np.ndarray, *, e0: float, random_state: int) -> np.ndarray:
-        """Whitened features of the clustered pixels ``pix`` (flat, increasing) on the workers
-        (:func:`txm_live.phases.build_features`); returns the mean feature spectrum."""
-        from txm_live.phases import _feature_basis, _noise_per_feature, _noise_sample
+    def features(self, pix: np.ndarray, Ef: np.ndarray, *, e0: float, random_state: int) -> None:
+        """Submit the whitened features of the clustered pixels ``pix`` (flat, increasing)
+        (:func:`txm_live.phases.build_features`): each tile's feature sums and share of the noise
+        sample, their reduction on a worker (:func:`txm_live.tiles.feature_basis`) and the
+        whitening. Nothing is gathered here: :meth:`pca_scores` gathers the mean feature
+        spectrum (:attr:`mean_feature`) with the PCA."""
+        from txm_live.phases import _noise_sample
 
         W = self.W
         self.lo = np.searchsorted(pix, [t.start * W for t in self.tiles])
@@ -201,13 +214,10 @@ class TiledEdge:
         sub = _noise_sample(pix.size, random_state)
         locs = [np.arange(b - a) if sub is None else sub[np.searchsorted(sub, a): np.searchsorted(sub, b)] - a
                 for a, b in zip(self.lo, self.hi)]
-        got = self._gather(self._map(T.tile_feature_stats, self.F, locs), "feature mean and noise sample")
-        mean = np.sum([g[0] for g in got], axis=0) / pix.size
-        noise = _noise_per_feature(np.concatenate([g[1] for g in got], axis=1), np.asarray(Ef, dtype=np.float64))
-        q32 = _feature_basis(mean, np.asarray(Ef, dtype=np.float64), e0)
+        self.basis = self._submit(T.feature_basis, self._map(T.tile_feature_stats, self.F, locs), int(pix.size),
+                                  np.asarray(Ef, dtype=np.float64), float(e0))
         self.Ef = np.asarray(Ef)
-        self.X = self._map(T.tile_whiten, self.F, q32=q32, noise=noise)
-        return mean
+        self.X = self._map(T.tile_whiten_basis, self.F, basis=self.basis)
 
     def pca_scores(
         self,
@@ -220,8 +230,11 @@ class TiledEdge:
     ) -> tuple[Any, np.ndarray]:
         """PCA of the whitened features from per-band weighted sums and Gram matrices, projection and sigma
         filter on the workers; returns the :class:`~txm_live.decompose.PcaResult` (empty
-        ``scores``) and the (filtered) scores of the clustered pixels, gathered."""
-        from txm_live.decompose import _sample_weights, covariance_part, pca_from_covariance, weighted_sum_part
+        ``scores``) and the (filtered) scores of the clustered pixels, gathered. The feature
+        basis, the weighted mean and the PCA itself are tasks too (:mod:`txm_live.tiles`), so the
+        chain from the feature rows to the projected bands runs without a round trip to the
+        client; their arithmetic and order of summation are the client's former ones."""
+        from txm_live.decompose import _sample_weights, covariance_part, weighted_sum_part
         from txm_live.phases import _floor_noise
 
         n = int(self.hi[-1])
@@ -231,25 +244,22 @@ class TiledEdge:
         X = [self.X[i] for i in busy]
         # the weighted mean and the covariance are summed band by band in band order, with the
         # same per-band products as reduce_pca(row_chunks=bands) in process: bit-identical axes
-        mean = np.zeros(len(self.Ef))
-        for part in self._gather(self._map(weighted_sum_part, X, [w2[self.lo[i]:self.hi[i]] for i in busy]),
-                                 "PCA mean"):
-            mean += part
-        mean /= w2.sum()
-        cov = np.zeros((mean.size, mean.size))
-        for part in self._gather(self._map(covariance_part, X, [mean] * len(X), [w[self.lo[i]:self.hi[i]] for i in busy]),
-                                 "Gram matrix"):
-            cov += part
-        cov /= max(n - 1, 1)
-        pca = pca_from_covariance(cov, mean, n_samples=n, n_components=n_components,
-                                  max_components=max_components, noise_margin=noise_margin)
-        self.proj = self._map(T.tile_project, self.X, pca=pca)
+        mean = self._submit(T.weighted_mean, self._map(weighted_sum_part, X, [w2[self.lo[i]:self.hi[i]] for i in busy]),
+                            float(w2.sum()))
+        grams = self._map(covariance_part, X, [mean] * len(X), [w[self.lo[i]:self.hi[i]] for i in busy])
+        pca_f = self._submit(T.pca_of_parts, grams, mean, n, n_components=n_components,
+                             max_components=max_components, noise_margin=noise_margin)
+        self.proj = self._map(T.tile_project, self.X, pca=pca_f)
         if not spatial_filter:
             self.scores = self._map(T.tile_scores, self.proj)
-            return pca, np.concatenate(self._gather(self.scores, "scores"))
-        # one round trip: the residual-noise range of every tile and its first and last rows
+            got = self._gather([self.basis, pca_f] + self.scores, "PCA and scores")
+            self.mean_feature = got[0][0]
+            return got[1], np.concatenate(got[2:])
+        # one round trip: the PCA, the residual-noise range of every tile and its first and last rows
         n_rows = [t.stop - t.start for t in self.tiles]
-        border = self._gather(self._map(T.tile_border, self.proj, self.cols, [self.W] * len(n_rows), n_rows), "residual noise")
+        got = self._gather([self.basis, pca_f] + self._map(T.tile_border, self.proj, self.cols, [self.W] * len(n_rows),
+                                                            n_rows), "PCA and residual noise")
+        self.mean_feature, pca, border = got[0][0], got[1], got[2:]
         # the noise floor of the in-process residual noise: 1e-3 x the median positive value;
         # it changes nothing when every value is above 1e-3 x the largest (the usual case)
         ranges = np.array([b[0] for b in border])
@@ -282,20 +292,25 @@ class TiledEdge:
         spread and count over the whole window (:func:`txm_live.phases._window_phase_stats`)."""
         E, window, method, _, post_order = tile_args
         per_tile = self._labels_per_tile(idx, lab)
-        sums = self._map(T.tile_phase_feature_sums, self.F, [i for i, _ in per_tile], [l for _, l in per_tile],
-                         n_phases=n_phases, rows=near)
         busy = [i for i, (j, _) in enumerate(per_tile) if j.size]
+        rest = [i for i, (j, _) in enumerate(per_tile) if not j.size]
         m = len(busy)
-        stats = self._on_tiles(T.tile_window_phase_stats, [self.norm[i] for i in busy], [E] * m, [window] * m,
-                               [method] * m, [self.cols[i][per_tile[i][0]] for i in busy],
-                               [per_tile[i][1] for i in busy], [post_order] * m, tiles=busy)
-        got = self._gather(sums + stats, "phase spectra")
-        s1 = np.sum([g[0] for g in got[: len(sums)]], axis=0)
+        # one task per tile with a phase pixel (feature sums, white line and window moments);
+        # the feature sums and white line alone for the others
+        fused = self._on_tiles(T.tile_phase_summary, [self.norm[i] for i in busy], [self.F[i] for i in busy],
+                               [per_tile[i][0] for i in busy], [self.cols[i][per_tile[i][0]] for i in busy],
+                               [per_tile[i][1] for i in busy], [n_phases] * m, [near] * m, [E] * m, [window] * m,
+                               [method] * m, [post_order] * m, tiles=busy)
+        sums = self._map(T.tile_phase_feature_sums, [self.F[i] for i in rest], [per_tile[i][0] for i in rest],
+                         [per_tile[i][1] for i in rest], n_phases=n_phases, rows=near)
+        got = dict(zip(busy + rest, self._gather(fused + sums, "phase spectra")))
+        got = [got[i] for i in range(len(self.tiles))]
+        s1 = np.sum([g[0] for g in got], axis=0)
         fmean = (s1 / np.bincount(lab, minlength=n_phases)).T
-        white = np.concatenate([g[1] for g in got[: len(sums)]])
-        if not stats:  # no phase
+        white = np.concatenate([g[1] for g in got])
+        if not busy:  # no phase
             return fmean, white, (np.zeros((0, E.size)), np.zeros((0, E.size)), np.zeros(0, dtype=np.int64))
-        return fmean, white, T.combine_phase_stats(got[len(sums):], n_phases)
+        return fmean, white, T.combine_phase_stats([got[i][2] for i in busy], n_phases)
 
     def per_pixel(self, fn: Callable[..., Any], *args: Any, step: str) -> np.ndarray:
         """``fn(F_tile, *args)`` (one value per clustered pixel) gathered in the clustered order."""
@@ -305,6 +320,7 @@ class TiledEdge:
         """Drop every future (the workers free the tiles)."""
         for name in ("data", "norm", "F", "X", "proj", "scores"):
             setattr(self, name, [])
+        self.basis = None
 
 
 def _halo(border: list[tuple], i: int, side: int) -> list[tuple] | None:

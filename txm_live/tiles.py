@@ -10,6 +10,9 @@ in both: the per-pixel outputs, hence the labels, are identical.
   (:mod:`txm_live.tiled_edge` drives them): each takes what an earlier step left on the worker
   and returns either a per-pixel intermediate that stays there (features, whitened features,
   scores) or a small result for the client (per-pixel scalars, partial sums, a sample).
+* :func:`feature_basis`, :func:`weighted_mean` and :func:`pca_of_parts` are the global steps
+  between the per-tile ones, run as tasks that take every tile's partial result (in tile
+  order) so that the workers chain the stages without a round trip to the client.
 * :func:`tile_window_phase_stats` gives the per-phase mean and spread over the whole window
   of a tile's pixels (the in-process kernel); :func:`combine_phase_stats` pools the tiles.
 """
@@ -101,6 +104,49 @@ def tile_whiten(F: np.ndarray, q32: np.ndarray, noise: np.ndarray) -> np.ndarray
     return _whiten(F, q32, noise)
 
 
+# -- global steps run as tasks: the workers chain them without a round trip to the client ------
+def feature_basis(stats: list[tuple[np.ndarray, np.ndarray]], n_pixels: int, Ef: np.ndarray,
+                  e0: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The mean feature spectrum, the float32 basis projected out and the noise of every feature
+    (:func:`txm_live.phases.build_features`) from all tiles' :func:`tile_feature_stats` in tile
+    order: sums added in that order, the noise medians of the concatenated 50 000-pixel sample."""
+    from txm_live.phases import _feature_basis, _noise_per_feature
+
+    x = np.asarray(Ef, dtype=np.float64)
+    mean = np.sum([g[0] for g in stats], axis=0) / n_pixels
+    noise = _noise_per_feature(np.concatenate([g[1] for g in stats], axis=1), x)
+    return mean, _feature_basis(mean, x, e0), noise
+
+
+def tile_whiten_basis(F: np.ndarray, basis: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    """:func:`tile_whiten` with the basis and noise of :func:`feature_basis`."""
+    return tile_whiten(F, basis[1], basis[2])
+
+
+def weighted_mean(parts: list[np.ndarray], total_weight: float) -> np.ndarray:
+    """The PCA's weighted mean from the bands' :func:`txm_live.decompose.weighted_sum_part`,
+    added in band order (as :func:`txm_live.decompose.reduce_pca` adds them in process)."""
+    mean = np.zeros(parts[0].shape[0])
+    for part in parts:
+        mean += part
+    mean /= total_weight
+    return mean
+
+
+def pca_of_parts(parts: list[np.ndarray], mean: np.ndarray, n_samples: int, *, n_components: int | None,
+                 max_components: int, noise_margin: float) -> Any:
+    """:func:`txm_live.decompose.pca_from_covariance` of the bands' Gram matrices
+    (:func:`txm_live.decompose.covariance_part`) added in band order."""
+    from txm_live.decompose import pca_from_covariance
+
+    cov = np.zeros((mean.size, mean.size))
+    for part in parts:
+        cov += part
+    cov /= max(n_samples - 1, 1)
+    return pca_from_covariance(cov, mean, n_samples=n_samples, n_components=n_components,
+                               max_components=max_components, noise_margin=noise_margin)
+
+
 def tile_project(X: np.ndarray, pca: Any) -> tuple[np.ndarray, np.ndarray]:
     """Scores of the tile's pixels and their residual rms outside the components (float64)."""
     from txm_live.phases import _residual_rms
@@ -184,6 +230,18 @@ def tile_phase_feature_sums(
     onehot = np.zeros((lab.size, n_phases), dtype=np.float32)
     onehot[np.arange(lab.size), lab] = 1.0
     return (np.take(F, idx, axis=1) @ onehot).astype(np.float64), F[rows].mean(axis=0)
+
+
+def tile_phase_summary(Yt: np.ndarray, tn: TileNorm, F: np.ndarray, idx: np.ndarray, cols: np.ndarray, lab: np.ndarray,
+                       n_phases: int, rows: np.ndarray, E: np.ndarray, window: EdgeWindow, method: str,
+                       post_order: int | None = None) -> tuple:
+    """:func:`tile_phase_feature_sums` and :func:`tile_window_phase_stats` of one tile in one task
+    (one task and one result per tile instead of two): ``idx`` index the tile's clustered
+    pixels with a phase (columns of ``F``), ``cols`` are the same pixels in the tile, ``lab``
+    their phases. Returns the per-phase feature sums, the white-line value of every clustered
+    pixel of the tile and the tile's window statistics."""
+    sums, white = tile_phase_feature_sums(F, idx, lab, n_phases, rows)
+    return sums, white, tile_window_phase_stats(Yt, tn, E, window, method, cols, lab, post_order)
 
 
 def tile_line_score(F: np.ndarray, d: np.ndarray, offset: float, dd: float) -> np.ndarray:
