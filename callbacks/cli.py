@@ -370,7 +370,8 @@ def _callback_factory(cfg: Any, progress: Any = None, **extra: Any) -> Any:
             dark_stream=cfg.dark_stream, element=cfg.element, edges=cfg.edges,
             windows=cfg.edge_windows() if cfg.windows else None,
             analysis=analysis, preview=preview, register=cfg.register,
-            correct_magnification=cfg.correct_magnification, dask=cfg.dask, progress=progress, **extra)
+            correct_magnification=cfg.correct_magnification, session_options=cfg.session_options(), dask=cfg.dask,
+            progress=progress, **extra)
 
     return factory
 

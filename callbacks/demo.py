@@ -457,7 +457,8 @@ def run_demo(
         energy_key=cfg.energy_key, image_key=cfg.image_key, flat_stream=cfg.flat_stream, dark_stream=cfg.dark_stream,
         element=cfg.element, edges=cfg.edges, windows=cfg.edge_windows() if cfg.windows else None,
         analysis=analysis, preview=preview, register=cfg.register,
-        correct_magnification=cfg.correct_magnification, progress=prog, exafs=spec.exafs,
+        correct_magnification=cfg.correct_magnification, session_options=cfg.session_options(), progress=prog,
+        exafs=spec.exafs,
     )
     prog.write(f"txm-live demo: {sample} {cfg.size}: detector frame {frame[0]}x{frame[1]} px (= phase map size), "
                f"simulated sample {shape[0]}x{shape[1]} px at {phantom.pixel_size_nm:.1f} nm, {len(energies)} "

@@ -146,3 +146,22 @@ def test_analysis_threads_from_the_file_reach_analyze_edge(tmp_path):
     path.write_text("[analysis]\nthreads = 1.5\n")
     with pytest.raises(ValueError, match=r"\[analysis\] threads.*integer"):
         load_config(path)
+
+
+def test_interpolation_order_from_the_file_reaches_the_callbacks_sessions(tmp_path):
+    """``[analysis] interpolation_order`` (1 bilinear, 3 cubic: the default) is passed to the
+    session of every run of demo, replay and serve; anything else is refused naming the key."""
+    from txm_live.callbacks.cli import _callback_factory
+    from txm_live.session import XanesSession
+
+    assert load_config().session_options() == {"interpolation_order": 3}
+    path = tmp_path / "c.toml"
+    path.write_text("[analysis]\ninterpolation_order = 1\n")
+    cfg = load_config(path)
+    cb = _callback_factory(cfg)()
+    assert cb.session_options["interpolation_order"] == 1
+    session = XanesSession(**cb.session_options)
+    assert session.interpolation_order == 1
+    path.write_text("[analysis]\ninterpolation_order = 2\n")
+    with pytest.raises(ValueError, match=r"\[analysis\] interpolation_order"):
+        load_config(path)
