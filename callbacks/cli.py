@@ -108,8 +108,8 @@ def _refuse_unknown_edges(args: argparse.Namespace, cfg: Any, *, element: str | 
     were given on the command line (a bad option, like argparse's), 1 when the values come from
     the ``--config`` file (as every other configuration error).
     """
-    from txm_live.detect import EDGE_KINDS, edges_in_range
-    from txm_live.edges import default_windows
+    from txm_live.detect import edges_in_range
+    from txm_live.edges import check_edge_name, default_windows
 
     el = cfg.element or element
     ed = tuple(cfg.edges) if cfg.edges else (tuple(edges) if edges else None)
@@ -119,9 +119,8 @@ def _refuse_unknown_edges(args: argparse.Namespace, cfg: Any, *, element: str | 
         elif el is not None:
             edges_in_range(el, 1.0, 1e7)
         elif ed is not None:
-            unknown = [e for e in ed if e not in EDGE_KINDS]
-            if unknown:
-                raise ValueError(f"edges: no default window for edge {unknown[0]!r} (known: {', '.join(EDGE_KINDS)})")
+            for edge in ed:
+                check_edge_name(edge)
     except ValueError as exc:
         _err(f"cannot build edge windows: {exc}")
         return 2 if args.element is not None or args.edges is not None else 1

@@ -24,6 +24,7 @@ from txm_live.errors import InsufficientDataError
 __all__ = [
     "EdgeWindow",
     "FEATURE_RANGE",
+    "check_edge_name",
     "MIN_EDGE_ENERGY",
     "MIN_POST_POINTS",
     "MIN_PRE_POINTS",
@@ -238,10 +239,16 @@ def _nominal_ranges(
     return (pre_far * s, pre_near * s), (post_near, post_far)
 
 
-def _default_window(element: str, edge: str, table: dict[str, tuple[float, float]]) -> EdgeWindow:
+def check_edge_name(edge: str) -> None:
+    """Raise the ``ValueError`` of :func:`default_windows` when txm-live has no default window
+    for an edge called ``edge`` (any element)."""
     if edge not in _NOMINAL:
         raise ValueError(f"edges: no default window for edge {edge!r} (known: {', '.join(_NOMINAL)}); "
                          "build an EdgeWindow yourself")
+
+
+def _default_window(element: str, edge: str, table: dict[str, tuple[float, float]]) -> EdgeWindow:
+    check_edge_name(edge)
     if edge not in table:
         raise ValueError(f"edges: element {element!r} has no tabulated {edge} edge")
     e0, _ = table[edge]

@@ -63,6 +63,7 @@ from typing import Any
 import numpy as np
 
 from txm_live import tiles as T
+from txm_live.denoise import SIGMA_FILTER_PASSES
 from txm_live.distributed import gather
 
 __all__ = ["TiledEdge", "retry_lost_worker"]
@@ -324,12 +325,10 @@ class TiledEdge:
 
 
 def _halo(border: list[tuple], i: int, side: int) -> list[tuple] | None:
-    """The :data:`txm_live.phases.SIGMA_FILTER_PASSES` image rows just above (``side=-1``) or
+    """The :data:`txm_live.denoise.SIGMA_FILTER_PASSES` image rows just above (``side=-1``) or
     below (``+1``) tile ``i``, top to bottom, from the tiles' border rows (:func:`txm_live.tiles.tile_border`;
     a tile shorter than that lends all its rows and the next tile the rest); ``None`` at the image
     border."""
-    from txm_live.phases import SIGMA_FILTER_PASSES
-
     rows: list[tuple] = []
     j = i + side
     while 0 <= j < len(border) and len(rows) < SIGMA_FILTER_PASSES:

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from txm_live.denoise import SIGMA_FILTER_PASSES, sigma_filter
 from txm_live.edges import EdgeWindow
 
 __all__ = ["TileNorm", "normalize_tile", "tile_normalize", "combine_phase_stats"]
@@ -158,10 +159,8 @@ def tile_project(X: np.ndarray, pca: Any) -> tuple[np.ndarray, np.ndarray]:
 def tile_border(proj: tuple[np.ndarray, np.ndarray], cols: np.ndarray, W: int, n_rows: int) -> tuple:
     """What the client needs of a projected tile before the sigma filter, in one task: the
     smallest residual rms and the largest positive one (``nan`` when empty; the noise floor) and
-    the tile's first and last :data:`txm_live.phases.SIGMA_FILTER_PASSES` image rows (fewer when
+    the tile's first and last :data:`txm_live.denoise.SIGMA_FILTER_PASSES` image rows (fewer when
     the tile is shorter; :func:`tile_halo_row` each, top to bottom: the halos of its neighbours)."""
-    from txm_live.phases import SIGMA_FILTER_PASSES
-
     rms = proj[1]
     pos = rms[rms > 0]
     span = (float(rms.min()) if rms.size else np.nan, float(pos.max()) if pos.size else np.nan)
@@ -193,17 +192,15 @@ def tile_sigma_filter(
     above: list[tuple] | None,
     below: list[tuple] | None,
 ) -> np.ndarray:
-    """:func:`txm_live.phases.sigma_filter` of the tile's scores with halo rows on each side.
+    """:func:`txm_live.denoise.sigma_filter` of the tile's scores with halo rows on each side.
 
     ``above`` / ``below`` are the :func:`tile_halo_row` of the image rows just above and below
-    the tile, top to bottom: :data:`txm_live.phases.SIGMA_FILTER_PASSES` rows (each pass of the
+    the tile, top to bottom: :data:`txm_live.denoise.SIGMA_FILTER_PASSES` rows (each pass of the
     3 x 3 filter reads one row further), fewer only at the image border, where the in-process
     filter sees no pixel either (``None``: none). The tile is filtered as an image of its rows
     plus the halos and only its own pixels are kept: each of them sees exactly the neighbours it
     has in the whole image, at every pass, so the result equals the in-process filter's.
     """
-    from txm_live.phases import sigma_filter
-
     above = list(above or [])
     below = list(below or [])
     parts_s, parts_n, parts_p = [], [], []
