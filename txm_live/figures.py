@@ -226,12 +226,13 @@ def _default_ids(edge: EdgeResult, ids: Sequence[int] | np.ndarray | None) -> np
 
 
 def _no_data(edge: EdgeResult) -> np.ndarray:
-    """Pixels without data: their edge-step SNR is not finite (no spectrum after registration,
-    cropping or flat/dark correction). Never clustered."""
+    """Unlabelled pixels without data: their edge-step SNR is not finite (no spectrum after
+    registration, cropping or flat/dark correction)."""
+    labels = np.asarray(edge.labels)
     snr = np.asarray(edge.snr)
-    if snr.shape != np.shape(edge.labels):
-        return np.zeros(np.shape(edge.labels), dtype=bool)
-    return ~np.isfinite(snr)
+    if snr.shape != labels.shape:
+        return np.zeros(labels.shape, dtype=bool)
+    return ~np.isfinite(snr) & (labels < 0)
 
 
 def _label_rgb(labels: np.ndarray, ids: np.ndarray, brightness: np.ndarray | None = None,
@@ -330,7 +331,7 @@ def _phase_handles(edge: EdgeResult, ids: np.ndarray, *, with_counts: bool = Tru
         handles.append(Patch(facecolor=_color(ids[p]), edgecolor="black", hatch=phase_hatch(ids[p]), label=text))
     if masked:
         handles.append(Patch(facecolor=_MASKED_RGB, edgecolor="black", label="masked"))
-        n_no_data = int(np.count_nonzero(_no_data(edge) & (np.asarray(edge.labels) < 0)))
+        n_no_data = int(np.count_nonzero(_no_data(edge)))
         if n_no_data:
             handles.append(_no_data_handle(n_no_data))
     return handles
@@ -407,7 +408,7 @@ def plot_phase_maps(
     fig = _new_figure(panel_w * len(edges), panel_h)
     axes = fig.subplots(1, len(edges), squeeze=False)[0]
     for ax, e, i in zip(axes, edges, idl):
-        no_data = _no_data(e) & (e.labels < 0)
+        no_data = _no_data(e)
         ax.imshow(_label_rgb(e.labels, i, no_data=no_data), interpolation="nearest")
         _hatch_phases(ax, e.labels, i)
         n_masked = int(np.count_nonzero(e.labels < 0)) - int(np.count_nonzero(no_data))
@@ -716,7 +717,7 @@ def plot_composite(
     _check_edge(edge, "edge")
     ident = _default_ids(edge, ids)
     labels = edge.labels
-    no_data = _no_data(edge) & (labels < 0)
+    no_data = _no_data(edge)
     n_no_data = int(np.count_nonzero(no_data))
     snr = np.nan_to_num(np.asarray(edge.snr, dtype=float), nan=0.0)
     ok = labels >= 0
@@ -1014,7 +1015,7 @@ class LivePlot:
         ax = fig.subplots()
         if self._edge is not None:
             ident = np.arange(self._edge.n_phases)
-            no_data = _no_data(self._edge) & (self._edge.labels < 0)
+            no_data = _no_data(self._edge)
             ax.imshow(_label_rgb(self._edge.labels, ident, no_data=no_data), interpolation="nearest")
             _decorate_map(ax, self._edge.labels.shape, self.pixel_size_nm)
             _legend_below(ax, _phase_handles(self._edge, ident))
