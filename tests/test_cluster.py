@@ -160,3 +160,34 @@ def test_one_feature_k_distances_equal_scipy() -> None:
             sub = rng.choice(x.size, min(500, x.size), replace=False)
             ref = cKDTree(x[:, None]).query(x[sub][:, None], k=k)[0].reshape(sub.size, k)[:, -1]
             np.testing.assert_array_equal(_k_distances_1d(x, sub, k), ref)
+
+
+def test_one_feature_nearest_equals_kdtree() -> None:
+    """The sorted-neighbour answers of the clusterer's fringe and distinctness queries in one
+    feature equal the KD-tree's: which queries have a point within the bound, the nearest
+    point's label, and whether the nearest point lies beyond a radius. The points are float32
+    values on coarse grids, so distances equal to the bound and equidistant points of different
+    labels (exact ties) are common."""
+    from scipy.spatial import cKDTree
+
+    from txm_live.cluster import _Nearest
+
+    rng = np.random.default_rng(1)
+    ties = 0
+    for _ in range(200):
+        grid = float(rng.choice([0.5, 0.25, 1 / 3, 1e-3]))
+        P = (np.round(rng.normal(size=(int(rng.integers(1, 300)), 1)) / grid) * grid).astype(np.float32).astype(float)
+        Q = (np.round(rng.normal(size=(int(rng.integers(1, 300)), 1)) / grid) * grid).astype(np.float32).astype(float)
+        labels = rng.integers(0, 3, P.shape[0])
+        bound = float(rng.choice([grid, 2 * grid, np.float32(1.5 * grid)]))
+        tree = cKDTree(P)
+        dist, j = tree.query(Q, k=1, distance_upper_bound=bound)
+        ref = np.isfinite(dist)
+        ties += int(np.count_nonzero(np.isin(dist, bound)))
+        found, lab = _Nearest(P, labels).within(Q, bound)
+        np.testing.assert_array_equal(found, ref)
+        np.testing.assert_array_equal(lab[found], labels[j[ref]])
+        np.testing.assert_array_equal(_Nearest(P).within(Q, bound)[0], ref)
+        for c in Q[:5]:
+            assert _Nearest(P).farther_than(c, bound) == (float(tree.query(c, k=1)[0]) > bound)
+    assert ties > 0  # distances exactly at the bound were exercised

@@ -226,6 +226,107 @@ def params_from_k_distances(
     )
 
 
+class _Nearest:
+    """Nearest point of a fixed set ``P`` (n, d) to query points: the answers of
+    :meth:`scipy.spatial.cKDTree.query` (``k=1``), without building a tree of ``P`` in one
+    dimension.
+
+    With one feature the points near a query are a run of the sorted values
+    (:func:`numpy.searchsorted`). A query is answered there when the answer cannot depend on
+    rounding or on how the tree breaks ties: its nearest distance lies farther than ``1e-9``
+    (relative) from the bound, and every point within that margin of the nearest distance
+    carries the same ``values`` entry. A query at the bound within the margin (common: float32
+    scores make exact distance ties) is asked to a tree of the points near it only, which gives
+    the full tree's distance; one whose nearest points carry different values (an exact tie) is
+    asked to the tree of all points, built on first need. With more features the tree answers
+    every query.
+    """
+
+    _REL = 1e-9  # margin, relative: far beyond the rounding of a difference and its square
+
+    def __init__(self, P: np.ndarray, values: np.ndarray | None = None, workers: int = -1) -> None:
+        self.P = P
+        self.values = values
+        self.workers = workers
+        self._tree: cKDTree | None = None
+        if P.shape[1] == 1:
+            order = np.argsort(P[:, 0])  # the order among equal values changes nothing below
+            self.s = P[order, 0]
+            if values is not None:
+                self.v = values[order]
+                self.run = np.concatenate([[0], np.cumsum(self.v[1:] != self.v[:-1])])  # one id per run of equal values
+
+    def tree(self) -> cKDTree:
+        if self._tree is None:
+            self._tree = cKDTree(self.P)
+        return self._tree
+
+    def _window(self, q: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted positions ``[a, b)`` of the points within ``r`` (and a rounding) of ``q``."""
+        slack = 4.0 * (np.spacing(np.abs(q)) + np.spacing(np.abs(r)))
+        return (np.searchsorted(self.s, q - (r + slack), side="left"),
+                np.searchsorted(self.s, q + (r + slack), side="right"))
+
+    def _near_tree(self, a: np.ndarray, b: np.ndarray) -> tuple[cKDTree, np.ndarray]:
+        """A tree of the points in the sorted windows ``[a_i, b_i)``, and their positions."""
+        pos = np.unique(np.concatenate([np.arange(i, j) for i, j in zip(a, b)]))
+        return cKDTree(self.s[pos, None]), pos
+
+    def within(self, Q: np.ndarray, bound: float) -> tuple[np.ndarray, np.ndarray | None]:
+        """Whether each query has a point within ``bound`` (cKDTree's ``distance_upper_bound``)
+        and, when ``values`` were given, the nearest point's entry (-1 where none)."""
+        m = Q.shape[0]
+        found = np.zeros(m, dtype=bool)
+        got = np.full(m, -1, dtype=np.int64) if self.values is not None else None
+        if self.P.shape[0] == 0 or m == 0:
+            return found, got
+        if self.P.shape[1] != 1:
+            ask = np.arange(m)
+        else:
+            q = Q[:, 0]
+            s = self.s
+            k = np.searchsorted(s, q)
+            d = np.minimum(np.where(k > 0, q - s[np.maximum(k - 1, 0)], np.inf),
+                           np.where(k < s.size, s[np.minimum(k, s.size - 1)] - q, np.inf))
+            hi = d * (1.0 + self._REL)
+            found = hi < bound
+            unsure = ~found & ~(d * (1.0 - self._REL) > bound)
+            # the candidates: within the nearest distance (found), within the bound (unsure)
+            a, b = self._window(q, np.where(unsure, bound * (1.0 + self._REL), hi))
+            uniform = b > a
+            if got is not None:
+                uniform[uniform] = self.run[b[uniform] - 1] == self.run[a[uniform]]
+                take = found & uniform
+                got[take] = self.v[a[take]]
+            ask = np.flatnonzero((found | unsure) & ~uniform)  # an exact tie of different values
+            found &= uniform
+            near = np.flatnonzero(unsure & uniform)
+            if near.size:  # at the bound: the distance of the tree, from the points near the query
+                tree, pos = self._near_tree(a[near], b[near])
+                dist, j = tree.query(Q[near], k=1, distance_upper_bound=bound)
+                hit = np.isfinite(dist)
+                found[near[hit]] = True
+                if got is not None:
+                    got[near[hit]] = self.v[pos[j[hit]]]
+        if ask.size:
+            dist, j = self.tree().query(Q[ask], k=1, distance_upper_bound=bound, workers=self.workers)
+            hit = np.isfinite(dist)
+            found[ask] = hit
+            if got is not None:
+                got[ask[hit]] = self.values[j[hit]]
+        return found, got
+
+    def farther_than(self, c: np.ndarray, r: float) -> bool:
+        """Whether the nearest point to ``c`` (d,) lies farther than ``r``."""
+        if self.P.shape[1] != 1:
+            return float(self.tree().query(c, k=1)[0]) > r
+        q = np.asarray(c, dtype=np.float64).reshape(1)
+        a, b = self._window(q, np.array([r * (1.0 + self._REL)]))
+        if b[0] <= a[0]:  # nothing within r and a margin
+            return True
+        tree, _ = self._near_tree(a, b)  # the nearest point is among these: the tree's distance
+        return float(tree.query(c, k=1)[0]) > r
+
 class PhaseClusterer:
     """Chemical phases from DBSCAN without choosing the number of phases.
 
@@ -373,25 +474,23 @@ class PhaseClusterer:
         core = np.zeros(n, dtype=bool)
         core[core_idx] = True
         major_core = np.flatnonzero(core & in_major)
-        core_tree = cKDTree(X64[major_core]) if major_core.size else None
+        core_near = _Nearest(X64[major_core], None, self.n_jobs) if major_core.size else None
 
         def distinct(members: np.ndarray) -> bool:
             # compact and away from the majority phases: the centroid is farther from every
             # majority core point than both 2 eps and the group's own RMS radius
-            if core_tree is None:
+            if core_near is None:
                 return True
             pts = X64[members]
             centroid = pts.mean(axis=0)
             rms = float(np.sqrt(((pts - centroid) ** 2).sum(axis=1).mean()))
-            gap = float(core_tree.query(centroid, k=1)[0])
-            return gap > max(2.0 * eps, rms)
+            return core_near.farther_than(centroid, max(2.0 * eps, rms))
 
         reach = self.fringe_factor * eps
         # fringe of the majority phases: noise within reach of a majority core point
         noise = np.flatnonzero(raw < 0)
-        if core_tree is not None and reach > 0 and noise.size:
-            dist, _ = core_tree.query(X64[noise], k=1, distance_upper_bound=reach, workers=self.n_jobs)
-            unexplained = noise[~np.isfinite(dist)]
+        if core_near is not None and reach > 0 and noise.size:
+            unexplained = noise[~core_near.within(X64[noise], reach)[0]]
         else:
             unexplained = noise
         minority: list[np.ndarray] = []
@@ -428,11 +527,8 @@ class PhaseClusterer:
         rest = np.flatnonzero(labels < 0)
         anchors = np.concatenate([major_core, *minority]) if minority else major_core
         if anchors.size and reach > 0 and rest.size:
-            # without minority phases the anchors are the majority core points: the same tree
-            anchor_tree = core_tree if not minority and core_tree is not None else cKDTree(X64[anchors])
-            dist, j = anchor_tree.query(X64[rest], k=1, distance_upper_bound=reach, workers=self.n_jobs)
-            near = np.isfinite(dist)
-            labels[rest[near]] = labels[anchors[j[near]]]
+            near, phase = _Nearest(X64[anchors], labels[anchors], self.n_jobs).within(X64[rest], reach)
+            labels[rest[near]] = phase[near]
         kinds += ["minority"] * len(minority)
         if np.any(labels < 0):
             labels[labels < 0] = len(kinds)
