@@ -55,6 +55,7 @@ float32 basis, which absorbs it.)
 
 from __future__ import annotations
 
+import operator
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -117,6 +118,9 @@ class TiledEdge:
         self.mean_feature = np.zeros(0)  # the mean feature spectrum, gathered with the PCA
         self.scores: list[Any] = []  # the (filtered) scores clustered
         self.seconds: dict[str, float] = {}  # client seconds spent waiting per step
+        # the tiles of each worker (increasing), fixed once normalized (:meth:`_group`): every
+        # later per-tile step is one task per group, not per tile (:func:`_each`)
+        self.groups: list[list[int]] = []
 
     # -- plumbing --------------------------------------------------------------------------
     def _submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -132,6 +136,37 @@ class TiledEdge:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*Large object.*")
             return list(self.client.map(fn, *per_tile, pure=False, **same))
+
+    def _group(self) -> None:
+        """Group the tiles by the worker holding their normalization (one group per worker)."""
+        held = self.client.who_has(self.norm)
+        by: dict[str, list[int]] = {}
+        for i, f in enumerate(self.norm):
+            where = sorted(held.get(f.key, ()))
+            by.setdefault(where[0] if where else "", []).append(i)
+        self.groups = [by[k] for k in sorted(by)]
+
+    def _gmap(self, fn: Callable[..., Any], *per_tile: Any, skip: Sequence[bool] | None = None,
+              **same: Any) -> _Grouped:
+        """``fn(a_i, b_i, ..., **same)`` for every tile ``i``, one task per group of tiles
+        (:func:`_each`): ``per_tile`` hold one value or future per tile, or a :class:`_Grouped`
+        (an earlier step's groups); tiles with ``skip`` give ``None``."""
+        out = _Grouped()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Large object.*")
+            for g, tiles in enumerate(self.groups):
+                args = [a[g] if isinstance(a, _Grouped) else [a[i] for i in tiles] for a in per_tile]
+                out.append(self.client.submit(_each, fn, *args, skip=None if skip is None else [skip[i] for i in tiles],
+                                              pure=False, **same))
+        return out
+
+    def _in_order(self, values: list[list[Any]]) -> list[Any]:
+        """Per-group results (:meth:`_gmap`, gathered) as one list in tile order."""
+        out: list[Any] = [None] * len(self.tiles)
+        for tiles, vals in zip(self.groups, values):
+            for i, v in zip(tiles, vals):
+                out[i] = v
+        return out
 
     def _gather(self, futures: Sequence[Any], step: str) -> list[Any]:
         t = time.perf_counter()
@@ -197,6 +232,7 @@ class TiledEdge:
                 self.norm.append(self._submit(T.tile_normalize, self.data[i], **same))
             del buf
         small = self._gather(self._map(T.tile_pixel_scalars, self.norm), "normalization")
+        self._group()
         return tuple(np.concatenate([s[j] for s in small]) for j in range(4))  # type: ignore[return-value]
 
     def features(self, pix: np.ndarray, Ef: np.ndarray, *, e0: float, random_state: int) -> None:
@@ -211,14 +247,14 @@ class TiledEdge:
         self.lo = np.searchsorted(pix, [t.start * W for t in self.tiles])
         self.hi = np.searchsorted(pix, [t.stop * W for t in self.tiles])
         self.cols = [pix[a:b] - t.start * W for a, b, t in zip(self.lo, self.hi, self.tiles)]
-        self.F = self._map(T.tile_take_features, self.norm, self.cols)
+        self.F = self._gmap(T.tile_take_features, self.norm, self.cols)
         sub = _noise_sample(pix.size, random_state)
         locs = [np.arange(b - a) if sub is None else sub[np.searchsorted(sub, a): np.searchsorted(sub, b)] - a
                 for a, b in zip(self.lo, self.hi)]
-        self.basis = self._submit(T.feature_basis, self._map(T.tile_feature_stats, self.F, locs), int(pix.size),
-                                  np.asarray(Ef, dtype=np.float64), float(e0))
+        self.basis = self._submit(_ordered, T.feature_basis, list(self._gmap(T.tile_feature_stats, self.F, locs)),
+                                  self.groups, None, int(pix.size), np.asarray(Ef, dtype=np.float64), float(e0))
         self.Ef = np.asarray(Ef)
-        self.X = self._map(T.tile_whiten_basis, self.F, basis=self.basis)
+        self.X = self._gmap(T.tile_whiten_basis, self.F, basis=self.basis)
 
     def pca_scores(
         self,
@@ -241,40 +277,41 @@ class TiledEdge:
         n = int(self.hi[-1])
         w = _sample_weights(1.0 / np.clip(pix_snr, 1e-3, None), n)
         w2 = w * w
-        busy = [i for i in range(len(self.tiles)) if self.hi[i] > self.lo[i]]
-        X = [self.X[i] for i in busy]
+        k = len(self.tiles)
+        busy = [bool(self.hi[i] > self.lo[i]) for i in range(k)]
+        idle = [not b for b in busy]
         # the weighted mean and the covariance are summed band by band in band order, with the
         # same per-band products as reduce_pca(row_chunks=bands) in process: bit-identical axes
-        mean = self._submit(T.weighted_mean, self._map(weighted_sum_part, X, [w2[self.lo[i]:self.hi[i]] for i in busy]),
-                            float(w2.sum()))
-        grams = self._map(covariance_part, X, [mean] * len(X), [w[self.lo[i]:self.hi[i]] for i in busy])
-        pca_f = self._submit(T.pca_of_parts, grams, mean, n, n_components=n_components,
-                             max_components=max_components, noise_margin=noise_margin)
-        self.proj = self._map(T.tile_project, self.X, pca=pca_f)
+        sums = self._gmap(weighted_sum_part, self.X, [w2[self.lo[i]:self.hi[i]] for i in range(k)], skip=idle)
+        mean = self._submit(_ordered, T.weighted_mean, list(sums), self.groups, busy, float(w2.sum()))
+        grams = self._gmap(covariance_part, self.X, [mean] * k, [w[self.lo[i]:self.hi[i]] for i in range(k)], skip=idle)
+        pca_f = self._submit(_ordered, T.pca_of_parts, list(grams), self.groups, busy, mean, n,
+                             n_components=n_components, max_components=max_components, noise_margin=noise_margin)
+        self.proj = self._gmap(T.tile_project, self.X, pca=pca_f)
         if not spatial_filter:
-            self.scores = self._map(T.tile_scores, self.proj)
-            got = self._gather([self.basis, pca_f] + self.scores, "PCA and scores")
+            self.scores = self._gmap(T.tile_scores, self.proj)
+            got = self._gather([self.basis, pca_f] + list(self.scores), "PCA and scores")
             self.mean_feature = got[0][0]
-            return got[1], np.concatenate(got[2:])
+            return got[1], np.concatenate(self._in_order(got[2:]))
         # one round trip: the PCA, the residual-noise range of every tile and its first and last rows
         n_rows = [t.stop - t.start for t in self.tiles]
-        got = self._gather([self.basis, pca_f] + self._map(T.tile_border, self.proj, self.cols, [self.W] * len(n_rows),
-                                                            n_rows), "PCA and residual noise")
-        self.mean_feature, pca, border = got[0][0], got[1], got[2:]
+        got = self._gather([self.basis, pca_f] + list(self._gmap(T.tile_border, self.proj, self.cols, [self.W] * k,
+                                                                  n_rows)), "PCA and residual noise")
+        self.mean_feature, pca, border = got[0][0], got[1], self._in_order(got[2:])
         # the noise floor of the in-process residual noise: 1e-3 x the median positive value;
         # it changes nothing when every value is above 1e-3 x the largest (the usual case)
         ranges = np.array([b[0] for b in border])
         floor = -np.inf
         if not (np.nanmin(ranges[:, 0]) >= 1e-3 * np.nanmax(ranges[:, 1])):
-            raw = np.concatenate(self._gather(self._map(T.tile_rms, self.proj), "residual noise"))
+            raw = np.concatenate(self._in_order(self._gather(list(self._gmap(T.tile_rms, self.proj)), "residual noise")))
             floored = _floor_noise(raw)
             if np.any(floored != raw):
                 floor = float(floored[floored != raw].max())
-        k = len(self.tiles)
         above = [_halo(border, i, -1) for i in range(k)]
         below = [_halo(border, i, +1) for i in range(k)]
-        self.scores = self._map(T.tile_sigma_filter, self.proj, self.cols, n_rows, [self.W] * k, [floor] * k, above, below)
-        return pca, np.concatenate(self._gather(self.scores, "sigma filter"))
+        self.scores = self._gmap(T.tile_sigma_filter, self.proj, self.cols, n_rows, [self.W] * k, [floor] * k, above,
+                                 below)
+        return pca, np.concatenate(self._in_order(self._gather(list(self.scores), "sigma filter")))
 
     def _labels_per_tile(self, idx: np.ndarray, lab: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """Split positions ``idx`` (increasing, into the clustered order) and labels by tile."""
@@ -294,18 +331,20 @@ class TiledEdge:
         E, window, method, _, post_order = tile_args
         per_tile = self._labels_per_tile(idx, lab)
         busy = [i for i, (j, _) in enumerate(per_tile) if j.size]
-        rest = [i for i, (j, _) in enumerate(per_tile) if not j.size]
-        m = len(busy)
-        # one task per tile with a phase pixel (feature sums, white line and window moments);
-        # the feature sums and white line alone for the others
-        fused = self._on_tiles(T.tile_phase_summary, [self.norm[i] for i in busy], [self.F[i] for i in busy],
-                               [per_tile[i][0] for i in busy], [self.cols[i][per_tile[i][0]] for i in busy],
-                               [per_tile[i][1] for i in busy], [n_phases] * m, [near] * m, [E] * m, [window] * m,
-                               [method] * m, [post_order] * m, tiles=busy)
-        sums = self._map(T.tile_phase_feature_sums, [self.F[i] for i in rest], [per_tile[i][0] for i in rest],
-                         [per_tile[i][1] for i in rest], n_phases=n_phases, rows=near)
-        got = dict(zip(busy + rest, self._gather(fused + sums, "phase spectra")))
-        got = [got[i] for i in range(len(self.tiles))]
+        # per tile: feature sums, white line and (with a phase pixel) window moments, one task
+        idxs = [j for j, _ in per_tile]
+        cols = [c[j] for c, j in zip(self.cols, idxs)]
+        labs = [lb for _, lb in per_tile]
+        same = dict(n_phases=n_phases, rows=near, E=E, window=window, method=method, post_order=post_order)
+        if self.lazy:  # every tile read again by a worker: per tile, the feature rows picked from their group
+            F = [None] * len(self.tiles)
+            for g, tiles in enumerate(self.groups):
+                for pos, i in enumerate(tiles):
+                    F[i] = self._submit(operator.getitem, self.F[g], pos)
+            got = self._gather(self._on_tiles(_tile_summary, self.norm, F, idxs, cols, labs, **same), "phase spectra")
+        else:
+            got = self._in_order(self._gather(list(self._gmap(_tile_summary, self.data, self.norm, self.F, idxs, cols,
+                                                              labs, **same)), "phase spectra"))
         s1 = np.sum([g[0] for g in got], axis=0)
         fmean = (s1 / np.bincount(lab, minlength=n_phases)).T
         white = np.concatenate([g[1] for g in got])
@@ -315,13 +354,49 @@ class TiledEdge:
 
     def per_pixel(self, fn: Callable[..., Any], *args: Any, step: str) -> np.ndarray:
         """``fn(F_tile, *args)`` (one value per clustered pixel) gathered in the clustered order."""
-        return np.concatenate(self._gather(self._map(fn, self.F, *([a] * len(self.F) for a in args)), step))
+        k = len(self.tiles)
+        return np.concatenate(self._in_order(self._gather(list(self._gmap(fn, self.F, *([a] * k for a in args))), step)))
 
     def release(self) -> None:
         """Drop every future (the workers free the tiles)."""
         for name in ("data", "norm", "F", "X", "proj", "scores"):
             setattr(self, name, [])
         self.basis = None
+
+
+class _Grouped(list):
+    """Futures of one step, one per group of tiles (:meth:`TiledEdge._gmap`); each resolves to
+    the list of the group's per-tile results."""
+
+
+def _each(fn: Callable[..., Any], *per_tile: list[Any], skip: list[bool] | None = None, **same: Any) -> list[Any]:
+    """``fn(a_i, b_i, ..., **same)`` for every tile ``i`` of a group, in one task (``None`` for
+    the tiles to ``skip``): the per-tile step functions of :mod:`txm_live.tiles` on each tile,
+    so every pixel goes through the same arithmetic as with one task per tile."""
+    n = len(per_tile[0]) if per_tile else 0
+    return [None if skip is not None and skip[i] else fn(*(a[i] for a in per_tile), **same) for i in range(n)]
+
+
+def _ordered(fn: Callable[..., Any], grouped: list[list[Any]], groups: list[list[int]], keep: list[bool] | None,
+             *args: Any, **kwargs: Any) -> Any:
+    """``fn(parts, *args, **kwargs)`` with ``parts`` the groups' per-tile results in tile order
+    (the tiles with ``keep``): a global step that adds the tiles' parts in band order."""
+    n = sum(len(g) for g in groups)
+    parts: list[Any] = [None] * n
+    for tiles, vals in zip(groups, grouped):
+        for i, v in zip(tiles, vals):
+            parts[i] = v
+    return fn([p for i, p in enumerate(parts) if keep is None or keep[i]], *args, **kwargs)
+
+
+def _tile_summary(Yt: Any, tn: Any, F: np.ndarray, idx: np.ndarray, cols: np.ndarray, lab: np.ndarray, *,
+                  n_phases: int, rows: np.ndarray, E: np.ndarray, window: Any, method: str,
+                  post_order: int | None) -> tuple:
+    """:func:`txm_live.tiles.tile_phase_summary` of a tile with a phase pixel, else its feature
+    sums and white line alone (:func:`txm_live.tiles.tile_phase_feature_sums`)."""
+    if not idx.size:
+        return T.tile_phase_feature_sums(F, idx, lab, n_phases, rows)
+    return T.tile_phase_summary(Yt, tn, F, idx, cols, lab, n_phases, rows, E, window, method, post_order)
 
 
 def _halo(border: list[tuple], i: int, side: int) -> list[tuple] | None:
