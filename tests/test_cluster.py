@@ -191,3 +191,22 @@ def test_one_feature_nearest_equals_kdtree() -> None:
         for c in Q[:5]:
             assert _Nearest(P).farther_than(c, bound) == (float(tree.query(c, k=1)[0]) > bound)
     assert ties > 0  # distances exactly at the bound were exercised
+
+
+def test_refine_one_feature_scalars_equal_lapack() -> None:
+    """The mixture's one-feature E-step (``refine._log_density_1d``: in place, ``sqrt(var)`` and
+    ``1 / sqrt(var)`` for the 1 x 1 Cholesky factor and its inverse) gives bit for bit the values of
+    the general ``_log_gauss`` (LAPACK's Cholesky factor and inverse), so the refined labels are
+    unchanged."""
+    from txm_live.refine import _log_density_1d, _log_gauss
+
+    rng = np.random.default_rng(5)
+    var = np.concatenate([10.0 ** rng.uniform(-12, 6, 2000), rng.uniform(0.5, 2.0, 2000)])
+    L = np.array([np.linalg.cholesky(np.array([[v]]))[0, 0] for v in var])
+    np.testing.assert_array_equal(L, np.sqrt(var))
+    np.testing.assert_array_equal(np.array([np.linalg.inv(np.array([[x]]))[0, 0] for x in L]), 1.0 / L)
+    x = rng.normal(size=5000) * 3.0
+    for v in var[::200]:
+        m, shift = float(rng.normal()), float(np.log(rng.uniform(1e-3, 1.0)))
+        ref = shift + _log_gauss(x[:, None], np.array([m]), np.array([[v]]))[0]
+        np.testing.assert_array_equal(_log_density_1d(x, m, float(v), shift, np.empty_like(x)), ref)

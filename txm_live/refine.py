@@ -92,6 +92,22 @@ def _log_gauss(X: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> tuple[np.nda
     return -0.5 * (m2 + logdet + d * np.log(2.0 * np.pi)), m2
 
 
+def _log_density_1d(x: np.ndarray, mean: float, var: float, shift: float, out: np.ndarray) -> np.ndarray:
+    """``shift + _log_gauss(x[:, None], [mean], [[var]])[0]`` for one feature, written into
+    ``out`` (n,): the same operations in the same order, in place (no temporaries). The 1 x 1
+    Cholesky factor is ``sqrt(var)`` and its inverse ``1 / sqrt(var)``, the values LAPACK returns
+    (tested: ``test_refine_one_feature_scalars_equal_lapack``)."""
+    L = np.sqrt(var)
+    np.subtract(x, mean, out=out)
+    out *= 1.0 / L
+    np.multiply(out, out, out=out)
+    out += 2.0 * float(np.log(L))
+    out += np.log(2.0 * np.pi)
+    out *= -0.5
+    out += shift
+    return out
+
+
 def _robust_em(
     X: np.ndarray, means: list[np.ndarray], covs: list[np.ndarray], weights: list[float], n_iter: int
 ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray, np.ndarray]:
@@ -111,9 +127,13 @@ def _robust_em(
     reg = 1e-6 * np.eye(d)
     resp = np.empty((k + 1, n))
     last = -np.inf
+    x = np.ascontiguousarray(X[:, 0]) if d == 1 else None
     for _ in range(n_iter):
         for j in range(k):
-            resp[j] = np.log(w[j] + 1e-300) + _log_gauss(X, means[j], covs[j])[0]
+            if x is not None:  # one feature: in place, the same values
+                _log_density_1d(x, float(means[j][0]), float(covs[j][0, 0]), float(np.log(w[j] + 1e-300)), resp[j])
+            else:
+                resp[j] = np.log(w[j] + 1e-300) + _log_gauss(X, means[j], covs[j])[0]
         resp[k] = np.log(w[k] + 1e-300) + log_bg
         top = resp.max(axis=0)
         resp -= top
@@ -375,7 +395,7 @@ def refine_phases(
     if len(final) > n_major:
         pooled_k = np.broadcast_to(pooled, (n_major, d, d))
         mixture = _mixture_distance(X, np.stack(means[:n_major]), pooled_k) <= separation
-        dist2[np.ix_(mixture, np.arange(n_major, len(final)))] = np.inf
+        dist2[mixture, n_major:] = np.inf
     new = dist2.argmin(axis=1)
     present = np.unique(new)
     remap = np.full(len(final), -1, dtype=np.int64)
