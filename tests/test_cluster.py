@@ -198,7 +198,7 @@ def test_refine_one_feature_scalars_equal_lapack() -> None:
     ``1 / sqrt(var)`` for the 1 x 1 Cholesky factor and its inverse) gives bit for bit the values of
     the general ``_log_gauss`` (LAPACK's Cholesky factor and inverse), so the refined labels are
     unchanged."""
-    from txm_live.refine import _log_density_1d, _log_gauss
+    from txm_live.refine import _log_density_1d, _log_gauss, _mahalanobis2
 
     rng = np.random.default_rng(5)
     var = np.concatenate([10.0 ** rng.uniform(-12, 6, 2000), rng.uniform(0.5, 2.0, 2000)])
@@ -210,3 +210,5 @@ def test_refine_one_feature_scalars_equal_lapack() -> None:
         m, shift = float(rng.normal()), float(np.log(rng.uniform(1e-3, 1.0)))
         ref = shift + _log_gauss(x[:, None], np.array([m]), np.array([[v]]))[0]
         np.testing.assert_array_equal(_log_density_1d(x, m, float(v), shift, np.empty_like(x)), ref)
+        np.testing.assert_array_equal(_mahalanobis2(x[:, None], np.array([m]), np.array([[v]])),
+                                      _log_gauss(x[:, None], np.array([m]), np.array([[v]]))[1])

@@ -60,7 +60,7 @@ def _mixture_distance(X: np.ndarray, means: np.ndarray, covs: np.ndarray) -> np.
     best = np.full(X.shape[0], np.inf)
     k = means.shape[0]
     for a in range(k):
-        best = np.minimum(best, _log_gauss(X, means[a], covs[a])[1])
+        best = np.minimum(best, _mahalanobis2(X, means[a], covs[a]))
         for b in range(a + 1, k):
             P = np.linalg.pinv(0.5 * (covs[a] + covs[b]))
             u = means[b] - means[a]
@@ -90,6 +90,17 @@ def _log_gauss(X: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> tuple[np.nda
         z = np.linalg.inv(L) @ (X - mean).T  # (d, n)
         m2 = np.einsum("ij,ij->j", z, z)
     return -0.5 * (m2 + logdet + d * np.log(2.0 * np.pi)), m2
+
+
+def _mahalanobis2(X: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """``_log_gauss(X, mean, cov)[1]`` (the squared Mahalanobis distance) without the density:
+    for one feature the same operations on the 1 x 1 factor ``sqrt(var)`` (see
+    :func:`_log_density_1d`)."""
+    if X.shape[1] != 1:
+        return _log_gauss(X, mean, cov)[1]
+    z = X[:, 0] - mean[0]
+    z *= 1.0 / np.sqrt(float(cov[0, 0]))
+    return np.multiply(z, z, out=z)
 
 
 def _log_density_1d(x: np.ndarray, mean: float, var: float, shift: float, out: np.ndarray) -> np.ndarray:
@@ -391,7 +402,7 @@ def refine_phases(
     # (no priors, no per-phase widths); a point explained as a mixture of two majority phases
     # goes to one of them, never to a minority phase that lies near their midpoint
     pooled = sum(w[j] * covs[j] for j in range(n_major)) / float(sum(w[j] for j in range(n_major)))
-    dist2 = np.stack([np.min([_log_gauss(X, means[j], pooled)[1] for j in f], axis=0) for f in final], axis=1)
+    dist2 = np.stack([np.min([_mahalanobis2(X, means[j], pooled) for j in f], axis=0) for f in final], axis=1)
     if len(final) > n_major:
         pooled_k = np.broadcast_to(pooled, (n_major, d, d))
         mixture = _mixture_distance(X, np.stack(means[:n_major]), pooled_k) <= separation

@@ -118,8 +118,9 @@ class TiledEdge:
         self.mean_feature = np.zeros(0)  # the mean feature spectrum, gathered with the PCA
         self.scores: list[Any] = []  # the (filtered) scores clustered
         self.seconds: dict[str, float] = {}  # client seconds spent waiting per step
-        # the tiles of each worker (increasing), fixed once normalized (:meth:`_group`): every
-        # later per-tile step is one task per group, not per tile (:func:`_each`)
+        # the tiles of each worker (increasing), fixed where the tiles are (:meth:`_group`):
+        # every per-tile step is one task per group, not per tile (:func:`_each`), except the
+        # reads of a lazy block and the normalization of each scattered tile as it arrives
         self.groups: list[list[int]] = []
 
     # -- plumbing --------------------------------------------------------------------------
@@ -137,11 +138,11 @@ class TiledEdge:
             warnings.filterwarnings("ignore", message=".*Large object.*")
             return list(self.client.map(fn, *per_tile, pure=False, **same))
 
-    def _group(self) -> None:
-        """Group the tiles by the worker holding their normalization (one group per worker)."""
-        held = self.client.who_has(self.norm)
+    def _group(self, futures: list[Any]) -> None:
+        """Group the tiles by the worker holding ``futures`` (one per tile; one group per worker)."""
+        held = self.client.who_has(futures)
         by: dict[str, list[int]] = {}
-        for i, f in enumerate(self.norm):
+        for i, f in enumerate(futures):
             where = sorted(held.get(f.key, ()))
             by.setdefault(where[0] if where else "", []).append(i)
         self.groups = [by[k] for k in sorted(by)]
@@ -214,8 +215,11 @@ class TiledEdge:
 
         E, window, method, f_rows, post_order = tile_args
         same = dict(E=E, window=window, method=method, f_rows=f_rows, post_order=post_order)
-        if hasattr(self.Y, "dask"):
+        if self.lazy:  # every tile read by a worker, one task per tile
             self.norm = self._on_tiles(T.tile_normalize, **same)
+        elif hasattr(self.Y, "dask"):  # persisted: one task per worker, on the tiles it holds
+            self._group(self.data)
+            self.norm = self._gmap(T.tile_normalize, self.data, **same)
         else:
             workers = list(self.client.scheduler_info(n_workers=-1)["workers"])
             nw = max(1, min(len(workers), n_workers(self.client)))
@@ -231,8 +235,12 @@ class TiledEdge:
                 self.data.append(self._scatter(part, workers[i % nw], gone))
                 self.norm.append(self._submit(T.tile_normalize, self.data[i], **same))
             del buf
-        small = self._gather(self._map(T.tile_pixel_scalars, self.norm), "normalization")
-        self._group()
+            self._group(self.data)
+        if self.lazy:  # grouped where the tiles were normalized
+            small = self._gather(self._map(T.tile_pixel_scalars, self.norm), "normalization")
+            self._group(self.norm)
+        else:
+            small = self._in_order(self._gather(list(self._gmap(T.tile_pixel_scalars, self.norm)), "normalization"))
         return tuple(np.concatenate([s[j] for s in small]) for j in range(4))  # type: ignore[return-value]
 
     def features(self, pix: np.ndarray, Ef: np.ndarray, *, e0: float, random_state: int) -> None:
