@@ -18,6 +18,12 @@ Sections (``--sections``, default all; each prints a table):
   the process 1.75 + 0.11 s). Block on the workers: client CPU 0.75 + 0.09 s (1 worker) and
   0.64 + 0.06 s (2 workers), workers 2.00 + 0.10 s and 1.94 + 0.06 s; bound on idle cores 1.56x
   (target 1.7x not met: the client's clustering, ~0.35 s, is serial); labels identical.
+  A "client CPU breakdown" line per distributed row splits the client's CPU into its main thread
+  (DBSCAN, eps estimate, mixture refinement, bookkeeping; with the cluster stage's wall time) and
+  the other threads of the process (the LocalCluster's scheduler, the comms). Measured 2026-12-05
+  09:45 UTC at load 3.6-4.5, block on the workers: client CPU 0.44 s with 1 worker (main thread
+  0.30 s, of which the cluster stage 0.27 s; scheduler and comms 0.14 s), 0.48 s with 2 workers;
+  main b0bbc23 right after: 0.68 / 0.69 s (README "Scaling out").
 * ``dbscan``: exact DBSCAN of 10^7 points (d = 3, five blobs and uniform noise), single process
   (all cores, then one core) against ``txm_live.dbscan(..., client=)`` on 2 workers (one slab
   each); the labels must be identical. Prints wall and CPU per process, then the distributed
