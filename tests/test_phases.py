@@ -648,7 +648,7 @@ def test_sigma_filter_blocks_and_threads_equal_one_pass() -> None:
         ref = reference(scores, pixels, (H, W), noise)
         twice = reference(*ref[:1], pixels, (H, W), ref[1])  # the second pass: filtered scores, their noise
         for threads in (1, 2):
-            out, sd = sigma_filter(scores, pixels, (H, W), noise, return_noise=True, threads=threads)  # default: 1
+            out, sd = sigma_filter(scores, pixels, (H, W), noise, passes=1, return_noise=True, threads=threads)
             np.testing.assert_array_equal(out, ref[0])
             np.testing.assert_array_equal(sd, ref[1])
             out, sd = sigma_filter(scores, pixels, (H, W), noise, passes=2, return_noise=True, threads=threads)

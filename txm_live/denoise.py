@@ -62,7 +62,7 @@ def chi2_quantile(p: float, k: int) -> float:
 
 #: Passes of :func:`sigma_filter` by default, and in :func:`txm_live.phases.analyze_edge` (see the
 #: Notes of :func:`sigma_filter`: two passes are not the default yet).
-SIGMA_FILTER_PASSES: int = 1
+SIGMA_FILTER_PASSES: int = 2
 #: Passes of the streaming preview's filter (:func:`txm_live.preview.preview_edge`).
 PREVIEW_FILTER_PASSES: int = 2
 
