@@ -56,7 +56,7 @@ from txm_live.edges import FEATURE_RANGE, MIN_POST_POINTS, MIN_PRE_POINTS, EdgeW
 from txm_live.phase_order import edge_levels, edge_positions, edge_tolerance, phase_names
 from txm_live.errors import InsufficientDataError
 from txm_live.normalize import EdgeFeatures, athena_window_features
-from txm_live.threads import limit_blas, run_tiles
+from txm_live.threads import limit_blas, map_ordered, run_tiles
 from txm_live.results import EdgeResult
 from txm_live.tiles import normalize_tile
 
@@ -448,6 +448,8 @@ def _window_phase_stats(
 _MOMENT_PIXELS = 2048
 _MOMENT_ROWS = 32
 _REFERENCE_PIXELS = 256
+#: Groups of pixel spans of :func:`_athena_phase_moments` (summed in order; independent of the threads).
+_MOMENT_GROUPS = 8
 
 
 def _athena_phase_moments(
@@ -475,11 +477,13 @@ def _athena_phase_moments(
     Per chunk of :data:`_MOMENT_ROWS` energies x :data:`_MOMENT_PIXELS` pixels (L2-sized),
     ``d`` is formed in float32 and two thin products of the one-hot phase weights ``w g`` and
     ``w g^2`` (phase-major, ``(P, pixels) @ d.T``) give ``sum w (z - rho)`` and
-    ``sum w (z - rho)^2``, accumulated over chunks in float64. Centring on ``rho`` keeps ``d`` at the scale of the spread, so float32 loses
-    nothing that matters (relative error ~1e-6 of the spread). Spans whose pixels are all finite
+    ``sum w (z - rho)^2``, accumulated over chunks in float64. Centring on ``rho`` keeps ``d``
+    at the scale of the spread, so float32 loses nothing that matters (relative error ~1e-6 of
+    the spread). Spans whose pixels are all finite
     (``finite``) are used whole with zero weight outside ``pix``; others gather their ``pix``
-    columns first (a masked pixel may hold NaN). ``threads`` threads each take a contiguous
-    share of the spans; their sums are added in a fixed order.
+    columns first (a masked pixel may hold NaN). The spans form :data:`_MOMENT_GROUPS`
+    contiguous groups that ``threads`` threads take in turn; the groups' sums are added in
+    group order, so the result does not depend on ``threads``.
     """
     n_e, n_pix = Y2.shape
     x = np.asarray(x, dtype=np.float64)
@@ -510,12 +514,14 @@ def _athena_phase_moments(
     lo = np.searchsorted(pix, [c.start for c in spans])
     hi = np.searchsorted(pix, [c.stop for c in spans])
     busy = [i for i in range(len(spans)) if hi[i] > lo[i]]
-    n_groups = max(1, min(threads, len(busy)))
+    # a fixed number of groups whatever ``threads``: the threads pull them as they go (a thread
+    # slowed by the machine's other work does not hold the others up) and the sums are the same
+    # for any number of threads
+    n_groups = max(1, min(_MOMENT_GROUPS, len(busy)))
     groups = [busy[k * len(busy) // n_groups : (k + 1) * len(busy) // n_groups] for k in range(n_groups)]
-    parts = [np.zeros((2, Pp, n_e)) for _ in groups]
 
-    def run(k: int) -> None:
-        acc = parts[k]
+    def run(k: int) -> np.ndarray:
+        acc = np.zeros((2, Pp, n_e))
         buf = np.empty((_MOMENT_ROWS, _MOMENT_PIXELS), dtype=np.float32)
         cfull = np.zeros((3, _MOMENT_PIXELS), dtype=np.float32)
         wfull = np.zeros((2, Pp, _MOMENT_PIXELS), dtype=np.float32)
@@ -548,10 +554,11 @@ def _athena_phase_moments(
                 np.multiply(d, d, out=d)
                 np.matmul(wm[1], d.T, out=tt)
                 acc[1, :, r0:r1] += tt
+        return acc
 
-    run_tiles(run, list(range(len(groups))), threads)
+    parts = map_ordered(run, list(range(len(groups))), threads)
     S = parts[0]
-    for part in parts[1:]:
+    for part in parts[1:]:  # in group order
         S = S + part
     counts = np.bincount(lab, minlength=P).astype(np.float64)
     m1 = S[0, :P].T / counts
