@@ -11,10 +11,13 @@ compared with those of the first call (they must be identical). The load average
 the machine is shared and wall times under load are upper bounds.
 
 ``--cache PATH`` keeps the cube in a ``.npy`` file (built once, ~30 s; read back in ~1 s).
+``--allocator`` first gives this process the Dask workers' allocator settings
+(:func:`txm_live.worker_allocator.apply_in_this_process`), to compare the page faults.
 
 Run::
 
     python benchmarks/bench_inproc.py --repeat 3 --threads 1 2 --cache /tmp/l3_cube.npy
+    python benchmarks/bench_inproc.py --repeat 3 --threads 1 2 --cache /tmp/l3_cube.npy --allocator
 """
 
 from __future__ import annotations
@@ -92,7 +95,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--shape", type=int, nargs=2, default=list(FULL_SHAPE))
     ap.add_argument("--cache", type=Path, default=None, help="keep the cube in this .npy file")
+    ap.add_argument("--allocator", action="store_true",
+                    help="first apply txm_live.worker_allocator.apply_in_this_process() (the Dask workers' "
+                         "malloc thresholds, no numpy huge-page advice) to this process")
     args = ap.parse_args(argv)
+    if args.allocator:
+        from txm_live.worker_allocator import apply_in_this_process
+
+        print(f"allocator: {apply_in_this_process()}")
     e3, cube, l3 = cube_and_energies(tuple(args.shape), args.cache)
     bw = read_bandwidth()
     print(f"## in-process full-size L3: {cube.shape[1]} x {cube.shape[2]} px, {e3.size} energies "
