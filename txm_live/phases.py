@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from txm_live.buffers import work_array
 from txm_live.compare import EdgeComparison, compare_edges, l2_l3_agreement, match_phases
 from txm_live.decompose import PcaResult, reduce_pca
 from txm_live.denoise import SIGMA_FILTER_PASSES, sigma_filter
@@ -275,7 +276,7 @@ def build_features(
     sub = _noise_sample(F.shape[1], random_state)
     noise = _noise_per_feature(F if sub is None else F[:, sub], x, threads=threads)
     q32 = _feature_basis(mean, x, e0)
-    X = np.empty((F.shape[1], F.shape[0]), dtype=np.float32)
+    X = work_array((F.shape[1], F.shape[0]), np.float32)  # (no huge-page compaction stall: txm_live.buffers)
 
     def project(sl: slice) -> None:
         # per block of pixels (the products are column-independent: identical to one product);
@@ -929,7 +930,7 @@ def _analyze_edge(
         pre_noise = np.empty(n_pix, dtype=np.float32)
         step_z = np.empty(n_pix, dtype=np.float32)
         pre_coef = np.empty((2, n_pix), dtype=np.float32)
-        feat_all = np.empty((Ef.size, n_pix), dtype=np.float32)
+        feat_all = work_array((Ef.size, n_pix), np.float32)  # (see txm_live.buffers)
         finite = np.empty(n_pix, dtype=bool)
     if client is None and method == "athena":
         # one fused pass over the block, written straight into the per-pixel arrays
