@@ -648,7 +648,7 @@ def test_sigma_filter_blocks_and_threads_equal_one_pass() -> None:
         ref = reference(scores, pixels, (H, W), noise)
         twice = reference(*ref[:1], pixels, (H, W), ref[1])  # the second pass: filtered scores, their noise
         for threads in (1, 2):
-            out, sd = sigma_filter(scores, pixels, (H, W), noise, return_noise=True, threads=threads)  # default: 1
+            out, sd = sigma_filter(scores, pixels, (H, W), noise, passes=1, return_noise=True, threads=threads)
             np.testing.assert_array_equal(out, ref[0])
             np.testing.assert_array_equal(sd, ref[1])
             out, sd = sigma_filter(scores, pixels, (H, W), noise, passes=2, return_noise=True, threads=threads)
@@ -715,3 +715,38 @@ def test_pack_columns_in_place_equals_a_gather() -> None:
         B = A.copy()
         _pack_columns(B, cols)
         np.testing.assert_array_equal(B[:, : cols.size], A[:, cols])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_refine_keeps_a_minority_despite_its_interface_mixtures(seed: int) -> None:
+    """A minority phase far from two majority phases keeps its identity when its group also holds
+    its interface mixtures with its host (a line of points toward that phase, which a two-pass
+    sigma filter's 5 x 5 support multiplies): its core is tested, not the mixing line's spread
+    (with the plain mean and covariance of the group this minority was rejected on all three
+    seeds). Scattered tails around a phase (a halo, heavy-tailed noise) stay no phase."""
+    from txm_live.refine import refine_phases
+
+    rng = np.random.default_rng(seed)
+    a, b, m = np.array([0.0, 0.0]), np.array([12.0, 0.0]), np.array([6.0, 14.0])
+    t = rng.uniform(0, 1, (130, 1))
+    X = np.vstack([
+        rng.normal(a, 1.0, (3000, 2)), rng.normal(b, 1.0, (3000, 2)),
+        rng.normal(m, 1.0, (120, 2)),  # the minority
+        t * m + (1 - t) * a + rng.normal(0, 1.0, (130, 2)),  # its mixtures with its host a
+        rng.uniform(0, 1, (300, 1)) * b + rng.normal(0, 1.0, (300, 2)),  # a-b interface mixtures
+    ]).astype(np.float32)
+    dbscan = np.r_[np.zeros(3000), np.ones(3000), -np.ones(550)].astype(np.int64)
+    labels, majority, minority = refine_phases(X, dbscan, (0, 1))
+    assert len(minority) == 1, minority
+    assert np.all(labels[6000:6120] == minority[0])  # every pure minority point
+    assert np.count_nonzero(labels == minority[0]) < 6120 + 130  # no a-b mixture
+
+    r, th = rng.uniform(5, 12, 300), rng.uniform(0, 2 * np.pi, 300)
+    X = np.vstack([
+        rng.normal(a, 1.0, (3000, 2)), rng.normal(b, 1.0, (3000, 2)),
+        np.c_[r * np.cos(th), r * np.sin(th)],  # a scattered halo around a
+        b + 2.0 * rng.standard_t(2, (300, 2)),  # heavy tails around b
+    ]).astype(np.float32)
+    dbscan = np.r_[np.zeros(3000), np.ones(3000), -np.ones(600)].astype(np.int64)
+    _, _, minority = refine_phases(X, dbscan, (0, 1))
+    assert minority == ()

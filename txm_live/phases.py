@@ -753,10 +753,10 @@ def analyze_edge(
         (:func:`txm_live.snr.snr_mask`).
     spatial_filter : bool
         Denoise the principal-component scores with an edge-preserving 3 x 3 sigma filter
-        (:func:`sigma_filter`, :data:`SIGMA_FILTER_PASSES` passes, 1 by default) before clustering: a neighbour is averaged in
-        only when its scores agree with the pixel's within their noise, so phase boundaries and
-        one-pixel features survive while noise inside a phase drops (up to 3x). Labels
-        stay per pixel.
+        (:func:`sigma_filter`, :data:`SIGMA_FILTER_PASSES` = 2 passes) before clustering: a
+        neighbour is averaged in only when its scores agree with the pixel's within their noise,
+        so phase boundaries and one-pixel features survive while noise inside a phase drops (up
+        to 3x per pass). Labels stay per pixel.
     refine : bool
         Find the minority phases with a robust Gaussian mixture seeded by the DBSCAN majority
         phases, keep only those whose pixels are not two-phase mixtures, and assign every pixel

@@ -202,9 +202,9 @@ def _distinct_minorities(
     own (:func:`_mixture_distance`): is it within ``separation`` of a kept phase or of the segment
     between two kept phases? The component is kept when at least ``min_points`` members, and at
     least half of them, are not: a group whose points are all well explained as mixtures of two
-    phases is an interface artefact. The unexplained members must also be a group: their mean,
-    their covariance added, lies beyond ``separation`` from every kept phase and segment (the
-    scattered tails around a phase are not). Candidates are tested in decreasing number of members no
+    phases is an interface artefact. The unexplained members must also be a group: the mean of
+    their core, its covariance added (:func:`_group_core`), lies beyond ``separation`` from every
+    kept phase and segment (the scattered tails around a phase are not). Candidates are tested in decreasing number of members no
     majority mixture explains, and every kept minority joins the phases the next candidates are
     tested against (a mixture of the minority and a majority phase is not a phase either).
     """
@@ -225,11 +225,41 @@ def _distinct_minorities(
         if n_off < max(min_points, d + 2) or 2 * n_off < np.count_nonzero(inside):
             continue
         # the unexplained members must form a group of their own, not the scattered tails around a
-        # phase: their mean lies beyond separation from every phase and segment (their spread added)
-        P = Xs[inside][off]
-        if _segment_distance(P.mean(axis=0), np.atleast_2d(np.cov(P.T)), pm, pc) > separation:
+        # phase: the group's core lies beyond separation from every phase and segment (its spread
+        # added)
+        core_mean, core_cov = _group_core(Xs[inside][off])
+        if _segment_distance(core_mean, core_cov, pm, pc) > separation:
             kept.append(j)
     return kept
+
+
+def _group_core(P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Location and scatter of the core of a group of points (one reweighting step of a minimum
+    covariance determinant estimate).
+
+    The half of the points nearest (Mahalanobis, sample covariance) to the coordinate-wise
+    median; their mean, and their covariance scaled by the consistency factor of a Gaussian
+    truncated at its median distance, ``0.5 / F_{chi2, d+2}(chi2_d(0.5))`` (unbiased for a
+    Gaussian group).
+
+    Notes
+    -----
+    A minority phase's group is its pure pixels plus their interface mixtures with the phase
+    around it, spread along the segment between the two (the more so after a spatial filter
+    whose support reaches across the interface): their plain covariance measures that mixing
+    line, not the phase, and would put the phase's mean within ``separation`` of the segment it
+    is the end of. The core's statistics are those of the pure pixels. Scattered tails around a
+    phase have no compact core away from it: their median stays near the phase.
+    """
+    from scipy.special import gammainc, gammaincinv
+
+    d = P.shape[1]
+    med = np.median(P, axis=0)
+    D = P - med
+    m2 = np.einsum("ij,jk,ik->i", D, np.linalg.pinv(np.atleast_2d(np.cov(P.T))), D)
+    core = P[m2 <= np.median(m2)]
+    consistency = 0.5 / float(gammainc(0.5 * d + 1.0, gammaincinv(0.5 * d, 0.5)))
+    return core.mean(axis=0), np.atleast_2d(np.cov(core.T)) * consistency
 
 
 def refine_phases(
@@ -299,9 +329,10 @@ def refine_phases(
       least ``min_fraction`` of the points, lie farther than ``separation`` from every kept phase
       and every segment between two kept phases (tested point by point, candidates in
       decreasing number of such members; a kept minority joins the phases the next candidates
-      are tested against), and when the mean of those unexplained members, their spread added,
-      lies farther than ``separation`` from every kept phase and segment (scattered tails around
-      a phase are not a group). A group of mixtures is an interface artefact, not a phase; small
+      are tested against), and when the core of those unexplained members (the half nearest
+      their median), its spread added, lies farther than ``separation`` from every kept phase and
+      segment (scattered tails around a phase are not a group; a minority's interface mixtures
+      with its host do not widen its core). A group of mixtures is an interface artefact, not a phase; small
       inclusions whose rim pixels are mixed with the surrounding phase are still found;
     - every point joins its dominant phase: the nearest phase mean in the pooled within-phase
       covariance of the majority phases, without priors or per-phase widths. A likelihood rule
