@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from txm_live.buffers import work_array
 from txm_live.compare import EdgeComparison, compare_edges, l2_l3_agreement, match_phases
 from txm_live.decompose import PcaResult, reduce_pca
 from txm_live.denoise import SIGMA_FILTER_PASSES, sigma_filter
@@ -56,7 +57,7 @@ from txm_live.edges import FEATURE_RANGE, MIN_POST_POINTS, MIN_PRE_POINTS, EdgeW
 from txm_live.phase_order import edge_levels, edge_positions, edge_tolerance, phase_names
 from txm_live.errors import InsufficientDataError
 from txm_live.normalize import EdgeFeatures, athena_window_features
-from txm_live.threads import limit_blas, run_tiles
+from txm_live.threads import limit_blas, map_ordered, run_tiles
 from txm_live.results import EdgeResult
 from txm_live.tiles import normalize_tile
 
@@ -275,7 +276,7 @@ def build_features(
     sub = _noise_sample(F.shape[1], random_state)
     noise = _noise_per_feature(F if sub is None else F[:, sub], x, threads=threads)
     q32 = _feature_basis(mean, x, e0)
-    X = np.empty((F.shape[1], F.shape[0]), dtype=np.float32)
+    X = work_array((F.shape[1], F.shape[0]), np.float32)  # (no huge-page compaction stall: txm_live.buffers)
 
     def project(sl: slice) -> None:
         # per block of pixels (the products are column-independent: identical to one product);
@@ -442,10 +443,14 @@ def _window_phase_stats(
 
 #: Pixel span and energy rows of one cache-resident float32 chunk of :func:`_athena_phase_moments`
 #: (32 x 2048 x 4 B = 0.25 MB, plus the span's weights: L2-sized; rows of 8 kB keep the reads
-#: from memory streaming), and the pixels of its reference spectrum.
+#: from memory streaming), and the pixels of its reference spectrum (it only centres the float32
+#: differences: 256 scattered columns are gathered in ~3 ms where 4096 took ~50 ms, and the
+#: moments move by ~2e-7 of the spread).
 _MOMENT_PIXELS = 2048
 _MOMENT_ROWS = 32
-_REFERENCE_PIXELS = 4096
+_REFERENCE_PIXELS = 256
+#: Groups of pixel spans of :func:`_athena_phase_moments` (summed in order; independent of the threads).
+_MOMENT_GROUPS = 8
 
 
 def _athena_phase_moments(
@@ -471,13 +476,15 @@ def _athena_phase_moments(
     ``z - rho = g d`` with
     ``d = y - [1, x, rho] . [c0, c1, 1/g]``: a rank-3 product subtracted from the raw block.
     Per chunk of :data:`_MOMENT_ROWS` energies x :data:`_MOMENT_PIXELS` pixels (L2-sized),
-    ``d`` is formed in float32 and two thin products with the one-hot phase weights ``w g`` and
-    ``w g^2`` give ``sum w (z - rho)`` and ``sum w (z - rho)^2``, accumulated over chunks in
-    float64. Centring on ``rho`` keeps ``d`` at the scale of the spread, so float32 loses
-    nothing that matters (relative error ~1e-6 of the spread). Spans whose pixels are all finite
+    ``d`` is formed in float32 and two thin products of the one-hot phase weights ``w g`` and
+    ``w g^2`` (phase-major, ``(P, pixels) @ d.T``) give ``sum w (z - rho)`` and
+    ``sum w (z - rho)^2``, accumulated over chunks in float64. Centring on ``rho`` keeps ``d``
+    at the scale of the spread, so float32 loses nothing that matters (relative error ~1e-6 of
+    the spread). Spans whose pixels are all finite
     (``finite``) are used whole with zero weight outside ``pix``; others gather their ``pix``
-    columns first (a masked pixel may hold NaN). ``threads`` threads each take a contiguous
-    share of the spans; their sums are added in a fixed order.
+    columns first (a masked pixel may hold NaN). The spans form :data:`_MOMENT_GROUPS`
+    contiguous groups that ``threads`` threads take in turn; the groups' sums are added in
+    group order, so the result does not depend on ``threads``.
     """
     n_e, n_pix = Y2.shape
     x = np.asarray(x, dtype=np.float64)
@@ -501,21 +508,25 @@ def _athena_phase_moments(
     rho = zr.mean(axis=1)
     x3 = np.stack([np.ones(n_e), x, rho], axis=1).astype(np.float32)  # (n_e, 3)
     coef = np.stack([a32, b32, (1.0 / gg).astype(np.float32)])  # (3, n) per pixel of ``pix``
-    w1 = (np.arange(Pp) == lab[:, None]) * g32[:, None]  # (n, Pp) float32
-    w2 = (np.arange(Pp) == lab[:, None]) * (g32 * g32)[:, None]
+    hot = np.arange(Pp)[:, None] == lab  # (Pp, n)
+    w1 = hot * g32  # (Pp, n) float32
+    w2 = hot * (g32 * g32)
     spans = [slice(i, min(i + _MOMENT_PIXELS, n_pix)) for i in range(0, n_pix, _MOMENT_PIXELS)]
     lo = np.searchsorted(pix, [c.start for c in spans])
     hi = np.searchsorted(pix, [c.stop for c in spans])
     busy = [i for i in range(len(spans)) if hi[i] > lo[i]]
-    n_groups = max(1, min(threads, len(busy)))
+    # a fixed number of groups whatever ``threads``: the threads pull them as they go (a thread
+    # slowed by the machine's other work does not hold the others up) and the sums are the same
+    # for any number of threads
+    n_groups = max(1, min(_MOMENT_GROUPS, len(busy)))
     groups = [busy[k * len(busy) // n_groups : (k + 1) * len(busy) // n_groups] for k in range(n_groups)]
-    parts = [np.zeros((2, n_e, Pp)) for _ in groups]
 
-    def run(k: int) -> None:
-        acc = parts[k]
+    def run(k: int) -> np.ndarray:
+        acc = np.zeros((2, Pp, n_e))
         buf = np.empty((_MOMENT_ROWS, _MOMENT_PIXELS), dtype=np.float32)
         cfull = np.zeros((3, _MOMENT_PIXELS), dtype=np.float32)
-        wfull = np.zeros((2, _MOMENT_PIXELS, Pp), dtype=np.float32)
+        wfull = np.zeros((2, Pp, _MOMENT_PIXELS), dtype=np.float32)
+        t = np.empty((Pp, _MOMENT_ROWS), dtype=np.float32)
         for i in groups[k]:
             ch = spans[i]
             sel = slice(lo[i], hi[i])
@@ -523,33 +534,37 @@ def _athena_phase_moments(
                 src = Y2[:, ch]
                 m = ch.stop - ch.start
                 local = pix[sel] - ch.start
-                cm, wm = cfull[:, :m], wfull[:, :m]
+                cm, wm = cfull[:, :m], wfull[:, :, :m]
                 cm[:] = 0.0
                 wm[:] = 0.0
                 cm[:, local] = coef[:, sel]
-                wm[0, local] = w1[sel]
-                wm[1, local] = w2[sel]
+                wm[0][:, local] = w1[:, sel]
+                wm[1][:, local] = w2[:, sel]
             else:  # a masked pixel may hold NaN: gather the span's ``pix`` columns
                 src = np.take(Y2[:, ch], pix[sel] - ch.start, axis=1)
                 m = src.shape[1]
-                cm, wm = coef[:, sel], np.stack([w1[sel], w2[sel]])
+                cm, wm = coef[:, sel], np.stack([w1[:, sel], w2[:, sel]])
             for r0 in range(0, n_e, _MOMENT_ROWS):  # row bands: long contiguous reads
                 r1 = min(r0 + _MOMENT_ROWS, n_e)
                 d = buf[: r1 - r0, :m]
                 np.matmul(x3[r0:r1], cm, out=d)
                 np.subtract(src[r0:r1], d, out=d)
-                acc[0, r0:r1] += d @ wm[0]
+                tt = t[:, : r1 - r0]
+                np.matmul(wm[0], d.T, out=tt)
+                acc[0, :, r0:r1] += tt
                 np.multiply(d, d, out=d)
-                acc[1, r0:r1] += d @ wm[1]
+                np.matmul(wm[1], d.T, out=tt)
+                acc[1, :, r0:r1] += tt
+        return acc
 
-    run_tiles(run, list(range(len(groups))), threads)
+    parts = map_ordered(run, list(range(len(groups))), threads)
     S = parts[0]
-    for part in parts[1:]:
+    for part in parts[1:]:  # in group order
         S = S + part
     counts = np.bincount(lab, minlength=P).astype(np.float64)
-    m1 = S[0, :, :P] / counts
+    m1 = S[0, :P].T / counts
     mean = rho[:, None] + m1
-    var = np.clip(S[1, :, :P] / counts - m1 * m1, 0.0, None)
+    var = np.clip(S[1, :P].T / counts - m1 * m1, 0.0, None)
     return mean.T, np.sqrt(var).T
 
 
@@ -915,7 +930,7 @@ def _analyze_edge(
         pre_noise = np.empty(n_pix, dtype=np.float32)
         step_z = np.empty(n_pix, dtype=np.float32)
         pre_coef = np.empty((2, n_pix), dtype=np.float32)
-        feat_all = np.empty((Ef.size, n_pix), dtype=np.float32)
+        feat_all = work_array((Ef.size, n_pix), np.float32)  # (see txm_live.buffers)
         finite = np.empty(n_pix, dtype=bool)
     if client is None and method == "athena":
         # one fused pass over the block, written straight into the per-pixel arrays
