@@ -266,12 +266,11 @@ def test_worker_lost_twice_is_named(own_client, monkeypatch) -> None:
     assert kills == ["pca", "pca"]
 
 
-def test_tile_phase_moments_with_a_smaller_reference_agree() -> None:
-    """The tiles' per-phase moments take a reference spectrum of TILE_REFERENCE_PIXELS pixels
-    (the in-process pass 4096): the reference only centres the float32 differences, so mean and
-    spread agree to float32 rounding of the spread (here ~1e-7 of values ~1)."""
+def test_phase_moments_with_another_reference_agree() -> None:
+    """A tile's per-phase moments take their reference spectrum from the tile's own pixels, not
+    the whole image's: the reference only centres the float32 differences, so mean and spread
+    agree to float32 rounding of the spread (here ~1e-7 of values ~1) whatever the reference."""
     import txm_live.phases as phases
-    from txm_live.tiles import TILE_REFERENCE_PIXELS
 
     energies, cube = _cube(shape=(64, 64), seed=3)
     ref = analyze_edge(energies, cube, window=L3)
@@ -286,8 +285,8 @@ def test_tile_phase_moments_with_a_smaller_reference_agree() -> None:
     args = (E, Y2, L3, "athena", pix, lab, ref.n_phases)
     kw = dict(athena=(coef[:, pix], step[pix]), finite=finite)
     m0, s0, c0 = phases._window_phase_stats(*args, **kw)
-    assert TILE_REFERENCE_PIXELS < pix.size
-    m1, s1, c1 = phases._window_phase_stats(*args, reference_pixels=TILE_REFERENCE_PIXELS, **kw)
+    assert phases._REFERENCE_PIXELS < pix.size
+    m1, s1, c1 = phases._window_phase_stats(*args, reference_pixels=pix.size, **kw)
     np.testing.assert_array_equal(c1, c0)
     np.testing.assert_allclose(m1, m0, rtol=0, atol=1e-6)
     np.testing.assert_allclose(s1, s0, rtol=0, atol=1e-5)

@@ -54,12 +54,6 @@ def normalize_tile(
             nz.pre_coefficients.astype(np.float32), np.ascontiguousarray(nz.norm, dtype=np.float32))
 
 
-#: Pixels of the reference spectrum of a tile's per-phase moments (the in-process pass takes
-#: 4096 over the whole image; every tile gathering as many scattered columns cost the workers
-#: 0.55 s of CPU per full-size L3 edge, 16 tiles x 37 ms). The reference only centres the
-#: float32 differences (see :func:`txm_live.phases._athena_phase_moments`); the moments agree with
-#: the in-process ones to ~1e-7.
-TILE_REFERENCE_PIXELS = 256
 
 
 class TileNorm(NamedTuple):
@@ -261,8 +255,7 @@ def tile_window_phase_stats(Yt: np.ndarray, tn: TileNorm, E: np.ndarray, window:
     # ``finite``: the raw spectra, as in process (a pixel whose feature rows overflow still has a
     # finite raw spectrum, so its span is read whole rather than gathered column by column)
     mean, std, counts = _window_phase_stats(E, Y2, window, method, cols, local, present.size, athena=athena,
-                                            post_order=post_order, finite=tn.finite,
-                                            reference_pixels=TILE_REFERENCE_PIXELS)
+                                            post_order=post_order, finite=tn.finite)
     return present, mean, std, counts
 
 
