@@ -73,19 +73,45 @@ def _cross_power_shift(
 ) -> np.ndarray:
     """Shift from a cross-power spectrum (full, or the ``rfft2`` half of a real pair when
     ``real_shape`` gives the real-space shape)."""
+    shifts, image_product = _correlation_peak(image_product, normalization, real_shape=real_shape)
+    return _refine_peak(shifts, image_product, upsample_factor, real_shape=real_shape)
+
+
+def _correlation_peak(
+    image_product: np.ndarray, normalization: str | None, *, real_shape: tuple[int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Integer shift at the cross-correlation peak, and the (normalized) cross-power spectrum."""
     if normalization == "phase":
         eps = np.float32(100 * np.finfo(np.float32).eps)
-        image_product = image_product / np.maximum(np.abs(image_product), eps)
+        scale = np.abs(image_product)
+        image_product = image_product / np.maximum(scale, eps, out=scale)
     if real_shape is None:
         cross_correlation = np.abs(sfft.ifft2(image_product))
         shape = np.asarray(image_product.shape)
     else:
-        cross_correlation = np.abs(sfft.irfft2(image_product, s=real_shape))
+        cross_correlation = sfft.irfft2(image_product, s=real_shape)
+        np.abs(cross_correlation, out=cross_correlation)
         shape = np.asarray(real_shape)
     maxima = np.unravel_index(int(np.argmax(cross_correlation)), cross_correlation.shape)
     midpoints = np.fix(shape / 2)
     shifts = np.asarray(maxima, dtype=np.float64)
     shifts[shifts > midpoints] -= shape[shifts > midpoints]
+    return shifts, image_product
+
+
+def _refine_radius(upsample_factor: int) -> float:
+    """Largest change (px, per axis) :func:`_refine_peak` makes to the integer peak."""
+    if upsample_factor <= 1:
+        return 0.0
+    region = int(np.ceil(upsample_factor * 1.5))
+    dftshift = np.fix(region / 2.0)
+    return float(max(dftshift, region - 1 - dftshift) / upsample_factor)
+
+
+def _refine_peak(
+    shifts: np.ndarray, image_product: np.ndarray, upsample_factor: int, *, real_shape: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Sub-pixel refinement of the integer peak ``shifts`` by an upsampled DFT around it."""
     if upsample_factor > 1:
         shifts = np.round(shifts * upsample_factor) / upsample_factor
         region = int(np.ceil(upsample_factor * 1.5))
@@ -106,7 +132,8 @@ def _upsampled_dft_half(
     """Real upsampled cross-correlation from the ``rfft2`` half spectrum (Hermitian symmetry).
 
     The full sum over frequencies equals the real part of the sum over the half spectrum with
-    the columns that have a mirror image counted twice.
+    the columns that have a mirror image counted twice. The column weights (1 or 2, exact in
+    floating point) are applied to ``ky @ half`` (``region_size`` rows) instead of the spectrum.
     """
     ny, nx = real_shape
     weights = np.full(half.shape[1], 2.0, np.float32)
@@ -118,7 +145,9 @@ def _upsampled_dft_half(
     ky = np.exp(2j * np.pi * ky).astype(np.complex64)
     kx = np.exp(2j * np.pi * kx).astype(np.complex64)
     with limit_blas(1):
-        return (ky @ (half * weights[None, :]) @ kx.T).real
+        rows = ky @ half
+        rows *= weights[None, :]
+        return (rows @ kx.T).real
 
 
 def phase_cross_correlation(
@@ -357,16 +386,42 @@ def edge_features(image: np.ndarray, *, sigma: float = 1.5, taper: float = 0.1) 
         raise ValueError(f"sigma must be > 0, got {sigma}")
     if not 0 <= taper < 0.5:
         raise ValueError(f"taper must be in [0, 0.5), got {taper}")
+    if min(image.shape) < 2:
+        raise ValueError(f"image: needs at least 2 pixels per axis for a gradient, got shape {image.shape}")
     img = image.astype(np.float32, copy=False)
+    return _features(img, sigma, 1.0, _tukey(img.shape[0], taper), _tukey(img.shape[1], taper))
+
+
+def _features(img: np.ndarray, sigma, y_spacing: float, wy: np.ndarray, wx: np.ndarray) -> np.ndarray:
+    """Tapered, mean-free gradient magnitude of the smoothed float32 ``img`` (rows ``y_spacing`` px apart)."""
     smooth = ndi.gaussian_filter(img, sigma, truncate=3.0, output=np.float32)
-    gy, gx = np.gradient(smooth)
-    np.hypot(gy, gx, out=gy)
+    gy = _gradient_magnitude(smooth, y_spacing)
     gy -= gy.mean(dtype=np.float64)
-    wy = _tukey(img.shape[0], taper)
-    wx = _tukey(img.shape[1], taper)
     gy *= wy[:, None]
     gy *= wx[None, :]
     return gy
+
+
+def _gradient_magnitude(smooth: np.ndarray, y_spacing: float) -> np.ndarray:
+    """``hypot(gy / y_spacing, gx)`` of ``gy, gx = np.gradient(smooth)`` (same values, fewer temporaries).
+
+    Central differences inside, one-sided at the borders, as :func:`numpy.gradient` with unit
+    spacing (its ``/ 2.0`` is the exact ``* 0.5`` here).
+    """
+    half = smooth.dtype.type(0.5)
+    gy = np.empty_like(smooth)
+    np.subtract(smooth[2:], smooth[:-2], out=gy[1:-1])
+    gy[1:-1] *= half
+    np.subtract(smooth[1], smooth[0], out=gy[0])
+    np.subtract(smooth[-1], smooth[-2], out=gy[-1])
+    if y_spacing != 1.0:
+        gy *= smooth.dtype.type(1.0 / y_spacing)
+    gx = np.empty_like(smooth)
+    np.subtract(smooth[:, 2:], smooth[:, :-2], out=gx[:, 1:-1])
+    gx[:, 1:-1] *= half
+    np.subtract(smooth[:, 1], smooth[:, 0], out=gx[:, 0])
+    np.subtract(smooth[:, -1], smooth[:, -2], out=gx[:, -1])
+    return np.hypot(gy, gx, out=gy)
 
 
 def _tukey(n: int, fraction: float) -> np.ndarray:
@@ -542,6 +597,9 @@ class RunningRegistration:
         self._ramp_y, self._ramp_x = _ramps(self._fshape)
         self._hshape = _fft_shape(((self.shape[0] + 1) // 2, self.shape[1]))
         self._hramp_y, self._hramp_x = _ramps(self._hshape)
+        self._taper_y = _tukey(self.shape[0], 0.1)
+        self._taper_x = _tukey(self.shape[1], 0.1)
+        self._taper_rows = {n: _tukey(n, 0.1) for n in {(self.shape[0] + 1) // 2, self.shape[0] // 2}}
         self._ref = _RunningSum(self.n_reference)
         self._ref_even = _RunningSum(self.n_reference)
         self._ref_odd = _RunningSum(self.n_reference)
@@ -564,19 +622,15 @@ class RunningRegistration:
 
     def features_fft(self, image: np.ndarray) -> np.ndarray:
         """Half-spectrum FFT (``rfft2``, complex64, padded) of the registration features of ``image``."""
-        return sfft.rfft2(edge_features(image, sigma=self.sigma), s=self._fshape).astype(np.complex64, copy=False)
+        img = np.asarray(image).astype(np.float32, copy=False)
+        g = _features(img, self.sigma, 1.0, self._taper_y, self._taper_x)
+        return sfft.rfft2(g, s=self._fshape).astype(np.complex64, copy=False)
 
     def _rows_fft(self, rows: np.ndarray) -> np.ndarray:
         """FFT of the features of every other row (y spacing 2 px: smoothing halved along y)."""
         img = rows.astype(np.float32, copy=False)
-        smooth = ndi.gaussian_filter(img, (self.sigma / 2, self.sigma), truncate=3.0, output=np.float32)
-        gy, gx = np.gradient(smooth)
-        gy *= np.float32(0.5)
-        np.hypot(gy, gx, out=gy)
-        gy -= gy.mean(dtype=np.float64)
-        gy *= _tukey(img.shape[0], 0.1)[:, None]
-        gy *= _tukey(img.shape[1], 0.1)[None, :]
-        return sfft.rfft2(gy, s=self._hshape).astype(np.complex64, copy=False)
+        g = _features(img, (self.sigma / 2, self.sigma), 2.0, self._taper_rows[img.shape[0]], self._taper_x)
+        return sfft.rfft2(g, s=self._hshape).astype(np.complex64, copy=False)
 
     def update(self, image: np.ndarray) -> np.ndarray:
         """Shift ``(dy, dx)`` registering ``image`` to the running reference; adds it to the reference.
@@ -676,12 +730,14 @@ class RunningRegistration:
         return est.copy()
 
     def _estimate(self, ref: np.ndarray, f: np.ndarray, fshape: tuple[int, int]) -> np.ndarray:
-        product = ref * np.conj(f)
+        product = np.conj(f)
+        np.multiply(ref, product, out=product)
         if self.whitening == 1.0:
             return _cross_power_shift(product, self.upsample_factor, "phase", real_shape=fshape)
         if self.whitening > 0:
             tiny = np.float32(100 * np.finfo(np.float32).eps)
-            scale = np.maximum(np.abs(product), tiny)
+            scale = np.abs(product)
+            np.maximum(scale, tiny, out=scale)
             product /= np.sqrt(scale, out=scale) if self.whitening == 0.5 else scale ** np.float32(self.whitening)
         return _cross_power_shift(product, self.upsample_factor, None, real_shape=fshape)
 
@@ -694,7 +750,8 @@ def _ramps(fshape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
 
 def _fourier_shift(f: np.ndarray, shift, ramp_y: np.ndarray, ramp_x: np.ndarray) -> np.ndarray:
     """Half spectrum of the image translated by ``shift`` (Fourier shift theorem)."""
-    out = f * np.exp(ramp_y[:, None] * np.float32(shift[0])) * np.exp(ramp_x[None, :] * np.float32(shift[1]))
+    out = f * np.exp(ramp_y[:, None] * np.float32(shift[0]))
+    out *= np.exp(ramp_x[None, :] * np.float32(shift[1]))
     return out.astype(np.complex64, copy=False)
 
 

@@ -1,0 +1,117 @@
+"""Per-frame cost of ``RunningRegistration.update`` and its decisions against a reference implementation.
+
+Records the frames every :class:`~txm_live.registration.RunningRegistration` of a few scenes receives
+(the scans of tests/test_registration.py: drift seeds 0-2, a still scan, the full-size demo scan across
+the L3 white line; the Fe K battery scan with motion of tests/test_battery.py), replays them through
+this checkout's class and, with ``--reference FILE`` (a ``registration.py``, e.g.
+``git show main:txm_live/registration.py > /tmp/registration_main.py``), through that file's, and prints
+per scene the largest shift difference (px), whether the set of moved frames is the same, and the
+best-of-``--repeat`` ms per frame of each. The frames do not depend on the registration (the session
+registers the optical density before resampling it), so the replay sees what the scan saw.
+
+Run: ``.venv/bin/python benchmarks/bench_regspeed.py --reference /tmp/registration_main.py``
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import pickle
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def record_scenes() -> dict[str, tuple[dict, list[np.ndarray]]]:
+    """Run the scenes with a recording ``RunningRegistration``: scene -> (constructor options, frames)."""
+    from txm_live import registration
+
+    tests = _load(ROOT / "tests" / "test_registration.py", "_bench_test_registration")
+    battery = _load(ROOT / "tests" / "test_battery.py", "_bench_test_battery")
+    recorded: list[tuple[dict, list[np.ndarray]]] = []
+    original_init, original_update = registration.RunningRegistration.__init__, registration.RunningRegistration.update
+
+    def init(self, shape, **options):
+        original_init(self, shape, **options)
+        recorded.append(({"shape": tuple(shape), **options}, []))
+        self._bench_frames = recorded[-1][1]
+
+    def update(self, image):
+        self._bench_frames.append(np.array(image, copy=True))
+        return original_update(self, image)
+
+    scenes: dict[str, tuple[dict, list[np.ndarray]]] = {}
+    registration.RunningRegistration.__init__, registration.RunningRegistration.update = init, update
+    try:
+        runs = [(f"drift seed {s}", lambda s=s: tests._phantom_scan(s, register=True, drift=True)) for s in range(3)]
+        runs.append(("still seed 0", lambda: tests._phantom_scan(0, register=True, drift=False)))
+        runs.append(("battery Fe K with motion", lambda: battery._scan(told=True)))
+        runs.append(("full-size demo L3 (730x771)", tests.test_tracks_the_full_size_demo_scan_across_the_white_line))
+        for name, run in runs:
+            recorded.clear()
+            run()
+            (options, frames), = recorded
+            scenes[name] = (options, frames)
+    finally:
+        registration.RunningRegistration.__init__, registration.RunningRegistration.update = original_init, original_update
+    return scenes
+
+
+def replay(cls, options: dict, frames: list[np.ndarray], repeat: int) -> tuple[np.ndarray, float]:
+    """Shifts of one pass and the best-of-``repeat`` wall time per frame (ms)."""
+    best = np.inf
+    kwargs = {k: v for k, v in options.items() if k != "shape"}
+    for _ in range(repeat):
+        reg = cls(options["shape"], **kwargs)
+        t0 = time.perf_counter()
+        shifts = np.array([reg.update(f) for f in frames])
+        best = min(best, (time.perf_counter() - t0) / len(frames) * 1e3)
+    return shifts, best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--reference", type=Path, help="a registration.py to compare with")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/bench_regspeed_scenes.pkl"),
+                        help="recorded frames (reused when present)")
+    args = parser.parse_args()
+    if args.cache.exists():
+        scenes = pickle.loads(args.cache.read_bytes())
+    else:
+        scenes = record_scenes()
+        args.cache.write_bytes(pickle.dumps(scenes))
+    from txm_live.registration import RunningRegistration
+
+    reference = None if args.reference is None else _load(args.reference, "_bench_reference").RunningRegistration
+    print(f"load average {os.getloadavg()[0]:.2f}; best of {args.repeat}; ms per frame")
+    print(f"{'scene':30s} {'frames':>6s} {'shape':>9s} {'this':>7s} {'ref':>7s} {'max |dshift| px':>15s} {'moved same':>10s}")
+    cpu0 = os.times()
+    for name, (options, frames) in scenes.items():
+        shifts, ms = replay(RunningRegistration, options, frames, args.repeat)
+        row = f"{name:30s} {len(frames):6d} {'x'.join(map(str, frames[0].shape)):>9s} {ms:7.2f}"
+        if reference is not None:
+            ref_shifts, ref_ms = replay(reference, options, frames, args.repeat)
+            same = np.array_equal(np.any(shifts != 0, axis=1), np.any(ref_shifts != 0, axis=1))
+            row += f" {ref_ms:7.2f} {np.max(np.abs(shifts - ref_shifts)):15.2e} {str(same):>10s}"
+        print(row)
+    cpu = os.times()
+    print(f"CPU user {cpu.user - cpu0.user:.1f} s, sys {cpu.system - cpu0.system:.1f} s; "
+          f"load average {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
