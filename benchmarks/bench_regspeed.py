@@ -70,16 +70,17 @@ def record_scenes() -> dict[str, tuple[dict, list[np.ndarray]]]:
     return scenes
 
 
-def replay(cls, options: dict, frames: list[np.ndarray], repeat: int) -> tuple[np.ndarray, float]:
-    """Shifts of one pass and the best-of-``repeat`` wall time per frame (ms)."""
-    best = np.inf
+COUNTERS = ("n_applied", "n_reverted", "n_rejected", "n_jumps")
+
+
+def replay(cls, options: dict, frames: list[np.ndarray]) -> tuple[np.ndarray, tuple[int, ...], float, float]:
+    """Shifts of one pass, its decision counters, wall and CPU time per frame (ms)."""
     kwargs = {k: v for k, v in options.items() if k != "shape"}
-    for _ in range(repeat):
-        reg = cls(options["shape"], **kwargs)
-        t0 = time.perf_counter()
-        shifts = np.array([reg.update(f) for f in frames])
-        best = min(best, (time.perf_counter() - t0) / len(frames) * 1e3)
-    return shifts, best
+    reg = cls(options["shape"], **kwargs)
+    t0, c0 = time.perf_counter(), time.process_time()
+    shifts = np.array([reg.update(f) for f in frames])
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return shifts, tuple(getattr(reg, name) for name in COUNTERS), wall / len(frames) * 1e3, cpu / len(frames) * 1e3
 
 
 def main() -> None:
@@ -97,16 +98,26 @@ def main() -> None:
     from txm_live.registration import RunningRegistration
 
     reference = None if args.reference is None else _load(args.reference, "_bench_reference").RunningRegistration
-    print(f"load average {os.getloadavg()[0]:.2f}; best of {args.repeat}; ms per frame")
-    print(f"{'scene':30s} {'frames':>6s} {'shape':>9s} {'this':>7s} {'ref':>7s} {'max |dshift| px':>15s} {'moved same':>10s}")
+    print(f"load average {os.getloadavg()[0]:.2f}; ms per frame, best of {args.repeat} (runs alternate); "
+          f"counters {'/'.join(COUNTERS)}")
+    print(f"{'scene':28s} {'frames':>6s} {'shape':>8s} {'wall':>6s} {'cpu':>6s} {'ref wall':>8s} {'ref cpu':>7s} "
+          f"{'max|dshift|':>11s} {'moved same':>10s} {'counters':>12s} {'ref':>12s}")
     cpu0 = os.times()
     for name, (options, frames) in scenes.items():
-        shifts, ms = replay(RunningRegistration, options, frames, args.repeat)
-        row = f"{name:30s} {len(frames):6d} {'x'.join(map(str, frames[0].shape)):>9s} {ms:7.2f}"
+        runs = {"this": [], "ref": []}
+        for _ in range(args.repeat):
+            runs["this"].append(replay(RunningRegistration, options, frames))
+            if reference is not None:
+                runs["ref"].append(replay(reference, options, frames))
+        shifts, counters = runs["this"][0][:2]
+        row = (f"{name:28s} {len(frames):6d} {'x'.join(map(str, frames[0].shape)):>8s} "
+               f"{min(r[2] for r in runs['this']):6.2f} {min(r[3] for r in runs['this']):6.2f}")
         if reference is not None:
-            ref_shifts, ref_ms = replay(reference, options, frames, args.repeat)
+            ref_shifts, ref_counters = runs["ref"][0][:2]
             same = np.array_equal(np.any(shifts != 0, axis=1), np.any(ref_shifts != 0, axis=1))
-            row += f" {ref_ms:7.2f} {np.max(np.abs(shifts - ref_shifts)):15.2e} {str(same):>10s}"
+            row += (f" {min(r[2] for r in runs['ref']):8.2f} {min(r[3] for r in runs['ref']):7.2f} "
+                    f"{np.max(np.abs(shifts - ref_shifts)):11.1e} {str(same):>10s} "
+                    f"{'/'.join(map(str, counters)):>12s} {'/'.join(map(str, ref_counters)):>12s}")
         print(row)
     cpu = os.times()
     print(f"CPU user {cpu.user - cpu0.user:.1f} s, sys {cpu.system - cpu0.system:.1f} s; "

@@ -389,12 +389,14 @@ def edge_features(image: np.ndarray, *, sigma: float = 1.5, taper: float = 0.1) 
     if min(image.shape) < 2:
         raise ValueError(f"image: needs at least 2 pixels per axis for a gradient, got shape {image.shape}")
     img = image.astype(np.float32, copy=False)
-    return _features(img, sigma, 1.0, _tukey(img.shape[0], taper), _tukey(img.shape[1], taper))
+    across = ndi.gaussian_filter1d(img, sigma, axis=1, truncate=3.0, output=np.float32)
+    return _features(across, sigma, 1.0, _tukey(img.shape[0], taper), _tukey(img.shape[1], taper))
 
 
-def _features(img: np.ndarray, sigma, y_spacing: float, wy: np.ndarray, wx: np.ndarray) -> np.ndarray:
-    """Tapered, mean-free gradient magnitude of the smoothed float32 ``img`` (rows ``y_spacing`` px apart)."""
-    smooth = ndi.gaussian_filter(img, sigma, truncate=3.0, output=np.float32)
+def _features(across: np.ndarray, sigma_y: float, y_spacing: float, wy: np.ndarray, wx: np.ndarray) -> np.ndarray:
+    """Tapered, mean-free gradient magnitude of a float32 image already smoothed along x (``across``),
+    after smoothing along y (``sigma_y`` px; rows ``y_spacing`` px apart)."""
+    smooth = ndi.gaussian_filter1d(across, sigma_y, axis=0, truncate=3.0, output=np.float32)
     gy = _gradient_magnitude(smooth, y_spacing)
     gy -= gy.mean(dtype=np.float64)
     gy *= wy[:, None]
@@ -421,7 +423,10 @@ def _gradient_magnitude(smooth: np.ndarray, y_spacing: float) -> np.ndarray:
     gx[:, 1:-1] *= half
     np.subtract(smooth[:, 1], smooth[:, 0], out=gx[:, 0])
     np.subtract(smooth[:, -1], smooth[:, -2], out=gx[:, -1])
-    return np.hypot(gy, gx, out=gy)
+    np.multiply(gy, gy, out=gy)
+    np.multiply(gx, gx, out=gx)
+    gy += gx
+    return np.sqrt(gy, out=gy)
 
 
 def _tukey(n: int, fraction: float) -> np.ndarray:
@@ -592,7 +597,7 @@ class RunningRegistration:
         self.significance = None if significance is None else float(significance)
         self.noise_window = int(noise_window)
         self.whitening = float(whitening)
-        self._cross_check: tuple[np.ndarray, np.ndarray] | None = None
+        self._cross_check: tuple[np.ndarray, np.ndarray | None] | None = None
         self._fshape = _fft_shape(self.shape)
         self._ramp_y, self._ramp_x = _ramps(self._fshape)
         self._hshape = _fft_shape(((self.shape[0] + 1) // 2, self.shape[1]))
@@ -622,15 +627,22 @@ class RunningRegistration:
 
     def features_fft(self, image: np.ndarray) -> np.ndarray:
         """Half-spectrum FFT (``rfft2``, complex64, padded) of the registration features of ``image``."""
-        img = np.asarray(image).astype(np.float32, copy=False)
-        g = _features(img, self.sigma, 1.0, self._taper_y, self._taper_x)
-        return sfft.rfft2(g, s=self._fshape).astype(np.complex64, copy=False)
+        return self._spectra(image, rows=False)[0]
 
-    def _rows_fft(self, rows: np.ndarray) -> np.ndarray:
-        """FFT of the features of every other row (y spacing 2 px: smoothing halved along y)."""
-        img = rows.astype(np.float32, copy=False)
-        g = _features(img, (self.sigma / 2, self.sigma), 2.0, self._taper_rows[img.shape[0]], self._taper_x)
-        return sfft.rfft2(g, s=self._hshape).astype(np.complex64, copy=False)
+    def _spectra(self, image: np.ndarray, *, rows: bool = True) -> list[np.ndarray]:
+        """:meth:`features_fft` of ``image`` and, with ``rows``, the half-size FFTs of the features of
+        its even and its odd rows (y spacing 2 px: smoothing halved along y).
+
+        The smoothing along x is done once for the three (it acts on each row alone).
+        """
+        img = np.asarray(image).astype(np.float32, copy=False)
+        across = ndi.gaussian_filter1d(img, self.sigma, axis=1, truncate=3.0, output=np.float32)
+        g = _features(across, self.sigma, 1.0, self._taper_y, self._taper_x)
+        ffts = [sfft.rfft2(g, s=self._fshape).astype(np.complex64, copy=False)]
+        for rows in (across[0::2], across[1::2]) if rows else ():
+            g = _features(rows, self.sigma / 2, 2.0, self._taper_rows[rows.shape[0]], self._taper_x)
+            ffts.append(sfft.rfft2(g, s=self._hshape).astype(np.complex64, copy=False))
+        return ffts
 
     def update(self, image: np.ndarray) -> np.ndarray:
         """Shift ``(dy, dx)`` registering ``image`` to the running reference; adds it to the reference.
@@ -643,15 +655,12 @@ class RunningRegistration:
         image = _check_image(image, "image")
         if image.shape != self.shape:
             raise ValueError(f"image: shape {image.shape} differs from registration shape {self.shape}")
-        f = self.features_fft(image)
-        fe = self._rows_fft(image[0::2])
-        fo = self._rows_fft(image[1::2])
+        f, fe, fo = self._spectra(image)
         shift = self._decided.copy()
         weight = float(np.sqrt(np.vdot(f, f).real))
         self._gated = False
         if self._ref.total is not None:
-            est = self._estimate(self._ref.total, f, self._fshape)
-            self._cross_check = (self._ref.total, f)
+            est = self._estimate(self._ref.total, f, self._fshape, keep=True)
             self.last_estimate = est
             half = [self._estimate(r.total, g, self._hshape) for r, g in ((self._ref_even, fe), (self._ref_odd, fo))]
             diff = (half[0] - half[1]) * np.array([2.0, 1.0])  # even-row y in full-frame pixels
@@ -708,9 +717,7 @@ class RunningRegistration:
         elif not self._significant(est - self._confirmed):
             return self._follow(est)
         if self.whitening != 1.0 and self.significance is not None:
-            ref, f = self._cross_check
-            whitened = _cross_power_shift(ref * np.conj(f), self.upsample_factor, "phase", real_shape=self._fshape)
-            if np.max(np.abs(whitened - est)) >= np.max(np.abs(whitened - self._confirmed)):
+            if self._whitened_keeps_confirmed(est):
                 self.n_rejected += 1  # the phase-correlation estimate stays with the shift in use
                 return self._confirmed.copy()
         change = est - self._decided
@@ -729,17 +736,49 @@ class RunningRegistration:
         self._confirmed = est.copy()
         return est.copy()
 
-    def _estimate(self, ref: np.ndarray, f: np.ndarray, fshape: tuple[int, int]) -> np.ndarray:
+    def _whitened_keeps_confirmed(self, est: np.ndarray) -> bool:
+        """Whether the phase-correlation estimate of the frame is at least as far (Chebyshev
+        distance) from ``est`` as from the confirmed shift.
+
+        Uses the cross-power spectrum and its modulus kept by :meth:`_estimate`. The sub-pixel
+        refinement moves the integer peak by at most :func:`_refine_radius` per axis, so it is
+        skipped when the integer peak already decides.
+        """
+        product, scale = self._cross_check
+        if scale is None:
+            scale = np.maximum(np.abs(product), _TINY)
+        coarse, phase = _correlation_peak(product / scale, None, real_shape=self._fshape)
+        margin = np.max(np.abs(coarse - est)) - np.max(np.abs(coarse - self._confirmed))
+        bound = 2 * _refine_radius(self.upsample_factor) + 1e-6
+        if margin >= bound or margin < -bound:
+            return bool(margin >= bound)
+        whitened = _refine_peak(coarse, phase, self.upsample_factor, real_shape=self._fshape)
+        return bool(np.max(np.abs(whitened - est)) >= np.max(np.abs(whitened - self._confirmed)))
+
+    def _estimate(self, ref: np.ndarray, f: np.ndarray, fshape: tuple[int, int], *, keep: bool = False) -> np.ndarray:
+        """Shift of ``f`` against ``ref`` (cross-power spectrum whitened by ``whitening``); ``keep``
+        keeps the spectrum and its modulus for :meth:`_whitened_keeps_confirmed`."""
         product = np.conj(f)
         np.multiply(ref, product, out=product)
         if self.whitening == 1.0:
             return _cross_power_shift(product, self.upsample_factor, "phase", real_shape=fshape)
+        scale = None
         if self.whitening > 0:
-            tiny = np.float32(100 * np.finfo(np.float32).eps)
             scale = np.abs(product)
-            np.maximum(scale, tiny, out=scale)
-            product /= np.sqrt(scale, out=scale) if self.whitening == 0.5 else scale ** np.float32(self.whitening)
-        return _cross_power_shift(product, self.upsample_factor, None, real_shape=fshape)
+            np.maximum(scale, _TINY, out=scale)
+            if self.whitening == 0.5:
+                whitened = product / np.sqrt(scale)
+            else:
+                whitened = product / scale ** np.float32(self.whitening)
+        else:
+            whitened = product
+        if keep:
+            self._cross_check = (product, scale)
+        return _cross_power_shift(whitened, self.upsample_factor, None, real_shape=fshape)
+
+
+#: Floor of the cross-power modulus in the normalizations (as in :func:`_correlation_peak`).
+_TINY = np.float32(100 * np.finfo(np.float32).eps)
 
 
 def _ramps(fshape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
