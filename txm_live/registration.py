@@ -393,15 +393,27 @@ def edge_features(image: np.ndarray, *, sigma: float = 1.5, taper: float = 0.1) 
     return _features(across, sigma, 1.0, _tukey(img.shape[0], taper), _tukey(img.shape[1], taper))
 
 
-def _features(across: np.ndarray, sigma_y: float, y_spacing: float, wy: np.ndarray, wx: np.ndarray) -> np.ndarray:
+def _features(
+    across: np.ndarray, sigma_y: float, y_spacing: float, wy: np.ndarray, wx: np.ndarray, padded: np.ndarray | None = None
+) -> np.ndarray:
     """Tapered, mean-free gradient magnitude of a float32 image already smoothed along x (``across``),
-    after smoothing along y (``sigma_y`` px; rows ``y_spacing`` px apart)."""
+    after smoothing along y (``sigma_y`` px; rows ``y_spacing`` px apart).
+
+    With ``padded`` (float32, at least as large, zero outside the image) the result is written
+    into its top-left corner, the rows below it are zeroed, and ``padded`` is returned: the
+    zero-padded input of an FFT without another copy.
+    """
     smooth = ndi.gaussian_filter1d(across, sigma_y, axis=0, truncate=3.0, output=np.float32)
     gy = _gradient_magnitude(smooth, y_spacing)
     gy -= gy.mean(dtype=np.float64)
     gy *= wy[:, None]
-    gy *= wx[None, :]
-    return gy
+    if padded is None:
+        gy *= wx[None, :]
+        return gy
+    h, w = gy.shape
+    np.multiply(gy, wx[None, :], out=padded[:h, :w])
+    padded[h:, :w] = 0
+    return padded
 
 
 def _gradient_magnitude(smooth: np.ndarray, y_spacing: float) -> np.ndarray:
@@ -605,6 +617,8 @@ class RunningRegistration:
         self._taper_y = _tukey(self.shape[0], 0.1)
         self._taper_x = _tukey(self.shape[1], 0.1)
         self._taper_rows = {n: _tukey(n, 0.1) for n in {(self.shape[0] + 1) // 2, self.shape[0] // 2}}
+        self._padded = np.zeros(self._fshape, np.float32)  # FFT inputs, zero-padded (see _features)
+        self._padded_rows = np.zeros(self._hshape, np.float32)
         self._ref = _RunningSum(self.n_reference)
         self._ref_even = _RunningSum(self.n_reference)
         self._ref_odd = _RunningSum(self.n_reference)
@@ -637,11 +651,11 @@ class RunningRegistration:
         """
         img = np.asarray(image).astype(np.float32, copy=False)
         across = ndi.gaussian_filter1d(img, self.sigma, axis=1, truncate=3.0, output=np.float32)
-        g = _features(across, self.sigma, 1.0, self._taper_y, self._taper_x)
-        ffts = [sfft.rfft2(g, s=self._fshape).astype(np.complex64, copy=False)]
+        g = _features(across, self.sigma, 1.0, self._taper_y, self._taper_x, self._padded)
+        ffts = [sfft.rfft2(g).astype(np.complex64, copy=False)]
         for rows in (across[0::2], across[1::2]) if rows else ():
-            g = _features(rows, self.sigma / 2, 2.0, self._taper_rows[rows.shape[0]], self._taper_x)
-            ffts.append(sfft.rfft2(g, s=self._hshape).astype(np.complex64, copy=False))
+            g = _features(rows, self.sigma / 2, 2.0, self._taper_rows[rows.shape[0]], self._taper_x, self._padded_rows)
+            ffts.append(sfft.rfft2(g).astype(np.complex64, copy=False))
         return ffts
 
     def update(self, image: np.ndarray) -> np.ndarray:
