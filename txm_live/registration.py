@@ -767,7 +767,7 @@ class RunningRegistration:
         product, scale = self._cross_check
         if scale is None:
             scale = np.maximum(np.abs(product), _TINY)
-        coarse, phase = _correlation_peak(product / scale, None, real_shape=self._fshape)
+        coarse, phase = _correlation_peak(_divide_by_real(product, scale), None, real_shape=self._fshape)
         margin = np.max(np.abs(coarse - est)) - np.max(np.abs(coarse - self._confirmed))
         bound = 2 * _refine_radius(self.upsample_factor) + 1e-6
         if margin >= bound or margin < -bound:
@@ -787,14 +787,27 @@ class RunningRegistration:
             scale = np.abs(product)
             np.maximum(scale, _TINY, out=scale)
             if self.whitening == 0.5:
-                whitened = product / np.sqrt(scale)
+                whitened = _divide_by_real(product, np.sqrt(scale))
             else:
-                whitened = product / scale ** np.float32(self.whitening)
+                whitened = _divide_by_real(product, scale ** np.float32(self.whitening))
         else:
             whitened = product
         if keep:
             self._cross_check = (product, scale)
         return _cross_power_shift(whitened, self.upsample_factor, None, real_shape=fshape)
+
+
+def _divide_by_real(z: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """``z / r`` for complex64 ``z`` and positive float32 ``r``, without promoting ``r`` to complex.
+
+    numpy's complex division by ``r + 0j`` multiplies both parts by ``1 / r`` (Smith's method with
+    a zero ratio): the same values (up to the sign of zeros) at ~2/3 of the cost.
+    """
+    out = np.empty_like(z)
+    inverse = np.divide(np.float32(1), r)
+    np.multiply(z.real, inverse, out=out.real)
+    np.multiply(z.imag, inverse, out=out.imag)
+    return out
 
 
 #: Floor of the cross-power modulus in the normalizations (as in :func:`_correlation_peak`).
