@@ -519,8 +519,9 @@ class RunningRegistration:
     zero-padded FFT inputs, and the phase-correlation cross-check of a significant change reuses
     the estimate's cross-power spectrum and skips its sub-pixel refinement when the integer peak
     already decides. Cost (``benchmarks/bench_regspeed.py``, 62 full-size demo frames of
-    730 x 771 px, load ~3): 37 ms CPU per frame (47 ms before these savings, same shifts and
-    decisions on every recorded scene). Memory: 3 complex64 half
+    730 x 771 px, best of 5, load ~2.7): 31 ms per frame (43 ms before these savings, same shifts
+    and decisions on every recorded scene); the whitened division multiplies by ``1 / r``
+    as numpy's complex division does (:func:`_divide_by_real`). Memory: 3 complex64 half
     spectra for the cumulative reference (``3 (n_reference + 1)`` for a finite one), 1.5 padded
     float32 frames of FFT input, plus a few per frame (~3.4 MB at 602x643).
 
