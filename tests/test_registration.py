@@ -362,3 +362,58 @@ def test_a_moved_sample_back_near_its_start_is_not_snapped_to_zero():
     assert np.all(np.abs(back) < threshold), (back, threshold)  # the old rule would snap these to (0, 0)
     assert reg.n_applied >= 1 and np.allclose(shifts[12], (-3.0, 2.0), atol=0.15)
     np.testing.assert_allclose(shifts[-1], -np.asarray(back), atol=0.1)
+
+
+# --------------------------------------------------------------------------------------------
+# the per-frame savings of RunningRegistration compute what the plain expressions compute
+
+
+@pytest.mark.parametrize("y_spacing", [1.0, 2.0])
+def test_gradient_magnitude_matches_numpy_gradient(y_spacing):
+    """Slicing differences instead of ``np.gradient``; the float32 ``sqrt(gy**2 + gx**2)`` differs
+    from ``np.hypot`` by rounding only (a few float32 ulps)."""
+    from txm_live.registration import _gradient_magnitude
+
+    smooth = ndi.gaussian_filter(np.random.default_rng(0).random((37, 52)), 1.5).astype(np.float32)
+    gy, gx = np.gradient(smooth)
+    expected = np.hypot(gy / np.float32(y_spacing), gx)
+    got = _gradient_magnitude(smooth, y_spacing)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=0)
+
+
+def test_divide_by_real_equals_complex_division():
+    """numpy divides a complex by ``r + 0j`` as ``z * (1 / r)``: the same values without the promotion."""
+    from txm_live.registration import _divide_by_real
+
+    rng = np.random.default_rng(1)
+    z = (rng.normal(size=(31, 17)) + 1j * rng.normal(size=(31, 17))).astype(np.complex64) * np.float32(1e3)
+    r = np.maximum(np.abs(z), np.float32(1e-5))
+    for divisor in (r, np.sqrt(r), r ** np.float32(0.3)):
+        got = _divide_by_real(z, divisor)
+        assert got.dtype == np.complex64 and np.array_equal(got, z / divisor)
+
+
+def test_cross_check_skips_the_refinement_only_when_the_integer_peak_decides(monkeypatch):
+    """The phase-correlation cross-check of a significant change decides as the fully refined
+    estimate does, for estimates and confirmed shifts near and far from its peak (both the
+    skipped and the refined branch are exercised)."""
+    from txm_live import registration
+
+    scene = _scene(2)
+    reg = RunningRegistration(_view(scene).shape, upsample_factor=10)
+    for i in range(3):
+        reg.update(_view(scene, noise=0.02, seed=i))
+    f = reg.features_fft(_view(scene, (2.3, -1.6), noise=0.02, seed=7))
+    reg._estimate(reg._ref.total, f, reg._fshape, keep=True)
+    whitened = registration._cross_power_shift(reg._ref.total * np.conj(f), 10, "phase", real_shape=reg._fshape)
+    refinements = []
+    refine = registration._refine_peak
+    monkeypatch.setattr(registration, "_refine_peak", lambda *a, **k: refinements.append(1) or refine(*a, **k))
+    rng = np.random.default_rng(3)
+    n = 200
+    for _ in range(n):
+        est, reg._confirmed = whitened + rng.uniform(-4, 4, (2, 2))
+        full = bool(np.max(np.abs(whitened - est)) >= np.max(np.abs(whitened - reg._confirmed)))
+        assert reg._whitened_keeps_confirmed(est) == full
+    assert 20 < len(refinements) < n - 20, len(refinements)
