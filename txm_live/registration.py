@@ -417,10 +417,11 @@ def _features(
 
 
 def _gradient_magnitude(smooth: np.ndarray, y_spacing: float) -> np.ndarray:
-    """``hypot(gy / y_spacing, gx)`` of ``gy, gx = np.gradient(smooth)`` (same values, fewer temporaries).
+    """``hypot(gy / y_spacing, gx)`` of ``gy, gx = np.gradient(smooth)``, without its temporaries.
 
     Central differences inside, one-sided at the borders, as :func:`numpy.gradient` with unit
-    spacing (its ``/ 2.0`` is the exact ``* 0.5`` here).
+    spacing (its ``/ 2.0`` is the exact ``* 0.5`` here, same differences); the magnitude is
+    ``sqrt(gy**2 + gx**2)`` in float32, a few float32 ulps from ``np.hypot`` at a third of its cost.
     """
     half = smooth.dtype.type(0.5)
     gy = np.empty_like(smooth)
@@ -660,8 +661,8 @@ class RunningRegistration:
         across = ndi.gaussian_filter1d(img, self.sigma, axis=1, truncate=3.0, output=np.float32)
         g = _features(across, self.sigma, 1.0, self._taper_y, self._taper_x, self._padded)
         ffts = [sfft.rfft2(g).astype(np.complex64, copy=False)]
-        for rows in (across[0::2], across[1::2]) if rows else ():
-            g = _features(rows, self.sigma / 2, 2.0, self._taper_rows[rows.shape[0]], self._taper_x, self._padded_rows)
+        for half in (across[0::2], across[1::2]) if rows else ():
+            g = _features(half, self.sigma / 2, 2.0, self._taper_rows[half.shape[0]], self._taper_x, self._padded_rows)
             ffts.append(sfft.rfft2(g).astype(np.complex64, copy=False))
         return ffts
 
