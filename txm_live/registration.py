@@ -264,48 +264,90 @@ def _bilinear_separable(src: np.ndarray, scale: float, shift: np.ndarray, c: np.
     return out
 
 
-def _cubic_weights(n: int, scale: float, shift: float, center: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Source taps (n, 4) and cubic B-spline weights (n, 4) of one axis, and the inside mask."""
+_CUBIC_BLOCK = 48  # output rows per block product (best of 16-96 on 730x771 float32)
+_BSPLINE_POLE = float(np.sqrt(3.0) - 2.0)  # pole z of the cubic B-spline's inverse filter
+
+
+def _prefilter_taps(dtype: np.dtype) -> np.ndarray:
+    """Truncated impulse response ``sqrt(3) z^|k|`` of the cubic B-spline's inverse, summing to 1.
+
+    Truncated at the ``K`` where the dropped tail, ``2 sqrt(3) |z|^(K+1) / (1 - |z|)`` of the
+    largest |value|, is below ``dtype``'s rounding (K = 13 for float32, 29 for float64).
+    """
+    eps = float(np.finfo(dtype).eps) / 2
+    z = abs(_BSPLINE_POLE)
+    k_max = int(np.ceil(np.log(eps * (1 - z) / (2 * np.sqrt(3.0))) / np.log(z))) - 1
+    k = np.arange(-k_max, k_max + 1)
+    p = np.sqrt(3.0) * _BSPLINE_POLE ** np.abs(k)
+    return p / p.sum()
+
+
+def _cubic_axis_blocks(
+    n: int, scale: float, shift: float, center: float, p: np.ndarray, block: int, dtype: np.dtype
+) -> tuple[int, int, list[tuple[int, int, int, np.ndarray]]]:
+    """One axis of the cubic resampling as banded blocks acting on the mirror-padded input.
+
+    Returns the output range ``[y0, y1)`` inside the field of view and, per block of at most
+    ``block`` output samples, ``(ya, yb, lo, m)``: ``out[ya:yb] = m @ padded[lo:lo + m.shape[1]]``
+    where ``padded`` is the axis mirrored by ``(len(p) + 3) // 2`` samples on each side.
+    ``m``'s rows are the prefilter ``p`` convolved with the four B-spline weights of the sample.
+    """
     src = (np.arange(n, dtype=np.float64) - shift - center) / scale + center
-    inside = (src >= -1e-6) & (src <= n - 1 + 1e-6)
-    i0 = np.floor(src)
-    t = src - i0
-    w = np.empty((n, 4), np.float64)
+    inside = np.flatnonzero((src >= -1e-6) & (src <= n - 1 + 1e-6))
+    if inside.size == 0:
+        return 0, 0, []
+    y0, y1 = int(inside[0]), int(inside[-1]) + 1  # the field of view is one interval
+    u = src[y0:y1]
+    i0 = np.floor(u)
+    t = u - i0
+    w = np.empty((y1 - y0, 4), np.float64)
     w[:, 0] = (1 - t) ** 3 / 6
     w[:, 1] = (4 - 6 * t**2 + 3 * t**3) / 6
     w[:, 2] = (1 + 3 * t + 3 * t**2 - 3 * t**3) / 6
     w[:, 3] = t**3 / 6
-    taps = i0.astype(np.intp)[:, None] + np.arange(-1, 3)[None, :]
-    # mirror about the edge samples, the boundary condition of the prefilter (mode="mirror")
-    period = 2 * (n - 1)
-    taps = np.abs(taps) % period
-    taps = np.where(taps > n - 1, period - taps, taps)
-    return taps, w.astype(np.float32), inside
+    rows = np.zeros((y1 - y0, len(p) + 3))  # row a covers padded samples i0[a] + [0, len(p) + 3)
+    for k in range(4):
+        rows[:, k : k + len(p)] += w[:, k : k + 1] * p[None, :]
+    # column 0 of row a is padded sample i0[a] + 1 (padding (len(p) + 3) // 2; i0 >= -1 in view)
+    i0 = i0.astype(np.intp)
+    blocks = []
+    for ya in range(0, y1 - y0, block):
+        yb = min(ya + block, y1 - y0)
+        first = int(i0[ya])
+        width = int(i0[yb - 1]) - first + len(p) + 3
+        m = np.zeros((yb - ya, width))
+        cols = (i0[ya:yb] - first)[:, None] + np.arange(len(p) + 3)[None, :]
+        np.put_along_axis(m, cols, rows[ya:yb], axis=1)
+        blocks.append((y0 + ya, y0 + yb, first + 1, m.astype(dtype)))
+    return y0, y1, blocks
 
 
 def _cubic_spline_separable(src: np.ndarray, scale: float, shift: np.ndarray, c: np.ndarray, cval: float) -> np.ndarray:
     """Order-3 B-spline resampling (with the interpolating prefilter) for a diagonal affine map.
 
     Same values as ``scipy.ndimage.affine_transform(order=3, mode="mirror")`` inside the field of
-    view (``cval`` outside it), done axis by axis: a recursive prefilter per axis, then four row
-    gathers and four column gathers. About 3x cheaper than the generic scipy path.
+    view (``cval`` outside it), to the float rounding of ``src.dtype``. Per axis, prefilter and
+    B-spline weights are one linear map whose matrix is banded (the prefilter's impulse response
+    ``sqrt(3) (sqrt(3) - 2)^|k|`` truncated below the dtype's rounding, ~30 taps in float32):
+    it is applied to the mirror-padded image as a product by small dense blocks of ``_CUBIC_BLOCK``
+    output rows (BLAS), instead of scipy's recursive prefilter and gathers.
     """
     h, w = src.shape
-    coef = ndi.spline_filter(src, order=3, mode="mirror", output=np.float32 if src.dtype != np.float64 else np.float64)
-    ty, wy, in_y = _cubic_weights(h, scale, float(shift[0]), float(c[0]))
-    tx, wx, in_x = _cubic_weights(w, scale, float(shift[1]), float(c[1]))
-    wy = wy.astype(coef.dtype, copy=False)
-    wx = wx.astype(coef.dtype, copy=False)
-    rows = coef[ty[:, 0]] * wy[:, 0:1]
-    for k in range(1, 4):
-        rows += coef[ty[:, k]] * wy[:, k : k + 1]
-    out = np.take(rows, tx[:, 0], axis=1) * wx[None, :, 0]
-    for k in range(1, 4):
-        out += np.take(rows, tx[:, k], axis=1) * wx[None, :, k]
-    if not in_y.all():
-        out[~in_y] = cval
-    if not in_x.all():
-        out[:, ~in_x] = cval
+    p = _prefilter_taps(src.dtype)
+    pad = (len(p) + 3) // 2
+    y0, y1, by = _cubic_axis_blocks(h, scale, float(shift[0]), float(c[0]), p, _CUBIC_BLOCK, src.dtype)
+    x0, x1, bx = _cubic_axis_blocks(w, scale, float(shift[1]), float(c[1]), p, _CUBIC_BLOCK, src.dtype)
+    out = np.full((h, w), cval, dtype=src.dtype)
+    if y1 <= y0 or x1 <= x0:
+        return out
+    with limit_blas(1):
+        padded = np.pad(src, ((pad, pad), (0, 0)), mode="reflect")
+        rows = np.empty((y1 - y0, w), src.dtype)
+        for ya, yb, lo, m in by:
+            np.matmul(m, padded[lo : lo + m.shape[1]], out=rows[ya - y0 : yb - y0])
+        padded = np.pad(rows, ((0, 0), (pad, pad)), mode="reflect")
+        for xa, xb, lo, m in bx:
+            np.matmul(padded[:, lo : lo + m.shape[1]], m.T, out=out[y0:y1, xa:xb])
     return out
 
 
