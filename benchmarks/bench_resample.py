@@ -16,9 +16,10 @@ Run::
     python benchmarks/bench_resample.py                  # 50 frames, best of 5
     python benchmarks/bench_resample.py --frames 20 --repeat 3
 
-Prints ms per frame (best of ``--repeat`` passes over the frames, warm: the frames are allocated
-and touched before timing), user and system CPU seconds of all passes, the load average, and the
-largest difference to the former cubic path relative to the frames' range. Timings on a shared
+Prints the wall time per frame (best of ``--repeat`` passes over the frames; the frames are
+allocated and touched before timing), the CPU time per frame (user + system, mean over all passes:
+less sensitive to the other processes than the wall time), the system CPU seconds (page faults), the
+load average, and the largest difference to the former cubic path relative to each frame's range. Timings on a shared
 machine are noisy: compare rows of one run.
 """
 
@@ -76,6 +77,8 @@ def time_rows(frames: list[np.ndarray], shifts: np.ndarray, scale: float, repeat
             frames[i], [1 / scale] * 2, offset=offset_of[i], order=3, mode="mirror"),
     }
     reference = [former_cubic(f, scale, s, center) for f, s in zip(frames, shifts)]
+    for fn in methods.values():  # warm-up: first allocations of each output size, BLAS start
+        fn(0)
     rows = []
     for name, fn in methods.items():
         if name == "scipy affine_transform" and repeat > 1:
@@ -93,8 +96,9 @@ def time_rows(frames: list[np.ndarray], shifts: np.ndarray, scale: float, repeat
             float(np.max(np.abs(np.where(ref != 0, o - ref, 0)))) / float(np.ptp(f))
             for o, ref, f in zip(outs, reference, frames)
         )
-        rows.append((name, scale, 1e3 * best / len(frames), r1.ru_utime - r0.ru_utime,
-                     r1.ru_stime - r0.ru_stime, diff if name.startswith("cubic") or "scipy" in name else None))
+        cpu = (r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime) / (passes * len(frames))
+        rows.append((name, scale, 1e3 * best / len(frames), 1e3 * cpu, r1.ru_stime - r0.ru_stime,
+                     diff if name != "bilinear" else None))
     return rows
 
 
@@ -114,10 +118,10 @@ def main() -> None:
     load = os.getloadavg()
     print(f"{args.frames} frames {SHAPE[0]}x{SHAPE[1]} float32, best of {args.repeat}; "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    print(f"{'method':<24}{'scale':>7}{'ms/frame':>10}{'user s':>8}{'sys s':>7}{'max|diff|/range':>17}")
-    for name, scale, ms, user, sys_, diff in rows:
+    print(f"{'method':<24}{'scale':>7}{'wall ms/frame':>15}{'CPU ms/frame':>14}{'sys s':>7}{'max|diff|/range':>17}")
+    for name, scale, ms, cpu, sys_, diff in rows:
         d = "-" if diff is None else f"{diff:.1e}"
-        print(f"{name:<24}{scale:>7.3f}{ms:>10.2f}{user:>8.2f}{sys_:>7.2f}{d:>17}")
+        print(f"{name:<24}{scale:>7.3f}{ms:>15.2f}{cpu:>14.2f}{sys_:>7.2f}{d:>17}")
 
 
 if __name__ == "__main__":

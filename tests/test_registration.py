@@ -13,6 +13,7 @@ from txm_live.registration import (
     rescale_image,
     shift_image,
     transform_image,
+    transform_mask,
 )
 from txm_live.sim.effects import optical_image
 
@@ -181,6 +182,23 @@ def test_cubic_translation_matches_scipy_shift_with_mirror_boundary():
     assert transform_image(np.arange(36).reshape(6, 6), shift=(0.5, 0), order=3).dtype == np.float32
 
 
+@pytest.mark.parametrize("erode", [0, 2])
+def test_transform_mask_equals_resampling_the_mask(erode):
+    """Identical to bilinear-resampling the 0/1 mask, > 0.999, then scipy's binary erosion."""
+    rng = np.random.default_rng(5 + erode)
+    for shape, n_bad in [((40, 57), 12), ((9, 6), 3), ((64, 64), 0), ((33, 30), 400)]:
+        valid = np.ones(shape, bool)
+        valid.flat[rng.choice(valid.size, n_bad, replace=False)] = False
+        valid[5, :] = False if n_bad == 400 else valid[5, :]  # a dead line
+        for scale, shift, center in [(1.0, (0.3, -0.7), None), (1.0, (2.0, -3.0), None), (1.004, (-1.5, 0.25), (10.0, 20.0)),
+                                     (0.93, (0.5, 0.5), None), (1.0, (0.0, 0.0), None), (1.0, (-100.0, 0.0), None)]:
+            ref = transform_image(valid.astype(np.float32), scale=scale, shift=shift, center=center) > 0.999
+            if erode:
+                ref = ndi.binary_erosion(ref, iterations=erode, border_value=1)
+            got = transform_mask(valid, scale=scale, shift=shift, center=center, erode=erode)
+            np.testing.assert_array_equal(got, ref, err_msg=f"{shape} {n_bad} {scale} {shift}")
+
+
 def test_cubic_shift_keeps_the_resolution_that_bilinear_loses():
     """A band-limited image shifted by half a pixel and back: cubic keeps the fine structure."""
     rng = np.random.default_rng(8)
@@ -203,6 +221,8 @@ def test_cubic_shift_keeps_the_resolution_that_bilinear_loses():
         (lambda: phase_cross_correlation(np.zeros((8, 8)), np.zeros((8, 8)), upsample_factor=0), "upsample_factor"),
         (lambda: transform_image(np.zeros((8, 8)), scale=0.0), "scale"),
         (lambda: transform_image(np.zeros((8, 8)), shift=(np.nan, 0)), "shift"),
+        (lambda: transform_mask(np.ones((8, 8), bool), erode=-1), "erode"),
+        (lambda: transform_mask(np.ones(8, bool)), "valid"),
         (lambda: RunningRegistration((4, 4)), "shape"),
         (lambda: RunningRegistration((16, 16), whitening=1.5), "whitening"),
         (lambda: RunningRegistration((16, 16), n_reference=0), "n_reference"),
