@@ -14,13 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from txm_live.cube import IncrementalCube, SharedBlockRef
 from txm_live.edges import EdgeWindow, default_windows
 from txm_live.errors import FrameError, IlluminatedDarkError, MissingFlatError
 from txm_live.flatfield import DarkAverage, FlatStore, optical_density
-from txm_live.registration import RunningRegistration, transform_image
+from txm_live.registration import RunningRegistration, transform_image, transform_mask
 
 __all__ = ["XanesSession", "WindowData", "FrameRecord"]
 
@@ -109,8 +108,8 @@ class XanesSession:
     interpolation_order : {1, 3}
         Resampling of a frame that moved or whose pixel size differs from the reference (one
         interpolation for both): 3 (default), cubic B-spline with its interpolating prefilter
-        (near band-limited, see Notes of :func:`~txm_live.registration.transform_image`; ~6x the
-        cost of bilinear); 1, bilinear. Frames that neither moved nor changed scale are not
+        (near band-limited, see Notes of :func:`~txm_live.registration.transform_image`; ~1.7x the
+        cost of bilinear, 4.2 against 2.5 ms CPU per 730x771 frame); 1, bilinear. Frames that neither moved nor changed scale are not
         resampled. The choice is a trade of resolution against noise: bilinear weights average
         neighbouring pixels with weights that depend on the sub-pixel shift, so every moved frame
         gets its own blur (at a half-pixel shift 59 % of the modulation at 0.3 cycles/px, the
@@ -487,11 +486,9 @@ class XanesSession:
             od = transform_image(ff.od, scale=scale, shift=shift, center=self.optical_axis, order=order)
             valid = self._field_of_view(scale, shift)
             if ff.n_invalid:
-                moved = transform_image(ff.valid.astype(np.float32), scale=scale, shift=shift, center=self.optical_axis)
-                moved = moved > 0.999
-                if order == 3:  # cubic taps reach 1 px further, the prefilter's tail decays 0.27x per px
-                    moved = ndi.binary_erosion(moved, iterations=2, border_value=1)
-                valid &= moved
+                # cubic taps reach 1 px further, the prefilter's tail decays 0.27x per px: erode twice
+                valid &= transform_mask(ff.valid, scale=scale, shift=shift, center=self.optical_axis,
+                                        erode=2 if order == 3 else 0)
         else:
             od, valid = ff.od, ff.valid
         self.cube.update(p.energy, od, valid)
