@@ -33,6 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_analysis import noisy_od_cube  # noqa: E402
+from bench_scale import read_bandwidth  # noqa: E402
 
 from txm_live.edges import default_windows  # noqa: E402
 from txm_live.phases import analyze_edge  # noqa: E402
@@ -43,17 +44,6 @@ STAGES = ("select", "normalize", "snr", "features", "pca", "cluster", "summarize
 
 def _load() -> str:
     return "load " + ", ".join(f"{v:.1f}" for v in os.getloadavg())
-
-
-def read_bandwidth() -> float:
-    """Memory read bandwidth (bytes/s): best of 3 sums over a 512 MiB float32 array."""
-    a = np.ones(2**27, dtype=np.float32)
-    best = np.inf
-    for _ in range(3):
-        t = time.perf_counter()
-        a.sum()
-        best = min(best, time.perf_counter() - t)
-    return a.nbytes / best
 
 
 def cube_and_energies(shape: tuple[int, int], cache: Path | None) -> tuple[np.ndarray, np.ndarray, object]:
