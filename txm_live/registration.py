@@ -52,6 +52,11 @@ def _upsampled_dft(
         return kernels[0] @ data @ kernels[1].T
 
 
+#: Floor of the cross-power modulus in the normalizations (:func:`_correlation_peak`,
+#: :meth:`RunningRegistration._estimate`).
+_TINY = np.float32(100 * np.finfo(np.float32).eps)
+
+
 def _check_image(image: np.ndarray, name: str) -> np.ndarray:
     image = np.asarray(image)
     if image.ndim != 2:
@@ -59,6 +64,22 @@ def _check_image(image: np.ndarray, name: str) -> np.ndarray:
     if image.dtype.kind not in "uifc":
         raise ValueError(f"{name}: expected a numeric image, got dtype {image.dtype}")
     return image
+
+
+def _check_affine(
+    shape: tuple[int, ...], scale: float, shift: tuple[float, float] | np.ndarray, center: tuple[float, float] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validate the map of :func:`transform_image` / :func:`transform_mask`; returns the shift and
+    the centre (default: the image centre) as float64 ``(2,)`` arrays."""
+    if not (np.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a positive finite number, got {scale!r}")
+    shift_arr = np.asarray(shift, dtype=np.float64)
+    if shift_arr.shape != (2,) or not np.all(np.isfinite(shift_arr)):
+        raise ValueError(f"shift must be two finite numbers (dy, dx), got {shift!r}")
+    c = (np.asarray(shape, dtype=np.float64) - 1) / 2 if center is None else np.asarray(center, dtype=np.float64)
+    if c.shape != (2,):
+        raise ValueError(f"center must be (cy, cx), got {center!r}")
+    return shift_arr, c
 
 
 def _fft_shape(shape: tuple[int, int]) -> tuple[int, int]:
@@ -83,9 +104,8 @@ def _correlation_peak(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Integer shift at the cross-correlation peak, and the (normalized) cross-power spectrum."""
     if normalization == "phase":
-        eps = np.float32(100 * np.finfo(np.float32).eps)
         scale = np.abs(image_product)
-        image_product = image_product / np.maximum(scale, eps, out=scale)
+        image_product = image_product / np.maximum(scale, _TINY, out=scale)
     if real_shape is None:
         cross_correlation = np.abs(sfft.ifft2(image_product))
         shape = np.asarray(image_product.shape)
@@ -243,18 +263,7 @@ def transform_image(
     orders use ``scipy.ndimage.affine_transform``.
     """
     image = _check_image(image, "image")
-    if not (np.isfinite(scale) and scale > 0):
-        raise ValueError(f"scale must be a positive finite number, got {scale!r}")
-    shift_arr = np.asarray(shift, dtype=np.float64)
-    if shift_arr.shape != (2,) or not np.all(np.isfinite(shift_arr)):
-        raise ValueError(f"shift must be two finite numbers (dy, dx), got {shift!r}")
-    c = (
-        (np.asarray(image.shape, dtype=np.float64) - 1) / 2
-        if center is None
-        else np.asarray(center, dtype=np.float64)
-    )
-    if c.shape != (2,):
-        raise ValueError(f"center must be (cy, cx), got {center!r}")
+    shift_arr, c = _check_affine(image.shape, scale, shift, center)
     src = image if image.dtype == np.float64 else image.astype(np.float32, copy=False)
     if scale == 1.0 and np.all(shift_arr == 0):
         return src.copy()
@@ -293,17 +302,10 @@ def transform_mask(
     valid = np.asarray(valid, dtype=bool)
     if valid.ndim != 2 or min(valid.shape) < 2:
         raise ValueError(f"valid: expected a 2-D mask of at least 2x2, got shape {valid.shape}")
-    if not (np.isfinite(scale) and scale > 0):
-        raise ValueError(f"scale must be a positive finite number, got {scale!r}")
-    shift_arr = np.asarray(shift, dtype=np.float64)
-    if shift_arr.shape != (2,) or not np.all(np.isfinite(shift_arr)):
-        raise ValueError(f"shift must be two finite numbers (dy, dx), got {shift!r}")
+    shift_arr, c = _check_affine(valid.shape, scale, shift, center)
     if int(erode) != erode or erode < 0:
         raise ValueError(f"erode must be a non-negative integer, got {erode!r}")
     h, w = valid.shape
-    c = (np.asarray(valid.shape, dtype=np.float64) - 1) / 2 if center is None else np.asarray(center, np.float64)
-    if c.shape != (2,):
-        raise ValueError(f"center must be (cy, cx), got {center!r}")
     iy, wy, in_y = _axis_sampling(h, scale, float(shift_arr[0]), float(c[0]))
     ix, wx, in_x = _axis_sampling(w, scale, float(shift_arr[1]), float(c[1]))
     moved = in_y[:, None] & in_x[None, :]
@@ -939,9 +941,6 @@ def _divide_by_real(z: np.ndarray, r: np.ndarray) -> np.ndarray:
     np.multiply(z.imag, inverse, out=out.imag)
     return out
 
-
-#: Floor of the cross-power modulus in the normalizations (as in :func:`_correlation_peak`).
-_TINY = np.float32(100 * np.finfo(np.float32).eps)
 
 
 def _ramps(fshape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

@@ -167,11 +167,7 @@ class TiledEdge:
 
     def _in_order(self, values: list[list[Any]]) -> list[Any]:
         """Per-group results (:meth:`_gmap`, gathered) as one list in tile order."""
-        out: list[Any] = [None] * len(self.tiles)
-        for tiles, vals in zip(self.groups, values):
-            for i, v in zip(tiles, vals):
-                out[i] = v
-        return out
+        return _tile_order(values, self.groups)
 
     def _gather(self, futures: Sequence[Any], step: str) -> list[Any]:
         t = time.perf_counter()
@@ -389,12 +385,18 @@ def _ordered(fn: Callable[..., Any], grouped: list[list[Any]], groups: list[list
              *args: Any, **kwargs: Any) -> Any:
     """``fn(parts, *args, **kwargs)`` with ``parts`` the groups' per-tile results in tile order
     (the tiles with ``keep``): a global step that adds the tiles' parts in band order."""
-    n = sum(len(g) for g in groups)
-    parts: list[Any] = [None] * n
+    parts = _tile_order(grouped, groups)
+    return fn([p for i, p in enumerate(parts) if keep is None or keep[i]], *args, **kwargs)
+
+
+def _tile_order(grouped: list[list[Any]], groups: list[list[int]]) -> list[Any]:
+    """The per-tile results of each group of tiles (``groups[g]`` the tiles of ``grouped[g]``)
+    as one list in tile order."""
+    out: list[Any] = [None] * sum(len(g) for g in groups)
     for tiles, vals in zip(groups, grouped):
         for i, v in zip(tiles, vals):
-            parts[i] = v
-    return fn([p for i, p in enumerate(parts) if keep is None or keep[i]], *args, **kwargs)
+            out[i] = v
+    return out
 
 
 def _tile_summary(Yt: Any, tn: Any, F: np.ndarray, idx: np.ndarray, cols: np.ndarray, lab: np.ndarray, *,

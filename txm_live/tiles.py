@@ -54,8 +54,6 @@ def normalize_tile(
             nz.pre_coefficients.astype(np.float32), np.ascontiguousarray(nz.norm, dtype=np.float32))
 
 
-
-
 class TileNorm(NamedTuple):
     """What :func:`tile_normalize` leaves on a worker for one tile (one column per pixel)."""
 
