@@ -23,6 +23,9 @@ _SPLIT_SEPARATION = 3.0
 _SPLIT_SAMPLES = 10_000
 #: Points the mixture of :func:`refine_phases` is fitted on.
 _EM_SAMPLES = 50_000
+#: Floor of the mixture's log-responsibilities relative to each point's largest (:func:`_robust_em`):
+#: ``log(1e-300)``, the floor its log-weights use.
+_LOG_FLOOR = float(np.log(1e-300))
 
 
 def _segment_distance(m: np.ndarray, c: np.ndarray, means: np.ndarray, covs: np.ndarray) -> float:
@@ -139,6 +142,8 @@ def _robust_em(
     resp = np.empty((k + 1, n))
     last = -np.inf
     x = np.ascontiguousarray(X[:, 0]) if d == 1 else None
+    dx = np.empty(n) if d == 1 else None  # one feature: the M-step's (n,) work buffers
+    dr = np.empty(n) if d == 1 else None
     for _ in range(n_iter):
         for j in range(k):
             if x is not None:  # one feature: in place, the same values
@@ -148,6 +153,15 @@ def _robust_em(
         resp[k] = np.log(w[k] + 1e-300) + log_bg
         top = resp.max(axis=0)
         resp -= top
+        # a responsibility below 1e-300 of the point's largest is raised to 1e-300 (before the
+        # normalization): exp near and below log(2.2e-308) and every product with its subnormal
+        # results take numpy and the CPU 5-15x longer than normal values, and most entries of a
+        # far component are such. Each point's largest entry is 1 and every phase's sums are
+        # far above 1e-250, so the raised entries (< 1e-296 in all) are absorbed by the rounding
+        # of every sum: the same means, covariances and weights (tested on the captured
+        # full-size scores and random mixtures); only a dead component's weight (below
+        # 1e-296 either way) differs
+        np.maximum(resp, _LOG_FLOOR, out=resp)
         np.exp(resp, out=resp)
         total = resp.sum(axis=0)
         resp /= total
@@ -158,6 +172,16 @@ def _robust_em(
             if nk[j] <= d:
                 continue
             r = resp[j]
+            if x is not None:
+                # one feature: the same products and sums as the matrix forms below (numpy
+                # reduces those (n,) @ (n, 1) and (1, n) @ (n, 1) products to the same dot
+                # product), without (n, 1) temporaries
+                m = np.dot(r, x) / nk[j]
+                means[j] = np.array([m])
+                np.subtract(x, m, out=dx)
+                np.multiply(dx, r, out=dr)
+                covs[j] = np.array([[np.dot(dr, dx) / nk[j]]]) + reg
+                continue
             means[j] = (r @ X) / nk[j]
             D = X - means[j]
             covs[j] = (D * r[:, None]).T @ D / nk[j] + reg
