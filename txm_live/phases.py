@@ -196,24 +196,37 @@ def _noise_per_feature(F: np.ndarray, x: np.ndarray, *, threads: int = 1) -> np.
     neighbours) removes the smooth spectrum; for independent noise ``var(d) = sigma_j^2 (1 +
     w_l^2 + w_r^2)`` with equal neighbour noise. The end rows copy their neighbour's estimate.
     """
-    n_f = F.shape[0]
-    sig = np.empty(n_f)
-    h = np.diff(x)
-    wl = h[1:] / (h[:-1] + h[1:])  # weight of the left neighbour
-    wr = 1.0 - wl
-    n_in = n_f - 2
+    n_in = F.shape[0] - 2
     mad = np.empty(n_in)
 
     def mad_rows(r: slice) -> None:
-        # interior rows r (float64, element by element the same arithmetic for any blocking),
-        # formed per block of rows: no n_features x n_pixels float64 temporary
-        a, b = r.start, min(r.stop, n_in)
-        dr = F[1 + a : 1 + b] - (wl[a:b, None] * F[a:b] + wr[a:b, None] * F[2 + a : 2 + b])
-        dr -= _row_medians(dr)[:, None]
-        np.abs(dr, out=dr)
-        mad[a:b] = _row_medians(dr)
+        b = min(r.stop, n_in)
+        mad[r.start : b] = _noise_mad(F[r.start : b + 2], x[r.start : b + 2])
 
     run_tiles(mad_rows, [slice(r, r + _NOISE_ROWS) for r in range(0, n_in, _NOISE_ROWS)], threads)
+    return _noise_from_mad(mad, x)
+
+
+def _noise_mad(F: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Median absolute deviation over pixels of the second difference of every interior row of
+    ``F`` (n_rows, n_pixels; energies ``x``) (:func:`_noise_per_feature`; the rows of any
+    band of a larger ``F`` plus one on each side give that band's values: float64, element by
+    element the same arithmetic, no n_features x n_pixels float64 temporary)."""
+    h = np.diff(x)
+    wl = h[1:] / (h[:-1] + h[1:])  # weight of the left neighbour
+    wr = 1.0 - wl
+    dr = F[1:-1] - (wl[:, None] * F[:-2] + wr[:, None] * F[2:])
+    dr -= _row_medians(dr)[:, None]
+    np.abs(dr, out=dr)
+    return _row_medians(dr)
+
+
+def _noise_from_mad(mad: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The noise of every feature row from the :func:`_noise_mad` of the interior rows."""
+    h = np.diff(x)
+    wl = h[1:] / (h[:-1] + h[1:])
+    wr = 1.0 - wl
+    sig = np.empty(mad.size + 2)
     sig[1:-1] = 1.4826 * mad / np.sqrt(1.0 + wl**2 + wr**2)
     sig[0], sig[-1] = sig[1], sig[-2]
     positive = sig[sig > 0]
@@ -370,8 +383,15 @@ def _fit_clusterer(
 
 def _row_tiles(H: int, W: int, n_rows: int) -> list[slice]:
     """Bands of image rows whose ``n_rows x pixels`` float32 block stays near :data:`_CHUNK_BYTES`
-    (the pixel tiles of the normalization, in process and on Dask workers alike)."""
+    (the pixel tiles of the normalization, in process and on Dask workers alike).
+
+    Every band but the last has the same number of rows (a file chunked by those rows is read
+    band by band), and the last one is nearly as tall: the bands are as few as that block size
+    allows and as even as a common height makes them (at 602 x 643 x 641: 15 x 38 + 32 rows,
+    not 15 x 40 + 2, so two threads or workers get 304 and 298 rows, not 320 and 282).
+    """
     step = max(1, int(_CHUNK_BYTES // (4 * max(n_rows, 1) * max(W, 1))))
+    step = -(-H // -(-H // step)) if H > 0 else step  # same number of bands, as even as possible
     return [slice(r, min(r + step, H)) for r in range(0, H, step)]
 
 

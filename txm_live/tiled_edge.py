@@ -23,7 +23,8 @@ features, PCA and       out: clustered pixel indices, row weights.   ``8 n_f`` p
 residual noise          On the workers: one sum per feature and      ``4 n_f`` per sample
                         band and the 50 000-pixel sample of the      pixel (worker to
                         in-process noise estimate, reduced by one    worker), ``8 n_f^2``
-                        task (:func:`~txm_live.tiles.feature_basis`) per band
+                        task per worker on its share of the feature   per band
+                        rows (:func:`~txm_live.tiles.feature_noise_part`)
                         to the basis and noise; whitening; weighted
                         sums and one task for the mean; Gram
                         matrices and one task for the PCA;
@@ -118,7 +119,7 @@ class TiledEdge:
         self.X: list[Any] = []
         self.proj: list[Any] = []
         self.Ef = np.zeros(0)
-        self.basis: Any = None  # future: mean feature spectrum, basis, noise (tiles.feature_basis)
+        self.basis: Any = None  # future: the mean feature spectrum and a part of the noise (tiles.feature_noise_part)
         self.mean_feature = np.zeros(0)  # the mean feature spectrum, gathered with the PCA
         self.scores: list[Any] = []  # the (filtered) scores clustered
         self.seconds: dict[str, float] = {}  # client seconds spent waiting per step
@@ -126,6 +127,7 @@ class TiledEdge:
         # every per-tile step is one task per group, not per tile (:func:`_each`), except the
         # reads of a lazy block and the normalization of each scattered tile as it arrives
         self.groups: list[list[int]] = []
+        self.group_workers: list[str] = []
 
     # -- plumbing --------------------------------------------------------------------------
     def _submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -150,6 +152,7 @@ class TiledEdge:
             where = sorted(held.get(f.key, ()))
             by.setdefault(where[0] if where else "", []).append(i)
         self.groups = [by[k] for k in sorted(by)]
+        self.group_workers = sorted(by)  # the worker holding each group ("": unknown)
 
     def _gmap(self, fn: Callable[..., Any], *per_tile: Any, skip: Sequence[bool] | None = None,
               **same: Any) -> _Grouped:
@@ -242,7 +245,8 @@ class TiledEdge:
     def features(self, pix: np.ndarray, Ef: np.ndarray, *, e0: float, random_state: int) -> None:
         """Submit the whitened features of the clustered pixels ``pix`` (flat, increasing)
         (:func:`txm_live.phases.build_features`): each tile's feature sums and share of the noise
-        sample, their reduction on a worker (:func:`txm_live.tiles.feature_basis`) and the
+        sample, their reduction (:func:`txm_live.tiles.feature_noise_part`: one task per worker,
+        each on its share of the feature rows, joined by the whitening) and the
         whitening. Nothing is gathered here: :meth:`pca_scores` gathers the mean feature
         spectrum (:attr:`mean_feature`) with the PCA."""
         from txm_live.phases import _noise_sample
@@ -255,10 +259,18 @@ class TiledEdge:
         sub = _noise_sample(pix.size, random_state)
         locs = [np.arange(b - a) if sub is None else sub[np.searchsorted(sub, a): np.searchsorted(sub, b)] - a
                 for a, b in zip(self.lo, self.hi)]
-        self.basis = self._submit(_ordered, T.feature_basis, list(self._gmap(T.tile_feature_stats, self.F, locs)),
-                                  self.groups, None, int(pix.size), np.asarray(Ef, dtype=np.float64), float(e0))
+        stats = list(self._gmap(T.tile_feature_stats, self.F, locs))
+        x = np.asarray(Ef, dtype=np.float64)
+        n_in, n_parts = x.size - 2, len(self.groups)
+        # the noise medians of the interior feature rows, split between the workers (each task
+        # placed where its group's tiles are; any worker if that one is gone)
+        parts = [self._submit(_ordered, T.feature_noise_part, stats, self.groups, None, int(pix.size), x,
+                              slice(g * n_in // n_parts, (g + 1) * n_in // n_parts),
+                              **({"workers": [w], "allow_other_workers": True} if w else {}))
+                 for g, w in enumerate(self.group_workers)]
+        self.basis = parts[0]  # (mean feature spectrum, ...): gathered with the PCA
         self.Ef = np.asarray(Ef)
-        self.X = self._gmap(T.tile_whiten_basis, self.F, basis=self.basis)
+        self.X = self._gmap(T.tile_whiten_parts, self.F, parts=parts, Ef=x, e0=float(e0))
 
     def pca_scores(
         self,

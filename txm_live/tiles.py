@@ -10,8 +10,8 @@ in both: the per-pixel outputs, hence the labels, are identical.
   (:mod:`txm_live.tiled_edge` drives them): each takes what an earlier step left on the worker
   and returns either a per-pixel intermediate that stays there (features, whitened features,
   scores) or a small result for the client (per-pixel scalars, partial sums, a sample).
-* :func:`feature_basis`, :func:`weighted_mean` and :func:`pca_of_parts` are the global steps
-  between the per-tile ones, run as tasks that take every tile's partial result (in tile
+* :func:`feature_noise_part`, :func:`weighted_mean` and :func:`pca_of_parts` are the global
+  steps between the per-tile ones, run as tasks that take every tile's partial result (in tile
   order) so that the workers chain the stages without a round trip to the client.
 * :func:`tile_window_phase_stats` gives the per-phase mean and spread over the whole window
   of a tile's pixels (the in-process kernel); :func:`combine_phase_stats` pools the tiles.
@@ -98,22 +98,32 @@ def tile_whiten(F: np.ndarray, q32: np.ndarray, noise: np.ndarray) -> np.ndarray
 
 
 # -- global steps run as tasks: the workers chain them without a round trip to the client ------
-def feature_basis(stats: list[tuple[np.ndarray, np.ndarray]], n_pixels: int, Ef: np.ndarray,
-                  e0: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The mean feature spectrum, the float32 basis projected out and the noise of every feature
-    (:func:`txm_live.phases.build_features`) from all tiles' :func:`tile_feature_stats` in tile
-    order: sums added in that order, the noise medians of the concatenated 50 000-pixel sample."""
-    from txm_live.phases import _feature_basis, _noise_per_feature
+def feature_noise_part(stats: list[tuple[np.ndarray, np.ndarray]], n_pixels: int, Ef: np.ndarray,
+                       rows: slice) -> tuple[np.ndarray, np.ndarray]:
+    """The mean feature spectrum and the noise spread of the interior feature rows ``rows``
+    (:func:`txm_live.phases._noise_mad`; row 0 is the second feature) from all tiles'
+    :func:`tile_feature_stats` in tile order: the sums added in that order, the medians over
+    the concatenated 50 000-pixel sample (:func:`txm_live.phases.build_features`). One task per
+    worker, each on its share of the rows, so the noise medians, the costliest global step of
+    the chain, are split between the workers; :func:`tile_whiten_parts` joins the parts."""
+    from txm_live.phases import _noise_mad
 
     x = np.asarray(Ef, dtype=np.float64)
     mean = np.sum([g[0] for g in stats], axis=0) / n_pixels
-    noise = _noise_per_feature(np.concatenate([g[1] for g in stats], axis=1), x)
-    return mean, _feature_basis(mean, x, e0), noise
+    band = slice(rows.start, rows.stop + 2)  # the rows and their neighbours
+    return mean, _noise_mad(np.concatenate([g[1][band] for g in stats], axis=1), x[band])
 
 
-def tile_whiten_basis(F: np.ndarray, basis: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
-    """:func:`tile_whiten` with the basis and noise of :func:`feature_basis`."""
-    return tile_whiten(F, basis[1], basis[2])
+def tile_whiten_parts(F: np.ndarray, parts: list[tuple[np.ndarray, np.ndarray]], Ef: np.ndarray,
+                      e0: float) -> np.ndarray:
+    """:func:`tile_whiten` with the basis and noise of the :func:`feature_noise_part` of every
+    share of the rows (in row order): the values of the in-process
+    :func:`txm_live.phases.build_features`."""
+    from txm_live.phases import _feature_basis, _noise_from_mad
+
+    x = np.asarray(Ef, dtype=np.float64)
+    noise = _noise_from_mad(np.concatenate([p[1] for p in parts]), x)
+    return tile_whiten(F, _feature_basis(parts[0][0], x, e0), noise)
 
 
 def weighted_mean(parts: list[np.ndarray], total_weight: float) -> np.ndarray:
