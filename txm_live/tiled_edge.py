@@ -19,28 +19,30 @@ data (numpy ``block``)  scattered once, band by band, to the         ``4 n_e`` p
                         workers (none for a dask array)
 normalization           back: finite flag, edge step, pre-edge       13 per pixel
                         noise, step significance (SNR mask: global)
-features, PCA and       out: clustered pixel indices, row weights.   ``8 n_f`` per band,
-residual noise          On the workers: one sum per feature and      ``4 n_f`` per sample
-                        band and the 50 000-pixel sample of the      pixel (worker to
-                        in-process noise estimate, reduced by one    worker), ``8 n_f^2``
-                        task per worker on its share of the feature   per band
-                        rows (:func:`~txm_live.tiles.feature_noise_part`)
-                        to the basis and noise; whitening; weighted
-                        sums and one task for the mean; Gram
-                        matrices and one task for the PCA;
-                        projection. Back: the PCA, the mean feature
-                        spectrum, min / max of the residual noise    16 per band, ``~40``
-                        per band (noise floor) and the band's first  per pixel of 2 rows
-                        and last rows (the sigma filter's halos,
-                        sent on to the neighbours)
+features, PCA and       out: the clustered pixels (one bit per       1/8 per pixel, 12
+residual noise          pixel of the image), row weights (float64    per clustered pixel,
+                        and float32). On the workers: one sum per    ``8 n_f`` per band,
+                        feature and band and the 50 000-pixel        ``4 n_f`` per sample
+                        sample of the in-process noise estimate,     pixel (worker to
+                        reduced by one task per worker on its share  worker), ``8 n_f^2``
+                        of the feature rows                          per band
+                        (:func:`~txm_live.tiles.feature_noise_part`);
+                        whitening; weighted sums and one task for
+                        the mean; Gram matrices and one task for the
+                        PCA; projection. Back: the PCA, the mean
+                        feature spectrum, min / max of the residual  16 per band, ``~40``
+                        noise per band (noise floor) and the band's  per pixel of 2 rows
+                        first and last rows (the sigma filter's
+                        halos, sent on to the neighbours)
 scores                  back: the filtered scores (DBSCAN, its       ``4 k`` per pixel
                         parameter estimate and the mixture
                         refinement run here, with the in-process
                         code: the same eps and labels by
                         construction)
-summary                 out: phase of every clustered pixel; back,   ~12 per pixel
-                        one task per band: per-phase feature sums,
-                        the white-line map, per-phase window moments
+summary                 out: phase of every clustered pixel (one     1 out, ~4 back per
+                        byte); back, one task per band: per-phase    pixel
+                        feature sums, the white-line map, per-phase
+                        window moments
 majority score          back: one value per pixel                    4 per pixel
 ======================  ===========================================  ======================
 
@@ -112,7 +114,8 @@ class TiledEdge:
             self.data = _persisted_tiles(client, Y, tiles)
             self.lazy = not self.data
         self.norm: list[Any] = []
-        self.cols: list[np.ndarray] = []  # clustered pixels of each tile (in-tile flat index)
+        self.bits: list[np.ndarray] = []  # clustered pixels of each tile, one bit per pixel (:func:`_pack`)
+        self.n_tile: list[int] = []  # pixels of each tile
         self.lo = np.zeros(len(tiles), dtype=np.int64)  # their range in the clustered order
         self.hi = np.zeros(len(tiles), dtype=np.int64)
         self.F: list[Any] = []
@@ -254,8 +257,12 @@ class TiledEdge:
         W = self.W
         self.lo = np.searchsorted(pix, [t.start * W for t in self.tiles])
         self.hi = np.searchsorted(pix, [t.stop * W for t in self.tiles])
-        self.cols = [pix[a:b] - t.start * W for a, b, t in zip(self.lo, self.hi, self.tiles)]
-        self.F = self._gmap(T.tile_take_features, self.norm, self.cols)
+        # the clustered pixels of each tile as the tasks get them: one bit per pixel of the tile
+        # (3 kB per tile at full size, not 8 bytes per clustered pixel through the scheduler at
+        # every step that reads them)
+        self.n_tile = [(t.stop - t.start) * W for t in self.tiles]
+        self.bits = [_pack(pix[a:b] - t.start * W, n) for a, b, t, n in zip(self.lo, self.hi, self.tiles, self.n_tile)]
+        self.F = self._gmap(_take_features, self.norm, self.bits, self.n_tile)
         sub = _noise_sample(pix.size, random_state)
         locs = [np.arange(b - a) if sub is None else sub[np.searchsorted(sub, a): np.searchsorted(sub, b)] - a
                 for a, b in zip(self.lo, self.hi)]
@@ -300,7 +307,9 @@ class TiledEdge:
         # same per-band products as reduce_pca(row_chunks=bands) in process: bit-identical axes
         sums = self._gmap(weighted_sum_part, self.X, [w2[self.lo[i]:self.hi[i]] for i in range(k)], skip=idle)
         mean = self._submit(_ordered, T.weighted_mean, list(sums), self.groups, busy, float(w2.sum()))
-        grams = self._gmap(covariance_part, self.X, [mean] * k, [w[self.lo[i]:self.hi[i]] for i in range(k)], skip=idle)
+        # (covariance_part multiplies the float32 features by the weights cast to float32: sent so)
+        grams = self._gmap(covariance_part, self.X, [mean] * k,
+                           [w[self.lo[i]:self.hi[i]].astype(np.float32) for i in range(k)], skip=idle)
         pca_f = self._submit(_ordered, T.pca_of_parts, list(grams), self.groups, busy, mean, n,
                              n_components=n_components, max_components=max_components, noise_margin=noise_margin)
         self.proj = self._gmap(T.tile_project, self.X, pca=pca_f)
@@ -311,8 +320,8 @@ class TiledEdge:
             return got[1], np.concatenate(self._in_order(got[2:]))
         # one round trip: the PCA, the residual-noise range of every tile and its first and last rows
         n_rows = [t.stop - t.start for t in self.tiles]
-        got = self._gather([self.basis, pca_f] + list(self._gmap(T.tile_border, self.proj, self.cols, [self.W] * k,
-                                                                  n_rows)), "PCA and residual noise")
+        got = self._gather([self.basis, pca_f] + list(self._gmap(_border, self.proj, self.bits, self.n_tile,
+                                                                  [self.W] * k, n_rows)), "PCA and residual noise")
         self.mean_feature, pca, border = got[0][0], got[1], self._in_order(got[2:])
         # the noise floor of the in-process residual noise: 1e-3 x the median positive value;
         # it changes nothing when every value is above 1e-3 x the largest (the usual case)
@@ -325,15 +334,9 @@ class TiledEdge:
                 floor = float(floored[floored != raw].max())
         above = [_halo(border, i, -1) for i in range(k)]
         below = [_halo(border, i, +1) for i in range(k)]
-        self.scores = self._gmap(T.tile_sigma_filter, self.proj, self.cols, n_rows, [self.W] * k, [floor] * k, above,
-                                 below)
+        self.scores = self._gmap(_sigma_filter, self.proj, self.bits, self.n_tile, n_rows, [self.W] * k, [floor] * k,
+                                 above, below)
         return pca, np.concatenate(self._in_order(self._gather(list(self.scores), "sigma filter")))
-
-    def _labels_per_tile(self, idx: np.ndarray, lab: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Split positions ``idx`` (increasing, into the clustered order) and labels by tile."""
-        a = np.searchsorted(idx, self.lo)
-        b = np.searchsorted(idx, self.hi)
-        return [(idx[i:j] - lo, lab[i:j]) for i, j, lo in zip(a, b, self.lo)]
 
     def phase_summary(
         self, tile_args: tuple, idx: np.ndarray, lab: np.ndarray, n_phases: int, near: np.ndarray
@@ -345,22 +348,24 @@ class TiledEdge:
         of every clustered pixel (mean of the feature rows ``near``) and the per-phase mean,
         spread and count over the whole window (:func:`txm_live.phases._window_phase_stats`)."""
         E, window, method, _, post_order = tile_args
-        per_tile = self._labels_per_tile(idx, lab)
-        busy = [i for i, (j, _) in enumerate(per_tile) if j.size]
+        # per tile: the phase of each of its clustered pixels (-1: none), in the smallest integer
+        # type (1 byte per pixel, not 24 for positions, pixels and phases)
+        full = np.full(int(self.hi[-1]), -1, dtype=np.int8 if n_phases <= 127 else np.int64)
+        full[idx] = lab
+        labs = [full[a:b] for a, b in zip(self.lo, self.hi)]
+        busy = [i for i, lb in enumerate(labs) if np.any(lb >= 0)]
         # per tile: feature sums, white line and (with a phase pixel) window moments, one task
-        idxs = [j for j, _ in per_tile]
-        cols = [c[j] for c, j in zip(self.cols, idxs)]
-        labs = [lb for _, lb in per_tile]
         same = dict(n_phases=n_phases, rows=near, E=E, window=window, method=method, post_order=post_order)
         if self.lazy:  # every tile read again by a worker: per tile, the feature rows picked from their group
             F = [None] * len(self.tiles)
             for g, tiles in enumerate(self.groups):
                 for pos, i in enumerate(tiles):
                     F[i] = self._submit(operator.getitem, self.F[g], pos)
-            got = self._gather(self._on_tiles(_tile_summary, self.norm, F, idxs, cols, labs, **same), "phase spectra")
+            got = self._gather(self._on_tiles(_tile_summary, self.norm, F, self.bits, self.n_tile, labs, **same),
+                               "phase spectra")
         else:
-            got = self._in_order(self._gather(list(self._gmap(_tile_summary, self.data, self.norm, self.F, idxs, cols,
-                                                              labs, **same)), "phase spectra"))
+            got = self._in_order(self._gather(list(self._gmap(_tile_summary, self.data, self.norm, self.F, self.bits,
+                                                              self.n_tile, labs, **same)), "phase spectra"))
         s1 = np.sum([g[0] for g in got], axis=0)
         fmean = (s1 / np.bincount(lab, minlength=n_phases)).T
         white = np.concatenate([g[1] for g in got])
@@ -411,13 +416,45 @@ def _tile_order(grouped: list[list[Any]], groups: list[list[int]]) -> list[Any]:
     return out
 
 
-def _tile_summary(Yt: Any, tn: Any, F: np.ndarray, idx: np.ndarray, cols: np.ndarray, lab: np.ndarray, *,
+def _pack(cols: np.ndarray, n: int) -> np.ndarray:
+    """The in-tile pixels ``cols`` (increasing) of a tile of ``n`` pixels as packed bits."""
+    mask = np.zeros(n, dtype=bool)
+    mask[cols] = True
+    return np.packbits(mask)
+
+
+def _unpack(bits: np.ndarray, n: int) -> np.ndarray:
+    """The in-tile pixels (int64, increasing) of :func:`_pack`."""
+    return np.flatnonzero(np.unpackbits(bits, count=n))
+
+
+def _take_features(tn: Any, bits: np.ndarray, n: int) -> np.ndarray:
+    """:func:`txm_live.tiles.tile_take_features` of the tile's clustered pixels (packed)."""
+    return T.tile_take_features(tn, _unpack(bits, n))
+
+
+def _border(proj: tuple, bits: np.ndarray, n: int, W: int, n_rows: int) -> tuple:
+    """:func:`txm_live.tiles.tile_border` of the tile's clustered pixels (packed)."""
+    return T.tile_border(proj, _unpack(bits, n), W, n_rows)
+
+
+def _sigma_filter(proj: tuple, bits: np.ndarray, n: int, n_rows: int, W: int, floor: float,
+                  above: list[tuple] | None, below: list[tuple] | None) -> np.ndarray:
+    """:func:`txm_live.tiles.tile_sigma_filter` of the tile's clustered pixels (packed)."""
+    return T.tile_sigma_filter(proj, _unpack(bits, n), n_rows, W, floor, above, below)
+
+
+def _tile_summary(Yt: Any, tn: Any, F: np.ndarray, bits: np.ndarray, n: int, labs: np.ndarray, *,
                   n_phases: int, rows: np.ndarray, E: np.ndarray, window: Any, method: str,
                   post_order: int | None) -> tuple:
     """:func:`txm_live.tiles.tile_phase_summary` of a tile with a phase pixel, else its feature
-    sums and white line alone (:func:`txm_live.tiles.tile_phase_feature_sums`)."""
+    sums and white line alone (:func:`txm_live.tiles.tile_phase_feature_sums`): ``labs`` is the
+    phase of each clustered pixel of the tile (-1: none), ``bits`` those pixels (packed)."""
+    idx = np.flatnonzero(labs >= 0)
+    lab = labs[idx].astype(np.int64)
     if not idx.size:
         return T.tile_phase_feature_sums(F, idx, lab, n_phases, rows)
+    cols = _unpack(bits, n)[idx]
     return T.tile_phase_summary(Yt, tn, F, idx, cols, lab, n_phases, rows, E, window, method, post_order)
 
 
