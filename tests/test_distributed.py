@@ -311,3 +311,49 @@ def test_analyze_edge_on_in_process_workers_equals_in_process(monkeypatch) -> No
     assert len(phases._row_tiles(*cube.shape[1:], cube.shape[0])) > 3
     np.testing.assert_array_equal(got.labels, ref.labels)
     np.testing.assert_array_equal(got.white_line, ref.white_line)
+
+
+@pytest.mark.parametrize("H,W,n_e", [(602, 643, 641), (2048, 2048, 300), (100, 100, 50), (37, 513, 2000), (1, 5, 5)])
+def test_row_tiles_are_even(H: int, W: int, n_e: int) -> None:
+    """The row bands of the analysis (in process and on the workers) cover the image once, as many
+    as the block size needs, none taller than it allows, all of one height but the last, which is
+    within one row per band of it (two workers get nearly equal shares: at full size 15 x 38 + 32
+    rows, not 15 x 40 + 2)."""
+    from txm_live import phases
+
+    tiles = phases._row_tiles(H, W, n_e)
+    step = max(1, int(phases._CHUNK_BYTES // (4 * n_e * W)))
+    heights = [t.stop - t.start for t in tiles]
+    assert tiles[0].start == 0 and tiles[-1].stop == H
+    assert all(a.stop == b.start for a, b in zip(tiles, tiles[1:]))
+    assert len(tiles) == -(-H // step) and max(heights) <= step
+    assert len(set(heights[:-1])) <= 1 and heights[-1] > heights[0] - len(tiles)
+    if (H, W, n_e) == (602, 643, 641):
+        assert heights == [38] * 15 + [32]
+
+
+@pytest.mark.parametrize("n_parts", [1, 2, 3, 7])
+def test_feature_noise_split_between_workers_equals_in_process(n_parts: int) -> None:
+    """The feature noise of the distributed analysis, its rows split between the workers
+    (tiles.feature_noise_part per share of the rows, joined in tiles.tile_whiten_parts), is bit
+    for bit the in-process estimate (phases._noise_per_feature on the same pixel sample), and so
+    are the whitened features."""
+    from txm_live import tiles as T
+    from txm_live.phases import _feature_basis, _noise_per_feature, _noise_from_mad, _whiten
+
+    rng = np.random.default_rng(3)
+    x = np.cumsum(rng.uniform(0.3, 1.5, 41)) + 6200.0
+    F = (np.sin(x / 7.0)[:, None] + rng.normal(0, 0.05, (x.size, 3000)) * rng.uniform(0.5, 2, (x.size, 1)))
+    F = F.astype(np.float32)
+    bounds = [0, 700, 1500, 3000]  # three tiles: the sums and the sample pixels of each
+    stats = [T.tile_feature_stats(F[:, a:b], np.arange(0, b - a, 3)) for a, b in zip(bounds, bounds[1:])]
+    sample = np.concatenate([F[:, a:b][:, ::3] for a, b in zip(bounds, bounds[1:])], axis=1)
+    n_in = x.size - 2
+    parts = [T.feature_noise_part(stats, F.shape[1], x, slice(g * n_in // n_parts, (g + 1) * n_in // n_parts))
+             for g in range(n_parts)]
+    noise = _noise_per_feature(sample, x)
+    np.testing.assert_array_equal(_noise_from_mad(np.concatenate([p[1] for p in parts]), x), noise)
+    mean = np.sum([s[0] for s in stats], axis=0) / F.shape[1]
+    np.testing.assert_array_equal(parts[0][0], mean)
+    np.testing.assert_array_equal(T.tile_whiten_parts(F[:, :700], parts, x, 6220.0),
+                                  _whiten(F[:, :700], _feature_basis(mean, x, 6220.0), noise))
