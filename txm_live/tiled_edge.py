@@ -5,7 +5,7 @@
 workers and only small things cross the network. The tiles are grouped by the worker that holds
 them, and a stage is one task per group (:func:`_each`: the per-tile step function on each of the
 group's tiles in turn, so every pixel goes through the same arithmetic as with one task per tile):
-27 tasks per edge on 2 workers with the block on them, 41 with a numpy block (its tiles are
+28 tasks per edge on 2 workers with the block on them, 42 with a numpy block (its tiles are
 normalized one task each, as they arrive), against ~210 with one task per tile and stage; the
 scheduler's CPU is what the client pays per task. A global step the client does not need to see
 (the feature basis and noise, the PCA's weighted mean, the PCA itself) is a task that the next
