@@ -23,10 +23,10 @@ Sections (``--sections``, default all; each prints a table):
   the other threads of the process (the LocalCluster's scheduler, the comms). Measured 2026-12-05
   09:45 UTC at load 3.6-4.5, block on the workers: client CPU 0.44 s with 1 worker (main thread
   0.30 s, of which the cluster stage 0.27 s; scheduler and comms 0.14 s), 0.48 s with 2 workers;
-  main b0bbc23 right after: 0.68 / 0.69 s (README "Scaling out"). Measured 2026-12-05 12:40 UTC
-  (load 1.6-2.1, mostly this benchmark), block on the workers: 1 worker 1.94 s, 2 workers 1.23 s
-  (1.57x; a profiling run of the same code minutes earlier: 1.75 / 1.25 s, 1.40x), client CPU
-  0.42 s, worker CPU 1.58 s against 0.80 + 0.80 s; the cluster stage 0.24 s wall.
+  main b0bbc23 right after: 0.68 / 0.69 s (README "Scaling out"). Measured idle 2026-12-05 12:43
+  UTC (load 0.6-1.2), block on the workers: 1 worker 1.87 s, 2 workers 1.23 s (1.52x; the
+  1-worker wall moves by 0.2 s from run to run), client CPU 0.37 / 0.40 s, worker CPU 1.54 s
+  against 0.81 + 0.78 s; the cluster stage 0.23 s wall.
 * ``dbscan``: exact DBSCAN of 10^7 points (d = 3, five blobs and uniform noise), single process
   (all cores, then one core) against ``txm_live.dbscan(..., client=)`` on 2 workers (one slab
   each); the labels must be identical. Prints wall and CPU per process, then the distributed
