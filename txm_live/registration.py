@@ -83,8 +83,11 @@ def _check_affine(
     return shift_arr, c
 
 
-def _fft_shape(shape: tuple[int, int]) -> tuple[int, int]:
-    return (sfft.next_fast_len(int(shape[0])), sfft.next_fast_len(int(shape[1])))
+def _fft_shape(shape: tuple[int, int], *, real: bool = False) -> tuple[int, int]:
+    """Padded FFT shape: ``scipy.fft.next_fast_len`` per axis (``real``: its 5-smooth lengths,
+    faster for real transforms, e.g. 375 x 400 instead of 375 x 385: 2.3 instead of 2.8 ms for 3
+    ``rfft2`` and 4 ``irfft2``, measured 2026-12-05)."""
+    return (sfft.next_fast_len(int(shape[0]), real=real), sfft.next_fast_len(int(shape[1]), real=real))
 
 
 def _cross_power_shift(
@@ -536,6 +539,14 @@ def edge_features(image: np.ndarray, *, sigma: float = 1.5, taper: float = 0.1) 
     return _features(_smooth(img, sigma, sigma), 1.0, _tukey(img.shape[0], taper), _tukey(img.shape[1], taper))
 
 
+def _gaussian_taps(sigma: float) -> np.ndarray:
+    """The float64 weights of ``scipy.ndimage.gaussian_filter1d(sigma, truncate=3.0)`` (symmetric)."""
+    radius = int(3.0 * sigma + 0.5)
+    x = np.arange(-radius, radius + 1)
+    taps = np.exp(-0.5 / sigma**2 * x**2)
+    return taps / taps.sum()
+
+
 def _smooth(image: np.ndarray, sigma_y: float, sigma_x: float) -> np.ndarray:
     """Separable Gaussian smoothing of a float32 image (``sigma_y``, ``sigma_x`` px, truncated at 3 sigma)."""
     across = ndi.gaussian_filter1d(image, sigma_x, axis=1, truncate=3.0, output=np.float32)
@@ -543,15 +554,21 @@ def _smooth(image: np.ndarray, sigma_y: float, sigma_x: float) -> np.ndarray:
 
 
 def _features(
-    smooth: np.ndarray, y_spacing: float, wy: np.ndarray, wx: np.ndarray, padded: np.ndarray | None = None
+    smooth: np.ndarray,
+    y_spacing: float,
+    wy: np.ndarray,
+    wx: np.ndarray,
+    padded: np.ndarray | None = None,
+    work: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Tapered, mean-free gradient magnitude of a smoothed float32 image (rows ``y_spacing`` px apart).
 
     With ``padded`` (float32, at least as large, zero outside the image) the result is written
     into its top-left corner, the rows below it are zeroed, and ``padded`` is returned: the
-    zero-padded input of an FFT without another copy.
+    zero-padded input of an FFT without another copy. ``work``: two float32 buffers of the image's
+    shape for :func:`_gradient_magnitude`.
     """
-    gy = _gradient_magnitude(smooth, y_spacing)
+    gy = _gradient_magnitude(smooth, y_spacing, out=work)
     gy -= gy.mean(dtype=np.float64)
     gy *= wy[:, None]
     if padded is None:
@@ -563,22 +580,25 @@ def _features(
     return padded
 
 
-def _gradient_magnitude(smooth: np.ndarray, y_spacing: float) -> np.ndarray:
+def _gradient_magnitude(
+    smooth: np.ndarray, y_spacing: float, *, out: tuple[np.ndarray, np.ndarray] | None = None
+) -> np.ndarray:
     """``hypot(gy / y_spacing, gx)`` of ``gy, gx = np.gradient(smooth)``, without its temporaries.
 
     Central differences inside, one-sided at the borders, as :func:`numpy.gradient` with unit
     spacing (its ``/ 2.0`` is the exact ``* 0.5`` here, same differences); the magnitude is
     ``sqrt(gy**2 + gx**2)`` in float32, a few float32 ulps from ``np.hypot`` at a third of its cost.
+    ``out``: two buffers shaped like ``smooth`` (the first one is returned), reused instead of
+    fresh arrays whose first touch costs page faults.
     """
     half = smooth.dtype.type(0.5)
-    gy = np.empty_like(smooth)
+    gy, gx = (np.empty_like(smooth), np.empty_like(smooth)) if out is None else out
     np.subtract(smooth[2:], smooth[:-2], out=gy[1:-1])
     gy[1:-1] *= half
     np.subtract(smooth[1], smooth[0], out=gy[0])
     np.subtract(smooth[-1], smooth[-2], out=gy[-1])
     if y_spacing != 1.0:
         gy *= smooth.dtype.type(1.0 / y_spacing)
-    gx = np.empty_like(smooth)
     np.subtract(smooth[:, 2:], smooth[:, :-2], out=gx[:, 1:-1])
     gx[:, 1:-1] *= half
     np.subtract(smooth[:, 1], smooth[:, 0], out=gx[:, 0])
@@ -609,21 +629,21 @@ def _auto_binning(shape: tuple[int, int], sigma: float) -> int:
     return b
 
 
-def _checkerboard_bins(image: np.ndarray, b: int, grid: tuple[int, int]) -> list[np.ndarray]:
-    """Means of the two checkerboard colours of each ``b`` x ``b`` bin (``b`` even) of a float32
-    image, on the ``grid`` of whole bins (a partial last row or column of bins is dropped).
+def _checkerboard_bins(image: np.ndarray, b: int, out: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Sums of the two checkerboard colours of each ``b`` x ``b`` bin (``b`` even) of a float32
+    image, written into ``out`` (two float32 arrays of the grid of whole bins: a partial last row
+    or column of bins is dropped).
 
     Each colour holds half the bin's pixels, point-symmetric about the bin centre: both halves are
     sampled at the bin centres, with independent photon noise, and their mean is the binned frame.
     """
-    h, w = grid
-    colours = [np.zeros(grid, np.float32), np.zeros(grid, np.float32)]
-    for i in range(b):
-        for j in range(b):
-            colours[(i + j) % 2] += image[i : h * b : b, j : w * b : b]
-    for c in colours:
-        c *= np.float32(2.0 / (b * b))
-    return colours
+    h, w = out[0].shape
+    for colour, total in enumerate(out):
+        views = [image[i : h * b : b, j : w * b : b] for i in range(b) for j in range(b) if (i + j) % 2 == colour]
+        np.add(views[0], views[1], out=total)
+        for view in views[2:]:
+            total += view
+    return out
 
 
 def _tukey(n: int, fraction: float) -> np.ndarray:
@@ -816,7 +836,7 @@ class RunningRegistration:
         self._grid = (self.shape[0] // b, self.shape[1] // b)  # registered grid (binned pixels)
         self._step = float(b)  # full-frame px per grid px
         self._upsample = self.upsample_factor * b  # same sub-pixel step in full-frame px
-        self._fshape = _fft_shape(self._grid)
+        self._fshape = _fft_shape(self._grid, real=b > 1)
         self._ramp_y, self._ramp_x = _ramps(self._fshape)
         self._taper_y = _tukey(self._grid[0], 0.1)
         self._taper_x = _tukey(self._grid[1], 0.1)
@@ -827,6 +847,11 @@ class RunningRegistration:
             self._taper_rows = {n: _tukey(n, 0.1) for n in {(self.shape[0] + 1) // 2, self.shape[0] // 2}}
             self._padded_rows = np.zeros(self._hshape, np.float32)
         else:  # the two halves: the two checkerboard colours of each bin, on the binned grid
+            self._taps = _gaussian_taps(self.sigma / b)
+            self._taps_mean = self._taps * np.float32(2.0 / (b * b))  # also turns sums of b * b / 2 px into means
+            # reused float32 buffers of the grid (fresh ones cost page faults, ~2 ms per frame):
+            # 2 checkerboard sums, smoothed along x, 3 smoothed (2 halves, their mean), 2 gradients
+            self._work = [np.empty(self._grid, np.float32) for _ in range(8)]
             self._hshape = self._fshape
             self._half_step = np.array([self._step, self._step])
             self._padded_rows = self._padded
@@ -875,13 +900,15 @@ class RunningRegistration:
                 g = _features(smooth, 2.0, self._taper_rows[half.shape[0]], self._taper_x, self._padded_rows)
                 ffts.append(sfft.rfft2(g))
             return [f.astype(np.complex64, copy=False) for f in ffts]
-        colours = _checkerboard_bins(img, b, self._grid)
-        smooth = [_smooth(c, self.sigma / b, self.sigma / b) for c in colours]
-        binned = smooth[0] + smooth[1]
+        colours, across, smooth, work = self._work[:2], self._work[2], self._work[3:6], self._work[6:]
+        for colour, out in zip(_checkerboard_bins(img, b, colours), smooth):  # sums of b * b / 2 px
+            ndi.correlate1d(colour, self._taps_mean, axis=1, output=across, mode="reflect")  # -> means
+            ndi.correlate1d(across, self._taps, axis=0, output=out, mode="reflect")
+        binned = np.add(smooth[0], smooth[1], out=smooth[2])
         binned *= np.float32(0.5)
-        ffts = [sfft.rfft2(_features(binned, 1.0, self._taper_y, self._taper_x, self._padded))]
-        for half in smooth if halves else ():
-            ffts.append(sfft.rfft2(_features(half, 1.0, self._taper_y, self._taper_x, self._padded)))
+        ffts = []
+        for g in (binned, *smooth[:2]) if halves else (binned,):
+            ffts.append(sfft.rfft2(_features(g, 1.0, self._taper_y, self._taper_x, self._padded, work)))
         return [f.astype(np.complex64, copy=False) for f in ffts]
 
     def update(self, image: np.ndarray) -> np.ndarray:
