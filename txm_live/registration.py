@@ -690,9 +690,16 @@ class RunningRegistration:
         0.5 keeps the robustness to contrast changes (see Notes for the cross-check); 0.25
         measured no better on the simulated scans (with the earlier Laplacian features) and let
         a still Fe K sample be resampled.
+    binning : int or None
+        Register the frame binned ``binning`` x ``binning`` (1, or an even number); shifts stay in
+        frame pixels with the same sub-pixel step. ``None`` (default): the largest power of two
+        that keeps at least 256 bins per axis and a smoothing ``sigma`` of at least 0.7 bin (see
+        Notes): 2 for the 730 x 771 px frames of the full-size demo, 1 below 512 px.
 
     Attributes
     ----------
+    binning : int
+        The binning in use.
     last_estimate : ndarray, shape (2,)
         Raw phase-correlation estimate of the last frame.
     uncertainty : ndarray, shape (2,)
@@ -714,21 +721,44 @@ class RunningRegistration:
     -----
     Per frame: one real forward FFT of the padded feature image, one inverse real FFT and an
     upsampled DFT on the half spectrum; the registered features enter the reference via the
-    Fourier shift theorem (no extra FFT). The even and the odd detector rows are also registered
-    separately (half-size FFTs) to their own references: their photon noise is independent, so
-    half their difference measures the noise of the estimate on the frame itself (pooled by a
-    median over the last ``noise_window`` frames, robust to outliers; never below half the
-    sub-pixel step, ``0.5 / upsample_factor``), whatever the sample, contrast or photon budget.
-    A real movement moves both row sets alike and does not enter it. The smoothing along x is
-    done once for the frame and both row sets, the features are written into persistent
-    zero-padded FFT inputs, and the phase-correlation cross-check of a significant change reuses
-    the estimate's cross-power spectrum and skips its sub-pixel refinement when the integer peak
-    already decides. Cost (``benchmarks/bench_regspeed.py``, 62 full-size demo frames of
-    730 x 771 px, best of 5, load ~2.7): 31 ms per frame (43 ms before these savings, same shifts
-    and decisions on every recorded scene); the whitened division multiplies by ``1 / r``
-    as numpy's complex division does (:func:`_divide_by_real`). Memory: 3 complex64 half
-    spectra for the cumulative reference (``3 (n_reference + 1)`` for a finite one), 1.5 padded
-    float32 frames of FFT input, plus a few per frame (~3.4 MB at 602x643).
+    Fourier shift theorem (no extra FFT). Two halves of the frame with independent photon noise
+    are also registered, each to its own reference: unbinned the even and the odd detector rows
+    (half-size FFTs), binned the two checkerboard colours of every bin (the bin's pixels ``(i,
+    j)`` with ``i + j`` even, and odd: point-symmetric about the bin centre, so both are sampled
+    at the bin centres; their mean is the binned frame). Half their difference measures the
+    noise of the estimate on the frame itself (pooled by a median over the last
+    ``noise_window`` frames, robust to outliers; never below half the sub-pixel step,
+    ``0.5 / upsample_factor``), whatever the sample, contrast or photon budget. A real movement
+    moves both halves alike and does not enter it. The smoothing is shared where it is linear
+    (along x for the frame and its row sets; the binned frame is the mean of its two smoothed
+    halves), the features are written into persistent zero-padded FFT inputs (and, binned, the
+    intermediate images into reused buffers: fresh ones cost ~2 ms of page faults per frame),
+    and the phase-correlation cross-check of a significant change reuses the estimate's
+    cross-power spectrum and skips its sub-pixel refinement when the integer peak already
+    decides; the whitened division multiplies by ``1 / r`` as numpy's complex division does
+    (:func:`_divide_by_real`).
+
+    Binning: the features are smoothed by a Gaussian of ``sigma`` px, whose transfer at the
+    Nyquist frequency of a grid binned by ``b``, ``1 / (2 b)`` cycles/px, is
+    ``exp(-pi**2 (sigma / b)**2 / 2)``: 0.06 for the default ``sigma`` binned 2 x 2, below 0.09
+    while ``sigma / b >= 0.7`` (the automatic rule), so the binned frame keeps what the features
+    carry. It is smoothed by ``sigma / b`` bins and registered with ``upsample_factor * b`` (same
+    sub-pixel step in frame pixels), at ~1/4 of the cost: 3 binned feature images instead of a
+    full-size and two half-size ones. Tracking error on full-size demo frames (730 x 771 px, 62
+    frames across the L3 white line, every instrument effect; the scene of
+    tests/test_registration.py with seeds 0-3): rms 0.070 / 0.070 / 0.102 / 0.047 px binned
+    against 0.052 / 0.294 / 0.063 / 0.111 px unbinned, largest 0.12 / 0.15 / 0.19 / 0.10 px
+    against 0.10 / 0.92 / 0.12 / 0.17 px; noise-free frames of seed 0: 0.052 / 0.11 px binned,
+    0.086 / 0.51 px unbinned. The 256-bin floor keeps smaller frames (the 96-260 px test
+    scans) unbinned: coarser grids were not measured.
+
+    Cost (``benchmarks/bench_regspeed.py``, 62 full-size demo frames of 730 x 771 px, best of 5
+    CPU time, 2026-12-05, load 1.6-1.8): 10.8 ms per frame binned 2 x 2 (37.9 ms unbinned before
+    the binning, 43 ms before the earlier savings); 96-136 px scans 0.8-1.5 ms, same shifts and
+    decisions as before. Memory: 3 complex64 half spectra of the (binned) grid for the
+    cumulative reference (``3 (n_reference + 1)`` for a finite one), padded float32 FFT inputs,
+    plus a few per frame (~3.4 MB at 602 x 643 unbinned; binned at 730 x 771: 1.8 MB of
+    reference, 5 MB of reused buffers).
 
     Reference: the mean of every registered frame's features (``n_reference=None``). A mean of
     the last 8 frames random-walks: each frame enters it with its own estimation error (over the
@@ -784,9 +814,10 @@ class RunningRegistration:
     translation. The 8-frame reference gave 0.859 / 0.889 / 0.843 on seeds 0-2 (with the earlier
     bilinear rendering of the drift).
     Full-size demo frames (730 x 771 px, every instrument effect, 62 frames across the L3 edge,
-    tests/test_registration.py): 0.15 px rms, 0.31 px max tracking error (1.35 / 1.86 px with the
-    Laplacian features); over the demo's whole L3 window (649 frames) 0.17 px rms with the 8-frame
-    reference and 1.6 px with the Laplacian features and the cumulative reference. Known limit:
+    tests/test_registration.py): 0.070 px rms, 0.12 px max tracking error binned 2 x 2 (0.052 /
+    0.095 px unbinned; 1.35 / 1.86 px with the Laplacian features); over the demo's whole L3
+    window (649 frames) 0.17 px rms with the 8-frame reference and 1.6 px with the Laplacian
+    features and the cumulative reference (both unbinned). Known limit:
     below the threshold, in the noisy pre-edge frames before the first significant move, the
     drifting frames themselves are not resampled (they are off by up to the threshold).
     """
