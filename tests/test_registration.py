@@ -407,11 +407,19 @@ def test_registration_drift_within_003_of_drift_free(seed, still_reference):
 def _tracking_errors(model, phantom, energies: np.ndarray, session, *, n_dark: int,
                      axis_offset=(0.0, 0.0)) -> np.ndarray:
     """Render a scan with the simulator into ``session`` (``n_dark`` darks, then a flat after each
-    sample frame) and return each sample frame's error |registered shift - true shift| (px).
+    sample frame) and return each sample frame's error |registered shift - true shift| (px)."""
+    truth = _true_shifts(model, phantom, energies, session, n_dark=n_dark, axis_offset=axis_offset)
+    return np.hypot(*(np.array([f.shift for f in session.frames]) - truth).T)
+
+
+def _true_shifts(model, phantom, energies: np.ndarray, session, *, n_dark: int,
+                 axis_offset=(0.0, 0.0)) -> np.ndarray:
+    """Render the scan of :func:`_tracking_errors` into ``session``; each sample frame's true shift (n, 2).
 
     The true shift undoes the simulated displacement relative to the first sample frame, after the
     magnification about the point the session scales about; ``axis_offset`` is the optical axis
     minus that point (zero when the session is given the optical axis, the frame centre otherwise).
+    benchmarks/bench_regspeed.py records it to score replayed registrations.
     """
     e0 = float(energies[0])
     for j in range(n_dark):
@@ -424,7 +432,7 @@ def _tracking_errors(model, phantom, energies: np.ndarray, session, *, n_dark: i
         session.add_sample(energy, model.render(phantom.optical_density(energy), energy, index),
                            pixel_size=model.pixel_size_nm(energy, phantom.pixel_size_nm))
         truth.append(np.asarray(axis_offset) * (1.0 - model.scale(energy)) + first - model.sample_offset(energy, index))
-    return np.hypot(*(np.array([f.shift for f in session.frames]) - np.asarray(truth)).T)
+    return np.asarray(truth)
 
 
 def test_tracks_the_simulated_instrument_on_a_low_contrast_k_edge_scan():
