@@ -5,9 +5,12 @@ Records the frames every :class:`~txm_live.registration.RunningRegistration` of 
 the L3 white line; the Fe K battery scan with motion of tests/test_battery.py), replays them through
 this checkout's class and, with ``--reference FILE`` (a ``registration.py``, e.g.
 ``git show main:txm_live/registration.py > /tmp/registration_main.py``), through that file's, and prints
-per scene the largest shift difference (px), whether the set of moved frames is the same, and the
-best-of-``--repeat`` ms per frame of each. The frames do not depend on the registration (the session
-registers the optical density before resampling it), so the replay sees what the scan saw.
+per scene the largest shift difference (px), whether the set of moved frames is the same, the
+best-of-``--repeat`` ms per frame of each and, for the scenes rendered with every instrument effect
+(``_true_shifts`` of tests/test_registration.py: the Fe K scan and the full-size demo frames), the rms
+and largest tracking error against the simulator's true shifts (px). The frames do not depend on the
+registration (the session registers the optical density before resampling it), so the replay sees
+what the scan saw.
 
 Run: ``.venv/bin/python benchmarks/bench_regspeed.py --reference /tmp/registration_main.py``
 """
@@ -35,13 +38,16 @@ def _load(path: Path, name: str):
     return module
 
 
-def record_scenes() -> dict[str, tuple[dict, list[np.ndarray]]]:
-    """Run the scenes with a recording ``RunningRegistration``: scene -> (constructor options, frames)."""
+def record_scenes() -> dict[str, tuple[dict, list[np.ndarray], np.ndarray | None]]:
+    """Run the scenes with a recording ``RunningRegistration``: scene -> (constructor options, frames,
+    true shifts or None)."""
     from txm_live import registration
 
     tests = _load(ROOT / "tests" / "test_registration.py", "_bench_test_registration")
     battery = _load(ROOT / "tests" / "test_battery.py", "_bench_test_battery")
     recorded: list[tuple[dict, list[np.ndarray]]] = []
+    truths: list[np.ndarray] = []
+    original_truth = tests._true_shifts
     original_init, original_update = registration.RunningRegistration.__init__, registration.RunningRegistration.update
 
     def init(self, shape, **options):
@@ -53,21 +59,37 @@ def record_scenes() -> dict[str, tuple[dict, list[np.ndarray]]]:
         self._bench_frames.append(np.array(image, copy=True))
         return original_update(self, image)
 
-    scenes: dict[str, tuple[dict, list[np.ndarray]]] = {}
+    def true_shifts(*args, **kwargs):
+        truths.append(original_truth(*args, **kwargs))
+        return truths[-1]
+
+    scenes: dict[str, tuple[dict, list[np.ndarray], np.ndarray | None]] = {}
     registration.RunningRegistration.__init__, registration.RunningRegistration.update = init, update
+    tests._true_shifts = true_shifts
     try:
         runs = [(f"drift seed {s}", lambda s=s: tests._phantom_scan(s, register=True, drift=True)) for s in range(3)]
         runs.append(("still seed 0", lambda: tests._phantom_scan(0, register=True, drift=False)))
         runs.append(("battery Fe K with motion", lambda: battery._scan(told=True)))
+        runs.append(("Fe K every effect (truth)", tests.test_tracks_the_simulated_instrument_on_a_low_contrast_k_edge_scan))
         runs.append(("full-size demo L3 (730x771)", tests.test_tracks_the_full_size_demo_scan_across_the_white_line))
         for name, run in runs:
             recorded.clear()
+            truths.clear()
             run()
             (options, frames), = recorded
-            scenes[name] = (options, frames)
+            scenes[name] = (options, frames, truths[0] if truths else None)
     finally:
         registration.RunningRegistration.__init__, registration.RunningRegistration.update = original_init, original_update
+        tests._true_shifts = original_truth
     return scenes
+
+
+def tracking(shifts: np.ndarray, truth: np.ndarray | None) -> str:
+    """rms/max |shift - true shift| (px), or '-' without a truth."""
+    if truth is None:
+        return "-"
+    err = np.hypot(*(shifts - truth).T)
+    return f"{np.sqrt(np.mean(err**2)):.3f}/{err.max():.3f}"
 
 
 COUNTERS = ("n_applied", "n_reverted", "n_rejected", "n_jumps")
@@ -87,7 +109,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reference", type=Path, help="a registration.py to compare with")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/bench_regspeed_scenes.pkl"),
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/bench_regspeed_scenes_truth.pkl"),
                         help="recorded frames (reused when present)")
     args = parser.parse_args()
     if args.cache.exists():
@@ -101,9 +123,9 @@ def main() -> None:
     print(f"load average {os.getloadavg()[0]:.2f}; ms per frame, best of {args.repeat} (runs alternate); "
           f"counters {'/'.join(COUNTERS)}")
     print(f"{'scene':28s} {'frames':>6s} {'shape':>8s} {'wall':>6s} {'cpu':>6s} {'ref wall':>8s} {'ref cpu':>7s} "
-          f"{'max|dshift|':>11s} {'moved same':>10s} {'counters':>12s} {'ref':>12s}")
+          f"{'max|dshift|':>11s} {'moved same':>10s} {'counters':>12s} {'ref':>12s} {'err rms/max':>11s} {'ref':>11s}")
     cpu0 = os.times()
-    for name, (options, frames) in scenes.items():
+    for name, (options, frames, truth) in scenes.items():
         runs = {"this": [], "ref": []}
         for _ in range(args.repeat):
             runs["this"].append(replay(RunningRegistration, options, frames))
@@ -117,7 +139,10 @@ def main() -> None:
             same = np.array_equal(np.any(shifts != 0, axis=1), np.any(ref_shifts != 0, axis=1))
             row += (f" {min(r[2] for r in runs['ref']):8.2f} {min(r[3] for r in runs['ref']):7.2f} "
                     f"{np.max(np.abs(shifts - ref_shifts)):11.1e} {str(same):>10s} "
-                    f"{'/'.join(map(str, counters)):>12s} {'/'.join(map(str, ref_counters)):>12s}")
+                    f"{'/'.join(map(str, counters)):>12s} {'/'.join(map(str, ref_counters)):>12s} "
+                    f"{tracking(shifts, truth):>11s} {tracking(ref_shifts, truth):>11s}")
+        else:
+            row += f" {tracking(shifts, truth):>11s}"
         print(row)
     cpu = os.times()
     print(f"CPU user {cpu.user - cpu0.user:.1f} s, sys {cpu.system - cpu0.system:.1f} s; "

@@ -17,6 +17,7 @@ B-spline with its prefilter: near band-limited).
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 
 import numpy as np
@@ -82,8 +83,11 @@ def _check_affine(
     return shift_arr, c
 
 
-def _fft_shape(shape: tuple[int, int]) -> tuple[int, int]:
-    return (sfft.next_fast_len(int(shape[0])), sfft.next_fast_len(int(shape[1])))
+def _fft_shape(shape: tuple[int, int], *, real: bool = False) -> tuple[int, int]:
+    """Padded FFT shape: ``scipy.fft.next_fast_len`` per axis (``real``: its 5-smooth lengths,
+    faster for real transforms, e.g. 375 x 400 instead of 375 x 385: 2.3 instead of 2.8 ms for 3
+    ``rfft2`` and 4 ``irfft2``, measured 2026-12-05)."""
+    return (sfft.next_fast_len(int(shape[0]), real=real), sfft.next_fast_len(int(shape[1]), real=real))
 
 
 def _cross_power_shift(
@@ -147,6 +151,18 @@ def _refine_peak(
     return shifts
 
 
+@functools.lru_cache(maxsize=32)
+def _dft_grid(n: int, upsample_factor: int, region_size: int, *, real: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``exp(2 pi i r f)`` (complex64, read-only) for ``r = 0 .. region_size - 1`` and the
+    frequencies ``f`` (cycles per upsampled sample) of a length-``n`` axis (``rfftfreq`` with
+    ``real``, else ``fftfreq``), and ``f``."""
+    f = (sfft.rfftfreq if real else sfft.fftfreq)(n, upsample_factor)
+    base = np.exp(2j * np.pi * np.arange(region_size)[:, None] * f).astype(np.complex64)
+    base.setflags(write=False)
+    f.setflags(write=False)
+    return base, f
+
+
 def _upsampled_dft_half(
     half: np.ndarray, real_shape: tuple[int, int], region_size: int, upsample_factor: int, offsets: np.ndarray
 ) -> np.ndarray:
@@ -161,10 +177,11 @@ def _upsampled_dft_half(
     weights[0] = 1.0
     if nx % 2 == 0:
         weights[-1] = 1.0
-    ky = (np.arange(region_size) - offsets[0])[:, None] * sfft.fftfreq(ny, upsample_factor)
-    kx = (np.arange(region_size) - offsets[1])[:, None] * sfft.rfftfreq(nx, upsample_factor)
-    ky = np.exp(2j * np.pi * ky).astype(np.complex64)
-    kx = np.exp(2j * np.pi * kx).astype(np.complex64)
+    # exp(2 pi i (r - offset) f) = exp(2 pi i r f) exp(-2 pi i offset f): the first factor is cached
+    base_y, fy = _dft_grid(ny, upsample_factor, region_size, real=False)
+    base_x, fx = _dft_grid(nx, upsample_factor, region_size, real=True)
+    ky = base_y * np.exp(-2j * np.pi * offsets[0] * fy).astype(np.complex64)
+    kx = base_x * np.exp(-2j * np.pi * offsets[1] * fx).astype(np.complex64)
     with limit_blas(1):
         rows = ky @ half
         rows *= weights[None, :]
@@ -519,22 +536,39 @@ def edge_features(image: np.ndarray, *, sigma: float = 1.5, taper: float = 0.1) 
     if min(image.shape) < 2:
         raise ValueError(f"image: needs at least 2 pixels per axis for a gradient, got shape {image.shape}")
     img = image.astype(np.float32, copy=False)
-    across = ndi.gaussian_filter1d(img, sigma, axis=1, truncate=3.0, output=np.float32)
-    return _features(across, sigma, 1.0, _tukey(img.shape[0], taper), _tukey(img.shape[1], taper))
+    return _features(_smooth(img, sigma, sigma), 1.0, _tukey(img.shape[0], taper), _tukey(img.shape[1], taper))
+
+
+def _gaussian_taps(sigma: float) -> np.ndarray:
+    """The float64 weights of ``scipy.ndimage.gaussian_filter1d(sigma, truncate=3.0)`` (symmetric)."""
+    radius = int(3.0 * sigma + 0.5)
+    x = np.arange(-radius, radius + 1)
+    taps = np.exp(-0.5 / sigma**2 * x**2)
+    return taps / taps.sum()
+
+
+def _smooth(image: np.ndarray, sigma_y: float, sigma_x: float) -> np.ndarray:
+    """Separable Gaussian smoothing of a float32 image (``sigma_y``, ``sigma_x`` px, truncated at 3 sigma)."""
+    across = ndi.gaussian_filter1d(image, sigma_x, axis=1, truncate=3.0, output=np.float32)
+    return ndi.gaussian_filter1d(across, sigma_y, axis=0, truncate=3.0, output=np.float32)
 
 
 def _features(
-    across: np.ndarray, sigma_y: float, y_spacing: float, wy: np.ndarray, wx: np.ndarray, padded: np.ndarray | None = None
+    smooth: np.ndarray,
+    y_spacing: float,
+    wy: np.ndarray,
+    wx: np.ndarray,
+    padded: np.ndarray | None = None,
+    work: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """Tapered, mean-free gradient magnitude of a float32 image already smoothed along x (``across``),
-    after smoothing along y (``sigma_y`` px; rows ``y_spacing`` px apart).
+    """Tapered, mean-free gradient magnitude of a smoothed float32 image (rows ``y_spacing`` px apart).
 
     With ``padded`` (float32, at least as large, zero outside the image) the result is written
     into its top-left corner, the rows below it are zeroed, and ``padded`` is returned: the
-    zero-padded input of an FFT without another copy.
+    zero-padded input of an FFT without another copy. ``work``: two float32 buffers of the image's
+    shape for :func:`_gradient_magnitude`.
     """
-    smooth = ndi.gaussian_filter1d(across, sigma_y, axis=0, truncate=3.0, output=np.float32)
-    gy = _gradient_magnitude(smooth, y_spacing)
+    gy = _gradient_magnitude(smooth, y_spacing, out=work)
     gy -= gy.mean(dtype=np.float64)
     gy *= wy[:, None]
     if padded is None:
@@ -546,22 +580,25 @@ def _features(
     return padded
 
 
-def _gradient_magnitude(smooth: np.ndarray, y_spacing: float) -> np.ndarray:
+def _gradient_magnitude(
+    smooth: np.ndarray, y_spacing: float, *, out: tuple[np.ndarray, np.ndarray] | None = None
+) -> np.ndarray:
     """``hypot(gy / y_spacing, gx)`` of ``gy, gx = np.gradient(smooth)``, without its temporaries.
 
     Central differences inside, one-sided at the borders, as :func:`numpy.gradient` with unit
     spacing (its ``/ 2.0`` is the exact ``* 0.5`` here, same differences); the magnitude is
     ``sqrt(gy**2 + gx**2)`` in float32, a few float32 ulps from ``np.hypot`` at a third of its cost.
+    ``out``: two buffers shaped like ``smooth`` (the first one is returned), reused instead of
+    fresh arrays whose first touch costs page faults.
     """
     half = smooth.dtype.type(0.5)
-    gy = np.empty_like(smooth)
+    gy, gx = (np.empty_like(smooth), np.empty_like(smooth)) if out is None else out
     np.subtract(smooth[2:], smooth[:-2], out=gy[1:-1])
     gy[1:-1] *= half
     np.subtract(smooth[1], smooth[0], out=gy[0])
     np.subtract(smooth[-1], smooth[-2], out=gy[-1])
     if y_spacing != 1.0:
         gy *= smooth.dtype.type(1.0 / y_spacing)
-    gx = np.empty_like(smooth)
     np.subtract(smooth[:, 2:], smooth[:, :-2], out=gx[:, 1:-1])
     gx[:, 1:-1] *= half
     np.subtract(smooth[:, 1], smooth[:, 0], out=gx[:, 0])
@@ -570,6 +607,43 @@ def _gradient_magnitude(smooth: np.ndarray, y_spacing: float) -> np.ndarray:
     np.multiply(gx, gx, out=gx)
     gy += gx
     return np.sqrt(gy, out=gy)
+
+
+#: Automatic binning (:func:`_auto_binning`): smallest binned side (px) and smoothing (binned px).
+_MIN_BINNED_SIDE = 256
+_MIN_BINNED_SIGMA = 0.7
+
+
+def _auto_binning(shape: tuple[int, int], sigma: float) -> int:
+    """Largest power of two ``b`` with ``min(shape) // b >= 256`` and ``sigma / b >= 0.7``.
+
+    The features are smoothed by a Gaussian of ``sigma`` px: its transfer at the Nyquist
+    frequency of the binned grid, ``1 / (2 b)`` cycles/px, is ``exp(-pi**2 (sigma / b)**2 / 2)``,
+    0.06 at ``sigma / b = 0.75`` and below 0.09 while ``sigma / b >= 0.7``: binning keeps what the
+    features carry. The binned frame keeps at least 256 px per axis (smaller frames, such as
+    the 96-160 px test scans, are registered unbinned).
+    """
+    b = 1
+    while min(shape) // (2 * b) >= _MIN_BINNED_SIDE and sigma / (2 * b) >= _MIN_BINNED_SIGMA:
+        b *= 2
+    return b
+
+
+def _checkerboard_bins(image: np.ndarray, b: int, out: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Sums of the two checkerboard colours of each ``b`` x ``b`` bin (``b`` even) of a float32
+    image, written into ``out`` (two float32 arrays of the grid of whole bins: a partial last row
+    or column of bins is dropped).
+
+    Each colour holds half the bin's pixels, point-symmetric about the bin centre: both halves are
+    sampled at the bin centres, with independent photon noise, and their mean is the binned frame.
+    """
+    h, w = out[0].shape
+    for colour, total in enumerate(out):
+        views = [image[i : h * b : b, j : w * b : b] for i in range(b) for j in range(b) if (i + j) % 2 == colour]
+        np.add(views[0], views[1], out=total)
+        for view in views[2:]:
+            total += view
+    return out
 
 
 def _tukey(n: int, fraction: float) -> np.ndarray:
@@ -616,9 +690,16 @@ class RunningRegistration:
         0.5 keeps the robustness to contrast changes (see Notes for the cross-check); 0.25
         measured no better on the simulated scans (with the earlier Laplacian features) and let
         a still Fe K sample be resampled.
+    binning : int or None
+        Register the frame binned ``binning`` x ``binning`` (1, or an even number); shifts stay in
+        frame pixels with the same sub-pixel step. ``None`` (default): the largest power of two
+        that keeps at least 256 bins per axis and a smoothing ``sigma`` of at least 0.7 bin (see
+        Notes): 2 for the 730 x 771 px frames of the full-size demo, 1 below 512 px.
 
     Attributes
     ----------
+    binning : int
+        The binning in use.
     last_estimate : ndarray, shape (2,)
         Raw phase-correlation estimate of the last frame.
     uncertainty : ndarray, shape (2,)
@@ -640,21 +721,44 @@ class RunningRegistration:
     -----
     Per frame: one real forward FFT of the padded feature image, one inverse real FFT and an
     upsampled DFT on the half spectrum; the registered features enter the reference via the
-    Fourier shift theorem (no extra FFT). The even and the odd detector rows are also registered
-    separately (half-size FFTs) to their own references: their photon noise is independent, so
-    half their difference measures the noise of the estimate on the frame itself (pooled by a
-    median over the last ``noise_window`` frames, robust to outliers; never below half the
-    sub-pixel step, ``0.5 / upsample_factor``), whatever the sample, contrast or photon budget.
-    A real movement moves both row sets alike and does not enter it. The smoothing along x is
-    done once for the frame and both row sets, the features are written into persistent
-    zero-padded FFT inputs, and the phase-correlation cross-check of a significant change reuses
-    the estimate's cross-power spectrum and skips its sub-pixel refinement when the integer peak
-    already decides. Cost (``benchmarks/bench_regspeed.py``, 62 full-size demo frames of
-    730 x 771 px, best of 5, load ~2.7): 31 ms per frame (43 ms before these savings, same shifts
-    and decisions on every recorded scene); the whitened division multiplies by ``1 / r``
-    as numpy's complex division does (:func:`_divide_by_real`). Memory: 3 complex64 half
-    spectra for the cumulative reference (``3 (n_reference + 1)`` for a finite one), 1.5 padded
-    float32 frames of FFT input, plus a few per frame (~3.4 MB at 602x643).
+    Fourier shift theorem (no extra FFT). Two halves of the frame with independent photon noise
+    are also registered, each to its own reference: unbinned the even and the odd detector rows
+    (half-size FFTs), binned the two checkerboard colours of every bin (the bin's pixels ``(i,
+    j)`` with ``i + j`` even, and odd: point-symmetric about the bin centre, so both are sampled
+    at the bin centres; their mean is the binned frame). Half their difference measures the
+    noise of the estimate on the frame itself (pooled by a median over the last
+    ``noise_window`` frames, robust to outliers; never below half the sub-pixel step,
+    ``0.5 / upsample_factor``), whatever the sample, contrast or photon budget. A real movement
+    moves both halves alike and does not enter it. The smoothing is shared where it is linear
+    (along x for the frame and its row sets; the binned frame is the mean of its two smoothed
+    halves), the features are written into persistent zero-padded FFT inputs (and, binned, the
+    intermediate images into reused buffers: fresh ones cost ~2 ms of page faults per frame),
+    and the phase-correlation cross-check of a significant change reuses the estimate's
+    cross-power spectrum and skips its sub-pixel refinement when the integer peak already
+    decides; the whitened division multiplies by ``1 / r`` as numpy's complex division does
+    (:func:`_divide_by_real`).
+
+    Binning: the features are smoothed by a Gaussian of ``sigma`` px, whose transfer at the
+    Nyquist frequency of a grid binned by ``b``, ``1 / (2 b)`` cycles/px, is
+    ``exp(-pi**2 (sigma / b)**2 / 2)``: 0.06 for the default ``sigma`` binned 2 x 2, below 0.09
+    while ``sigma / b >= 0.7`` (the automatic rule), so the binned frame keeps what the features
+    carry. It is smoothed by ``sigma / b`` bins and registered with ``upsample_factor * b`` (same
+    sub-pixel step in frame pixels), at ~1/4 of the cost: 3 binned feature images instead of a
+    full-size and two half-size ones. Tracking error on full-size demo frames (730 x 771 px, 62
+    frames across the L3 white line, every instrument effect; the scene of
+    tests/test_registration.py with seeds 0-3): rms 0.070 / 0.070 / 0.102 / 0.047 px binned
+    against 0.052 / 0.294 / 0.063 / 0.111 px unbinned, largest 0.12 / 0.15 / 0.19 / 0.10 px
+    against 0.10 / 0.92 / 0.12 / 0.17 px; noise-free frames of seed 0: 0.052 / 0.11 px binned,
+    0.086 / 0.51 px unbinned. The 256-bin floor keeps smaller frames (the 96-260 px test
+    scans) unbinned: coarser grids were not measured.
+
+    Cost (``benchmarks/bench_regspeed.py``, 62 full-size demo frames of 730 x 771 px, best of 5
+    CPU time, 2026-12-05, load 1.6-1.8): 10.8 ms per frame binned 2 x 2 (37.9 ms unbinned before
+    the binning, 43 ms before the earlier savings); 96-136 px scans 0.8-1.5 ms, same shifts and
+    decisions as before. Memory: 3 complex64 half spectra of the (binned) grid for the
+    cumulative reference (``3 (n_reference + 1)`` for a finite one), padded float32 FFT inputs,
+    plus a few per frame (~3.4 MB at 602 x 643 unbinned; binned at 730 x 771: 1.8 MB of
+    reference, 5 MB of reused buffers).
 
     Reference: the mean of every registered frame's features (``n_reference=None``). A mean of
     the last 8 frames random-walks: each frame enters it with its own estimation error (over the
@@ -710,9 +814,10 @@ class RunningRegistration:
     translation. The 8-frame reference gave 0.859 / 0.889 / 0.843 on seeds 0-2 (with the earlier
     bilinear rendering of the drift).
     Full-size demo frames (730 x 771 px, every instrument effect, 62 frames across the L3 edge,
-    tests/test_registration.py): 0.15 px rms, 0.31 px max tracking error (1.35 / 1.86 px with the
-    Laplacian features); over the demo's whole L3 window (649 frames) 0.17 px rms with the 8-frame
-    reference and 1.6 px with the Laplacian features and the cumulative reference. Known limit:
+    tests/test_registration.py): 0.070 px rms, 0.12 px max tracking error binned 2 x 2 (0.052 /
+    0.095 px unbinned; 1.35 / 1.86 px with the Laplacian features); over the demo's whole L3
+    window (649 frames) 0.17 px rms with the 8-frame reference and 1.6 px with the Laplacian
+    features and the cumulative reference (both unbinned). Known limit:
     below the threshold, in the noisy pre-edge frames before the first significant move, the
     drifting frames themselves are not resampled (they are off by up to the threshold).
     """
@@ -728,9 +833,18 @@ class RunningRegistration:
         significance: float | None = 5.0,
         noise_window: int = 16,
         whitening: float = 0.5,
+        binning: int | None = None,
     ) -> None:
         if len(shape) != 2 or min(shape) < 8:
             raise ValueError(f"shape must be (H, W) with H, W >= 8, got {shape}")
+        if not (np.isfinite(sigma) and sigma > 0):
+            raise ValueError(f"sigma must be a positive number, got {sigma!r}")
+        if binning is not None and not (
+            isinstance(binning, (int, np.integer)) and (binning == 1 or (binning >= 2 and binning % 2 == 0))
+        ):
+            raise ValueError(f"binning must be None, 1 or an even integer, got {binning!r}")
+        if binning is not None and min(shape) // binning < 8:
+            raise ValueError(f"binning: {binning} leaves fewer than 8 px per axis of shape {tuple(shape)}")
         if n_reference is not None and n_reference < 1:
             raise ValueError(f"n_reference must be None or >= 1, got {n_reference}")
         if significance is not None and not (np.isfinite(significance) and significance >= 0):
@@ -747,19 +861,34 @@ class RunningRegistration:
         self.significance = None if significance is None else float(significance)
         self.noise_window = int(noise_window)
         self.whitening = float(whitening)
+        self.binning = _auto_binning(self.shape, self.sigma) if binning is None else int(binning)
         self._cross_check: tuple[np.ndarray, np.ndarray | None] | None = None
-        self._fshape = _fft_shape(self.shape)
+        b = self.binning
+        self._grid = (self.shape[0] // b, self.shape[1] // b)  # registered grid (binned pixels)
+        self._step = float(b)  # full-frame px per grid px
+        self._upsample = self.upsample_factor * b  # same sub-pixel step in full-frame px
+        self._fshape = _fft_shape(self._grid, real=b > 1)
         self._ramp_y, self._ramp_x = _ramps(self._fshape)
-        self._hshape = _fft_shape(((self.shape[0] + 1) // 2, self.shape[1]))
-        self._hramp_y, self._hramp_x = _ramps(self._hshape)
-        self._taper_y = _tukey(self.shape[0], 0.1)
-        self._taper_x = _tukey(self.shape[1], 0.1)
-        self._taper_rows = {n: _tukey(n, 0.1) for n in {(self.shape[0] + 1) // 2, self.shape[0] // 2}}
+        self._taper_y = _tukey(self._grid[0], 0.1)
+        self._taper_x = _tukey(self._grid[1], 0.1)
         self._padded = np.zeros(self._fshape, np.float32)  # FFT inputs, zero-padded (see _features)
-        self._padded_rows = np.zeros(self._hshape, np.float32)
+        if b == 1:  # the two halves: even and odd rows (y spacing 2 px)
+            self._hshape = _fft_shape(((self.shape[0] + 1) // 2, self.shape[1]))
+            self._half_step = np.array([2.0, 1.0])
+            self._taper_rows = {n: _tukey(n, 0.1) for n in {(self.shape[0] + 1) // 2, self.shape[0] // 2}}
+            self._padded_rows = np.zeros(self._hshape, np.float32)
+        else:  # the two halves: the two checkerboard colours of each bin, on the binned grid
+            self._taps = _gaussian_taps(self.sigma / b)
+            self._taps_mean = self._taps * np.float32(2.0 / (b * b))  # also turns sums of b * b / 2 px into means
+            # reused float32 buffers of the grid (fresh ones cost page faults, ~2 ms per frame):
+            # 2 checkerboard sums, smoothed along x, 3 smoothed (2 halves, their mean), 2 gradients
+            self._work = [np.empty(self._grid, np.float32) for _ in range(8)]
+            self._hshape = self._fshape
+            self._half_step = np.array([self._step, self._step])
+            self._padded_rows = self._padded
+        self._hramp_y, self._hramp_x = _ramps(self._hshape)
         self._ref = _RunningSum(self.n_reference)
-        self._ref_even = _RunningSum(self.n_reference)
-        self._ref_odd = _RunningSum(self.n_reference)
+        self._ref_halves = (_RunningSum(self.n_reference), _RunningSum(self.n_reference))
         self._noise: deque[np.ndarray] = deque(maxlen=self.noise_window)
         self.last_shift = np.zeros(2)
         self.last_estimate = np.zeros(2)
@@ -778,23 +907,40 @@ class RunningRegistration:
         self._moved = False
 
     def features_fft(self, image: np.ndarray) -> np.ndarray:
-        """Half-spectrum FFT (``rfft2``, complex64, padded) of the registration features of ``image``."""
-        return self._spectra(image, rows=False)[0]
+        """Half-spectrum FFT (``rfft2``, complex64, padded) of the registration features of ``image``
+        (of the frame binned ``binning`` x ``binning`` when :attr:`binning` > 1)."""
+        return self._spectra(image, halves=False)[0]
 
-    def _spectra(self, image: np.ndarray, *, rows: bool = True) -> list[np.ndarray]:
-        """:meth:`features_fft` of ``image`` and, with ``rows``, the half-size FFTs of the features of
-        its even and its odd rows (y spacing 2 px: smoothing halved along y).
+    def _spectra(self, image: np.ndarray, *, halves: bool = True) -> list[np.ndarray]:
+        """:meth:`features_fft` of ``image`` and, with ``halves``, the FFTs of the features of its two
+        halves of independent photon noise (see Notes of the class).
 
-        The smoothing along x is done once for the three (it acts on each row alone).
+        Unbinned, the halves are the even and the odd rows (y spacing 2 px: smoothing halved along
+        y; the smoothing along x is done once for the three, it acts on each row alone). Binned,
+        they are the two checkerboard colours of each ``b`` x ``b`` bin (same centroid as the bin),
+        and the binned frame is their mean (smoothed once per half: the smoothing is linear).
         """
         img = np.asarray(image).astype(np.float32, copy=False)
-        across = ndi.gaussian_filter1d(img, self.sigma, axis=1, truncate=3.0, output=np.float32)
-        g = _features(across, self.sigma, 1.0, self._taper_y, self._taper_x, self._padded)
-        ffts = [sfft.rfft2(g).astype(np.complex64, copy=False)]
-        for half in (across[0::2], across[1::2]) if rows else ():
-            g = _features(half, self.sigma / 2, 2.0, self._taper_rows[half.shape[0]], self._taper_x, self._padded_rows)
-            ffts.append(sfft.rfft2(g).astype(np.complex64, copy=False))
-        return ffts
+        b = self.binning
+        if b == 1:
+            across = ndi.gaussian_filter1d(img, self.sigma, axis=1, truncate=3.0, output=np.float32)
+            smooth = ndi.gaussian_filter1d(across, self.sigma, axis=0, truncate=3.0, output=np.float32)
+            ffts = [sfft.rfft2(_features(smooth, 1.0, self._taper_y, self._taper_x, self._padded))]
+            for half in (across[0::2], across[1::2]) if halves else ():
+                smooth = ndi.gaussian_filter1d(half, self.sigma / 2, axis=0, truncate=3.0, output=np.float32)
+                g = _features(smooth, 2.0, self._taper_rows[half.shape[0]], self._taper_x, self._padded_rows)
+                ffts.append(sfft.rfft2(g))
+            return [f.astype(np.complex64, copy=False) for f in ffts]
+        colours, across, smooth, work = self._work[:2], self._work[2], self._work[3:6], self._work[6:]
+        for colour, out in zip(_checkerboard_bins(img, b, colours), smooth):  # sums of b * b / 2 px
+            ndi.correlate1d(colour, self._taps_mean, axis=1, output=across, mode="reflect")  # -> means
+            ndi.correlate1d(across, self._taps, axis=0, output=out, mode="reflect")
+        binned = np.add(smooth[0], smooth[1], out=smooth[2])
+        binned *= np.float32(0.5)
+        ffts = []
+        for g in (binned, *smooth[:2]) if halves else (binned,):
+            ffts.append(sfft.rfft2(_features(g, 1.0, self._taper_y, self._taper_x, self._padded, work)))
+        return [f.astype(np.complex64, copy=False) for f in ffts]
 
     def update(self, image: np.ndarray) -> np.ndarray:
         """Shift ``(dy, dx)`` registering ``image`` to the running reference; adds it to the reference.
@@ -812,10 +958,10 @@ class RunningRegistration:
         weight = float(np.sqrt(np.vdot(f, f).real))
         self._gated = False
         if self._ref.total is not None:
-            est = self._estimate(self._ref.total, f, self._fshape, keep=True)
+            est = self._estimate(self._ref.total, f, self._fshape, keep=True) * self._step
             self.last_estimate = est
-            half = [self._estimate(r.total, g, self._hshape) for r, g in ((self._ref_even, fe), (self._ref_odd, fo))]
-            diff = (half[0] - half[1]) * np.array([2.0, 1.0])  # even-row y in full-frame pixels
+            half = [self._estimate(r.total, g, self._hshape) for r, g in zip(self._ref_halves, (fe, fo))]
+            diff = (half[0] - half[1]) * self._half_step  # in full-frame pixels
             self._noise.append(diff * diff)
             # var(even - odd) = 2 var(one half) = 4 var(full estimate); median of chi2(1) = 0.455
             var = np.median(np.asarray(self._noise), axis=0) / (4.0 * 0.455)
@@ -830,12 +976,12 @@ class RunningRegistration:
             self.reference_offset = self.reference_offset - (weight / self._weight) * self.last_estimate
         out = shift - self.reference_offset if np.any(shift != 0) else shift
         if np.any(ref_shift != 0):
-            f = _fourier_shift(f, ref_shift, self._ramp_y, self._ramp_x)
-            fe = _fourier_shift(fe, (ref_shift[0] / 2.0, ref_shift[1]), self._hramp_y, self._hramp_x)
-            fo = _fourier_shift(fo, (ref_shift[0] / 2.0, ref_shift[1]), self._hramp_y, self._hramp_x)
+            f = _fourier_shift(f, ref_shift / self._step, self._ramp_y, self._ramp_x)
+            fe = _fourier_shift(fe, ref_shift / self._half_step, self._hramp_y, self._hramp_x)
+            fo = _fourier_shift(fo, ref_shift / self._half_step, self._hramp_y, self._hramp_x)
         self._ref.push(f)
-        self._ref_even.push(fe)
-        self._ref_odd.push(fo)
+        self._ref_halves[0].push(fe)
+        self._ref_halves[1].push(fo)
         self._decided = shift
         self.last_shift = out
         self.n_frames += 1
@@ -900,20 +1046,21 @@ class RunningRegistration:
         if scale is None:
             scale = np.maximum(np.abs(product), _TINY)
         coarse, phase = _correlation_peak(_divide_by_real(product, scale), None, real_shape=self._fshape)
-        margin = np.max(np.abs(coarse - est)) - np.max(np.abs(coarse - self._confirmed))
-        bound = 2 * _refine_radius(self.upsample_factor) + 1e-6
+        peak = coarse * self._step  # in full-frame pixels
+        margin = np.max(np.abs(peak - est)) - np.max(np.abs(peak - self._confirmed))
+        bound = 2 * _refine_radius(self._upsample) * self._step + 1e-6
         if margin >= bound or margin < -bound:
             return bool(margin >= bound)
-        whitened = _refine_peak(coarse, phase, self.upsample_factor, real_shape=self._fshape)
+        whitened = _refine_peak(coarse, phase, self._upsample, real_shape=self._fshape) * self._step
         return bool(np.max(np.abs(whitened - est)) >= np.max(np.abs(whitened - self._confirmed)))
 
     def _estimate(self, ref: np.ndarray, f: np.ndarray, fshape: tuple[int, int], *, keep: bool = False) -> np.ndarray:
-        """Shift of ``f`` against ``ref`` (cross-power spectrum whitened by ``whitening``); ``keep``
+        """Shift (grid pixels) of ``f`` against ``ref`` (cross-power spectrum whitened by ``whitening``); ``keep``
         keeps the spectrum and its modulus for :meth:`_whitened_keeps_confirmed`."""
         product = np.conj(f)
         np.multiply(ref, product, out=product)
         if self.whitening == 1.0:
-            return _cross_power_shift(product, self.upsample_factor, "phase", real_shape=fshape)
+            return _cross_power_shift(product, self._upsample, "phase", real_shape=fshape)
         scale = None
         if self.whitening > 0:
             scale = np.abs(product)
@@ -926,7 +1073,7 @@ class RunningRegistration:
             whitened = product
         if keep:
             self._cross_check = (product, scale)
-        return _cross_power_shift(whitened, self.upsample_factor, None, real_shape=fshape)
+        return _cross_power_shift(whitened, self._upsample, None, real_shape=fshape)
 
 
 def _divide_by_real(z: np.ndarray, r: np.ndarray) -> np.ndarray:
