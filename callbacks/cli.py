@@ -29,7 +29,7 @@ __all__ = ["build_parser", "main"]
 _EPILOG = """examples:
   txm-live demo                           simulated beamtime, small: 10-15 s idle (longer on a busy machine),
                                           results in ./txm-live-output
-  txm-live demo --size full --live-plot   the seed experiment (602x643 px x 1024 energies), ~75 s idle, 3.5 GB RAM
+  txm-live demo --size full --live-plot   the seed experiment (602x643 px x 1024 energies), ~66 s idle, 3.5 GB RAM
   txm-live demo --sample lfp              a LiFePO4 battery particle across the Fe K edge
   txm-live replay --catalog ./txm-live-output -- -1
                                           re-analyse the latest recorded run into ./txm-live-replay/<uid>/
@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="small: a 128x128 px sample in a 176x176 px detector frame (the maps' size), "
                            "225 energies, 10-15 s on an idle 2-core machine; full: 602x643 px sample in a "
                            "730x771 px frame, 1024 energies, HDF5 frames (2.3 GB under OUT/raw/<run uid>/), "
-                           "about 75 s idle and 3.5 GB of memory. Busy machines take several times longer. "
+                           "about 66 s idle and 3.5 GB of memory. Busy machines take several times longer. "
                            "Default: small")
     _add_common(demo)
     _add_analysis(demo)

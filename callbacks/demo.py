@@ -11,7 +11,7 @@ since the sample is simulated, scores the phase maps against the ground truth.
 Sizes: ``small`` (a 128 x 128 px sample in a 176 x 176 px detector frame, which is the size
 of the phase maps; 225 energies; 10-15 s on an idle 2-core machine) and ``full`` (602 x 643
 px in a 730 x 771 px frame, the 1024 energies of the seed experiment, HDF5 file-backed camera
-writing 2.3 GB of raw frames under ``OUT/raw/<run uid>/``; about 75 s idle and 3.5 GB of
+writing 2.3 GB of raw frames under ``OUT/raw/<run uid>/``; about 66 s idle and 3.5 GB of
 memory). A busy machine takes several times longer. The demo prints both shapes when it starts.
 """
 
