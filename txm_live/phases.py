@@ -207,14 +207,20 @@ def _noise_per_feature(F: np.ndarray, x: np.ndarray, *, threads: int = 1) -> np.
     return _noise_from_mad(mad, x)
 
 
+def _neighbour_weights(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weights of the left and right neighbours that interpolate every interior energy of ``x``
+    linearly (:func:`_noise_mad` and :func:`_noise_from_mad`)."""
+    h = np.diff(x)
+    wl = h[1:] / (h[:-1] + h[1:])
+    return wl, 1.0 - wl
+
+
 def _noise_mad(F: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Median absolute deviation over pixels of the second difference of every interior row of
     ``F`` (n_rows, n_pixels; energies ``x``) (:func:`_noise_per_feature`; the rows of any
     band of a larger ``F`` plus one on each side give that band's values: float64, element by
     element the same arithmetic, no n_features x n_pixels float64 temporary)."""
-    h = np.diff(x)
-    wl = h[1:] / (h[:-1] + h[1:])  # weight of the left neighbour
-    wr = 1.0 - wl
+    wl, wr = _neighbour_weights(x)
     dr = F[1:-1] - (wl[:, None] * F[:-2] + wr[:, None] * F[2:])
     dr -= _row_medians(dr)[:, None]
     np.abs(dr, out=dr)
@@ -223,9 +229,7 @@ def _noise_mad(F: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 def _noise_from_mad(mad: np.ndarray, x: np.ndarray) -> np.ndarray:
     """The noise of every feature row from the :func:`_noise_mad` of the interior rows."""
-    h = np.diff(x)
-    wl = h[1:] / (h[:-1] + h[1:])
-    wr = 1.0 - wl
+    wl, wr = _neighbour_weights(x)
     sig = np.empty(mad.size + 2)
     sig[1:-1] = 1.4826 * mad / np.sqrt(1.0 + wl**2 + wr**2)
     sig[0], sig[-1] = sig[1], sig[-2]
