@@ -237,7 +237,7 @@ def test_phase_moments_equal_the_normalized_spectra() -> None:
     from txm_live.phases import _athena_phase_moments
 
     rng = np.random.default_rng(4)
-    n_e, n_pix = 37, 9000
+    n_e, n_pix = 300, 9000  # energies: three row bands of _MOMENT_ROWS (128), the last partial
     x = np.linspace(-100.0, 200.0, n_e)
     c0 = rng.uniform(0.5, 2.0, n_pix).astype(np.float32)
     c1 = rng.uniform(-1e-3, 1e-3, n_pix).astype(np.float32)

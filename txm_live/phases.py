@@ -465,13 +465,16 @@ def _window_phase_stats(
     return mean, np.sqrt(var), counts
 
 
-#: Pixel span and energy rows of one cache-resident float32 chunk of :func:`_athena_phase_moments`
-#: (32 x 2048 x 4 B = 0.25 MB, plus the span's weights: L2-sized; rows of 8 kB keep the reads
-#: from memory streaming), and the pixels of its reference spectrum (it only centres the float32
-#: differences: 256 scattered columns are gathered in ~3 ms where 4096 took ~50 ms, and the
-#: moments move by ~2e-7 of the spread).
+#: Pixel span and energy rows of one float32 chunk of :func:`_athena_phase_moments`
+#: (128 x 2048 x 4 B = 1 MB; rows of 8 kB keep the reads from memory streaming), and the pixels
+#: of its reference spectrum (it only centres the float32 differences: 256 scattered columns are
+#: gathered in ~3 ms where 4096 took ~50 ms, and the moments move by ~2e-7 of the spread). The
+#: rows do not change the sums (each energy is its own); the span does (float32 sums over its
+#: pixels). 128 rows, not 32: each chunk is seven numpy calls, and each call gives up and takes
+#: back the GIL; with two threads the ~30 000 handoffs of 32-row chunks serialized them (full-size
+#: L3: 0.66 s with 2 threads against 0.49 s with one; with 128 rows 0.23-0.29 s against 0.44 s).
 _MOMENT_PIXELS = 2048
-_MOMENT_ROWS = 32
+_MOMENT_ROWS = 128
 _REFERENCE_PIXELS = 256
 #: Groups of pixel spans of :func:`_athena_phase_moments` (summed in order; independent of the threads).
 _MOMENT_GROUPS = 8
@@ -499,7 +502,7 @@ def _athena_phase_moments(
     its columns are gathered from the whole block, so a row tile of a Dask worker takes fewer),
     ``z - rho = g d`` with
     ``d = y - [1, x, rho] . [c0, c1, 1/g]``: a rank-3 product subtracted from the raw block.
-    Per chunk of :data:`_MOMENT_ROWS` energies x :data:`_MOMENT_PIXELS` pixels (L2-sized),
+    Per chunk of :data:`_MOMENT_ROWS` energies x :data:`_MOMENT_PIXELS` pixels,
     ``d`` is formed in float32 and two thin products of the one-hot phase weights ``w g`` and
     ``w g^2`` (phase-major, ``(P, pixels) @ d.T``) give ``sum w (z - rho)`` and
     ``sum w (z - rho)^2``, accumulated over chunks in float64. Centring on ``rho`` keeps ``d``
@@ -508,7 +511,9 @@ def _athena_phase_moments(
     (``finite``) are used whole with zero weight outside ``pix``; others gather their ``pix``
     columns first (a masked pixel may hold NaN). The spans form :data:`_MOMENT_GROUPS`
     contiguous groups that ``threads`` threads take in turn; the groups' sums are added in
-    group order, so the result does not depend on ``threads``.
+    group order, and BLAS runs on one thread (a multi-threaded OpenBLAS splits the 128-row
+    products differently), so the result does not depend on ``threads`` or on the process it
+    runs in (a Dask worker's BLAS is single-threaded).
     """
     n_e, n_pix = Y2.shape
     x = np.asarray(x, dtype=np.float64)
@@ -581,7 +586,8 @@ def _athena_phase_moments(
                 acc[1, :, r0:r1] += tt
         return acc
 
-    parts = map_ordered(run, list(range(len(groups))), threads)
+    with limit_blas(1):  # one-thread products, whatever ``threads`` and wherever this runs: the same sums
+        parts = map_ordered(run, list(range(len(groups))), threads)
     S = parts[0]
     for part in parts[1:]:  # in group order
         S = S + part
